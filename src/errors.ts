@@ -1,0 +1,29 @@
+// Errors a user can act on. Every message names the file (and line, key or field where there is one) and says
+// what to do. The CLI prints `error: <message>` and exits non-zero without a stack trace for these; anything else
+// is a bug in tsdpo and keeps its stack.
+
+export type ErrorKind =
+  | "input" // a file the user gave us is malformed, truncated or inconsistent
+  | "config" // an option or config key is unknown or has the wrong type/value
+  | "unsupported" // well-formed input that tsdpo does not handle (yet)
+  | "numeric" // a non-finite loss or gradient during training
+  | "io"; // the file system refused (missing file, permissions)
+
+export class TsdpoError extends Error {
+  readonly kind: ErrorKind;
+  constructor(kind: ErrorKind, message: string) {
+    super(message);
+    this.name = "TsdpoError";
+    this.kind = kind;
+  }
+}
+
+export function inputError(message: string): TsdpoError {
+  return new TsdpoError("input", message);
+}
+export function configError(message: string): TsdpoError {
+  return new TsdpoError("config", message);
+}
+export function unsupportedError(message: string): TsdpoError {
+  return new TsdpoError("unsupported", message);
+}

@@ -1,0 +1,201 @@
+// GGUF reader (versions 2 and 3). Spec: ggml's docs/gguf.md.
+//
+// Layout: magic "GGUF", u32 version, u64 tensor count, u64 metadata count, the metadata key/values, the tensor
+// infos, padding to `general.alignment` (default 32), then the tensor data. All integers are little-endian.
+// A tensor's dims are listed innermost first (ne[0] is the contiguous one), so a row-major [out][in] matrix has
+// dims [in, out].
+
+import { readFileSync } from "node:fs";
+import { inputError, unsupportedError } from "../errors.js";
+import { f16ToF32, bf16ToF32 } from "./dtype.js";
+
+export type GgufValue = number | bigint | boolean | string | GgufValue[];
+
+export interface GgufTensorInfo {
+  name: string;
+  dims: number[]; // innermost first, as stored
+  type: GgmlType;
+  offset: number; // byte offset relative to the start of the data section
+}
+
+export interface GgufFile {
+  path: string;
+  version: number;
+  metadata: Map<string, GgufValue>;
+  tensors: Map<string, GgufTensorInfo>;
+  dataOffset: number; // absolute byte offset of the data section
+  buffer: Buffer;
+}
+
+export enum GgmlType {
+  F32 = 0,
+  F16 = 1,
+  BF16 = 30,
+}
+const GGML_TYPE_NAMES: Record<number, string> = {
+  0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K",
+  12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 30: "BF16",
+};
+export function ggmlTypeName(t: number): string {
+  return GGML_TYPE_NAMES[t] ?? `type ${t}`;
+}
+
+enum ValueType { U8 = 0, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 }
+
+const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
+
+class Cursor {
+  pos = 0;
+  constructor(readonly buf: Buffer, readonly path: string) {}
+  need(n: number, what: string): void {
+    if (this.pos + n > this.buf.length)
+      throw inputError(
+        `${this.path}: GGUF file is truncated (needed ${n} bytes for ${what} at offset ${this.pos}, ` +
+          `file has ${this.buf.length}); re-download or re-convert the model`,
+      );
+  }
+  u8(): number { this.need(1, "u8"); return this.buf.readUInt8(this.pos++); }
+  u32(what = "u32"): number { this.need(4, what); const v = this.buf.readUInt32LE(this.pos); this.pos += 4; return v; }
+  u64(what = "u64"): number {
+    this.need(8, what);
+    const v = this.buf.readBigUInt64LE(this.pos);
+    this.pos += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER))
+      throw inputError(`${this.path}: ${what} at offset ${this.pos - 8} is ${v}, too large; the file is corrupt`);
+    return Number(v);
+  }
+  str(what: string): string {
+    const n = this.u64(`length of ${what}`);
+    this.need(n, what);
+    const s = this.buf.toString("utf8", this.pos, this.pos + n);
+    this.pos += n;
+    return s;
+  }
+  value(type: number, key: string): GgufValue {
+    const b = this.buf;
+    const scalar = (size: number, read: () => GgufValue): GgufValue => {
+      this.need(size, `value of ${key}`);
+      const v = read();
+      this.pos += size;
+      return v;
+    };
+    switch (type) {
+      case ValueType.U8: return scalar(1, () => b.readUInt8(this.pos));
+      case ValueType.I8: return scalar(1, () => b.readInt8(this.pos));
+      case ValueType.U16: return scalar(2, () => b.readUInt16LE(this.pos));
+      case ValueType.I16: return scalar(2, () => b.readInt16LE(this.pos));
+      case ValueType.U32: return scalar(4, () => b.readUInt32LE(this.pos));
+      case ValueType.I32: return scalar(4, () => b.readInt32LE(this.pos));
+      case ValueType.F32: return scalar(4, () => b.readFloatLE(this.pos));
+      case ValueType.BOOL: return scalar(1, () => b.readUInt8(this.pos) !== 0);
+      case ValueType.STRING: return this.str(`value of ${key}`);
+      case ValueType.U64: return scalar(8, () => b.readBigUInt64LE(this.pos));
+      case ValueType.I64: return scalar(8, () => b.readBigInt64LE(this.pos));
+      case ValueType.F64: return scalar(8, () => b.readDoubleLE(this.pos));
+      case ValueType.ARRAY: {
+        const itemType = this.u32(`item type of ${key}`);
+        const n = this.u64(`length of ${key}`);
+        if (n > this.buf.length) throw inputError(`${this.path}: array ${key} claims ${n} items; the file is corrupt`);
+        const out: GgufValue[] = new Array(n);
+        for (let i = 0; i < n; i++) out[i] = this.value(itemType, key);
+        return out;
+      }
+      default:
+        throw inputError(`${this.path}: metadata key ${key} has unknown value type ${type}; the file is corrupt`);
+    }
+  }
+}
+
+export function readGguf(path: string, buffer?: Buffer): GgufFile {
+  const buf = buffer ?? readFileSync(path);
+  const c = new Cursor(buf, path);
+  if (buf.length < 4 || buf.readUInt32LE(0) !== GGUF_MAGIC)
+    throw inputError(`${path}: not a GGUF file (the first 4 bytes are not "GGUF")`);
+  c.pos = 4;
+  const version = c.u32("version");
+  if (version !== 2 && version !== 3)
+    throw unsupportedError(`${path}: GGUF version ${version} is not supported (tsdpo reads versions 2 and 3)`);
+  const tensorCount = c.u64("tensor count");
+  const kvCount = c.u64("metadata count");
+  const metadata = new Map<string, GgufValue>();
+  for (let i = 0; i < kvCount; i++) {
+    const key = c.str(`metadata key #${i}`);
+    const type = c.u32(`value type of ${key}`);
+    metadata.set(key, c.value(type, key));
+  }
+  const tensors = new Map<string, GgufTensorInfo>();
+  for (let i = 0; i < tensorCount; i++) {
+    const name = c.str(`tensor name #${i}`);
+    const nDims = c.u32(`dim count of ${name}`);
+    if (nDims > 4) throw inputError(`${path}: tensor ${name} has ${nDims} dims (at most 4); the file is corrupt`);
+    const dims: number[] = [];
+    for (let d = 0; d < nDims; d++) dims.push(c.u64(`dim ${d} of ${name}`));
+    const type = c.u32(`type of ${name}`);
+    const offset = c.u64(`offset of ${name}`);
+    tensors.set(name, { name, dims, type, offset });
+  }
+  const alignmentValue = metadata.get("general.alignment");
+  const alignment = typeof alignmentValue === "number" ? alignmentValue : 32;
+  const dataOffset = Math.ceil(c.pos / alignment) * alignment;
+  for (const t of tensors.values()) {
+    const end = dataOffset + t.offset + tensorByteSize(t);
+    if (end > buf.length)
+      throw inputError(
+        `${path}: GGUF file is truncated: tensor ${t.name} ends at byte ${end} but the file has ${buf.length} bytes`,
+      );
+  }
+  return { path, version, metadata, tensors, dataOffset, buffer: buf };
+}
+
+function bytesPerElement(type: number): number {
+  switch (type) {
+    case GgmlType.F32: return 4;
+    case GgmlType.F16: return 2;
+    case GgmlType.BF16: return 2;
+    default: return 0; // quantised: size not needed because we refuse to read them
+  }
+}
+
+export function tensorByteSize(t: GgufTensorInfo): number {
+  return t.dims.reduce((a, b) => a * b, 1) * bytesPerElement(t.type);
+}
+
+/** Reads a tensor as float32, converting F16/BF16. Quantised tensors are refused with a message saying what to do. */
+export function readGgufTensor(f: GgufFile, name: string): Float32Array {
+  const t = f.tensors.get(name);
+  if (!t) throw inputError(`${f.path}: tensor ${name} is missing`);
+  const n = t.dims.reduce((a, b) => a * b, 1);
+  const start = f.dataOffset + t.offset;
+  const out = new Float32Array(n);
+  switch (t.type) {
+    case GgmlType.F32:
+      for (let i = 0; i < n; i++) out[i] = f.buffer.readFloatLE(start + 4 * i);
+      return out;
+    case GgmlType.F16:
+      for (let i = 0; i < n; i++) out[i] = f16ToF32(f.buffer.readUInt16LE(start + 2 * i));
+      return out;
+    case GgmlType.BF16:
+      for (let i = 0; i < n; i++) out[i] = bf16ToF32(f.buffer.readUInt16LE(start + 2 * i));
+      return out;
+    default:
+      throw unsupportedError(
+        `${f.path}: tensor ${name} is ${ggmlTypeName(t.type)}; tsdpo reads F32, F16 and BF16 GGUF tensors. ` +
+          `Convert the model without quantisation (e.g. llama.cpp convert_hf_to_gguf.py --outtype f16)`,
+      );
+  }
+}
+
+export function metaString(f: GgufFile, key: string): string | undefined {
+  const v = f.metadata.get(key);
+  return typeof v === "string" ? v : undefined;
+}
+export function metaNumber(f: GgufFile, key: string): number | undefined {
+  const v = f.metadata.get(key);
+  if (typeof v === "number") return v;
+  if (typeof v === "bigint") return Number(v);
+  return undefined;
+}
+export function metaArray(f: GgufFile, key: string): GgufValue[] | undefined {
+  const v = f.metadata.get(key);
+  return Array.isArray(v) ? v : undefined;
+}

@@ -1,0 +1,64 @@
+// Shared test utilities: an all-close matcher that reports where and by how much arrays differ, and paths to the
+// fixtures the tests use (all shipped in the repo; tests never read ../shared).
+
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { dirname, join } from "node:path";
+
+type Num = ArrayLike<number>;
+
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const fixture = (...parts: string[]): string => join(repoRoot, "test", "fixtures", ...parts);
+export const asset = (...parts: string[]): string => join(repoRoot, "assets", ...parts);
+export const storiesGguf = asset("models", "stories260K", "stories260K.gguf");
+export const slow = process.env.TSDPO_SLOW === "1";
+
+/** max |a - b| over all elements */
+export function maxAbsDiff(a: Num, b: Num): number {
+  assert.equal(a.length, b.length, `length ${a.length} != ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    if (!(d <= m)) m = d; // NaN propagates
+  }
+  return m;
+}
+
+/** Asserts |a - b| <= atol + rtol * |b| elementwise, like numpy.allclose, with a message naming the worst element. */
+export function assertAllClose(a: Num, b: Num, atol: number, rtol = 0, what = "arrays"): void {
+  assert.equal(a.length, b.length, `${what}: length ${a.length} != ${b.length}`);
+  let worst = -1;
+  let worstExcess = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    const excess = Math.abs(x - y) - (atol + rtol * Math.abs(y));
+    if (!(excess <= 0) && (worst < 0 || !(excess <= worstExcess))) {
+      worst = i;
+      worstExcess = excess;
+    }
+  }
+  if (worst >= 0)
+    assert.fail(
+      `${what}: element ${worst} is ${a[worst]} but expected ${b[worst]} ` +
+        `(|diff| ${Math.abs(a[worst]! - b[worst]!)} > atol ${atol} + rtol ${rtol}·|expected|; max abs diff ${maxAbsDiff(a, b)})`,
+    );
+}
+
+/** Deterministic pseudo-random numbers for tests (mulberry32), so failures reproduce. */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randomArray(n: number, r: () => number, scale = 1, ctor: Float32ArrayConstructor | Float64ArrayConstructor = Float64Array): Float32Array | Float64Array {
+  const a = new ctor(n);
+  for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
+  return a;
+}
