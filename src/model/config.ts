@@ -1,0 +1,78 @@
+// The architecture description every Llama-family model reduces to. io/ turns config.json or GGUF metadata into
+// this; model/ never sees a file format.
+//
+// Shape letters used across tsdpo: B pairs, T time, C channels, V vocabulary, L layers, NH heads, NKV KV heads,
+// HS head size, FF MLP width. The concatenated DPO batch is 2B rows (chosen rows first, then rejected).
+
+export type RopeScaling =
+  | { type: "none" }
+  | { type: "linear"; factor: number }
+  | {
+      type: "llama3";
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositionEmbeddings: number;
+    };
+
+export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3";
+
+export interface LlamaConfig {
+  family: ModelFamily; // which HF model_type / GGUF architecture to write on export
+  V: number; // vocab_size
+  C: number; // hidden_size
+  L: number; // num_hidden_layers
+  NH: number; // num_attention_heads
+  NKV: number; // num_key_value_heads
+  HS: number; // head_dim (C / NH unless the config says otherwise, as Qwen3 does)
+  FF: number; // intermediate_size
+  ropeTheta: number;
+  ropeScaling: RopeScaling;
+  rmsEps: number;
+  tiedEmbeddings: boolean; // lm_head shares token_embd
+  qkvBias: boolean; // Qwen2: q/k/v projections have biases
+  qkNorm: boolean; // Qwen3: per-head RMSNorm on q and k before RoPE
+  maxSeqLen: number; // max_position_embeddings (the longest context the model claims)
+  slidingWindow: number | null; // Mistral; null = full causal attention
+}
+
+/**
+ * One parameter tensor of the model. Names are tsdpo's own (io/ maps them to Hugging Face and GGUF names). Shapes
+ * are row-major, matrices [out][in] like nn.Linear.weight.
+ */
+export interface ParamSpec {
+  name: string;
+  shape: number[];
+}
+
+/** Parameter tensors in arena order. */
+export function paramSpecs(cfg: LlamaConfig): ParamSpec[] {
+  const { V, C, L, NH, NKV, HS, FF } = cfg;
+  const specs: ParamSpec[] = [{ name: "tok_embd", shape: [V, C] }];
+  for (let l = 0; l < L; l++) {
+    const p = `layers.${l}.`;
+    specs.push({ name: p + "attn_norm", shape: [C] });
+    specs.push({ name: p + "wq", shape: [NH * HS, C] });
+    specs.push({ name: p + "wk", shape: [NKV * HS, C] });
+    specs.push({ name: p + "wv", shape: [NKV * HS, C] });
+    if (cfg.qkvBias) {
+      specs.push({ name: p + "bq", shape: [NH * HS] });
+      specs.push({ name: p + "bk", shape: [NKV * HS] });
+      specs.push({ name: p + "bv", shape: [NKV * HS] });
+    }
+    if (cfg.qkNorm) {
+      specs.push({ name: p + "q_norm", shape: [HS] });
+      specs.push({ name: p + "k_norm", shape: [HS] });
+    }
+    specs.push({ name: p + "wo", shape: [C, NH * HS] });
+    specs.push({ name: p + "ffn_norm", shape: [C] });
+    specs.push({ name: p + "w_gate", shape: [FF, C] });
+    specs.push({ name: p + "w_up", shape: [FF, C] });
+    specs.push({ name: p + "w_down", shape: [C, FF] });
+  }
+  specs.push({ name: "out_norm", shape: [C] });
+  if (!cfg.tiedEmbeddings) specs.push({ name: "lm_head", shape: [V, C] });
+  return specs;
+}
+
+export const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
