@@ -1,0 +1,89 @@
+// The kernel contract. Every backend (js/ here, native/ later) implements exactly these functions with flat numeric
+// signatures: buffers, integer sizes and scalars, never a config object. Conventions, after llm.c:
+// - outputs come first, then inputs, then sizes;
+// - every `*Backward` ACCUMULATES into its gradient outputs (+=), so callers zero gradients once per step;
+// - a gradient output passed as null is not computed (frozen parameters);
+// - shapes are given in comments with the letters of src/model/config.ts; N is a count of rows (N = rows·T).
+//
+// Buffers are Float32Array in training; the js backend also accepts Float64Array so that finite-difference tests
+// can run whole kernels and models in double precision.
+
+export type Buf = Float32Array | Float64Array;
+
+export interface Backend {
+  readonly name: string;
+
+  /** out[n,:] = table[ids[n],:] */
+  embeddingForward(out: Buf /* (N,C) */, ids: Int32Array /* (N) */, table: Buf /* (V,C) */, N: number, C: number): void;
+  /** dtable[ids[n],:] += dout[n,:] */
+  embeddingBackward(dtable: Buf /* (V,C) */, dout: Buf /* (N,C) */, ids: Int32Array /* (N) */, N: number, C: number): void;
+
+  /** out = x / sqrt(mean(x²) + eps) · weight, per row; rstd saved for backward */
+  rmsnormForward(out: Buf /* (N,C) */, rstd: Buf /* (N) */, inp: Buf /* (N,C) */, weight: Buf /* (C) */, N: number, C: number, eps: number): void;
+  rmsnormBackward(dinp: Buf /* (N,C) */, dweight: Buf | null /* (C) */, dout: Buf /* (N,C) */, inp: Buf, weight: Buf, rstd: Buf, N: number, C: number): void;
+
+  /** out = inp · weightᵀ + bias (nn.Linear) */
+  matmulForward(out: Buf /* (N,OC) */, inp: Buf /* (N,IC) */, weight: Buf /* (OC,IC) */, bias: Buf | null /* (OC) */, N: number, IC: number, OC: number): void;
+  matmulBackward(
+    dinp: Buf | null /* (N,IC) */, dweight: Buf | null /* (OC,IC) */, dbias: Buf | null /* (OC) */,
+    dout: Buf /* (N,OC) */, inp: Buf /* (N,IC) */, weight: Buf /* (OC,IC) */, N: number, IC: number, OC: number,
+  ): void;
+
+  /**
+   * Rotary embedding in place, Hugging Face rotate-half layout: within each head, element i pairs with i + HS/2.
+   * Row r of x is at position pos0 + (r mod T). cos/sin tables are (maxT, HS/2), built by the model from its config.
+   */
+  ropeForward(x: Buf /* (R·T, H·HS) */, cos: Buf, sin: Buf, R: number, T: number, H: number, HS: number, pos0: number): void;
+  /** The transpose rotation, in place on the gradient. */
+  ropeBackward(dx: Buf /* (R·T, H·HS) */, cos: Buf, sin: Buf, R: number, T: number, H: number, HS: number, pos0: number): void;
+
+  /**
+   * Causal grouped-query attention. Query head h reads KV head floor(h / (NH/NKV)). scale = 1/sqrt(HS).
+   * window > 0 limits each query to the last `window` keys (Mistral sliding window); 0 means full causal.
+   * att saves the softmax probabilities for backward.
+   */
+  attentionForward(
+    out: Buf /* (R,T,NH·HS) */, att: Buf /* (R,NH,T,T) */, q: Buf /* (R,T,NH·HS) */, k: Buf /* (R,T,NKV·HS) */, v: Buf /* (R,T,NKV·HS) */,
+    R: number, T: number, NH: number, NKV: number, HS: number, window: number,
+  ): void;
+  attentionBackward(
+    dq: Buf, dk: Buf, dv: Buf, dout: Buf /* (R,T,NH·HS) */, q: Buf, k: Buf, v: Buf, att: Buf,
+    R: number, T: number, NH: number, NKV: number, HS: number, window: number,
+  ): void;
+
+  /**
+   * Attention of T new queries at positions pos0..pos0+T−1 against a KV cache that already holds positions
+   * 0..pos0+T−1 (generation). No probabilities are saved: this path has no backward.
+   */
+  attentionDecode(
+    out: Buf /* (T,NH·HS) */, q: Buf /* (T,NH·HS) */, kCache: Buf /* (maxT,NKV·HS) */, vCache: Buf /* (maxT,NKV·HS) */,
+    T: number, pos0: number, NH: number, NKV: number, HS: number, window: number,
+  ): void;
+
+  /** out = silu(gate) ⊙ up, elementwise (out may alias gate or up) */
+  swigluForward(out: Buf /* (n) */, gate: Buf /* (n) */, up: Buf /* (n) */, n: number): void;
+  swigluBackward(dgate: Buf, dup: Buf, dout: Buf, gate: Buf, up: Buf, n: number): void;
+
+  /** out = a + b (the residual stream); its backward is `accumulate` of the same gradient into both branches */
+  addForward(out: Buf, a: Buf, b: Buf, n: number): void;
+  /** dst += src */
+  accumulate(dst: Buf, src: Buf, n: number): void;
+
+  /**
+   * Fused log-softmax + gather: logp[n] = logits[n, targets[n]] − logsumexp(logits[n,:]).
+   * lse is saved for backward; logitSum[n] = Σ_v logits[n,v] feeds TRL's `logits/chosen` metric.
+   */
+  logprobForward(logp: Buf /* (N) */, lse: Buf /* (N) */, logitSum: Buf /* (N) */, logits: Buf /* (N,V) */, targets: Int32Array, N: number, V: number): void;
+  /** dlogits[n,v] = dlogp[n] · (1[v = targets[n]] − softmax(logits[n])[v]); overwrites dlogits (it is a fresh buffer). */
+  logprobBackward(dlogits: Buf /* (N,V) */, dlogp: Buf /* (N) */, logits: Buf, lse: Buf, targets: Int32Array, N: number, V: number): void;
+
+  /**
+   * One AdamW step (Loshchilov & Hutter, decoupled weight decay), as torch.optim.AdamW computes it:
+   * p -= lr·wd·p; m = β1 m + (1−β1) g; v = β2 v + (1−β2) g²; p -= lr/(1−β1^t) · m / (sqrt(v)/sqrt(1−β2^t) + eps).
+   * `step` is t, counted from 1.
+   */
+  adamwStep(
+    params: Buf, grads: Buf, m: Buf, v: Buf, n: number,
+    lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number,
+  ): void;
+}

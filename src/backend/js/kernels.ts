@@ -1,0 +1,338 @@
+// The pure-TypeScript backend: the living definition of every kernel in src/backend/contract.ts. Plain loops,
+// written to be checked by eye; the native backend is tested against these. Accumulations run in the buffer's own
+// precision except where a comment says otherwise.
+
+import type { Backend, Buf } from "../contract.js";
+
+export function embeddingForward(out: Buf, ids: Int32Array, table: Buf, N: number, C: number): void {
+  for (let n = 0; n < N; n++) {
+    const src = ids[n]! * C;
+    const dst = n * C;
+    for (let c = 0; c < C; c++) out[dst + c] = table[src + c]!;
+  }
+}
+
+export function embeddingBackward(dtable: Buf, dout: Buf, ids: Int32Array, N: number, C: number): void {
+  for (let n = 0; n < N; n++) {
+    const dst = ids[n]! * C;
+    const src = n * C;
+    for (let c = 0; c < C; c++) dtable[dst + c] += dout[src + c]!;
+  }
+}
+
+export function rmsnormForward(out: Buf, rstd: Buf, inp: Buf, weight: Buf, N: number, C: number, eps: number): void {
+  for (let n = 0; n < N; n++) {
+    const o = n * C;
+    let ss = 0; // sum of squares in double precision: JS numbers are doubles
+    for (let c = 0; c < C; c++) ss += inp[o + c]! * inp[o + c]!;
+    const r = 1 / Math.sqrt(ss / C + eps);
+    rstd[n] = r;
+    const rs = rstd[n]!; // use the stored (possibly float32-rounded) value, as backward will
+    for (let c = 0; c < C; c++) out[o + c] = inp[o + c]! * rs * weight[c]!;
+  }
+}
+
+// y_c = w_c x_c r, r = (mean(x²)+eps)^(-1/2), dr/dx_j = -r³ x_j / C
+// dx_j = r w_j dy_j − (r³/C) x_j Σ_c dy_c w_c x_c
+export function rmsnormBackward(dinp: Buf, dweight: Buf | null, dout: Buf, inp: Buf, weight: Buf, rstd: Buf, N: number, C: number): void {
+  for (let n = 0; n < N; n++) {
+    const o = n * C;
+    const r = rstd[n]!;
+    let dot = 0;
+    for (let c = 0; c < C; c++) dot += dout[o + c]! * weight[c]! * inp[o + c]!;
+    const k = (r * r * r * dot) / C;
+    for (let c = 0; c < C; c++) {
+      dinp[o + c] += r * weight[c]! * dout[o + c]! - k * inp[o + c]!;
+      if (dweight) dweight[c] += dout[o + c]! * inp[o + c]! * r;
+    }
+  }
+}
+
+export function matmulForward(out: Buf, inp: Buf, weight: Buf, bias: Buf | null, N: number, IC: number, OC: number): void {
+  for (let n = 0; n < N; n++) {
+    const io = n * IC;
+    for (let o = 0; o < OC; o++) {
+      const wo = o * IC;
+      let acc = bias ? bias[o]! : 0;
+      for (let i = 0; i < IC; i++) acc += inp[io + i]! * weight[wo + i]!;
+      out[n * OC + o] = acc;
+    }
+  }
+}
+
+export function matmulBackward(
+  dinp: Buf | null, dweight: Buf | null, dbias: Buf | null, dout: Buf, inp: Buf, weight: Buf, N: number, IC: number, OC: number,
+): void {
+  if (dinp) {
+    // dinp[n,:] += Σ_o dout[n,o] · weight[o,:]
+    for (let n = 0; n < N; n++) {
+      const io = n * IC;
+      for (let o = 0; o < OC; o++) {
+        const g = dout[n * OC + o]!;
+        if (g === 0) continue;
+        const wo = o * IC;
+        for (let i = 0; i < IC; i++) dinp[io + i] += g * weight[wo + i]!;
+      }
+    }
+  }
+  if (dweight || dbias) {
+    // dweight[o,:] += Σ_n dout[n,o] · inp[n,:]
+    for (let n = 0; n < N; n++) {
+      const io = n * IC;
+      for (let o = 0; o < OC; o++) {
+        const g = dout[n * OC + o]!;
+        if (dbias) dbias[o] += g;
+        if (!dweight || g === 0) continue;
+        const wo = o * IC;
+        for (let i = 0; i < IC; i++) dweight[wo + i] += g * inp[io + i]!;
+      }
+    }
+  }
+}
+
+function rope(x: Buf, cos: Buf, sin: Buf, R: number, T: number, H: number, HS: number, pos0: number, sign: number): void {
+  const half = HS >> 1;
+  for (let r = 0; r < R; r++) {
+    for (let t = 0; t < T; t++) {
+      const pos = pos0 + t;
+      const row = (r * T + t) * H * HS;
+      for (let h = 0; h < H; h++) {
+        const base = row + h * HS;
+        for (let i = 0; i < half; i++) {
+          const c = cos[pos * half + i]!;
+          const s = sign * sin[pos * half + i]!;
+          const a = x[base + i]!;
+          const b = x[base + i + half]!;
+          x[base + i] = a * c - b * s;
+          x[base + i + half] = b * c + a * s;
+        }
+      }
+    }
+  }
+}
+
+export function ropeForward(x: Buf, cos: Buf, sin: Buf, R: number, T: number, H: number, HS: number, pos0: number): void {
+  rope(x, cos, sin, R, T, H, HS, pos0, 1);
+}
+
+// RoPE is an orthogonal rotation per pair, so its backward is the rotation by the opposite angle.
+export function ropeBackward(dx: Buf, cos: Buf, sin: Buf, R: number, T: number, H: number, HS: number, pos0: number): void {
+  rope(dx, cos, sin, R, T, H, HS, pos0, -1);
+}
+
+export function attentionForward(
+  out: Buf, att: Buf, q: Buf, k: Buf, v: Buf, R: number, T: number, NH: number, NKV: number, HS: number, window: number,
+): void {
+  const scale = 1 / Math.sqrt(HS);
+  const group = NH / NKV;
+  const qStride = NH * HS;
+  const kvStride = NKV * HS;
+  for (let r = 0; r < R; r++) {
+    for (let h = 0; h < NH; h++) {
+      const kvh = Math.floor(h / group);
+      for (let t = 0; t < T; t++) {
+        const qo = (r * T + t) * qStride + h * HS;
+        const ao = ((r * NH + h) * T + t) * T;
+        const first = window > 0 ? Math.max(0, t - window + 1) : 0;
+        let max = -Infinity;
+        for (let j = first; j <= t; j++) {
+          const ko = (r * T + j) * kvStride + kvh * HS;
+          let s = 0;
+          for (let i = 0; i < HS; i++) s += q[qo + i]! * k[ko + i]!;
+          s *= scale;
+          att[ao + j] = s;
+          if (s > max) max = s;
+        }
+        let sum = 0;
+        for (let j = first; j <= t; j++) {
+          const e = Math.exp(att[ao + j]! - max);
+          att[ao + j] = e;
+          sum += e;
+        }
+        for (let j = 0; j < T; j++) att[ao + j] = j >= first && j <= t ? att[ao + j]! / sum : 0;
+        for (let i = 0; i < HS; i++) out[qo + i] = 0;
+        for (let j = first; j <= t; j++) {
+          const p = att[ao + j]!;
+          const vo = (r * T + j) * kvStride + kvh * HS;
+          for (let i = 0; i < HS; i++) out[qo + i] += p * v[vo + i]!;
+        }
+      }
+    }
+  }
+}
+
+let scratch = new Float64Array(0);
+// Grows once to the longest T seen and is reused, so a training step allocates nothing here.
+function attentionScratch(T: number): Float64Array {
+  if (scratch.length < T) scratch = new Float64Array(T);
+  return scratch;
+}
+
+// With p = softmax(s), s_j = scale·q·k_j, out = Σ p_j v_j:
+// dp_j = dout·v_j; ds_j = p_j (dp_j − Σ_k p_k dp_k); dq += scale Σ_j ds_j k_j; dk_j += scale ds_j q; dv_j += p_j dout.
+export function attentionBackward(
+  dq: Buf, dk: Buf, dv: Buf, dout: Buf, q: Buf, k: Buf, v: Buf, att: Buf,
+  R: number, T: number, NH: number, NKV: number, HS: number, window: number,
+): void {
+  const scale = 1 / Math.sqrt(HS);
+  const group = NH / NKV;
+  const qStride = NH * HS;
+  const kvStride = NKV * HS;
+  const dp = attentionScratch(T);
+  for (let r = 0; r < R; r++) {
+    for (let h = 0; h < NH; h++) {
+      const kvh = Math.floor(h / group);
+      for (let t = 0; t < T; t++) {
+        const qo = (r * T + t) * qStride + h * HS;
+        const ao = ((r * NH + h) * T + t) * T;
+        const first = window > 0 ? Math.max(0, t - window + 1) : 0;
+        let pdp = 0;
+        for (let j = first; j <= t; j++) {
+          const vo = (r * T + j) * kvStride + kvh * HS;
+          let s = 0;
+          for (let i = 0; i < HS; i++) s += dout[qo + i]! * v[vo + i]!;
+          dp[j] = s;
+          pdp += att[ao + j]! * s;
+          const p = att[ao + j]!;
+          for (let i = 0; i < HS; i++) dv[vo + i] += p * dout[qo + i]!;
+        }
+        for (let j = first; j <= t; j++) {
+          const ds = att[ao + j]! * (dp[j]! - pdp) * scale;
+          const ko = (r * T + j) * kvStride + kvh * HS;
+          for (let i = 0; i < HS; i++) {
+            dq[qo + i] += ds * k[ko + i]!;
+            dk[ko + i] += ds * q[qo + i]!;
+          }
+        }
+      }
+    }
+  }
+}
+
+export function attentionDecode(
+  out: Buf, q: Buf, kCache: Buf, vCache: Buf, T: number, pos0: number, NH: number, NKV: number, HS: number, window: number,
+): void {
+  const scale = 1 / Math.sqrt(HS);
+  const group = NH / NKV;
+  const qStride = NH * HS;
+  const kvStride = NKV * HS;
+  const p = attentionScratch(pos0 + T);
+  for (let t = 0; t < T; t++) {
+    const pos = pos0 + t;
+    const first = window > 0 ? Math.max(0, pos - window + 1) : 0;
+    for (let h = 0; h < NH; h++) {
+      const kvh = Math.floor(h / group);
+      const qo = t * qStride + h * HS;
+      let max = -Infinity;
+      for (let j = first; j <= pos; j++) {
+        const ko = j * kvStride + kvh * HS;
+        let s = 0;
+        for (let i = 0; i < HS; i++) s += q[qo + i]! * kCache[ko + i]!;
+        s *= scale;
+        p[j] = s;
+        if (s > max) max = s;
+      }
+      let sum = 0;
+      for (let j = first; j <= pos; j++) {
+        p[j] = Math.exp(p[j]! - max);
+        sum += p[j]!;
+      }
+      for (let i = 0; i < HS; i++) out[qo + i] = 0;
+      for (let j = first; j <= pos; j++) {
+        const w = p[j]! / sum;
+        const vo = j * kvStride + kvh * HS;
+        for (let i = 0; i < HS; i++) out[qo + i] += w * vCache[vo + i]!;
+      }
+    }
+  }
+}
+
+export function swigluForward(out: Buf, gate: Buf, up: Buf, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i]!;
+    out[i] = (g / (1 + Math.exp(-g))) * up[i]!;
+  }
+}
+
+// silu(g) = g σ(g); silu'(g) = σ(g) (1 + g (1 − σ(g)))
+export function swigluBackward(dgate: Buf, dup: Buf, dout: Buf, gate: Buf, up: Buf, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i]!;
+    const sg = 1 / (1 + Math.exp(-g));
+    dgate[i] += dout[i]! * up[i]! * sg * (1 + g * (1 - sg));
+    dup[i] += dout[i]! * g * sg;
+  }
+}
+
+export function addForward(out: Buf, a: Buf, b: Buf, n: number): void {
+  for (let i = 0; i < n; i++) out[i] = a[i]! + b[i]!;
+}
+
+export function accumulate(dst: Buf, src: Buf, n: number): void {
+  for (let i = 0; i < n; i++) dst[i] += src[i]!;
+}
+
+export function logprobForward(logp: Buf, lse: Buf, logitSum: Buf, logits: Buf, targets: Int32Array, N: number, V: number): void {
+  for (let n = 0; n < N; n++) {
+    const o = n * V;
+    let max = -Infinity;
+    let sum = 0;
+    for (let v = 0; v < V; v++) {
+      const x = logits[o + v]!;
+      if (x > max) max = x;
+      sum += x;
+    }
+    let se = 0;
+    for (let v = 0; v < V; v++) se += Math.exp(logits[o + v]! - max);
+    const l = max + Math.log(se);
+    lse[n] = l;
+    logitSum[n] = sum;
+    logp[n] = logits[o + targets[n]!]! - l;
+  }
+}
+
+export function logprobBackward(dlogits: Buf, dlogp: Buf, logits: Buf, lse: Buf, targets: Int32Array, N: number, V: number): void {
+  for (let n = 0; n < N; n++) {
+    const o = n * V;
+    const g = dlogp[n]!;
+    if (g === 0) {
+      dlogits.fill(0, o, o + V);
+      continue;
+    }
+    const l = lse[n]!;
+    for (let v = 0; v < V; v++) dlogits[o + v] = -g * Math.exp(logits[o + v]! - l);
+    dlogits[o + targets[n]!] += g;
+  }
+}
+
+export function adamwStep(
+  params: Buf, grads: Buf, m: Buf, v: Buf, n: number,
+  lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number,
+): void {
+  const bc1 = 1 - beta1 ** step;
+  const bc2 = 1 - beta2 ** step;
+  const stepSize = lr / bc1;
+  const bc2Sqrt = Math.sqrt(bc2);
+  for (let i = 0; i < n; i++) {
+    const g = grads[i]!;
+    const p = params[i]! * (1 - lr * weightDecay); // torch: param.mul_(1 - lr * weight_decay)
+    const mi = beta1 * m[i]! + (1 - beta1) * g;
+    const vi = beta2 * v[i]! + (1 - beta2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    params[i] = p - (stepSize * m[i]!) / (Math.sqrt(v[i]!) / bc2Sqrt + eps);
+  }
+}
+
+export const jsBackend: Backend = {
+  name: "js",
+  embeddingForward, embeddingBackward,
+  rmsnormForward, rmsnormBackward,
+  matmulForward, matmulBackward,
+  ropeForward, ropeBackward,
+  attentionForward, attentionBackward, attentionDecode,
+  swigluForward, swigluBackward,
+  addForward, accumulate,
+  logprobForward, logprobBackward,
+  adamwStep,
+};

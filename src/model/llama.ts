@@ -1,0 +1,450 @@
+// The Llama-family decoder (Llama 2/3, Mistral, Qwen2, Qwen3, SmolLM): parameters, activations, forward and
+// backward as straight lists of kernel calls. It knows shapes and the order of kernels, not DPO and not file
+// formats. The training forward returns per-token log-probs of given next tokens; the backward takes
+// d(log-probs) and accumulates parameter gradients.
+//
+// Memory follows llm.c: parameters, gradients and activations are each one allocation carved into named views,
+// sized once for (maxRows, maxT); a step with R ≤ maxRows rows of T ≤ maxT tokens uses a prefix of each view.
+
+import type { Backend, Buf } from "../backend/contract.js";
+import { type LlamaConfig, type ParamSpec, numel, paramSpecs } from "./config.js";
+import { ropeTables } from "./rope.js";
+
+export type FloatCtor = Float32ArrayConstructor | Float64ArrayConstructor;
+
+export interface LayerParams {
+  attnNorm: Buf; // (C)
+  wq: Buf; // (NH·HS, C)
+  wk: Buf; // (NKV·HS, C)
+  wv: Buf; // (NKV·HS, C)
+  bq: Buf | null; // (NH·HS)   Qwen2
+  bk: Buf | null; // (NKV·HS)
+  bv: Buf | null; // (NKV·HS)
+  qNorm: Buf | null; // (HS)   Qwen3
+  kNorm: Buf | null; // (HS)
+  wo: Buf; // (C, NH·HS)
+  ffnNorm: Buf; // (C)
+  wGate: Buf; // (FF, C)
+  wUp: Buf; // (FF, C)
+  wDown: Buf; // (C, FF)
+}
+
+export interface ParamViews {
+  tokEmbd: Buf; // (V, C)
+  layers: LayerParams[];
+  outNorm: Buf; // (C)
+  lmHead: Buf; // (V, C); the same view as tokEmbd when embeddings are tied
+}
+
+export interface ParamEntry extends ParamSpec {
+  offset: number; // into the arena
+  size: number;
+}
+
+export interface Model {
+  cfg: LlamaConfig;
+  ctor: FloatCtor;
+  entries: ParamEntry[]; // arena layout, in paramSpecs order
+  params: Buf; // the parameter arena
+  p: ParamViews; // named views into params
+}
+
+export interface Gradients {
+  grads: Buf; // arena with the same layout as Model.params
+  g: ParamViews;
+}
+
+function arenaLayout(cfg: LlamaConfig): ParamEntry[] {
+  let offset = 0;
+  return paramSpecs(cfg).map((s) => {
+    const size = numel(s.shape);
+    const e = { ...s, offset, size };
+    offset += size;
+    return e;
+  });
+}
+
+export function paramCount(cfg: LlamaConfig): number {
+  return paramSpecs(cfg).reduce((a, s) => a + numel(s.shape), 0);
+}
+
+/** Named views over an arena laid out as `entries`. */
+export function viewsOf(cfg: LlamaConfig, entries: ParamEntry[], arena: Buf): ParamViews {
+  const byName = new Map(entries.map((e) => [e.name, arena.subarray(e.offset, e.offset + e.size)]));
+  const get = (name: string): Buf => {
+    const v = byName.get(name);
+    if (!v) throw new Error(`internal: no parameter ${name}`);
+    return v;
+  };
+  const opt = (name: string): Buf | null => byName.get(name) ?? null;
+  const layers: LayerParams[] = [];
+  for (let l = 0; l < cfg.L; l++) {
+    const p = `layers.${l}.`;
+    layers.push({
+      attnNorm: get(p + "attn_norm"),
+      wq: get(p + "wq"), wk: get(p + "wk"), wv: get(p + "wv"),
+      bq: opt(p + "bq"), bk: opt(p + "bk"), bv: opt(p + "bv"),
+      qNorm: opt(p + "q_norm"), kNorm: opt(p + "k_norm"),
+      wo: get(p + "wo"),
+      ffnNorm: get(p + "ffn_norm"),
+      wGate: get(p + "w_gate"), wUp: get(p + "w_up"), wDown: get(p + "w_down"),
+    });
+  }
+  const tokEmbd = get("tok_embd");
+  return { tokEmbd, layers, outNorm: get("out_norm"), lmHead: cfg.tiedEmbeddings ? tokEmbd : get("lm_head") };
+}
+
+export function createModel(cfg: LlamaConfig, ctor: FloatCtor = Float32Array): Model {
+  validateConfig(cfg);
+  const entries = arenaLayout(cfg);
+  const total = entries.reduce((a, e) => a + e.size, 0);
+  const params = new ctor(total);
+  return { cfg, ctor, entries, params, p: viewsOf(cfg, entries, params) };
+}
+
+export function createGradients(model: Model): Gradients {
+  const grads = new model.ctor(model.params.length);
+  return { grads, g: viewsOf(model.cfg, model.entries, grads) };
+}
+
+/** The parameter tensor called `name` (tsdpo's names, see paramSpecs). */
+export function paramView(model: Model, name: string): Buf {
+  const e = model.entries.find((x) => x.name === name);
+  if (!e) throw new Error(`internal: no parameter ${name}`);
+  return model.params.subarray(e.offset, e.offset + e.size);
+}
+
+function validateConfig(cfg: LlamaConfig): void {
+  const bad = (what: string): never => {
+    throw new Error(`internal: invalid model config: ${what}`);
+  };
+  for (const k of ["V", "C", "L", "NH", "NKV", "HS", "FF"] as const)
+    if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) bad(`${k} = ${cfg[k]}`);
+  if (cfg.NH % cfg.NKV !== 0) bad(`NH ${cfg.NH} is not a multiple of NKV ${cfg.NKV}`);
+  if (cfg.HS % 2 !== 0) bad(`HS ${cfg.HS} is odd; RoPE needs pairs`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Activations
+
+export interface LayerActs {
+  ln1: Buf; // (R,T,C)   attention RMSNorm output
+  rstd1: Buf; // (R,T)
+  qPre: Buf | null; // (R,T,NH·HS)  q before its RMSNorm (Qwen3)
+  qRstd: Buf | null; // (R,T,NH)
+  kPre: Buf | null; // (R,T,NKV·HS)
+  kRstd: Buf | null; // (R,T,NKV)
+  q: Buf; // (R,T,NH·HS)  after norm and RoPE
+  k: Buf; // (R,T,NKV·HS)
+  v: Buf; // (R,T,NKV·HS)
+  att: Buf; // (R,NH,T,T)  softmax probabilities
+  atty: Buf; // (R,T,NH·HS) attention output before o_proj
+  xMid: Buf; // (R,T,C)   residual after attention
+  ln2: Buf; // (R,T,C)
+  rstd2: Buf; // (R,T)
+  gate: Buf; // (R,T,FF)
+  up: Buf; // (R,T,FF)
+  h: Buf; // (R,T,FF)  silu(gate)·up
+}
+
+export interface Activations {
+  maxRows: number;
+  maxT: number;
+  R: number; // rows and length of the last forward
+  T: number;
+  ids: Int32Array; // (R,T)
+  targets: Int32Array; // (R,T)
+  x: Buf[]; // L+1 of (R,T,C): the residual stream entering each layer, and after the last
+  layers: LayerActs[];
+  lnf: Buf; // (R,T,C)
+  rstdf: Buf; // (R,T)
+  logits: Buf; // (R,T,V)
+  lse: Buf; // (R,T)
+  logitSum: Buf; // (R,T)  Σ_v logits, for TRL's logits/* metrics
+  logp: Buf; // (R,T)   log p(targets | prefix)
+  tmp: Buf; // (R,T,C)  projection output before it joins the residual
+  // backward scratch, reused by every layer
+  dx: Buf; // (R,T,C)  gradient of the residual stream
+  dln: Buf; // (R,T,C)
+  dq: Buf; // (R,T,NH·HS)
+  dk: Buf; // (R,T,NKV·HS)
+  dv: Buf; // (R,T,NKV·HS)
+  dqPre: Buf; // (R,T,NH·HS)
+  dkPre: Buf; // (R,T,NKV·HS)
+  datty: Buf; // (R,T,NH·HS)
+  dgate: Buf; // (R,T,FF)
+  dup: Buf; // (R,T,FF)
+  dh: Buf; // (R,T,FF)
+  dlogits: Buf; // (R,T,V)
+  ropeCos: Buf; // (maxT, HS/2)
+  ropeSin: Buf;
+}
+
+/** Carves every activation out of one allocation sized for maxRows sequences of maxT tokens. */
+export function createActivations(model: Model, maxRows: number, maxT: number): Activations {
+  const { C, L, NH, NKV, HS, FF, V, qkNorm } = model.cfg;
+  const N = maxRows * maxT;
+  const sizes: [string, number][] = [];
+  const want = (name: string, n: number): void => void sizes.push([name, n]);
+  for (let l = 0; l <= L; l++) want(`x${l}`, N * C);
+  for (let l = 0; l < L; l++) {
+    want(`ln1.${l}`, N * C); want(`rstd1.${l}`, N);
+    if (qkNorm) { want(`qPre.${l}`, N * NH * HS); want(`qRstd.${l}`, N * NH); want(`kPre.${l}`, N * NKV * HS); want(`kRstd.${l}`, N * NKV); }
+    want(`q.${l}`, N * NH * HS); want(`k.${l}`, N * NKV * HS); want(`v.${l}`, N * NKV * HS);
+    want(`att.${l}`, maxRows * NH * maxT * maxT); want(`atty.${l}`, N * NH * HS);
+    want(`xMid.${l}`, N * C); want(`ln2.${l}`, N * C); want(`rstd2.${l}`, N);
+    want(`gate.${l}`, N * FF); want(`up.${l}`, N * FF); want(`h.${l}`, N * FF);
+  }
+  want("lnf", N * C); want("rstdf", N); want("logits", N * V); want("lse", N); want("logitSum", N); want("logp", N);
+  want("tmp", N * C); want("dx", N * C); want("dln", N * C); want("dq", N * NH * HS); want("dk", N * NKV * HS);
+  want("dv", N * NKV * HS); want("dqPre", N * NH * HS); want("dkPre", N * NKV * HS); want("datty", N * NH * HS);
+  want("dgate", N * FF); want("dup", N * FF); want("dh", N * FF); want("dlogits", N * V);
+  const total = sizes.reduce((a, [, n]) => a + n, 0);
+  const arena = new model.ctor(total);
+  const views = new Map<string, Buf>();
+  let off = 0;
+  for (const [name, n] of sizes) {
+    views.set(name, arena.subarray(off, off + n));
+    off += n;
+  }
+  const v = (name: string): Buf => views.get(name)!;
+  const o = (name: string): Buf | null => views.get(name) ?? null;
+  const { cos, sin } = ropeTables(model.cfg, maxT, model.ctor);
+  return {
+    maxRows, maxT, R: 0, T: 0,
+    ids: new Int32Array(N), targets: new Int32Array(N),
+    x: Array.from({ length: L + 1 }, (_, l) => v(`x${l}`)),
+    layers: Array.from({ length: L }, (_, l) => ({
+      ln1: v(`ln1.${l}`), rstd1: v(`rstd1.${l}`),
+      qPre: o(`qPre.${l}`), qRstd: o(`qRstd.${l}`), kPre: o(`kPre.${l}`), kRstd: o(`kRstd.${l}`),
+      q: v(`q.${l}`), k: v(`k.${l}`), v: v(`v.${l}`), att: v(`att.${l}`), atty: v(`atty.${l}`),
+      xMid: v(`xMid.${l}`), ln2: v(`ln2.${l}`), rstd2: v(`rstd2.${l}`),
+      gate: v(`gate.${l}`), up: v(`up.${l}`), h: v(`h.${l}`),
+    })),
+    lnf: v("lnf"), rstdf: v("rstdf"), logits: v("logits"), lse: v("lse"), logitSum: v("logitSum"), logp: v("logp"),
+    tmp: v("tmp"), dx: v("dx"), dln: v("dln"), dq: v("dq"), dk: v("dk"), dv: v("dv"), dqPre: v("dqPre"),
+    dkPre: v("dkPre"), datty: v("datty"), dgate: v("dgate"), dup: v("dup"), dh: v("dh"), dlogits: v("dlogits"),
+    ropeCos: cos, ropeSin: sin,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Training forward / backward
+
+/**
+ * Runs R sequences of T tokens. ids and targets are (R,T) row-major; targets[r,t] is the token whose log-prob is
+ * wanted at position t (normally ids[r,t+1]; anything valid where the caller will mask it out).
+ * Returns acts.logp, (R,T), valid until the next forward. acts.logits holds the (R,T,V) logits.
+ */
+export function forward(be: Backend, model: Model, acts: Activations, ids: Int32Array, targets: Int32Array, R: number, T: number): Buf {
+  const { cfg, p } = model;
+  const { C, NH, NKV, HS, FF, V, rmsEps } = cfg;
+  if (R > acts.maxRows || T > acts.maxT)
+    throw new Error(`internal: batch (${R}, ${T}) exceeds activations (${acts.maxRows}, ${acts.maxT})`);
+  const N = R * T;
+  for (let i = 0; i < N; i++) {
+    const id = ids[i]!;
+    const tg = targets[i]!;
+    if (!(id >= 0 && id < V) || !(tg >= 0 && tg < V)) throw new Error(`internal: token id out of range at ${i}: ${id} / ${tg} (V=${V})`);
+  }
+  acts.R = R;
+  acts.T = T;
+  acts.ids.set(ids.subarray(0, N));
+  acts.targets.set(targets.subarray(0, N));
+  const window = cfg.slidingWindow ?? 0;
+
+  be.embeddingForward(acts.x[0]!, acts.ids, p.tokEmbd, N, C);
+  for (let l = 0; l < cfg.L; l++) {
+    const w = p.layers[l]!;
+    const a = acts.layers[l]!;
+    const x = acts.x[l]!;
+    be.rmsnormForward(a.ln1, a.rstd1, x, w.attnNorm, N, C, rmsEps);
+    if (cfg.qkNorm) {
+      be.matmulForward(a.qPre!, a.ln1, w.wq, w.bq, N, C, NH * HS);
+      be.matmulForward(a.kPre!, a.ln1, w.wk, w.bk, N, C, NKV * HS);
+      be.rmsnormForward(a.q, a.qRstd!, a.qPre!, w.qNorm!, N * NH, HS, rmsEps);
+      be.rmsnormForward(a.k, a.kRstd!, a.kPre!, w.kNorm!, N * NKV, HS, rmsEps);
+    } else {
+      be.matmulForward(a.q, a.ln1, w.wq, w.bq, N, C, NH * HS);
+      be.matmulForward(a.k, a.ln1, w.wk, w.bk, N, C, NKV * HS);
+    }
+    be.matmulForward(a.v, a.ln1, w.wv, w.bv, N, C, NKV * HS);
+    be.ropeForward(a.q, acts.ropeCos, acts.ropeSin, R, T, NH, HS, 0);
+    be.ropeForward(a.k, acts.ropeCos, acts.ropeSin, R, T, NKV, HS, 0);
+    be.attentionForward(a.atty, a.att, a.q, a.k, a.v, R, T, NH, NKV, HS, window);
+    be.matmulForward(acts.tmp, a.atty, w.wo, null, N, NH * HS, C);
+    be.addForward(a.xMid, x, acts.tmp, N * C);
+    be.rmsnormForward(a.ln2, a.rstd2, a.xMid, w.ffnNorm, N, C, rmsEps);
+    be.matmulForward(a.gate, a.ln2, w.wGate, null, N, C, FF);
+    be.matmulForward(a.up, a.ln2, w.wUp, null, N, C, FF);
+    be.swigluForward(a.h, a.gate, a.up, N * FF);
+    be.matmulForward(acts.tmp, a.h, w.wDown, null, N, FF, C);
+    be.addForward(acts.x[l + 1]!, a.xMid, acts.tmp, N * C);
+  }
+  be.rmsnormForward(acts.lnf, acts.rstdf, acts.x[cfg.L]!, p.outNorm, N, C, rmsEps);
+  be.matmulForward(acts.logits, acts.lnf, p.lmHead, null, N, C, V);
+  be.logprobForward(acts.logp, acts.lse, acts.logitSum, acts.logits, acts.targets, N, V);
+  return acts.logp.subarray(0, N);
+}
+
+/**
+ * Backward of the last forward from dlogp (R,T) = d objective / d logp. Accumulates into grads (+=); the caller
+ * zeroes them once per optimizer step, which makes gradient accumulation over micro-batches a plain repeat.
+ */
+export function backward(be: Backend, model: Model, acts: Activations, grads: Gradients, dlogp: Buf): void {
+  const { cfg, p } = model;
+  const { g } = grads;
+  const { C, NH, NKV, HS, FF, V } = cfg;
+  const { R, T } = acts;
+  const N = R * T;
+  const window = cfg.slidingWindow ?? 0;
+  const zero = (b: Buf, n: number): void => void b.fill(0, 0, n);
+
+  be.logprobBackward(acts.dlogits, dlogp, acts.logits, acts.lse, acts.targets, N, V);
+  zero(acts.dln, N * C);
+  be.matmulBackward(acts.dln, g.lmHead, null, acts.dlogits, acts.lnf, p.lmHead, N, C, V);
+  zero(acts.dx, N * C);
+  be.rmsnormBackward(acts.dx, g.outNorm, acts.dln, acts.x[cfg.L]!, p.outNorm, acts.rstdf, N, C);
+
+  for (let l = cfg.L - 1; l >= 0; l--) {
+    const w = p.layers[l]!;
+    const dw = g.layers[l]!;
+    const a = acts.layers[l]!;
+    // x[l+1] = xMid + down(h): dx flows unchanged to xMid and into the MLP branch
+    zero(acts.dh, N * FF);
+    be.matmulBackward(acts.dh, dw.wDown, null, acts.dx, a.h, w.wDown, N, FF, C);
+    zero(acts.dgate, N * FF);
+    zero(acts.dup, N * FF);
+    be.swigluBackward(acts.dgate, acts.dup, acts.dh, a.gate, a.up, N * FF);
+    zero(acts.dln, N * C);
+    be.matmulBackward(acts.dln, dw.wGate, null, acts.dgate, a.ln2, w.wGate, N, C, FF);
+    be.matmulBackward(acts.dln, dw.wUp, null, acts.dup, a.ln2, w.wUp, N, C, FF);
+    be.rmsnormBackward(acts.dx, dw.ffnNorm, acts.dln, a.xMid, w.ffnNorm, a.rstd2, N, C);
+    // xMid = x + o(atty)
+    zero(acts.datty, N * NH * HS);
+    be.matmulBackward(acts.datty, dw.wo, null, acts.dx, a.atty, w.wo, N, NH * HS, C);
+    zero(acts.dq, N * NH * HS);
+    zero(acts.dk, N * NKV * HS);
+    zero(acts.dv, N * NKV * HS);
+    be.attentionBackward(acts.dq, acts.dk, acts.dv, acts.datty, a.q, a.k, a.v, a.att, R, T, NH, NKV, HS, window);
+    be.ropeBackward(acts.dq, acts.ropeCos, acts.ropeSin, R, T, NH, HS, 0);
+    be.ropeBackward(acts.dk, acts.ropeCos, acts.ropeSin, R, T, NKV, HS, 0);
+    let dqProj = acts.dq;
+    let dkProj = acts.dk;
+    if (cfg.qkNorm) {
+      zero(acts.dqPre, N * NH * HS);
+      zero(acts.dkPre, N * NKV * HS);
+      be.rmsnormBackward(acts.dqPre, dw.qNorm, acts.dq, a.qPre!, w.qNorm!, a.qRstd!, N * NH, HS);
+      be.rmsnormBackward(acts.dkPre, dw.kNorm, acts.dk, a.kPre!, w.kNorm!, a.kRstd!, N * NKV, HS);
+      dqProj = acts.dqPre;
+      dkProj = acts.dkPre;
+    }
+    zero(acts.dln, N * C);
+    be.matmulBackward(acts.dln, dw.wq, dw.bq, dqProj, a.ln1, w.wq, N, C, NH * HS);
+    be.matmulBackward(acts.dln, dw.wk, dw.bk, dkProj, a.ln1, w.wk, N, C, NKV * HS);
+    be.matmulBackward(acts.dln, dw.wv, dw.bv, acts.dv, a.ln1, w.wv, N, C, NKV * HS);
+    be.rmsnormBackward(acts.dx, dw.attnNorm, acts.dln, acts.x[l]!, w.attnNorm, a.rstd1, N, C);
+  }
+  be.embeddingBackward(g.tokEmbd, acts.dx, acts.ids, N, C);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Inference with a KV cache (generation). One sequence; no activations are kept for backward.
+
+export interface KvCache {
+  maxT: number;
+  len: number; // positions filled
+  k: Buf[]; // L of (maxT, NKV·HS), after RoPE
+  v: Buf[]; // L of (maxT, NKV·HS)
+  // scratch for up to `chunk` new tokens at a time
+  chunk: number;
+  x: Buf; // (chunk, C)
+  ln: Buf; // (chunk, C)
+  rstd: Buf; // (chunk·NH)
+  q: Buf; // (chunk, NH·HS)
+  kNew: Buf; // (chunk, NKV·HS)
+  vNew: Buf; // (chunk, NKV·HS)
+  qkTmp: Buf; // (chunk, NH·HS) pre-norm q or k (Qwen3)
+  atty: Buf; // (chunk, NH·HS)
+  tmp: Buf; // (chunk, C)
+  gate: Buf; // (chunk, FF)
+  up: Buf; // (chunk, FF)
+  logits: Buf; // (V)
+  ropeCos: Buf;
+  ropeSin: Buf;
+  ids: Int32Array; // (chunk)
+}
+
+export function createKvCache(model: Model, maxT: number, chunk = 64): KvCache {
+  const { C, L, NH, NKV, HS, FF, V } = model.cfg;
+  const m = model.ctor;
+  const { cos, sin } = ropeTables(model.cfg, maxT, m);
+  return {
+    maxT, len: 0, chunk,
+    k: Array.from({ length: L }, () => new m(maxT * NKV * HS)),
+    v: Array.from({ length: L }, () => new m(maxT * NKV * HS)),
+    x: new m(chunk * C), ln: new m(chunk * C), rstd: new m(chunk * NH), q: new m(chunk * NH * HS),
+    kNew: new m(chunk * NKV * HS), vNew: new m(chunk * NKV * HS), qkTmp: new m(chunk * NH * HS),
+    atty: new m(chunk * NH * HS), tmp: new m(chunk * C), gate: new m(chunk * FF), up: new m(chunk * FF),
+    logits: new m(V), ropeCos: cos, ropeSin: sin, ids: new Int32Array(chunk),
+  };
+}
+
+/**
+ * Appends `tokens` to the cache and returns the logits (V) after the last of them (a view into the cache,
+ * valid until the next call). Long inputs are processed `chunk` tokens at a time.
+ */
+export function decode(be: Backend, model: Model, cache: KvCache, tokens: readonly number[]): Buf {
+  if (tokens.length === 0) throw new Error("internal: decode needs at least one token");
+  if (cache.len + tokens.length > cache.maxT)
+    throw new Error(`context full: ${cache.len} + ${tokens.length} tokens exceed the cache of ${cache.maxT}`);
+  for (let s = 0; s < tokens.length; s += cache.chunk) decodeChunk(be, model, cache, tokens.slice(s, s + cache.chunk));
+  return cache.logits;
+}
+
+function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly number[]): void {
+  const { cfg, p } = model;
+  const { C, NH, NKV, HS, FF, V, rmsEps } = cfg;
+  const T = tokens.length;
+  const pos0 = cache.len;
+  const window = cfg.slidingWindow ?? 0;
+  for (let t = 0; t < T; t++) {
+    const id = tokens[t]!;
+    if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new Error(`token id ${id} is outside the vocabulary (V=${V})`);
+    cache.ids[t] = id;
+  }
+  const kv = NKV * HS;
+  be.embeddingForward(cache.x, cache.ids, p.tokEmbd, T, C);
+  for (let l = 0; l < cfg.L; l++) {
+    const w = p.layers[l]!;
+    const kDst = cache.k[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
+    const vDst = cache.v[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
+    be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.attnNorm, T, C, rmsEps);
+    if (cfg.qkNorm) {
+      be.matmulForward(cache.qkTmp, cache.ln, w.wq, w.bq, T, C, NH * HS);
+      be.rmsnormForward(cache.q, cache.rstd, cache.qkTmp, w.qNorm!, T * NH, HS, rmsEps);
+      be.matmulForward(cache.qkTmp, cache.ln, w.wk, w.bk, T, C, kv);
+      be.rmsnormForward(kDst, cache.rstd, cache.qkTmp, w.kNorm!, T * NKV, HS, rmsEps);
+    } else {
+      be.matmulForward(cache.q, cache.ln, w.wq, w.bq, T, C, NH * HS);
+      be.matmulForward(kDst, cache.ln, w.wk, w.bk, T, C, kv);
+    }
+    be.matmulForward(vDst, cache.ln, w.wv, w.bv, T, C, kv);
+    be.ropeForward(cache.q, cache.ropeCos, cache.ropeSin, 1, T, NH, HS, pos0);
+    be.ropeForward(kDst, cache.ropeCos, cache.ropeSin, 1, T, NKV, HS, pos0);
+    be.attentionDecode(cache.atty, cache.q, cache.k[l]!, cache.v[l]!, T, pos0, NH, NKV, HS, window);
+    be.matmulForward(cache.tmp, cache.atty, w.wo, null, T, NH * HS, C);
+    be.accumulate(cache.x, cache.tmp, T * C);
+    be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.ffnNorm, T, C, rmsEps);
+    be.matmulForward(cache.gate, cache.ln, w.wGate, null, T, C, FF);
+    be.matmulForward(cache.up, cache.ln, w.wUp, null, T, C, FF);
+    be.swigluForward(cache.gate, cache.gate, cache.up, T * FF);
+    be.matmulForward(cache.tmp, cache.gate, w.wDown, null, T, FF, C);
+    be.accumulate(cache.x, cache.tmp, T * C);
+  }
+  // Only the last position's logits are needed to choose the next token.
+  const last = cache.x.subarray((T - 1) * C, T * C);
+  be.rmsnormForward(cache.ln, cache.rstd, last, p.outNorm, 1, C, rmsEps);
+  be.matmulForward(cache.logits, cache.ln, p.lmHead, null, 1, C, V);
+  cache.len += T;
+}

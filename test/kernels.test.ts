@@ -1,0 +1,280 @@
+// Every backward kernel of the js backend against central finite differences in float64, plus forward kernels
+// against direct formulas. The objective is L = Σ w ⊙ out for a fixed random w, so dL/dout = w.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { jsBackend as be } from "../src/backend/js/kernels.js";
+import type { Buf } from "../src/backend/contract.js";
+import { ropeTables, ropeInvFreq } from "../src/model/rope.js";
+import { assertAllClose, randomArray, rng } from "./helpers.js";
+
+const f64 = (n: number, r: () => number, scale = 1): Float64Array => randomArray(n, r, scale, Float64Array) as Float64Array;
+
+/**
+ * Checks analytic gradients of L = Σ w·fwd() against central differences for every element of every input
+ * (inputs are small). `bwd(dout)` must return freshly computed gradients for the named inputs.
+ */
+function checkGradients(
+  name: string,
+  inputs: Record<string, Float64Array>,
+  fwd: () => Buf,
+  bwd: (dout: Float64Array) => Record<string, Buf>,
+  r: () => number,
+  h = 1e-5,
+  tol = 1e-7,
+): void {
+  const out0 = Float64Array.from(fwd());
+  const w = f64(out0.length, r);
+  const objective = (): number => {
+    const o = fwd();
+    let s = 0;
+    for (let i = 0; i < o.length; i++) s += w[i]! * o[i]!;
+    return s;
+  };
+  const analytic = bwd(w);
+  for (const [key, arr] of Object.entries(inputs)) {
+    const g = analytic[key];
+    assert.ok(g, `${name}: no gradient for ${key}`);
+    const numeric = new Float64Array(arr.length);
+    for (let i = 0; i < arr.length; i++) {
+      const x = arr[i]!;
+      arr[i] = x + h;
+      const lp = objective();
+      arr[i] = x - h;
+      const lm = objective();
+      arr[i] = x;
+      numeric[i] = (lp - lm) / (2 * h);
+    }
+    assertAllClose(g, numeric, tol, 1e-6, `${name} d${key}`);
+  }
+}
+
+test("embedding backward matches finite differences (repeated ids accumulate)", () => {
+  const r = rng(1);
+  const V = 7, C = 5, N = 6;
+  const table = f64(V * C, r);
+  const ids = Int32Array.from([3, 0, 3, 6, 1, 3]);
+  const out = new Float64Array(N * C);
+  checkGradients("embedding", { table }, () => (be.embeddingForward(out, ids, table, N, C), out), (dout) => {
+    const dtable = new Float64Array(V * C);
+    be.embeddingBackward(dtable, dout, ids, N, C);
+    return { table: dtable };
+  }, r);
+});
+
+test("rmsnorm forward matches the formula and backward matches finite differences", () => {
+  const r = rng(2);
+  for (const [N, C] of [[1, 1], [3, 7], [4, 17]] as const) {
+    const inp = f64(N * C, r, 3);
+    const weight = f64(C, r);
+    const out = new Float64Array(N * C);
+    const rstd = new Float64Array(N);
+    be.rmsnormForward(out, rstd, inp, weight, N, C, 1e-5);
+    for (let n = 0; n < N; n++) {
+      let ms = 0;
+      for (let c = 0; c < C; c++) ms += inp[n * C + c]! ** 2 / C;
+      for (let c = 0; c < C; c++)
+        assert.ok(Math.abs(out[n * C + c]! - (inp[n * C + c]! / Math.sqrt(ms + 1e-5)) * weight[c]!) < 1e-12);
+    }
+    checkGradients(`rmsnorm ${N}x${C}`, { inp, weight }, () => (be.rmsnormForward(out, rstd, inp, weight, N, C, 1e-5), out), (dout) => {
+      const dinp = new Float64Array(N * C);
+      const dweight = new Float64Array(C);
+      be.rmsnormBackward(dinp, dweight, dout, inp, weight, rstd, N, C);
+      return { inp: dinp, weight: dweight };
+    }, r);
+  }
+});
+
+test("matmul with and without bias: backward matches finite differences; accumulation is +=", () => {
+  const r = rng(3);
+  for (const [N, IC, OC, withBias] of [[1, 1, 1, true], [3, 5, 4, true], [5, 9, 3, false]] as const) {
+    const inp = f64(N * IC, r);
+    const weight = f64(OC * IC, r);
+    const bias = f64(OC, r);
+    const out = new Float64Array(N * OC);
+    const inputs: Record<string, Float64Array> = withBias ? { inp, weight, bias } : { inp, weight };
+    checkGradients(`matmul ${N}x${IC}x${OC}`, inputs, () => (be.matmulForward(out, inp, weight, withBias ? bias : null, N, IC, OC), out), (dout) => {
+      const dinp = new Float64Array(N * IC);
+      const dweight = new Float64Array(OC * IC);
+      const dbias = new Float64Array(OC);
+      be.matmulBackward(dinp, dweight, withBias ? dbias : null, dout, inp, weight, N, IC, OC);
+      return { inp: dinp, weight: dweight, bias: dbias };
+    }, r);
+  }
+  // Accumulation: calling backward twice doubles the gradient.
+  const N = 2, IC = 3, OC = 2;
+  const inp = f64(N * IC, r), weight = f64(OC * IC, r), dout = f64(N * OC, r);
+  const once = new Float64Array(OC * IC), twice = new Float64Array(OC * IC);
+  be.matmulBackward(null, once, null, dout, inp, weight, N, IC, OC);
+  be.matmulBackward(null, twice, null, dout, inp, weight, N, IC, OC);
+  be.matmulBackward(null, twice, null, dout, inp, weight, N, IC, OC);
+  assertAllClose(twice, once.map((x) => 2 * x), 1e-15, 0, "accumulate");
+});
+
+test("rope: rotate-half layout at the right angles, inverse is the backward, gradients by finite differences", () => {
+  const r = rng(4);
+  const cfg = { HS: 6, ropeTheta: 10000, ropeScaling: { type: "none" as const } };
+  const R = 2, T = 3, H = 2, HS = 6, pos0 = 2;
+  const { cos, sin } = ropeTables(cfg, pos0 + T, Float64Array);
+  const x0 = f64(R * T * H * HS, r);
+  const x = Float64Array.from(x0);
+  be.ropeForward(x, cos, sin, R, T, H, HS, pos0);
+  // element i pairs with i + HS/2 and rotates by pos · theta^(−2i/HS)
+  const row = 1 * T + 2, head = 1, i = 1;
+  const base = (row * H + head) * HS;
+  const angle = (pos0 + 2) * 10000 ** (-(2 * i) / HS);
+  const a = x0[base + i]!, b = x0[base + i + 3]!;
+  assert.ok(Math.abs(x[base + i]! - (a * Math.cos(angle) - b * Math.sin(angle))) < 1e-12);
+  assert.ok(Math.abs(x[base + i + 3]! - (b * Math.cos(angle) + a * Math.sin(angle))) < 1e-12);
+  be.ropeBackward(x, cos, sin, R, T, H, HS, pos0);
+  assertAllClose(x, x0, 1e-12, 0, "rope inverse");
+  const inp = f64(R * T * H * HS, r);
+  const out = new Float64Array(inp.length);
+  checkGradients("rope", { inp }, () => (out.set(inp), be.ropeForward(out, cos, sin, R, T, H, HS, pos0), out), (dout) => {
+    const d = Float64Array.from(dout);
+    be.ropeBackward(d, cos, sin, R, T, H, HS, pos0);
+    return { inp: d };
+  }, r);
+});
+
+test("rope scaling: linear divides frequencies; llama3 keeps high, slows low, interpolates between", () => {
+  const base = ropeInvFreq({ HS: 8, ropeTheta: 10000, ropeScaling: { type: "none" } });
+  assertAllClose(base, [1, 0.1, 0.01, 0.001], 1e-15, 1e-12, "plain inv_freq");
+  const lin = ropeInvFreq({ HS: 8, ropeTheta: 10000, ropeScaling: { type: "linear", factor: 2 } });
+  assertAllClose(lin, [0.5, 0.05, 0.005, 0.0005], 1e-15, 1e-12, "linear");
+  // original 128, low 1, high 4: wavelengths 2π/f = 6.28, 62.8, 628, 6283; high-freq cut 128/4 = 32, low-freq cut
+  // 128/1 = 128. So 6.28 is kept, 62.8 is blended with s = (128/62.83 − 1)/(4 − 1) = 0.3457, the rest divided by 4.
+  const l3 = ropeInvFreq({
+    HS: 8, ropeTheta: 10000,
+    ropeScaling: { type: "llama3", factor: 4, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 128 },
+  });
+  const s = (128 / ((2 * Math.PI) / 0.1) - 1) / 3;
+  assert.ok(Math.abs(s - 0.3457) < 1e-4);
+  assertAllClose(l3, [1, (1 - s) * 0.025 + s * 0.1, 0.01 / 4, 0.001 / 4], 1e-15, 1e-12, "llama3");
+});
+
+for (const [R, T, NH, NKV, HS, window] of [
+  [1, 1, 1, 1, 2, 0],
+  [2, 4, 4, 2, 3 * 2, 0],
+  [1, 5, 3, 1, 4, 0],
+  [1, 6, 2, 2, 2, 3],
+] as const) {
+  test(`attention R=${R} T=${T} NH=${NH} NKV=${NKV} HS=${HS} window=${window}: causal softmax, gradients by finite differences`, () => {
+    const r = rng(5 + T);
+    const q = f64(R * T * NH * HS, r, 2), k = f64(R * T * NKV * HS, r, 2), v = f64(R * T * NKV * HS, r);
+    const out = new Float64Array(R * T * NH * HS);
+    const att = new Float64Array(R * NH * T * T);
+    be.attentionForward(out, att, q, k, v, R, T, NH, NKV, HS, window);
+    // Direct check of one query: last row, last head.
+    const rr = R - 1, h = NH - 1, t = T - 1, kvh = Math.floor(h / (NH / NKV));
+    const first = window > 0 ? Math.max(0, t - window + 1) : 0;
+    const scores: number[] = [];
+    for (let j = first; j <= t; j++) {
+      let s = 0;
+      for (let i = 0; i < HS; i++) s += q[((rr * T + t) * NH + h) * HS + i]! * k[((rr * T + j) * NKV + kvh) * HS + i]!;
+      scores.push(s / Math.sqrt(HS));
+    }
+    const mx = Math.max(...scores);
+    const e = scores.map((s) => Math.exp(s - mx));
+    const z = e.reduce((a, b) => a + b, 0);
+    for (let i = 0; i < HS; i++) {
+      let want = 0;
+      for (let j = first; j <= t; j++) want += (e[j - first]! / z) * v[((rr * T + j) * NKV + kvh) * HS + i]!;
+      assert.ok(Math.abs(out[((rr * T + t) * NH + h) * HS + i]! - want) < 1e-12, "attention output");
+    }
+    checkGradients("attention", { q, k, v }, () => (be.attentionForward(out, att, q, k, v, R, T, NH, NKV, HS, window), out), (dout) => {
+      be.attentionForward(out, att, q, k, v, R, T, NH, NKV, HS, window);
+      const dq = new Float64Array(q.length), dk = new Float64Array(k.length), dv = new Float64Array(v.length);
+      be.attentionBackward(dq, dk, dv, dout, q, k, v, att, R, T, NH, NKV, HS, window);
+      return { q: dq, k: dk, v: dv };
+    }, r);
+  });
+}
+
+test("attentionDecode over a KV cache equals the training attention row by row", () => {
+  const r = rng(11);
+  const T = 7, NH = 4, NKV = 2, HS = 4;
+  for (const window of [0, 3]) {
+    const q = f64(T * NH * HS, r), k = f64(T * NKV * HS, r), v = f64(T * NKV * HS, r);
+    const out = new Float64Array(T * NH * HS), att = new Float64Array(NH * T * T);
+    be.attentionForward(out, att, q, k, v, 1, T, NH, NKV, HS, window);
+    // first 4 positions in one call, then one at a time
+    const dec = new Float64Array(T * NH * HS);
+    be.attentionDecode(dec.subarray(0, 4 * NH * HS), q.subarray(0, 4 * NH * HS), k, v, 4, 0, NH, NKV, HS, window);
+    for (let t = 4; t < T; t++)
+      be.attentionDecode(dec.subarray(t * NH * HS, (t + 1) * NH * HS), q.subarray(t * NH * HS, (t + 1) * NH * HS), k, v, 1, t, NH, NKV, HS, window);
+    assertAllClose(dec, out, 1e-13, 0, `decode window=${window}`);
+  }
+});
+
+test("swiglu backward matches finite differences, including large |gate|", () => {
+  const r = rng(6);
+  const n = 11;
+  const gate = f64(n, r, 4), up = f64(n, r);
+  gate[0] = 30; gate[1] = -30;
+  const out = new Float64Array(n);
+  checkGradients("swiglu", { gate, up }, () => (be.swigluForward(out, gate, up, n), out), (dout) => {
+    const dgate = new Float64Array(n), dup = new Float64Array(n);
+    be.swigluBackward(dgate, dup, dout, gate, up, n);
+    return { gate: dgate, up: dup };
+  }, r);
+});
+
+test("residual add and accumulate", () => {
+  const r = rng(7);
+  const a = f64(9, r), b = f64(9, r), out = new Float64Array(9);
+  be.addForward(out, a, b, 9);
+  assertAllClose(out, a.map((x, i) => x + b[i]!), 0, 0, "add");
+  be.accumulate(out, a, 9);
+  assertAllClose(out, a.map((x, i) => 2 * x + b[i]!), 1e-15, 0, "accumulate");
+});
+
+test("log-softmax gather: value against a direct formula, stable at large logits, gradient by finite differences", () => {
+  const r = rng(8);
+  const N = 4, V = 9;
+  const logits = f64(N * V, r, 3);
+  logits[V + 2] = 800; // would overflow a naive exp
+  const targets = Int32Array.from([0, 2, 8, 5]);
+  const logp = new Float64Array(N), lse = new Float64Array(N), logitSum = new Float64Array(N);
+  be.logprobForward(logp, lse, logitSum, logits, targets, N, V);
+  for (let n = 0; n < N; n++) {
+    const row = Array.from(logits.subarray(n * V, (n + 1) * V));
+    const m = Math.max(...row);
+    const want = row[targets[n]!]! - (m + Math.log(row.reduce((a, x) => a + Math.exp(x - m), 0)));
+    assert.ok(Math.abs(logp[n]! - want) < 1e-12);
+    assert.ok(Math.abs(logitSum[n]! - row.reduce((a, b) => a + b, 0)) < 1e-12);
+  }
+  assert.ok(Math.abs(logp[1]!) < 1e-12, "a dominant target has log-prob ~0");
+  checkGradients("logprob", { logits }, () => (be.logprobForward(logp, lse, logitSum, logits, targets, N, V), logp), (dout) => {
+    const dlogits = new Float64Array(N * V);
+    be.logprobForward(logp, lse, logitSum, logits, targets, N, V);
+    be.logprobBackward(dlogits, dout, logits, lse, targets, N, V);
+    return { logits: dlogits };
+  }, r);
+});
+
+test("AdamW matches torch.optim.AdamW's update written out by hand for three steps", () => {
+  const lr = 0.01, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
+  const p = Float64Array.from([0.5, -1.5, 2]);
+  const m = new Float64Array(3), v = new Float64Array(3);
+  const grads = [[0.1, -0.2, 0.3], [0.05, 0.4, -1], [-0.3, 0, 2]];
+  // Reference: the same recurrence in plain arithmetic.
+  const rp = [0.5, -1.5, 2], rm = [0, 0, 0], rv = [0, 0, 0];
+  for (let t = 1; t <= 3; t++) {
+    const g = grads[t - 1]!;
+    be.adamwStep(p, Float64Array.from(g), m, v, 3, lr, b1, b2, eps, wd, t);
+    for (let i = 0; i < 3; i++) {
+      rp[i] = rp[i]! * (1 - lr * wd);
+      rm[i] = b1 * rm[i]! + (1 - b1) * g[i]!;
+      rv[i] = b2 * rv[i]! + (1 - b2) * g[i]! ** 2;
+      const mhat = rm[i]! / (1 - b1 ** t);
+      const vhat = rv[i]! / (1 - b2 ** t);
+      rp[i] = rp[i]! - (lr * mhat) / (Math.sqrt(vhat) + eps);
+    }
+  }
+  // The first step of Adam moves each coordinate by lr·sign(g) (m̂ = g, v̂ = g²), plus decay: check that exactly.
+  const q = Float64Array.from([0.5, -1.5, 2]);
+  be.adamwStep(q, Float64Array.from([0.1, -0.2, 0.3]), new Float64Array(3), new Float64Array(3), 3, lr, b1, b2, 0, wd, 1);
+  assertAllClose(q, [0.5 * 0.999 - 0.01, -1.5 * 0.999 + 0.01, 2 * 0.999 - 0.01], 1e-15, 0, "first AdamW step");
+  assertAllClose(p, rp, 1e-9, 0, "three AdamW steps");
+});
