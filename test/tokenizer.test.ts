@@ -168,6 +168,7 @@ describe("GGUF SentencePiece (llama.cpp llm_tokenizer_spm)", () => {
     assert.deepEqual(make(tied).encode("abc"), [3, 7, 6]);
     // a user-defined token is cut out first, and the text after it gets a space prefix again, as in llama.cpp
     assert.deepEqual(tok.encode("a<x>a"), [9, 10, 9]);
+    assert.deepEqual(tok.encodeWithSpecials("a</s>a", { continuation: true }), [4, 2, 9]);
     // "d" is neither a token nor covered by byte tokens: the unknown token
     assert.deepEqual(tok.encode("d", { continuation: true }), [0]);
   });
@@ -317,6 +318,10 @@ describe("Hugging Face tokenizer.json", () => {
     const tok = mistral();
     assert.ok(!tok.encode("<s>Hi</s>").some((id) => id === 1 || id === 2));
     assert.deepEqual(tok.encodeWithSpecials("<s>Hi</s>"), [1, ...tok.encode("Hi"), 2]);
+    // with continuation only the text before the first special token loses its ▁ (llama.cpp's rule)
+    assert.deepEqual(tok.encodeWithSpecials("Hi</s><s>Hi", { continuation: true }), [
+      ...tok.encode("Hi", { continuation: true }), 2, 1, ...tok.encode("Hi"),
+    ]);
   });
 
   it("Qwen3: ids, stop tokens and byte-level round trips", () => {

@@ -37,6 +37,7 @@ export class HfTokenizer implements Tokenizer {
   private readonly tokenizerJson: Json;
   private readonly config: Json;
   private readonly addBosSetting: boolean | null;
+  private readonly addedTokenTexts: readonly string[];
   private readonly instances = new Map<string, HfLibTokenizer>();
   private addBosProbed: boolean | null = null;
 
@@ -48,6 +49,7 @@ export class HfTokenizer implements Tokenizer {
     this.hasPrefixSpace = withoutPrefix(this.tokenizerJson).changed;
 
     const added = addedTokens(this.tokenizerJson, folder);
+    this.addedTokenTexts = added.map((t) => t.content).filter((c) => c.length > 0);
     const vocab = (this.tokenizerJson.model as Json | undefined)?.vocab;
     let maxId = -1;
     if (Array.isArray(vocab)) maxId = vocab.length - 1; // Unigram: [piece, score] pairs, id = index
@@ -98,7 +100,19 @@ export class HfTokenizer implements Tokenizer {
   /** Like encode, but added-token strings in `text` (e.g. "<|im_start|>") become their ids. */
   encodeWithSpecials(text: string, options?: EncodeOptions): number[] {
     if (text.length === 0) return [];
-    return this.instance(true, options?.continuation ?? false).encode(text, { add_special_tokens: false }).ids;
+    const full = this.instance(true, false);
+    if (!(options?.continuation ?? false) || !this.hasPrefixSpace)
+      return full.encode(text, { add_special_tokens: false }).ids;
+    // Only the text before the first added token continues earlier text; after an added token the tokenizer
+    // prefixes "▁" again, as llama.cpp does, so the rest goes through the normal instance.
+    let cut = text.length;
+    for (const t of this.addedTokenTexts) {
+      const at = text.indexOf(t);
+      if (at >= 0 && at < cut) cut = at;
+    }
+    const head = this.instance(true, true).encode(text.slice(0, cut), { add_special_tokens: false }).ids;
+    const tail = cut < text.length ? full.encode(text.slice(cut), { add_special_tokens: false }).ids : [];
+    return [...(cut > 0 ? head : []), ...tail];
   }
 
   decode(ids: readonly number[], options?: { keepSpecial?: boolean }): string {
