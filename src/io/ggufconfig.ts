@@ -1,0 +1,171 @@
+// GGUF metadata -> LlamaConfig, for general.architecture llama (also Mistral models, which llama.cpp's converter
+// writes as llama), mistral, qwen2 and qwen3.
+//
+// We read the keys the way llama.cpp does (src/llama-model.cpp, llm_load_hparams), because GGUF files are made to
+// be run by llama.cpp: what it ignores we ignore too (e.g. no sliding window for these architectures), and what
+// changes its computation that we cannot reproduce (per-layer sizes, partial RoPE, Llama-3.1 rope_freqs, YaRN,
+// mixture of experts, output biases) is refused with a message instead of being silently dropped.
+//
+// Shapes come from the tensors where the metadata is silent: the vocabulary size is the number of rows of
+// token_embd.weight, and the embeddings are tied exactly when there is no output.weight tensor (stories260K has
+// one, a copy of token_embd, so it is untied).
+
+import { inputError, unsupportedError } from "../errors.js";
+import type { LlamaConfig, ModelFamily, RopeScaling } from "../model/config.js";
+import { type GgufFile, type GgufValue, metaArray } from "./gguf.js";
+
+export const SUPPORTED_GGUF_ARCHITECTURES: readonly ModelFamily[] = ["llama", "mistral", "qwen2", "qwen3"];
+const DEFAULT_ROPE_THETA = 10000; // llama.cpp's default when rope.freq_base is absent
+
+function describe(v: GgufValue | undefined): string {
+  if (typeof v === "bigint") return v.toString();
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  return JSON.stringify(v);
+}
+
+class Meta {
+  constructor(readonly f: GgufFile, readonly arch: string) {}
+  private key(k: string): string {
+    return `${this.arch}.${k}`;
+  }
+  private num(k: string): number | undefined {
+    const key = this.key(k);
+    const v = this.f.metadata.get(key);
+    if (v === undefined) return undefined;
+    if (typeof v === "number") return v;
+    if (typeof v === "bigint" && v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= 0n) return Number(v);
+    // llama.cpp allows some sizes to be per-layer arrays; we accept them only when every layer agrees.
+    if (Array.isArray(v) && v.length > 0 && v.every((x) => x === v[0]) && typeof v[0] === "number") return v[0];
+    if (Array.isArray(v))
+      throw unsupportedError(
+        `${this.f.path}: GGUF key ${key} differs between layers (${describe(v)}); tsdpo needs the same value in every layer`,
+      );
+    throw inputError(`${this.f.path}: GGUF key ${key} must be a number, got ${describe(v)}; the file is malformed`);
+  }
+  posInt(k: string, def?: number): number {
+    const v = this.num(k);
+    if (v === undefined) {
+      if (def !== undefined) return def;
+      throw inputError(`${this.f.path}: GGUF metadata key ${this.key(k)} is missing; re-convert the model`);
+    }
+    if (!Number.isSafeInteger(v) || v <= 0)
+      throw inputError(`${this.f.path}: GGUF key ${this.key(k)} must be a positive integer, got ${v}`);
+    return v;
+  }
+  posNumber(k: string, def?: number): number {
+    const v = this.num(k);
+    if (v === undefined) {
+      if (def !== undefined) return def;
+      throw inputError(`${this.f.path}: GGUF metadata key ${this.key(k)} is missing; re-convert the model`);
+    }
+    if (!Number.isFinite(v) || v <= 0)
+      throw inputError(`${this.f.path}: GGUF key ${this.key(k)} must be a positive number, got ${v}`);
+    return v;
+  }
+  optNumber(k: string): number | undefined {
+    return this.num(k);
+  }
+  optString(k: string): string | undefined {
+    const v = this.f.metadata.get(this.key(k));
+    if (v === undefined) return undefined;
+    if (typeof v !== "string")
+      throw inputError(`${this.f.path}: GGUF key ${this.key(k)} must be a string, got ${describe(v)}`);
+    return v;
+  }
+}
+
+function ropeScaling(m: Meta): RopeScaling {
+  const f = m.f;
+  if (f.tensors.has("rope_freqs.weight"))
+    throw unsupportedError(
+      `${f.path}: has a rope_freqs.weight tensor (Llama-3.1-style RoPE scaling baked into the file); tsdpo cannot ` +
+        `recover its parameters from GGUF. Load the Hugging Face folder (config.json + safetensors) instead`,
+    );
+  const type = m.optString("rope.scaling.type");
+  if (type === undefined || type === "none") {
+    // Older converters wrote only rope.scale_linear.
+    const legacy = m.optNumber("rope.scale_linear");
+    return legacy === undefined || legacy === 1 ? { type: "none" } : { type: "linear", factor: legacy };
+  }
+  if (type === "linear") {
+    const factor = m.posNumber("rope.scaling.factor");
+    return factor === 1 ? { type: "none" } : { type: "linear", factor };
+  }
+  throw unsupportedError(
+    `${f.path}: GGUF key ${m.arch}.rope.scaling.type is ${JSON.stringify(type)}; tsdpo supports "none" and "linear"` +
+      ` RoPE scaling in GGUF files`,
+  );
+}
+
+/** Reads the architecture of a GGUF file into a LlamaConfig. */
+export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
+  const archValue = f.metadata.get("general.architecture");
+  if (typeof archValue !== "string")
+    throw inputError(`${f.path}: GGUF metadata key general.architecture is missing or not a string`);
+  if (!(SUPPORTED_GGUF_ARCHITECTURES as readonly string[]).includes(archValue))
+    throw unsupportedError(
+      `${f.path}: GGUF general.architecture ${JSON.stringify(archValue)} is not supported; tsdpo supports ` +
+        `${SUPPORTED_GGUF_ARCHITECTURES.join(", ")}`,
+    );
+  const family = archValue as ModelFamily;
+  const m = new Meta(f, family);
+
+  const expertCount = m.optNumber("expert_count");
+  if (expertCount !== undefined && expertCount > 0)
+    throw unsupportedError(`${f.path}: mixture-of-experts models (${family}.expert_count ${expertCount}) are not supported`);
+  for (const t of ["blk.0.attn_output.bias", "blk.0.ffn_gate.bias", "blk.0.ffn_up.bias", "blk.0.ffn_down.bias", "output.bias"])
+    if (f.tensors.has(t)) throw unsupportedError(`${f.path}: tensor ${t} (a bias tsdpo's ${family} model lacks) is not supported`);
+
+  const C = m.posInt("embedding_length");
+  const L = m.posInt("block_count");
+  const FF = m.posInt("feed_forward_length");
+  const NH = m.posInt("attention.head_count");
+  const NKV = m.posInt("attention.head_count_kv", NH);
+  if (NH % NKV !== 0)
+    throw inputError(`${f.path}: attention.head_count ${NH} is not a multiple of attention.head_count_kv ${NKV}`);
+  if (!m.optNumber("attention.key_length") && C % NH !== 0)
+    throw inputError(`${f.path}: embedding_length ${C} is not divisible by attention.head_count ${NH}`);
+  const HS = m.posInt("attention.key_length", C / NH);
+  const valueLength = m.posInt("attention.value_length", HS);
+  if (valueLength !== HS)
+    throw unsupportedError(`${f.path}: attention.value_length ${valueLength} differs from key_length ${HS}`);
+  const ropeDims = m.posInt("rope.dimension_count", HS);
+  if (ropeDims !== HS)
+    throw unsupportedError(
+      `${f.path}: ${family}.rope.dimension_count is ${ropeDims} but the head size is ${HS}; partial RoPE is not supported`,
+    );
+  if (HS % 2 !== 0) throw inputError(`${f.path}: head size ${HS} must be even for RoPE`);
+
+  // The embedding matrix is the truth about V; the token list may be shorter (unused padding rows) but not longer.
+  const embd = f.tensors.get("token_embd.weight") ?? f.tensors.get("output.weight");
+  if (!embd) throw inputError(`${f.path}: has neither token_embd.weight nor output.weight; is this a model file?`);
+  if (embd.dims.length !== 2 || embd.dims[0] !== C)
+    throw inputError(
+      `${f.path}: tensor ${embd.name} has dims [${embd.dims.join(", ")}] but embedding_length is ${C} (expected [${C}, V])`,
+    );
+  const V = embd.dims[1]!;
+  const tokens = metaArray(f, "tokenizer.ggml.tokens");
+  if (tokens && tokens.length > V)
+    throw inputError(
+      `${f.path}: tokenizer.ggml.tokens has ${tokens.length} tokens but ${embd.name} has only ${V} rows`,
+    );
+
+  return {
+    family,
+    V,
+    C,
+    L,
+    NH,
+    NKV,
+    HS,
+    FF,
+    ropeTheta: m.posNumber("rope.freq_base", DEFAULT_ROPE_THETA),
+    ropeScaling: ropeScaling(m),
+    rmsEps: m.posNumber("attention.layer_norm_rms_epsilon"),
+    tiedEmbeddings: !f.tensors.has("output.weight"),
+    qkvBias: f.tensors.has("blk.0.attn_q.bias"),
+    qkNorm: f.tensors.has("blk.0.attn_q_norm.weight"),
+    maxSeqLen: m.posInt("context_length"),
+    slidingWindow: null,
+  };
+}
