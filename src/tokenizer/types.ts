@@ -21,6 +21,11 @@ export interface Tokenizer {
   readonly stopIds: readonly number[];
   /** Text to ids, without BOS/EOS. Special-token strings in `text` are treated as plain text. */
   encode(text: string, options?: EncodeOptions): number[];
+  /**
+   * Like encode, but strings of special/control tokens (e.g. <|im_start|>, </s>) become their ids, as llama.cpp's
+   * parse_special and Hugging Face do. Chat-template output needs this; user-supplied text does not.
+   */
+  encodeWithSpecials(text: string, options?: EncodeOptions): number[];
   /** Ids to text. Special tokens are dropped unless keepSpecial. */
   decode(ids: readonly number[], options?: { keepSpecial?: boolean }): string;
   /** The token string as stored in the vocabulary (for debugging and export). */

@@ -1,0 +1,141 @@
+// The CLI's commands: each declares its options (for node:util parseArgs, strict) and a run function that calls
+// the library. The option names and output forms here are a contract other tools rely on; change them with care.
+
+import { resolve } from "node:path";
+import { selectBackend } from "../backend/select.js";
+import { configError } from "../errors.js";
+import { exportHf } from "../export/hf.js";
+import { loadModel } from "../io/load.js";
+import { defaultModelPath } from "../paths.js";
+import { generate } from "../sample/generate.js";
+import { pairLogps } from "../train/logps.js";
+import { loadPreferencePairs } from "../data/load.js";
+
+type Values = Record<string, string | boolean | undefined>;
+type OptionSpec = Record<string, { type: "string" | "boolean"; short?: string }>;
+
+export interface Command {
+  summary: string;
+  help: string;
+  options: OptionSpec;
+  run(values: Values, positionals: string[]): Promise<number | void>;
+}
+
+const str = (v: Values, key: string): string | undefined => (typeof v[key] === "string" ? (v[key] as string) : undefined);
+
+function num(v: Values, key: string, fallback: number, check: (x: number) => boolean, what: string): number {
+  const s = str(v, key);
+  if (s === undefined) return fallback;
+  const x = Number(s);
+  if (s.trim() === "" || !Number.isFinite(x) || !check(x)) throw configError(`--${key} ${s}: expected ${what}`);
+  return x;
+}
+
+const isInt = (x: number): boolean => Number.isInteger(x);
+
+const backendOption = { backend: { type: "string" } } as const;
+const modelHelp = `  --model <path>       a .gguf file or a Hugging Face folder (default: the shipped stories260K)`;
+
+const generateCommand: Command = {
+  summary: "generate text from a prompt (greedy or sampled, with a KV cache)",
+  help: `usage: tsdpo generate [--model <file.gguf|hf-folder>] --prompt <text> [--max-new-tokens N] [--temperature T]
+                      [--top-k K] [--top-p P] [--seed S] [--json]
+${modelHelp}
+  --prompt <text>      the prompt; BOS is added when the model expects it ("" starts from BOS alone)
+  --max-new-tokens N   at most N new tokens (default 128); generation also stops at EOS
+  --temperature T      0 = greedy (default), otherwise sample from softmax(logits / T)
+  --top-k K            sample among the K most likely tokens (0 = all, default)
+  --top-p P            nucleus sampling: the smallest set of tokens with probability ≥ P (default 1)
+  --seed S             random seed for sampling (default 0)
+  --json               print {"ids":[...],"text":"..."} with the new tokens and their text (plus "prompt_ids")
+  --backend js|native|auto`,
+  options: {
+    model: { type: "string" }, prompt: { type: "string" }, "max-new-tokens": { type: "string" },
+    temperature: { type: "string" }, "top-k": { type: "string" }, "top-p": { type: "string" },
+    seed: { type: "string" }, json: { type: "boolean" }, ...backendOption,
+  },
+  async run(v) {
+    const prompt = str(v, "prompt");
+    if (prompt === undefined) throw configError(`generate: --prompt is required (use --prompt "" to start from BOS)`);
+    const opts = {
+      maxNewTokens: num(v, "max-new-tokens", 128, (x) => isInt(x) && x >= 1, "a whole number ≥ 1"),
+      temperature: num(v, "temperature", 0, (x) => x >= 0, "a number ≥ 0"),
+      topK: num(v, "top-k", 0, (x) => isInt(x) && x >= 0, "a whole number ≥ 0"),
+      topP: num(v, "top-p", 1, (x) => x > 0 && x <= 1, "a number in (0, 1]"),
+      seed: num(v, "seed", 0, isInt, "a whole number"),
+    };
+    const be = selectBackend(str(v, "backend"));
+    const { model, tokenizer } = loadModel(str(v, "model") ?? defaultModelPath);
+    const promptIds = [...(tokenizer.addBos && tokenizer.bosId !== null ? [tokenizer.bosId] : []), ...tokenizer.encode(prompt)];
+    if (promptIds.length === 0) throw configError(`generate: the prompt is empty and the model has no BOS token to start from`);
+    const stopIds = [...(tokenizer.eosId !== null ? [tokenizer.eosId] : []), ...tokenizer.stopIds];
+    const out = generate(be, model, promptIds, stopIds, opts);
+    const text = tokenizer.decode(out.ids);
+    if (v.json) process.stdout.write(JSON.stringify({ ids: out.ids, text, prompt_ids: promptIds, stop: out.stop }) + "\n");
+    else process.stdout.write(prompt + text + "\n");
+  },
+};
+
+const logprobsCommand: Command = {
+  summary: "sum of completion-token log-probs of chosen and rejected for each row of a preference file",
+  help: `usage: tsdpo logprobs [--model <file.gguf|hf-folder>] --data <file.jsonl> [--json]
+${modelHelp}
+  --data <file>        preference rows {"prompt","chosen","rejected"} (JSONL, JSON, Parquet, optionally .gz)
+  --json               one JSON line per row (the default output; kept for symmetry with other commands):
+                       {"index":i,"chosen_logps":x,"rejected_logps":y,"chosen_tokens":n,"rejected_tokens":m}
+  --backend js|native|auto
+The sums run over completion tokens only (the completion and the EOS that ends it), as DPO uses them.`,
+  options: { model: { type: "string" }, data: { type: "string" }, json: { type: "boolean" }, ...backendOption },
+  async run(v) {
+    const data = str(v, "data");
+    if (!data) throw configError("logprobs: --data <file> is required");
+    const be = selectBackend(str(v, "backend"));
+    const loaded = loadModel(str(v, "model") ?? defaultModelPath);
+    const pairs = await loadPreferencePairs(resolve(data), loaded.tokenizer, { maxLength: loaded.model.cfg.maxSeqLen });
+    const rows = pairLogps(be, loaded.model, pairs.pairs);
+    for (const r of rows) process.stdout.write(JSON.stringify(r) + "\n");
+  },
+};
+
+const exportCommand: Command = {
+  summary: "export a model (or a run's final weights) as a Hugging Face folder",
+  help: `usage: tsdpo export [<model>] [--model <file.gguf|hf-folder>] --format hf --out <folder> [--dtype f32|f16|bf16]
+                    [--max-shard-size <bytes, e.g. 2GB>]
+  Writes config.json, model.safetensors (sharded with model.safetensors.index.json above --max-shard-size),
+  tokenizer.json, tokenizer_config.json and generation_config.json, loadable by Hugging Face transformers.`,
+  options: {
+    model: { type: "string" }, format: { type: "string" }, out: { type: "string" }, dtype: { type: "string" },
+    "max-shard-size": { type: "string" },
+  },
+  async run(v, positionals) {
+    const input = str(v, "model") ?? positionals[0];
+    if (!input) throw configError("export: give the model to export (--model <path> or a positional path)");
+    const out = str(v, "out");
+    if (!out) throw configError("export: --out <folder> is required");
+    const format = str(v, "format") ?? "hf";
+    if (format !== "hf") throw configError(`export: --format ${format} is not supported yet (supported: hf)`);
+    const dtypeName = (str(v, "dtype") ?? "f32").toLowerCase();
+    const dtypes = { f32: "F32", f16: "F16", bf16: "BF16" } as const;
+    if (!(dtypeName in dtypes)) throw configError(`export: --dtype ${dtypeName}: expected f32, f16 or bf16`);
+    const maxShardBytes = parseByteSize(str(v, "max-shard-size") ?? "5GB");
+    const loaded = loadModel(input);
+    const files = exportHf(loaded, out, { dtype: dtypes[dtypeName as keyof typeof dtypes], maxShardBytes });
+    process.stdout.write(`wrote ${out}: ${files.join(", ")}\n`);
+  },
+};
+
+export function parseByteSize(s: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$/i.exec(s);
+  if (!m) throw configError(`--max-shard-size ${s}: expected a size like 500MB or 2GB`);
+  const unit = (m[2] ?? "B").toUpperCase();
+  const mult: Record<string, number> = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, KIB: 1024, MIB: 1024 ** 2, GIB: 1024 ** 3 };
+  const bytes = Math.floor(Number(m[1]) * mult[unit]!);
+  if (bytes < 1) throw configError(`--max-shard-size ${s}: must be at least 1 byte`);
+  return bytes;
+}
+
+export const commands: Record<string, Command> = {
+  generate: generateCommand,
+  logprobs: logprobsCommand,
+  export: exportCommand,
+};

@@ -1,0 +1,65 @@
+// Export to a Hugging Face model folder: config.json, model.safetensors (sharded with an index above a size),
+// tokenizer files and generation_config.json, which transformers' AutoModelForCausalLM / AutoTokenizer load.
+// Q/K rows are already in HF's rotate-half order inside tsdpo (the GGUF loader un-permutes them).
+
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { unsupportedError } from "../errors.js";
+import { writeFileAtomic } from "../io/atomic.js";
+import { hfConfigFromLlama } from "../io/hfconfig.js";
+import type { LoadedModel } from "../io/load.js";
+import { hfTensorName } from "../io/names.js";
+import { type TensorToWrite, type WriteDtype, writeSafetensorsSharded } from "../io/safetensors.js";
+import { hfTokenizerFilesFromGguf } from "../tokenizer/export.js";
+
+export interface HfExportOptions {
+  dtype: WriteDtype;
+  maxShardBytes: number; // shard above this many bytes of weights (transformers' default is 5 GB)
+}
+
+export const defaultHfExportOptions: HfExportOptions = { dtype: "F32", maxShardBytes: 5 * 1024 ** 3 };
+
+const TORCH_DTYPE = { F32: "float32", F16: "float16", BF16: "bfloat16" } as const;
+
+export function exportHf(loaded: LoadedModel, outDir: string, opts: HfExportOptions = defaultHfExportOptions): string[] {
+  const { model, tokenizer } = loaded;
+  mkdirSync(outDir, { recursive: true });
+  const tensors: TensorToWrite[] = model.entries.map((e) => ({
+    name: hfTensorName(e.name),
+    shape: e.shape,
+    data: Float32Array.from(model.params.subarray(e.offset, e.offset + e.size)),
+  }));
+  const written: string[] = writeSafetensorsSharded(outDir, tensors, {
+    dtype: opts.dtype,
+    maxShardBytes: opts.maxShardBytes,
+    metadata: { format: "pt" },
+  });
+  const config = hfConfigFromLlama(model.cfg, {
+    bosTokenId: tokenizer.bosId,
+    eosTokenId: tokenizer.eosId,
+    torchDtype: TORCH_DTYPE[opts.dtype],
+  });
+  writeFileAtomic(join(outDir, "config.json"), JSON.stringify(config, null, 2) + "\n");
+  const generation: Record<string, unknown> = { _from_model_config: true };
+  if (tokenizer.bosId !== null) generation["bos_token_id"] = tokenizer.bosId;
+  if (tokenizer.eosId !== null) generation["eos_token_id"] = tokenizer.eosId;
+  writeFileAtomic(join(outDir, "generation_config.json"), JSON.stringify(generation, null, 2) + "\n");
+  written.push("config.json", "generation_config.json");
+
+  if (loaded.format === "hf") {
+    for (const f of ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json"]) {
+      const src = join(loaded.path, f);
+      if (!existsSync(src)) continue;
+      writeFileAtomic(join(outDir, f), readFileSync(src));
+      written.push(f);
+    }
+  } else {
+    const files = hfTokenizerFilesFromGguf(loaded.path);
+    if (!files) throw unsupportedError(`${loaded.path}: cannot build a Hugging Face tokenizer.json from this GGUF vocabulary`);
+    for (const [name, content] of Object.entries(files)) {
+      writeFileAtomic(join(outDir, name), JSON.stringify(content, null, 2) + "\n");
+      written.push(name);
+    }
+  }
+  return written;
+}

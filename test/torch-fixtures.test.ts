@@ -1,0 +1,92 @@
+// The model against PyTorch (tools/torch_fixtures.py, float64 reference): logits, per-token log-probs, the gradient
+// of the summed completion log-probs for every parameter tensor, and a ten-step AdamW trajectory.
+// Tolerances from the issue: gradients 1e-4 abs / 1e-3 rel; losses 1e-4.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { jsBackend as be } from "../src/backend/js/kernels.js";
+import { llamaConfigFromHf } from "../src/io/hfconfig.js";
+import { hfTensorName } from "../src/io/names.js";
+import { readSafetensors, type SafetensorsContents } from "../src/io/safetensors.js";
+import { backward, createActivations, createGradients, createModel, forward, type Model } from "../src/model/llama.js";
+import { assertAllClose, fixture } from "./helpers.js";
+
+interface Inputs { ids: number[][]; targets: number[][]; mask: number[][] }
+
+function load(name: string, ctor: Float32ArrayConstructor | Float64ArrayConstructor = Float32Array): { st: SafetensorsContents; model: Model; ids: Int32Array; targets: Int32Array; mask: Float32Array; R: number; T: number } {
+  const path = fixture("torch", `${name}.safetensors`);
+  const st = readSafetensors(path);
+  assert.equal(st.metadata.format, "tsdpo-torch-fixture");
+  assert.equal(st.metadata.fixture_version, "1");
+  const cfg = llamaConfigFromHf(JSON.parse(st.metadata.config!), path);
+  const model = createModel(cfg, ctor);
+  for (const e of model.entries) {
+    const t = st.tensors.get(hfTensorName(e.name));
+    assert.ok(t, `fixture lacks ${hfTensorName(e.name)}`);
+    assert.deepEqual(t.shape, e.shape, e.name);
+    model.params.set(t.data as Float32Array, e.offset);
+  }
+  const inputs = JSON.parse(st.metadata.inputs!) as Inputs;
+  const R = inputs.ids.length, T = inputs.ids[0]!.length;
+  return {
+    st, model, R, T,
+    ids: Int32Array.from(inputs.ids.flat()), targets: Int32Array.from(inputs.targets.flat()), mask: Float32Array.from(inputs.mask.flat()),
+  };
+}
+
+for (const name of ["llama", "qwen2", "qwen3"]) {
+  test(`${name}: logits, log-probs and every parameter gradient match PyTorch`, () => {
+    const { st, model, ids, targets, mask, R, T } = load(name);
+    const acts = createActivations(model, R, T);
+    const logp = forward(be, model, acts, ids, targets, R, T);
+    assertAllClose(acts.logits.subarray(0, R * T * model.cfg.V), st.tensors.get("logits")!.data as Float32Array, 1e-4, 0, `${name} logits`);
+    assertAllClose(logp, st.tensors.get("logp")!.data as Float32Array, 1e-4, 0, `${name} logp`);
+    let S = 0;
+    for (let i = 0; i < R * T; i++) S += mask[i]! * logp[i]!;
+    assert.ok(Math.abs(S - Number(st.metadata.S)) < 1e-4, `S ${S} vs ${st.metadata.S}`);
+    const grads = createGradients(model);
+    backward(be, model, acts, grads, mask);
+    for (const e of model.entries) {
+      const want = st.tensors.get(`grad.${hfTensorName(e.name)}`)!.data as Float32Array;
+      assertAllClose(grads.grads.subarray(e.offset, e.offset + e.size), want, 1e-4, 1e-3, `${name} grad ${e.name}`);
+    }
+  });
+
+  // The reference trajectory is float64. In float64 tsdpo follows it to rounding error. In float32 it follows it
+  // to 1e-4 except on `llama`, where one coordinate of layers.0.wq has a true gradient of 6e-9 but float32
+  // cancellation noise of ~1e-7: Adam's first step is lr·g/(|g|+eps), so that noise alone moves the weight by
+  // 0.005 and the loss drifts to 3.7e-4 by step 10. That is float32 arithmetic, not a modelling difference, and
+  // PyTorch in float32 has the same exposure; the float64 run is the exact check.
+  for (const [ctor, tol] of [[Float64Array, 1e-9], [Float32Array, name === "llama" ? 5e-4 : 1e-4]] as const) {
+    test(`${name}: ten AdamW steps follow the PyTorch loss trajectory (${ctor.name}, tol ${tol})`, () => {
+      const { st, model, ids, targets, mask, R, T } = load(name, ctor);
+      const adamw = JSON.parse(st.metadata.adamw!) as {
+        lr: number; beta1: number; beta2: number; eps: number; weight_decay: number; steps: number; losses: number[]; loss_after: number;
+      };
+      const acts = createActivations(model, R, T);
+      const grads = createGradients(model);
+      const m = new ctor(model.params.length), v = new ctor(model.params.length);
+      const count = mask.reduce((a, b) => a + b, 0);
+      const dlogp = ctor.from(Array.from(mask, (x) => -x / count)); // loss = −S / Σmask
+      const lossNow = (): number => {
+        const logp = forward(be, model, acts, ids, targets, R, T);
+        let s = 0;
+        for (let i = 0; i < R * T; i++) s += mask[i]! * logp[i]!;
+        return -s / count;
+      };
+      const losses: number[] = [];
+      for (let step = 1; step <= adamw.steps; step++) {
+        losses.push(lossNow());
+        grads.grads.fill(0);
+        backward(be, model, acts, grads, dlogp);
+        be.adamwStep(model.params, grads.grads, m, v, model.params.length, adamw.lr, adamw.beta1, adamw.beta2, adamw.eps, adamw.weight_decay, step);
+      }
+      assert.equal(losses.length, 10);
+      assertAllClose(losses, adamw.losses, tol, 0, `${name} AdamW losses`);
+      if (ctor === Float64Array) assert.ok(Math.abs(lossNow() - adamw.loss_after) < tol, "loss after the last step");
+      if (ctor === Float64Array && st.tensors.has(`adamw_final.${hfTensorName("tok_embd")}`))
+        for (const e of model.entries)
+          assertAllClose(model.params.subarray(e.offset, e.offset + e.size), st.tensors.get(`adamw_final.${hfTensorName(e.name)}`)!.data as Float32Array, 1e-6, 0, `${name} final ${e.name}`);
+    });
+  }
+}
