@@ -1,0 +1,15 @@
+// Preference data: read, validate, normalise, tokenise, truncate, batch, split. See load.ts for the pipeline.
+
+export * from "./types.js";
+export { readRows } from "./read.js";
+export type { RawRow, ReadResult, ReadOptions } from "./read.js";
+export { normalizeRow, inferTextPrompt, chatRendererFor, RowProblem, DEFAULT_ASSISTANT_MARKER } from "./normalize.js";
+export type { NormalizeOptions, NormalizeResult, RenderChatFn, RowWarning } from "./normalize.js";
+export { pairEncoder, tokenizePair, tokenizePairs, resolveTokenizeOptions } from "./tokenize.js";
+export type { PairEncoder, TokenizeOptions, TokenizeResult, TokenizedSet, TruncationMode } from "./tokenize.js";
+export { allocBatch, fillBatch, buildBatch, longestSequence, defaultPadId } from "./batch.js";
+export type { PreferenceBatch, BuildBatchOptions } from "./batch.js";
+export { splitTrainEval, shuffledIndices, evalSize } from "./split.js";
+export type { EvalSplit } from "./split.js";
+export { loadPreferences, splitPreferences, dataStats, formatDataStats, prepareDataset, loadPreferencePairs, writeInvalidReport } from "./load.js";
+export type { LoadOptions, LoadedFile, SplitPreferences, DataStats, PrepareOptions, PreparedData } from "./load.js";

@@ -1,0 +1,389 @@
+// Validating one row and normalising it to {prompt, chosen, rejected} text (see PreferencePair in types.ts).
+//
+// Accepted shapes (field names are the defaults; promptField/chosenField/rejectedField rename them):
+//
+//   standard                 {"prompt": str, "chosen": str, "rejected": str}
+//   implicit                 {"chosen": str, "rejected": str}            prompt inferred, see inferTextPrompt
+//   conversational           {"prompt": [msg…], "chosen": [msg…], "rejected": [msg…]}
+//   conversational-implicit  {"chosen": [msg…], "rejected": [msg…]}      full conversations, shared leading
+//                                                                          messages are the prompt
+//   where msg = {"role": str, "content": str}.
+//
+// Message lists become text through the model's chat template, as TRL does: prompt = render(prompt messages,
+// add_generation_prompt) and answer = render(prompt + answer messages) with that prompt text removed from its
+// start. If the template does not render the prompt as a prefix of the full conversation, the row is an error:
+// silently splitting elsewhere would train on the wrong tokens.
+//
+// Decisions:
+// - An empty string for prompt, chosen or rejected is an error (almost always a missing value written as ""). An
+//   answer that is only whitespace is kept with a warning: with EOS appended it teaches the model to stop right
+//   after the prompt, which is what HH-RLHF's four such rows mean.
+// - chosen identical to rejected is not an error but a counted drop ("identical"): public datasets contain such
+//   rows and they carry no DPO signal (the policy and reference log-ratios cancel exactly).
+// - Two full dialogues that differ before their final assistant answer are a counted drop too
+//   ("diverges-before-last-turn"): the row is well-formed, but the "answer" would contain further turns. HH-RLHF's
+//   harmless-base test split has five such rows; failing the whole file over them would help nobody.
+
+import { TsdpoError, configError } from "../errors.js";
+import type { Tokenizer } from "../tokenizer/types.js";
+import { listKeys } from "./read.js";
+import type { RawRow } from "./read.js";
+import type { ChatMessage, ChatRenderer, DropReason, PairShape, PreferencePair } from "./types.js";
+import { where } from "./types.js";
+
+export interface NormalizeOptions {
+  /**
+   * Key of the prompt. Default "prompt"; when a row has no such key the prompt is inferred from chosen/rejected.
+   * Set explicitly, the key becomes required. null: always infer (for files whose answers repeat the prompt).
+   */
+  promptField?: string | null;
+  /** Key of the preferred answer (default "chosen"; e.g. "response_j"). */
+  chosenField?: string;
+  /** Key of the dispreferred answer (default "rejected"; e.g. "response_k"). */
+  rejectedField?: string;
+  /** Chat-template renderer; required only if the file holds message lists (see chatRendererFor). */
+  chat?: ChatRenderer;
+  /**
+   * The marker after which the final assistant answer starts in implicit-prompt text rows (HH-RLHF's format).
+   * Default "\n\nAssistant:".
+   */
+  assistantMarker?: string;
+}
+
+export const DEFAULT_ASSISTANT_MARKER = "\n\nAssistant:";
+
+/** A malformed row: which field, what is wrong and how to fix it. Callers add the position. */
+export class RowProblem extends Error {
+  constructor(
+    readonly field: string,
+    readonly reason: string,
+  ) {
+    super(`${field}: ${reason}`);
+    this.name = "RowProblem";
+  }
+}
+
+export interface RowWarning {
+  field: string;
+  reason: string;
+}
+
+export type NormalizeResult =
+  | { kind: "pair"; pair: PreferencePair; warnings: RowWarning[] }
+  | { kind: "drop"; reason: DropReason; detail: string };
+
+/** The signature of tokenizer/chat.ts's renderChat, so callers can hand it in without data/ importing it. */
+export type RenderChatFn = (
+  template: string,
+  messages: { role: string; content: string }[],
+  opts: { addGenerationPrompt: boolean; bosToken?: string; eosToken?: string },
+) => string;
+
+/**
+ * Binds a template renderer to a tokenizer's chat template and special-token strings. Returns undefined when there
+ * is no template; loading then fails only if the file actually holds message lists.
+ */
+export function chatRendererFor(
+  render: RenderChatFn,
+  tokenizer: Tokenizer,
+  template: string | null = tokenizer.chatTemplate,
+): ChatRenderer | undefined {
+  if (template === null || template === "") return undefined;
+  const bosToken = tokenizer.bosId !== null ? tokenizer.idToToken(tokenizer.bosId) : undefined;
+  const eosToken = tokenizer.eosId !== null ? tokenizer.idToToken(tokenizer.eosId) : undefined;
+  return (messages, addGenerationPrompt) =>
+    render(
+      template,
+      messages.map((m) => ({ role: m.role, content: m.content })),
+      { addGenerationPrompt, bosToken, eosToken },
+    );
+}
+
+/**
+ * Validates a row and normalises it. Throws RowProblem for a malformed row (the caller decides between failing and
+ * skipping), and a config TsdpoError when message lists arrive without a chat renderer (no row could succeed).
+ */
+export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): NormalizeResult {
+  if (row.parseError !== undefined)
+    throw new RowProblem(
+      "row",
+      `is not valid JSON (${row.parseError}); each line must be one JSON object such as ` +
+        `{"prompt": "...", "chosen": "...", "rejected": "..."}`,
+    );
+  const v = row.value;
+  if (v === null || typeof v !== "object" || Array.isArray(v))
+    throw new RowProblem(
+      "row",
+      `is ${describe(v)}, not a JSON object; each row must be an object with "chosen" and "rejected" ` +
+        `(and usually "prompt") fields`,
+    );
+  const obj = v as Record<string, unknown>;
+  const cf = options.chosenField ?? "chosen";
+  const rf = options.rejectedField ?? "rejected";
+  const pf = options.promptField === null ? null : (options.promptField ?? "prompt");
+
+  const chosen = obj[cf];
+  const rejected = obj[rf];
+  if (chosen === undefined)
+    throw new RowProblem(cf, `is missing (the row has keys ${listKeys(obj)}); add it, or set chosenField to the key that holds the preferred answer`);
+  if (rejected === undefined)
+    throw new RowProblem(rf, `is missing (the row has keys ${listKeys(obj)}); add it, or set rejectedField to the key that holds the dispreferred answer`);
+  const prompt: unknown = pf === null ? undefined : obj[pf];
+  if (prompt === undefined && pf !== null && options.promptField !== undefined)
+    throw new RowProblem(pf, `is missing (the row has keys ${listKeys(obj)}); add it, or leave promptField unset to infer the prompt from chosen and rejected`);
+
+  checkAnswerType(cf, chosen);
+  checkAnswerType(rf, rejected);
+  if (prompt !== undefined && typeof prompt !== "string" && !Array.isArray(prompt))
+    throw new RowProblem(pf!, `is ${describe(prompt)}; it must be a string or a list of {"role", "content"} messages`);
+
+  const cIsText = typeof chosen === "string";
+  const rIsText = typeof rejected === "string";
+  if (cIsText !== rIsText)
+    throw new RowProblem(
+      cIsText ? rf : cf,
+      `is a list of messages but ${cIsText ? cf : rf} is a string; give prompt, chosen and rejected all as strings or all as message lists`,
+    );
+  if (prompt !== undefined && (typeof prompt === "string") !== cIsText)
+    throw new RowProblem(
+      pf!,
+      `is ${typeof prompt === "string" ? "a string" : "a list of messages"} but ${cf} is ${cIsText ? "a string" : "a list of messages"}; ` +
+        `give prompt, chosen and rejected all as strings or all as message lists`,
+    );
+
+  const warnings: RowWarning[] = [];
+  let out: { prompt: string; chosen: string; rejected: string; shape: PairShape };
+  if (cIsText) {
+    const c = chosen as string;
+    const r = rejected as string;
+    if (c === "") throw emptyAnswer(cf);
+    if (r === "") throw emptyAnswer(rf);
+    if (prompt === undefined) {
+      if (c === r) return identical();
+      const marker = options.assistantMarker ?? DEFAULT_ASSISTANT_MARKER;
+      const split = inferTextPrompt(c, r, cf, rf, marker);
+      if (marker !== "" && split.prompt.endsWith(marker))
+        for (const [field, text] of [[cf, split.chosen], [rf, split.rejected]] as const)
+          if (text.includes(marker))
+            return divergesEarly(`${field} holds a further ${JSON.stringify(marker)} turn after the shared prompt`);
+      out = { ...split, shape: "implicit" };
+    } else {
+      if (prompt === "")
+        throw new RowProblem(pf!, `is an empty string; give the prompt text, or remove the field (or set promptField to null) to infer it from chosen and rejected`);
+      out = { prompt: prompt as string, chosen: c, rejected: r, shape: "standard" };
+      if (c.startsWith(out.prompt) && r.startsWith(out.prompt))
+        warnings.push({
+          field: cf,
+          reason:
+            `both answers begin with the prompt text, so the prompt appears twice in each sequence; if the file ` +
+            `stores whole conversations, set promptField to null to infer the prompt instead`,
+        });
+    }
+  } else {
+    const chat = options.chat;
+    if (chat === undefined)
+      throw configError(
+        `${where(row.pos)}: ${cf}: is a list of chat messages, which needs the model's chat template to become text; ` +
+          `use a model that ships a chat template (tokenizer.chat_template), or convert the rows to plain strings`,
+      );
+    const c = checkMessages(cf, chosen as unknown[]);
+    const r = checkMessages(rf, rejected as unknown[]);
+    if (prompt === undefined) {
+      const k = sharedMessages(c, r);
+      if (k === c.length && k === r.length) return identical();
+      if (k === 0)
+        throw new RowProblem(cf, `shares no leading messages with ${rf}, so there is no prompt; add a "${pf ?? "prompt"}" field with the conversation so far`);
+      if (k === c.length || k === r.length) {
+        const short = k === c.length ? cf : rf;
+        throw new RowProblem(short, `is the shared conversation with no answer of its own (the other answer continues it); each must end with its own assistant message`);
+      }
+      for (const [field, msgs] of [[cf, c], [rf, r]] as const)
+        if (msgs[k]!.role !== "assistant")
+          return divergesEarly(`${cf} and ${rf} first differ at message ${k}, whose role in ${field} is "${msgs[k]!.role}", not "assistant"`);
+      const promptMsgs = c.slice(0, k);
+      out = { ...renderPair(chat, promptMsgs, c.slice(k), r.slice(k), cf, rf), shape: "conversational-implicit" };
+    } else {
+      const p = checkMessages(pf!, prompt as unknown[], false);
+      out = { ...renderPair(chat, p, c, r, cf, rf), shape: "conversational" };
+    }
+  }
+  if (out.chosen === out.rejected) return identical();
+  if (out.chosen.trim() === "") warnings.push(blankWarning(cf));
+  if (out.rejected.trim() === "") warnings.push(blankWarning(rf));
+  return { kind: "pair", pair: { source: row.pos, ...out }, warnings };
+}
+
+/**
+ * The implicit prompt of two full texts: their longest common prefix, cut back to just after the last assistant
+ * marker it contains, so that each answer is the whole final assistant turn (for HH-RLHF, " I'm sorry…" starting
+ * with the space after "Assistant:"). Cutting at the marker rather than at the first differing character matters
+ * when both answers start alike ("\n\nAssistant: I think…" / "\n\nAssistant: I don't…"): the shared "I" belongs to
+ * the answers, not the prompt.
+ *
+ * Without a marker in the common prefix, the cut goes back to the start of the last whitespace run in it, so no
+ * word is split and the answer keeps its leading space (as TRL's extract_prompt does). No whitespace: error.
+ * The answers must not contain the marker: that would mean the texts diverge before their last assistant turn.
+ */
+export function inferTextPrompt(
+  chosen: string,
+  rejected: string,
+  cf = "chosen",
+  rf = "rejected",
+  marker = DEFAULT_ASSISTANT_MARKER,
+): { prompt: string; chosen: string; rejected: string } {
+  let n = 0;
+  const max = Math.min(chosen.length, rejected.length);
+  while (n < max && chosen.charCodeAt(n) === rejected.charCodeAt(n)) n++;
+  const common = chosen.slice(0, n);
+  let cut: number;
+  const m = marker === "" ? -1 : common.lastIndexOf(marker);
+  if (m >= 0) {
+    cut = m + marker.length;
+  } else {
+    cut = -1;
+    for (let i = n - 1; i >= 0; i--) {
+      if (/\s/.test(common[i]!)) {
+        cut = i;
+        while (cut > 0 && /\s/.test(common[cut - 1]!)) cut--;
+        break;
+      }
+    }
+    if (cut <= 0)
+      throw new RowProblem(
+        cf,
+        `shares no beginning with ${rf} that ends at ${JSON.stringify(marker)} or at a space, so the prompt ` +
+          `cannot be inferred; add a "prompt" field`,
+      );
+  }
+  const out = { prompt: chosen.slice(0, cut), chosen: chosen.slice(cut), rejected: rejected.slice(cut) };
+  if (out.chosen === "") throw emptyAfterPrompt(cf, rf);
+  if (out.rejected === "") throw emptyAfterPrompt(rf, cf);
+  return out;
+}
+
+function renderPair(
+  chat: ChatRenderer,
+  prompt: ChatMessage[],
+  chosen: ChatMessage[],
+  rejected: ChatMessage[],
+  cf: string,
+  rf: string,
+): { prompt: string; chosen: string; rejected: string } {
+  const p = runTemplate(chat, prompt, true, cf);
+  const answer = (msgs: ChatMessage[], field: string): string => {
+    const full = runTemplate(chat, [...prompt, ...msgs], false, field);
+    if (!full.startsWith(p)) {
+      let d = 0;
+      while (d < p.length && p[d] === full[d]) d++;
+      throw new RowProblem(
+        field,
+        `the chat template renders the conversation with this answer so that it does not start with the rendered ` +
+          `prompt (they differ at character ${d}: prompt has ${JSON.stringify(p.slice(d, d + 24))}, conversation has ` +
+          `${JSON.stringify(full.slice(d, d + 24))}); tsdpo needs the answer to extend the prompt text, so use a ` +
+          `template whose generation prompt is a prefix of the rendered answer, or give the rows as plain strings`,
+      );
+    }
+    const text = full.slice(p.length);
+    if (text === "") throw new RowProblem(field, `renders to no text after the prompt; the chat template dropped the answer`);
+    return text;
+  };
+  return { prompt: p, chosen: answer(chosen, cf), rejected: answer(rejected, rf) };
+}
+
+function runTemplate(chat: ChatRenderer, msgs: ChatMessage[], gen: boolean, field: string): string {
+  try {
+    return chat(msgs, gen);
+  } catch (e) {
+    if (e instanceof TsdpoError && e.kind === "config") throw e; // a broken template fails every row alike
+    throw new RowProblem(field, `the chat template failed on this conversation (${(e as Error).message})`);
+  }
+}
+
+function checkAnswerType(field: string, v: unknown): void {
+  if (typeof v !== "string" && !Array.isArray(v))
+    throw new RowProblem(field, `is ${describe(v)}; it must be a string (the answer) or a list of {"role", "content"} messages`);
+}
+
+/** Checks a message list; an answer list must end with a non-empty assistant message. */
+function checkMessages(field: string, list: unknown[], isAnswer = true): ChatMessage[] {
+  if (list.length === 0)
+    throw new RowProblem(field, isAnswer ? `is an empty list of messages; it must hold the assistant's answer` : `is an empty list of messages; give the conversation so far, or remove the field to infer it`);
+  const out: ChatMessage[] = [];
+  for (let i = 0; i < list.length; i++) {
+    const m = list[i];
+    const at = `${field}[${i}]`;
+    if (m === null || typeof m !== "object" || Array.isArray(m))
+      throw new RowProblem(at, `is ${describe(m)}, not a message; each message must be an object {"role": ..., "content": ...}`);
+    const { role, content } = m as Record<string, unknown>;
+    if (role === undefined || role === null)
+      throw new RowProblem(`${at}.role`, `is missing; each message needs a "role" ("system", "user" or "assistant") and a "content" string`);
+    if (typeof role !== "string" || role === "")
+      throw new RowProblem(`${at}.role`, `is ${describe(role)}; it must be a non-empty string such as "user" or "assistant"`);
+    if (content === undefined || content === null)
+      throw new RowProblem(`${at}.content`, `is missing; each message needs a "content" string`);
+    if (typeof content !== "string")
+      throw new RowProblem(
+        `${at}.content`,
+        `is ${describe(content)}; tsdpo takes message content as a string (content parts such as images are not supported), so join the text parts`,
+      );
+    out.push({ role, content });
+  }
+  if (isAnswer) {
+    const last = out[out.length - 1]!;
+    if (last.role !== "assistant")
+      throw new RowProblem(`${field}[${out.length - 1}].role`, `is "${last.role}", but an answer must end with a message whose role is "assistant"`);
+    if (last.content === "") throw emptyAnswer(`${field}[${out.length - 1}].content`);
+  }
+  return out;
+}
+
+function sharedMessages(a: ChatMessage[], b: ChatMessage[]): number {
+  let k = 0;
+  while (k < a.length && k < b.length && a[k]!.role === b[k]!.role && a[k]!.content === b[k]!.content) k++;
+  return k;
+}
+
+function identical(): NormalizeResult {
+  return { kind: "drop", reason: "identical", detail: "chosen and rejected are the same text, which gives DPO no signal" };
+}
+
+function divergesEarly(detail: string): NormalizeResult {
+  return {
+    kind: "drop",
+    reason: "diverges-before-last-turn",
+    detail: `${detail}; only the final assistant answer may differ between the two (add a "prompt" field to say where the answer starts)`,
+  };
+}
+
+function emptyAnswer(field: string): RowProblem {
+  return new RowProblem(field, `is an empty string; an empty answer cannot be scored, so fill it in or remove the row`);
+}
+
+function emptyAfterPrompt(field: string, other: string): RowProblem {
+  return new RowProblem(
+    field,
+    `has no text after the prompt shared with ${other} (it is a prefix of ${other}), so it has no answer; fix the row or add a "prompt" field`,
+  );
+}
+
+function blankWarning(field: string): RowWarning {
+  return { field, reason: `is only whitespace after the prompt; kept: the pair teaches the model to end (EOS) right after the prompt` };
+}
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "a list";
+  switch (typeof v) {
+    case "string":
+      return v === "" ? "an empty string" : "a string";
+    case "number":
+    case "bigint":
+      return `a number (${String(v)})`;
+    case "boolean":
+      return `a boolean (${v})`;
+    case "object":
+      return "an object";
+    default:
+      return typeof v;
+  }
+}
