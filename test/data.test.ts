@@ -2,9 +2,9 @@
 // layout, splitting, and the shipped HH-RLHF test split. Tokenisation tests use a byte-level test tokenizer
 // (id = byte + 4) so every expected id can be written down by hand.
 
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
@@ -103,6 +103,7 @@ const chatml = (messages: readonly ChatMessage[], gen: boolean): string =>
   messages.map((m) => `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`).join("") + (gen ? "<|im_start|>assistant\n" : "");
 
 const tmp = mkdtempSync(join(tmpdir(), "tsdpo-data-"));
+after(() => rmSync(tmp, { recursive: true, force: true }));
 let fileCounter = 0;
 function tmpFile(name: string, content: string | Uint8Array): string {
   const p = join(tmp, `${fileCounter++}-${name}`);
