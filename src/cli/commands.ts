@@ -18,6 +18,8 @@ export interface Command {
   summary: string;
   help: string;
   options: OptionSpec;
+  /** Commands that take free-form `--key=value` overrides parse argv themselves. */
+  rawArgs?: boolean;
   run(values: Values, positionals: string[]): Promise<number | void>;
 }
 
@@ -134,7 +136,44 @@ export function parseByteSize(s: string): number {
   return bytes;
 }
 
+const trainCommand: Command = {
+  summary: "train with DPO (or a sibling loss) from a config file, or resume a run",
+  help: `usage: tsdpo train [<config.json>] [--key=value ...]
+       tsdpo train --resume <run-folder>
+  <config.json>   training settings (README lists every key; configs/default.json is the shipped default).
+                  Without a file, the defaults train the shipped stories260K on the shipped HH-RLHF pairs.
+  --key=value     override one setting, e.g. --beta=0.1 --learning_rate=5e-4 --loss_type=ipo --output_dir=runs/a
+  --resume <dir>  continue a run from its newest checkpoint (after a crash or kill -9), with its saved config
+  --quiet         no progress output
+The run folder gets config.json (resolved), metrics.jsonl, checkpoints/step-N/, final/ and summary.json.`,
+  options: {},
+  rawArgs: true,
+  async run(_v, argv) {
+    const { readConfigFile, applyOverrides, resolveTrainConfig } = await import("../train/config.js");
+    const { train } = await import("../train/train.js");
+    const quiet = argv.includes("--quiet");
+    const args = argv.filter((a) => a !== "--quiet");
+    const r = args.indexOf("--resume");
+    if (r >= 0) {
+      const dir = args[r + 1];
+      if (!dir || dir.startsWith("--")) throw configError("train: --resume needs the run folder, e.g. --resume runs/my-run");
+      const rest = args.filter((_, i) => i !== r && i !== r + 1);
+      if (rest.length) throw configError(`train --resume takes the run's saved config; remove ${rest.join(" ")}`);
+      const where = resolve(dir, "config.json");
+      const cfg = resolveTrainConfig(readConfigFile(where), where);
+      await train(cfg, resolve(dir), { resume: true, quiet });
+      return;
+    }
+    const file = args[0] && !args[0].startsWith("--") ? args[0] : null;
+    const overrides = file ? args.slice(1) : args;
+    const base = file ? readConfigFile(file) : {};
+    const cfg = resolveTrainConfig(applyOverrides(base, overrides), file ?? "command line");
+    await train(cfg, null, { quiet });
+  },
+};
+
 export const commands: Record<string, Command> = {
+  train: trainCommand,
   generate: generateCommand,
   logprobs: logprobsCommand,
   export: exportCommand,

@@ -34,6 +34,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(cmd.help + "\n");
     return 0;
   }
+  if (cmd.rawArgs) return (await cmd.run({}, rest)) ?? 0;
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({ args: rest, options: cmd.options as ParseArgsConfig["options"], allowPositionals: true, strict: true });
@@ -51,7 +52,8 @@ main(process.argv.slice(2)).then(
   },
   (e: unknown) => {
     if (e instanceof TsdpoError) {
-      process.stderr.write(`error: ${e.message}\n`);
+      // One line whatever the message holds (JSON.parse quotes the offending text, newlines included).
+      process.stderr.write(`error: ${e.message.replace(/\s*[\r\n]+\s*/g, " ")}\n`);
       if (debug) process.stderr.write(`${e.stack}\n`);
       process.exitCode = e.kind === "config" ? 2 : 1;
     } else {

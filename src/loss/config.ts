@@ -137,6 +137,8 @@ const DPO_KEYS = [
 ] as const;
 const SIMPO_KEYS = ["loss_type", "beta", "simpo_gamma", "label_smoothing", "cpo_alpha"] as const;
 const ORPO_KEYS = ["loss_type", "beta"] as const;
+/** Every key any loss accepts: a training config passes these through to lossConfigFromJson. */
+export const LOSS_KEYS: readonly string[] = [...new Set<string>([...DPO_KEYS, ...SIMPO_KEYS, ...ORPO_KEYS])];
 
 const ALL_LOSS_NAMES = [...PAIR_LOSS_TYPES, ...Object.keys(PAIR_LOSS_ALIASES), "simpo", "orpo"];
 

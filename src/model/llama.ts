@@ -102,6 +102,13 @@ export function createModel(cfg: LlamaConfig, ctor: FloatCtor = Float32Array): M
   return { cfg, ctor, entries, params, p: viewsOf(cfg, entries, params) };
 }
 
+/** A copy with its own parameter arena (the frozen DPO reference). */
+export function cloneModel(model: Model): Model {
+  const copy = createModel(model.cfg, model.ctor);
+  copy.params.set(model.params);
+  return copy;
+}
+
 export function createGradients(model: Model): Gradients {
   const grads = new model.ctor(model.params.length);
   return { grads, g: viewsOf(model.cfg, model.entries, grads) };

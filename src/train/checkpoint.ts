@@ -1,0 +1,84 @@
+// Checkpoints. A checkpoint folder is a Hugging Face model folder (config.json, model.safetensors, tokenizer
+// files), so `--model <checkpoint>` works anywhere, plus the trainer's own state:
+//   optimizer.safetensors   AdamW moments exp_avg / exp_avg_sq as flat arenas (same layout as the parameters)
+//   trainer_state.json      step, epoch position and data order, RNG state, loss state, metrics counters
+//   train_config.json       the resolved training config
+// Every file is written, fsynced and renamed, and the folder itself is built under a temporary name and renamed
+// into place last, so a checkpoint folder either exists complete or not at all, whatever kills the process.
+
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { inputError } from "../errors.js";
+import { exportHf } from "../export/hf.js";
+import { fsyncDir, writeFileAtomic } from "../io/atomic.js";
+import type { LoadedModel } from "../io/load.js";
+import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
+import type { LossState } from "../loss/losses.js";
+import type { RngState } from "../rng.js";
+
+export interface TrainerState {
+  format: "tsdpo-trainer-state";
+  version: 1;
+  step: number; // optimizer steps done
+  epoch: number; // epochs started (0-based index of the current epoch)
+  order: number[]; // the current epoch's order of training pairs
+  cursor: number; // next position in `order`
+  rng: RngState; // after drawing `order`
+  lossState: LossState;
+  numTokens: number; // cumulative input tokens seen (TRL's num_tokens)
+}
+
+export function checkpointDirName(step: number): string {
+  return `step-${step}`;
+}
+
+/** Writes `dir` atomically: build in a sibling temp folder, fsync, rename. Replaces an existing `dir`. */
+export function writeCheckpoint(
+  dir: string,
+  loaded: LoadedModel,
+  m: Float32Array,
+  v: Float32Array,
+  state: TrainerState,
+  configJson: Record<string, unknown>,
+): void {
+  const parent = join(dir, "..");
+  mkdirSync(parent, { recursive: true });
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  exportHf(loaded, tmp);
+  writeSafetensors(join(tmp, "optimizer.safetensors"), [
+    { name: "exp_avg", shape: [m.length], data: m },
+    { name: "exp_avg_sq", shape: [v.length], data: v },
+  ], { dtype: "F32", metadata: { format: "tsdpo-optimizer", step: String(state.step) } });
+  writeFileAtomic(join(tmp, "trainer_state.json"), JSON.stringify(state) + "\n");
+  writeFileAtomic(join(tmp, "train_config.json"), JSON.stringify(configJson, null, 2) + "\n");
+  fsyncDir(tmp);
+  if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+  renameSync(tmp, dir);
+  fsyncDir(parent);
+}
+
+/** The newest complete checkpoint folder under runDir/checkpoints, or null. Temp folders are ignored. */
+export function latestCheckpoint(runDir: string): { dir: string; step: number } | null {
+  const root = join(runDir, "checkpoints");
+  if (!existsSync(root)) return null;
+  let best: { dir: string; step: number } | null = null;
+  for (const name of readdirSync(root)) {
+    const m = /^step-(\d+)$/.exec(name);
+    if (!m) continue;
+    const step = Number(m[1]);
+    if (!best || step > best.step) best = { dir: join(root, name), step };
+  }
+  return best;
+}
+
+export function readOptimizer(dir: string, n: number): { m: Float32Array; v: Float32Array } {
+  const path = join(dir, "optimizer.safetensors");
+  const st = readSafetensors(path);
+  const m = st.tensors.get("exp_avg");
+  const v = st.tensors.get("exp_avg_sq");
+  if (!m || !v || m.data.length !== n || v.data.length !== n)
+    throw inputError(`${path}: optimizer state does not match the model (${n} parameters); the checkpoint is from another model`);
+  return { m: m.data as Float32Array, v: v.data as Float32Array };
+}

@@ -1,0 +1,96 @@
+// The reference policy π_ref of DPO. Either a frozen model run alongside the policy, or its sequence log-probs
+// computed once before training and cached on disk. The cache key hashes everything the numbers depend on: the
+// reference model's files, every pair's token ids (so the data, the tokenizer, the chat template and the
+// truncation settings), and the LD-DPO reduction. A later run with the same key reuses the file.
+
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import type { Backend } from "../backend/contract.js";
+import { allocBatch, fillBatch, longestSequence } from "../data/batch.js";
+import type { TokenizedPair } from "../data/types.js";
+import { writeFileAtomic } from "../io/atomic.js";
+import { reduceLogps } from "../loss/reduce.js";
+import { type Model, createActivations } from "../model/llama.js";
+import { forwardBatch } from "./logps.js";
+
+export interface RefLogps {
+  chosen: Float64Array; // (n) reference Σ log-probs of each pair's chosen answer (LD-reduced when ld_alpha)
+  rejected: Float64Array; // (n)
+}
+
+export function cacheDir(): string {
+  return process.env.TSDPO_CACHE_DIR ?? join(homedir(), ".cache", "tsdpo");
+}
+
+/** sha256 of the model's bytes on disk: the GGUF file, or config.json and every safetensors file of a folder. */
+export function modelFingerprint(path: string): string {
+  const h = createHash("sha256");
+  if (statSync(path).isDirectory()) {
+    for (const f of readdirSync(path).sort())
+      if (f === "config.json" || f.endsWith(".safetensors")) {
+        h.update(f);
+        h.update(readFileSync(join(path, f)));
+      }
+  } else h.update(readFileSync(path));
+  return h.digest("hex");
+}
+
+export function refCacheKey(modelHash: string, pairs: readonly TokenizedPair[], ldAlpha: number | null): string {
+  const h = createHash("sha256");
+  h.update(`tsdpo-ref-logps-v1\0${modelHash}\0${ldAlpha}\0${pairs.length}\0`);
+  for (const p of pairs) {
+    for (const a of [p.promptIds, p.chosenIds, p.rejectedIds]) {
+      h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+      h.update("|");
+    }
+  }
+  return h.digest("hex").slice(0, 32);
+}
+
+/** Reference log-probs by forward passes of `ref` over the pairs, `batchSize` pairs at a time. */
+export function computeRefLogps(be: Backend, ref: Model, pairs: readonly TokenizedPair[], batchSize: number, ldAlpha: number | null): RefLogps {
+  const n = pairs.length;
+  const out: RefLogps = { chosen: new Float64Array(n), rejected: new Float64Array(n) };
+  if (n === 0) return out;
+  const B = Math.min(batchSize, n);
+  const acts = createActivations(ref, 2 * B, longestSequence(pairs));
+  for (let s = 0; s < n; s += B) {
+    const chunk = pairs.slice(s, s + B);
+    const b = chunk.length;
+    const batch = allocBatch(b, longestSequence(chunk));
+    fillBatch(batch, chunk, 0);
+    const logp = forwardBatch(be, ref, acts, batch);
+    const sums = new Float64Array(2 * b);
+    reduceLogps(sums, new Int32Array(2 * b), logp, batch.mask, b, batch.T, ldAlpha);
+    for (let i = 0; i < b; i++) {
+      out.chosen[s + i] = sums[i]!;
+      out.rejected[s + i] = sums[b + i]!;
+    }
+  }
+  return out;
+}
+
+/** Cached computeRefLogps. Returns the numbers and whether they came from the cache. */
+export function precomputedRefLogps(
+  be: Backend, ref: Model, refPath: string, pairs: readonly TokenizedPair[], batchSize: number, ldAlpha: number | null,
+): { logps: RefLogps; cached: boolean; file: string } {
+  const key = refCacheKey(modelFingerprint(refPath), pairs, ldAlpha);
+  const dir = cacheDir();
+  const file = join(dir, `ref-logps-${key}.json`);
+  if (existsSync(file)) {
+    try {
+      const j = JSON.parse(readFileSync(file, "utf8")) as { key: string; chosen: number[]; rejected: number[] };
+      if (j.key === key && j.chosen.length === pairs.length && j.rejected.length === pairs.length)
+        return { logps: { chosen: Float64Array.from(j.chosen), rejected: Float64Array.from(j.rejected) }, cached: true, file };
+    } catch {
+      // unreadable cache entry: recompute and overwrite it
+    }
+  }
+  const logps = computeRefLogps(be, ref, pairs, batchSize, ldAlpha);
+  mkdirSync(dir, { recursive: true });
+  // JSON numbers round-trip doubles exactly, so cached and fresh values are identical.
+  writeFileAtomic(file, JSON.stringify({ key, chosen: Array.from(logps.chosen), rejected: Array.from(logps.rejected) }) + "\n");
+  return { logps, cached: false, file };
+}

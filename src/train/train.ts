@@ -1,0 +1,471 @@
+// The DPO training loop: the one file that sequences a run, top to bottom.
+//
+//   prepare   load the policy, the data (split, tokenised, truncated), the reference (frozen copy or cached
+//             log-probs), allocate every buffer once
+//   loop      for each optimizer step: for each micro-batch: reference log-probs, policy forward over the 2B
+//             concatenated rows, loss (loss/), d loss / d log-probs, backward; then clip, check for non-finite
+//             values, AdamW, log metrics, evaluate, checkpoint
+//   finish    final weights (a Hugging Face folder), eval metrics, the run summary
+//
+// Determinism: the data order comes from a seeded RNG whose state is checkpointed with the order itself, and every
+// kernel is deterministic, so a run resumed from a checkpoint (even after kill -9) ends with the same bits as an
+// uninterrupted one.
+
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import type { Backend, Buf } from "../backend/contract.js";
+import { selectBackend } from "../backend/select.js";
+import { type PreferenceBatch, fillBatch, longestSequence } from "../data/batch.js";
+import { loadPreferences, splitPreferences, dataStats, formatDataStats, writeInvalidReport } from "../data/load.js";
+import { chatRendererFor } from "../data/normalize.js";
+import type { EvalSplit } from "../data/split.js";
+import { tokenizePairs } from "../data/tokenize.js";
+import type { TokenizedPair } from "../data/types.js";
+import { TsdpoError, configError } from "../errors.js";
+import { writeFileAtomic } from "../io/atomic.js";
+import { type LoadedModel, loadModel } from "../io/load.js";
+import { needsReference, type LossConfig } from "../loss/config.js";
+import { type LossOutput, type LossState, type PairBatch, computeLoss, initialLossState } from "../loss/losses.js";
+import { lossMetrics } from "../loss/metrics.js";
+import { logSumSquaredProbs, reduceLogps, reduceLogpsBackward, wpoLogWeights } from "../loss/reduce.js";
+import {
+  type Activations, type Gradients, type Model, cloneModel, createActivations, createGradients, backward, forward,
+} from "../model/llama.js";
+import { defaultModelPath, assetPath } from "../paths.js";
+import { Rng } from "../rng.js";
+import { renderChat } from "../tokenizer/chat.js";
+import { type TrainerState, checkpointDirName, latestCheckpoint, readOptimizer, writeCheckpoint } from "./checkpoint.js";
+import { type TrainConfig, trainConfigToJson } from "./config.js";
+import { rowSums } from "./logps.js";
+import { createProgress } from "./progress.js";
+import { type RefLogps, precomputedRefLogps } from "./reference.js";
+import { lrAt, warmupSteps } from "./schedule.js";
+
+export const defaultDataPath = (): string => assetPath("data", "hh-rlhf", "harmless-base-test.jsonl.gz");
+
+export interface TrainOptions {
+  /** Continue the run in this folder from its newest checkpoint. */
+  resume?: boolean;
+  /** No progress output (tests). */
+  quiet?: boolean;
+  /** Where progress and summaries go. */
+  log?: (line: string) => void;
+}
+
+export interface TrainResult {
+  runDir: string;
+  steps: number;
+  finalDir: string;
+  lastMetrics: Record<string, number>;
+  evalMetrics: Record<string, number> | null;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Data
+
+interface PreparedRun {
+  train: TokenizedPair[];
+  eval: TokenizedPair[];
+  summary: string[];
+}
+
+async function prepareData(cfg: TrainConfig, loaded: LoadedModel, runDir: string): Promise<PreparedRun> {
+  const dataPath = resolve(cfg.data ?? defaultDataPath());
+  const tok = loaded.tokenizer;
+  const loadOpts = {
+    promptField: cfg.prompt_field ?? undefined,
+    chosenField: cfg.chosen_field,
+    rejectedField: cfg.rejected_field,
+    skipInvalid: cfg.skip_invalid,
+    chat: chatRendererFor(renderChat, tok),
+  };
+  const file = await loadPreferences(dataPath, loadOpts);
+  const split: EvalSplit =
+    cfg.eval_data !== null
+      ? { kind: "file", path: resolve(cfg.eval_data) }
+      : cfg.eval_size === 0
+        ? { kind: "none" }
+        : cfg.eval_size < 1
+          ? { kind: "fraction", fraction: cfg.eval_size, seed: cfg.seed }
+          : { kind: "count", count: cfg.eval_size, seed: cfg.seed };
+  const parts = await splitPreferences(file, split, loadOpts);
+  // Sequences longer than the model's context cannot be scored: cap max_length there.
+  const modelMax = loaded.model.cfg.maxSeqLen;
+  const maxLength = cfg.max_length === null ? modelMax : Math.min(cfg.max_length, modelMax);
+  const tokOpts = {
+    maxLength,
+    maxPromptLength: cfg.max_prompt_length !== null && cfg.max_prompt_length < maxLength ? cfg.max_prompt_length : null,
+    maxCompletionLength: cfg.max_completion_length,
+    truncationMode: cfg.truncation_mode,
+  };
+  const trainTok = tokenizePairs(parts.train, tok, tokOpts);
+  const evalTok = tokenizePairs(parts.eval, tok, tokOpts);
+  const invalid = [...file.invalid, ...(parts.evalFile?.invalid ?? [])];
+  if (invalid.length > 0) writeInvalidReport(join(runDir, "invalid_rows.jsonl"), invalid);
+  const summary = [
+    formatDataStats(dataStats(file, trainTok)),
+    `train pairs: ${trainTok.pairs.length}, eval pairs: ${evalTok.pairs.length}` +
+      (evalTok.drops.length ? ` (${evalTok.drops.length} eval pairs dropped)` : "") +
+      (invalid.length ? `; ${invalid.length} invalid rows listed in ${join(runDir, "invalid_rows.jsonl")}` : ""),
+  ];
+  if (trainTok.pairs.length === 0) throw configError(`${dataPath}: no training pairs remain (${summary.join("; ")})`);
+  return { train: trainTok.pairs, eval: evalTok.pairs, summary };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// One micro-batch: forward, loss, backward
+
+/** Buffers for the largest micro-batch, allocated once; each step views a prefix sized to its own B and T. */
+interface StepBuffers {
+  ids: Int32Array; // (2B, T)
+  targets: Int32Array; // (2B, T)
+  mask: Float32Array; // (2B, T)
+  promptLengths: Int32Array; // (2B)
+  completionLengths: Int32Array; // (2B)
+  seqLengths: Int32Array; // (2B)
+  policySums: Float64Array; // (2B) reduced completion log-probs
+  plainSums: Float64Array; // (2B) plain sums, when ld_alpha needs both
+  lengths: Int32Array; // (2B)
+  refSums: Float64Array; // (2B)
+  logitMeans: Float64Array; // (2B)
+  rowLogps: Float64Array; // (2B) plain sums, for rowSums
+  wpoLogW: Float64Array; // (2B)
+  logSumSq: Float64Array; // (2B, T)
+  dlogp: Buf; // (2B, T) d loss / d per-token log-probs
+}
+
+function allocStepBuffers(ctor: Model["ctor"], maxB: number, maxT: number): StepBuffers {
+  const n = 2 * maxB * maxT;
+  const r = 2 * maxB;
+  return {
+    ids: new Int32Array(n), targets: new Int32Array(n), mask: new Float32Array(n),
+    promptLengths: new Int32Array(r), completionLengths: new Int32Array(r), seqLengths: new Int32Array(r),
+    policySums: new Float64Array(r), plainSums: new Float64Array(r), lengths: new Int32Array(r),
+    refSums: new Float64Array(r), logitMeans: new Float64Array(r), rowLogps: new Float64Array(r),
+    wpoLogW: new Float64Array(r), logSumSq: new Float64Array(n), dlogp: new ctor(n),
+  };
+}
+
+function viewBatch(s: StepBuffers, B: number, T: number): PreferenceBatch {
+  const n = 2 * B * T;
+  return {
+    B, T,
+    ids: s.ids.subarray(0, n), targets: s.targets.subarray(0, n), mask: s.mask.subarray(0, n),
+    promptLengths: s.promptLengths.subarray(0, 2 * B), completionLengths: s.completionLengths.subarray(0, 2 * B),
+    seqLengths: s.seqLengths.subarray(0, 2 * B),
+  };
+}
+
+interface Engine {
+  be: Backend;
+  policy: Model;
+  acts: Activations;
+  grads: Gradients;
+  ref: { model: Model; acts: Activations } | null; // frozen reference, or null when precomputed / not needed
+  refLogps: { train: RefLogps; eval: RefLogps } | null;
+  loss: LossConfig;
+  buf: StepBuffers;
+}
+
+interface MicroResult {
+  out: LossOutput;
+  metrics: Record<string, number>;
+  tokens: number;
+}
+
+/**
+ * Forward (and, when `weight` > 0, backward) of one micro-batch of pairs. `weight` scales this micro-batch's mean
+ * loss inside the optimizer step: b / (pairs in the step), so the step minimises the mean over all its pairs
+ * however they are split into micro-batches.
+ */
+function microBatch(
+  e: Engine, pairs: readonly TokenizedPair[], pairIndex: readonly number[], split: "train" | "eval", state: LossState, weight: number,
+): MicroResult {
+  const { be, policy, buf, loss } = e;
+  const B = pairs.length;
+  const T = longestSequence(pairs);
+  const batch = viewBatch(buf, B, T);
+  fillBatch(batch, pairs, 0);
+  const R = 2 * B;
+  const ldAlpha = loss.kind === "dpo" ? loss.ld_alpha : null;
+  const policySums = buf.policySums.subarray(0, R);
+  const lengths = buf.lengths.subarray(0, R);
+  const refSums = buf.refSums.subarray(0, R);
+
+  // Reference first: it shares no buffers with the policy's saved activations.
+  const useRef = needsReference(loss);
+  if (useRef) {
+    if (e.ref) {
+      const logp = forward(be, e.ref.model, e.ref.acts, batch.ids, batch.targets, R, T);
+      reduceLogps(refSums, lengths, logp, batch.mask, B, T, ldAlpha);
+    } else {
+      const pre = e.refLogps![split];
+      for (let i = 0; i < B; i++) {
+        refSums[i] = pre.chosen[pairIndex[i]!]!;
+        refSums[B + i] = pre.rejected[pairIndex[i]!]!;
+      }
+    }
+  }
+
+  const logp = forward(be, policy, e.acts, batch.ids, batch.targets, R, T);
+  reduceLogps(policySums, lengths, logp, batch.mask, B, T, ldAlpha);
+  const rowLogps = buf.rowLogps.subarray(0, R);
+  const logitMeans = buf.logitMeans.subarray(0, R);
+  rowSums(e.acts, batch, policy.cfg.V, rowLogps, logitMeans);
+  let plain: Float64Array | null = null;
+  if (ldAlpha !== null) plain = rowLogps; // plain sums for the NLL terms
+  let wpo: PairBatch["wpo"] = null;
+  if (loss.kind === "dpo" && loss.use_weighting) {
+    const V = policy.cfg.V;
+    const lss = buf.logSumSq.subarray(0, R * T);
+    for (let p = 0; p < R * T; p++) lss[p] = batch.mask[p] ? logSumSquaredProbs(e.acts.logits, p * V, V) : 0;
+    const w = buf.wpoLogW.subarray(0, R);
+    wpoLogWeights(w, logp, lss, batch.mask, B, T);
+    wpo = { chosenLogWeights: w.subarray(0, B), rejectedLogWeights: w.subarray(B, R) };
+  }
+  const pairBatch: PairBatch = {
+    policyChosenLogps: policySums.subarray(0, B),
+    policyRejectedLogps: policySums.subarray(B, R),
+    refChosenLogps: useRef ? refSums.subarray(0, B) : null,
+    refRejectedLogps: useRef ? refSums.subarray(B, R) : null,
+    chosenLengths: lengths.subarray(0, B),
+    rejectedLengths: lengths.subarray(B, R),
+    policyChosenPlainLogps: plain ? plain.subarray(0, B) : null,
+    wpo,
+  };
+  const out = computeLoss(loss, pairBatch, state);
+
+  if (weight > 0) {
+    const dlogp = buf.dlogp.subarray(0, R * T);
+    dlogp.fill(0);
+    const dc = out.dPolicyChosenLogps.map((x) => x * weight);
+    const dr = out.dPolicyRejectedLogps.map((x) => x * weight);
+    reduceLogpsBackward(dlogp, dc, dr, batch.mask, lengths, B, T, ldAlpha);
+    if (out.dPolicyChosenPlainLogps)
+      reduceLogpsBackward(dlogp, out.dPolicyChosenPlainLogps.map((x) => x * weight), null, batch.mask, lengths, B, T, null);
+    backward(be, policy, e.acts, e.grads, dlogp);
+  }
+
+  // TRL's logits/chosen: mean logit over completion positions and the vocabulary.
+  let lc = 0, lr = 0, nc = 0, nr = 0;
+  for (let i = 0; i < B; i++) {
+    lc += logitMeans[i]!; nc += batch.completionLengths[i]!;
+    lr += logitMeans[B + i]!; nr += batch.completionLengths[B + i]!;
+  }
+  const metrics = lossMetrics(out, { chosen: lc / Math.max(1, nc), rejected: lr / Math.max(1, nr) });
+  let tokens = 0;
+  for (let r = 0; r < R; r++) tokens += batch.seqLengths[r]!;
+  return { out, metrics, tokens };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Metric averaging (weighted by pairs)
+
+class MetricMean {
+  private sums = new Map<string, number>();
+  private weight = 0;
+  add(m: Record<string, number>, w: number): void {
+    for (const [k, v] of Object.entries(m)) this.sums.set(k, (this.sums.get(k) ?? 0) + v * w);
+    this.weight += w;
+  }
+  mean(prefix = ""): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [k, v] of this.sums) out[prefix + k] = v / this.weight;
+    return out;
+  }
+  get empty(): boolean {
+    return this.weight === 0;
+  }
+}
+
+function evaluate(e: Engine, pairs: readonly TokenizedPair[], batchSize: number, state: LossState): Record<string, number> {
+  const mean = new MetricMean();
+  const s = { ...state }; // eval must not move the loss's running state
+  for (let i = 0; i < pairs.length; i += batchSize) {
+    const chunk = pairs.slice(i, i + batchSize);
+    const idx = chunk.map((_, j) => i + j);
+    const r = microBatch(e, chunk, idx, "eval", s, 0);
+    mean.add(r.metrics, chunk.length);
+  }
+  return mean.mean("eval_");
+}
+
+function gradNorm(g: Buf): number {
+  let s = 0;
+  for (let i = 0; i < g.length; i++) s += g[i]! * g[i]!;
+  return Math.sqrt(s);
+}
+
+/** Norm weights and biases get no weight decay, as Hugging Face's Trainer groups them. */
+function decays(name: string): boolean {
+  return !/(norm|^layers\.\d+\.b[qkv])$/.test(name);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The run
+
+export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: TrainOptions = {}): Promise<TrainResult> {
+  const log = opts.log ?? ((line: string) => process.stderr.write(line + "\n"));
+  const say = opts.quiet ? (_: string) => {} : log;
+  const runDir = resolve(runDirOpt ?? cfg.output_dir ?? join("runs", new Date().toISOString().replace(/[:.]/g, "-")));
+  const resumeFrom = opts.resume ? latestCheckpoint(runDir) : null;
+  if (!opts.resume && (existsSync(join(runDir, "checkpoints")) || existsSync(join(runDir, "final"))))
+    throw configError(`${runDir}: already holds a run; continue it with \`tsdpo train --resume ${runDir}\` or choose another output_dir`);
+  mkdirSync(runDir, { recursive: true });
+  const configJson = trainConfigToJson(cfg);
+  writeFileAtomic(join(runDir, "config.json"), JSON.stringify(configJson, null, 2) + "\n");
+
+  const be = selectBackend(cfg.backend);
+  const modelPath = resolve(cfg.model ?? defaultModelPath);
+  const base = loadModel(modelPath);
+  const loaded: LoadedModel = resumeFrom ? { ...loadModel(resumeFrom.dir), path: modelPath, format: base.format } : base;
+  // Exports of checkpoints take the tokenizer from the original model (a GGUF vocabulary is converted on export).
+  const policy = loaded.model;
+  const data = await prepareData(cfg, base, runDir);
+  for (const line of data.summary) say(line);
+
+  const B = cfg.per_device_train_batch_size;
+  const evalB = cfg.per_device_eval_batch_size;
+  const maxT = Math.max(longestSequence(data.train), data.eval.length ? longestSequence(data.eval) : 1);
+  const maxB = Math.max(B, evalB);
+  const acts = createActivations(policy, 2 * maxB, maxT);
+  const grads = createGradients(policy);
+  const n = policy.params.length;
+  let m: Float32Array = new Float32Array(n), v: Float32Array = new Float32Array(n);
+
+  let ref: Engine["ref"] = null;
+  let refLogps: Engine["refLogps"] = null;
+  if (needsReference(cfg.loss)) {
+    const refPath = resolve(cfg.ref_model ?? modelPath);
+    // The reference is always the untouched starting model (or ref_model), also when resuming.
+    const refModel = refPath !== modelPath ? loadModel(refPath).model : resumeFrom ? base.model : cloneModel(base.model);
+    const ldAlpha = cfg.loss.kind === "dpo" ? cfg.loss.ld_alpha : null;
+    if (cfg.precompute_ref_log_probs) {
+      const t = precomputedRefLogps(be, refModel, refPath, data.train, evalB, ldAlpha);
+      const ev = precomputedRefLogps(be, refModel, refPath, data.eval, evalB, ldAlpha);
+      say(`reference log-probs: ${t.cached ? "from cache" : "computed"} ${t.file}`);
+      refLogps = { train: t.logps, eval: ev.logps };
+    } else {
+      const sameShape = JSON.stringify(refModel.cfg) === JSON.stringify(policy.cfg);
+      ref = { model: refModel, acts: sameShape ? acts : createActivations(refModel, 2 * maxB, maxT) };
+    }
+  }
+  const engine: Engine = { be, policy, acts, grads, ref, refLogps, loss: cfg.loss, buf: allocStepBuffers(policy.ctor, maxB, maxT) };
+
+  // Schedule
+  const pairsPerStep = B * cfg.gradient_accumulation_steps;
+  const stepsPerEpoch = Math.ceil(data.train.length / pairsPerStep);
+  const totalSteps = cfg.max_steps > 0 ? cfg.max_steps : Math.ceil(stepsPerEpoch * cfg.num_train_epochs);
+  const warmup = warmupSteps(cfg.warmup_steps, cfg.warmup_ratio, totalSteps);
+
+  // State (fresh or from the checkpoint)
+  const rng = new Rng(cfg.seed);
+  let state: TrainerState = {
+    format: "tsdpo-trainer-state", version: 1, step: 0, epoch: 0,
+    order: rng.shuffle(Array.from({ length: data.train.length }, (_, i) => i)), cursor: 0,
+    rng: rng.state(), lossState: initialLossState(), numTokens: 0,
+  };
+  const metricsPath = join(runDir, "metrics.jsonl");
+  if (resumeFrom) {
+    state = JSON.parse(readFileSync(join(resumeFrom.dir, "trainer_state.json"), "utf8")) as TrainerState;
+    ({ m, v } = readOptimizer(resumeFrom.dir, n));
+    // Drop metrics logged after the checkpoint; they will be logged again.
+    if (existsSync(metricsPath)) {
+      const kept = readFileSync(metricsPath, "utf8").split("\n").filter((l) => l && (JSON.parse(l) as { step: number }).step <= state.step);
+      writeFileAtomic(metricsPath, kept.map((l) => l + "\n").join(""));
+    }
+    say(`resuming ${runDir} from ${resumeFrom.dir} (step ${state.step} of ${totalSteps})`);
+  } else writeFileAtomic(metricsPath, "");
+  const drawRng = new Rng(state.rng);
+
+  const decayRanges = policy.entries.map((en) => ({ offset: en.offset, size: en.size, decay: decays(en.name) }));
+  const progress = createProgress("train", totalSteps, state.step, process.stderr, opts.quiet);
+  let window = new MetricMean();
+  let windowTokens = 0;
+  let windowStart = Date.now();
+  let lastMetrics: Record<string, number> = {};
+  let evalMetrics: Record<string, number> | null = null;
+  let lastCheckpoint: string | null = resumeFrom?.dir ?? null;
+
+  const writeMetrics = (row: Record<string, number>): void => appendFileSync(metricsPath, JSON.stringify(row) + "\n");
+  const checkpoint = (dir: string): void => {
+    writeCheckpoint(dir, loaded, m, v, state, configJson);
+  };
+
+  while (state.step < totalSteps) {
+    grads.grads.fill(0);
+    // Draw this step's pairs: up to B·accum from the current epoch; a new epoch reshuffles.
+    if (state.cursor >= state.order.length) {
+      state.epoch++;
+      state.order = drawRng.shuffle(Array.from({ length: data.train.length }, (_, i) => i));
+      state.cursor = 0;
+      state.rng = drawRng.state();
+    }
+    const take = state.order.slice(state.cursor, state.cursor + pairsPerStep);
+    state.cursor += take.length;
+    let stepLoss = 0;
+    for (let s = 0; s < take.length; s += B) {
+      const idx = take.slice(s, s + B);
+      const r = microBatch(engine, idx.map((i) => data.train[i]!), idx, "train", state.lossState, idx.length / take.length);
+      state.lossState = r.out.state;
+      stepLoss += (r.out.loss * idx.length) / take.length;
+      window.add(r.metrics, idx.length);
+      windowTokens += r.tokens;
+      state.numTokens += r.tokens;
+    }
+    const norm = gradNorm(grads.grads);
+    if (!Number.isFinite(stepLoss) || !Number.isFinite(norm))
+      throw new TsdpoError(
+        "numeric",
+        `step ${state.step + 1}: the ${Number.isFinite(stepLoss) ? "gradient norm" : "loss"} is not finite ` +
+          `(loss ${stepLoss}, grad_norm ${norm}); training stopped before applying it. ` +
+          (lastCheckpoint ? `The last good checkpoint is ${lastCheckpoint}. ` : "No checkpoint was written yet. ") +
+          `Lower learning_rate, or set max_grad_norm.`,
+      );
+    if (cfg.max_grad_norm > 0) {
+      const coef = cfg.max_grad_norm / (norm + 1e-6); // torch.nn.utils.clip_grad_norm_
+      if (coef < 1) for (let i = 0; i < n; i++) grads.grads[i] *= coef;
+    }
+    const lr = lrAt(cfg.lr_scheduler_type, cfg.learning_rate, state.step, warmup, totalSteps);
+    for (const d of decayRanges)
+      be.adamwStep(
+        policy.params.subarray(d.offset, d.offset + d.size), grads.grads.subarray(d.offset, d.offset + d.size),
+        m.subarray(d.offset, d.offset + d.size), v.subarray(d.offset, d.offset + d.size), d.size,
+        lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_epsilon, d.decay ? cfg.weight_decay : 0, state.step + 1,
+      );
+    state.step++;
+
+    const epochFloat = state.step / stepsPerEpoch;
+    if (state.step % cfg.logging_steps === 0 || state.step === totalSteps) {
+      const seconds = (Date.now() - windowStart) / 1000;
+      lastMetrics = {
+        ...window.mean(), grad_norm: norm, learning_rate: lr, epoch: epochFloat, step: state.step,
+        num_tokens: state.numTokens, tokens_per_second: seconds > 0 ? windowTokens / seconds : 0,
+      };
+      writeMetrics(lastMetrics);
+      progress.update(state.step, `loss ${lastMetrics.loss!.toFixed(4)} acc ${lastMetrics["rewards/accuracies"]!.toFixed(2)}`);
+      window = new MetricMean();
+      windowTokens = 0;
+      windowStart = Date.now();
+    }
+    const isLast = state.step === totalSteps;
+    if (data.eval.length > 0 && ((cfg.eval_steps > 0 && state.step % cfg.eval_steps === 0) || isLast)) {
+      evalMetrics = { ...evaluate(engine, data.eval, evalB, state.lossState), epoch: epochFloat, step: state.step };
+      writeMetrics(evalMetrics);
+      progress.log(`step ${state.step}: eval_loss ${evalMetrics.eval_loss!.toFixed(4)} eval_rewards/accuracies ${evalMetrics["eval_rewards/accuracies"]!.toFixed(3)}`);
+    }
+    if ((cfg.save_steps > 0 && state.step % cfg.save_steps === 0) || isLast) {
+      const dir = join(runDir, "checkpoints", checkpointDirName(state.step));
+      checkpoint(dir);
+      lastCheckpoint = dir;
+    }
+  }
+  progress.done();
+
+  const finalDir = join(runDir, "final");
+  checkpoint(finalDir);
+  const summary = { steps: state.step, train: lastMetrics, eval: evalMetrics, data: data.summary };
+  writeFileAtomic(join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
+  say(`done: ${state.step} steps; final weights in ${finalDir}`);
+  return { runDir, steps: state.step, finalDir, lastMetrics, evalMetrics };
+}
