@@ -27,3 +27,17 @@ export function configError(message: string): TsdpoError {
 export function unsupportedError(message: string): TsdpoError {
   return new TsdpoError("unsupported", message);
 }
+
+/**
+ * JSON.parse's complaint about `text`, with V8's "at position N" (a character index) turned into the line and column
+ * an editor shows, so a message about a config file points at the place to fix.
+ */
+export function describeJsonError(text: string, err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  const m = /at position (\d+)(?! \(line)/.exec(msg);
+  if (!m) return msg;
+  const pos = Number(m[1]);
+  const lineStart = text.lastIndexOf("\n", pos - 1) + 1;
+  const line = text.slice(0, lineStart).split("\n").length;
+  return msg.replace(m[0], `at line ${line} column ${pos - lineStart + 1}`);
+}

@@ -117,6 +117,20 @@ export function readGguf(path: string, buffer?: Buffer): GgufFile {
     throw unsupportedError(`${path}: GGUF version ${version} is not supported (tsdpo reads versions 2 and 3)`);
   const tensorCount = c.u64("tensor count");
   const kvCount = c.u64("metadata count");
+  // Every key/value takes at least 13 bytes (key length, value type, one byte of value) and every tensor info at
+  // least 24 (name length, dim count, type, offset). A count the file cannot hold is a corrupt field; without this
+  // check the reader would parse tensor data as headers and blame a truncation far from the cause.
+  const room = buf.length - c.pos;
+  if (kvCount * 13 > room)
+    throw inputError(
+      `${path}: metadata count ${kvCount} (at offset 16) is impossible for a file of ${buf.length} bytes; ` +
+        `the file is corrupt, re-download or re-convert the model`,
+    );
+  if (tensorCount * 24 + kvCount * 13 > room)
+    throw inputError(
+      `${path}: tensor count ${tensorCount} (at offset 8) is impossible for a file of ${buf.length} bytes; ` +
+        `the file is corrupt, re-download or re-convert the model`,
+    );
   const metadata = new Map<string, GgufValue>();
   for (let i = 0; i < kvCount; i++) {
     const key = c.str(`metadata key #${i}`);

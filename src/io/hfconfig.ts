@@ -11,7 +11,7 @@
 // "rope_theta" + "rope_scaling"; both forms are read. We write the older form, which both major versions load.
 
 import { readFileSync } from "node:fs";
-import { inputError, TsdpoError, unsupportedError } from "../errors.js";
+import { describeJsonError, inputError, TsdpoError, unsupportedError } from "../errors.js";
 import type { LlamaConfig, ModelFamily, RopeScaling } from "../model/config.js";
 
 export const SUPPORTED_MODEL_TYPES: readonly ModelFamily[] = ["llama", "mistral", "qwen2", "qwen3"];
@@ -247,7 +247,7 @@ export function readHfConfig(path: string): LlamaConfig {
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw inputError(`${path}: not valid JSON (${(err as Error).message})`);
+    throw inputError(`${path}: not valid JSON (${describeJsonError(text, err)})`);
   }
   return llamaConfigFromHf(json, path);
 }

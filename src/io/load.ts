@@ -3,7 +3,7 @@
 
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { inputError } from "../errors.js";
+import { describeJsonError, inputError } from "../errors.js";
 import type { LlamaConfig } from "../model/config.js";
 import { type FloatCtor, type Model, createModel } from "../model/llama.js";
 import { loadHfTokenizer } from "../tokenizer/hf.js";
@@ -71,7 +71,7 @@ export function readJsonFile(path: string): unknown {
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw inputError(`${path}: not valid JSON (${(e as Error).message})`);
+    throw inputError(`${path}: not valid JSON (${describeJsonError(text, e)})`);
   }
 }
 
@@ -81,6 +81,13 @@ export function loadHfFolder(folder: string, ctor: FloatCtor = Float32Array): Lo
   const hfConfig = readJsonFile(configPath);
   const cfg = llamaConfigFromHf(hfConfig, configPath);
   const tokenizer = loadHfTokenizer(folder);
+  // More token ids than embedding rows would crash the forward pass on the first such id; fewer is normal (V is
+  // often padded). llamaConfigFromGguf checks the same for GGUF.
+  if (tokenizer.vocabSize > cfg.V)
+    throw inputError(
+      `${join(folder, "tokenizer.json")}: has token ids up to ${tokenizer.vocabSize - 1} but ${configPath} says ` +
+        `vocab_size ${cfg.V}; the tokenizer does not belong to these weights (copy the model's own tokenizer.json)`,
+    );
   const st = openSafetensorsFolder(folder);
   const model = createModel(cfg, ctor);
   for (const e of model.entries) {

@@ -15,7 +15,7 @@ import {
 } from "node:fs";
 import { endianness } from "node:os";
 import { basename, join } from "node:path";
-import { inputError, TsdpoError, unsupportedError } from "../errors.js";
+import { describeJsonError, inputError, TsdpoError, unsupportedError } from "../errors.js";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./dtype.js";
 import { fsyncDir, writeFileAtomic } from "./atomic.js";
 
@@ -313,10 +313,12 @@ export function openSafetensorsFolder(folder: string): SafetensorsFolder {
   }
 
   let index: unknown;
+  let indexText = "";
   try {
-    index = JSON.parse(readFileSync(indexPath, "utf8"));
+    indexText = readFileSync(indexPath, "utf8");
+    index = JSON.parse(indexText);
   } catch (err) {
-    throw inputError(`${indexPath}: not valid JSON (${(err as Error).message}); re-download the model folder`);
+    throw inputError(`${indexPath}: not valid JSON (${describeJsonError(indexText, err)}); re-download the model folder`);
   }
   if (!isObject(index) || !isObject(index["weight_map"]))
     throw inputError(`${indexPath}: key "weight_map" is missing or not an object of tensor name -> shard file`);
