@@ -3,7 +3,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { jsBackend as be } from "../src/backend/js/kernels.js";
+import { jsBackend, referenceBackend as be } from "../src/backend/js/kernels.js";
 import type { Buf } from "../src/backend/contract.js";
 import { ropeTables, ropeInvFreq } from "../src/model/rope.js";
 import { assertAllClose, randomArray, rng } from "./helpers.js";
@@ -277,4 +277,34 @@ test("AdamW matches torch.optim.AdamW's update written out by hand for three ste
   be.adamwStep(q, Float64Array.from([0.1, -0.2, 0.3]), new Float64Array(3), new Float64Array(3), 3, lr, b1, b2, 0, wd, 1);
   assertAllClose(q, [0.5 * 0.999 - 0.01, -1.5 * 0.999 + 0.01, 2 * 0.999 - 0.01], 1e-15, 0, "first AdamW step");
   assertAllClose(p, rp, 1e-9, 0, "three AdamW steps");
+});
+
+test("fast js matmul and attention equal the reference kernels on odd shapes and large magnitudes", () => {
+  const r = rng(21);
+  for (const [N, IC, OC] of [[1, 1, 1], [1, 7, 5], [5, 3, 9], [6, 17, 13], [9, 64, 33]] as const) {
+    const inp = f64(N * IC, r, 50), w = f64(OC * IC, r, 50), bias = f64(OC, r), dout = f64(N * OC, r, 10);
+    const a = new Float64Array(N * OC), b = new Float64Array(N * OC);
+    be.matmulForward(a, inp, w, bias, N, IC, OC);
+    jsBackend.matmulForward(b, inp, w, bias, N, IC, OC);
+    assertAllClose(b, a, 1e-9, 1e-12, `matmul fwd ${N}x${IC}x${OC}`);
+    const g = [new Float64Array(N * IC), new Float64Array(OC * IC), new Float64Array(OC)];
+    const h = [new Float64Array(N * IC).fill(1), new Float64Array(OC * IC).fill(1), new Float64Array(OC).fill(1)];
+    g.forEach((x) => x.fill(1)); // both accumulate onto the same starting values
+    be.matmulBackward(g[0]!, g[1]!, g[2]!, dout, inp, w, N, IC, OC);
+    jsBackend.matmulBackward(h[0]!, h[1]!, h[2]!, dout, inp, w, N, IC, OC);
+    for (let i = 0; i < 3; i++) assertAllClose(h[i]!, g[i]!, 1e-8, 1e-12, `matmul bwd ${i} ${N}x${IC}x${OC}`);
+  }
+  for (const [R, T, NH, NKV, HS, window] of [[1, 1, 1, 1, 2, 0], [2, 5, 4, 2, 6, 0], [1, 9, 3, 1, 4, 0], [1, 11, 2, 2, 8, 4]] as const) {
+    const q = f64(R * T * NH * HS, r, 3), k = f64(R * T * NKV * HS, r, 3), v = f64(R * T * NKV * HS, r, 3), dout = f64(R * T * NH * HS, r);
+    const outs = [new Float64Array(q.length), new Float64Array(q.length)];
+    const atts = [new Float64Array(R * NH * T * T), new Float64Array(R * NH * T * T)];
+    be.attentionForward(outs[0]!, atts[0]!, q, k, v, R, T, NH, NKV, HS, window);
+    jsBackend.attentionForward(outs[1]!, atts[1]!, q, k, v, R, T, NH, NKV, HS, window);
+    assertAllClose(outs[1]!, outs[0]!, 1e-12, 1e-12, `attention out T=${T}`);
+    assertAllClose(atts[1]!, atts[0]!, 1e-12, 1e-12, `attention probs T=${T}`);
+    const grads = [0, 1].map(() => [new Float64Array(q.length), new Float64Array(k.length), new Float64Array(v.length)]);
+    be.attentionBackward(grads[0]![0]!, grads[0]![1]!, grads[0]![2]!, dout, q, k, v, atts[0]!, R, T, NH, NKV, HS, window);
+    jsBackend.attentionBackward(grads[1]![0]!, grads[1]![1]!, grads[1]![2]!, dout, q, k, v, atts[0]!, R, T, NH, NKV, HS, window);
+    for (let i = 0; i < 3; i++) assertAllClose(grads[1]![i]!, grads[0]![i]!, 1e-12, 1e-10, `attention grad ${"qkv"[i]} T=${T}`);
+  }
 });

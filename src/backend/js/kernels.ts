@@ -3,6 +3,7 @@
 // precision except where a comment says otherwise.
 
 import type { Backend, Buf } from "../contract.js";
+import * as fast from "./fast.js";
 
 export function embeddingForward(out: Buf, ids: Int32Array, table: Buf, N: number, C: number): void {
   for (let n = 0; n < N; n++) {
@@ -324,8 +325,9 @@ export function adamwStep(
   }
 }
 
-export const jsBackend: Backend = {
-  name: "js",
+/** The plain kernels above, every one: the reference the fast paths and the native backend are tested against. */
+export const referenceBackend: Backend = {
+  name: "js-reference",
   embeddingForward, embeddingBackward,
   rmsnormForward, rmsnormBackward,
   matmulForward, matmulBackward,
@@ -335,4 +337,14 @@ export const jsBackend: Backend = {
   addForward, accumulate,
   logprobForward, logprobBackward,
   adamwStep,
+};
+
+/** What tsdpo runs on without the native addon: the reference with the tiled matmul and attention of fast.ts. */
+export const jsBackend: Backend = {
+  ...referenceBackend,
+  name: "js",
+  matmulForward: fast.matmulForward,
+  matmulBackward: fast.matmulBackward,
+  attentionForward: fast.attentionForward,
+  attentionBackward: fast.attentionBackward,
 };
