@@ -118,7 +118,7 @@ export class LiteralSplitter {
 }
 
 const utf8 = new TextEncoder();
-const utf8Decoder = new TextDecoder("utf-8", { fatal: false });
+const utf8Decoder = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true }); // keep a leading U+FEFF, as llama.cpp does
 
 export function utf8Bytes(s: string): Uint8Array {
   return utf8.encode(s);
