@@ -1,14 +1,15 @@
 // The CLI's commands: each declares its options (for node:util parseArgs, strict) and a run function that calls
 // the library. The option names and output forms here are a contract other tools rely on; change them with care.
 
-import { resolve } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { selectBackend } from "../backend/select.js";
 import { configError } from "../errors.js";
 import { exportHf } from "../export/hf.js";
 import { loadModel } from "../io/load.js";
 import { defaultModelPath } from "../paths.js";
 import { generate } from "../sample/generate.js";
-import { pairLogps } from "../train/logps.js";
+import { pairLogps, preferenceAccuracy } from "../train/logps.js";
 import { loadPreferencePairs } from "../data/load.js";
 
 type Values = Record<string, string | boolean | undefined>;
@@ -172,7 +173,61 @@ The run folder gets config.json (resolved), metrics.jsonl, checkpoints/step-N/, 
   },
 };
 
+const evalCommand: Command = {
+  summary: "preference accuracy and mean reward margin of a model against a reference on a preference file",
+  help: `usage: tsdpo eval --model <policy> --data <file> [--reference <model>] [--beta B] [--max-length N] [--json]
+  --model <path>       the tuned model (a .gguf, an HF folder, or a run's final/ or checkpoint folder)
+  --data <file>        preference pairs (the formats train reads)
+  --reference <path>   π_ref; default: the starting model recorded in a run folder's train_config.json
+  --beta B             β of the implicit reward r = β·(log π − log π_ref) (default: the run's beta, else 0.1)
+  --max-length N       truncate pairs to N tokens as training does (default: the model's context)
+  --json               one JSON object instead of a table
+Accuracy is the share of pairs whose implicit reward ranks chosen strictly above rejected (a tie counts as wrong).`,
+  options: {
+    model: { type: "string" }, data: { type: "string" }, reference: { type: "string" }, beta: { type: "string" },
+    "max-length": { type: "string" }, json: { type: "boolean" }, ...backendOption,
+  },
+  async run(v) {
+    const modelPath = str(v, "model");
+    const data = str(v, "data");
+    if (!modelPath || !data) throw configError("eval: --model and --data are required");
+    const saved = runConfigOf(modelPath);
+    const refPath = str(v, "reference") ?? (saved ? String(saved.ref_model ?? saved.model ?? defaultModelPath) : undefined);
+    if (!refPath) throw configError(`eval: --reference is required (${modelPath} is not a tsdpo run folder that records its starting model)`);
+    const savedBeta = saved && typeof (saved.loss as Record<string, unknown> | undefined)?.beta === "number" ? ((saved.loss as Record<string, unknown>).beta as number) : 0.1;
+    const beta = num(v, "beta", savedBeta, (x) => x > 0, "a number > 0");
+    const be = selectBackend(str(v, "backend"));
+    const policy = loadModel(modelPath);
+    const ref = loadModel(refPath);
+    const maxLength = num(v, "max-length", policy.model.cfg.maxSeqLen, (x) => isInt(x) && x >= 2, "a whole number ≥ 2");
+    const pairs = await loadPreferencePairs(resolve(data), policy.tokenizer, { maxLength });
+    const r = preferenceAccuracy(pairLogps(be, policy.model, pairs.pairs), pairLogps(be, ref.model, pairs.pairs), beta);
+    const result = { pairs: r.n, accuracy: r.accuracy, mean_margin: r.meanMargin, "rewards/chosen": r.chosen, "rewards/rejected": r.rejected, beta, model: modelPath, reference: refPath };
+    if (v.json) process.stdout.write(JSON.stringify(result) + "\n");
+    else
+      process.stdout.write(
+        `pairs ${r.n}\naccuracy ${r.accuracy.toFixed(4)}\nmean margin ${r.meanMargin.toFixed(4)}\n` +
+          `rewards/chosen ${r.chosen.toFixed(4)}\nrewards/rejected ${r.rejected.toFixed(4)}\n`,
+      );
+  },
+};
+
+/** The resolved training config saved in a run, final/ or checkpoint folder, if `path` is one. */
+function runConfigOf(path: string): Record<string, unknown> | null {
+  for (const f of [join(path, "train_config.json"), join(path, "config.json")]) {
+    if (!existsSync(f)) continue;
+    try {
+      const j = JSON.parse(readFileSync(f, "utf8")) as Record<string, unknown>;
+      if ("loss" in j && "learning_rate" in j) return j;
+    } catch {
+      // not a run config
+    }
+  }
+  return null;
+}
+
 export const commands: Record<string, Command> = {
+  eval: evalCommand,
   train: trainCommand,
   generate: generateCommand,
   logprobs: logprobsCommand,

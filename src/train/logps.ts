@@ -63,3 +63,20 @@ export function pairLogps(be: Backend, model: Model, pairs: readonly TokenizedPa
 export function forwardBatch(be: Backend, model: Model, acts: Activations, batch: PreferenceBatch): Buf {
   return forward(be, model, acts, batch.ids, batch.targets, 2 * batch.B, batch.T);
 }
+
+/** Implicit-reward preference accuracy of a policy against a reference, from their per-pair log-probs. */
+export function preferenceAccuracy(policy: readonly PairLogpsRow[], ref: readonly PairLogpsRow[], beta: number): {
+  n: number; accuracy: number; meanMargin: number; chosen: number; rejected: number;
+} {
+  let correct = 0, margin = 0, chosen = 0, rejected = 0;
+  for (let i = 0; i < policy.length; i++) {
+    const rc = beta * (policy[i]!.chosen_logps - ref[i]!.chosen_logps);
+    const rr = beta * (policy[i]!.rejected_logps - ref[i]!.rejected_logps);
+    if (rc > rr) correct++;
+    margin += rc - rr;
+    chosen += rc;
+    rejected += rr;
+  }
+  const n = policy.length;
+  return { n, accuracy: correct / n, meanMargin: margin / n, chosen: chosen / n, rejected: rejected / n };
+}
