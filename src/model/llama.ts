@@ -9,6 +9,8 @@
 import type { Backend, Buf } from "../backend/contract.js";
 import { type LlamaConfig, type ParamSpec, numel, paramSpecs } from "./config.js";
 import { ropeTables } from "./rope.js";
+import type { Rng } from "../rng.js";
+import type { Lora, LoraAdapter, LoraTarget } from "./lora.js";
 
 export type FloatCtor = Float32ArrayConstructor | Float64ArrayConstructor;
 
@@ -47,6 +49,8 @@ export interface Model {
   entries: ParamEntry[]; // arena layout, in paramSpecs order
   params: Buf; // the parameter arena
   p: ParamViews; // named views into params
+  /** LoRA adapters (attach before creating activations or a KV cache), or null for a plain model. */
+  lora: Lora | null;
 }
 
 export interface Gradients {
@@ -99,7 +103,7 @@ export function createModel(cfg: LlamaConfig, ctor: FloatCtor = Float32Array): M
   const entries = arenaLayout(cfg);
   const total = entries.reduce((a, e) => a + e.size, 0);
   const params = new ctor(total);
-  return { cfg, ctor, entries, params, p: viewsOf(cfg, entries, params) };
+  return { cfg, ctor, entries, params, p: viewsOf(cfg, entries, params), lora: null };
 }
 
 /** A copy with its own parameter arena (the frozen DPO reference). */
@@ -185,7 +189,22 @@ export interface Activations {
   dlogits: Buf; // (R,T,V)
   ropeCos: Buf; // (maxT, HS/2)
   ropeSin: Buf;
+  /** LoRA branch buffers when the model had adapters at creation, else null. */
+  lora: LoraActs | null;
+  /** Set by the trainer for a training forward when LoRA dropout is on; null = no dropout (eval, reference). */
+  dropout: Rng | null;
 }
+
+export interface LoraActs {
+  u: Map<string, Buf>; // per "layer.target": (R,T,r) s·(x·Aᵀ), saved for backward
+  drop: Map<string, Buf>; // per "layer.target" when dropout > 0: (R,T,IN) the input mask, 0 or 1/(1−p)
+  xDrop: Buf; // (R,T,maxIN) the dropped input of the current projection
+  out: Buf; // (R,T,maxOUT) the branch output before it joins the projection's
+  du: Buf; // (R,T,r)
+  dx: Buf; // (R,T,maxIN)
+}
+
+const loraKey = (l: number, t: LoraTarget): string => `${l}.${t}`;
 
 /** Carves every activation out of one allocation sized for maxRows sequences of maxT tokens. */
 export function createActivations(model: Model, maxRows: number, maxT: number): Activations {
@@ -217,8 +236,19 @@ export function createActivations(model: Model, maxRows: number, maxT: number): 
   const v = (name: string): Buf => views.get(name)!;
   const o = (name: string): Buf | null => views.get(name) ?? null;
   const { cos, sin } = ropeTables(model.cfg, maxT, model.ctor);
+  let lora: LoraActs | null = null;
+  if (model.lora) {
+    const { r, dropout } = model.lora.cfg;
+    const maxIO = Math.max(C, NH * HS, FF);
+    lora = {
+      u: new Map(model.lora.adapters.map((a) => [loraKey(a.layer, a.target), new model.ctor(N * r)])),
+      drop: new Map(dropout > 0 ? model.lora.adapters.map((a) => [loraKey(a.layer, a.target), new model.ctor(N * a.IN)]) : []),
+      xDrop: new model.ctor(dropout > 0 ? N * maxIO : 0), out: new model.ctor(N * maxIO), du: new model.ctor(N * r),
+      dx: new model.ctor(dropout > 0 ? N * maxIO : 0),
+    };
+  }
   return {
-    maxRows, maxT, R: 0, T: 0,
+    maxRows, maxT, R: 0, T: 0, lora, dropout: null,
     ids: new Int32Array(N), targets: new Int32Array(N),
     x: Array.from({ length: L + 1 }, (_, l) => v(`x${l}`)),
     layers: Array.from({ length: L }, (_, l) => ({
@@ -233,6 +263,73 @@ export function createActivations(model: Model, maxRows: number, maxT: number): 
     dkPre: v("dkPre"), datty: v("datty"), dgate: v("dgate"), dup: v("dup"), dh: v("dh"), dlogits: v("dlogits"),
     ropeCos: cos, ropeSin: sin,
   };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Projections: the base matmul plus, where an adapter targets it and adapters are on, the LoRA branch.
+
+function activeAdapter(model: Model, l: number, t: LoraTarget): LoraAdapter | null {
+  return model.lora && model.lora.enabled ? (model.lora.byLayer[l]![t] ?? null) : null;
+}
+
+function scaleInPlace(x: Buf, s: number, n: number): void {
+  for (let i = 0; i < n; i++) x[i] *= s;
+}
+
+/** out = inp·Wᵀ + bias [+ s·(drop(inp)·Aᵀ)·Bᵀ] */
+function linearForward(
+  be: Backend, model: Model, acts: Activations, l: number, t: LoraTarget,
+  out: Buf, inp: Buf, W: Buf, bias: Buf | null, N: number, IN: number, OUT: number,
+): void {
+  be.matmulForward(out, inp, W, bias, N, IN, OUT);
+  const ad = activeAdapter(model, l, t);
+  if (!ad) return;
+  const la = acts.lora;
+  if (!la) throw new Error("internal: LoRA adapters were attached after the activations were created");
+  const lora = model.lora!;
+  const r = lora.cfg.r;
+  const u = la.u.get(loraKey(l, t))!;
+  let x = inp;
+  const p = lora.cfg.dropout;
+  if (p > 0 && acts.dropout) {
+    const mask = la.drop.get(loraKey(l, t))!;
+    const keep = 1 / (1 - p);
+    for (let i = 0; i < N * IN; i++) {
+      mask[i] = acts.dropout.next() < p ? 0 : keep;
+      la.xDrop[i] = inp[i]! * mask[i]!;
+    }
+    x = la.xDrop;
+  } else if (p > 0) la.drop.get(loraKey(l, t))!.fill(1, 0, N * IN);
+  be.matmulForward(u, x, ad.A, null, N, IN, r);
+  scaleInPlace(u, lora.scale, N * r);
+  be.matmulForward(la.out, u, ad.B, null, N, r, OUT);
+  be.accumulate(out, la.out, N * OUT);
+}
+
+/** Backward of linearForward: base gradients (dW null when frozen) and, for an adapter, dA, dB and its dinp share. */
+function linearBackward(
+  be: Backend, model: Model, acts: Activations, l: number, t: LoraTarget,
+  dinp: Buf, dW: Buf | null, dbias: Buf | null, dout: Buf, inp: Buf, W: Buf, N: number, IN: number, OUT: number,
+): void {
+  be.matmulBackward(dinp, dW, dbias, dout, inp, W, N, IN, OUT);
+  const ad = activeAdapter(model, l, t);
+  if (!ad) return;
+  const la = acts.lora!;
+  const lora = model.lora!;
+  const r = lora.cfg.r;
+  const u = la.u.get(loraKey(l, t))!;
+  la.du.fill(0, 0, N * r);
+  be.matmulBackward(la.du, ad.dB, null, dout, u, ad.B, N, r, OUT); // du = dout·B, dB += doutᵀ·u
+  scaleInPlace(la.du, lora.scale, N * r); // u carried s, so d(x·Aᵀ) = s·du
+  if (lora.cfg.dropout > 0) {
+    const mask = la.drop.get(loraKey(l, t))!;
+    for (let i = 0; i < N * IN; i++) la.xDrop[i] = inp[i]! * mask[i]!;
+    la.dx.fill(0, 0, N * IN);
+    be.matmulBackward(la.dx, ad.dA, null, la.du, la.xDrop, ad.A, N, IN, r);
+    for (let i = 0; i < N * IN; i++) dinp[i] += la.dx[i]! * mask[i]!;
+  } else {
+    be.matmulBackward(dinp, ad.dA, null, la.du, inp, ad.A, N, IN, r);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -267,25 +364,25 @@ export function forward(be: Backend, model: Model, acts: Activations, ids: Int32
     const x = acts.x[l]!;
     be.rmsnormForward(a.ln1, a.rstd1, x, w.attnNorm, N, C, rmsEps);
     if (cfg.qkNorm) {
-      be.matmulForward(a.qPre!, a.ln1, w.wq, w.bq, N, C, NH * HS);
-      be.matmulForward(a.kPre!, a.ln1, w.wk, w.bk, N, C, NKV * HS);
+      linearForward(be, model, acts, l, "wq", a.qPre!, a.ln1, w.wq, w.bq, N, C, NH * HS);
+      linearForward(be, model, acts, l, "wk", a.kPre!, a.ln1, w.wk, w.bk, N, C, NKV * HS);
       be.rmsnormForward(a.q, a.qRstd!, a.qPre!, w.qNorm!, N * NH, HS, rmsEps);
       be.rmsnormForward(a.k, a.kRstd!, a.kPre!, w.kNorm!, N * NKV, HS, rmsEps);
     } else {
-      be.matmulForward(a.q, a.ln1, w.wq, w.bq, N, C, NH * HS);
-      be.matmulForward(a.k, a.ln1, w.wk, w.bk, N, C, NKV * HS);
+      linearForward(be, model, acts, l, "wq", a.q, a.ln1, w.wq, w.bq, N, C, NH * HS);
+      linearForward(be, model, acts, l, "wk", a.k, a.ln1, w.wk, w.bk, N, C, NKV * HS);
     }
-    be.matmulForward(a.v, a.ln1, w.wv, w.bv, N, C, NKV * HS);
+    linearForward(be, model, acts, l, "wv", a.v, a.ln1, w.wv, w.bv, N, C, NKV * HS);
     be.ropeForward(a.q, acts.ropeCos, acts.ropeSin, R, T, NH, HS, 0);
     be.ropeForward(a.k, acts.ropeCos, acts.ropeSin, R, T, NKV, HS, 0);
     be.attentionForward(a.atty, a.att, a.q, a.k, a.v, R, T, NH, NKV, HS, window);
-    be.matmulForward(acts.tmp, a.atty, w.wo, null, N, NH * HS, C);
+    linearForward(be, model, acts, l, "wo", acts.tmp, a.atty, w.wo, null, N, NH * HS, C);
     be.addForward(a.xMid, x, acts.tmp, N * C);
     be.rmsnormForward(a.ln2, a.rstd2, a.xMid, w.ffnNorm, N, C, rmsEps);
-    be.matmulForward(a.gate, a.ln2, w.wGate, null, N, C, FF);
-    be.matmulForward(a.up, a.ln2, w.wUp, null, N, C, FF);
+    linearForward(be, model, acts, l, "w_gate", a.gate, a.ln2, w.wGate, null, N, C, FF);
+    linearForward(be, model, acts, l, "w_up", a.up, a.ln2, w.wUp, null, N, C, FF);
     be.swigluForward(a.h, a.gate, a.up, N * FF);
-    be.matmulForward(acts.tmp, a.h, w.wDown, null, N, FF, C);
+    linearForward(be, model, acts, l, "w_down", acts.tmp, a.h, w.wDown, null, N, FF, C);
     be.addForward(acts.x[l + 1]!, a.xMid, acts.tmp, N * C);
   }
   be.rmsnormForward(acts.lnf, acts.rstdf, acts.x[cfg.L]!, p.outNorm, N, C, rmsEps);
@@ -295,12 +392,13 @@ export function forward(be: Backend, model: Model, acts: Activations, ids: Int32
 }
 
 /**
- * Backward of the last forward from dlogp (R,T) = d objective / d logp. Accumulates into grads (+=); the caller
- * zeroes them once per optimizer step, which makes gradient accumulation over micro-batches a plain repeat.
+ * Backward of the last forward from dlogp (R,T) = d objective / d logp. Accumulates into grads (+=) and, when
+ * adapters are on, into model.lora.grads; the caller zeroes them once per optimizer step, which makes gradient
+ * accumulation over micro-batches a plain repeat.
  */
-export function backward(be: Backend, model: Model, acts: Activations, grads: Gradients, dlogp: Buf): void {
+export function backward(be: Backend, model: Model, acts: Activations, grads: Gradients | null, dlogp: Buf): void {
   const { cfg, p } = model;
-  const { g } = grads;
+  const g = grads ? grads.g : null; // null: the base weights are frozen (LoRA); adapter gradients go to model.lora
   const { C, NH, NKV, HS, FF, V } = cfg;
   const { R, T } = acts;
   const N = R * T;
@@ -309,27 +407,27 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
 
   be.logprobBackward(acts.dlogits, dlogp, acts.logits, acts.lse, acts.targets, N, V);
   zero(acts.dln, N * C);
-  be.matmulBackward(acts.dln, g.lmHead, null, acts.dlogits, acts.lnf, p.lmHead, N, C, V);
+  be.matmulBackward(acts.dln, g ? g.lmHead : null, null, acts.dlogits, acts.lnf, p.lmHead, N, C, V);
   zero(acts.dx, N * C);
-  be.rmsnormBackward(acts.dx, g.outNorm, acts.dln, acts.x[cfg.L]!, p.outNorm, acts.rstdf, N, C);
+  be.rmsnormBackward(acts.dx, g ? g.outNorm : null, acts.dln, acts.x[cfg.L]!, p.outNorm, acts.rstdf, N, C);
 
   for (let l = cfg.L - 1; l >= 0; l--) {
     const w = p.layers[l]!;
-    const dw = g.layers[l]!;
+    const dw = g ? g.layers[l]! : null;
     const a = acts.layers[l]!;
     // x[l+1] = xMid + down(h): dx flows unchanged to xMid and into the MLP branch
     zero(acts.dh, N * FF);
-    be.matmulBackward(acts.dh, dw.wDown, null, acts.dx, a.h, w.wDown, N, FF, C);
+    linearBackward(be, model, acts, l, "w_down", acts.dh, dw ? dw.wDown : null, null, acts.dx, a.h, w.wDown, N, FF, C);
     zero(acts.dgate, N * FF);
     zero(acts.dup, N * FF);
     be.swigluBackward(acts.dgate, acts.dup, acts.dh, a.gate, a.up, N * FF);
     zero(acts.dln, N * C);
-    be.matmulBackward(acts.dln, dw.wGate, null, acts.dgate, a.ln2, w.wGate, N, C, FF);
-    be.matmulBackward(acts.dln, dw.wUp, null, acts.dup, a.ln2, w.wUp, N, C, FF);
-    be.rmsnormBackward(acts.dx, dw.ffnNorm, acts.dln, a.xMid, w.ffnNorm, a.rstd2, N, C);
+    linearBackward(be, model, acts, l, "w_gate", acts.dln, dw ? dw.wGate : null, null, acts.dgate, a.ln2, w.wGate, N, C, FF);
+    linearBackward(be, model, acts, l, "w_up", acts.dln, dw ? dw.wUp : null, null, acts.dup, a.ln2, w.wUp, N, C, FF);
+    be.rmsnormBackward(acts.dx, dw ? dw.ffnNorm : null, acts.dln, a.xMid, w.ffnNorm, a.rstd2, N, C);
     // xMid = x + o(atty)
     zero(acts.datty, N * NH * HS);
-    be.matmulBackward(acts.datty, dw.wo, null, acts.dx, a.atty, w.wo, N, NH * HS, C);
+    linearBackward(be, model, acts, l, "wo", acts.datty, dw ? dw.wo : null, null, acts.dx, a.atty, w.wo, N, NH * HS, C);
     zero(acts.dq, N * NH * HS);
     zero(acts.dk, N * NKV * HS);
     zero(acts.dv, N * NKV * HS);
@@ -341,18 +439,18 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     if (cfg.qkNorm) {
       zero(acts.dqPre, N * NH * HS);
       zero(acts.dkPre, N * NKV * HS);
-      be.rmsnormBackward(acts.dqPre, dw.qNorm, acts.dq, a.qPre!, w.qNorm!, a.qRstd!, N * NH, HS);
-      be.rmsnormBackward(acts.dkPre, dw.kNorm, acts.dk, a.kPre!, w.kNorm!, a.kRstd!, N * NKV, HS);
+      be.rmsnormBackward(acts.dqPre, dw ? dw.qNorm : null, acts.dq, a.qPre!, w.qNorm!, a.qRstd!, N * NH, HS);
+      be.rmsnormBackward(acts.dkPre, dw ? dw.kNorm : null, acts.dk, a.kPre!, w.kNorm!, a.kRstd!, N * NKV, HS);
       dqProj = acts.dqPre;
       dkProj = acts.dkPre;
     }
     zero(acts.dln, N * C);
-    be.matmulBackward(acts.dln, dw.wq, dw.bq, dqProj, a.ln1, w.wq, N, C, NH * HS);
-    be.matmulBackward(acts.dln, dw.wk, dw.bk, dkProj, a.ln1, w.wk, N, C, NKV * HS);
-    be.matmulBackward(acts.dln, dw.wv, dw.bv, acts.dv, a.ln1, w.wv, N, C, NKV * HS);
-    be.rmsnormBackward(acts.dx, dw.attnNorm, acts.dln, acts.x[l]!, w.attnNorm, a.rstd1, N, C);
+    linearBackward(be, model, acts, l, "wq", acts.dln, dw ? dw.wq : null, dw ? dw.bq : null, dqProj, a.ln1, w.wq, N, C, NH * HS);
+    linearBackward(be, model, acts, l, "wk", acts.dln, dw ? dw.wk : null, dw ? dw.bk : null, dkProj, a.ln1, w.wk, N, C, NKV * HS);
+    linearBackward(be, model, acts, l, "wv", acts.dln, dw ? dw.wv : null, dw ? dw.bv : null, acts.dv, a.ln1, w.wv, N, C, NKV * HS);
+    be.rmsnormBackward(acts.dx, dw ? dw.attnNorm : null, acts.dln, acts.x[l]!, w.attnNorm, a.rstd1, N, C);
   }
-  be.embeddingBackward(g.tokEmbd, acts.dx, acts.ids, N, C);
+  if (g) be.embeddingBackward(g.tokEmbd, acts.dx, acts.ids, N, C);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -380,6 +478,8 @@ export interface KvCache {
   ropeCos: Buf;
   ropeSin: Buf;
   ids: Int32Array; // (chunk)
+  loraU: Buf | null; // (chunk, r) when the model has adapters
+  loraOut: Buf | null; // (chunk, max(C, NH·HS, FF))
 }
 
 export function createKvCache(model: Model, maxT: number, chunk = 64): KvCache {
@@ -394,6 +494,8 @@ export function createKvCache(model: Model, maxT: number, chunk = 64): KvCache {
     kNew: new m(chunk * NKV * HS), vNew: new m(chunk * NKV * HS), qkTmp: new m(chunk * NH * HS),
     atty: new m(chunk * NH * HS), tmp: new m(chunk * C), gate: new m(chunk * FF), up: new m(chunk * FF),
     logits: new m(V), ropeCos: cos, ropeSin: sin, ids: new Int32Array(chunk),
+    loraU: model.lora ? new m(chunk * model.lora.cfg.r) : null,
+    loraOut: model.lora ? new m(chunk * Math.max(C, NH * HS, FF)) : null,
   };
 }
 
@@ -407,6 +509,22 @@ export function decode(be: Backend, model: Model, cache: KvCache, tokens: readon
     throw new Error(`context full: ${cache.len} + ${tokens.length} tokens exceed the cache of ${cache.maxT}`);
   for (let s = 0; s < tokens.length; s += cache.chunk) decodeChunk(be, model, cache, tokens.slice(s, s + cache.chunk));
   return cache.logits;
+}
+
+/** linearForward for generation: no dropout, scratch from the cache. */
+function decodeLinear(
+  be: Backend, model: Model, cache: KvCache, l: number, t: LoraTarget,
+  out: Buf, inp: Buf, W: Buf, bias: Buf | null, T: number, IN: number, OUT: number,
+): void {
+  be.matmulForward(out, inp, W, bias, T, IN, OUT);
+  const ad = activeAdapter(model, l, t);
+  if (!ad) return;
+  if (!cache.loraU || !cache.loraOut) throw new Error("internal: LoRA adapters were attached after the KV cache was created");
+  const r = model.lora!.cfg.r;
+  be.matmulForward(cache.loraU, inp, ad.A, null, T, IN, r);
+  scaleInPlace(cache.loraU, model.lora!.scale, T * r);
+  be.matmulForward(cache.loraOut, cache.loraU, ad.B, null, T, r, OUT);
+  be.accumulate(out, cache.loraOut, T * OUT);
 }
 
 function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly number[]): void {
@@ -428,25 +546,25 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
     const vDst = cache.v[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
     be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.attnNorm, T, C, rmsEps);
     if (cfg.qkNorm) {
-      be.matmulForward(cache.qkTmp, cache.ln, w.wq, w.bq, T, C, NH * HS);
+      decodeLinear(be, model, cache, l, "wq", cache.qkTmp, cache.ln, w.wq, w.bq, T, C, NH * HS);
       be.rmsnormForward(cache.q, cache.rstd, cache.qkTmp, w.qNorm!, T * NH, HS, rmsEps);
-      be.matmulForward(cache.qkTmp, cache.ln, w.wk, w.bk, T, C, kv);
+      decodeLinear(be, model, cache, l, "wk", cache.qkTmp, cache.ln, w.wk, w.bk, T, C, kv);
       be.rmsnormForward(kDst, cache.rstd, cache.qkTmp, w.kNorm!, T * NKV, HS, rmsEps);
     } else {
-      be.matmulForward(cache.q, cache.ln, w.wq, w.bq, T, C, NH * HS);
-      be.matmulForward(kDst, cache.ln, w.wk, w.bk, T, C, kv);
+      decodeLinear(be, model, cache, l, "wq", cache.q, cache.ln, w.wq, w.bq, T, C, NH * HS);
+      decodeLinear(be, model, cache, l, "wk", kDst, cache.ln, w.wk, w.bk, T, C, kv);
     }
-    be.matmulForward(vDst, cache.ln, w.wv, w.bv, T, C, kv);
+    decodeLinear(be, model, cache, l, "wv", vDst, cache.ln, w.wv, w.bv, T, C, kv);
     be.ropeForward(cache.q, cache.ropeCos, cache.ropeSin, 1, T, NH, HS, pos0);
     be.ropeForward(kDst, cache.ropeCos, cache.ropeSin, 1, T, NKV, HS, pos0);
     be.attentionDecode(cache.atty, cache.q, cache.k[l]!, cache.v[l]!, T, pos0, NH, NKV, HS, window);
-    be.matmulForward(cache.tmp, cache.atty, w.wo, null, T, NH * HS, C);
+    decodeLinear(be, model, cache, l, "wo", cache.tmp, cache.atty, w.wo, null, T, NH * HS, C);
     be.accumulate(cache.x, cache.tmp, T * C);
     be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.ffnNorm, T, C, rmsEps);
-    be.matmulForward(cache.gate, cache.ln, w.wGate, null, T, C, FF);
-    be.matmulForward(cache.up, cache.ln, w.wUp, null, T, C, FF);
+    decodeLinear(be, model, cache, l, "w_gate", cache.gate, cache.ln, w.wGate, null, T, C, FF);
+    decodeLinear(be, model, cache, l, "w_up", cache.up, cache.ln, w.wUp, null, T, C, FF);
     be.swigluForward(cache.gate, cache.gate, cache.up, T * FF);
-    be.matmulForward(cache.tmp, cache.gate, w.wDown, null, T, FF, C);
+    decodeLinear(be, model, cache, l, "w_down", cache.tmp, cache.gate, w.wDown, null, T, FF, C);
     be.accumulate(cache.x, cache.tmp, T * C);
   }
   // Only the last position's logits are needed to choose the next token.
