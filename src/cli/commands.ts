@@ -6,7 +6,9 @@ import { join, resolve } from "node:path";
 import { selectBackend } from "../backend/select.js";
 import { configError } from "../errors.js";
 import { exportHf } from "../export/hf.js";
-import { loadModel } from "../io/load.js";
+import { writePeftAdapter } from "../io/peft.js";
+import { loadModelForUse } from "../io/resolve.js";
+import { modelFingerprint } from "../io/fingerprint.js";
 import { defaultModelPath } from "../paths.js";
 import { generate } from "../sample/generate.js";
 import { pairLogps, preferenceAccuracy } from "../train/logps.js";
@@ -36,8 +38,10 @@ function num(v: Values, key: string, fallback: number, check: (x: number) => boo
 
 const isInt = (x: number): boolean => Number.isInteger(x);
 
-const backendOption = { backend: { type: "string" } } as const;
-const modelHelp = `  --model <path>       a .gguf file or a Hugging Face folder (default: the shipped stories260K)`;
+const backendOption = { backend: { type: "string" }, adapter: { type: "string" } } as const;
+const modelHelp = `  --model <path>       a .gguf file, a Hugging Face folder, a LoRA adapter folder or a run folder
+                       (default: the shipped stories260K)
+  --adapter <folder>   a PEFT LoRA adapter to put on the model`;
 
 const generateCommand: Command = {
   summary: "generate text from a prompt (greedy or sampled, with a KV cache)",
@@ -68,7 +72,7 @@ ${modelHelp}
       seed: num(v, "seed", 0, isInt, "a whole number"),
     };
     const be = selectBackend(str(v, "backend"));
-    const { model, tokenizer } = loadModel(str(v, "model") ?? defaultModelPath);
+    const { model, tokenizer } = loadModelForUse(str(v, "model") ?? defaultModelPath, str(v, "adapter"), defaultModelPath);
     const promptIds = [...(tokenizer.addBos && tokenizer.bosId !== null ? [tokenizer.bosId] : []), ...tokenizer.encode(prompt)];
     if (promptIds.length === 0) throw configError(`generate: the prompt is empty and the model has no BOS token to start from`);
     const stopIds = [...(tokenizer.eosId !== null ? [tokenizer.eosId] : []), ...tokenizer.stopIds];
@@ -93,7 +97,7 @@ The sums run over completion tokens only (the completion and the EOS that ends i
     const data = str(v, "data");
     if (!data) throw configError("logprobs: --data <file> is required");
     const be = selectBackend(str(v, "backend"));
-    const loaded = loadModel(str(v, "model") ?? defaultModelPath);
+    const loaded = loadModelForUse(str(v, "model") ?? defaultModelPath, str(v, "adapter"), defaultModelPath);
     const pairs = await loadPreferencePairs(resolve(data), loaded.tokenizer, { maxLength: loaded.model.cfg.maxSeqLen });
     const rows = pairLogps(be, loaded.model, pairs.pairs);
     for (const r of rows) process.stdout.write(JSON.stringify(r) + "\n");
@@ -101,29 +105,45 @@ The sums run over completion tokens only (the completion and the EOS that ends i
 };
 
 const exportCommand: Command = {
-  summary: "export a model (or a run's final weights) as a Hugging Face folder",
-  help: `usage: tsdpo export [<model>] [--model <file.gguf|hf-folder>] --format hf --out <folder> [--dtype f32|f16|bf16]
-                    [--max-shard-size <bytes, e.g. 2GB>]
-  Writes config.json, model.safetensors (sharded with model.safetensors.index.json above --max-shard-size),
-  tokenizer.json, tokenizer_config.json and generation_config.json, loadable by Hugging Face transformers.`,
+  summary: "export a model or a run as a Hugging Face folder or a PEFT adapter",
+  help: `usage: tsdpo export [<run-folder|model>] [--model <path>] [--adapter <peft-folder>] --format hf|peft --out <path>
+                    [--dtype f32|f16|bf16] [--max-shard-size <bytes, e.g. 2GB>]
+  hf     config.json, model.safetensors (sharded with model.safetensors.index.json above --max-shard-size),
+         tokenizer.json, tokenizer_config.json and generation_config.json, loadable by Hugging Face transformers;
+         a LoRA adapter is merged into the weights first
+  peft   adapter_config.json + adapter_model.safetensors, as PEFT writes them (the model must carry a LoRA adapter)`,
   options: {
-    model: { type: "string" }, format: { type: "string" }, out: { type: "string" }, dtype: { type: "string" },
-    "max-shard-size": { type: "string" },
+    model: { type: "string" }, adapter: { type: "string" }, format: { type: "string" }, out: { type: "string" },
+    dtype: { type: "string" }, "max-shard-size": { type: "string" },
   },
   async run(v, positionals) {
     const input = str(v, "model") ?? positionals[0];
     if (!input) throw configError("export: give the model to export (--model <path> or a positional path)");
     const out = str(v, "out");
-    if (!out) throw configError("export: --out <folder> is required");
+    if (!out) throw configError("export: --out <path> is required");
     const format = str(v, "format") ?? "hf";
-    if (format !== "hf") throw configError(`export: --format ${format} is not supported yet (supported: hf)`);
     const dtypeName = (str(v, "dtype") ?? "f32").toLowerCase();
     const dtypes = { f32: "F32", f16: "F16", bf16: "BF16" } as const;
     if (!(dtypeName in dtypes)) throw configError(`export: --dtype ${dtypeName}: expected f32, f16 or bf16`);
     const maxShardBytes = parseByteSize(str(v, "max-shard-size") ?? "5GB");
-    const loaded = loadModel(input);
-    const files = exportHf(loaded, out, { dtype: dtypes[dtypeName as keyof typeof dtypes], maxShardBytes });
-    process.stdout.write(`wrote ${out}: ${files.join(", ")}\n`);
+    switch (format) {
+      case "hf": {
+        const loaded = loadModelForUse(input, str(v, "adapter"), defaultModelPath);
+        const files = exportHf(loaded, out, { dtype: dtypes[dtypeName as keyof typeof dtypes], maxShardBytes });
+        process.stdout.write(`wrote ${out}: ${files.join(", ")}\n`);
+        return;
+      }
+      case "peft": {
+        const loaded = loadModelForUse(input, str(v, "adapter"), defaultModelPath);
+        const lora = loaded.model.lora;
+        if (!lora) throw configError(`export --format peft: ${input} has no LoRA adapter (train with use_peft, or pass --adapter)`);
+        writePeftAdapter(out, lora, { baseModel: loaded.path, baseFingerprint: modelFingerprint(loaded.path) });
+        process.stdout.write(`wrote ${out}: adapter_config.json, adapter_model.safetensors\n`);
+        return;
+      }
+      default:
+        throw configError(`export: --format ${format}: expected hf or peft`);
+    }
   },
 };
 
@@ -197,8 +217,8 @@ Accuracy is the share of pairs whose implicit reward ranks chosen strictly above
     const savedBeta = saved && typeof (saved.loss as Record<string, unknown> | undefined)?.beta === "number" ? ((saved.loss as Record<string, unknown>).beta as number) : 0.1;
     const beta = num(v, "beta", savedBeta, (x) => x > 0, "a number > 0");
     const be = selectBackend(str(v, "backend"));
-    const policy = loadModel(modelPath);
-    const ref = loadModel(refPath);
+    const policy = loadModelForUse(modelPath, str(v, "adapter"), defaultModelPath);
+    const ref = loadModelForUse(refPath, null, defaultModelPath);
     const maxLength = num(v, "max-length", policy.model.cfg.maxSeqLen, (x) => isInt(x) && x >= 2, "a whole number ≥ 2");
     const pairs = await loadPreferencePairs(resolve(data), policy.tokenizer, { maxLength });
     const r = preferenceAccuracy(pairLogps(be, policy.model, pairs.pairs), pairLogps(be, ref.model, pairs.pairs), beta);

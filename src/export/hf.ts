@@ -11,6 +11,14 @@ import type { LoadedModel } from "../io/load.js";
 import { hfTensorName } from "../io/names.js";
 import { type TensorToWrite, type WriteDtype, writeSafetensorsSharded } from "../io/safetensors.js";
 import { hfTokenizerFilesFromGguf } from "../tokenizer/export.js";
+import { type Model, cloneModel } from "../model/llama.js";
+import { mergeLora } from "../model/lora.js";
+
+function mergedCopy(model: Model): Model {
+  const copy = cloneModel(model);
+  mergeLora(copy, model.lora!);
+  return copy;
+}
 
 export interface HfExportOptions {
   dtype: WriteDtype;
@@ -22,7 +30,9 @@ export const defaultHfExportOptions: HfExportOptions = { dtype: "F32", maxShardB
 const TORCH_DTYPE = { F32: "float32", F16: "float16", BF16: "bfloat16" } as const;
 
 export function exportHf(loaded: LoadedModel, outDir: string, opts: HfExportOptions = defaultHfExportOptions): string[] {
-  const { model, tokenizer } = loaded;
+  const { tokenizer } = loaded;
+  // A model with LoRA adapters is exported merged: W + s·B·A, what it computes with the adapters on.
+  const model = loaded.model.lora?.enabled ? mergedCopy(loaded.model) : loaded.model;
   mkdirSync(outDir, { recursive: true });
   const tensors: TensorToWrite[] = model.entries.map((e) => ({
     name: hfTensorName(e.name),

@@ -4,13 +4,16 @@
 // truncation settings), and the LD-DPO reduction. A later run with the same key reuses the file.
 
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import type { Backend } from "../backend/contract.js";
 import { allocBatch, fillBatch, longestSequence } from "../data/batch.js";
 import type { TokenizedPair } from "../data/types.js";
 import { writeFileAtomic } from "../io/atomic.js";
+import { modelFingerprint } from "../io/fingerprint.js";
+
+export { modelFingerprint };
 import { reduceLogps } from "../loss/reduce.js";
 import { type Model, createActivations } from "../model/llama.js";
 import { forwardBatch } from "./logps.js";
@@ -22,19 +25,6 @@ export interface RefLogps {
 
 export function cacheDir(): string {
   return process.env.TSDPO_CACHE_DIR ?? join(homedir(), ".cache", "tsdpo");
-}
-
-/** sha256 of the model's bytes on disk: the GGUF file, or config.json and every safetensors file of a folder. */
-export function modelFingerprint(path: string): string {
-  const h = createHash("sha256");
-  if (statSync(path).isDirectory()) {
-    for (const f of readdirSync(path).sort())
-      if (f === "config.json" || f.endsWith(".safetensors")) {
-        h.update(f);
-        h.update(readFileSync(join(path, f)));
-      }
-  } else h.update(readFileSync(path));
-  return h.digest("hex");
 }
 
 export function refCacheKey(modelHash: string, pairs: readonly TokenizedPair[], ldAlpha: number | null): string {
