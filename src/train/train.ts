@@ -20,7 +20,7 @@ import { loadPreferences, splitPreferences, dataStats, formatDataStats, writeInv
 import { chatRendererFor } from "../data/normalize.js";
 import type { EvalSplit } from "../data/split.js";
 import { tokenizePairs } from "../data/tokenize.js";
-import type { TokenizedPair } from "../data/types.js";
+import type { RowIssue, TokenizedPair } from "../data/types.js";
 import { TsdpoError, configError } from "../errors.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { type LoadedModel, loadModel } from "../io/load.js";
@@ -67,8 +67,11 @@ interface PreparedRun {
   train: TokenizedPair[];
   eval: TokenizedPair[];
   summary: string[];
+  /** Malformed rows skipped under skip_invalid; the caller writes them once the run folder exists. */
+  invalid: RowIssue[];
 }
 
+/** Reads nothing from and writes nothing into runDir (it may not exist yet); runDir only names the report. */
 async function prepareData(cfg: TrainConfig, loaded: LoadedModel, runDir: string): Promise<PreparedRun> {
   const dataPath = resolve(cfg.data ?? defaultDataPath());
   const tok = loaded.tokenizer;
@@ -101,7 +104,6 @@ async function prepareData(cfg: TrainConfig, loaded: LoadedModel, runDir: string
   const trainTok = tokenizePairs(parts.train, tok, tokOpts);
   const evalTok = tokenizePairs(parts.eval, tok, tokOpts);
   const invalid = [...file.invalid, ...(parts.evalFile?.invalid ?? [])];
-  if (invalid.length > 0) writeInvalidReport(join(runDir, "invalid_rows.jsonl"), invalid);
   const summary = [
     formatDataStats(dataStats(file, trainTok)),
     `train pairs: ${trainTok.pairs.length}, eval pairs: ${evalTok.pairs.length}` +
@@ -109,7 +111,7 @@ async function prepareData(cfg: TrainConfig, loaded: LoadedModel, runDir: string
       (invalid.length ? `; ${invalid.length} invalid rows listed in ${join(runDir, "invalid_rows.jsonl")}` : ""),
   ];
   if (trainTok.pairs.length === 0) throw configError(`${dataPath}: no training pairs remain (${summary.join("; ")})`);
-  return { train: trainTok.pairs, eval: evalTok.pairs, summary };
+  return { train: trainTok.pairs, eval: evalTok.pairs, summary, invalid };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -311,10 +313,9 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   const resumeFrom = opts.resume ? latestCheckpoint(runDir) : null;
   if (!opts.resume && (existsSync(join(runDir, "checkpoints")) || existsSync(join(runDir, "final"))))
     throw configError(`${runDir}: already holds a run; continue it with \`tsdpo train --resume ${runDir}\` or choose another output_dir`);
-  mkdirSync(runDir, { recursive: true });
-  const configJson = trainConfigToJson(cfg);
-  writeFileAtomic(join(runDir, "config.json"), JSON.stringify(configJson, null, 2) + "\n");
 
+  // Everything the user's input can break (backend, models, data) is checked before the run folder is created,
+  // so a run that cannot start leaves nothing behind.
   const be = selectBackend(cfg.backend);
   const modelPath = resolve(cfg.model ?? defaultModelPath);
   const base = loadModel(modelPath);
@@ -322,6 +323,16 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   // Exports of checkpoints take the tokenizer from the original model (a GGUF vocabulary is converted on export).
   const policy = loaded.model;
   const data = await prepareData(cfg, base, runDir);
+  const refPath = resolve(cfg.ref_model ?? modelPath);
+  // The reference is always the untouched starting model (or ref_model), also when resuming.
+  const refModel = !needsReference(cfg.loss)
+    ? null
+    : refPath !== modelPath ? loadModel(refPath).model : resumeFrom ? base.model : cloneModel(base.model);
+
+  mkdirSync(runDir, { recursive: true });
+  const configJson = trainConfigToJson(cfg);
+  writeFileAtomic(join(runDir, "config.json"), JSON.stringify(configJson, null, 2) + "\n");
+  if (data.invalid.length > 0) writeInvalidReport(join(runDir, "invalid_rows.jsonl"), data.invalid);
   for (const line of data.summary) say(line);
 
   const B = cfg.per_device_train_batch_size;
@@ -335,10 +346,7 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
 
   let ref: Engine["ref"] = null;
   let refLogps: Engine["refLogps"] = null;
-  if (needsReference(cfg.loss)) {
-    const refPath = resolve(cfg.ref_model ?? modelPath);
-    // The reference is always the untouched starting model (or ref_model), also when resuming.
-    const refModel = refPath !== modelPath ? loadModel(refPath).model : resumeFrom ? base.model : cloneModel(base.model);
+  if (refModel) {
     const ldAlpha = cfg.loss.kind === "dpo" ? cfg.loss.ld_alpha : null;
     if (cfg.precompute_ref_log_probs) {
       const t = precomputedRefLogps(be, refModel, refPath, data.train, evalB, ldAlpha);
