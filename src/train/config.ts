@@ -4,7 +4,7 @@
 // the run folder and every checkpoint.
 
 import { readFileSync } from "node:fs";
-import { configError, inputError } from "../errors.js";
+import { configError, describeJsonError, inputError } from "../errors.js";
 import { LOSS_KEYS, type LossConfig, lossConfigFromJson, lossConfigToJson } from "../loss/config.js";
 
 export interface TrainConfig {
@@ -253,14 +253,15 @@ export function readConfigFile(path: string): Record<string, unknown> {
   let text: string;
   try {
     text = readFileSync(path, "utf8");
-  } catch {
-    throw inputError(`${path}: cannot read the config file`);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? String(e);
+    throw inputError(`${path}: cannot read the config file (${code}); give a JSON file of settings, and settings on the command line as --key=value`);
   }
   let obj: unknown;
   try {
     obj = JSON.parse(text);
   } catch (e) {
-    throw configError(`${path}: not valid JSON (${(e as Error).message})`);
+    throw configError(`${path}: not valid JSON (${describeJsonError(text, e)})`);
   }
   if (obj === null || typeof obj !== "object" || Array.isArray(obj))
     throw configError(`${path}: a training config is a JSON object of settings`);
@@ -270,19 +271,22 @@ export function readConfigFile(path: string): Record<string, unknown> {
 /**
  * Applies `--key=value` overrides. The value is parsed as JSON when it parses (numbers, true/false, null, lists),
  * else taken as a string, so `--data=pairs.jsonl` and `--beta=0.5` both work; the resolver then checks its type.
+ * A bare `--key` means `--key=true` (`--skip_invalid`), and dashes in a key are underscores (`--skip-invalid`), as
+ * command-line flags are usually spelled.
  */
 export function applyOverrides(base: Record<string, unknown>, overrides: readonly string[]): Record<string, unknown> {
   const out = { ...base };
   for (const o of overrides) {
-    const m = /^--([A-Za-z_][\w.]*)=(.*)$/s.exec(o);
+    const m = /^--([A-Za-z_][\w.-]*)(?:=(.*))?$/s.exec(o);
     if (!m) throw configError(`override "${o}": expected --key=value, e.g. --beta=0.1`);
-    let value: unknown = m[2]!;
-    try {
-      value = JSON.parse(m[2]!);
-    } catch {
-      // a plain string
-    }
-    out[m[1]!] = value;
+    let value: unknown = m[2] ?? true;
+    if (m[2] !== undefined)
+      try {
+        value = JSON.parse(m[2]);
+      } catch {
+        // a plain string
+      }
+    out[m[1]!.replace(/-/g, "_")] = value;
   }
   return out;
 }
