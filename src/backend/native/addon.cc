@@ -1,0 +1,372 @@
+// N-API glue: one exported function per kernel of src/backend/contract.ts, same name and argument order, plus
+// `info()` and `setThreads(n)`.
+//
+// Written against plain node_api.h (the C API) rather than node-addon-api: the surface is ~20 flat functions taking
+// typed arrays and numbers, which the small Args class covers, and it keeps `npm ci` free of a build dependency.
+//
+// Every call checks, before any kernel runs, that each buffer is a Float32Array (Int32Array for ids / targets) long
+// enough for the sizes given, that sizes are non-negative integers and that ids index inside their table: the
+// kernels write through raw pointers, so a wrong size must become an exception here, never a write past a buffer.
+
+#include <node_api.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "kernels.h"
+
+namespace {
+
+using tsdpo::i64;
+
+// Thrown by the argument checks and turned into a JS exception at the boundary (see `guarded`).
+struct ArgError {
+  std::string message;
+  bool type;  // TypeError rather than RangeError
+};
+
+class Args {
+ public:
+  Args(napi_env env, napi_callback_info info, const char* fn, size_t want) : env_(env), fn_(fn) {
+    size_t argc = kMax;
+    napi_get_cb_info(env, info, &argc, argv_, nullptr, nullptr);
+    if (argc < want) fail("expected " + std::to_string(want) + " arguments, got " + std::to_string(argc), true);
+  }
+
+  // A Float32Array of at least `need` elements, or nullptr for null when nullable. Longer is fine: the model passes
+  // views into larger arenas. `length` (optional) receives the element count.
+  float* f32(size_t i, const char* name, i64 need, bool nullable = false, i64* length = nullptr) {
+    return static_cast<float*>(typed(i, name, napi_float32_array, "Float32Array", need, nullable, length));
+  }
+  int32_t* i32(size_t i, const char* name, i64 need) {
+    return static_cast<int32_t*>(typed(i, name, napi_int32_array, "Int32Array", need, false, nullptr));
+  }
+  i64 size(size_t i, const char* name, i64 min = 0) {
+    const double d = number(i, name);
+    // 2^40 elements is far beyond any buffer, and keeps every product of two sizes inside int64
+    if (!(d >= static_cast<double>(min) && d <= 1099511627776.0 && std::floor(d) == d))
+      fail(std::string(name) + " must be an integer >= " + std::to_string(min) + ", got " + fmt(d), false);
+    return static_cast<i64>(d);
+  }
+  double number(size_t i, const char* name) {
+    napi_valuetype t;
+    napi_typeof(env_, argv_[i], &t);
+    if (t != napi_number) fail(std::string(name) + " must be a number", true);
+    double d;
+    napi_get_value_double(env_, argv_[i], &d);
+    return d;
+  }
+  [[noreturn]] void fail(const std::string& what, bool type) {
+    throw ArgError{std::string("tsdpo native ") + fn_ + ": " + what, type};
+  }
+
+ private:
+  static constexpr size_t kMax = 16;
+  static std::string fmt(double d) {
+    char b[64];
+    std::snprintf(b, sizeof b, "%.17g", d);
+    return b;
+  }
+  void* typed(size_t i, const char* name, napi_typedarray_type want, const char* wantName, i64 need, bool nullable,
+              i64* lengthOut) {
+    napi_valuetype vt;
+    napi_typeof(env_, argv_[i], &vt);
+    if (nullable && (vt == napi_null || vt == napi_undefined)) return nullptr;
+    bool isTyped = false;
+    napi_is_typedarray(env_, argv_[i], &isTyped);
+    if (!isTyped) fail(std::string(name) + " must be a " + wantName, true);
+    napi_typedarray_type type;
+    size_t length;
+    void* data;
+    napi_get_typedarray_info(env_, argv_[i], &type, &length, &data, nullptr, nullptr);
+    if (type != want) {
+      if (type == napi_float64_array && want == napi_float32_array)
+        fail(std::string(name) +
+                 " is a Float64Array: the native backend computes in float32 only; run float64 work (such as "
+                 "finite-difference checks) on --backend js",
+             true);
+      fail(std::string(name) + " must be a " + wantName, true);
+    }
+    if (static_cast<i64>(length) < need)
+      fail(std::string(name) + " has " + std::to_string(length) + " elements but the sizes need " +
+               std::to_string(need),
+           false);
+    if (lengthOut) *lengthOut = static_cast<i64>(length);
+    return data;
+  }
+
+  napi_env env_;
+  const char* fn_;
+  napi_value argv_[kMax];
+};
+
+napi_value undefined(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+template <class F>
+napi_value guarded(napi_env env, napi_callback_info info, const char* fn, size_t argc, F body) {
+  try {
+    Args a(env, info, fn, argc);
+    body(a);
+  } catch (const ArgError& e) {
+    if (e.type)
+      napi_throw_type_error(env, nullptr, e.message.c_str());
+    else
+      napi_throw_range_error(env, nullptr, e.message.c_str());
+  }
+  return undefined(env);
+}
+
+void check_ids(Args& a, const int32_t* ids, i64 N, i64 V, const char* name) {
+  for (i64 n = 0; n < N; n++)
+    if (ids[n] < 0 || ids[n] >= V)
+      a.fail(std::string(name) + "[" + std::to_string(n) + "] = " + std::to_string(ids[n]) + " is outside 0.." +
+                 std::to_string(V - 1),
+             false);
+}
+
+// Products of sizes for the length checks, saturating so that an overflow fails the check instead of wrapping.
+i64 mul(i64 a) { return a; }
+template <class... Rest>
+i64 mul(i64 a, i64 b, Rest... rest) {
+  i64 r;
+  if (__builtin_mul_overflow(a, b, &r)) return INT64_MAX;
+  return mul(r, rest...);
+}
+
+struct Heads {
+  i64 NH, NKV, HS;
+};
+Heads heads(Args& a, size_t i) {
+  Heads h{a.size(i, "NH", 1), a.size(i + 1, "NKV", 1), a.size(i + 2, "HS", 1)};
+  if (h.NH % h.NKV != 0) a.fail("NH must be a multiple of NKV", false);
+  return h;
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+
+napi_value EmbeddingForward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "embeddingForward", 5, [](Args& a) {
+    const i64 N = a.size(3, "N"), C = a.size(4, "C", 1);
+    i64 tableLen = 0;
+    float* out = a.f32(0, "out", mul(N, C));
+    int32_t* ids = a.i32(1, "ids", N);
+    float* table = a.f32(2, "table", 0, false, &tableLen);
+    check_ids(a, ids, N, tableLen / C, "ids");
+    tsdpo::embedding_forward(out, ids, table, N, C);
+  });
+}
+
+napi_value EmbeddingBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "embeddingBackward", 5, [](Args& a) {
+    const i64 N = a.size(3, "N"), C = a.size(4, "C", 1);
+    i64 tableLen = 0;
+    float* dtable = a.f32(0, "dtable", 0, false, &tableLen);
+    float* dout = a.f32(1, "dout", mul(N, C));
+    int32_t* ids = a.i32(2, "ids", N);
+    check_ids(a, ids, N, tableLen / C, "ids");
+    tsdpo::embedding_backward(dtable, dout, ids, N, C);
+  });
+}
+
+napi_value RmsnormForward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "rmsnormForward", 7, [](Args& a) {
+    const i64 N = a.size(4, "N"), C = a.size(5, "C", 1);
+    const double eps = a.number(6, "eps");
+    tsdpo::rmsnorm_forward(a.f32(0, "out", mul(N, C)), a.f32(1, "rstd", N), a.f32(2, "inp", mul(N, C)), a.f32(3, "weight", C),
+                           N, C, static_cast<float>(eps));
+  });
+}
+
+napi_value RmsnormBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "rmsnormBackward", 8, [](Args& a) {
+    const i64 N = a.size(6, "N"), C = a.size(7, "C", 1);
+    tsdpo::rmsnorm_backward(a.f32(0, "dinp", mul(N, C)), a.f32(1, "dweight", C, true), a.f32(2, "dout", mul(N, C)),
+                            a.f32(3, "inp", mul(N, C)), a.f32(4, "weight", C), a.f32(5, "rstd", N), N, C);
+  });
+}
+
+napi_value MatmulForward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "matmulForward", 7, [](Args& a) {
+    const i64 N = a.size(4, "N"), IC = a.size(5, "IC"), OC = a.size(6, "OC");
+    tsdpo::matmul_forward(a.f32(0, "out", mul(N, OC)), a.f32(1, "inp", mul(N, IC)), a.f32(2, "weight", mul(OC, IC)),
+                          a.f32(3, "bias", OC, true), N, IC, OC);
+  });
+}
+
+napi_value MatmulBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "matmulBackward", 9, [](Args& a) {
+    const i64 N = a.size(6, "N"), IC = a.size(7, "IC"), OC = a.size(8, "OC");
+    tsdpo::matmul_backward(a.f32(0, "dinp", mul(N, IC), true), a.f32(1, "dweight", mul(OC, IC), true),
+                           a.f32(2, "dbias", OC, true), a.f32(3, "dout", mul(N, OC)), a.f32(4, "inp", mul(N, IC)),
+                           a.f32(5, "weight", mul(OC, IC)), N, IC, OC);
+  });
+}
+
+void rope_call(Args& a, float sign) {
+  const i64 R = a.size(3, "R"), T = a.size(4, "T"), H = a.size(5, "H"), HS = a.size(6, "HS", 2),
+            pos0 = a.size(7, "pos0");
+  if (HS % 2 != 0) a.fail("HS must be even", false);
+  const i64 tab = mul(pos0 + T, HS / 2);
+  tsdpo::rope(a.f32(0, "x", mul(R, T, H, HS)), a.f32(1, "cos", tab), a.f32(2, "sin", tab), R, T, H, HS, pos0, sign);
+}
+
+napi_value RopeForward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "ropeForward", 8, [](Args& a) { rope_call(a, 1.0f); });
+}
+
+// RoPE rotates each pair orthogonally, so its backward is the rotation by the opposite angle.
+napi_value RopeBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "ropeBackward", 8, [](Args& a) { rope_call(a, -1.0f); });
+}
+
+napi_value AttentionForward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "attentionForward", 11, [](Args& a) {
+    const i64 R = a.size(5, "R"), T = a.size(6, "T");
+    const Heads h = heads(a, 7);
+    const i64 window = a.size(10, "window");
+    const i64 nq = mul(R, T, h.NH, h.HS), nkv = mul(R, T, h.NKV, h.HS);
+    tsdpo::attention_forward(a.f32(0, "out", nq), a.f32(1, "att", mul(R, h.NH, T, T)), a.f32(2, "q", nq),
+                             a.f32(3, "k", nkv), a.f32(4, "v", nkv), R, T, h.NH, h.NKV, h.HS, window);
+  });
+}
+
+napi_value AttentionBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "attentionBackward", 14, [](Args& a) {
+    const i64 R = a.size(8, "R"), T = a.size(9, "T");
+    const Heads h = heads(a, 10);
+    const i64 window = a.size(13, "window");
+    const i64 nq = mul(R, T, h.NH, h.HS), nkv = mul(R, T, h.NKV, h.HS);
+    tsdpo::attention_backward(a.f32(0, "dq", nq), a.f32(1, "dk", nkv), a.f32(2, "dv", nkv), a.f32(3, "dout", nq),
+                              a.f32(4, "q", nq), a.f32(5, "k", nkv), a.f32(6, "v", nkv),
+                              a.f32(7, "att", mul(R, h.NH, T, T)), R, T, h.NH, h.NKV, h.HS, window);
+  });
+}
+
+napi_value AttentionDecode(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "attentionDecode", 10, [](Args& a) {
+    const i64 T = a.size(4, "T"), pos0 = a.size(5, "pos0");
+    const Heads h = heads(a, 6);
+    const i64 window = a.size(9, "window");
+    const i64 nq = mul(T, h.NH, h.HS), cache = mul(pos0 + T, h.NKV, h.HS);
+    tsdpo::attention_decode(a.f32(0, "out", nq), a.f32(1, "q", nq), a.f32(2, "kCache", cache),
+                            a.f32(3, "vCache", cache), T, pos0, h.NH, h.NKV, h.HS, window);
+  });
+}
+
+napi_value SwigluForward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "swigluForward", 4, [](Args& a) {
+    const i64 n = a.size(3, "n");
+    tsdpo::swiglu_forward(a.f32(0, "out", n), a.f32(1, "gate", n), a.f32(2, "up", n), n);
+  });
+}
+
+napi_value SwigluBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "swigluBackward", 6, [](Args& a) {
+    const i64 n = a.size(5, "n");
+    tsdpo::swiglu_backward(a.f32(0, "dgate", n), a.f32(1, "dup", n), a.f32(2, "dout", n), a.f32(3, "gate", n),
+                           a.f32(4, "up", n), n);
+  });
+}
+
+napi_value AddForward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "addForward", 4, [](Args& a) {
+    const i64 n = a.size(3, "n");
+    tsdpo::add_forward(a.f32(0, "out", n), a.f32(1, "a", n), a.f32(2, "b", n), n);
+  });
+}
+
+napi_value Accumulate(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "accumulate", 3, [](Args& a) {
+    const i64 n = a.size(2, "n");
+    tsdpo::accumulate(a.f32(0, "dst", n), a.f32(1, "src", n), n);
+  });
+}
+
+napi_value LogprobForward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "logprobForward", 7, [](Args& a) {
+    const i64 N = a.size(5, "N"), V = a.size(6, "V", 1);
+    int32_t* targets = a.i32(4, "targets", N);
+    check_ids(a, targets, N, V, "targets");
+    tsdpo::logprob_forward(a.f32(0, "logp", N), a.f32(1, "lse", N), a.f32(2, "logitSum", N), a.f32(3, "logits", mul(N, V)),
+                           targets, N, V);
+  });
+}
+
+napi_value LogprobBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "logprobBackward", 7, [](Args& a) {
+    const i64 N = a.size(5, "N"), V = a.size(6, "V", 1);
+    int32_t* targets = a.i32(4, "targets", N);
+    check_ids(a, targets, N, V, "targets");
+    tsdpo::logprob_backward(a.f32(0, "dlogits", mul(N, V)), a.f32(1, "dlogp", N), a.f32(2, "logits", mul(N, V)),
+                            a.f32(3, "lse", N), targets, N, V);
+  });
+}
+
+napi_value AdamwStep(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "adamwStep", 11, [](Args& a) {
+    const i64 n = a.size(4, "n");
+    tsdpo::adamw_step(a.f32(0, "params", n), a.f32(1, "grads", n), a.f32(2, "m", n), a.f32(3, "v", n), n,
+                      a.number(5, "lr"), a.number(6, "beta1"), a.number(7, "beta2"), a.number(8, "eps"),
+                      a.number(9, "weightDecay"), a.number(10, "step"));
+  });
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+
+napi_value SetThreads(napi_env env, napi_callback_info info) {
+  napi_value result = nullptr;
+  guarded(env, info, "setThreads", 1, [&](Args& a) {
+    const i64 n = a.size(0, "threads", 1);
+    napi_create_int32(env, tsdpo::set_threads(static_cast<int>(n > 1024 ? 1024 : n)), &result);
+  });
+  return result ? result : undefined(env);
+}
+
+void set_string(napi_env env, napi_value obj, const char* key, const char* value) {
+  napi_value v;
+  napi_create_string_utf8(env, value ? value : "", NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, obj, key, v);
+}
+
+napi_value Info(napi_env env, napi_callback_info) {
+  napi_value obj, v;
+  napi_create_object(env, &obj);
+  napi_create_int32(env, tsdpo::get_threads(), &v);
+  napi_set_named_property(env, obj, "threads", v);
+  static const char* modes[] = {"sequential", "pthreads", "openmp"};
+  const int mode = tsdpo::blas_parallel_mode();
+  set_string(env, obj, "blasThreading", mode >= 0 && mode <= 2 ? modes[mode] : "unknown");
+  set_string(env, obj, "blasCore", tsdpo::blas_core_name());
+  set_string(env, obj, "blasConfig", tsdpo::blas_config());
+  set_string(env, obj, "simd", tsdpo::simd_level());
+  return obj;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  const napi_property_descriptor props[] = {
+#define FN(js, c) {js, nullptr, c, nullptr, nullptr, nullptr, napi_enumerable, nullptr}
+      FN("embeddingForward", EmbeddingForward),   FN("embeddingBackward", EmbeddingBackward),
+      FN("rmsnormForward", RmsnormForward),       FN("rmsnormBackward", RmsnormBackward),
+      FN("matmulForward", MatmulForward),         FN("matmulBackward", MatmulBackward),
+      FN("ropeForward", RopeForward),             FN("ropeBackward", RopeBackward),
+      FN("attentionForward", AttentionForward),   FN("attentionBackward", AttentionBackward),
+      FN("attentionDecode", AttentionDecode),     FN("swigluForward", SwigluForward),
+      FN("swigluBackward", SwigluBackward),       FN("addForward", AddForward),
+      FN("accumulate", Accumulate),               FN("logprobForward", LogprobForward),
+      FN("logprobBackward", LogprobBackward),     FN("adamwStep", AdamwStep),
+      FN("setThreads", SetThreads),               FN("info", Info),
+#undef FN
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,101 @@
+// The native CPU backend: a C++ N-API addon (addon.cc, kernels.cc; built by scripts/build-native.js during
+// `npm ci`) with the kernels of contract.ts on Float32Array, matrix products through OpenBLAS, OpenMP threads and
+// runtime-dispatched AVX2 / AVX-512 loops. Loaded lazily, once: a missing or broken build is a reason string for
+// select.ts to report, never an exception at import time.
+//
+// Environment, read when the addon loads:
+//   TSDPO_THREADS=n           threads for the kernels and the BLAS (default: every core this process may use)
+//   TSDPO_NATIVE=0            do not load the addon (auto then means js)
+//   TSDPO_OPENBLAS_CORETYPE   passed to OpenBLAS as OPENBLAS_CORETYPE. A plain OPENBLAS_CORETYPE is removed while
+//                             the addon loads: some machines set it to Haswell globally, which on AVX-512 CPUs halves
+//                             OpenBLAS's speed, and OpenBLAS's own CPU detection is right.
+
+import { existsSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { availableParallelism } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { configError } from "../../errors.js";
+import type { Backend } from "../contract.js";
+
+export interface NativeInfo {
+  threads: number;
+  blasThreading: "sequential" | "pthreads" | "openmp" | "unknown"; // how the loaded OpenBLAS was built
+  blasCore: string; // OpenBLAS's kernel family for this CPU, e.g. "Zen", "SkylakeX"
+  blasConfig: string;
+  simd: "avx512" | "avx2" | "baseline" | "compiler-default"; // which clone of the elementwise loops runs
+}
+
+interface Addon extends Omit<Backend, "name"> {
+  setThreads(n: number): number;
+  info(): NativeInfo;
+}
+
+export type NativeLoad =
+  | { ok: true; backend: Backend; info: () => NativeInfo; setThreads: (n: number) => number }
+  | { ok: false; reason: string };
+
+// dist/src/backend/native/index.js → the repository (or installed package) root, where node-gyp writes build/.
+const packageRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..");
+export const addonPath = join(packageRoot, "build", "Release", "tsdpo_native.node");
+
+let loaded: NativeLoad | null = null;
+
+/** Loads the addon on first use; later calls return the same result. */
+export function loadNative(): NativeLoad {
+  loaded ??= load();
+  return loaded;
+}
+
+function threadsFromEnv(): number {
+  const s = process.env.TSDPO_THREADS;
+  if (s === undefined || s === "") return availableParallelism();
+  const n = Number(s);
+  if (!Number.isInteger(n) || n < 1 || n > 1024)
+    throw configError(`environment variable TSDPO_THREADS=${s}: expected a whole number of threads from 1 to 1024`);
+  return n;
+}
+
+function load(): NativeLoad {
+  if (process.env.TSDPO_NATIVE === "0") return { ok: false, reason: "disabled by TSDPO_NATIVE=0" };
+  const threads = threadsFromEnv();
+  if (!existsSync(addonPath)) {
+    const status = join(packageRoot, "build", "native-unavailable.txt");
+    const why = existsSync(status) ? readFileSync(status, "utf8").trim() : "it was not built";
+    return {
+      ok: false,
+      reason: `${addonPath} is missing: ${why}; install libopenblas-dev and a C++ compiler, then run npm run build:native`,
+    };
+  }
+  const saved = process.env.OPENBLAS_CORETYPE;
+  const wanted = process.env.TSDPO_OPENBLAS_CORETYPE;
+  if (wanted) process.env.OPENBLAS_CORETYPE = wanted;
+  else delete process.env.OPENBLAS_CORETYPE;
+  let addon: Addon;
+  try {
+    addon = createRequire(import.meta.url)(addonPath) as Addon;
+  } catch (err) {
+    const msg = (err instanceof Error ? err.message : String(err)).split("\n")[0];
+    return { ok: false, reason: `${addonPath} failed to load (${msg}); rebuild it with npm run build:native` };
+  } finally {
+    // OpenBLAS has read it by now (at library load); child processes see the user's environment unchanged.
+    if (saved === undefined) delete process.env.OPENBLAS_CORETYPE;
+    else process.env.OPENBLAS_CORETYPE = saved;
+  }
+  addon.setThreads(threads);
+  // The addon's functions take the contract's arguments in the contract's order, so they are the backend as is.
+  const backend: Backend = {
+    name: "native",
+    embeddingForward: addon.embeddingForward, embeddingBackward: addon.embeddingBackward,
+    rmsnormForward: addon.rmsnormForward, rmsnormBackward: addon.rmsnormBackward,
+    matmulForward: addon.matmulForward, matmulBackward: addon.matmulBackward,
+    ropeForward: addon.ropeForward, ropeBackward: addon.ropeBackward,
+    attentionForward: addon.attentionForward, attentionBackward: addon.attentionBackward,
+    attentionDecode: addon.attentionDecode,
+    swigluForward: addon.swigluForward, swigluBackward: addon.swigluBackward,
+    addForward: addon.addForward, accumulate: addon.accumulate,
+    logprobForward: addon.logprobForward, logprobBackward: addon.logprobBackward,
+    adamwStep: addon.adamwStep,
+  };
+  return { ok: true, backend, info: () => addon.info(), setThreads: (n) => addon.setThreads(n) };
+}

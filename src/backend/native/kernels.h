@@ -1,0 +1,55 @@
+// The native kernels of src/backend/contract.ts on float32: same names, argument order and shape letters as the
+// TypeScript reference (src/backend/js/kernels.ts). Sizes are int64 so that products like N·V never overflow;
+// the N-API layer (addon.cc) has already checked every buffer against the sizes before any of these run.
+#pragma once
+#include <cstdint>
+
+namespace tsdpo {
+
+using i64 = int64_t;
+
+// Threads for our kernels and for the BLAS (one pool when OpenBLAS is the OpenMP build). Returns the count set.
+int set_threads(int n);
+int get_threads();
+// 0 sequential, 1 pthreads, 2 OpenMP: OpenBLAS's own threading model, fixed when the library was built.
+int blas_parallel_mode();
+const char* blas_core_name();
+const char* blas_config();
+// Which SIMD clone the elementwise kernels dispatch to on this CPU ("avx512", "avx2" or "baseline").
+const char* simd_level();
+
+void embedding_forward(float* out, const int32_t* ids, const float* table, i64 N, i64 C);
+void embedding_backward(float* dtable, const float* dout, const int32_t* ids, i64 N, i64 C);
+
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, i64 N, i64 C, float eps);
+void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                      const float* rstd, i64 N, i64 C);
+
+void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, i64 N, i64 IC, i64 OC);
+void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, i64 N, i64 IC, i64 OC);
+
+void rope(float* x, const float* cos, const float* sin, i64 R, i64 T, i64 H, i64 HS, i64 pos0, float sign);
+
+void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, i64 R, i64 T,
+                       i64 NH, i64 NKV, i64 HS, i64 window);
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* att, i64 R, i64 T, i64 NH, i64 NKV, i64 HS, i64 window);
+void attention_decode(float* out, const float* q, const float* kCache, const float* vCache, i64 T, i64 pos0,
+                      i64 NH, i64 NKV, i64 HS, i64 window);
+
+void swiglu_forward(float* out, const float* gate, const float* up, i64 n);
+void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, i64 n);
+
+void add_forward(float* out, const float* a, const float* b, i64 n);
+void accumulate(float* dst, const float* src, i64 n);
+
+void logprob_forward(float* logp, float* lse, float* logitSum, const float* logits, const int32_t* targets, i64 N,
+                     i64 V);
+void logprob_backward(float* dlogits, const float* dlogp, const float* logits, const float* lse,
+                      const int32_t* targets, i64 N, i64 V);
+
+void adamw_step(float* params, const float* grads, float* m, float* v, i64 n, double lr, double beta1, double beta2,
+                double eps, double weightDecay, double step);
+
+}  // namespace tsdpo
