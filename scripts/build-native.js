@@ -66,7 +66,9 @@ if (r.status !== 0) {
   const lines = log.split("\n");
   const why =
     lines.find((l) => l.startsWith("tsdpo native build:"))?.replace("tsdpo native build: ", "") ??
-    lines.find((l) => /\berror\b/i.test(l) && !/^gyp (ERR|info)/.test(l))?.trim() ??
+    lines.find((l) => /fatal error|cannot find -l|undefined reference|\berror:/.test(l) && !/^(collect2|make|gyp)\b/.test(l))?.trim() ??
+    lines.find((l) => /\berror\b/i.test(l) && !/^(make|gyp)\b/.test(l))?.trim() ??
+    lines.find((l) => l.startsWith("gyp ERR! stack Error: "))?.replace("gyp ERR! stack Error: ", "node-gyp: ") ??
     `node-gyp exited with status ${r.status}`;
   unavailable(why, log);
 }
