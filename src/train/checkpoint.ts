@@ -1,5 +1,6 @@
 // Checkpoints. A checkpoint folder is a Hugging Face model folder (config.json, model.safetensors, tokenizer
-// files), so `--model <checkpoint>` works anywhere, plus the trainer's own state:
+// files), or for LoRA runs a PEFT adapter folder (adapter_config.json, adapter_model.safetensors), so
+// `--model <checkpoint>` works anywhere, plus the trainer's own state:
 //   optimizer.safetensors   AdamW moments exp_avg / exp_avg_sq as flat arenas (same layout as the parameters)
 //   trainer_state.json      step, epoch position and data order, RNG state, loss state, metrics counters
 //   train_config.json       the resolved training config
@@ -13,6 +14,7 @@ import { exportHf } from "../export/hf.js";
 import { fsyncDir, writeFileAtomic } from "../io/atomic.js";
 import type { LoadedModel } from "../io/load.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
+import { type PeftWriteOptions, writePeftAdapter } from "../io/peft.js";
 import type { LossState } from "../loss/losses.js";
 import type { RngState } from "../rng.js";
 
@@ -40,13 +42,16 @@ export function writeCheckpoint(
   v: Float32Array,
   state: TrainerState,
   configJson: Record<string, unknown>,
+  peft: PeftWriteOptions | null = null,
 ): void {
   const parent = join(dir, "..");
   mkdirSync(parent, { recursive: true });
   const tmp = `${dir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
-  exportHf(loaded, tmp);
+  // LoRA runs save the adapter (PEFT's format); full fine-tuning saves a Hugging Face model folder.
+  if (peft && loaded.model.lora) writePeftAdapter(tmp, loaded.model.lora, peft);
+  else exportHf(loaded, tmp);
   writeSafetensors(join(tmp, "optimizer.safetensors"), [
     { name: "exp_avg", shape: [m.length], data: m },
     { name: "exp_avg_sq", shape: [v.length], data: v },

@@ -71,11 +71,21 @@ export interface TrainConfig {
   ref_model: string | null;
   /** Kernel backend. */
   backend: "auto" | "js" | "native";
+  /** LoRA instead of full fine-tuning (TRL's ModelConfig names). The reference is then the same model with its
+   *  adapters switched off, unless ref_model or precompute_ref_log_probs says otherwise. */
+  use_peft: boolean;
+  lora_r: number;
+  lora_alpha: number;
+  lora_dropout: number;
+  /** PEFT module names: any of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj. */
+  lora_target_modules: string[];
+  /** Continue training an existing PEFT adapter (implies use_peft; its r, alpha and targets win). */
+  adapter: string | null;
   /** The preference loss and its options (TRL's flat keys: loss_type, beta, label_smoothing, …). */
   loss: LossConfig;
 }
 
-type Scalar = string | number | boolean | null;
+type Scalar = string | number | boolean | null | string[];
 type Rest = Omit<TrainConfig, "loss">;
 
 export const DEFAULT_TRAIN_CONFIG: Rest = {
@@ -113,9 +123,15 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   precompute_ref_log_probs: false,
   ref_model: null,
   backend: "auto",
+  use_peft: false,
+  lora_r: 16,
+  lora_alpha: 32,
+  lora_dropout: 0.05,
+  lora_target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"],
+  adapter: null,
 };
 
-type Kind = "string?" | "string" | "number" | "number?" | "int" | "int?" | "bool" | { oneOf: readonly string[] };
+type Kind = "string?" | "string" | "number" | "number?" | "int" | "int?" | "bool" | "strings" | { oneOf: readonly string[] };
 const KINDS: { [K in keyof Rest]: Kind } = {
   model: "string?", data: "string?", eval_data: "string?", eval_size: "number", prompt_field: "string?",
   chosen_field: "string", rejected_field: "string", skip_invalid: "bool", max_length: "int?", max_prompt_length: "int?",
@@ -126,6 +142,8 @@ const KINDS: { [K in keyof Rest]: Kind } = {
   weight_decay: "number", adam_beta1: "number", adam_beta2: "number", adam_epsilon: "number", max_grad_norm: "number",
   logging_steps: "int", eval_steps: "int", save_steps: "int", precompute_ref_log_probs: "bool", ref_model: "string?",
   backend: { oneOf: ["auto", "js", "native"] },
+  use_peft: "bool", lora_r: "int", lora_alpha: "number", lora_dropout: "number", lora_target_modules: "strings",
+  adapter: "string?",
 };
 
 const describe = (v: unknown): string => (typeof v === "string" ? JSON.stringify(v) : v === null ? "null" : Array.isArray(v) ? "a list" : typeof v === "object" ? "an object" : String(v));
@@ -137,6 +155,11 @@ function checkValue(key: string, kind: Kind, v: unknown, where: string): Scalar 
   if (typeof kind === "object") {
     if (typeof v !== "string" || !kind.oneOf.includes(v)) bad(`one of ${kind.oneOf.map((s) => `"${s}"`).join(", ")}`);
     return v as string;
+  }
+  if (kind === "strings") {
+    if (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== "string" || x === ""))
+      bad('a non-empty list of strings, e.g. ["q_proj", "v_proj"]');
+    return [...(v as string[])];
   }
   const nullable = kind.endsWith("?");
   if (v === null) return nullable ? null : bad(kind === "string" ? "a string" : kind === "bool" ? "true or false" : "a number");
@@ -178,6 +201,9 @@ function checkRanges(c: TrainConfig, where: string): void {
   req(c.eval_steps >= 0, "eval_steps", "≥ 0");
   req(c.save_steps >= 0, "save_steps", "≥ 0");
   req(c.max_length === null || c.max_length >= 2, "max_length", "≥ 2 or null");
+  req(c.lora_r >= 1, "lora_r", "≥ 1");
+  req(c.lora_alpha > 0, "lora_alpha", "> 0");
+  req(c.lora_dropout >= 0 && c.lora_dropout < 1, "lora_dropout", "in [0, 1)");
   req(c.max_prompt_length === null || c.max_prompt_length >= 1, "max_prompt_length", "≥ 1 or null");
   if (c.max_length !== null && c.max_prompt_length !== null && c.max_prompt_length >= c.max_length)
     throw configError(`${where}: "max_prompt_length" (${c.max_prompt_length}) must be below "max_length" (${c.max_length}) so answers keep at least one token`);
@@ -255,7 +281,7 @@ export function readConfigFile(path: string): Record<string, unknown> {
     text = readFileSync(path, "utf8");
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? String(e);
-    throw inputError(`${path}: cannot read the config file (${code}); give a JSON file of settings, and settings on the command line as --key=value`);
+    throw inputError(`${path}: cannot read the config file (${code}); a config is a JSON file of settings (settings on the command line are --key=value; a run folder for --resume holds its config.json)`);
   }
   let obj: unknown;
   try {
@@ -286,7 +312,14 @@ export function applyOverrides(base: Record<string, unknown>, overrides: readonl
       } catch {
         // a plain string
       }
-    out[m[1]!.replace(/-/g, "_")] = value;
+    const key = m[1]!.replace(/-/g, "_");
+    // Checked here, so that the message names the override rather than the config file it is merged into.
+    if (!(TRAINER_KEYS as string[]).includes(key) && !LOSS_KEYS.includes(key)) {
+      const hint = closest(key, [...TRAINER_KEYS, ...LOSS_KEYS]);
+      throw configError(`override "${o}": unknown key "${key}"${hint ? ` (did you mean "--${hint}"?)` : ""}; README lists the training options`);
+    }
+    if ((TRAINER_KEYS as string[]).includes(key)) checkValue(key, KINDS[key as keyof Rest], value, `override "${o}"`);
+    out[key] = value;
   }
   return out;
 }

@@ -24,6 +24,9 @@ import type { RowIssue, TokenizedPair } from "../data/types.js";
 import { TsdpoError, configError } from "../errors.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { type LoadedModel, loadModel } from "../io/load.js";
+import { modelFingerprint } from "../io/fingerprint.js";
+import { loadPeftAdapter, loraTargetsFromPeft } from "../io/peft.js";
+import { createLora } from "../model/lora.js";
 import { needsReference, type LossConfig } from "../loss/config.js";
 import { type LossOutput, type LossState, type PairBatch, computeLoss, initialLossState } from "../loss/losses.js";
 import { lossMetrics } from "../loss/metrics.js";
@@ -162,8 +165,11 @@ interface Engine {
   be: Backend;
   policy: Model;
   acts: Activations;
-  grads: Gradients;
-  ref: { model: Model; acts: Activations } | null; // frozen reference, or null when precomputed / not needed
+  grads: Gradients | null; // null with LoRA: the base weights are frozen and the adapters hold their own gradients
+  /** Seeds LoRA dropout per micro-batch (null: no dropout); a function of the step so a resumed run redraws the same masks. */
+  dropoutSeed: ((micro: number) => number) | null;
+  /** frozen reference, or null when precomputed / not needed; adaptersOff: the policy itself with LoRA switched off */
+  ref: { model: Model; acts: Activations; adaptersOff: boolean } | null;
   refLogps: { train: RefLogps; eval: RefLogps } | null;
   loss: LossConfig;
   buf: StepBuffers;
@@ -182,6 +188,7 @@ interface MicroResult {
  */
 function microBatch(
   e: Engine, pairs: readonly TokenizedPair[], pairIndex: readonly number[], split: "train" | "eval", state: LossState, weight: number,
+  microIndex = 0,
 ): MicroResult {
   const { be, policy, buf, loss } = e;
   const B = pairs.length;
@@ -198,7 +205,9 @@ function microBatch(
   const useRef = needsReference(loss);
   if (useRef) {
     if (e.ref) {
+      if (e.ref.adaptersOff) policy.lora!.enabled = false;
       const logp = forward(be, e.ref.model, e.ref.acts, batch.ids, batch.targets, R, T);
+      if (e.ref.adaptersOff) policy.lora!.enabled = true;
       reduceLogps(refSums, lengths, logp, batch.mask, B, T, ldAlpha);
     } else {
       const pre = e.refLogps![split];
@@ -209,7 +218,9 @@ function microBatch(
     }
   }
 
+  e.acts.dropout = weight > 0 && e.dropoutSeed ? new Rng(e.dropoutSeed(microIndex)) : null;
   const logp = forward(be, policy, e.acts, batch.ids, batch.targets, R, T);
+  e.acts.dropout = null;
   reduceLogps(policySums, lengths, logp, batch.mask, B, T, ldAlpha);
   const rowLogps = buf.rowLogps.subarray(0, R);
   const logitMeans = buf.logitMeans.subarray(0, R);
@@ -319,15 +330,28 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   const be = selectBackend(cfg.backend);
   const modelPath = resolve(cfg.model ?? defaultModelPath);
   const base = loadModel(modelPath);
-  const loaded: LoadedModel = resumeFrom ? { ...loadModel(resumeFrom.dir), path: modelPath, format: base.format } : base;
-  // Exports of checkpoints take the tokenizer from the original model (a GGUF vocabulary is converted on export).
+  const usePeft = cfg.use_peft || cfg.adapter !== null;
+  // Full fine-tuning trains a copy of the weights (the checkpoint's when resuming); LoRA trains adapters on the
+  // loaded base, which stays frozen and also serves as the reference with the adapters switched off.
+  const loaded: LoadedModel = resumeFrom && !usePeft ? { ...loadModel(resumeFrom.dir), path: modelPath, format: base.format } : base;
   const policy = loaded.model;
+  const baseFingerprint = usePeft ? modelFingerprint(modelPath) : null;
+  if (usePeft) {
+    if (resumeFrom) loadPeftAdapter(resumeFrom.dir, policy, baseFingerprint);
+    else if (cfg.adapter !== null) loadPeftAdapter(resolve(cfg.adapter), policy, baseFingerprint);
+    else
+      policy.lora = createLora(policy, {
+        r: cfg.lora_r, alpha: cfg.lora_alpha, dropout: cfg.lora_dropout,
+        targets: loraTargetsFromPeft(cfg.lora_target_modules, "training config: lora_target_modules"),
+      }, cfg.seed);
+  }
   const data = await prepareData(cfg, base, runDir);
   const refPath = resolve(cfg.ref_model ?? modelPath);
   // The reference is always the untouched starting model (or ref_model), also when resuming.
+  const refIsAdaptersOff = usePeft && refPath === modelPath;
   const refModel = !needsReference(cfg.loss)
     ? null
-    : refPath !== modelPath ? loadModel(refPath).model : resumeFrom ? base.model : cloneModel(base.model);
+    : refPath !== modelPath ? loadModel(refPath).model : refIsAdaptersOff || resumeFrom ? base.model : cloneModel(base.model);
 
   mkdirSync(runDir, { recursive: true });
   const configJson = trainConfigToJson(cfg);
@@ -340,8 +364,11 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   const maxT = Math.max(longestSequence(data.train), data.eval.length ? longestSequence(data.eval) : 1);
   const maxB = Math.max(B, evalB);
   const acts = createActivations(policy, 2 * maxB, maxT);
-  const grads = createGradients(policy);
-  const n = policy.params.length;
+  const grads = usePeft ? null : createGradients(policy);
+  // What the optimizer updates: the whole parameter arena, or the adapter arena.
+  const trainable: Buf = usePeft ? policy.lora!.params : policy.params;
+  const trainableGrads: Buf = usePeft ? policy.lora!.grads : grads!.grads;
+  const n = trainable.length;
   let m: Float32Array = new Float32Array(n), v: Float32Array = new Float32Array(n);
 
   let ref: Engine["ref"] = null;
@@ -349,16 +376,24 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   if (refModel) {
     const ldAlpha = cfg.loss.kind === "dpo" ? cfg.loss.ld_alpha : null;
     if (cfg.precompute_ref_log_probs) {
+      if (refIsAdaptersOff) policy.lora!.enabled = false;
       const t = precomputedRefLogps(be, refModel, refPath, data.train, evalB, ldAlpha);
       const ev = precomputedRefLogps(be, refModel, refPath, data.eval, evalB, ldAlpha);
+      if (refIsAdaptersOff) policy.lora!.enabled = true;
       say(`reference log-probs: ${t.cached ? "from cache" : "computed"} ${t.file}`);
       refLogps = { train: t.logps, eval: ev.logps };
     } else {
       const sameShape = JSON.stringify(refModel.cfg) === JSON.stringify(policy.cfg);
-      ref = { model: refModel, acts: sameShape ? acts : createActivations(refModel, 2 * maxB, maxT) };
+      ref = {
+        model: refModel,
+        acts: sameShape ? acts : createActivations(refModel, 2 * maxB, maxT),
+        adaptersOff: refIsAdaptersOff,
+      };
     }
   }
-  const engine: Engine = { be, policy, acts, grads, ref, refLogps, loss: cfg.loss, buf: allocStepBuffers(policy.ctor, maxB, maxT) };
+  const engine: Engine = {
+    be, policy, acts, grads, ref, refLogps, loss: cfg.loss, buf: allocStepBuffers(policy.ctor, maxB, maxT), dropoutSeed: null,
+  };
 
   // Schedule
   const pairsPerStep = B * cfg.gradient_accumulation_steps;
@@ -386,7 +421,9 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   } else writeFileAtomic(metricsPath, "");
   const drawRng = new Rng(state.rng);
 
-  const decayRanges = policy.entries.map((en) => ({ offset: en.offset, size: en.size, decay: decays(en.name) }));
+  const decayRanges = usePeft
+    ? [{ offset: 0, size: n, decay: true }] // LoRA matrices are weights
+    : policy.entries.map((en) => ({ offset: en.offset, size: en.size, decay: decays(en.name) }));
   const progress = createProgress("train", totalSteps, state.step, process.stderr, opts.quiet);
   let window = new MetricMean();
   let windowTokens = 0;
@@ -397,11 +434,15 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
 
   const writeMetrics = (row: Record<string, number>): void => appendFileSync(metricsPath, JSON.stringify(row) + "\n");
   const checkpoint = (dir: string): void => {
-    writeCheckpoint(dir, loaded, m, v, state, configJson);
+    writeCheckpoint(dir, loaded, m, v, state, configJson, usePeft ? { baseModel: modelPath, baseFingerprint } : null);
   };
 
   while (state.step < totalSteps) {
-    grads.grads.fill(0);
+    trainableGrads.fill(0);
+    if (policy.lora && policy.lora.cfg.dropout > 0) {
+      const step = state.step;
+      engine.dropoutSeed = (micro) => (cfg.seed * 1000003 + step * 4099 + micro) >>> 0;
+    }
     // Draw this step's pairs: up to B·accum from the current epoch; a new epoch reshuffles.
     if (state.cursor >= state.order.length) {
       state.epoch++;
@@ -414,14 +455,14 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
     let stepLoss = 0;
     for (let s = 0; s < take.length; s += B) {
       const idx = take.slice(s, s + B);
-      const r = microBatch(engine, idx.map((i) => data.train[i]!), idx, "train", state.lossState, idx.length / take.length);
+      const r = microBatch(engine, idx.map((i) => data.train[i]!), idx, "train", state.lossState, idx.length / take.length, s / B);
       state.lossState = r.out.state;
       stepLoss += (r.out.loss * idx.length) / take.length;
       window.add(r.metrics, idx.length);
       windowTokens += r.tokens;
       state.numTokens += r.tokens;
     }
-    const norm = gradNorm(grads.grads);
+    const norm = gradNorm(trainableGrads);
     if (!Number.isFinite(stepLoss) || !Number.isFinite(norm))
       throw new TsdpoError(
         "numeric",
@@ -432,12 +473,12 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
       );
     if (cfg.max_grad_norm > 0) {
       const coef = cfg.max_grad_norm / (norm + 1e-6); // torch.nn.utils.clip_grad_norm_
-      if (coef < 1) for (let i = 0; i < n; i++) grads.grads[i] *= coef;
+      if (coef < 1) for (let i = 0; i < n; i++) trainableGrads[i] *= coef;
     }
     const lr = lrAt(cfg.lr_scheduler_type, cfg.learning_rate, state.step, warmup, totalSteps);
     for (const d of decayRanges)
       be.adamwStep(
-        policy.params.subarray(d.offset, d.offset + d.size), grads.grads.subarray(d.offset, d.offset + d.size),
+        trainable.subarray(d.offset, d.offset + d.size), trainableGrads.subarray(d.offset, d.offset + d.size),
         m.subarray(d.offset, d.offset + d.size), v.subarray(d.offset, d.offset + d.size), d.size,
         lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_epsilon, d.decay ? cfg.weight_decay : 0, state.step + 1,
       );
