@@ -287,7 +287,6 @@ function linearForward(
   const la = acts.lora;
   if (!la) throw new Error("internal: LoRA adapters were attached after the activations were created");
   const lora = model.lora!;
-  const r = lora.cfg.r;
   const u = la.u.get(loraKey(l, t))!;
   let x = inp;
   const p = lora.cfg.dropout;
@@ -300,10 +299,16 @@ function linearForward(
     }
     x = la.xDrop;
   } else if (p > 0) la.drop.get(loraKey(l, t))!.fill(1, 0, N * IN);
+  loraBranch(be, lora, ad, out, x, u, la.out, N, IN, OUT);
+}
+
+/** out += s·(x·Aᵀ)·Bᵀ, keeping u = s·(x·Aᵀ) (N, r); tmp holds the branch output (N, OUT). */
+function loraBranch(be: Backend, lora: Lora, ad: LoraAdapter, out: Buf, x: Buf, u: Buf, tmp: Buf, N: number, IN: number, OUT: number): void {
+  const r = lora.cfg.r;
   be.matmulForward(u, x, ad.A, null, N, IN, r);
   scaleInPlace(u, lora.scale, N * r);
-  be.matmulForward(la.out, u, ad.B, null, N, r, OUT);
-  be.accumulate(out, la.out, N * OUT);
+  be.matmulForward(tmp, u, ad.B, null, N, r, OUT);
+  be.accumulate(out, tmp, N * OUT);
 }
 
 /** Backward of linearForward: base gradients (dW null when frozen) and, for an adapter, dA, dB and its dinp share. */
@@ -520,11 +525,7 @@ function decodeLinear(
   const ad = activeAdapter(model, l, t);
   if (!ad) return;
   if (!cache.loraU || !cache.loraOut) throw new Error("internal: LoRA adapters were attached after the KV cache was created");
-  const r = model.lora!.cfg.r;
-  be.matmulForward(cache.loraU, inp, ad.A, null, T, IN, r);
-  scaleInPlace(cache.loraU, model.lora!.scale, T * r);
-  be.matmulForward(cache.loraOut, cache.loraU, ad.B, null, T, r, OUT);
-  be.accumulate(out, cache.loraOut, T * OUT);
+  loraBranch(be, model.lora!, ad, out, inp, cache.loraU, cache.loraOut, T, IN, OUT);
 }
 
 function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly number[]): void {
