@@ -6,6 +6,7 @@ import { join, resolve } from "node:path";
 import { selectBackend } from "../backend/select.js";
 import { configError } from "../errors.js";
 import { exportHf } from "../export/hf.js";
+import { exportGguf } from "../export/gguf.js";
 import { writePeftAdapter } from "../io/peft.js";
 import { loadModelForUse } from "../io/resolve.js";
 import { modelFingerprint } from "../io/fingerprint.js";
@@ -105,13 +106,14 @@ The sums run over completion tokens only (the completion and the EOS that ends i
 };
 
 const exportCommand: Command = {
-  summary: "export a model or a run as a Hugging Face folder or a PEFT adapter",
-  help: `usage: tsdpo export [<run-folder|model>] [--model <path>] [--adapter <peft-folder>] --format hf|peft --out <path>
+  summary: "export a model or a run as a Hugging Face folder, a PEFT adapter or a GGUF file",
+  help: `usage: tsdpo export [<run-folder|model>] [--model <path>] [--adapter <peft-folder>] --format hf|peft|gguf --out <path>
                     [--dtype f32|f16|bf16] [--max-shard-size <bytes, e.g. 2GB>]
   hf     config.json, model.safetensors (sharded with model.safetensors.index.json above --max-shard-size),
          tokenizer.json, tokenizer_config.json and generation_config.json, loadable by Hugging Face transformers;
          a LoRA adapter is merged into the weights first
-  peft   adapter_config.json + adapter_model.safetensors, as PEFT writes them (the model must carry a LoRA adapter)`,
+  peft   adapter_config.json + adapter_model.safetensors, as PEFT writes them (the model must carry a LoRA adapter)
+  gguf   one GGUF v3 file (--dtype f32 or f16) with the metadata and tokenizer llama.cpp needs; LoRA is merged first`,
   options: {
     model: { type: "string" }, adapter: { type: "string" }, format: { type: "string" }, out: { type: "string" },
     dtype: { type: "string" }, "max-shard-size": { type: "string" },
@@ -141,8 +143,16 @@ const exportCommand: Command = {
         process.stdout.write(`wrote ${out}: adapter_config.json, adapter_model.safetensors\n`);
         return;
       }
+      case "gguf": {
+        if (dtypeName === "bf16") throw configError("export --format gguf: --dtype bf16 is not supported; use f32 or f16");
+        const loaded = loadModelForUse(input, str(v, "adapter"), defaultModelPath);
+        const r = exportGguf(loaded, out, { dtype: dtypeName === "f16" ? "F16" : "F32" });
+        for (const note of r.notes) process.stderr.write(`note: ${note}\n`);
+        process.stdout.write(`wrote ${out}: ${r.tensors} tensors, ${r.bytes} bytes\n`);
+        return;
+      }
       default:
-        throw configError(`export: --format ${format}: expected hf or peft`);
+        throw configError(`export: --format ${format}: expected hf, peft or gguf`);
     }
   },
 };

@@ -1,0 +1,197 @@
+// Export to a GGUF v3 file that llama.cpp (and so ollama, LM Studio, node-llama-cpp) loads and runs: the metadata
+// llama.cpp's llm_load_hparams reads, the vocabulary, and the weights in F32 or F16.
+//
+// This is the exact inverse of io/load.ts's loadGgufModel (test/gguf-export.test.ts checks the round trip):
+// - general.architecture is "llama" for the llama and mistral families (llama.cpp's converter writes Mistral
+//   models as llama), "qwen2" and "qwen3" for those. A mistral-family model therefore loads back as family llama;
+//   the computation is the same. Its sliding window is not written: llama.cpp's llama architecture has none (its
+//   converter drops it as well), so beyond the window llama.cpp attends to more tokens than the model was trained
+//   with. exportGguf reports that in its notes.
+// - Tensor names come from io/names.ts (ggufTensorName); dims are written innermost first, so the row-major
+//   [out][in] bytes go out unchanged. For llama/mistral the rows of attn_q / attn_k (and their biases) are permuted
+//   back to llama.cpp's interleaved RoPE order (hfToGgufQkRows), the inverse of what the loader undoes.
+// - Tied embeddings: no output.weight, which is how llama.cpp and the loader recognise them.
+// - RoPE scaling: linear is written as rope.scaling.type/factor. Llama-3 scaling ("llama3", Llama 3.1+) has no
+//   metadata key in llama.cpp: its converter writes a rope_freqs.weight tensor of HS/2 per-frequency divisors, and
+//   llama.cpp divides each rotation frequency by them. We write the same tensor, computed from tsdpo's own RoPE
+//   frequencies (model/rope.ts) as unscaled / scaled, so llama.cpp rotates exactly as tsdpo does. tsdpo's own GGUF
+//   loader refuses such files (it cannot recover the scaling parameters from the tensor), so a Llama-3.1-style
+//   export is for llama.cpp only; load the Hugging Face folder in tsdpo.
+// - F16 export stores matrices in F16 and keeps 1-D tensors (norms, biases, rope_freqs) in F32, as llama.cpp's
+//   converter does for --outtype f16; general.file_type says which (0 all F32, 1 mostly F16).
+// - LoRA: a model whose adapters are on is written merged, as the Hugging Face export does.
+// - Tokenizer: a GGUF-sourced model gets its source file's tokenizer.* keys copied with their types; an
+//   HF-sourced one gets its tokenizer.json converted (export/ggufvocab.ts).
+//
+// The output is deterministic (no dates, fixed key and tensor order), so the same model always gives the same
+// bytes; test/gguf-export.test.ts relies on that to tie committed llama.cpp numbers to one exact file.
+
+import { basename, resolve } from "node:path";
+import { inputError, unsupportedError } from "../errors.js";
+import { metaString, readGguf } from "../io/gguf.js";
+import { type GgufMetaValue, type GgufTensorToWrite, gv, writeGguf } from "../io/ggufwriter.js";
+import type { LoadedModel } from "../io/load.js";
+import { ggufQkPermuted, ggufTensorName, hfToGgufQkRows } from "../io/names.js";
+import type { LlamaConfig, ModelFamily } from "../model/config.js";
+import { cloneModel } from "../model/llama.js";
+import { mergeLora } from "../model/lora.js";
+import { ropeInvFreq } from "../model/rope.js";
+import { ggufVocabFromGguf, ggufVocabFromHf } from "./ggufvocab.js";
+
+export interface GgufExportOptions {
+  dtype: "F32" | "F16";
+  /** general.name; default: the source GGUF's general.name, else the model file or folder name. */
+  name?: string;
+}
+
+export interface GgufExportResult {
+  path: string;
+  bytes: number;
+  tensors: number;
+  /** Things the user should know about the file (e.g. a sliding window llama.cpp will not apply). */
+  notes: string[];
+}
+
+const F16_MAX = 65504; // the largest finite half; from 65520 up, values round to infinity
+
+/** GGUF architecture name for a family (see the header for why mistral is llama). */
+export function ggufArchitecture(family: ModelFamily): "llama" | "qwen2" | "qwen3" {
+  switch (family) {
+    case "llama":
+    case "mistral":
+      return "llama";
+    case "qwen2":
+      return "qwen2";
+    case "qwen3":
+      return "qwen3";
+    default: {
+      const never: never = family;
+      throw unsupportedError(`GGUF export of model family ${String(never)} is not supported`);
+    }
+  }
+}
+
+/** llama.cpp's rope_freqs divisors for Llama-3 scaling: unscaled / scaled inverse frequency, per frequency. */
+export function ropeFreqFactors(cfg: Pick<LlamaConfig, "HS" | "ropeTheta" | "ropeScaling">): Float32Array {
+  const plain = ropeInvFreq({ ...cfg, ropeScaling: { type: "none" } });
+  const scaled = ropeInvFreq(cfg);
+  return Float32Array.from(plain, (f, i) => f / scaled[i]!);
+}
+
+function hyperparameters(cfg: LlamaConfig, arch: string): Array<[string, GgufMetaValue]> {
+  const k = (s: string): string => `${arch}.${s}`;
+  const out: Array<[string, GgufMetaValue]> = [
+    [k("context_length"), gv.u32(cfg.maxSeqLen)],
+    [k("embedding_length"), gv.u32(cfg.C)],
+    [k("block_count"), gv.u32(cfg.L)],
+    [k("feed_forward_length"), gv.u32(cfg.FF)],
+    [k("attention.head_count"), gv.u32(cfg.NH)],
+    [k("attention.head_count_kv"), gv.u32(cfg.NKV)],
+  ];
+  // llama.cpp assumes a head size of C/NH unless told otherwise (Qwen3 and some Mistral models differ)
+  if (cfg.C % cfg.NH !== 0 || cfg.C / cfg.NH !== cfg.HS)
+    out.push([k("attention.key_length"), gv.u32(cfg.HS)], [k("attention.value_length"), gv.u32(cfg.HS)]);
+  out.push(
+    [k("attention.layer_norm_rms_epsilon"), gv.f32(cfg.rmsEps)],
+    [k("rope.freq_base"), gv.f32(cfg.ropeTheta)],
+    [k("rope.dimension_count"), gv.u32(cfg.HS)],
+  );
+  const s = cfg.ropeScaling;
+  switch (s.type) {
+    case "none":
+    case "llama3": // written as the rope_freqs tensor
+      break;
+    case "linear":
+      out.push([k("rope.scaling.type"), gv.str("linear")], [k("rope.scaling.factor"), gv.f32(s.factor)]);
+      break;
+    default: {
+      const never: never = s;
+      throw unsupportedError(`GGUF export: RoPE scaling ${JSON.stringify(never)} is not supported`);
+    }
+  }
+  return out;
+}
+
+function defaultName(loaded: LoadedModel, sourceName: string | undefined): string {
+  if (sourceName !== undefined && sourceName !== "") return sourceName;
+  const p = resolve(loaded.path);
+  const base = basename(p).replace(/\.gguf$/i, "");
+  // a run's final/ or checkpoint folder says little; name it after the run folder
+  if (/^(final|step-\d+)$/.test(base)) return `${basename(resolve(p, base === "final" ? ".." : "../.."))}-${base}`;
+  return base;
+}
+
+/** Writes `loaded` as a GGUF v3 file at outPath (atomically). */
+export function exportGguf(loaded: LoadedModel, outPath: string, opts: GgufExportOptions = { dtype: "F32" }): GgufExportResult {
+  const { tokenizer } = loaded;
+  // A model with LoRA adapters switched on is exported merged (W + s·B·A), as export/hf.ts does.
+  let model = loaded.model;
+  if (model.lora?.enabled) {
+    model = cloneModel(loaded.model);
+    mergeLora(model, loaded.model.lora!);
+  }
+  const cfg = model.cfg;
+  if (opts.dtype !== "F32" && opts.dtype !== "F16") throw unsupportedError(`GGUF export: dtype ${String(opts.dtype)} is not supported (F32 or F16)`);
+  const arch = ggufArchitecture(cfg.family);
+  const notes: string[] = [];
+  if (cfg.slidingWindow !== null && cfg.slidingWindow < cfg.maxSeqLen)
+    notes.push(
+      `the model's sliding window (${cfg.slidingWindow} tokens) is not in the GGUF: llama.cpp's llama architecture ` +
+        `attends to the whole context, so outputs differ from tsdpo's beyond ${cfg.slidingWindow} tokens`,
+    );
+  if (cfg.ropeScaling.type === "llama3")
+    notes.push(
+      "Llama-3 RoPE scaling is written as a rope_freqs.weight tensor, as llama.cpp's converter does; llama.cpp runs " +
+        "the file, but tsdpo's own GGUF loader does not read it back (use the Hugging Face folder in tsdpo)",
+    );
+
+  let vocab: Array<[string, GgufMetaValue]>;
+  let sourceName: string | undefined;
+  if (loaded.format === "gguf") {
+    sourceName = metaString(readGguf(loaded.path), "general.name");
+    vocab = ggufVocabFromGguf(loaded.path, cfg.V);
+  } else {
+    vocab = ggufVocabFromHf(loaded.path, tokenizer, cfg.V);
+  }
+
+  const metadata: Array<[string, GgufMetaValue]> = [
+    ["general.architecture", gv.str(arch)],
+    ["general.name", gv.str(opts.name ?? defaultName(loaded, sourceName))],
+    ["general.alignment", gv.u32(32)],
+    ["general.file_type", gv.u32(opts.dtype === "F32" ? 0 : 1)],
+    ...hyperparameters(cfg, arch),
+    ...vocab,
+  ];
+
+  const tensors: GgufTensorToWrite[] = [];
+  if (cfg.ropeScaling.type === "llama3")
+    tensors.push({ name: "rope_freqs.weight", dims: [cfg.HS / 2], type: "F32", data: ropeFreqFactors(cfg) });
+  const permuted = ggufQkPermuted(cfg.family);
+  for (const e of model.entries) {
+    const name = ggufTensorName(e.name);
+    let data = model.params.subarray(e.offset, e.offset + e.size);
+    const cols = e.shape.length === 2 ? e.shape[1]! : 1;
+    if (permuted && /\.(wq|wk|bq|bk)$/.test(e.name)) {
+      const heads = /\.(wq|bq)$/.test(e.name) ? cfg.NH : cfg.NKV;
+      data = hfToGgufQkRows(Float32Array.from(data), heads, cfg.HS, cols);
+    }
+    const f32 = data instanceof Float32Array ? data : Float32Array.from(data);
+    const type = opts.dtype === "F16" && e.shape.length >= 2 ? "F16" : "F32";
+    checkValues(loaded.path, name, f32, type);
+    tensors.push({ name, dims: [...e.shape].reverse(), type, data: f32 });
+  }
+  const bytes = writeGguf(outPath, { metadata, tensors });
+  return { path: outPath, bytes, tensors: tensors.length, notes };
+}
+
+function checkValues(source: string, tensor: string, data: Float32Array, type: "F32" | "F16"): void {
+  for (let i = 0; i < data.length; i++) {
+    const x = data[i]!;
+    if (!Number.isFinite(x))
+      throw inputError(`${source}: ${tensor} holds ${x} at index ${i}; a model with non-finite weights cannot be exported (was training diverging?)`);
+    if (type === "F16" && Math.abs(x) >= 65520)
+      throw unsupportedError(
+        `${source}: ${tensor} holds ${x} at index ${i}, beyond F16's range (±${F16_MAX}); export with --dtype f32`,
+      );
+  }
+}

@@ -1,0 +1,203 @@
+// Writes test/fixtures/gguf-export-llamacpp.json: what llama.cpp computes on GGUF files written by tsdpo's exporter,
+// so the default test suite can check the export against llama.cpp without node-llama-cpp installed.
+//
+//   cd /work/main && npx tsc -p .            # the script runs tsdpo's compiled exporter from dist/
+//   cd tools/llama-ref && node check-export.mjs
+//
+// For each model of dist/test/gguf-export-models.js it exports a GGUF with tsdpo, records the file's sha256, loads
+// the file in llama.cpp (F32 KV cache, flash attention off, one thread) and records
+//   - check models (a perturbed stories260K, and the same weights with Llama-3 RoPE scaling): llama.cpp's token ids
+//     for CHECK_TEXT, its logits at every position, and greedy ids from BOS;
+//   - vocabulary models (Mistral-7B's and Qwen3's tokenizer.json converted): llama.cpp's ids for each text, with
+//     special-token parsing off and on.
+// test/gguf-export.test.ts re-exports the same models, requires the same sha256, and compares.
+// Logits are evaluated twice in fresh contexts and the run fails unless both passes agree bit for bit.
+
+import { createHash } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { getLlama, LlamaLogLevel } from "node-llama-cpp";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repoRoot = join(here, "..", "..");
+const dist = join(repoRoot, "dist");
+const { exportGguf } = await import(join(dist, "src", "export", "gguf.js"));
+const { jsBackend } = await import(join(dist, "src", "backend", "js", "kernels.js"));
+const { createActivations, forward } = await import(join(dist, "src", "model", "llama.js"));
+const shared = await import(join(dist, "test", "gguf-export-models.js"));
+const outPath = shared.CHECK_FIXTURE;
+
+// As in gen-stories260k.mjs: settings under which llama.cpp computes in float32 throughout.
+const CONTEXT_OPTIONS = {
+  contextSize: 128,
+  batchSize: 128,
+  sequences: 1,
+  flashAttention: false,
+  threads: { ideal: 1, min: 1 },
+  experimentalKvCacheKeyType: "F32",
+  experimentalKvCacheValueType: "F32",
+};
+const MODEL_OPTIONS = { gpuLayers: 0 };
+const LLAMA_OPTIONS = { gpu: false, build: "never" };
+
+function fail(msg) {
+  console.error(`check-export: ${msg}`);
+  process.exit(1);
+}
+
+/** Shortest decimal that parses back to the same float32. */
+function f32(x) {
+  if (!Number.isFinite(x) || Math.fround(x) !== x) fail(`logit ${x} is not a finite float32`);
+  for (let p = 6; p <= 9; p++) {
+    const y = Number(x.toPrecision(p));
+    if (Math.fround(y) === x) return y;
+  }
+  return x;
+}
+
+function dense(map, V) {
+  if (!(map instanceof Map) || map.size !== V) fail(`expected ${V} logits, got ${map?.size}`);
+  const row = new Array(V);
+  for (const [tok, v] of map) row[tok] = v;
+  return row;
+}
+
+function argmax(row) {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  return best;
+}
+
+const sha256 = (path) => createHash("sha256").update(readFileSync(path)).digest("hex");
+
+async function evaluate(model, ids, V) {
+  const context = await model.createContext(CONTEXT_OPTIONS);
+  const seq = context.getSequence();
+  const res = await seq.controlledEvaluate(ids.map((id) => [id, { generateNext: { logits: true } }]));
+  const logits = res.map((r, t) => {
+    if (r === undefined) fail(`no logits at position ${t}`);
+    return dense(r.next.logits, V);
+  });
+  await seq.clearHistory();
+  const greedy = [model.tokens.bos];
+  while (greedy.length - 1 < shared.GREEDY_TOKENS) {
+    const [r] = await seq.controlledEvaluate([[greedy.at(-1), { generateNext: { token: true, logits: true } }]]);
+    const row = dense(r.next.logits, V);
+    if (r.next.token !== argmax(row)) fail(`greedy sampler chose ${r.next.token}, the argmax is ${argmax(row)}`);
+    greedy.push(r.next.token);
+    if (r.next.token === model.tokens.eos) break;
+  }
+  await context.dispose();
+  return { logits, greedy };
+}
+
+/** tsdpo's logits for the same ids, only to print how close the engines are (the test does the real check). */
+function tsdpoLogits(loaded, ids) {
+  const T = ids.length;
+  const acts = createActivations(loaded.model, 1, T);
+  forward(jsBackend, loaded.model, acts, Int32Array.from(ids), Int32Array.from(ids.slice(1).concat([0])), 1, T);
+  return acts.logits.subarray(0, T * loaded.model.cfg.V);
+}
+
+const logLines = [];
+const llama = await getLlama({
+  ...LLAMA_OPTIONS,
+  logLevel: LlamaLogLevel.debug,
+  logger: (_level, message) => logLines.push(String(message).trimEnd()),
+});
+const tmp = mkdtempSync(join(tmpdir(), "tsdpo-check-export-"));
+const checks = [];
+const vocabs = [];
+try {
+  for (const { name, loaded } of shared.checkModels()) {
+    const file = join(tmp, `${name}.gguf`);
+    exportGguf(loaded, file, { dtype: "F32" });
+    const model = await llama.loadModel({ modelPath: file, ...MODEL_OPTIONS });
+    const V = loaded.model.cfg.V;
+    const ids = [model.tokens.bos, ...model.tokenize(shared.CHECK_TEXT)];
+    const first = await evaluate(model, ids, V);
+    const second = await evaluate(model, ids, V);
+    for (let t = 0; t < ids.length; t++)
+      for (let v = 0; v < V; v++) if (first.logits[t][v] !== second.logits[t][v]) fail(`${name}: llama.cpp was not deterministic`);
+    if (first.greedy.join(",") !== second.greedy.join(",")) fail(`${name}: greedy ids differ between passes`);
+    const mine = tsdpoLogits(loaded, ids);
+    let diff = 0;
+    first.logits.flat().forEach((x, i) => (diff = Math.max(diff, Math.abs(x - mine[i]))));
+    console.log(`${name}: ${ids.length} ids, greedy ${first.greedy.length - 1} tokens, max |llama.cpp - tsdpo| ${diff}`);
+    checks.push({
+      name,
+      sha256: sha256(file),
+      ids,
+      greedy: first.greedy,
+      greedyText: model.detokenize(first.greedy.slice(1)),
+      logits: first.logits.map((row) => row.map(f32)),
+    });
+    await model.dispose();
+  }
+  const texts = shared.vocabTexts();
+  for (const { name, loaded } of shared.vocabModels()) {
+    const file = join(tmp, `${name}.gguf`);
+    exportGguf(loaded, file, { dtype: "F32" });
+    const model = await llama.loadModel({ modelPath: file, vocabOnly: true, ...MODEL_OPTIONS });
+    vocabs.push({
+      name,
+      sha256: sha256(file),
+      plain: texts.map((t) => model.tokenize(t, false)),
+      special: texts.map((t) => model.tokenize(t, true)),
+    });
+    console.log(`${name}: ${texts.length} texts tokenized`);
+    await model.dispose();
+  }
+} finally {
+  rmSync(tmp, { recursive: true, force: true });
+}
+
+const nlcVersion = JSON.parse(readFileSync(join(here, "node_modules", "node-llama-cpp", "package.json"), "utf8")).version;
+const backendLine = logLines.find((l) => l.includes("loaded CPU backend from"));
+const fixtureJson = {
+  about:
+    "llama.cpp's results on GGUF files written by tsdpo's exporter (tools/llama-ref/check-export.mjs). checks[i] is a model " +
+    "of test/gguf-export-models.ts checkModels(): the sha256 of its F32 export, llama.cpp's ids for CHECK_TEXT (BOS first), " +
+    "logits[t] at every position t (float32, shortest round-trip decimals) and greedy ids from BOS. vocabs[i] is a model of " +
+    "vocabModels(): llama.cpp's ids for each text of vocabTexts(), without (plain) and with (special) special-token parsing.",
+  provenance: {
+    generator: "tools/llama-ref/check-export.mjs",
+    nodeLlamaCpp: nlcVersion,
+    llamaCpp: { repo: llama.llamaCppRelease.repo, release: llama.llamaCppRelease.release, cpuBackend: backendLine ? backendLine.replace(/^.*\//, "") : null },
+    contextOptions: CONTEXT_OPTIONS,
+    modelOptions: MODEL_OPTIONS,
+    llamaOptions: LLAMA_OPTIONS,
+    nodeVersion: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    date: new Date().toISOString(),
+  },
+  checkText: shared.CHECK_TEXT,
+  checks,
+  vocabs,
+};
+
+/** JSON with one line per numeric array. */
+function toJson(v, indent = "") {
+  if (Array.isArray(v)) {
+    if (v.every((x) => typeof x === "number")) return `[${v.map((x) => JSON.stringify(x)).join(",")}]`;
+    const inner = indent + "  ";
+    return `[\n${v.map((x) => inner + toJson(x, inner)).join(",\n")}\n${indent}]`;
+  }
+  if (v !== null && typeof v === "object") {
+    const inner = indent + "  ";
+    return `{\n${Object.entries(v).map(([k, x]) => `${inner}${JSON.stringify(k)}: ${toJson(x, inner)}`).join(",\n")}\n${indent}}`;
+  }
+  return JSON.stringify(v);
+}
+const json = toJson(fixtureJson) + "\n";
+const back = JSON.parse(json);
+checks.forEach((c, i) =>
+  c.logits.forEach((row, t) => row.forEach((x, v) => {
+    if (back.checks[i].logits[t][v] !== x) fail(`round trip lost ${c.name} pos ${t} token ${v}`);
+  })),
+);
+writeFileSync(outPath, json);
+console.log(`wrote ${relative(repoRoot, outPath)} (${(json.length / 1024).toFixed(0)} KiB)`);
+await llama.dispose();
