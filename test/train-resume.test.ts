@@ -11,7 +11,7 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -91,8 +91,18 @@ test("a run killed with SIGKILL and resumed ends with the bytes of an uninterrup
   // The resume must drop the logged rows after its checkpoint, or they would appear twice.
   assert.ok(atKill.rows > newest, `killed at ${atKill.rows} logged steps with checkpoint step-${newest}: no rows to drop`);
 
+  // What a kill during a checkpoint write, or a power cut during a metrics append, leaves: half-written temp
+  // folders (renamed into place only when complete) and a torn last line. The resume must ignore and clear them.
+  const leftovers = [join(cut, "checkpoints", "step-4.tmp-999999"), join(cut, "final.tmp-999999")];
+  for (const d of leftovers) {
+    mkdirSync(d, { recursive: true });
+    writeFileSync(join(d, "model.safetensors"), "partial");
+  }
+  appendFileSync(join(cut, "metrics.jsonl"), '{"rewards/chosen":0.01,"rewards/rej');
+
   const r1 = cliSync("train", "--resume", cut, "--quiet");
   assert.equal(r1.code, 0, r1.stderr);
+  for (const d of leftovers) assert.ok(!existsSync(d), `${d} was left behind`);
 
   // Bytes: the final folder and every checkpoint.
   assert.deepEqual(checkpoints(cut), checkpoints(whole));

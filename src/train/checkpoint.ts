@@ -64,6 +64,18 @@ export function writeCheckpoint(
   fsyncDir(parent);
 }
 
+/**
+ * Deletes the temp folders of checkpoint writes that a killed process left in runDir (final.tmp-<pid>) and
+ * runDir/checkpoints (step-N.tmp-<pid>): each is as large as a checkpoint and none will ever be completed.
+ */
+export function removeStaleCheckpointTemps(runDir: string): void {
+  for (const dir of [runDir, join(runDir, "checkpoints")]) {
+    if (!existsSync(dir)) continue;
+    for (const name of readdirSync(dir))
+      if (/\.tmp-\d+$/.test(name)) rmSync(join(dir, name), { recursive: true, force: true });
+  }
+}
+
 /** The newest complete checkpoint folder under runDir/checkpoints, or null. Temp folders are ignored. */
 export function latestCheckpoint(runDir: string): { dir: string; step: number } | null {
   const root = join(runDir, "checkpoints");

@@ -37,7 +37,7 @@ import {
 import { defaultModelPath, assetPath } from "../paths.js";
 import { Rng } from "../rng.js";
 import { renderChat } from "../tokenizer/chat.js";
-import { type TrainerState, checkpointDirName, latestCheckpoint, readOptimizer, writeCheckpoint } from "./checkpoint.js";
+import { type TrainerState, checkpointDirName, latestCheckpoint, removeStaleCheckpointTemps, readOptimizer, writeCheckpoint } from "./checkpoint.js";
 import { type TrainConfig, trainConfigToJson } from "./config.js";
 import { rowSums } from "./logps.js";
 import { createProgress } from "./progress.js";
@@ -412,9 +412,16 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   if (resumeFrom) {
     state = JSON.parse(readFileSync(join(resumeFrom.dir, "trainer_state.json"), "utf8")) as TrainerState;
     ({ m, v } = readOptimizer(resumeFrom.dir, n));
-    // Drop metrics logged after the checkpoint; they will be logged again.
+    removeStaleCheckpointTemps(runDir);
+    // Drop metrics logged after the checkpoint; they will be logged again. So is a line cut short by a crash.
     if (existsSync(metricsPath)) {
-      const kept = readFileSync(metricsPath, "utf8").split("\n").filter((l) => l && (JSON.parse(l) as { step: number }).step <= state.step);
+      const kept = readFileSync(metricsPath, "utf8").split("\n").filter((l) => {
+        try {
+          return (JSON.parse(l) as { step: number }).step <= state.step;
+        } catch {
+          return false;
+        }
+      });
       writeFileAtomic(metricsPath, kept.map((l) => l + "\n").join(""));
     }
     say(`resuming ${runDir} from ${resumeFrom.dir} (step ${state.step} of ${totalSteps})`);
