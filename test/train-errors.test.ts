@@ -350,7 +350,7 @@ test("a non-finite loss stops the run, naming the step and the last good checkpo
   const dir = caseDir({ "cfg.json": divergingConfig({ save_steps: 1 }) });
   const r = run(dir, ["train", "cfg.json", "--quiet"]);
   const out = join(dir, "run");
-  assertOneError(r, 1, ["step 2: the loss is not finite", `The last good checkpoint is ${out}/checkpoints/step-1.`, "learning_rate"]);
+  assertOneError(r, 1, ["step 2: the loss is not finite", `The last good checkpoint is ${out}/checkpoints/step-1.`, "Lower learning_rate (now 1e+30)."]);
   assert.ok(!existsSync(join(out, "final")) && !existsSync(join(out, "summary.json")), "a diverged run must not look finished");
   assert.deepEqual(readdirSync(join(out, "checkpoints")), ["step-1"], "nothing after the last good step, not even a temp folder");
   const rows = readFileSync(join(out, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as Record<string, number>);

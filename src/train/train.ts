@@ -476,7 +476,8 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
         `step ${state.step + 1}: the ${Number.isFinite(stepLoss) ? "gradient norm" : "loss"} is not finite ` +
           `(loss ${stepLoss}, grad_norm ${norm}); training stopped before applying it. ` +
           (lastCheckpoint ? `The last good checkpoint is ${lastCheckpoint}. ` : "No checkpoint was written yet. ") +
-          `Lower learning_rate, or set max_grad_norm.`,
+          // Clipping bounds the gradient, not AdamW's step (about learning_rate per weight), so suggest it only when off.
+          `Lower learning_rate (now ${cfg.learning_rate})${cfg.max_grad_norm > 0 ? "" : ", or set max_grad_norm"}.`,
       );
     if (cfg.max_grad_norm > 0) {
       const coef = cfg.max_grad_norm / (norm + 1e-6); // torch.nn.utils.clip_grad_norm_
