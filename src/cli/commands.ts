@@ -14,6 +14,7 @@ import { defaultModelPath } from "../paths.js";
 import { generate } from "../sample/generate.js";
 import { pairLogps, preferenceAccuracy } from "../train/logps.js";
 import { loadPreferencePairs } from "../data/load.js";
+import { sampleCommand } from "./sample.js";
 
 type Values = Record<string, string | boolean | undefined>;
 type OptionSpec = Record<string, { type: "string" | "boolean"; short?: string }>;
@@ -262,4 +263,5 @@ export const commands: Record<string, Command> = {
   generate: generateCommand,
   logprobs: logprobsCommand,
   export: exportCommand,
+  sample: sampleCommand,
 };
