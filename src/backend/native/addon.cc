@@ -1,5 +1,5 @@
 // N-API glue: one exported function per kernel of src/backend/contract.ts, same name and argument order, plus
-// `info()` and `setThreads(n)`.
+// `info()`, `setThreads(n)` and `setSimd(level)`.
 //
 // Written against plain node_api.h (the C API) rather than node-addon-api: the surface is ~20 flat functions taking
 // typed arrays and numbers, which the small Args class covers, and it keeps `npm ci` free of a build dependency.
@@ -58,6 +58,7 @@ class Args {
     napi_get_value_double(env_, argv_[i], &d);
     return d;
   }
+  napi_value value(size_t i) const { return argv_[i]; }
   [[noreturn]] void fail(const std::string& what, bool type) {
     throw ArgError{std::string("tsdpo native ") + fn_ + ": " + what, type};
   }
@@ -328,6 +329,18 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
   return result ? result : undefined(env);
 }
 
+napi_value SetSimd(napi_env env, napi_callback_info info) {
+  napi_value result = nullptr;
+  guarded(env, info, "setSimd", 1, [&](Args& a) {
+    char level[32] = {0};
+    size_t len = 0;
+    if (napi_get_value_string_utf8(env, a.value(0), level, sizeof level, &len) != napi_ok)
+      a.fail("level must be a string", true);
+    napi_get_boolean(env, tsdpo::set_simd(level), &result);
+  });
+  return result ? result : undefined(env);
+}
+
 void set_string(napi_env env, napi_value obj, const char* key, const char* value) {
   napi_value v;
   napi_create_string_utf8(env, value ? value : "", NAPI_AUTO_LENGTH, &v);
@@ -360,7 +373,8 @@ napi_value Init(napi_env env, napi_value exports) {
       FN("swigluBackward", SwigluBackward),       FN("addForward", AddForward),
       FN("accumulate", Accumulate),               FN("logprobForward", LogprobForward),
       FN("logprobBackward", LogprobBackward),     FN("adamwStep", AdamwStep),
-      FN("setThreads", SetThreads),               FN("info", Info),
+      FN("setThreads", SetThreads),               FN("setSimd", SetSimd),
+      FN("info", Info),
 #undef FN
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

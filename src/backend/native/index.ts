@@ -5,6 +5,7 @@
 //
 // Environment, read when the addon loads:
 //   TSDPO_THREADS=n           threads for the kernels and the BLAS (default: every core this process may use)
+//   TSDPO_SIMD=avx2|baseline  a narrower instruction set than the CPU's best for the vector loops (debugging)
 //   TSDPO_NATIVE=0            do not load the addon (auto then means js)
 //   TSDPO_OPENBLAS_CORETYPE   passed to OpenBLAS as OPENBLAS_CORETYPE. A plain OPENBLAS_CORETYPE is removed while
 //                             the addon loads: some machines set it to Haswell globally, which on AVX-512 CPUs halves
@@ -23,16 +24,24 @@ export interface NativeInfo {
   blasThreading: "sequential" | "pthreads" | "openmp" | "unknown"; // how the loaded OpenBLAS was built
   blasCore: string; // OpenBLAS's kernel family for this CPU, e.g. "Zen", "SkylakeX"
   blasConfig: string;
-  simd: "avx512" | "avx2" | "baseline" | "compiler-default"; // which clone of the elementwise loops runs
+  simd: "avx512" | "avx2" | "baseline"; // the instruction set of the vector loops in use
 }
 
 interface Addon extends Omit<Backend, "name"> {
   setThreads(n: number): number;
+  setSimd(level: string): boolean;
   info(): NativeInfo;
 }
 
 export type NativeLoad =
-  | { ok: true; backend: Backend; info: () => NativeInfo; setThreads: (n: number) => number }
+  | {
+      ok: true;
+      backend: Backend;
+      info: () => NativeInfo;
+      setThreads: (n: number) => number;
+      /** Selects the vector loops' instruction set; false (and no change) when this CPU cannot run it. */
+      setSimd: (level: NativeInfo["simd"]) => boolean;
+    }
   | { ok: false; reason: string };
 
 // dist/src/backend/native/index.js → the repository (or installed package) root, where node-gyp writes build/.
@@ -83,6 +92,9 @@ function load(): NativeLoad {
     else process.env.OPENBLAS_CORETYPE = saved;
   }
   addon.setThreads(threads);
+  const simd = process.env.TSDPO_SIMD;
+  if (simd && !addon.setSimd(simd))
+    throw configError(`environment variable TSDPO_SIMD=${simd}: expected avx512, avx2 or baseline, and one this CPU supports`);
   // The addon's functions take the contract's arguments in the contract's order, so they are the backend as is.
   const backend: Backend = {
     name: "native",
@@ -97,5 +109,7 @@ function load(): NativeLoad {
     logprobForward: addon.logprobForward, logprobBackward: addon.logprobBackward,
     adamwStep: addon.adamwStep,
   };
-  return { ok: true, backend, info: () => addon.info(), setThreads: (n) => addon.setThreads(n) };
+  return {
+    ok: true, backend, info: () => addon.info(), setThreads: (n) => addon.setThreads(n), setSimd: (l) => addon.setSimd(l),
+  };
 }

@@ -15,8 +15,10 @@ int get_threads();
 int blas_parallel_mode();
 const char* blas_core_name();
 const char* blas_config();
-// Which SIMD clone the elementwise kernels dispatch to on this CPU ("avx512", "avx2" or "baseline").
+// The instruction set of the vector loops in use: "avx512", "avx2" or "baseline" (the widest the CPU supports, unless
+// set_simd chose another). set_simd returns false, changing nothing, for a level this CPU cannot run.
 const char* simd_level();
+bool set_simd(const char* level);
 
 void embedding_forward(float* out, const int32_t* ids, const float* table, i64 N, i64 C);
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, i64 N, i64 C);
