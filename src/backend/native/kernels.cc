@@ -89,9 +89,12 @@ namespace baseline {
 #include "simd_kernels.inc"
 }  // namespace baseline
 
-// clang-format off
-#define TSDPO_SIMD_FUNCTIONS(X, ns) X(ns, embedding_backward_cols) X(ns, rmsnorm_forward_rows) X(ns, rmsnorm_backward_rows) X(ns, rmsnorm_dweight_cols) X(ns, column_sums) X(ns, rope_rows) X(ns, softmax_causal_row) X(ns, softmax_backward_row) X(ns, dot_f32) X(ns, axpy_f32) X(ns, swiglu_forward_range) X(ns, swiglu_backward_range) X(ns, add_range) X(ns, accumulate_range) X(ns, logprob_forward_rows) X(ns, logprob_backward_rows) X(ns, adamw_range)
-// clang-format on
+#define TSDPO_SIMD_FUNCTIONS(X, ns) \
+  X(ns, embedding_backward_cols) X(ns, rmsnorm_forward_rows) X(ns, rmsnorm_backward_rows) \
+  X(ns, rmsnorm_dweight_cols) X(ns, column_sums) X(ns, rope_rows) X(ns, softmax_causal_row) \
+  X(ns, softmax_backward_row) X(ns, dot_f32) X(ns, axpy_f32) X(ns, swiglu_forward_range) \
+  X(ns, swiglu_backward_range) X(ns, add_range) X(ns, accumulate_range) X(ns, logprob_forward_rows) \
+  X(ns, logprob_backward_rows) X(ns, adamw_range)
 
 struct SimdTable {
   const char* name;
@@ -212,14 +215,20 @@ void embedding_backward(float* dtable, const float* dout, const int32_t* ids, i6
 }
 
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, i64 N, i64 C, float eps) {
-  parallel_ranges(N, N * C, [&](i64 n0, i64 n1) { g_simd->rmsnorm_forward_rows(out, rstd, inp, weight, n0, n1, C, eps); });
+  parallel_ranges(N, N * C, [&](i64 n0, i64 n1) {
+    g_simd->rmsnorm_forward_rows(out, rstd, inp, weight, n0, n1, C, eps);
+  });
 }
 
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                       const float* rstd, i64 N, i64 C) {
-  parallel_ranges(N, N * C, [&](i64 n0, i64 n1) { g_simd->rmsnorm_backward_rows(dinp, dout, inp, weight, rstd, n0, n1, C); });
+  parallel_ranges(N, N * C, [&](i64 n0, i64 n1) {
+    g_simd->rmsnorm_backward_rows(dinp, dout, inp, weight, rstd, n0, n1, C);
+  });
   if (dweight)
-    parallel_ranges(C, N * C, [&](i64 c0, i64 c1) { g_simd->rmsnorm_dweight_cols(dweight, dout, inp, rstd, N, C, c0, c1); });
+    parallel_ranges(C, N * C, [&](i64 c0, i64 c1) {
+      g_simd->rmsnorm_dweight_cols(dweight, dout, inp, rstd, N, C, c0, c1);
+    });
 }
 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, i64 N, i64 IC, i64 OC) {
@@ -354,14 +363,16 @@ void accumulate(float* dst, const float* src, i64 n) {
 
 void logprob_forward(float* logp, float* lse, float* logitSum, const float* logits, const int32_t* targets, i64 N,
                      i64 V) {
-  parallel_ranges(N, N * V,
-                  [&](i64 n0, i64 n1) { g_simd->logprob_forward_rows(logp, lse, logitSum, logits, targets, n0, n1, V); });
+  parallel_ranges(N, N * V, [&](i64 n0, i64 n1) {
+    g_simd->logprob_forward_rows(logp, lse, logitSum, logits, targets, n0, n1, V);
+  });
 }
 
 void logprob_backward(float* dlogits, const float* dlogp, const float* logits, const float* lse,
                       const int32_t* targets, i64 N, i64 V) {
-  parallel_ranges(N, N * V,
-                  [&](i64 n0, i64 n1) { g_simd->logprob_backward_rows(dlogits, dlogp, logits, lse, targets, n0, n1, V); });
+  parallel_ranges(N, N * V, [&](i64 n0, i64 n1) {
+    g_simd->logprob_backward_rows(dlogits, dlogp, logits, lse, targets, n0, n1, V);
+  });
 }
 
 void adamw_step(float* params, const float* grads, float* m, float* v, i64 n, double lr, double beta1, double beta2,
