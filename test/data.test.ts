@@ -272,7 +272,7 @@ test("field mapping: promptField/chosenField/rejectedField, and promptField null
   await rejectsWith(
     loadPreferences(path),
     `${path}:1: chosen: is missing (the row has keys "qid", "question", "response_j", "response_k"); add it, or set ` +
-      `chosenField to the key that holds the preferred answer`,
+      `chosen_field to the key that holds the preferred answer`,
   );
   // Answers that repeat the prompt: a warning by default, inferred correctly with promptField null.
   const rep = tmpFile("repeat.jsonl", JSON.stringify({ prompt: "Q: hi A:", chosen: "Q: hi A: yes", rejected: "Q: hi A: no" }) + "\n");
@@ -309,15 +309,15 @@ test("each malformed row gives '<file>:<line>: <field>: <what is wrong>; <how to
     ["string row", "text", {},
       `row: is a string, not a JSON object; each row must be an object with "chosen" and "rejected" (and usually "prompt") fields`],
     ["missing chosen", { prompt: "p", rejected: "r" }, {},
-      `chosen: is missing (the row has keys "prompt", "rejected"); add it, or set chosenField to the key that holds the preferred answer`],
+      `chosen: is missing (the row has keys "prompt", "rejected"); add it, or set chosen_field to the key that holds the preferred answer`],
     ["missing rejected", { prompt: "p", chosen: "c" }, {},
-      `rejected: is missing (the row has keys "prompt", "chosen"); add it, or set rejectedField to the key that holds the dispreferred answer`],
+      `rejected: is missing (the row has keys "prompt", "chosen"); add it, or set rejected_field to the key that holds the dispreferred answer`],
     ["missing mapped prompt", { prompt: "p", chosen: "c", rejected: "r" }, { promptField: "question" },
-      `question: is missing (the row has keys "prompt", "chosen", "rejected"); add it, or leave promptField unset to infer the prompt from chosen and rejected`],
+      `question: is missing (the row has keys "prompt", "chosen", "rejected"); add it, or leave prompt_field unset to infer the prompt from chosen and rejected`],
     ["empty chosen", { prompt: "p", chosen: "", rejected: "r" }, {},
       `chosen: is an empty string; an empty answer cannot be scored, so fill it in or remove the row`],
     ["empty prompt", { prompt: "", chosen: "c", rejected: "r" }, {},
-      `prompt: is an empty string; give the prompt text, or remove the field (or set promptField to null) to infer it from chosen and rejected`],
+      `prompt: is an empty string; give the prompt text, or remove the field (or set prompt_field to null) to infer it from chosen and rejected`],
     ["number answer", { prompt: "p", chosen: 42, rejected: "r" }, {},
       `chosen: is a number (42); it must be a string (the answer) or a list of {"role", "content"} messages`],
     ["null answer", { prompt: "p", chosen: "c", rejected: null }, {},
@@ -364,7 +364,7 @@ test("JSON array rows are named by line and item; Parquet rows by row index", as
   const path = tmpFile("bad.json", `[\n  ${GOOD},\n  {"prompt": "p",\n   "rejected": "r"}\n]\n`);
   await rejectsWith(
     loadPreferences(path),
-    `${path}:3 (item 1): chosen: is missing (the row has keys "prompt", "rejected"); add it, or set chosenField to the key that holds the preferred answer`,
+    `${path}:3 (item 1): chosen: is missing (the row has keys "prompt", "rejected"); add it, or set chosen_field to the key that holds the preferred answer`,
   );
   // conversational.parquet row 0 rendered without the system turn's generation prompt mismatch: reuse the odd template.
   const pq = fixture("data", "conversational.parquet");
@@ -414,7 +414,7 @@ test("problems with the whole file name the file and say what to do", async () =
   const pq = fixture("data", "standard.parquet");
   await rejectsWith(
     loadPreferences(pq, { chosenField: "response_j" }),
-    `${pq}: has no column "response_j" (columns: "prompt", "chosen", "rejected", "score"); set chosenField to the column that holds it`,
+    `${pq}: has no column "response_j" (columns: "prompt", "chosen", "rejected", "score"); set chosen_field to the column that holds it`,
   );
 
   const truncated = tmpFile("cut.parquet", readFileSync(pq).subarray(0, 200));

@@ -51,8 +51,8 @@ export async function loadPreferences(path: string, options: LoadOptions = {}): 
     throw inputError(`${path}: holds no rows; a preference file needs at least one {"prompt", "chosen", "rejected"} row`);
   if (read.columns) {
     // Parquet: a missing column is a property of the file, so say it once with the columns that do exist.
-    const needed: [string, string][] = [[cf, "chosenField"], [rf, "rejectedField"]];
-    if (options.promptField !== undefined && pf !== null) needed.push([pf, "promptField"]);
+    const needed: [string, string][] = [[cf, "chosen_field"], [rf, "rejected_field"]];
+    if (options.promptField !== undefined && pf !== null) needed.push([pf, "prompt_field"]);
     for (const [col, opt] of needed)
       if (!read.columns.includes(col))
         throw inputError(

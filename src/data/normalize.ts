@@ -125,12 +125,12 @@ export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): Norma
   const chosen = obj[cf];
   const rejected = obj[rf];
   if (chosen === undefined)
-    throw new RowProblem(cf, `is missing (the row has keys ${listKeys(obj)}); add it, or set chosenField to the key that holds the preferred answer`);
+    throw new RowProblem(cf, `is missing (the row has keys ${listKeys(obj)}); add it, or set chosen_field to the key that holds the preferred answer`);
   if (rejected === undefined)
-    throw new RowProblem(rf, `is missing (the row has keys ${listKeys(obj)}); add it, or set rejectedField to the key that holds the dispreferred answer`);
+    throw new RowProblem(rf, `is missing (the row has keys ${listKeys(obj)}); add it, or set rejected_field to the key that holds the dispreferred answer`);
   const prompt: unknown = pf === null ? undefined : obj[pf];
   if (prompt === undefined && pf !== null && options.promptField !== undefined)
-    throw new RowProblem(pf, `is missing (the row has keys ${listKeys(obj)}); add it, or leave promptField unset to infer the prompt from chosen and rejected`);
+    throw new RowProblem(pf, `is missing (the row has keys ${listKeys(obj)}); add it, or leave prompt_field unset to infer the prompt from chosen and rejected`);
 
   checkAnswerType(cf, chosen);
   checkAnswerType(rf, rejected);
@@ -169,14 +169,14 @@ export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): Norma
       out = { ...split, shape: "implicit" };
     } else {
       if (prompt === "")
-        throw new RowProblem(pf!, `is an empty string; give the prompt text, or remove the field (or set promptField to null) to infer it from chosen and rejected`);
+        throw new RowProblem(pf!, `is an empty string; give the prompt text, or remove the field (or set prompt_field to null) to infer it from chosen and rejected`);
       out = { prompt: prompt as string, chosen: c, rejected: r, shape: "standard" };
       if (c.startsWith(out.prompt) && r.startsWith(out.prompt))
         warnings.push({
           field: cf,
           reason:
             `both answers begin with the prompt text, so the prompt appears twice in each sequence; if the file ` +
-            `stores whole conversations, set promptField to null to infer the prompt instead`,
+            `stores whole conversations, set prompt_field to null to infer the prompt instead`,
         });
     }
   } else {
