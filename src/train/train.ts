@@ -43,6 +43,7 @@ import { rowSums } from "./logps.js";
 import { createProgress } from "./progress.js";
 import { type RefLogps, precomputedRefLogps } from "./reference.js";
 import { lrAt, warmupSteps } from "./schedule.js";
+import { writeRunReport } from "../report/report.js";
 
 export const defaultDataPath = (): string => assetPath("data", "hh-rlhf", "harmless-base-test.jsonl.gz");
 
@@ -524,5 +525,6 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   const summary = { steps: state.step, train: lastMetrics, eval: evalMetrics, data: data.summary };
   writeFileAtomic(join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
   say(`done: ${state.step} steps; final weights in ${finalDir}`);
+  say(`report: ${await writeRunReport(runDir)}`);
   return { runDir, steps: state.step, finalDir, lastMetrics, evalMetrics };
 }
