@@ -15,6 +15,7 @@ import { generate } from "../sample/generate.js";
 import { pairLogps, preferenceAccuracy } from "../train/logps.js";
 import { loadPreferencePairs } from "../data/load.js";
 import { sampleCommand } from "./sample.js";
+import { demoCommand } from "./demo.js";
 import { reportCommand } from "./report.js";
 
 type Values = Record<string, string | boolean | undefined>;
@@ -265,5 +266,6 @@ export const commands: Record<string, Command> = {
   logprobs: logprobsCommand,
   export: exportCommand,
   sample: sampleCommand,
+  demo: demoCommand,
   report: reportCommand,
 };
