@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { resolveTrainConfig } from "../src/train/config.js";
 import { train } from "../src/train/train.js";
-import { readMetrics, writeDemoReport, type DemoResultsDoc } from "../src/report/report.js";
+import type { DemoResults } from "../src/demo/demo.js";
+import { readMetrics, writeDemoReport } from "../src/report/report.js";
 import { repoRoot } from "./helpers.js";
 
 const work = mkdtempSync(join(tmpdir(), "tsdpo-report-"));
@@ -189,10 +190,10 @@ describe("run report", () => {
       { step: 2, reward: est(3.5, 0.2), kl: est(1.5, 0.3) },
       { step: 3, reward: est(4.25, 0.25), kl: est(2.5, 0.4) },
     ];
-    const results: DemoResultsDoc & { format: string; version: number } = {
+    const results: DemoResults = {
       format: "tsdpo-demo", version: 1, seed: 1, quick: true, model: "stories260K.gguf",
       size: { prompts: 12, heldoutPrompts: 4, samplesPerPrompt: 4, maxNewTokens: 12, evalSamplesPerPrompt: 2, epochs: 1, batchSize: 4, learningRate: 5e-4, evalPoints: 1 },
-      data: { train_prompts: 8, heldout_prompts: 4, train_pairs: 10, eval_pairs: 4, tied_skipped: 2, label_reward: est(1, 0.1) },
+      data: { prompts_file: "prompts.txt", train_prompts: 8, heldout_prompts: 4, train_pairs: 10, eval_pairs: 4, tied_skipped: 2, label_reward: est(1, 0.1) },
       reference: { reward: est(2, 0.2), kl: est(0, 0) },
       runs: [{ beta: 0.1, run_dir: runDir, steps: 3, points, final: { reward: est(4.25, 0.25), kl: est(2.5, 0.4), eval_accuracy: 0.75, eval_loss: 0.6, eval_margin: 0.2 }, train_seconds: 1, eval_seconds: 1 }],
       seconds: { label: 1, reference_eval: 1, total: 3 },

@@ -16,6 +16,7 @@ import { createRequire } from "node:module";
 import { basename, dirname, join, resolve } from "node:path";
 import { inputError } from "../errors.js";
 import { writeFileAtomic } from "../io/atomic.js";
+import type { DemoResults, DemoSamples } from "../demo/demo.js";
 import { ensureRunSamples } from "./samples.js";
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -365,35 +366,9 @@ export function renderRunReport(run: RunData): string {
 // ---------------------------------------------------------------------------------------------------------------
 // Demo report
 
-/** The parts of demo/results.json the report reads (the demo module owns the full type). */
-export interface DemoResultsDoc {
-  seed: number;
-  quick: boolean;
-  model: string;
-  size: Record<string, number>;
-  data: { train_prompts: number; heldout_prompts: number; train_pairs: number; eval_pairs: number; tied_skipped: number; label_reward: { mean: number; se: number } };
-  reference: { reward: { mean: number; se: number }; kl: { mean: number; se: number } };
-  runs: {
-    beta: number;
-    run_dir: string;
-    steps: number;
-    points: { step: number; reward: { mean: number; se: number }; kl: { mean: number; se: number } }[];
-    final: { reward: { mean: number; se: number }; kl: { mean: number; se: number }; eval_accuracy: number | null; eval_loss: number | null; eval_margin: number | null };
-    train_seconds: number;
-    eval_seconds: number;
-  }[];
-  seconds: { label: number; reference_eval: number; total: number };
-}
-
-interface DemoSamplesDoc {
-  prompts: string[];
-  reference: { prompt: number; text: string; reward: number; logratio: number }[];
-  policies: Record<string, { prompt: number; text: string; reward: number; logratio: number }[]>;
-}
-
 const pm = (e: { mean: number; se: number }, d = 2): string => `${num(e.mean, d)} ± ${num(e.se, d)}`;
 
-export function frontierChart(res: DemoResultsDoc): ChartSpec {
+export function frontierChart(res: DemoResults): ChartSpec {
   const series: Series[] = res.runs.map((r, i) => ({
     label: `β = ${r.beta}`,
     points: r.points.map((p) => [p.kl.mean, p.reward.mean] as [number, number]),
@@ -407,7 +382,7 @@ export function frontierChart(res: DemoResultsDoc): ChartSpec {
   };
 }
 
-export function renderDemoReport(dir: string, res: DemoResultsDoc, samples: DemoSamplesDoc | null, runs: readonly RunData[]): string {
+export function renderDemoReport(dir: string, res: DemoResults, samples: DemoSamples | null, runs: readonly RunData[]): string {
   const frontier = frontierChart(res);
   const charts = [frontier, ...trainingCharts(runs)];
   const tableRows = [
@@ -496,8 +471,8 @@ export function isDemoFolder(dir: string): boolean {
 
 /** Writes report.html into a `tsdpo demo` folder (and refreshes each β run's own report); returns its path. */
 export async function writeDemoReport(dir: string): Promise<string> {
-  const res = readJson(join(dir, "demo", "results.json")) as DemoResultsDoc;
-  const samples = readJsonIf<DemoSamplesDoc>(join(dir, "demo", "samples.json"));
+  const res = readJson(join(dir, "demo", "results.json")) as DemoResults;
+  const samples = readJsonIf<DemoSamples>(join(dir, "demo", "samples.json"));
   const runs: RunData[] = [];
   for (const r of res.runs) {
     const runDir = existsSync(r.run_dir) ? r.run_dir : join(dir, basename(r.run_dir)); // the folder may have moved

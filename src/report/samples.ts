@@ -13,6 +13,7 @@ import { pairEncoder } from "../data/tokenize.js";
 import type { PreferencePair } from "../data/types.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { loadModel } from "../io/load.js";
+import { loadModelForUse } from "../io/resolve.js";
 import { defaultModelPath } from "../paths.js";
 import { Rng } from "../rng.js";
 import { renderChat } from "../tokenizer/chat.js";
@@ -29,8 +30,10 @@ export interface RunSampleOptions {
 
 export const defaultRunSampleOptions: RunSampleOptions = { prompts: 3, maxNewTokens: 48, seed: 0, maxWeightBytes: 80e6 };
 
-function weightBytes(dir: string): number {
-  return readdirSync(dir).filter((f) => f.endsWith(".safetensors") && f !== "optimizer.safetensors").reduce((a, f) => a + statSync(join(dir, f)).size, 0);
+/** Bytes of a model's weights on disk: a GGUF file, or the safetensors files of a folder. */
+function weightBytes(path: string): number {
+  if (!statSync(path).isDirectory()) return statSync(path).size;
+  return readdirSync(path).filter((f) => f.endsWith(".safetensors") && f !== "optimizer.safetensors").reduce((a, f) => a + statSync(join(path, f)).size, 0);
 }
 
 /**
@@ -39,15 +42,16 @@ function weightBytes(dir: string): number {
  */
 export async function ensureRunSamples(runDir: string, config: Record<string, unknown> | null, o: RunSampleOptions = defaultRunSampleOptions): Promise<SamplesDoc | { note: string }> {
   const finalDir = join(runDir, "final");
-  if (!existsSync(join(finalDir, "config.json"))) return { note: "No samples yet: the run has no final weights (final/) so far." };
+  if (!existsSync(finalDir)) return { note: "No samples yet: the run has no final weights (final/) so far." };
   if (!config) return { note: "No samples: the run folder has no config.json naming its model and data." };
-  const bytes = weightBytes(finalDir);
+  const refPath = resolve(typeof config.ref_model === "string" ? config.ref_model : typeof config.model === "string" ? config.model : defaultModelPath);
+  const bytes = weightBytes(refPath);
   if (bytes > o.maxWeightBytes)
-    return { note: `No samples: the model's weights are ${(bytes / 1e6).toFixed(0)} MB, too large to sample cheaply while writing the report; try \`tsdpo generate --model ${finalDir}\`.` };
+    return { note: `No samples: the model's weights are ${(bytes / 1e6).toFixed(0)} MB, too large to sample cheaply while writing the report; compare the models with \`tsdpo sample --model ${runDir} --reference ${refPath} --prompts <file>\`.` };
 
-  const policy = loadModel(finalDir);
-  const refPath = typeof config.ref_model === "string" ? config.ref_model : typeof config.model === "string" ? config.model : defaultModelPath;
-  const ref = loadModel(resolve(refPath));
+  // final/ is a Hugging Face folder, or for LoRA runs an adapter folder on top of the starting model.
+  const policy = loadModelForUse(finalDir, null, typeof config.model === "string" ? resolve(config.model) : defaultModelPath);
+  const ref = loadModel(refPath);
   const tok = ref.tokenizer;
 
   // Prompts: the eval data as train() saw it, else the training data.
