@@ -238,7 +238,7 @@ const CASES: Case[] = [
   {
     name: "--resume on a folder without a run",
     files: { ...base, "empty/.keep": "" },
-    args: ["train", "--resume", "empty"], code: 1, says: ["{dir}/empty/config.json: cannot read the config file (ENOENT)"],
+    args: ["train", "--resume", "empty"], code: 1, says: ["train --resume empty: not a tsdpo run folder"],
   },
   {
     name: "--resume with settings",

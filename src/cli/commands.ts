@@ -4,7 +4,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { selectBackend } from "../backend/select.js";
-import { configError } from "../errors.js";
+import { configError, inputError } from "../errors.js";
 import { exportHf } from "../export/hf.js";
 import { exportGguf } from "../export/gguf.js";
 import { writePeftAdapter } from "../io/peft.js";
@@ -194,6 +194,8 @@ The run folder gets config.json (resolved), metrics.jsonl, checkpoints/step-N/, 
       const rest = args.filter((_, i) => i !== r && i !== r + 1);
       if (rest.length) throw configError(`train --resume takes the run's saved config; remove ${rest.join(" ")}`);
       const where = resolve(dir, "config.json");
+      if (!existsSync(where) || !existsSync(resolve(dir, "metrics.jsonl")))
+        throw inputError(`train --resume ${dir}: not a tsdpo run folder (it has no config.json and metrics.jsonl from \`tsdpo train\`)`);
       const cfg = resolveTrainConfig(readConfigFile(where), where);
       await train(cfg, resolve(dir), { resume: true, quiet });
       return;
