@@ -109,7 +109,10 @@ async function prepareData(cfg: TrainConfig, loaded: LoadedModel, runDir: string
   const evalTok = tokenizePairs(parts.eval, tok, tokOpts);
   const invalid = [...file.invalid, ...(parts.evalFile?.invalid ?? [])];
   const summary = [
-    formatDataStats(dataStats(file, trainTok)),
+    formatDataStats(dataStats(file, split.kind === "file" ? trainTok : {
+      // held-out pairs come from the same file: count them as usable too
+      pairs: [...trainTok.pairs, ...evalTok.pairs], drops: [...trainTok.drops, ...evalTok.drops], truncated: trainTok.truncated + evalTok.truncated,
+    })),
     `train pairs: ${trainTok.pairs.length}, eval pairs: ${evalTok.pairs.length}` +
       (evalTok.drops.length ? ` (${evalTok.drops.length} eval pairs dropped)` : "") +
       (invalid.length ? `; ${invalid.length} invalid rows listed in ${join(runDir, "invalid_rows.jsonl")}` : ""),
