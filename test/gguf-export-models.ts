@@ -11,7 +11,7 @@ import { loadModel, type LoadedModel } from "../src/io/load.js";
 import type { LlamaConfig } from "../src/model/config.js";
 import { createModel } from "../src/model/llama.js";
 import { loadHfTokenizer } from "../src/tokenizer/hf.js";
-import { fixture, storiesGguf } from "./helpers.js";
+import { fixture, rng, storiesGguf } from "./helpers.js";
 
 export const CHECK_FIXTURE = fixture("gguf-export-llamacpp.json");
 
@@ -20,25 +20,13 @@ export const CHECK_TEXT = "One day, a little dog named Max found a shiny red bal
 /** Greedy tokens generated from BOS in both engines. */
 export const GREEDY_TOKENS = 32;
 
-/** mulberry32: 32-bit integer arithmetic only, so every engine gives the same stream. */
-function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * stories260K with every weight moved as a DPO run would move it: multiplied by 1 + u·0.2 and shifted by
  * v·0.01 (u, v uniform in [-0.5, 0.5)), so the model still writes stories but no longer equals the shipped file.
  */
 export function perturbedStories(): LoadedModel {
   const loaded = loadModel(storiesGguf);
-  const r = mulberry32(20240917);
+  const r = rng(20240917); // mulberry32, as test/helpers.ts defines it
   const p = loaded.model.params;
   for (let i = 0; i < p.length; i++) p[i] = p[i]! * (1 + 0.2 * (r() - 0.5)) + 0.01 * (r() - 0.5);
   return loaded;
