@@ -525,6 +525,12 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
 
   const finalDir = join(runDir, "final");
   checkpoint(finalDir);
+  // A run resumed from its last step logs nothing new: its final metrics are the last rows already logged.
+  if (Object.keys(lastMetrics).length === 0 || evalMetrics === null) {
+    const rows = readFileSync(metricsPath, "utf8").split("\n").filter((l) => l).map((l) => JSON.parse(l) as Record<string, number>);
+    if (Object.keys(lastMetrics).length === 0) lastMetrics = rows.filter((r) => "loss" in r).at(-1) ?? {};
+    if (evalMetrics === null) evalMetrics = rows.filter((r) => "eval_loss" in r).at(-1) ?? null;
+  }
   const summary = { steps: state.step, train: lastMetrics, eval: evalMetrics, data: data.summary };
   writeFileAtomic(join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
   say(`done: ${state.step} steps; final weights in ${finalDir}`);
