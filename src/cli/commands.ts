@@ -1,14 +1,14 @@
 // The CLI's commands: each declares its options (for node:util parseArgs, strict) and a run function that calls
 // the library. The option names and output forms here are a contract other tools rely on; change them with care.
 
-import { existsSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
 import { selectBackend } from "../backend/select.js";
 import { configError, inputError } from "../errors.js";
 import { exportHf } from "../export/hf.js";
 import { exportGguf } from "../export/gguf.js";
 import { writePeftAdapter } from "../io/peft.js";
-import { loadModelForUse } from "../io/resolve.js";
+import { loadModelForUse, readRunConfig } from "../io/resolve.js";
 import { modelFingerprint } from "../io/fingerprint.js";
 import { defaultModelPath } from "../paths.js";
 import { generate } from "../sample/generate.js";
@@ -226,7 +226,7 @@ Accuracy is the share of pairs whose implicit reward ranks chosen strictly above
     const modelPath = str(v, "model");
     const data = str(v, "data");
     if (!modelPath || !data) throw configError("eval: --model and --data are required");
-    const saved = runConfigOf(modelPath);
+    const saved = readRunConfig(modelPath);
     const refPath = str(v, "reference") ?? (saved ? String(saved.ref_model ?? saved.model ?? defaultModelPath) : undefined);
     if (!refPath) throw configError(`eval: --reference is required (${modelPath} is not a tsdpo run folder that records its starting model)`);
     const savedBeta = saved && typeof (saved.loss as Record<string, unknown> | undefined)?.beta === "number" ? ((saved.loss as Record<string, unknown>).beta as number) : 0.1;
@@ -246,20 +246,6 @@ Accuracy is the share of pairs whose implicit reward ranks chosen strictly above
       );
   },
 };
-
-/** The resolved training config saved in a run, final/ or checkpoint folder, if `path` is one. */
-function runConfigOf(path: string): Record<string, unknown> | null {
-  for (const f of [join(path, "train_config.json"), join(path, "config.json")]) {
-    if (!existsSync(f)) continue;
-    try {
-      const j = JSON.parse(readFileSync(f, "utf8")) as Record<string, unknown>;
-      if ("loss" in j && "learning_rate" in j) return j;
-    } catch {
-      // not a run config
-    }
-  }
-  return null;
-}
 
 export const commands: Record<string, Command> = {
   eval: evalCommand,

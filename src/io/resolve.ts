@@ -9,29 +9,33 @@ import { modelFingerprint } from "./fingerprint.js";
 import { type LoadedModel, loadModel } from "./load.js";
 import { isPeftAdapter, loadPeftAdapter, readPeftConfig } from "./peft.js";
 
-/** The starting model recorded by a tsdpo run (its train_config.json), resolved to an absolute path. */
-function recordedBase(dir: string): string | null {
-  const f = join(dir, "train_config.json");
-  if (!existsSync(f)) return null;
-  try {
-    const j = JSON.parse(readFileSync(f, "utf8")) as { model?: unknown };
-    return typeof j.model === "string" ? resolve(j.model) : null;
-  } catch {
-    return null;
+/**
+ * The resolved training config a tsdpo run saved: train_config.json of a checkpoint or final/ folder, or config.json
+ * of a run folder (told apart from a Hugging Face config.json by its loss section). null when `dir` holds neither.
+ */
+export function readRunConfig(dir: string): Record<string, unknown> | null {
+  for (const f of [join(dir, "train_config.json"), join(dir, "config.json")]) {
+    if (!existsSync(f)) continue;
+    try {
+      const j = JSON.parse(readFileSync(f, "utf8")) as Record<string, unknown>;
+      if ("loss" in j && "learning_rate" in j) return j;
+    } catch {
+      // not a run config
+    }
   }
+  return null;
+}
+
+/** The starting model recorded by a tsdpo run, resolved to an absolute path. */
+function recordedBase(dir: string): string | null {
+  const model = readRunConfig(dir)?.model;
+  return typeof model === "string" ? resolve(model) : null;
 }
 
 export function resolveModelPath(path: string): string {
   const p = resolve(path);
-  // a run folder: config.json of the trainer (it has a loss section) and a final/ folder
-  if (existsSync(join(p, "final")) && existsSync(join(p, "config.json"))) {
-    try {
-      if ("loss" in (JSON.parse(readFileSync(join(p, "config.json"), "utf8")) as object)) return join(p, "final");
-    } catch {
-      // not a run folder
-    }
-  }
-  return p;
+  // a run folder: the trainer's config.json and a final/ folder
+  return existsSync(join(p, "final")) && readRunConfig(p) ? join(p, "final") : p;
 }
 
 /** Loads `path` (see above), then `adapter` if given. */
