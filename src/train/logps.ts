@@ -32,30 +32,42 @@ export interface PairLogpsRow {
   rejected_tokens: number;
 }
 
-/** Log-probs of every pair, `batchSize` pairs per forward. */
-export function pairLogps(be: Backend, model: Model, pairs: readonly TokenizedPair[], batchSize = 4): PairLogpsRow[] {
-  if (pairs.length === 0) return [];
+/**
+ * Runs the model over `pairs`, `batchSize` pairs per forward, with activations sized once; `use` gets each batch,
+ * its per-token log-probs (2b, T) and the index of its first pair.
+ */
+export function forEachPairBatch(
+  be: Backend, model: Model, pairs: readonly TokenizedPair[], batchSize: number,
+  use: (batch: PreferenceBatch, logp: Buf, acts: Activations, start: number) => void,
+): void {
+  if (pairs.length === 0) return;
   const B = Math.min(batchSize, pairs.length);
-  const T = longestSequence(pairs);
-  const acts = createActivations(model, 2 * B, T);
-  const rows: PairLogpsRow[] = [];
-  const logps = new Float64Array(2 * B);
-  const logitMeans = new Float64Array(2 * B);
+  const acts = createActivations(model, 2 * B, longestSequence(pairs));
   for (let s = 0; s < pairs.length; s += B) {
     const chunk = pairs.slice(s, s + B);
     const batch = allocBatch(chunk.length, longestSequence(chunk));
     fillBatch(batch, chunk, 0);
-    forwardBatch(be, model, acts, batch);
-    rowSums(acts, batch, model.cfg.V, logps, logitMeans);
-    for (let i = 0; i < chunk.length; i++)
-      rows.push({
-        index: chunk[i]!.source.index,
-        chosen_logps: logps[i]!,
-        rejected_logps: logps[chunk.length + i]!,
-        chosen_tokens: batch.completionLengths[i]!,
-        rejected_tokens: batch.completionLengths[chunk.length + i]!,
-      });
+    use(batch, forwardBatch(be, model, acts, batch), acts, s);
   }
+}
+
+/** Log-probs of every pair, `batchSize` pairs per forward. */
+export function pairLogps(be: Backend, model: Model, pairs: readonly TokenizedPair[], batchSize = 4): PairLogpsRow[] {
+  const rows: PairLogpsRow[] = [];
+  const logps = new Float64Array(2 * batchSize);
+  const logitMeans = new Float64Array(2 * batchSize);
+  forEachPairBatch(be, model, pairs, batchSize, (batch, _logp, acts, s) => {
+    rowSums(acts, batch, model.cfg.V, logps, logitMeans);
+    const b = batch.B;
+    for (let i = 0; i < b; i++)
+      rows.push({
+        index: pairs[s + i]!.source.index,
+        chosen_logps: logps[i]!,
+        rejected_logps: logps[b + i]!,
+        chosen_tokens: batch.completionLengths[i]!,
+        rejected_tokens: batch.completionLengths[b + i]!,
+      });
+  });
   return rows;
 }
 

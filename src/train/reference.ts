@@ -8,15 +8,14 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import type { Backend } from "../backend/contract.js";
-import { allocBatch, fillBatch, longestSequence } from "../data/batch.js";
 import type { TokenizedPair } from "../data/types.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { modelFingerprint } from "../io/fingerprint.js";
 
 export { modelFingerprint };
 import { reduceLogps } from "../loss/reduce.js";
-import { type Model, createActivations } from "../model/llama.js";
-import { forwardBatch } from "./logps.js";
+import type { Model } from "../model/llama.js";
+import { forEachPairBatch } from "./logps.js";
 
 export interface RefLogps {
   chosen: Float64Array; // (n) reference Σ log-probs of each pair's chosen answer (LD-reduced when ld_alpha)
@@ -43,22 +42,15 @@ export function refCacheKey(modelHash: string, pairs: readonly TokenizedPair[], 
 export function computeRefLogps(be: Backend, ref: Model, pairs: readonly TokenizedPair[], batchSize: number, ldAlpha: number | null): RefLogps {
   const n = pairs.length;
   const out: RefLogps = { chosen: new Float64Array(n), rejected: new Float64Array(n) };
-  if (n === 0) return out;
-  const B = Math.min(batchSize, n);
-  const acts = createActivations(ref, 2 * B, longestSequence(pairs));
-  for (let s = 0; s < n; s += B) {
-    const chunk = pairs.slice(s, s + B);
-    const b = chunk.length;
-    const batch = allocBatch(b, longestSequence(chunk));
-    fillBatch(batch, chunk, 0);
-    const logp = forwardBatch(be, ref, acts, batch);
+  forEachPairBatch(be, ref, pairs, batchSize, (batch, logp, _acts, s) => {
+    const b = batch.B;
     const sums = new Float64Array(2 * b);
     reduceLogps(sums, new Int32Array(2 * b), logp, batch.mask, b, batch.T, ldAlpha);
     for (let i = 0; i < b; i++) {
       out.chosen[s + i] = sums[i]!;
       out.rejected[s + i] = sums[b + i]!;
     }
-  }
+  });
   return out;
 }
 
