@@ -29,6 +29,14 @@ export const defaultHfExportOptions: HfExportOptions = { dtype: "F32", maxShardB
 
 const TORCH_DTYPE = { F32: "float32", F16: "float16", BF16: "bfloat16" } as const;
 
+// The trainer exports the same loaded model at every checkpoint; converting its GGUF vocabulary means re-reading the
+// whole file and rebuilding the merges, so do it once per loaded model.
+const tokenizerFilesCache = new WeakMap<LoadedModel, Record<string, object> | null>();
+function ggufTokenizerFiles(loaded: LoadedModel): Record<string, object> | null {
+  if (!tokenizerFilesCache.has(loaded)) tokenizerFilesCache.set(loaded, hfTokenizerFilesFromGguf(loaded.path));
+  return tokenizerFilesCache.get(loaded)!;
+}
+
 export function exportHf(loaded: LoadedModel, outDir: string, opts: HfExportOptions = defaultHfExportOptions): string[] {
   const { tokenizer } = loaded;
   // A model with LoRA adapters is exported merged: W + s·B·A, what it computes with the adapters on.
@@ -64,7 +72,7 @@ export function exportHf(loaded: LoadedModel, outDir: string, opts: HfExportOpti
       written.push(f);
     }
   } else {
-    const files = hfTokenizerFilesFromGguf(loaded.path);
+    const files = ggufTokenizerFiles(loaded);
     if (!files) throw unsupportedError(`${loaded.path}: cannot build a Hugging Face tokenizer.json from this GGUF vocabulary`);
     for (const [name, content] of Object.entries(files)) {
       writeFileAtomic(join(outDir, name), JSON.stringify(content, null, 2) + "\n");
