@@ -1,0 +1,554 @@
+#!/usr/bin/python3
+"""The PyTorch side of tsdpo's DPO-step benchmark: the same step as `tsdpo bench`, written as plain PyTorch.
+
+    /usr/bin/python3 tools/bench_torch.py --preset smollm-135m [--prompt-len 128] [--completion-len 128] [--pairs 1]
+        [--steps 5] [--warmup 1] [--threads N] [--logits all|completion] [--json]
+    /usr/bin/python3 tools/bench_torch.py --self-test
+    /usr/bin/python3 tools/bench_torch.py --print-presets
+
+One step is a full DPO step on 2B rows of T = prompt_len + completion_len tokens (rows 0..B-1 chosen, B..2B-1
+rejected, each row prompt + completion; no shared prefix): the frozen reference forward under no_grad, the policy
+forward with the sigmoid DPO loss (beta 0.1), backward, gradient clipping to norm 1 and AdamW, as tsdpo's trainer
+step. The model is a Llama-family decoder written out below in float32 (no transformers): RMSNorm, rotate-half
+RoPE, GQA attention with a causal mask (matmul + softmax; PyTorch 1.13 has no F.scaled_dot_product_attention),
+SwiGLU MLP, Qwen2's q/k/v biases, tied or untied lm_head.
+
+Weights and tokens are tsdpo's (src/model/presets.ts presetModel and the bench command), so the first step's
+log-probs of both programs must agree; scripts/bench-torch.mjs checks that.
+
+Written for Debian's python3-torch (1.13). Threads: torch.set_num_threads(--threads); for the best speed run it with
+LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp and OMP_NUM_THREADS=N, as scripts/bench-torch.mjs does.
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------------------------
+# presets: the numbers of src/model/presets.ts (the published config.json values). scripts/bench-torch.mjs compares
+# them with tsdpo's compiled PRESETS before it runs anything.
+
+PRESETS = {
+    # HuggingFaceTB/SmolLM-135M
+    "smollm-135m": dict(
+        family="llama", V=49152, C=576, L=30, NH=9, NKV=3, HS=64, FF=1536, ropeTheta=10000, rmsEps=1e-5,
+        tiedEmbeddings=True, qkvBias=False, qkNorm=False,
+    ),
+    # Qwen/Qwen2.5-0.5B
+    "qwen2.5-0.5b": dict(
+        family="qwen2", V=151936, C=896, L=24, NH=14, NKV=2, HS=64, FF=4864, ropeTheta=1000000, rmsEps=1e-6,
+        tiedEmbeddings=True, qkvBias=True, qkNorm=False,
+    ),
+    # karpathy/tinyllamas stories260K (the shipped model's shape)
+    "stories260k": dict(
+        family="llama", V=512, C=64, L=5, NH=8, NKV=4, HS=8, FF=172, ropeTheta=10000, rmsEps=1e-5,
+        tiedEmbeddings=False, qkvBias=False, qkNorm=False,
+    ),
+}
+# All three presets have ropeScaling none and no sliding window, so neither is implemented here.
+
+BETA = 0.1  # sigmoid DPO loss, as tsdpo bench
+LR = 1e-6  # tsdpo's default learning_rate
+WEIGHT_DECAY = 0.0  # tsdpo's default weight_decay (torch's AdamW default would be 0.01; 0 costs the same)
+ADAM_BETAS = (0.9, 0.999)  # tsdpo's defaults, equal to torch's
+ADAM_EPS = 1e-8
+MAX_GRAD_NORM = 1.0  # tsdpo clips as its trainer does (and as Hugging Face's Trainer does by default): same work
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# parameters and inputs
+
+
+def param_specs(cfg):
+    """(name, shape) in tsdpo's paramSpecs order (src/model/config.ts); the index k in this list seeds the weights."""
+    V, C, L, NH, NKV, HS, FF = (cfg[x] for x in ("V", "C", "L", "NH", "NKV", "HS", "FF"))
+    specs = [("tok_embd", (V, C))]
+    for l in range(L):
+        p = f"layers.{l}."
+        specs += [(p + "attn_norm", (C,)), (p + "wq", (NH * HS, C)), (p + "wk", (NKV * HS, C)), (p + "wv", (NKV * HS, C))]
+        if cfg["qkvBias"]:
+            specs += [(p + "bq", (NH * HS,)), (p + "bk", (NKV * HS,)), (p + "bv", (NKV * HS,))]
+        if cfg["qkNorm"]:
+            specs += [(p + "q_norm", (HS,)), (p + "k_norm", (HS,))]
+        specs += [(p + "wo", (C, NH * HS)), (p + "ffn_norm", (C,))]
+        specs += [(p + "w_gate", (FF, C)), (p + "w_up", (FF, C)), (p + "w_down", (C, FF))]
+    specs.append(("out_norm", (C,)))
+    if not cfg["tiedEmbeddings"]:
+        specs.append(("lm_head", (V, C)))
+    return specs
+
+
+def preset_weight(name, shape, k):
+    """tsdpo's presetModel: element i (row-major) of tensor k is 0.02·sin(0.37·i + 1.3·k), or 1 + 0.1·sin(…) for
+    names ending in "norm"; computed in float64 and rounded once to float32, as JS's Math.sin into a Float32Array."""
+    s = torch.sin(torch.arange(math.prod(shape), dtype=torch.float64) * 0.37 + 1.3 * k)
+    value = 1.0 + 0.1 * s if name.endswith("norm") else 0.02 * s
+    return value.to(torch.float32).view(shape)
+
+
+def sequence_tokens(kind, n, V):
+    """Token i of sequence kind s (prompt 0, chosen 1, rejected 2) is (i·2654435761 + s·40503 + 17) mod V, the same
+    for every pair; tsdpo bench uses the same formula. (Python ints are exact; in JS the product stays below 2^53.)"""
+    return [(i * 2654435761 + kind * 40503 + 17) % V for i in range(n)]
+
+
+def make_batch(cfg, prompt_len, completion_len, pairs):
+    """ids (2B, T): rows 0..B-1 prompt + chosen, rows B..2B-1 prompt + rejected."""
+    V = cfg["V"]
+    prompt = sequence_tokens(0, prompt_len, V)
+    chosen = prompt + sequence_tokens(1, completion_len, V)
+    rejected = prompt + sequence_tokens(2, completion_len, V)
+    return torch.tensor([chosen] * pairs + [rejected] * pairs, dtype=torch.int64)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model
+
+
+def rope_tables(cfg, T, dtype):
+    """cos, sin of shape (T, HS/2): angle = pos · theta^(−2i/HS), in float64 then cast (as src/model/rope.ts)."""
+    HS = cfg["HS"]
+    inv_freq = 1.0 / cfg["ropeTheta"] ** (torch.arange(0, HS, 2, dtype=torch.float64) / HS)
+    angles = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rmsnorm(x, w, eps):
+    # x (..., D), w (D)
+    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps) * w
+
+
+def rope(x, cos, sin):
+    # x (R, H, T, HS); element i rotates with element i + HS/2 (Hugging Face's rotate-half layout, as tsdpo)
+    half = x.shape[-1] // 2
+    a, b = x[..., :half], x[..., half:]
+    return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+
+
+class Llama(torch.nn.Module):
+    """Parameters in tsdpo's order, one nn.Parameter each; forward returns the summed completion log-prob per row."""
+
+    def __init__(self, cfg, dtype=torch.float32):
+        super().__init__()
+        self.cfg = cfg
+        self.names = [name for name, _ in param_specs(cfg)]
+        self.index = {name: k for k, name in enumerate(self.names)}
+        self.weights = torch.nn.ParameterList(
+            [torch.nn.Parameter(preset_weight(name, shape, k).to(dtype)) for k, (name, shape) in enumerate(param_specs(cfg))]
+        )
+        self.rope_cache = {}
+
+    def w(self, name):
+        return self.weights[self.index[name]]
+
+    def opt(self, name):
+        k = self.index.get(name)
+        return None if k is None else self.weights[k]
+
+    def tables(self, T, dtype):
+        """RoPE tables and the additive causal mask for length T, built once per length."""
+        key = (T, dtype)
+        if key not in self.rope_cache:
+            cos, sin = rope_tables(self.cfg, T, dtype)
+            mask = torch.full((T, T), float("-inf"), dtype=dtype).triu(1)  # (T, T): key column > query row is hidden
+            self.rope_cache[key] = (cos, sin, mask)
+        return self.rope_cache[key]
+
+    def hidden(self, ids):
+        """Final-norm hidden states (R, T, C) for ids (R, T)."""
+        cfg = self.cfg
+        NH, NKV, HS, eps = cfg["NH"], cfg["NKV"], cfg["HS"], cfg["rmsEps"]
+        R, T = ids.shape
+        dtype = self.weights[0].dtype
+        cos, sin, mask = self.tables(T, dtype)
+        x = F.embedding(ids, self.w("tok_embd"))  # (R, T, C)
+        for l in range(cfg["L"]):
+            p = f"layers.{l}."
+            h = rmsnorm(x, self.w(p + "attn_norm"), eps)
+            q = F.linear(h, self.w(p + "wq"), self.opt(p + "bq")).view(R, T, NH, HS).transpose(1, 2)  # (R, NH, T, HS)
+            k = F.linear(h, self.w(p + "wk"), self.opt(p + "bk")).view(R, T, NKV, HS).transpose(1, 2)  # (R, NKV, T, HS)
+            v = F.linear(h, self.w(p + "wv"), self.opt(p + "bv")).view(R, T, NKV, HS).transpose(1, 2)  # (R, NKV, T, HS)
+            if cfg["qkNorm"]:
+                q = rmsnorm(q, self.w(p + "q_norm"), eps)
+                k = rmsnorm(k, self.w(p + "k_norm"), eps)
+            q, k = rope(q, cos, sin), rope(k, cos, sin)
+            if NH != NKV:  # query head h reads KV head h // (NH / NKV)
+                k = k.repeat_interleave(NH // NKV, dim=1)  # (R, NH, T, HS)
+                v = v.repeat_interleave(NH // NKV, dim=1)
+            scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(HS)) + mask  # (R, NH, T, T)
+            y = torch.matmul(scores.softmax(dim=-1), v)  # (R, NH, T, HS)
+            x = x + F.linear(y.transpose(1, 2).reshape(R, T, NH * HS), self.w(p + "wo"))
+            h = rmsnorm(x, self.w(p + "ffn_norm"), eps)
+            x = x + F.linear(F.silu(F.linear(h, self.w(p + "w_gate"))) * F.linear(h, self.w(p + "w_up")), self.w(p + "w_down"))
+        return rmsnorm(x, self.w("out_norm"), eps)
+
+    def lm_head(self):
+        return self.w("tok_embd") if self.cfg["tiedEmbeddings"] else self.w("lm_head")
+
+    def completion_logps(self, ids, prompt_len, logits="all"):
+        """Sum over completion tokens of log p(token | prefix), one per row: (R,). Position t predicts token t + 1,
+        so positions prompt_len−1 … T−2 predict the completion. logits="all" runs lm_head on every position (as
+        tsdpo and Hugging Face do); "completion" only on those that predict a completion token."""
+        h = self.hidden(ids)  # (R, T, C)
+        T = ids.shape[1]
+        if logits == "completion":
+            pred = F.linear(h[:, prompt_len - 1 : T - 1], self.lm_head())  # (R, T−P, V)
+        else:
+            pred = F.linear(h, self.lm_head())[:, prompt_len - 1 : T - 1]  # (R, T, V) → (R, T−P, V)
+        targets = ids[:, prompt_len:]  # (R, T−P)
+        return pred.log_softmax(dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(dim=-1)
+
+
+def dpo_loss(policy_logps, ref_logps, pairs, beta=BETA):
+    """Sigmoid DPO loss (Rafailov et al. 2023, eq. 7), mean over pairs; rows 0..B-1 chosen, B..2B-1 rejected."""
+    policy_chosen, policy_rejected = policy_logps[:pairs], policy_logps[pairs:]
+    ref_chosen, ref_rejected = ref_logps[:pairs], ref_logps[pairs:]
+    margins = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    return -F.logsigmoid(beta * margins).mean()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# environment
+
+
+def mapped_blas():
+    """Paths of BLAS/LAPACK libraries this process has mapped (call after the first matmul)."""
+    found = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split()
+                path = parts[5] if len(parts) >= 6 else ""
+                base = os.path.basename(path)
+                if ("blas" in base or "lapack" in base) and path not in found:
+                    found.append(path)
+    except OSError as e:
+        found.append(f"unreadable /proc/self/maps: {e}")
+    return found
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment(threads):
+    return {
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "torch_num_threads": torch.get_num_threads(),
+        "threads_requested": threads,
+        "blas_mapped": mapped_blas(),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "LD_LIBRARY_PATH": os.environ.get("LD_LIBRARY_PATH"),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "loadavg": list(os.getloadavg()),
+    }
+
+
+def gemm_gflops(M, K, N, reps=5):
+    """Median GFLOP/s of an fp32 (M, K) · (N, K)ᵀ product, F.linear's layout, after one warm-up."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(M, K, generator=gen)
+    b = torch.rand(N, K, generator=gen)
+    F.linear(a, b)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        F.linear(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2.0 * M * K * N / statistics.median(times) / 1e9
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the benchmark
+
+
+def run_bench(args):
+    cfg = PRESETS[args.preset]
+    torch.set_num_threads(args.threads)
+    B, P, T = args.pairs, args.prompt_len, args.prompt_len + args.completion_len
+    ids = make_batch(cfg, P, args.completion_len, B)  # (2B, T)
+    policy = Llama(cfg)
+    reference = copy.deepcopy(policy).requires_grad_(False)  # frozen copy; its forward runs under no_grad
+    # zero_grad(set_to_none=True): backward then writes fresh gradients instead of adding into zeroed ones, which
+    # skips a memset and an add over every parameter (PyTorch 2 made it the default). Against set_to_none=False on a
+    # 4-layer SmolLM-shaped model (2 rows of 256 tokens, 2 threads) the two were within this machine's noise, about
+    # 2.0 s per step each. AdamW runs its default per-tensor loop; 1.13 has no fused CPU AdamW.
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=LR, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=WEIGHT_DECAY)
+
+    check = None
+    steps = []  # timed steps only: dicts of part → seconds
+    for step in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            ref_logps = reference.completion_logps(ids, P, args.logits)  # (2B,)
+        t1 = time.perf_counter()
+        policy_logps = policy.completion_logps(ids, P, args.logits)  # (2B,)
+        loss = dpo_loss(policy_logps, ref_logps, B)
+        loss_value = loss.item()
+        t2 = time.perf_counter()
+        loss.backward()
+        t3 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), MAX_GRAD_NORM)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        t4 = time.perf_counter()
+        if check is None:  # the very first step (warm-up or not): the weights are still presetModel's
+            check = {
+                "chosen_logps": policy_logps[0].item(),
+                "rejected_logps": policy_logps[B].item(),
+                "loss": loss_value,
+            }
+        if step >= args.warmup:
+            steps.append({"ref_fwd": t1 - t0, "policy_fwd": t2 - t1, "backward": t3 - t2, "optimizer": t4 - t3, "total": t4 - t0})
+
+    env = environment(args.threads)  # after the first matmul, so the BLAS library is mapped
+    gemm_shape = (2 * B * T, cfg["C"], cfg["FF"])  # the run's MLP up projection
+    gflops = gemm_gflops(*gemm_shape)
+    env["gemm_shape_MKN"] = list(gemm_shape)
+    totals = [s["total"] for s in steps]
+    step_s = statistics.median(totals)
+    # the split of the step whose time is nearest the median, as tsdpo bench reports it
+    median_step = min(steps, key=lambda s: abs(s["total"] - step_s))
+    share = {part: median_step[part] / median_step["total"] for part in ("policy_fwd", "ref_fwd", "backward", "optimizer")}
+    return {
+        "ms_per_step": step_s * 1e3,
+        "tokens_per_second": 2 * B * T / step_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # ru_maxrss is KB on Linux
+        "gemm_gflops": gflops,
+        "fma_peak_gflops": None,  # not measurable from Python; tsdpo reports its own
+        "share": share,
+        "check": check,
+        "steps_ms": [t * 1e3 for t in totals],
+        "config": {
+            "preset": args.preset, "prompt_len": P, "completion_len": args.completion_len, "pairs": B,
+            "steps": args.steps, "warmup": args.warmup, "threads": args.threads, "logits": args.logits,
+            "beta": BETA, "lr": LR, "weight_decay": WEIGHT_DECAY, "adam_betas": list(ADAM_BETAS), "adam_eps": ADAM_EPS,
+            "max_grad_norm": MAX_GRAD_NORM, "zero_grad_set_to_none": True, "model": cfg,
+        },
+        "env": env,
+    }
+
+
+def print_summary(r):
+    c, e = r["config"], r["env"]
+    print(f"PyTorch {e['torch_version']} DPO step, preset {c['preset']}: {2 * c['pairs']} rows × "
+          f"({c['prompt_len']} + {c['completion_len']}) tokens, {c['threads']} threads (torch uses {e['torch_num_threads']})")
+    print(f"  ms/step (median of {c['steps']}): {r['ms_per_step']:.1f}   tokens/s: {r['tokens_per_second']:.0f}   "
+          f"peak RSS: {r['peak_rss_mb']:.0f} MB   GEMM {'×'.join(map(str, e['gemm_shape_MKN']))}: {r['gemm_gflops']:.1f} GFLOP/s")
+    print("  share: " + "  ".join(f"{k} {v * 100:.1f}%" for k, v in r["share"].items()))
+    print(f"  check (first step, pair 0): chosen {r['check']['chosen_logps']:.6f}  rejected "
+          f"{r['check']['rejected_logps']:.6f}  loss {r['check']['loss']:.6f}")
+    print(f"  steps ms: {', '.join(f'{t:.1f}' for t in r['steps_ms'])}")
+    print(f"  BLAS: {', '.join(e['blas_mapped']) or 'none mapped'}   OMP_NUM_THREADS={e['OMP_NUM_THREADS']}   "
+          f"OPENBLAS_CORETYPE={e['OPENBLAS_CORETYPE']}   LD_LIBRARY_PATH={e['LD_LIBRARY_PATH']}")
+    print(f"  CPU: {e['cpu']} ({e['cpus']} cpus), load average {' '.join(f'{x:.2f}' for x in e['loadavg'])}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# self-test: the batched model against a slow per-position loop, and autograd against finite differences
+
+
+def slow_completion_logp(model, ids_row, prompt_len):
+    """Summed completion log-prob of one sequence, written independently of Llama.hidden: one position at a time
+    with a growing key/value list (no mask), per-head loops, RoPE as complex multiplication of the pairs
+    (i, i + HS/2), and log p = logit − logsumexp. Computes in the weights' dtype."""
+    cfg = model.cfg
+    NH, NKV, HS, eps, L = cfg["NH"], cfg["NKV"], cfg["HS"], cfg["rmsEps"], cfg["L"]
+    W = {name: model.weights[k].detach() for k, name in enumerate(model.names)}
+    half = HS // 2
+    inv_freq = [cfg["ropeTheta"] ** (-2.0 * i / HS) for i in range(half)]
+
+    def norm(x, w):
+        return x / torch.sqrt((x * x).sum() / x.numel() + eps) * w
+
+    def rotate(vec, pos):  # vec (HS,)
+        z = torch.complex(vec[:half].double(), vec[half:].double())
+        angle = torch.tensor([pos * f for f in inv_freq], dtype=torch.float64)
+        z = z * torch.complex(torch.cos(angle), torch.sin(angle))
+        return torch.cat((z.real, z.imag)).to(vec.dtype)
+
+    keys = [[[] for _ in range(NKV)] for _ in range(L)]  # keys[l][kv head] = list of (HS,) per position
+    values = [[[] for _ in range(NKV)] for _ in range(L)]
+    lm_head = W["tok_embd"] if cfg["tiedEmbeddings"] else W["lm_head"]
+    total = 0.0
+    T = len(ids_row)
+    for t in range(T - 1):
+        x = W["tok_embd"][ids_row[t]].clone()  # (C,)
+        for l in range(L):
+            p = f"layers.{l}."
+            h = norm(x, W[p + "attn_norm"])
+            q = W[p + "wq"] @ h
+            k = W[p + "wk"] @ h
+            v = W[p + "wv"] @ h
+            if cfg["qkvBias"]:
+                q, k, v = q + W[p + "bq"], k + W[p + "bk"], v + W[p + "bv"]
+            heads = []
+            for kv in range(NKV):
+                kh = k[kv * HS : (kv + 1) * HS]
+                if cfg["qkNorm"]:
+                    kh = norm(kh, W[p + "k_norm"])
+                keys[l][kv].append(rotate(kh, t))
+                values[l][kv].append(v[kv * HS : (kv + 1) * HS])
+            for head in range(NH):
+                kv = head * NKV // NH
+                qh = q[head * HS : (head + 1) * HS]
+                if cfg["qkNorm"]:
+                    qh = norm(qh, W[p + "q_norm"])
+                qh = rotate(qh, t)
+                scores = torch.stack([qh.dot(kj) for kj in keys[l][kv]]) / math.sqrt(HS)  # positions 0..t
+                weights = torch.exp(scores - scores.max())
+                weights = weights / weights.sum()
+                heads.append(sum(wj * vj for wj, vj in zip(weights, values[l][kv])))
+            x = x + W[p + "wo"] @ torch.cat(heads)
+            h = norm(x, W[p + "ffn_norm"])
+            gate = W[p + "w_gate"] @ h
+            x = x + W[p + "w_down"] @ (gate / (1 + torch.exp(-gate)) * (W[p + "w_up"] @ h))
+        if t >= prompt_len - 1:
+            logits = lm_head @ norm(x, W["out_norm"])
+            total += (logits[ids_row[t + 1]] - torch.logsumexp(logits, dim=0)).item()
+    return total
+
+
+def self_test():
+    torch.set_num_threads(1)
+    failures = []
+
+    def report(what, err, tol):
+        ok = err <= tol
+        print(f"  {'ok  ' if ok else 'FAIL'} {what}: {err:.3g} (tolerance {tol:g})")
+        if not ok:
+            failures.append(what)
+
+    # the init formula on hand-computed entries: tensor 0 (tok_embd) element 2, tensor 1 (attn_norm) element 0
+    cfg = PRESETS["stories260k"]
+    m = Llama(cfg)
+    report("init tok_embd[0,2] = 0.02·sin(0.74)", abs(m.w("tok_embd")[0, 2].item() - 0.02 * math.sin(0.74)), 1e-9)
+    report("init attn_norm[0] = 1 + 0.1·sin(1.3)", abs(m.w("layers.0.attn_norm")[0].item() - (1 + 0.1 * math.sin(1.3))), 1e-7)
+    qwen_names = [n for n, _ in param_specs(PRESETS["qwen2.5-0.5b"])][:12]
+    expected = ["tok_embd", "layers.0.attn_norm", "layers.0.wq", "layers.0.wk", "layers.0.wv", "layers.0.bq", "layers.0.bk",
+                "layers.0.bv", "layers.0.wo", "layers.0.ffn_norm", "layers.0.w_gate", "layers.0.w_up"]
+    report("qwen2 parameter order (biases after wv)", 0.0 if qwen_names == expected else 1.0, 0.0)
+
+    # stories260K as shipped, and its shapes with Qwen2's switches (q/k/v biases, tied embeddings) and Qwen3's q/k norm
+    variants = {
+        "stories260k": cfg,
+        "stories260k shapes, qkv bias + tied": dict(cfg, qkvBias=True, tiedEmbeddings=True),
+        "stories260k shapes, qk norm": dict(cfg, qkNorm=True),
+    }
+    P, CL, B = 5, 6, 2
+    for label, vcfg in variants.items():
+        print(f"{label}:")
+        ids = make_batch(vcfg, P, CL, B)  # (2B, T)
+        model64 = Llama(vcfg, torch.float64)
+        model32 = Llama(vcfg, torch.float32)
+        with torch.no_grad():
+            batched64 = model64.completion_logps(ids, P)
+            batched32 = model32.completion_logps(ids, P)
+            batched_c = model32.completion_logps(ids, P, "completion")
+        for row in (0, B):  # a chosen and a rejected row
+            slow = slow_completion_logp(model64, ids[row].tolist(), P)
+            report(f"row {row}: batched float64 vs slow loop, |Δ| / max(1, |S|) with S = {slow:.6f}",
+                   abs(batched64[row].item() - slow) / max(1.0, abs(slow)), 1e-5)
+            report(f"row {row}: batched float32 vs slow float64 loop, relative",
+                   abs(batched32[row].item() - slow) / max(1.0, abs(slow)), 1e-5)
+        report("--logits completion equals --logits all (float32)", (batched_c - batched32).abs().max().item(), 1e-5)
+
+        # d loss / d weight at step 0 (policy = reference) against central differences, in float64
+        with torch.no_grad():
+            ref_logps = model64.completion_logps(ids, P)
+        loss = dpo_loss(model64.completion_logps(ids, P), ref_logps, B)
+        loss.backward()
+        report("step-0 loss = log 2 (policy = reference)", abs(loss.item() - math.log(2)), 1e-12)
+        used_token = ids[0, 2].item()  # an embedding row the batch reads
+        probes = [("tok_embd", used_token * vcfg["C"] + 3), ("layers.1.wq", 11), ("layers.2.wk", 40), ("layers.0.attn_norm", 5),
+                  ("layers.4.w_down", 123), ("out_norm", 9)]
+        probes += [("layers.3.bq", 2), ("layers.1.bv", 6)] if vcfg["qkvBias"] else []
+        probes += [("layers.2.q_norm", 1), ("layers.0.k_norm", 4)] if vcfg["qkNorm"] else []
+        probes += [] if vcfg["tiedEmbeddings"] else [("lm_head", 5 * vcfg["C"] + 17)]
+        h = 1e-5
+        for name, j in probes:
+            flat = model64.w(name).data.view(-1)
+            analytic = model64.w(name).grad.view(-1)[j].item()
+            old = flat[j].item()
+            with torch.no_grad():
+                flat[j] = old + h
+                up = dpo_loss(model64.completion_logps(ids, P), ref_logps, B).item()
+                flat[j] = old - h
+                down = dpo_loss(model64.completion_logps(ids, P), ref_logps, B).item()
+                flat[j] = old
+            numeric = (up - down) / (2 * h)
+            report(f"d loss / d {name}[{j}] = {analytic:.4e}: |autograd − central difference| / max(|g|, 1e-6)",
+                   abs(analytic - numeric) / max(abs(analytic), 1e-6), 1e-5)
+
+    # the DPO loss by hand: margins 2 and −1 with β = 0.1 → mean of log(1 + e^{−0.2}) and log(1 + e^{0.1})
+    lp = torch.tensor([-3.0, -4.0, -6.0, -2.0], dtype=torch.float64)  # policy: chosen 0, 1; rejected 0, 1
+    rp = torch.tensor([-4.0, -3.0, -5.0, -2.0], dtype=torch.float64)
+    by_hand = (math.log(1 + math.exp(-0.2)) + math.log(1 + math.exp(0.1))) / 2
+    report("DPO loss by hand", abs(dpo_loss(lp, rp, 2).item() - by_hand), 1e-12)
+
+    print("self-test " + ("passed" if not failures else f"FAILED: {len(failures)} check(s)"))
+    return 0 if not failures else 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def positive_int(text):
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return n
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description="PyTorch DPO-step benchmark, the comparison side of `tsdpo bench`")
+    ap.add_argument("--preset", default="smollm-135m", choices=sorted(PRESETS))
+    ap.add_argument("--prompt-len", type=positive_int, default=128)
+    ap.add_argument("--completion-len", type=positive_int, default=128)
+    ap.add_argument("--pairs", type=positive_int, default=1)
+    ap.add_argument("--steps", type=positive_int, default=5)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones (default 1)")
+    ap.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1)
+    ap.add_argument("--logits", choices=("all", "completion"), default="all",
+                    help="lm_head on every position (default; the same work as tsdpo) or only completion-predicting ones")
+    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    ap.add_argument("--self-test", action="store_true", help="check the model and loss, then exit")
+    ap.add_argument("--print-presets", action="store_true", help="print PRESETS as JSON (for the driver's comparison)")
+    args = ap.parse_args(argv)
+    if args.self_test:
+        return self_test()
+    if args.print_presets:
+        print(json.dumps(PRESETS))
+        return 0
+    if args.warmup < 0:
+        ap.error("--warmup must be ≥ 0")
+    result = run_bench(args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_summary(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
