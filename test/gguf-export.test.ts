@@ -23,7 +23,7 @@ import { GgmlType, readGguf, readGgufTensor, tensorByteSize } from "../src/io/gg
 import { readGgufMetadataTyped } from "../src/io/ggufwriter.js";
 import { loadModel, type LoadedModel } from "../src/io/load.js";
 import type { LlamaConfig } from "../src/model/config.js";
-import { createActivations, createModel, forward, type Model } from "../src/model/llama.js";
+import { createActivations, createModel, forward, logitsOf as modelLogits, type Model } from "../src/model/llama.js";
 import { createLora } from "../src/model/lora.js";
 import { generate } from "../src/sample/generate.js";
 import { loadHfTokenizer } from "../src/tokenizer/hf.js";
@@ -42,7 +42,7 @@ function logitsOf(model: Model, ids: readonly number[]): Float32Array | Float64A
   const T = ids.length;
   const acts = createActivations(model, 1, T);
   forward(be, model, acts, Int32Array.from(ids), Int32Array.from([...ids.slice(1), 0]), 1, T);
-  return acts.logits.slice(0, T * model.cfg.V);
+  return modelLogits(be, model, acts).slice(0, T * model.cfg.V);
 }
 
 function checkStoriesLogits(loaded: LoadedModel, label: string): void {

@@ -118,7 +118,9 @@ test("rope: rotate-half layout at the right angles, inverse is the backward, gra
   const { cos, sin } = ropeTables(cfg, pos0 + T, Float64Array);
   const x0 = f64(R * T * H * HS, r);
   const x = Float64Array.from(x0);
-  be.ropeForward(x, cos, sin, R, T, H, HS, pos0);
+  const N = R * T;
+  const pos = Int32Array.from({ length: N }, (_, n) => pos0 + (n % T));
+  be.ropeForward(x, cos, sin, pos, N, H, HS);
   // element i pairs with i + HS/2 and rotates by pos · theta^(−2i/HS)
   const row = 1 * T + 2, head = 1, i = 1;
   const base = (row * H + head) * HS;
@@ -126,13 +128,19 @@ test("rope: rotate-half layout at the right angles, inverse is the backward, gra
   const a = x0[base + i]!, b = x0[base + i + 3]!;
   assert.ok(Math.abs(x[base + i]! - (a * Math.cos(angle) - b * Math.sin(angle))) < 1e-12);
   assert.ok(Math.abs(x[base + i + 3]! - (b * Math.cos(angle) + a * Math.sin(angle))) < 1e-12);
-  be.ropeBackward(x, cos, sin, R, T, H, HS, pos0);
+  be.ropeBackward(x, cos, sin, pos, N, H, HS);
   assertAllClose(x, x0, 1e-12, 0, "rope inverse");
+  // positions are per row: one row at position p rotates exactly as row p of a whole sequence does
+  const y = Float64Array.from(x0.subarray(5 * H * HS, 6 * H * HS));
+  be.ropeForward(y, cos, sin, Int32Array.from([pos[5]!]), 1, H, HS);
+  const all = Float64Array.from(x0);
+  be.ropeForward(all, cos, sin, pos, N, H, HS);
+  assertAllClose(y, all.subarray(5 * H * HS, 6 * H * HS), 0, 0, "one row at its own position");
   const inp = f64(R * T * H * HS, r);
   const out = new Float64Array(inp.length);
-  checkGradients("rope", { inp }, () => (out.set(inp), be.ropeForward(out, cos, sin, R, T, H, HS, pos0), out), (dout) => {
+  checkGradients("rope", { inp }, () => (out.set(inp), be.ropeForward(out, cos, sin, pos, N, H, HS), out), (dout) => {
     const d = Float64Array.from(dout);
-    be.ropeBackward(d, cos, sin, R, T, H, HS, pos0);
+    be.ropeBackward(d, cos, sin, pos, N, H, HS);
     return { inp: d };
   }, r);
 });
@@ -163,8 +171,8 @@ for (const [R, T, NH, NKV, HS, window] of [
     const r = rng(5 + T);
     const q = f64(R * T * NH * HS, r, 2), k = f64(R * T * NKV * HS, r, 2), v = f64(R * T * NKV * HS, r);
     const out = new Float64Array(R * T * NH * HS);
-    const att = new Float64Array(R * NH * T * T);
-    be.attentionForward(out, att, q, k, v, R, T, NH, NKV, HS, window);
+    const lse = new Float64Array(R * NH * T);
+    be.attentionForward(out, lse, q, k, v, null, R, T, NH, NKV, HS, window);
     // Direct check of one query: last row, last head.
     const rr = R - 1, h = NH - 1, t = T - 1, kvh = Math.floor(h / (NH / NKV));
     const first = window > 0 ? Math.max(0, t - window + 1) : 0;
@@ -177,16 +185,73 @@ for (const [R, T, NH, NKV, HS, window] of [
     const mx = Math.max(...scores);
     const e = scores.map((s) => Math.exp(s - mx));
     const z = e.reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(lse[(rr * NH + h) * T + t]! - (mx + Math.log(z))) < 1e-12, "log-normaliser");
     for (let i = 0; i < HS; i++) {
       let want = 0;
       for (let j = first; j <= t; j++) want += (e[j - first]! / z) * v[((rr * T + j) * NKV + kvh) * HS + i]!;
       assert.ok(Math.abs(out[((rr * T + t) * NH + h) * HS + i]! - want) < 1e-12, "attention output");
     }
-    checkGradients("attention", { q, k, v }, () => (be.attentionForward(out, att, q, k, v, R, T, NH, NKV, HS, window), out), (dout) => {
-      be.attentionForward(out, att, q, k, v, R, T, NH, NKV, HS, window);
+    checkGradients("attention", { q, k, v }, () => (be.attentionForward(out, lse, q, k, v, null, R, T, NH, NKV, HS, window), out), (dout) => {
+      be.attentionForward(out, lse, q, k, v, null, R, T, NH, NKV, HS, window);
       const dq = new Float64Array(q.length), dk = new Float64Array(k.length), dv = new Float64Array(v.length);
-      be.attentionBackward(dq, dk, dv, dout, q, k, v, att, R, T, NH, NKV, HS, window);
+      be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, null, R, T, NH, NKV, HS, window);
       return { q: dq, k: dk, v: dv };
+    }, r);
+  });
+}
+
+/** Copies token rows [from, to) of a (T, width) row-major block into dst starting at row `at`. */
+function copyRows(dst: Float64Array, src: Float64Array, width: number, from: number, to: number, at: number): void {
+  dst.set(src.subarray(from * width, to * width), at * width);
+}
+
+// A packed row prompt ++ chosen ++ rejected with branch [P, S] must give, for each answer, what plain causal
+// attention gives on prompt ++ that answer alone; and the prompt's gradients are the sum of both computations'.
+for (const [P, Cw, Cl, NH, NKV, HS, window] of [
+  [3, 2, 4, 2, 1, 4, 0],
+  [1, 3, 1, 4, 2, 2, 0],
+  [4, 3, 3, 2, 2, 4, 3],
+  [2, 1, 2, 1, 1, 2, 0],
+] as const) {
+  test(`attention with a shared prompt P=${P} chosen=${Cw} rejected=${Cl} window=${window} equals two separate sequences`, () => {
+    const r = rng(40 + P + Cw);
+    const T = P + Cw + Cl, qw = NH * HS, kw = NKV * HS;
+    const q = f64(T * qw, r, 2), k = f64(T * kw, r, 2), v = f64(T * kw, r), dout = f64(T * qw, r);
+    const branch = Int32Array.from([P, P + Cw]);
+    const out = new Float64Array(T * qw), lse = new Float64Array(NH * T);
+    be.attentionForward(out, lse, q, k, v, branch, 1, T, NH, NKV, HS, window);
+    const dq = new Float64Array(q.length), dk = new Float64Array(k.length), dv = new Float64Array(v.length);
+    be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, branch, 1, T, NH, NKV, HS, window);
+    const wantDq = new Float64Array(q.length), wantDk = new Float64Array(k.length), wantDv = new Float64Array(v.length);
+    for (const [start, len] of [[P, Cw], [P + Cw, Cl]] as const) {
+      // the unpacked sequence: prompt rows, then this answer's rows
+      const n = P + len;
+      const sq = new Float64Array(n * qw), sk = new Float64Array(n * kw), sv = new Float64Array(n * kw), sd = new Float64Array(n * qw);
+      for (const [dst, src, w] of [[sq, q, qw], [sk, k, kw], [sv, v, kw], [sd, dout, qw]] as const) {
+        copyRows(dst, src, w, 0, P, 0);
+        copyRows(dst, src, w, start, start + len, P);
+      }
+      // the prompt's output gradient counts once: only the chosen pass carries it
+      if (start !== P) sd.fill(0, 0, P * qw);
+      const so = new Float64Array(n * qw), sl = new Float64Array(NH * n);
+      be.attentionForward(so, sl, sq, sk, sv, null, 1, n, NH, NKV, HS, window);
+      assertAllClose(out.subarray(start * qw, (start + len) * qw), so.subarray(P * qw), 1e-13, 0, "answer outputs");
+      assertAllClose(out.subarray(0, P * qw), so.subarray(0, P * qw), 1e-13, 0, "prompt outputs");
+      const gq = new Float64Array(sq.length), gk = new Float64Array(sk.length), gv = new Float64Array(sv.length);
+      be.attentionBackward(gq, gk, gv, sd, sq, sk, sv, so, sl, null, 1, n, NH, NKV, HS, window);
+      for (const [want, got, w] of [[wantDq, gq, qw], [wantDk, gk, kw], [wantDv, gv, kw]] as const) {
+        for (let i = 0; i < P * w; i++) want[i] += got[i]!;
+        for (let i = 0; i < len * w; i++) want[start * w + i] += got[P * w + i]!;
+      }
+    }
+    assertAllClose(dq, wantDq, 1e-12, 0, "dq");
+    assertAllClose(dk, wantDk, 1e-12, 0, "dk");
+    assertAllClose(dv, wantDv, 1e-12, 0, "dv");
+    checkGradients("branched attention", { q, k, v }, () => (be.attentionForward(out, lse, q, k, v, branch, 1, T, NH, NKV, HS, window), out), (d) => {
+      be.attentionForward(out, lse, q, k, v, branch, 1, T, NH, NKV, HS, window);
+      const gq = new Float64Array(q.length), gk = new Float64Array(k.length), gv = new Float64Array(v.length);
+      be.attentionBackward(gq, gk, gv, d, q, k, v, out, lse, branch, 1, T, NH, NKV, HS, window);
+      return { q: gq, k: gk, v: gv };
     }, r);
   });
 }
@@ -196,8 +261,8 @@ test("attentionDecode over a KV cache equals the training attention row by row",
   const T = 7, NH = 4, NKV = 2, HS = 4;
   for (const window of [0, 3]) {
     const q = f64(T * NH * HS, r), k = f64(T * NKV * HS, r), v = f64(T * NKV * HS, r);
-    const out = new Float64Array(T * NH * HS), att = new Float64Array(NH * T * T);
-    be.attentionForward(out, att, q, k, v, 1, T, NH, NKV, HS, window);
+    const out = new Float64Array(T * NH * HS), lse = new Float64Array(NH * T);
+    be.attentionForward(out, lse, q, k, v, null, 1, T, NH, NKV, HS, window);
     // first 4 positions in one call, then one at a time
     const dec = new Float64Array(T * NH * HS);
     be.attentionDecode(dec.subarray(0, 4 * NH * HS), q.subarray(0, 4 * NH * HS), k, v, 4, 0, NH, NKV, HS, window);
@@ -229,27 +294,35 @@ test("residual add and accumulate", () => {
   assertAllClose(out, a.map((x, i) => 2 * x + b[i]!), 1e-15, 0, "accumulate");
 });
 
-test("log-softmax gather: value against a direct formula, stable at large logits, gradient by finite differences", () => {
+test("fused LM head log-prob: values against logits built by hand, stable at large logits, gradients by finite differences", () => {
   const r = rng(8);
-  const N = 4, V = 9;
-  const logits = f64(N * V, r, 3);
-  logits[V + 2] = 800; // would overflow a naive exp
+  const N = 5, C = 3, V = 9, M = 4;
+  const x = f64(N * C, r, 2), W = f64(V * C, r, 2);
+  x[3 * C] = 300; // row 3's logits reach ±hundreds: a naive exp would overflow
+  const rows = Int32Array.from([1, 3, 1, 4]); // row 1 asked twice (the rejected answer's first token does that)
   const targets = Int32Array.from([0, 2, 8, 5]);
-  const logp = new Float64Array(N), lse = new Float64Array(N), logitSum = new Float64Array(N);
-  be.logprobForward(logp, lse, logitSum, logits, targets, N, V);
-  for (let n = 0; n < N; n++) {
-    const row = Array.from(logits.subarray(n * V, (n + 1) * V));
-    const m = Math.max(...row);
-    const want = row[targets[n]!]! - (m + Math.log(row.reduce((a, x) => a + Math.exp(x - m), 0)));
-    assert.ok(Math.abs(logp[n]! - want) < 1e-12);
-    assert.ok(Math.abs(logitSum[n]! - row.reduce((a, b) => a + b, 0)) < 1e-12);
+  const logp = new Float64Array(M), lse = new Float64Array(M), logitSum = new Float64Array(M), lss = new Float64Array(M);
+  be.lmHeadLogprobForward(logp, lse, logitSum, lss, x, rows, targets, W, M, C, V);
+  for (let m = 0; m < M; m++) {
+    const z = Array.from({ length: V }, (_, v) => {
+      let d = 0;
+      for (let c = 0; c < C; c++) d += x[rows[m]! * C + c]! * W[v * C + c]!;
+      return d;
+    });
+    const mx = Math.max(...z);
+    const l = mx + Math.log(z.reduce((a, zv) => a + Math.exp(zv - mx), 0));
+    assert.ok(Math.abs(logp[m]! - (z[targets[m]!]! - l)) < 1e-12, `logp ${m}`);
+    assert.ok(Math.abs(logitSum[m]! - z.reduce((a, b) => a + b, 0)) < 1e-10, `logit sum ${m}`);
+    assert.ok(Math.abs(lss[m]! - Math.log(z.reduce((a, zv) => a + Math.exp(zv - l) ** 2, 0))) < 1e-12, `log Σp² ${m}`);
   }
-  assert.ok(Math.abs(logp[1]!) < 1e-12, "a dominant target has log-prob ~0");
-  checkGradients("logprob", { logits }, () => (be.logprobForward(logp, lse, logitSum, logits, targets, N, V), logp), (dout) => {
-    const dlogits = new Float64Array(N * V);
-    be.logprobForward(logp, lse, logitSum, logits, targets, N, V);
-    be.logprobBackward(dlogits, dout, logits, lse, targets, N, V);
-    return { logits: dlogits };
+  assert.ok(Number.isFinite(logp[1]!), "stable at large logits");
+  const x0 = Float64Array.from(x);
+  x.set(x0.map((a, i) => (i === 3 * C ? 0.5 : a))); // finite differences on moderate values
+  checkGradients("lm head", { x, W }, () => (be.lmHeadLogprobForward(logp, lse, logitSum, null, x, rows, targets, W, M, C, V), logp), (dout) => {
+    be.lmHeadLogprobForward(logp, lse, logitSum, null, x, rows, targets, W, M, C, V);
+    const dx = new Float64Array(x.length), dW = new Float64Array(W.length);
+    be.lmHeadLogprobBackward(dx, dW, dout, x, rows, targets, W, lse, M, C, V);
+    return { x: dx, W: dW };
   }, r);
 });
 
@@ -279,7 +352,7 @@ test("AdamW matches torch.optim.AdamW's update written out by hand for three ste
   assertAllClose(p, rp, 1e-9, 0, "three AdamW steps");
 });
 
-test("fast js matmul and attention equal the reference kernels on odd shapes and large magnitudes", () => {
+test("fast js matmul, attention and LM head equal the reference kernels on odd shapes and large magnitudes", () => {
   const r = rng(21);
   for (const [N, IC, OC] of [[1, 1, 1], [1, 7, 5], [5, 3, 9], [6, 17, 13], [9, 64, 33]] as const) {
     const inp = f64(N * IC, r, 50), w = f64(OC * IC, r, 50), bias = f64(OC, r), dout = f64(N * OC, r, 10);
@@ -294,17 +367,37 @@ test("fast js matmul and attention equal the reference kernels on odd shapes and
     jsBackend.matmulBackward(h[0]!, h[1]!, h[2]!, dout, inp, w, N, IC, OC);
     for (let i = 0; i < 3; i++) assertAllClose(h[i]!, g[i]!, 1e-8, 1e-12, `matmul bwd ${i} ${N}x${IC}x${OC}`);
   }
-  for (const [R, T, NH, NKV, HS, window] of [[1, 1, 1, 1, 2, 0], [2, 5, 4, 2, 6, 0], [1, 9, 3, 1, 4, 0], [1, 11, 2, 2, 8, 4]] as const) {
+  for (const [R, T, NH, NKV, HS, window, P, S] of [
+    [1, 1, 1, 1, 2, 0, 0, 0], [2, 5, 4, 2, 6, 0, 0, 0], [1, 9, 3, 1, 4, 0, 0, 0], [1, 11, 2, 2, 8, 4, 0, 0],
+    [2, 13, 2, 1, 4, 0, 5, 9], [1, 10, 2, 2, 4, 3, 3, 6], [1, 6, 1, 1, 2, 0, 2, 6],
+  ] as const) {
+    const branch = S > 0 ? Int32Array.from({ length: 2 * R }, (_, i) => (i % 2 === 0 ? P : S)) : null;
     const q = f64(R * T * NH * HS, r, 3), k = f64(R * T * NKV * HS, r, 3), v = f64(R * T * NKV * HS, r, 3), dout = f64(R * T * NH * HS, r);
     const outs = [new Float64Array(q.length), new Float64Array(q.length)];
-    const atts = [new Float64Array(R * NH * T * T), new Float64Array(R * NH * T * T)];
-    be.attentionForward(outs[0]!, atts[0]!, q, k, v, R, T, NH, NKV, HS, window);
-    jsBackend.attentionForward(outs[1]!, atts[1]!, q, k, v, R, T, NH, NKV, HS, window);
+    const lses = [new Float64Array(R * NH * T), new Float64Array(R * NH * T)];
+    be.attentionForward(outs[0]!, lses[0]!, q, k, v, branch, R, T, NH, NKV, HS, window);
+    jsBackend.attentionForward(outs[1]!, lses[1]!, q, k, v, branch, R, T, NH, NKV, HS, window);
     assertAllClose(outs[1]!, outs[0]!, 1e-12, 1e-12, `attention out T=${T}`);
-    assertAllClose(atts[1]!, atts[0]!, 1e-12, 1e-12, `attention probs T=${T}`);
+    assertAllClose(lses[1]!, lses[0]!, 1e-12, 1e-12, `attention lse T=${T}`);
     const grads = [0, 1].map(() => [new Float64Array(q.length), new Float64Array(k.length), new Float64Array(v.length)]);
-    be.attentionBackward(grads[0]![0]!, grads[0]![1]!, grads[0]![2]!, dout, q, k, v, atts[0]!, R, T, NH, NKV, HS, window);
-    jsBackend.attentionBackward(grads[1]![0]!, grads[1]![1]!, grads[1]![2]!, dout, q, k, v, atts[0]!, R, T, NH, NKV, HS, window);
+    be.attentionBackward(grads[0]![0]!, grads[0]![1]!, grads[0]![2]!, dout, q, k, v, outs[0]!, lses[0]!, branch, R, T, NH, NKV, HS, window);
+    jsBackend.attentionBackward(grads[1]![0]!, grads[1]![1]!, grads[1]![2]!, dout, q, k, v, outs[0]!, lses[0]!, branch, R, T, NH, NKV, HS, window);
     for (let i = 0; i < 3; i++) assertAllClose(grads[1]![i]!, grads[0]![i]!, 1e-12, 1e-10, `attention grad ${"qkv"[i]} T=${T}`);
+  }
+  for (const [N, C, V, M] of [[1, 1, 1, 1], [3, 5, 7, 4], [40, 9, 37, 35]] as const) {
+    const x = f64(N * C, r, 3), W = f64(V * C, r, 3), dlogp = f64(M, r);
+    const rows = Int32Array.from({ length: M }, (_, m) => (m * 7) % N);
+    const targets = Int32Array.from({ length: M }, (_, m) => (m * 5 + 1) % V);
+    const o = [0, 1].map(() => [new Float64Array(M), new Float64Array(M), new Float64Array(M), new Float64Array(M)]);
+    be.lmHeadLogprobForward(o[0]![0]!, o[0]![1]!, o[0]![2]!, o[0]![3]!, x, rows, targets, W, M, C, V);
+    jsBackend.lmHeadLogprobForward(o[1]![0]!, o[1]![1]!, o[1]![2]!, o[1]![3]!, x, rows, targets, W, M, C, V);
+    for (let i = 0; i < 4; i++) assertAllClose(o[1]![i]!, o[0]![i]!, 1e-11, 1e-11, `lm head output ${i} M=${M}`);
+    const g = [0, 1].map(() => [new Float64Array(N * C).fill(1), new Float64Array(V * C).fill(1)]);
+    be.lmHeadLogprobBackward(g[0]![0]!, g[0]![1]!, dlogp, x, rows, targets, W, o[0]![1]!, M, C, V);
+    jsBackend.lmHeadLogprobBackward(g[1]![0]!, g[1]![1]!, dlogp, x, rows, targets, W, o[0]![1]!, M, C, V);
+    for (let i = 0; i < 2; i++) assertAllClose(g[1]![i]!, g[0]![i]!, 1e-11, 1e-11, `lm head grad ${i} M=${M}`);
+    const dxOnly = new Float64Array(N * C).fill(1);
+    jsBackend.lmHeadLogprobBackward(dxOnly, null, dlogp, x, rows, targets, W, o[0]![1]!, M, C, V);
+    assertAllClose(dxOnly, g[0]![0]!, 1e-11, 1e-11, "dW null leaves dx unchanged");
   }
 });

@@ -8,7 +8,7 @@ import { jsBackend as be } from "../src/backend/js/kernels.js";
 import { llamaConfigFromHf } from "../src/io/hfconfig.js";
 import { hfTensorName } from "../src/io/names.js";
 import { readSafetensors, type SafetensorsContents } from "../src/io/safetensors.js";
-import { backward, createActivations, createGradients, createModel, forward, type Model } from "../src/model/llama.js";
+import { backward, createActivations, createGradients, createModel, forward, logitsOf, type Model } from "../src/model/llama.js";
 import { assertAllClose, fixture } from "./helpers.js";
 
 interface Inputs { ids: number[][]; targets: number[][]; mask: number[][] }
@@ -39,7 +39,7 @@ for (const name of ["llama", "qwen2", "qwen3"]) {
     const { st, model, ids, targets, mask, R, T } = load(name);
     const acts = createActivations(model, R, T);
     const logp = forward(be, model, acts, ids, targets, R, T);
-    assertAllClose(acts.logits.subarray(0, R * T * model.cfg.V), st.tensors.get("logits")!.data as Float32Array, 1e-4, 0, `${name} logits`);
+    assertAllClose(logitsOf(be, model, acts).subarray(0, R * T * model.cfg.V), st.tensors.get("logits")!.data as Float32Array, 1e-4, 0, `${name} logits`);
     assertAllClose(logp, st.tensors.get("logp")!.data as Float32Array, 1e-4, 0, `${name} logp`);
     let S = 0;
     for (let i = 0; i < R * T; i++) S += mask[i]! * logp[i]!;
@@ -55,9 +55,11 @@ for (const name of ["llama", "qwen2", "qwen3"]) {
   // The reference trajectory is float64. In float64 tsdpo follows it to rounding error. In float32 it follows it
   // to 1e-4 except on `llama`, where one coordinate of layers.0.wq has a true gradient of 6e-9 but float32
   // cancellation noise of ~1e-7: Adam's first step is lr·g/(|g|+eps), so that noise alone moves the weight by
-  // 0.005 and the loss drifts to 3.7e-4 by step 10. That is float32 arithmetic, not a modelling difference, and
-  // PyTorch in float32 has the same exposure; the float64 run is the exact check.
-  for (const [ctor, tol] of [[Float64Array, 1e-9], [Float32Array, name === "llama" ? 5e-4 : 1e-4]] as const) {
+  // 0.005 and the loss drifts by step 10 — how far depends on float32 rounding alone: 3.7e-4 with attention that
+  // normalised stored probabilities, 1.7e-3 with the fused kernel that recomputes them from the log-normaliser.
+  // That is float32 arithmetic, not a modelling difference, and PyTorch in float32 has the same exposure; the
+  // float64 run is the exact check.
+  for (const [ctor, tol] of [[Float64Array, 1e-9], [Float32Array, name === "llama" ? 2.5e-3 : 1e-4]] as const) {
     test(`${name}: ten AdamW steps follow the PyTorch loss trajectory (${ctor.name}, tol ${tol})`, () => {
       const { st, model, ids, targets, mask, R, T } = load(name, ctor);
       const adamw = JSON.parse(st.metadata.adamw!) as {

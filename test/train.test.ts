@@ -20,12 +20,13 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { selectBackend } from "../src/backend/select.js";
-import { allocBatch, fillBatch, longestSequence, loadPreferencePairs } from "../src/data/index.js";
+import { longestSequence, loadPreferencePairs } from "../src/data/index.js";
 import type { TokenizedPair } from "../src/data/index.js";
 import { loadModel } from "../src/io/load.js";
 import { createActivations, forward } from "../src/model/llama.js";
 import { resolveTrainConfig } from "../src/train/config.js";
-import { forwardBatch, pairLogps, rowSums } from "../src/train/logps.js";
+import { forwardPairs, pairLogps, rowSums } from "../src/train/logps.js";
+import { packPairs } from "../src/data/pack.js";
 import { train } from "../src/train/train.js";
 import { fixture, maxAbsDiff, repoRoot, storiesGguf } from "./helpers.js";
 
@@ -130,7 +131,7 @@ test("gradient accumulation: unequal micro-batches (2 + 1 pairs) are weighted by
 // ---------------------------------------------------------------------------------------------------------------
 // 2. Concatenated versus separate forward
 
-test("one (2B, T) forward gives each sequence's log-probs exactly as its own forward, whatever shares the batch", async () => {
+test("a packed forward (concatenated or shared prefix) gives each sequence's log-probs exactly as its own forward, whatever shares the batch", async () => {
   const be = selectBackend("js");
   const { model, tokenizer } = loadModel(storiesGguf);
   const { pairs } = await loadPreferencePairs(pairsFile, tokenizer, { maxLength: 64 });
@@ -152,15 +153,15 @@ test("one (2B, T) forward gives each sequence's log-probs exactly as its own for
   const want = pairs.map((p) => ({ chosen: alone(p.promptIds, p.chosenIds), rejected: alone(p.promptIds, p.rejectedIds) }));
   for (const w of want) assert.ok(w.chosen < 0 && w.rejected < 0 && w.chosen !== w.rejected);
 
-  // Batched: chosen rows 0..B-1, rejected rows B..2B-1, right-padded with `padId` to the longest sequence.
-  const acts = createActivations(model, 2 * 16, 64);
-  const batched = (idx: readonly number[], padId: number): { chosen: number; rejected: number }[] => {
+  // Packed: TRL's concatenation (chosen rows 0..B-1, rejected rows B..2B-1) and the shared-prefix layout (one row
+  // per pair, prompt ++ chosen ++ rejected), both right-padded with `padId` to the longest row.
+  const acts = createActivations(model, 2 * 16, 3 * 64);
+  const batched = (idx: readonly number[], padId: number, shared: boolean): { chosen: number; rejected: number }[] => {
     const chunk: TokenizedPair[] = idx.map((i) => pairs[i]!);
-    const batch = allocBatch(chunk.length, longestSequence(chunk));
-    fillBatch(batch, chunk, padId);
-    forwardBatch(be, model, acts, batch);
+    const pk = packPairs(chunk, shared, padId);
+    const g = forwardPairs(be, model, acts, pk);
     const logps = new Float64Array(2 * chunk.length);
-    rowSums(acts, batch, model.cfg.V, logps, new Float64Array(2 * chunk.length));
+    rowSums(g, pk, model.cfg.V, logps, new Float64Array(2 * chunk.length));
     return idx.map((_, j) => ({ chosen: logps[j]!, rejected: logps[chunk.length + j]! }));
   };
   const eos = tokenizer.eosId!;
@@ -171,15 +172,19 @@ test("one (2B, T) forward gives each sequence's log-probs exactly as its own for
     [[12], eos], // alone, but through the batch builder
   ];
   let padded = 0;
-  for (const [idx, padId] of groupings) {
-    const got = batched(idx, padId);
-    idx.forEach((i, j) => {
-      assert.equal(got[j]!.chosen, want[i]!.chosen, `pair ${i} chosen in batch [${idx}]`);
-      assert.equal(got[j]!.rejected, want[i]!.rejected, `pair ${i} rejected in batch [${idx}]`);
-      const T = longestSequence(idx.map((k) => pairs[k]!));
-      if (pairs[i]!.promptIds.length + pairs[i]!.chosenIds.length < T) padded++;
-    });
-  }
+  // The js kernels sum every dot product in one fixed order whatever the batch, and a masked key adds an exact 0,
+  // so every layout gives the same bits as the sequence alone.
+  for (const shared of [false, true])
+    for (const [idx, padId] of groupings) {
+      const got = batched(idx, padId, shared);
+      const layout = shared ? "shared prefix" : "concatenated";
+      idx.forEach((i, j) => {
+        assert.equal(got[j]!.chosen, want[i]!.chosen, `pair ${i} chosen in ${layout} batch [${idx}]`);
+        assert.equal(got[j]!.rejected, want[i]!.rejected, `pair ${i} rejected in ${layout} batch [${idx}]`);
+        const T = longestSequence(idx.map((k) => pairs[k]!));
+        if (!shared && pairs[i]!.promptIds.length + pairs[i]!.chosenIds.length < T) padded++;
+      });
+    }
   assert.ok(padded >= 10, `the groupings must pad many rows (padded ${padded})`);
 
   // pairLogps (what `tsdpo logprobs` and eval use) in chunks of 5 and of 1: the same numbers again.

@@ -31,24 +31,32 @@ export interface Backend {
 
   /**
    * Rotary embedding in place, Hugging Face rotate-half layout: within each head, element i pairs with i + HS/2.
-   * Row r of x is at position pos0 + (r mod T). cos/sin tables are (maxT, HS/2), built by the model from its config.
+   * Row n of x is at position pos[n] (a packed preference row restarts its rejected branch at the prompt's end).
+   * cos/sin tables are (maxT, HS/2), built by the model from its config.
    */
-  ropeForward(x: Buf /* (R·T, H·HS) */, cos: Buf, sin: Buf, R: number, T: number, H: number, HS: number, pos0: number): void;
+  ropeForward(x: Buf /* (N, H·HS) */, cos: Buf, sin: Buf, pos: Int32Array /* (N) */, N: number, H: number, HS: number): void;
   /** The transpose rotation, in place on the gradient. */
-  ropeBackward(dx: Buf /* (R·T, H·HS) */, cos: Buf, sin: Buf, R: number, T: number, H: number, HS: number, pos0: number): void;
+  ropeBackward(dx: Buf /* (N, H·HS) */, cos: Buf, sin: Buf, pos: Int32Array /* (N) */, N: number, H: number, HS: number): void;
 
   /**
    * Causal grouped-query attention. Query head h reads KV head floor(h / (NH/NKV)). scale = 1/sqrt(HS).
-   * window > 0 limits each query to the last `window` keys (Mistral sliding window); 0 means full causal.
-   * att saves the softmax probabilities for backward.
+   *
+   * branch (R,2), when given, packs one preference pair per row as prompt ++ chosen ++ rejected: with [P, S] =
+   * branch[r], queries at index i ≥ S (the rejected answer) do not see keys P..S−1 (the chosen answer), so both
+   * answers attend to one copy of the prompt (see attentionVisible in js/mask.ts). S ≥ T means plain causal.
+   * window > 0 limits each query to keys fewer than `window` positions back (Mistral sliding window); positions
+   * restart at P for the rejected branch. 0 means no window.
+   *
+   * Nothing of size (T,T) is kept: lse (R,NH,T) saves each query's log-normaliser, and the backward recomputes the
+   * probabilities from q, k and lse.
    */
   attentionForward(
-    out: Buf /* (R,T,NH·HS) */, att: Buf /* (R,NH,T,T) */, q: Buf /* (R,T,NH·HS) */, k: Buf /* (R,T,NKV·HS) */, v: Buf /* (R,T,NKV·HS) */,
-    R: number, T: number, NH: number, NKV: number, HS: number, window: number,
+    out: Buf /* (R,T,NH·HS) */, lse: Buf /* (R,NH,T) */, q: Buf /* (R,T,NH·HS) */, k: Buf /* (R,T,NKV·HS) */, v: Buf /* (R,T,NKV·HS) */,
+    branch: Int32Array | null /* (R,2) */, R: number, T: number, NH: number, NKV: number, HS: number, window: number,
   ): void;
   attentionBackward(
-    dq: Buf, dk: Buf, dv: Buf, dout: Buf /* (R,T,NH·HS) */, q: Buf, k: Buf, v: Buf, att: Buf,
-    R: number, T: number, NH: number, NKV: number, HS: number, window: number,
+    dq: Buf, dk: Buf, dv: Buf, dout: Buf /* (R,T,NH·HS) */, q: Buf, k: Buf, v: Buf, out: Buf, lse: Buf,
+    branch: Int32Array | null, R: number, T: number, NH: number, NKV: number, HS: number, window: number,
   ): void;
 
   /**
@@ -70,12 +78,24 @@ export interface Backend {
   accumulate(dst: Buf, src: Buf, n: number): void;
 
   /**
-   * Fused log-softmax + gather: logp[n] = logits[n, targets[n]] − logsumexp(logits[n,:]).
-   * lse is saved for backward; logitSum[n] = Σ_v logits[n,v] feeds TRL's `logits/chosen` metric.
+   * The language-model head fused with log-softmax and gather, over chosen rows of x only: for m < M, with
+   * z = x[rows[m],:] · Wᵀ (the V logits of that position),
+   *   logp[m] = z[targets[m]] − lse[m],  lse[m] = logsumexp(z),  logitSum[m] = Σ_v z[v] (TRL's `logits/*` metrics),
+   *   logSumSq[m] = log Σ_v softmax(z)[v]² (WPO's weights; skipped when null).
+   * The (M,V) logits are never stored: backends work through the rows in chunks.
    */
-  logprobForward(logp: Buf /* (N) */, lse: Buf /* (N) */, logitSum: Buf /* (N) */, logits: Buf /* (N,V) */, targets: Int32Array, N: number, V: number): void;
-  /** dlogits[n,v] = dlogp[n] · (1[v = targets[n]] − softmax(logits[n])[v]); overwrites dlogits (it is a fresh buffer). */
-  logprobBackward(dlogits: Buf /* (N,V) */, dlogp: Buf /* (N) */, logits: Buf, lse: Buf, targets: Int32Array, N: number, V: number): void;
+  lmHeadLogprobForward(
+    logp: Buf /* (M) */, lse: Buf /* (M) */, logitSum: Buf /* (M) */, logSumSq: Buf | null /* (M) */,
+    x: Buf /* (N,C) */, rows: Int32Array /* (M) */, targets: Int32Array /* (M) */, W: Buf /* (V,C) */, M: number, C: number, V: number,
+  ): void;
+  /**
+   * With dz[v] = dlogp[m] · (1[v = targets[m]] − softmax(z)[v]), recomputed from x, W and lse:
+   * dx[rows[m],:] += dz · W and dW += dzᵀ · x[rows[m],:] (dW null: frozen). Rows may repeat.
+   */
+  lmHeadLogprobBackward(
+    dx: Buf /* (N,C) */, dW: Buf | null /* (V,C) */, dlogp: Buf /* (M) */, x: Buf, rows: Int32Array, targets: Int32Array, W: Buf,
+    lse: Buf, M: number, C: number, V: number,
+  ): void;
 
   /**
    * One AdamW step (Loshchilov & Hutter, decoupled weight decay), as torch.optim.AdamW computes it:

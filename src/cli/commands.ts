@@ -17,6 +17,7 @@ import { loadPreferencePairs } from "../data/load.js";
 import { sampleCommand } from "./sample.js";
 import { demoCommand } from "./demo.js";
 import { reportCommand } from "./report.js";
+import { benchCommand } from "./bench.js";
 
 type Values = Record<string, string | boolean | undefined>;
 type OptionSpec = Record<string, { type: "string" | "boolean"; short?: string }>;
@@ -256,4 +257,5 @@ export const commands: Record<string, Command> = {
   sample: sampleCommand,
   demo: demoCommand,
   report: reportCommand,
+  bench: benchCommand,
 };

@@ -148,7 +148,7 @@ export interface LayerActs {
   q: Buf; // (R,T,NH·HS)  after norm and RoPE
   k: Buf; // (R,T,NKV·HS)
   v: Buf; // (R,T,NKV·HS)
-  att: Buf; // (R,NH,T,T)  softmax probabilities
+  attLse: Buf; // (R,NH,T)  attention log-normalisers (the probabilities are recomputed in backward)
   atty: Buf; // (R,T,NH·HS) attention output before o_proj
   xMid: Buf; // (R,T,C)   residual after attention
   ln2: Buf; // (R,T,C)
@@ -164,15 +164,22 @@ export interface Activations {
   R: number; // rows and length of the last forward
   T: number;
   ids: Int32Array; // (R,T)
-  targets: Int32Array; // (R,T)
+  pos: Int32Array; // (R,T)  RoPE position of each token
+  branch: Int32Array | null; // (R,2) [P, S] per packed preference row (see Backend.attentionForward), or null
+  branchBuf: Int32Array; // (maxRows,2) storage that branch views
+  M: number; // log-probs wanted by the last forward
+  rows: Int32Array; // (M)  flat index (r·T + t) of the position predicting targets[m]
+  targets: Int32Array; // (M)
   x: Buf[]; // L+1 of (R,T,C): the residual stream entering each layer, and after the last
   layers: LayerActs[];
   lnf: Buf; // (R,T,C)
   rstdf: Buf; // (R,T)
-  logits: Buf; // (R,T,V)
-  lse: Buf; // (R,T)
-  logitSum: Buf; // (R,T)  Σ_v logits, for TRL's logits/* metrics
-  logp: Buf; // (R,T)   log p(targets | prefix)
+  lse: Buf; // (M)  logsumexp of the logits
+  logitSum: Buf; // (M)  Σ_v logits, for TRL's logits/* metrics
+  logSumSq: Buf; // (M)  log Σ_v p², for WPO (filled when wantLogSumSq)
+  logp: Buf; // (M)   log p(targets | prefix)
+  /** Set by a caller that needs logSumSq from the next forward. */
+  wantLogSumSq: boolean;
   tmp: Buf; // (R,T,C)  projection output before it joins the residual
   // backward scratch, reused by every layer
   dx: Buf; // (R,T,C)  gradient of the residual stream
@@ -186,7 +193,6 @@ export interface Activations {
   dgate: Buf; // (R,T,FF)
   dup: Buf; // (R,T,FF)
   dh: Buf; // (R,T,FF)
-  dlogits: Buf; // (R,T,V)
   ropeCos: Buf; // (maxT, HS/2)
   ropeSin: Buf;
   /** LoRA branch buffers when the model had adapters at creation, else null. */
@@ -208,7 +214,7 @@ const loraKey = (l: number, t: LoraTarget): string => `${l}.${t}`;
 
 /** Carves every activation out of one allocation sized for maxRows sequences of maxT tokens. */
 export function createActivations(model: Model, maxRows: number, maxT: number): Activations {
-  const { C, L, NH, NKV, HS, FF, V, qkNorm } = model.cfg;
+  const { C, L, NH, NKV, HS, FF, qkNorm } = model.cfg;
   const N = maxRows * maxT;
   const sizes: [string, number][] = [];
   const want = (name: string, n: number): void => void sizes.push([name, n]);
@@ -217,14 +223,14 @@ export function createActivations(model: Model, maxRows: number, maxT: number): 
     want(`ln1.${l}`, N * C); want(`rstd1.${l}`, N);
     if (qkNorm) { want(`qPre.${l}`, N * NH * HS); want(`qRstd.${l}`, N * NH); want(`kPre.${l}`, N * NKV * HS); want(`kRstd.${l}`, N * NKV); }
     want(`q.${l}`, N * NH * HS); want(`k.${l}`, N * NKV * HS); want(`v.${l}`, N * NKV * HS);
-    want(`att.${l}`, maxRows * NH * maxT * maxT); want(`atty.${l}`, N * NH * HS);
+    want(`attLse.${l}`, N * NH); want(`atty.${l}`, N * NH * HS);
     want(`xMid.${l}`, N * C); want(`ln2.${l}`, N * C); want(`rstd2.${l}`, N);
     want(`gate.${l}`, N * FF); want(`up.${l}`, N * FF); want(`h.${l}`, N * FF);
   }
-  want("lnf", N * C); want("rstdf", N); want("logits", N * V); want("lse", N); want("logitSum", N); want("logp", N);
+  want("lnf", N * C); want("rstdf", N); want("lse", N); want("logitSum", N); want("logSumSq", N); want("logp", N);
   want("tmp", N * C); want("dx", N * C); want("dln", N * C); want("dq", N * NH * HS); want("dk", N * NKV * HS);
   want("dv", N * NKV * HS); want("dqPre", N * NH * HS); want("dkPre", N * NKV * HS); want("datty", N * NH * HS);
-  want("dgate", N * FF); want("dup", N * FF); want("dh", N * FF); want("dlogits", N * V);
+  want("dgate", N * FF); want("dup", N * FF); want("dh", N * FF);
   const total = sizes.reduce((a, [, n]) => a + n, 0);
   const arena = new model.ctor(total);
   const views = new Map<string, Buf>();
@@ -249,18 +255,20 @@ export function createActivations(model: Model, maxRows: number, maxT: number): 
   }
   return {
     maxRows, maxT, R: 0, T: 0, lora, dropout: null,
-    ids: new Int32Array(N), targets: new Int32Array(N),
+    ids: new Int32Array(N), pos: new Int32Array(N), branch: null, branchBuf: new Int32Array(2 * maxRows),
+    M: 0, rows: new Int32Array(N), targets: new Int32Array(N),
     x: Array.from({ length: L + 1 }, (_, l) => v(`x${l}`)),
     layers: Array.from({ length: L }, (_, l) => ({
       ln1: v(`ln1.${l}`), rstd1: v(`rstd1.${l}`),
       qPre: o(`qPre.${l}`), qRstd: o(`qRstd.${l}`), kPre: o(`kPre.${l}`), kRstd: o(`kRstd.${l}`),
-      q: v(`q.${l}`), k: v(`k.${l}`), v: v(`v.${l}`), att: v(`att.${l}`), atty: v(`atty.${l}`),
+      q: v(`q.${l}`), k: v(`k.${l}`), v: v(`v.${l}`), attLse: v(`attLse.${l}`), atty: v(`atty.${l}`),
       xMid: v(`xMid.${l}`), ln2: v(`ln2.${l}`), rstd2: v(`rstd2.${l}`),
       gate: v(`gate.${l}`), up: v(`up.${l}`), h: v(`h.${l}`),
     })),
-    lnf: v("lnf"), rstdf: v("rstdf"), logits: v("logits"), lse: v("lse"), logitSum: v("logitSum"), logp: v("logp"),
+    lnf: v("lnf"), rstdf: v("rstdf"), lse: v("lse"), logitSum: v("logitSum"), logSumSq: v("logSumSq"), logp: v("logp"),
+    wantLogSumSq: false,
     tmp: v("tmp"), dx: v("dx"), dln: v("dln"), dq: v("dq"), dk: v("dk"), dv: v("dv"), dqPre: v("dqPre"),
-    dkPre: v("dkPre"), datty: v("datty"), dgate: v("dgate"), dup: v("dup"), dh: v("dh"), dlogits: v("dlogits"),
+    dkPre: v("dkPre"), datty: v("datty"), dgate: v("dgate"), dup: v("dup"), dh: v("dh"),
     ropeCos: cos, ropeSin: sin,
   };
 }
@@ -341,25 +349,74 @@ function linearBackward(
 // Training forward / backward
 
 /**
- * Runs R sequences of T tokens. ids and targets are (R,T) row-major; targets[r,t] is the token whose log-prob is
- * wanted at position t (normally ids[r,t+1]; anything valid where the caller will mask it out).
- * Returns acts.logp, (R,T), valid until the next forward. acts.logits holds the (R,T,V) logits.
+ * The tokens of one forward: R rows of T tokens, and which next-token log-probs to compute.
+ * - ids, pos: (R,T) token ids and their RoPE positions;
+ * - branch: (R,2) or null; with it, each row packs one preference pair as prompt ++ chosen ++ rejected and the
+ *   rejected answer attends to the prompt but not to the chosen answer (see Backend.attentionForward), so the
+ *   prompt is computed once for both answers and receives the gradients of both;
+ * - rows, targets: (M) log p(targets[m] | the tokens up to and including flat position rows[m]).
+ */
+export interface ForwardInput {
+  ids: Int32Array;
+  pos: Int32Array;
+  branch: Int32Array | null;
+  rows: Int32Array;
+  targets: Int32Array;
+  R: number;
+  T: number;
+  M: number;
+}
+
+/**
+ * Runs R sequences of T tokens at positions 0..T−1. ids and targets are (R,T) row-major; targets[r,t] is the token
+ * whose log-prob is wanted at position t (normally ids[r,t+1]; anything valid where the caller will mask it out).
+ * Returns acts.logp, (R,T), valid until the next forward.
  */
 export function forward(be: Backend, model: Model, acts: Activations, ids: Int32Array, targets: Int32Array, R: number, T: number): Buf {
+  checkFits(acts, R, T, R * T);
+  const N = R * T;
+  for (let n = 0; n < N; n++) {
+    acts.pos[n] = n % T;
+    acts.rows[n] = n;
+  }
+  return forwardPacked(be, model, acts, {
+    ids, pos: acts.pos, branch: null, rows: acts.rows, targets, R, T, M: N,
+  });
+}
+
+function checkFits(acts: Activations, R: number, T: number, M: number): void {
+  if (R > acts.maxRows || T > acts.maxT || M > R * T)
+    throw new Error(`internal: batch (${R}, ${T}, M=${M}) exceeds activations (${acts.maxRows}, ${acts.maxT})`);
+}
+
+/** The general training forward (see ForwardInput). Returns acts.logp, (M), valid until the next forward. */
+export function forwardPacked(be: Backend, model: Model, acts: Activations, input: ForwardInput): Buf {
   const { cfg, p } = model;
   const { C, NH, NKV, HS, FF, V, rmsEps } = cfg;
-  if (R > acts.maxRows || T > acts.maxT)
-    throw new Error(`internal: batch (${R}, ${T}) exceeds activations (${acts.maxRows}, ${acts.maxT})`);
+  const { R, T, M } = input;
+  checkFits(acts, R, T, M);
   const N = R * T;
   for (let i = 0; i < N; i++) {
-    const id = ids[i]!;
-    const tg = targets[i]!;
-    if (!(id >= 0 && id < V) || !(tg >= 0 && tg < V)) throw new Error(`internal: token id out of range at ${i}: ${id} / ${tg} (V=${V})`);
+    const id = input.ids[i]!;
+    if (!(id >= 0 && id < V)) throw new Error(`internal: token id out of range at ${i}: ${id} (V=${V})`);
+    const ps = input.pos[i]!;
+    if (!(ps >= 0 && ps < acts.maxT)) throw new Error(`internal: position ${ps} at ${i} is outside 0..${acts.maxT - 1}`);
+  }
+  for (let m = 0; m < M; m++) {
+    const row = input.rows[m]!, tg = input.targets[m]!;
+    if (!(row >= 0 && row < N) || !(tg >= 0 && tg < V)) throw new Error(`internal: log-prob ${m} asks row ${row} / token ${tg} (N=${N}, V=${V})`);
   }
   acts.R = R;
   acts.T = T;
-  acts.ids.set(ids.subarray(0, N));
-  acts.targets.set(targets.subarray(0, N));
+  acts.M = M;
+  if (input.ids !== acts.ids) acts.ids.set(input.ids.subarray(0, N));
+  if (input.pos !== acts.pos) acts.pos.set(input.pos.subarray(0, N));
+  if (input.rows !== acts.rows) acts.rows.set(input.rows.subarray(0, M));
+  if (input.targets !== acts.targets) acts.targets.set(input.targets.subarray(0, M));
+  if (input.branch) {
+    acts.branchBuf.set(input.branch.subarray(0, 2 * R));
+    acts.branch = acts.branchBuf.subarray(0, 2 * R);
+  } else acts.branch = null;
   const window = cfg.slidingWindow ?? 0;
 
   be.embeddingForward(acts.x[0]!, acts.ids, p.tokEmbd, N, C);
@@ -378,9 +435,9 @@ export function forward(be: Backend, model: Model, acts: Activations, ids: Int32
       linearForward(be, model, acts, l, "wk", a.k, a.ln1, w.wk, w.bk, N, C, NKV * HS);
     }
     linearForward(be, model, acts, l, "wv", a.v, a.ln1, w.wv, w.bv, N, C, NKV * HS);
-    be.ropeForward(a.q, acts.ropeCos, acts.ropeSin, R, T, NH, HS, 0);
-    be.ropeForward(a.k, acts.ropeCos, acts.ropeSin, R, T, NKV, HS, 0);
-    be.attentionForward(a.atty, a.att, a.q, a.k, a.v, R, T, NH, NKV, HS, window);
+    be.ropeForward(a.q, acts.ropeCos, acts.ropeSin, acts.pos, N, NH, HS);
+    be.ropeForward(a.k, acts.ropeCos, acts.ropeSin, acts.pos, N, NKV, HS);
+    be.attentionForward(a.atty, a.attLse, a.q, a.k, a.v, acts.branch, R, T, NH, NKV, HS, window);
     linearForward(be, model, acts, l, "wo", acts.tmp, a.atty, w.wo, null, N, NH * HS, C);
     be.addForward(a.xMid, x, acts.tmp, N * C);
     be.rmsnormForward(a.ln2, a.rstd2, a.xMid, w.ffnNorm, N, C, rmsEps);
@@ -391,13 +448,26 @@ export function forward(be: Backend, model: Model, acts: Activations, ids: Int32
     be.addForward(acts.x[l + 1]!, a.xMid, acts.tmp, N * C);
   }
   be.rmsnormForward(acts.lnf, acts.rstdf, acts.x[cfg.L]!, p.outNorm, N, C, rmsEps);
-  be.matmulForward(acts.logits, acts.lnf, p.lmHead, null, N, C, V);
-  be.logprobForward(acts.logp, acts.lse, acts.logitSum, acts.logits, acts.targets, N, V);
-  return acts.logp.subarray(0, N);
+  be.lmHeadLogprobForward(
+    acts.logp, acts.lse, acts.logitSum, acts.wantLogSumSq ? acts.logSumSq : null,
+    acts.lnf, acts.rows, acts.targets, p.lmHead, M, C, V,
+  );
+  return acts.logp.subarray(0, M);
 }
 
 /**
- * Backward of the last forward from dlogp (R,T) = d objective / d logp. Accumulates into grads (+=) and, when
+ * The full (R·T, V) logits of the last forward, computed on request from the saved final norm (tests and tools
+ * compare them with llama.cpp and PyTorch; training never builds them).
+ */
+export function logitsOf(be: Backend, model: Model, acts: Activations): Buf {
+  const N = acts.R * acts.T;
+  const out = new model.ctor(N * model.cfg.V);
+  be.matmulForward(out, acts.lnf, model.p.lmHead, null, N, model.cfg.C, model.cfg.V);
+  return out;
+}
+
+/**
+ * Backward of the last forward from dlogp (M) = d objective / d logp. Accumulates into grads (+=) and, when
  * adapters are on, into model.lora.grads; the caller zeroes them once per optimizer step, which makes gradient
  * accumulation over micro-batches a plain repeat.
  */
@@ -410,9 +480,8 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
   const window = cfg.slidingWindow ?? 0;
   const zero = (b: Buf, n: number): void => void b.fill(0, 0, n);
 
-  be.logprobBackward(acts.dlogits, dlogp, acts.logits, acts.lse, acts.targets, N, V);
   zero(acts.dln, N * C);
-  be.matmulBackward(acts.dln, g ? g.lmHead : null, null, acts.dlogits, acts.lnf, p.lmHead, N, C, V);
+  be.lmHeadLogprobBackward(acts.dln, g ? g.lmHead : null, dlogp, acts.lnf, acts.rows, acts.targets, p.lmHead, acts.lse, acts.M, C, V);
   zero(acts.dx, N * C);
   be.rmsnormBackward(acts.dx, g ? g.outNorm : null, acts.dln, acts.x[cfg.L]!, p.outNorm, acts.rstdf, N, C);
 
@@ -436,9 +505,9 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     zero(acts.dq, N * NH * HS);
     zero(acts.dk, N * NKV * HS);
     zero(acts.dv, N * NKV * HS);
-    be.attentionBackward(acts.dq, acts.dk, acts.dv, acts.datty, a.q, a.k, a.v, a.att, R, T, NH, NKV, HS, window);
-    be.ropeBackward(acts.dq, acts.ropeCos, acts.ropeSin, R, T, NH, HS, 0);
-    be.ropeBackward(acts.dk, acts.ropeCos, acts.ropeSin, R, T, NKV, HS, 0);
+    be.attentionBackward(acts.dq, acts.dk, acts.dv, acts.datty, a.q, a.k, a.v, a.atty, a.attLse, acts.branch, R, T, NH, NKV, HS, window);
+    be.ropeBackward(acts.dq, acts.ropeCos, acts.ropeSin, acts.pos, N, NH, HS);
+    be.ropeBackward(acts.dk, acts.ropeCos, acts.ropeSin, acts.pos, N, NKV, HS);
     let dqProj = acts.dq;
     let dkProj = acts.dk;
     if (cfg.qkNorm) {
@@ -483,6 +552,7 @@ export interface KvCache {
   ropeCos: Buf;
   ropeSin: Buf;
   ids: Int32Array; // (chunk)
+  pos: Int32Array; // (chunk) positions of the chunk's tokens
   loraU: Buf | null; // (chunk, r) when the model has adapters
   loraOut: Buf | null; // (chunk, max(C, NH·HS, FF))
 }
@@ -498,7 +568,7 @@ export function createKvCache(model: Model, maxT: number, chunk = 64): KvCache {
     x: new m(chunk * C), ln: new m(chunk * C), rstd: new m(chunk * NH), q: new m(chunk * NH * HS),
     kNew: new m(chunk * NKV * HS), vNew: new m(chunk * NKV * HS), qkTmp: new m(chunk * NH * HS),
     atty: new m(chunk * NH * HS), tmp: new m(chunk * C), gate: new m(chunk * FF), up: new m(chunk * FF),
-    logits: new m(V), ropeCos: cos, ropeSin: sin, ids: new Int32Array(chunk),
+    logits: new m(V), ropeCos: cos, ropeSin: sin, ids: new Int32Array(chunk), pos: new Int32Array(chunk),
     loraU: model.lora ? new m(chunk * model.lora.cfg.r) : null,
     loraOut: model.lora ? new m(chunk * Math.max(C, NH * HS, FF)) : null,
   };
@@ -538,6 +608,7 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
     const id = tokens[t]!;
     if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new Error(`token id ${id} is outside the vocabulary (V=${V})`);
     cache.ids[t] = id;
+    cache.pos[t] = pos0 + t;
   }
   const kv = NKV * HS;
   be.embeddingForward(cache.x, cache.ids, p.tokEmbd, T, C);
@@ -556,8 +627,8 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
       decodeLinear(be, model, cache, l, "wk", kDst, cache.ln, w.wk, w.bk, T, C, kv);
     }
     decodeLinear(be, model, cache, l, "wv", vDst, cache.ln, w.wv, w.bv, T, C, kv);
-    be.ropeForward(cache.q, cache.ropeCos, cache.ropeSin, 1, T, NH, HS, pos0);
-    be.ropeForward(kDst, cache.ropeCos, cache.ropeSin, 1, T, NKV, HS, pos0);
+    be.ropeForward(cache.q, cache.ropeCos, cache.ropeSin, cache.pos, T, NH, HS);
+    be.ropeForward(kDst, cache.ropeCos, cache.ropeSin, cache.pos, T, NKV, HS);
     be.attentionDecode(cache.atty, cache.q, cache.k[l]!, cache.v[l]!, T, pos0, NH, NKV, HS, window);
     decodeLinear(be, model, cache, l, "wo", cache.tmp, cache.atty, w.wo, null, T, NH * HS, C);
     be.accumulate(cache.x, cache.tmp, T * C);

@@ -67,6 +67,9 @@ export interface TrainConfig {
   save_steps: number;
   /** Compute the reference log-probs once before training (cached on disk) instead of a frozen copy. */
   precompute_ref_log_probs: boolean;
+  /** Pack each pair as prompt ++ chosen ++ rejected so the prompt is computed once for both answers (tsdpo's own
+   *  option; false gives TRL's concatenated batch of 2B rows, the same numbers up to float rounding). */
+  shared_prefix: boolean;
   /** A different reference model; null = the starting policy. */
   ref_model: string | null;
   /** Kernel backend. */
@@ -121,6 +124,7 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   eval_steps: 0,
   save_steps: 0,
   precompute_ref_log_probs: false,
+  shared_prefix: true,
   ref_model: null,
   backend: "auto",
   use_peft: false,
@@ -140,7 +144,7 @@ const KINDS: { [K in keyof Rest]: Kind } = {
   num_train_epochs: "number", max_steps: "int", learning_rate: "number",
   lr_scheduler_type: { oneOf: ["constant", "linear", "cosine"] }, warmup_steps: "int", warmup_ratio: "number",
   weight_decay: "number", adam_beta1: "number", adam_beta2: "number", adam_epsilon: "number", max_grad_norm: "number",
-  logging_steps: "int", eval_steps: "int", save_steps: "int", precompute_ref_log_probs: "bool", ref_model: "string?",
+  logging_steps: "int", eval_steps: "int", save_steps: "int", precompute_ref_log_probs: "bool", shared_prefix: "bool", ref_model: "string?",
   backend: { oneOf: ["auto", "js", "native"] },
   use_peft: "bool", lora_r: "int", lora_alpha: "number", lora_dropout: "number", lora_target_modules: "strings",
   adapter: "string?",

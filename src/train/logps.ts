@@ -1,26 +1,44 @@
-// Sequence log-probabilities of preference pairs: one concatenated forward over the 2B rows of a batch (chosen
-// rows first), then masked sums per row. Used by `tsdpo logprobs`, the reference pass and evaluation.
+// Sequence log-probabilities of preference pairs: one forward over a packed batch (src/data/pack.ts: by default
+// each pair's prompt once, shared by its two answers), then sums over the completion grid. Used by
+// `tsdpo logprobs`, the reference pass, evaluation and training.
 
-import type { Backend, Buf } from "../backend/contract.js";
-import { type PreferenceBatch, allocBatch, fillBatch, longestSequence } from "../data/batch.js";
+import type { Backend } from "../backend/contract.js";
+import { type PackedPairs, packPairs, packedShape, toGrid } from "../data/pack.js";
 import type { TokenizedPair } from "../data/types.js";
-import { type Activations, type Model, createActivations, forward } from "../model/llama.js";
+import { type Activations, type Model, createActivations, forwardPacked } from "../model/llama.js";
 
-/** Σ_t mask·logp and Σ_t mask·(Σ_v logits)/V per row of the last forward. Outputs are (2B). */
-export function rowSums(acts: Activations, batch: PreferenceBatch, V: number, logps: Float64Array, logitMeanSums: Float64Array): void {
-  const { T } = batch;
-  const R = 2 * batch.B;
-  for (let r = 0; r < R; r++) {
-    let s = 0;
-    let l = 0;
-    for (let t = 0; t < T; t++) {
-      const m = batch.mask[r * T + t]!;
-      if (m === 0) continue;
-      s += m * acts.logp[r * T + t]!;
-      l += m * acts.logitSum[r * T + t]!;
+/** Per-token results of one packed forward, laid out on the completion grid (2B, Tc). */
+export interface GridLogps {
+  logp: Float64Array; // log p of each answer token
+  logitSum: Float64Array; // Σ_v logits at the position predicting it
+  logSumSq: Float64Array | null; // log Σ_v p² there (WPO), when asked for
+}
+
+/** The model forward over a packed batch; per-token results on the completion grid. */
+export function forwardPairs(be: Backend, model: Model, acts: Activations, pk: PackedPairs, wantLogSumSq = false): GridLogps {
+  acts.wantLogSumSq = wantLogSumSq;
+  const logp = forwardPacked(be, model, acts, pk);
+  acts.wantLogSumSq = false;
+  const n = 2 * pk.B * pk.Tc;
+  const out: GridLogps = { logp: new Float64Array(n), logitSum: new Float64Array(n), logSumSq: wantLogSumSq ? new Float64Array(n) : null };
+  toGrid(out.logp, logp, pk);
+  toGrid(out.logitSum, acts.logitSum, pk);
+  if (out.logSumSq) toGrid(out.logSumSq, acts.logSumSq, pk);
+  return out;
+}
+
+/** Σ_t logp and Σ_t (Σ_v logits)/V per sequence (row of the grid). Outputs are (2B). */
+export function rowSums(g: GridLogps, pk: PackedPairs, V: number, logps: Float64Array, logitMeanSums: Float64Array): void {
+  const Tc = pk.Tc;
+  for (let s = 0; s < 2 * pk.B; s++) {
+    let lp = 0, ls = 0;
+    for (let k = 0; k < Tc; k++) {
+      if (!pk.mask[s * Tc + k]) continue;
+      lp += g.logp[s * Tc + k]!;
+      ls += g.logitSum[s * Tc + k]!;
     }
-    logps[r] = s;
-    logitMeanSums[r] = l / V;
+    logps[s] = lp;
+    logitMeanSums[s] = ls / V;
   }
 }
 
@@ -32,48 +50,48 @@ export interface PairLogpsRow {
   rejected_tokens: number;
 }
 
+/** Activations big enough for any `batchSize` consecutive pairs of `pairs` in the given layout. */
+export function activationsForPairs(model: Model, pairs: readonly TokenizedPair[], batchSize: number, shared: boolean): Activations {
+  const B = Math.max(1, Math.min(batchSize, pairs.length));
+  const { T } = packedShape(pairs, shared);
+  return createActivations(model, shared ? B : 2 * B, T);
+}
+
 /**
- * Runs the model over `pairs`, `batchSize` pairs per forward, with activations sized once; `use` gets each batch,
- * its per-token log-probs (2b, T) and the index of its first pair.
+ * Runs the model over `pairs`, `batchSize` pairs per forward, with activations sized once; `use` gets each packed
+ * batch, its per-token results on the completion grid, and the index of its first pair.
  */
 export function forEachPairBatch(
   be: Backend, model: Model, pairs: readonly TokenizedPair[], batchSize: number,
-  use: (batch: PreferenceBatch, logp: Buf, acts: Activations, start: number) => void,
+  use: (pk: PackedPairs, g: GridLogps, start: number) => void, shared = true,
 ): void {
   if (pairs.length === 0) return;
   const B = Math.min(batchSize, pairs.length);
-  const acts = createActivations(model, 2 * B, longestSequence(pairs));
+  const acts = activationsForPairs(model, pairs, B, shared);
   for (let s = 0; s < pairs.length; s += B) {
-    const chunk = pairs.slice(s, s + B);
-    const batch = allocBatch(chunk.length, longestSequence(chunk));
-    fillBatch(batch, chunk, 0);
-    use(batch, forwardBatch(be, model, acts, batch), acts, s);
+    const pk = packPairs(pairs.slice(s, s + B), shared);
+    use(pk, forwardPairs(be, model, acts, pk), s);
   }
 }
 
 /** Log-probs of every pair, `batchSize` pairs per forward. */
-export function pairLogps(be: Backend, model: Model, pairs: readonly TokenizedPair[], batchSize = 4): PairLogpsRow[] {
+export function pairLogps(be: Backend, model: Model, pairs: readonly TokenizedPair[], batchSize = 4, shared = true): PairLogpsRow[] {
   const rows: PairLogpsRow[] = [];
   const logps = new Float64Array(2 * batchSize);
   const logitMeans = new Float64Array(2 * batchSize);
-  forEachPairBatch(be, model, pairs, batchSize, (batch, _logp, acts, s) => {
-    rowSums(acts, batch, model.cfg.V, logps, logitMeans);
-    const b = batch.B;
+  forEachPairBatch(be, model, pairs, batchSize, (pk, g, s) => {
+    rowSums(g, pk, model.cfg.V, logps, logitMeans);
+    const b = pk.B;
     for (let i = 0; i < b; i++)
       rows.push({
         index: pairs[s + i]!.source.index,
         chosen_logps: logps[i]!,
         rejected_logps: logps[b + i]!,
-        chosen_tokens: batch.completionLengths[i]!,
-        rejected_tokens: batch.completionLengths[b + i]!,
+        chosen_tokens: pk.completionLengths[i]!,
+        rejected_tokens: pk.completionLengths[b + i]!,
       });
-  });
+  }, shared);
   return rows;
-}
-
-/** The model forward over a preference batch's 2B rows; returns per-token log-probs (2B, T). */
-export function forwardBatch(be: Backend, model: Model, acts: Activations, batch: PreferenceBatch): Buf {
-  return forward(be, model, acts, batch.ids, batch.targets, 2 * batch.B, batch.T);
 }
 
 /** Implicit-reward preference accuracy of a policy against a reference, from their per-pair log-probs. */

@@ -26,9 +26,10 @@ export function cacheDir(): string {
   return process.env.TSDPO_CACHE_DIR ?? join(homedir(), ".cache", "tsdpo");
 }
 
-export function refCacheKey(modelHash: string, pairs: readonly TokenizedPair[], ldAlpha: number | null): string {
+export function refCacheKey(modelHash: string, pairs: readonly TokenizedPair[], ldAlpha: number | null, shared: boolean): string {
   const h = createHash("sha256");
-  h.update(`tsdpo-ref-logps-v1\0${modelHash}\0${ldAlpha}\0${pairs.length}\0`);
+  // the layout changes float rounding, so it is part of the key: a cached value equals a fresh one bit for bit
+  h.update(`tsdpo-ref-logps-v2\0${modelHash}\0${ldAlpha}\0${shared ? "shared" : "concatenated"}\0${pairs.length}\0`);
   for (const p of pairs) {
     for (const a of [p.promptIds, p.chosenIds, p.rejectedIds]) {
       h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
@@ -39,26 +40,29 @@ export function refCacheKey(modelHash: string, pairs: readonly TokenizedPair[], 
 }
 
 /** Reference log-probs by forward passes of `ref` over the pairs, `batchSize` pairs at a time. */
-export function computeRefLogps(be: Backend, ref: Model, pairs: readonly TokenizedPair[], batchSize: number, ldAlpha: number | null): RefLogps {
+export function computeRefLogps(
+  be: Backend, ref: Model, pairs: readonly TokenizedPair[], batchSize: number, ldAlpha: number | null, shared = true,
+): RefLogps {
   const n = pairs.length;
   const out: RefLogps = { chosen: new Float64Array(n), rejected: new Float64Array(n) };
-  forEachPairBatch(be, ref, pairs, batchSize, (batch, logp, _acts, s) => {
-    const b = batch.B;
+  forEachPairBatch(be, ref, pairs, batchSize, (pk, g, s) => {
+    const b = pk.B;
     const sums = new Float64Array(2 * b);
-    reduceLogps(sums, new Int32Array(2 * b), logp, batch.mask, b, batch.T, ldAlpha);
+    reduceLogps(sums, new Int32Array(2 * b), g.logp, pk.mask, b, pk.Tc, ldAlpha);
     for (let i = 0; i < b; i++) {
       out.chosen[s + i] = sums[i]!;
       out.rejected[s + i] = sums[b + i]!;
     }
-  });
+  }, shared);
   return out;
 }
 
 /** Cached computeRefLogps. Returns the numbers and whether they came from the cache. */
 export function precomputedRefLogps(
   be: Backend, ref: Model, refPath: string, pairs: readonly TokenizedPair[], batchSize: number, ldAlpha: number | null,
+  shared = true,
 ): { logps: RefLogps; cached: boolean; file: string } {
-  const key = refCacheKey(modelFingerprint(refPath), pairs, ldAlpha);
+  const key = refCacheKey(modelFingerprint(refPath), pairs, ldAlpha, shared);
   const dir = cacheDir();
   const file = join(dir, `ref-logps-${key}.json`);
   if (existsSync(file)) {
@@ -70,7 +74,7 @@ export function precomputedRefLogps(
       // unreadable cache entry: recompute and overwrite it
     }
   }
-  const logps = computeRefLogps(be, ref, pairs, batchSize, ldAlpha);
+  const logps = computeRefLogps(be, ref, pairs, batchSize, ldAlpha, shared);
   mkdirSync(dir, { recursive: true });
   // JSON numbers round-trip doubles exactly, so cached and fresh values are identical.
   writeFileAtomic(file, JSON.stringify({ key, chosen: Array.from(logps.chosen), rejected: Array.from(logps.rejected) }) + "\n");

@@ -15,7 +15,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Backend, Buf } from "../backend/contract.js";
 import { selectBackend } from "../backend/select.js";
-import { type PreferenceBatch, fillBatch, longestSequence } from "../data/batch.js";
+import { fromGrid, packPairs } from "../data/pack.js";
 import { loadPreferences, splitPreferences, dataStats, formatDataStats, writeInvalidReport } from "../data/load.js";
 import { chatRendererFor } from "../data/normalize.js";
 import type { EvalSplit } from "../data/split.js";
@@ -30,16 +30,16 @@ import { createLora } from "../model/lora.js";
 import { needsReference, type LossConfig } from "../loss/config.js";
 import { type LossOutput, type LossState, type PairBatch, computeLoss, initialLossState } from "../loss/losses.js";
 import { lossMetrics } from "../loss/metrics.js";
-import { logSumSquaredProbs, reduceLogps, reduceLogpsBackward, wpoLogWeights } from "../loss/reduce.js";
+import { reduceLogps, reduceLogpsBackward, wpoLogWeights } from "../loss/reduce.js";
 import {
-  type Activations, type Gradients, type Model, cloneModel, createActivations, createGradients, backward, forward,
+  type Activations, type Gradients, type Model, cloneModel, createGradients, backward,
 } from "../model/llama.js";
 import { defaultModelPath, assetPath } from "../paths.js";
 import { Rng } from "../rng.js";
 import { renderChat } from "../tokenizer/chat.js";
 import { type TrainerState, checkpointDirName, latestCheckpoint, removeStaleCheckpointTemps, readOptimizer, writeCheckpoint } from "./checkpoint.js";
 import { type TrainConfig, trainConfigToJson } from "./config.js";
-import { rowSums } from "./logps.js";
+import { activationsForPairs, forwardPairs, rowSums } from "./logps.js";
 import { createProgress } from "./progress.js";
 import { type RefLogps, precomputedRefLogps } from "./reference.js";
 import { lrAt, warmupSteps } from "./schedule.js";
@@ -124,48 +124,7 @@ async function prepareData(cfg: TrainConfig, loaded: LoadedModel, runDir: string
 // ---------------------------------------------------------------------------------------------------------------
 // One micro-batch: forward, loss, backward
 
-/** Buffers for the largest micro-batch, allocated once; each step views a prefix sized to its own B and T. */
-interface StepBuffers {
-  ids: Int32Array; // (2B, T)
-  targets: Int32Array; // (2B, T)
-  mask: Float32Array; // (2B, T)
-  promptLengths: Int32Array; // (2B)
-  completionLengths: Int32Array; // (2B)
-  seqLengths: Int32Array; // (2B)
-  policySums: Float64Array; // (2B) reduced completion log-probs
-  plainSums: Float64Array; // (2B) plain sums, when ld_alpha needs both
-  lengths: Int32Array; // (2B)
-  refSums: Float64Array; // (2B)
-  logitMeans: Float64Array; // (2B)
-  rowLogps: Float64Array; // (2B) plain sums, for rowSums
-  wpoLogW: Float64Array; // (2B)
-  logSumSq: Float64Array; // (2B, T)
-  dlogp: Buf; // (2B, T) d loss / d per-token log-probs
-}
-
-function allocStepBuffers(ctor: Model["ctor"], maxB: number, maxT: number): StepBuffers {
-  const n = 2 * maxB * maxT;
-  const r = 2 * maxB;
-  return {
-    ids: new Int32Array(n), targets: new Int32Array(n), mask: new Float32Array(n),
-    promptLengths: new Int32Array(r), completionLengths: new Int32Array(r), seqLengths: new Int32Array(r),
-    policySums: new Float64Array(r), plainSums: new Float64Array(r), lengths: new Int32Array(r),
-    refSums: new Float64Array(r), logitMeans: new Float64Array(r), rowLogps: new Float64Array(r),
-    wpoLogW: new Float64Array(r), logSumSq: new Float64Array(n), dlogp: new ctor(n),
-  };
-}
-
-function viewBatch(s: StepBuffers, B: number, T: number): PreferenceBatch {
-  const n = 2 * B * T;
-  return {
-    B, T,
-    ids: s.ids.subarray(0, n), targets: s.targets.subarray(0, n), mask: s.mask.subarray(0, n),
-    promptLengths: s.promptLengths.subarray(0, 2 * B), completionLengths: s.completionLengths.subarray(0, 2 * B),
-    seqLengths: s.seqLengths.subarray(0, 2 * B),
-  };
-}
-
-interface Engine {
+export interface Engine {
   be: Backend;
   policy: Model;
   acts: Activations;
@@ -176,10 +135,20 @@ interface Engine {
   ref: { model: Model; acts: Activations; adaptersOff: boolean } | null;
   refLogps: { train: RefLogps; eval: RefLogps } | null;
   loss: LossConfig;
-  buf: StepBuffers;
+  /** Pack each pair's prompt once for both answers (src/data/pack.ts); false: TRL's concatenated 2B rows. */
+  sharedPrefix: boolean;
+  /** When set, each phase's wall time is added here (ms): `tsdpo bench` reads it. */
+  timings: StepTimings | null;
 }
 
-interface MicroResult {
+export interface StepTimings {
+  policy_fwd: number;
+  ref_fwd: number;
+  backward: number;
+  optimizer: number;
+}
+
+export interface MicroResult {
   out: LossOutput;
   metrics: Record<string, number>;
   tokens: number;
@@ -190,29 +159,28 @@ interface MicroResult {
  * loss inside the optimizer step: b / (pairs in the step), so the step minimises the mean over all its pairs
  * however they are split into micro-batches.
  */
-function microBatch(
+export function microBatch(
   e: Engine, pairs: readonly TokenizedPair[], pairIndex: readonly number[], split: "train" | "eval", state: LossState, weight: number,
   microIndex = 0,
 ): MicroResult {
-  const { be, policy, buf, loss } = e;
+  const { be, policy, loss } = e;
   const B = pairs.length;
-  const T = longestSequence(pairs);
-  const batch = viewBatch(buf, B, T);
-  fillBatch(batch, pairs, 0);
+  const pk = packPairs(pairs, e.sharedPrefix);
   const R = 2 * B;
+  const Tc = pk.Tc;
   const ldAlpha = loss.kind === "dpo" ? loss.ld_alpha : null;
-  const policySums = buf.policySums.subarray(0, R);
-  const lengths = buf.lengths.subarray(0, R);
-  const refSums = buf.refSums.subarray(0, R);
+  const lengths = new Int32Array(R);
+  const refSums = new Float64Array(R);
+  const clock = e.timings ? performance.now() : 0;
 
   // Reference first: it shares no buffers with the policy's saved activations.
   const useRef = needsReference(loss);
   if (useRef) {
     if (e.ref) {
       if (e.ref.adaptersOff) policy.lora!.enabled = false;
-      const logp = forward(be, e.ref.model, e.ref.acts, batch.ids, batch.targets, R, T);
+      const g = forwardPairs(be, e.ref.model, e.ref.acts, pk);
       if (e.ref.adaptersOff) policy.lora!.enabled = true;
-      reduceLogps(refSums, lengths, logp, batch.mask, B, T, ldAlpha);
+      reduceLogps(refSums, lengths, g.logp, pk.mask, B, Tc, ldAlpha);
     } else {
       const pre = e.refLogps![split];
       for (let i = 0; i < B; i++) {
@@ -221,23 +189,22 @@ function microBatch(
       }
     }
   }
+  const afterRef = e.timings ? performance.now() : 0;
 
+  const wpoOn = loss.kind === "dpo" && loss.use_weighting;
   e.acts.dropout = weight > 0 && e.dropoutSeed ? new Rng(e.dropoutSeed(microIndex)) : null;
-  const logp = forward(be, policy, e.acts, batch.ids, batch.targets, R, T);
+  const g = forwardPairs(be, policy, e.acts, pk, wpoOn);
   e.acts.dropout = null;
-  reduceLogps(policySums, lengths, logp, batch.mask, B, T, ldAlpha);
-  const rowLogps = buf.rowLogps.subarray(0, R);
-  const logitMeans = buf.logitMeans.subarray(0, R);
-  rowSums(e.acts, batch, policy.cfg.V, rowLogps, logitMeans);
-  let plain: Float64Array | null = null;
-  if (ldAlpha !== null) plain = rowLogps; // plain sums for the NLL terms
+  const policySums = new Float64Array(R);
+  reduceLogps(policySums, lengths, g.logp, pk.mask, B, Tc, ldAlpha);
+  const rowLogps = new Float64Array(R);
+  const logitMeans = new Float64Array(R);
+  rowSums(g, pk, policy.cfg.V, rowLogps, logitMeans);
+  const plain = ldAlpha !== null ? rowLogps : null; // plain sums for the NLL terms
   let wpo: PairBatch["wpo"] = null;
-  if (loss.kind === "dpo" && loss.use_weighting) {
-    const V = policy.cfg.V;
-    const lss = buf.logSumSq.subarray(0, R * T);
-    for (let p = 0; p < R * T; p++) lss[p] = batch.mask[p] ? logSumSquaredProbs(e.acts.logits, p * V, V) : 0;
-    const w = buf.wpoLogW.subarray(0, R);
-    wpoLogWeights(w, logp, lss, batch.mask, B, T);
+  if (wpoOn) {
+    const w = new Float64Array(R);
+    wpoLogWeights(w, g.logp, g.logSumSq!, pk.mask, B, Tc);
     wpo = { chosenLogWeights: w.subarray(0, B), rejectedLogWeights: w.subarray(B, R) };
   }
   const pairBatch: PairBatch = {
@@ -251,27 +218,35 @@ function microBatch(
     wpo,
   };
   const out = computeLoss(loss, pairBatch, state);
+  const afterPolicy = e.timings ? performance.now() : 0;
 
   if (weight > 0) {
-    const dlogp = buf.dlogp.subarray(0, R * T);
-    dlogp.fill(0);
+    const dgrid = new Float64Array(R * Tc);
     const dc = out.dPolicyChosenLogps.map((x) => x * weight);
     const dr = out.dPolicyRejectedLogps.map((x) => x * weight);
-    reduceLogpsBackward(dlogp, dc, dr, batch.mask, lengths, B, T, ldAlpha);
+    reduceLogpsBackward(dgrid, dc, dr, pk.mask, lengths, B, Tc, ldAlpha);
     if (out.dPolicyChosenPlainLogps)
-      reduceLogpsBackward(dlogp, out.dPolicyChosenPlainLogps.map((x) => x * weight), null, batch.mask, lengths, B, T, null);
+      reduceLogpsBackward(dgrid, out.dPolicyChosenPlainLogps.map((x) => x * weight), null, pk.mask, lengths, B, Tc, null);
+    const dlogp = new policy.ctor(pk.M);
+    fromGrid(dlogp, dgrid, pk);
     backward(be, policy, e.acts, e.grads, dlogp);
+  }
+  if (e.timings) {
+    e.timings.ref_fwd += afterRef - clock;
+    e.timings.policy_fwd += afterPolicy - afterRef;
+    e.timings.backward += performance.now() - afterPolicy;
   }
 
   // TRL's logits/chosen: mean logit over completion positions and the vocabulary.
   let lc = 0, lr = 0, nc = 0, nr = 0;
   for (let i = 0; i < B; i++) {
-    lc += logitMeans[i]!; nc += batch.completionLengths[i]!;
-    lr += logitMeans[B + i]!; nr += batch.completionLengths[B + i]!;
+    lc += logitMeans[i]!; nc += pk.completionLengths[i]!;
+    lr += logitMeans[B + i]!; nr += pk.completionLengths[B + i]!;
   }
   const metrics = lossMetrics(out, { chosen: lc / Math.max(1, nc), rejected: lr / Math.max(1, nr) });
+  // Counted as TRL counts its inputs: prompt + answer for each of the two sequences, whatever the packing.
   let tokens = 0;
-  for (let r = 0; r < R; r++) tokens += batch.seqLengths[r]!;
+  for (let r = 0; r < R; r++) tokens += pk.promptLengths[r]! + pk.completionLengths[r]!;
   return { out, metrics, tokens };
 }
 
@@ -311,6 +286,44 @@ function gradNorm(g: Buf): number {
   let s = 0;
   for (let i = 0; i < g.length; i++) s += g[i]! * g[i]!;
   return Math.sqrt(s);
+}
+
+/** AdamW's state and hyper-parameters over one trainable arena. */
+export interface Optimizer {
+  m: Float32Array;
+  v: Float32Array;
+  /** Contiguous ranges of the arena and whether weight decay applies to each. */
+  decayRanges: { offset: number; size: number; decay: boolean }[];
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  maxGradNorm: number;
+}
+
+/** Decay ranges for a full model's arena: norm weights and biases get no weight decay. */
+export function modelDecayRanges(model: Model): Optimizer["decayRanges"] {
+  return model.entries.map((en) => ({ offset: en.offset, size: en.size, decay: decays(en.name) }));
+}
+
+/**
+ * The gradient norm and, when it is finite, clipping (torch.nn.utils.clip_grad_norm_) and one AdamW step at
+ * `lr` (step counted from 1). Returns the norm before clipping; a non-finite norm leaves everything untouched.
+ */
+export function optimizerStep(be: Backend, o: Optimizer, params: Buf, grads: Buf, lr: number, step: number): number {
+  const norm = gradNorm(grads);
+  if (!Number.isFinite(norm)) return norm;
+  if (o.maxGradNorm > 0) {
+    const coef = o.maxGradNorm / (norm + 1e-6);
+    if (coef < 1) for (let i = 0; i < grads.length; i++) grads[i] *= coef;
+  }
+  for (const d of o.decayRanges)
+    be.adamwStep(
+      params.subarray(d.offset, d.offset + d.size), grads.subarray(d.offset, d.offset + d.size),
+      o.m.subarray(d.offset, d.offset + d.size), o.v.subarray(d.offset, d.offset + d.size), d.size,
+      lr, o.beta1, o.beta2, o.eps, d.decay ? o.weightDecay : 0, step,
+    );
+  return norm;
 }
 
 /** Norm weights and biases get no weight decay, as Hugging Face's Trainer groups them. */
@@ -365,9 +378,10 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
 
   const B = cfg.per_device_train_batch_size;
   const evalB = cfg.per_device_eval_batch_size;
-  const maxT = Math.max(longestSequence(data.train), data.eval.length ? longestSequence(data.eval) : 1);
   const maxB = Math.max(B, evalB);
-  const acts = createActivations(policy, 2 * maxB, maxT);
+  const sharedPrefix = cfg.shared_prefix;
+  const allPairs = [...data.train, ...data.eval];
+  const acts = activationsForPairs(policy, allPairs, maxB, sharedPrefix);
   const grads = usePeft ? null : createGradients(policy);
   // What the optimizer updates: the whole parameter arena, or the adapter arena.
   const trainable: Buf = usePeft ? policy.lora!.params : policy.params;
@@ -381,8 +395,8 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
     const ldAlpha = cfg.loss.kind === "dpo" ? cfg.loss.ld_alpha : null;
     if (cfg.precompute_ref_log_probs) {
       if (refIsAdaptersOff) policy.lora!.enabled = false;
-      const t = precomputedRefLogps(be, refModel, refPath, data.train, evalB, ldAlpha);
-      const ev = precomputedRefLogps(be, refModel, refPath, data.eval, evalB, ldAlpha);
+      const t = precomputedRefLogps(be, refModel, refPath, data.train, evalB, ldAlpha, sharedPrefix);
+      const ev = precomputedRefLogps(be, refModel, refPath, data.eval, evalB, ldAlpha, sharedPrefix);
       if (refIsAdaptersOff) policy.lora!.enabled = true;
       say(`reference log-probs: ${t.cached ? "from cache" : "computed"} ${t.file}`);
       refLogps = { train: t.logps, eval: ev.logps };
@@ -390,13 +404,13 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
       const sameShape = JSON.stringify(refModel.cfg) === JSON.stringify(policy.cfg);
       ref = {
         model: refModel,
-        acts: sameShape ? acts : createActivations(refModel, 2 * maxB, maxT),
+        acts: sameShape ? acts : activationsForPairs(refModel, allPairs, maxB, sharedPrefix),
         adaptersOff: refIsAdaptersOff,
       };
     }
   }
   const engine: Engine = {
-    be, policy, acts, grads, ref, refLogps, loss: cfg.loss, buf: allocStepBuffers(policy.ctor, maxB, maxT), dropoutSeed: null,
+    be, policy, acts, grads, ref, refLogps, loss: cfg.loss, sharedPrefix, dropoutSeed: null, timings: null,
   };
 
   // Schedule
@@ -432,9 +446,11 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   } else writeFileAtomic(metricsPath, "");
   const drawRng = new Rng(state.rng);
 
-  const decayRanges = usePeft
-    ? [{ offset: 0, size: n, decay: true }] // LoRA matrices are weights
-    : policy.entries.map((en) => ({ offset: en.offset, size: en.size, decay: decays(en.name) }));
+  const optimizer: Optimizer = {
+    m, v,
+    decayRanges: usePeft ? [{ offset: 0, size: n, decay: true }] /* LoRA matrices are weights */ : modelDecayRanges(policy),
+    beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm,
+  };
   const progress = createProgress("train", totalSteps, state.step, process.stderr, opts.quiet);
   let window = new MetricMean();
   let windowTokens = 0;
@@ -473,7 +489,9 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
       windowTokens += r.tokens;
       state.numTokens += r.tokens;
     }
-    const norm = gradNorm(trainableGrads);
+    const lr = lrAt(cfg.lr_scheduler_type, cfg.learning_rate, state.step, warmup, totalSteps);
+    // a non-finite loss must stop the run before the update, whatever the norm
+    const norm = Number.isFinite(stepLoss) ? optimizerStep(be, optimizer, trainable, trainableGrads, lr, state.step + 1) : NaN;
     if (!Number.isFinite(stepLoss) || !Number.isFinite(norm))
       throw new TsdpoError(
         "numeric",
@@ -482,17 +500,6 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
           (lastCheckpoint ? `The last good checkpoint is ${lastCheckpoint}. ` : "No checkpoint was written yet. ") +
           // Clipping bounds the gradient, not AdamW's step (about learning_rate per weight), so suggest it only when off.
           `Lower learning_rate (now ${cfg.learning_rate})${cfg.max_grad_norm > 0 ? "" : ", or set max_grad_norm"}.`,
-      );
-    if (cfg.max_grad_norm > 0) {
-      const coef = cfg.max_grad_norm / (norm + 1e-6); // torch.nn.utils.clip_grad_norm_
-      if (coef < 1) for (let i = 0; i < n; i++) trainableGrads[i] *= coef;
-    }
-    const lr = lrAt(cfg.lr_scheduler_type, cfg.learning_rate, state.step, warmup, totalSteps);
-    for (const d of decayRanges)
-      be.adamwStep(
-        trainable.subarray(d.offset, d.offset + d.size), trainableGrads.subarray(d.offset, d.offset + d.size),
-        m.subarray(d.offset, d.offset + d.size), v.subarray(d.offset, d.offset + d.size), d.size,
-        lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_epsilon, d.decay ? cfg.weight_decay : 0, state.step + 1,
       );
     state.step++;
 

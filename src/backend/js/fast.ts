@@ -1,12 +1,13 @@
-// Faster js versions of the two kernels that dominate a training step, matmul and attention, built on the tiled
-// gemm. Same contract and results (up to summation order) as the plain versions in kernels.ts, which stay as the
+// Faster js versions of the kernels that dominate a training step, matmul, attention and the LM head, built on the
+// tiled gemm. Same contract and results (up to summation order) as the plain versions in kernels.ts, which stay as the
 // reference they are tested against (test/kernels.test.ts).
 //
 // Attention works per (row, head) on causal 4-row blocks, so the product for query rows m..m+3 only touches keys
-// 0..m+3: the masked upper triangle is never computed.
+// 0..m+3: the masked upper triangle is never computed, and the probabilities live only in a (4, T) scratch.
 
 import type { Buf } from "../contract.js";
 import { gemm } from "./gemm.js";
+import { attentionVisible, branchOf } from "./mask.js";
 
 export function matmulForward(out: Buf, inp: Buf, weight: Buf, bias: Buf | null, N: number, IC: number, OC: number): void {
   gemm(out, 0, OC, inp, 0, IC, 1, weight, 0, IC, 1, N, OC, IC, false, bias);
@@ -24,85 +25,169 @@ export function matmulBackward(
     }
 }
 
-let scratch = new Float64Array(0);
-function scratchTT(T: number): Float64Array {
-  if (scratch.length < T * T) scratch = new Float64Array(T * T);
-  return scratch;
+// Attention and the LM head work on blocks of rows with a small scratch: (4, T) scores for attention, (16, V)
+// logits for the head. Nothing (T,T) or (M,V) is ever allocated.
+let scratchA = new Float64Array(0);
+let scratchB = new Float64Array(0);
+function blockScratch(n: number): [Float64Array, Float64Array] {
+  if (scratchA.length < n) {
+    scratchA = new Float64Array(n);
+    scratchB = new Float64Array(n);
+  }
+  return [scratchA, scratchB];
+}
+
+const QUERY_BLOCK = 4;
+
+/**
+ * Softmax probabilities of query t over keys 0..kEnd−1 in place in s (scores · scale − lse, masked), where s holds
+ * unscaled scores. Keys outside attentionVisible are zeroed.
+ */
+function probabilities(s: Float64Array, so: number, kEnd: number, t: number, P: number, S: number, window: number, scale: number, lse: number): void {
+  const [a0, a1, b0, b1] = attentionVisible(t, P, S, window);
+  for (let j = 0; j < kEnd; j++) s[so + j] = (j >= a0 && j < a1) || (j >= b0 && j < b1) ? Math.exp(s[so + j]! * scale - lse) : 0;
+}
+
+/** lse of query t from its unscaled scores s[so..so+kEnd) over the visible keys. */
+function logNormaliser(s: Float64Array, so: number, t: number, P: number, S: number, window: number, scale: number): number {
+  const [a0, a1, b0, b1] = attentionVisible(t, P, S, window);
+  let max = -Infinity;
+  for (let j = a0; j < a1; j++) max = Math.max(max, s[so + j]! * scale);
+  for (let j = b0; j < b1; j++) max = Math.max(max, s[so + j]! * scale);
+  let sum = 0;
+  for (let j = a0; j < a1; j++) sum += Math.exp(s[so + j]! * scale - max);
+  for (let j = b0; j < b1; j++) sum += Math.exp(s[so + j]! * scale - max);
+  return max + Math.log(sum);
 }
 
 export function attentionForward(
-  out: Buf, att: Buf, q: Buf, k: Buf, v: Buf, R: number, T: number, NH: number, NKV: number, HS: number, window: number,
-): void {
-  const scale = 1 / Math.sqrt(HS);
-  const group = NH / NKV;
-  const qStride = NH * HS;
-  const kvStride = NKV * HS;
-  const s = scratchTT(T);
-  for (let r = 0; r < R; r++) {
-    for (let h = 0; h < NH; h++) {
-      const qOff = r * T * qStride + h * HS;
-      const kOff = r * T * kvStride + Math.floor(h / group) * HS;
-      const ao = (r * NH + h) * T * T;
-      for (let m = 0; m < T; m += 4) {
-        const mb = Math.min(4, T - m);
-        gemm(s, m * T, T, q, qOff + m * qStride, qStride, 1, k, kOff, kvStride, 1, mb, m + mb, HS, false, null);
-      }
-      for (let t = 0; t < T; t++) {
-        const first = window > 0 ? Math.max(0, t - window + 1) : 0;
-        const row = t * T;
-        let max = -Infinity;
-        for (let j = first; j <= t; j++) if (s[row + j]! > max) max = s[row + j]!;
-        let sum = 0;
-        for (let j = first; j <= t; j++) {
-          const e = Math.exp((s[row + j]! - max) * scale);
-          s[row + j] = e;
-          sum += e;
-        }
-        const inv = 1 / sum;
-        for (let j = 0; j < T; j++) att[ao + row + j] = j >= first && j <= t ? s[row + j]! * inv : 0;
-      }
-      for (let m = 0; m < T; m += 4) {
-        const mb = Math.min(4, T - m);
-        gemm(out, qOff + m * qStride, qStride, att, ao + m * T, T, 1, v, kOff, 1, kvStride, mb, HS, m + mb, false, null);
-      }
-    }
-  }
-}
-
-export function attentionBackward(
-  dq: Buf, dk: Buf, dv: Buf, dout: Buf, q: Buf, k: Buf, v: Buf, att: Buf,
+  out: Buf, lse: Buf, q: Buf, k: Buf, v: Buf, branch: Int32Array | null,
   R: number, T: number, NH: number, NKV: number, HS: number, window: number,
 ): void {
   const scale = 1 / Math.sqrt(HS);
   const group = NH / NKV;
   const qStride = NH * HS;
   const kvStride = NKV * HS;
-  const ds = scratchTT(T);
+  const [s] = blockScratch(QUERY_BLOCK * T);
   for (let r = 0; r < R; r++) {
+    const [P, S] = branchOf(branch, r, T);
     for (let h = 0; h < NH; h++) {
       const qOff = r * T * qStride + h * HS;
       const kOff = r * T * kvStride + Math.floor(h / group) * HS;
-      const ao = (r * NH + h) * T * T;
-      // dp = dout · vᵀ on the causal blocks, then ds = p ⊙ (dp − Σ p·dp) · scale in place
-      for (let m = 0; m < T; m += 4) {
-        const mb = Math.min(4, T - m);
-        gemm(ds, m * T, T, dout, qOff + m * qStride, qStride, 1, v, kOff, kvStride, 1, mb, m + mb, HS, false, null);
-      }
-      for (let t = 0; t < T; t++) {
-        const row = t * T;
-        const first = window > 0 ? Math.max(0, t - window + 1) : 0;
-        let pdp = 0;
-        for (let j = first; j <= t; j++) pdp += att[ao + row + j]! * ds[row + j]!;
-        for (let j = 0; j < T; j++) ds[row + j] = j >= first && j <= t ? att[ao + row + j]! * (ds[row + j]! - pdp) * scale : 0;
-      }
-      for (let m = 0; m < T; m += 4) {
-        const mb = Math.min(4, T - m);
-        // dq[t] += Σ_j ds[t,j] k[j]   (j ≤ t < m + mb)
-        gemm(dq, qOff + m * qStride, qStride, ds, m * T, T, 1, k, kOff, 1, kvStride, mb, HS, m + mb, true, null);
-        // dk[j] += Σ_t ds[t,j] q[t]   and   dv[j] += Σ_t p[t,j] dout[t]   (t ≥ j ≥ m)
-        gemm(dk, kOff + m * kvStride, kvStride, ds, m * T + m, 1, T, q, qOff + m * qStride, 1, qStride, mb, HS, T - m, true, null);
-        gemm(dv, kOff + m * kvStride, kvStride, att, ao + m * T + m, 1, T, dout, qOff + m * qStride, 1, qStride, mb, HS, T - m, true, null);
+      for (let m = 0; m < T; m += QUERY_BLOCK) {
+        const mb = Math.min(QUERY_BLOCK, T - m);
+        const kEnd = m + mb; // causal: no query of the block sees a later key
+        gemm(s, 0, T, q, qOff + m * qStride, qStride, 1, k, kOff, kvStride, 1, mb, kEnd, HS, false, null);
+        for (let i = 0; i < mb; i++) {
+          const l = logNormaliser(s, i * T, m + i, P, S, window, scale);
+          lse[(r * NH + h) * T + m + i] = l;
+          probabilities(s, i * T, kEnd, m + i, P, S, window, scale, l);
+        }
+        gemm(out, qOff + m * qStride, qStride, s, 0, T, 1, v, kOff, 1, kvStride, mb, HS, kEnd, false, null);
       }
     }
+  }
+}
+
+export function attentionBackward(
+  dq: Buf, dk: Buf, dv: Buf, dout: Buf, q: Buf, k: Buf, v: Buf, out: Buf, lse: Buf, branch: Int32Array | null,
+  R: number, T: number, NH: number, NKV: number, HS: number, window: number,
+): void {
+  const scale = 1 / Math.sqrt(HS);
+  const group = NH / NKV;
+  const qStride = NH * HS;
+  const kvStride = NKV * HS;
+  const [p, ds] = blockScratch(QUERY_BLOCK * T);
+  for (let r = 0; r < R; r++) {
+    const [P, S] = branchOf(branch, r, T);
+    for (let h = 0; h < NH; h++) {
+      const qOff = r * T * qStride + h * HS;
+      const kOff = r * T * kvStride + Math.floor(h / group) * HS;
+      for (let m = 0; m < T; m += QUERY_BLOCK) {
+        const mb = Math.min(QUERY_BLOCK, T - m);
+        const kEnd = m + mb;
+        gemm(p, 0, T, q, qOff + m * qStride, qStride, 1, k, kOff, kvStride, 1, mb, kEnd, HS, false, null);
+        gemm(ds, 0, T, dout, qOff + m * qStride, qStride, 1, v, kOff, kvStride, 1, mb, kEnd, HS, false, null);
+        for (let i = 0; i < mb; i++) {
+          const t = m + i;
+          probabilities(p, i * T, kEnd, t, P, S, window, scale, lse[(r * NH + h) * T + t]!);
+          let D = 0; // Σ_j p_j dp_j = dout · out
+          for (let c = 0; c < HS; c++) D += dout[qOff + t * qStride + c]! * out[qOff + t * qStride + c]!;
+          for (let j = 0; j < kEnd; j++) ds[i * T + j] = p[i * T + j]! * (ds[i * T + j]! - D) * scale;
+        }
+        // dq[t] += Σ_j ds[t,j] k[j];  dk[j] += Σ_t ds[t,j] q[t];  dv[j] += Σ_t p[t,j] dout[t]
+        gemm(dq, qOff + m * qStride, qStride, ds, 0, T, 1, k, kOff, 1, kvStride, mb, HS, kEnd, true, null);
+        gemm(dk, kOff, kvStride, ds, 0, 1, T, q, qOff + m * qStride, 1, qStride, kEnd, HS, mb, true, null);
+        gemm(dv, kOff, kvStride, p, 0, 1, T, dout, qOff + m * qStride, 1, qStride, kEnd, HS, mb, true, null);
+      }
+    }
+  }
+}
+
+const HEAD_CHUNK = 16;
+
+function gatherRows(xs: Float64Array, x: Buf, rows: Int32Array, m0: number, mb: number, C: number): void {
+  for (let i = 0; i < mb; i++) {
+    const xo = rows[m0 + i]! * C;
+    for (let c = 0; c < C; c++) xs[i * C + c] = x[xo + c]!;
+  }
+}
+
+export function lmHeadLogprobForward(
+  logp: Buf, lse: Buf, logitSum: Buf, logSumSq: Buf | null, x: Buf, rows: Int32Array, targets: Int32Array, W: Buf,
+  M: number, C: number, V: number,
+): void {
+  const [z, xs] = blockScratch(HEAD_CHUNK * Math.max(V, C));
+  for (let m0 = 0; m0 < M; m0 += HEAD_CHUNK) {
+    const mb = Math.min(HEAD_CHUNK, M - m0);
+    gatherRows(xs, x, rows, m0, mb, C);
+    gemm(z, 0, V, xs, 0, C, 1, W, 0, C, 1, mb, V, C, false, null);
+    for (let i = 0; i < mb; i++) {
+      const o = i * V;
+      let max = -Infinity, sum = 0;
+      for (let v = 0; v < V; v++) {
+        if (z[o + v]! > max) max = z[o + v]!;
+        sum += z[o + v]!;
+      }
+      let se = 0, se2 = 0;
+      for (let v = 0; v < V; v++) {
+        const e = Math.exp(z[o + v]! - max);
+        se += e;
+        se2 += e * e;
+      }
+      const l = max + Math.log(se);
+      const m = m0 + i;
+      lse[m] = l;
+      logitSum[m] = sum;
+      logp[m] = z[o + targets[m]!]! - l;
+      if (logSumSq) logSumSq[m] = Math.log(se2) - 2 * Math.log(se);
+    }
+  }
+}
+
+export function lmHeadLogprobBackward(
+  dx: Buf, dW: Buf | null, dlogp: Buf, x: Buf, rows: Int32Array, targets: Int32Array, W: Buf, lse: Buf,
+  M: number, C: number, V: number,
+): void {
+  const [z, xs] = blockScratch(HEAD_CHUNK * Math.max(V, C));
+  const dxs = new Float64Array(HEAD_CHUNK * C);
+  for (let m0 = 0; m0 < M; m0 += HEAD_CHUNK) {
+    const mb = Math.min(HEAD_CHUNK, M - m0);
+    gatherRows(xs, x, rows, m0, mb, C);
+    gemm(z, 0, V, xs, 0, C, 1, W, 0, C, 1, mb, V, C, false, null);
+    for (let i = 0; i < mb; i++) {
+      const o = i * V;
+      const m = m0 + i;
+      const g = dlogp[m]!;
+      const l = lse[m]!;
+      for (let v = 0; v < V; v++) z[o + v] = g === 0 ? 0 : -g * Math.exp(z[o + v]! - l);
+      z[o + targets[m]!] += g;
+    }
+    gemm(dxs, 0, C, z, 0, V, 1, W, 0, 1, C, mb, C, V, false, null); // dz · W
+    for (let i = 0; i < mb; i++) {
+      const xo = rows[m0 + i]! * C;
+      for (let c = 0; c < C; c++) dx[xo + c] += dxs[i * C + c]!;
+    }
+    if (dW) gemm(dW, 0, C, z, 0, 1, V, xs, 0, 1, C, V, C, mb, true, null); // dzᵀ · x
   }
 }

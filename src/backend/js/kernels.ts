@@ -4,6 +4,7 @@
 
 import type { Backend, Buf } from "../contract.js";
 import * as fast from "./fast.js";
+import { attentionVisible, branchOf } from "./mask.js";
 
 export function embeddingForward(out: Buf, ids: Int32Array, table: Buf, N: number, C: number): void {
   for (let n = 0; n < N; n++) {
@@ -91,72 +92,75 @@ export function matmulBackward(
   }
 }
 
-function rope(x: Buf, cos: Buf, sin: Buf, R: number, T: number, H: number, HS: number, pos0: number, sign: number): void {
+function rope(x: Buf, cos: Buf, sin: Buf, posOf: Int32Array, N: number, H: number, HS: number, sign: number): void {
   const half = HS >> 1;
-  for (let r = 0; r < R; r++) {
-    for (let t = 0; t < T; t++) {
-      const pos = pos0 + t;
-      const row = (r * T + t) * H * HS;
-      for (let h = 0; h < H; h++) {
-        const base = row + h * HS;
-        for (let i = 0; i < half; i++) {
-          const c = cos[pos * half + i]!;
-          const s = sign * sin[pos * half + i]!;
-          const a = x[base + i]!;
-          const b = x[base + i + half]!;
-          x[base + i] = a * c - b * s;
-          x[base + i + half] = b * c + a * s;
-        }
+  for (let n = 0; n < N; n++) {
+    const pos = posOf[n]!;
+    const row = n * H * HS;
+    for (let h = 0; h < H; h++) {
+      const base = row + h * HS;
+      for (let i = 0; i < half; i++) {
+        const c = cos[pos * half + i]!;
+        const s = sign * sin[pos * half + i]!;
+        const a = x[base + i]!;
+        const b = x[base + i + half]!;
+        x[base + i] = a * c - b * s;
+        x[base + i + half] = b * c + a * s;
       }
     }
   }
 }
 
-export function ropeForward(x: Buf, cos: Buf, sin: Buf, R: number, T: number, H: number, HS: number, pos0: number): void {
-  rope(x, cos, sin, R, T, H, HS, pos0, 1);
+export function ropeForward(x: Buf, cos: Buf, sin: Buf, pos: Int32Array, N: number, H: number, HS: number): void {
+  rope(x, cos, sin, pos, N, H, HS, 1);
 }
 
 // RoPE is an orthogonal rotation per pair, so its backward is the rotation by the opposite angle.
-export function ropeBackward(dx: Buf, cos: Buf, sin: Buf, R: number, T: number, H: number, HS: number, pos0: number): void {
-  rope(dx, cos, sin, R, T, H, HS, pos0, -1);
+export function ropeBackward(dx: Buf, cos: Buf, sin: Buf, pos: Int32Array, N: number, H: number, HS: number): void {
+  rope(dx, cos, sin, pos, N, H, HS, -1);
 }
 
+// Straight from the definition: per (row, head, query) the scores of the visible keys, their softmax, the weighted
+// sum of values, and the log-normaliser lse = max + log Σ exp(s − max) the backward recomputes p from.
 export function attentionForward(
-  out: Buf, att: Buf, q: Buf, k: Buf, v: Buf, R: number, T: number, NH: number, NKV: number, HS: number, window: number,
+  out: Buf, lse: Buf, q: Buf, k: Buf, v: Buf, branch: Int32Array | null,
+  R: number, T: number, NH: number, NKV: number, HS: number, window: number,
 ): void {
   const scale = 1 / Math.sqrt(HS);
   const group = NH / NKV;
   const qStride = NH * HS;
   const kvStride = NKV * HS;
+  const s = attentionScratch(T);
   for (let r = 0; r < R; r++) {
+    const [P, S] = branchOf(branch, r, T);
     for (let h = 0; h < NH; h++) {
       const kvh = Math.floor(h / group);
       for (let t = 0; t < T; t++) {
         const qo = (r * T + t) * qStride + h * HS;
-        const ao = ((r * NH + h) * T + t) * T;
-        const first = window > 0 ? Math.max(0, t - window + 1) : 0;
+        const [a0, a1, b0, b1] = attentionVisible(t, P, S, window);
         let max = -Infinity;
-        for (let j = first; j <= t; j++) {
+        const score = (j: number): void => {
           const ko = (r * T + j) * kvStride + kvh * HS;
-          let s = 0;
-          for (let i = 0; i < HS; i++) s += q[qo + i]! * k[ko + i]!;
-          s *= scale;
-          att[ao + j] = s;
-          if (s > max) max = s;
-        }
+          let d = 0;
+          for (let i = 0; i < HS; i++) d += q[qo + i]! * k[ko + i]!;
+          s[j] = d * scale;
+          if (s[j]! > max) max = s[j]!;
+        };
+        for (let j = a0; j < a1; j++) score(j);
+        for (let j = b0; j < b1; j++) score(j);
         let sum = 0;
-        for (let j = first; j <= t; j++) {
-          const e = Math.exp(att[ao + j]! - max);
-          att[ao + j] = e;
-          sum += e;
-        }
-        for (let j = 0; j < T; j++) att[ao + j] = j >= first && j <= t ? att[ao + j]! / sum : 0;
+        for (let j = a0; j < a1; j++) sum += Math.exp(s[j]! - max);
+        for (let j = b0; j < b1; j++) sum += Math.exp(s[j]! - max);
+        const l = max + Math.log(sum);
+        lse[(r * NH + h) * T + t] = l;
         for (let i = 0; i < HS; i++) out[qo + i] = 0;
-        for (let j = first; j <= t; j++) {
-          const p = att[ao + j]!;
+        const addValue = (j: number): void => {
+          const p = Math.exp(s[j]! - l);
           const vo = (r * T + j) * kvStride + kvh * HS;
           for (let i = 0; i < HS; i++) out[qo + i] += p * v[vo + i]!;
-        }
+        };
+        for (let j = a0; j < a1; j++) addValue(j);
+        for (let j = b0; j < b1; j++) addValue(j);
       }
     }
   }
@@ -169,42 +173,44 @@ function attentionScratch(T: number): Float64Array {
   return scratch;
 }
 
-// With p = softmax(s), s_j = scale·q·k_j, out = Σ p_j v_j:
-// dp_j = dout·v_j; ds_j = p_j (dp_j − Σ_k p_k dp_k); dq += scale Σ_j ds_j k_j; dk_j += scale ds_j q; dv_j += p_j dout.
+// With p_j = exp(s_j − lse), s_j = scale·q·k_j, out = Σ p_j v_j:
+// dp_j = dout·v_j; ds_j = p_j (dp_j − Σ_k p_k dp_k), and Σ_k p_k dp_k = dout·out;
+// dq += scale Σ_j ds_j k_j; dk_j += scale ds_j q; dv_j += p_j dout.
 export function attentionBackward(
-  dq: Buf, dk: Buf, dv: Buf, dout: Buf, q: Buf, k: Buf, v: Buf, att: Buf,
+  dq: Buf, dk: Buf, dv: Buf, dout: Buf, q: Buf, k: Buf, v: Buf, out: Buf, lse: Buf, branch: Int32Array | null,
   R: number, T: number, NH: number, NKV: number, HS: number, window: number,
 ): void {
   const scale = 1 / Math.sqrt(HS);
   const group = NH / NKV;
   const qStride = NH * HS;
   const kvStride = NKV * HS;
-  const dp = attentionScratch(T);
   for (let r = 0; r < R; r++) {
+    const [P, S] = branchOf(branch, r, T);
     for (let h = 0; h < NH; h++) {
       const kvh = Math.floor(h / group);
       for (let t = 0; t < T; t++) {
         const qo = (r * T + t) * qStride + h * HS;
-        const ao = ((r * NH + h) * T + t) * T;
-        const first = window > 0 ? Math.max(0, t - window + 1) : 0;
-        let pdp = 0;
-        for (let j = first; j <= t; j++) {
-          const vo = (r * T + j) * kvStride + kvh * HS;
-          let s = 0;
-          for (let i = 0; i < HS; i++) s += dout[qo + i]! * v[vo + i]!;
-          dp[j] = s;
-          pdp += att[ao + j]! * s;
-          const p = att[ao + j]!;
-          for (let i = 0; i < HS; i++) dv[vo + i] += p * dout[qo + i]!;
-        }
-        for (let j = first; j <= t; j++) {
-          const ds = att[ao + j]! * (dp[j]! - pdp) * scale;
+        const l = lse[(r * NH + h) * T + t]!;
+        let D = 0;
+        for (let i = 0; i < HS; i++) D += dout[qo + i]! * out[qo + i]!;
+        const [a0, a1, b0, b1] = attentionVisible(t, P, S, window);
+        const key = (j: number): void => {
           const ko = (r * T + j) * kvStride + kvh * HS;
+          let sc = 0, dp = 0;
           for (let i = 0; i < HS; i++) {
+            sc += q[qo + i]! * k[ko + i]!;
+            dp += dout[qo + i]! * v[ko + i]!;
+          }
+          const p = Math.exp(sc * scale - l);
+          const ds = p * (dp - D) * scale;
+          for (let i = 0; i < HS; i++) {
+            dv[ko + i] += p * dout[qo + i]!;
             dq[qo + i] += ds * k[ko + i]!;
             dk[ko + i] += ds * q[qo + i]!;
           }
-        }
+        };
+        for (let j = a0; j < a1; j++) key(j);
+        for (let j = b0; j < b1; j++) key(j);
       }
     }
   }
@@ -273,37 +279,68 @@ export function accumulate(dst: Buf, src: Buf, n: number): void {
   for (let i = 0; i < n; i++) dst[i] += src[i]!;
 }
 
-export function logprobForward(logp: Buf, lse: Buf, logitSum: Buf, logits: Buf, targets: Int32Array, N: number, V: number): void {
-  for (let n = 0; n < N; n++) {
-    const o = n * V;
-    let max = -Infinity;
-    let sum = 0;
+// One row of logits at a time, in double: z_v = x·W_v, then the same reductions as a log-softmax would do.
+export function lmHeadLogprobForward(
+  logp: Buf, lse: Buf, logitSum: Buf, logSumSq: Buf | null, x: Buf, rows: Int32Array, targets: Int32Array, W: Buf,
+  M: number, C: number, V: number,
+): void {
+  const z = lmHeadScratch(V);
+  for (let m = 0; m < M; m++) {
+    lmHeadRow(z, x, rows[m]! * C, W, C, V);
+    let max = -Infinity, sum = 0;
     for (let v = 0; v < V; v++) {
-      const x = logits[o + v]!;
-      if (x > max) max = x;
-      sum += x;
+      if (z[v]! > max) max = z[v]!;
+      sum += z[v]!;
     }
-    let se = 0;
-    for (let v = 0; v < V; v++) se += Math.exp(logits[o + v]! - max);
+    let se = 0, se2 = 0;
+    for (let v = 0; v < V; v++) {
+      const e = Math.exp(z[v]! - max);
+      se += e;
+      se2 += e * e;
+    }
     const l = max + Math.log(se);
-    lse[n] = l;
-    logitSum[n] = sum;
-    logp[n] = logits[o + targets[n]!]! - l;
+    lse[m] = l;
+    logitSum[m] = sum;
+    logp[m] = z[targets[m]!]! - l;
+    if (logSumSq) logSumSq[m] = Math.log(se2) - 2 * Math.log(se); // Σ p² = Σ e² / (Σ e)²
   }
 }
 
-export function logprobBackward(dlogits: Buf, dlogp: Buf, logits: Buf, lse: Buf, targets: Int32Array, N: number, V: number): void {
-  for (let n = 0; n < N; n++) {
-    const o = n * V;
-    const g = dlogp[n]!;
-    if (g === 0) {
-      dlogits.fill(0, o, o + V);
-      continue;
+export function lmHeadLogprobBackward(
+  dx: Buf, dW: Buf | null, dlogp: Buf, x: Buf, rows: Int32Array, targets: Int32Array, W: Buf, lse: Buf,
+  M: number, C: number, V: number,
+): void {
+  const z = lmHeadScratch(V);
+  for (let m = 0; m < M; m++) {
+    const g = dlogp[m]!;
+    if (g === 0) continue;
+    const xo = rows[m]! * C;
+    lmHeadRow(z, x, xo, W, C, V);
+    const l = lse[m]!;
+    for (let v = 0; v < V; v++) {
+      const dz = g * ((v === targets[m] ? 1 : 0) - Math.exp(z[v]! - l));
+      const wo = v * C;
+      for (let c = 0; c < C; c++) {
+        dx[xo + c] += dz * W[wo + c]!;
+        if (dW) dW[wo + c] += dz * x[xo + c]!;
+      }
     }
-    const l = lse[n]!;
-    for (let v = 0; v < V; v++) dlogits[o + v] = -g * Math.exp(logits[o + v]! - l);
-    dlogits[o + targets[n]!] += g;
   }
+}
+
+function lmHeadRow(z: Float64Array, x: Buf, xo: number, W: Buf, C: number, V: number): void {
+  for (let v = 0; v < V; v++) {
+    const wo = v * C;
+    let d = 0;
+    for (let c = 0; c < C; c++) d += x[xo + c]! * W[wo + c]!;
+    z[v] = d;
+  }
+}
+
+let zScratch = new Float64Array(0);
+function lmHeadScratch(V: number): Float64Array {
+  if (zScratch.length < V) zScratch = new Float64Array(V);
+  return zScratch;
 }
 
 export function adamwStep(
@@ -335,7 +372,7 @@ export const referenceBackend: Backend = {
   attentionForward, attentionBackward, attentionDecode,
   swigluForward, swigluBackward,
   addForward, accumulate,
-  logprobForward, logprobBackward,
+  lmHeadLogprobForward, lmHeadLogprobBackward,
   adamwStep,
 };
 
@@ -347,4 +384,6 @@ export const jsBackend: Backend = {
   matmulBackward: fast.matmulBackward,
   attentionForward: fast.attentionForward,
   attentionBackward: fast.attentionBackward,
+  lmHeadLogprobForward: fast.lmHeadLogprobForward,
+  lmHeadLogprobBackward: fast.lmHeadLogprobBackward,
 };

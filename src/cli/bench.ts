@@ -1,0 +1,81 @@
+// `tsdpo bench`: one DPO training step on a preset architecture, timed (src/train/bench.ts).
+
+import { selectBackend } from "../backend/select.js";
+import { loadNative } from "../backend/native/index.js";
+import { configError } from "../errors.js";
+import { PRESETS } from "../model/presets.js";
+import { benchDpoStep } from "../train/bench.js";
+import type { Command } from "./commands.js";
+
+type Values = Record<string, string | boolean | undefined>;
+
+function intOption(v: Values, key: string, fallback: number, min: number): number {
+  const s = v[key];
+  if (typeof s !== "string") return fallback;
+  const x = Number(s);
+  if (s.trim() === "" || !Number.isInteger(x) || x < min) throw configError(`--${key} ${s}: expected a whole number ≥ ${min}`);
+  return x;
+}
+
+export const benchCommand: Command = {
+  summary: "time one full DPO training step on a preset architecture (JSON with --json)",
+  help: `usage: tsdpo bench [--preset ${Object.keys(PRESETS).join("|")}] [--prompt-len 128] [--completion-len 128]
+                   [--pairs 1] [--steps 5] [--warmup 1] [--threads N] [--concatenated] [--backend auto|native|js] [--json]
+  One step = reference forward, policy forward on chosen and rejected, sigmoid DPO loss (β 0.1), backward,
+  gradient clipping and AdamW, exactly as \`tsdpo train\` runs it. Weights are deterministic (no download); tokens
+  follow a formula shared with tools/bench_torch.py. Reports the median step over --steps timed steps after
+  --warmup untimed ones, the share of each phase, peak RSS, and the GEMM rate against this machine's FMA peak,
+  both measured on the spot.
+  --preset P           architecture (default smollm-135m)
+  --prompt-len N       prompt tokens per pair (default 128)
+  --completion-len N   tokens of each answer (default 128)
+  --pairs N            pairs per step (default 1)
+  --threads N          threads for the native backend (default: every core)
+  --concatenated       TRL's layout (2 rows of prompt + answer) instead of tsdpo's shared prompt
+  --json               one JSON object on stdout`,
+  options: {
+    preset: { type: "string" }, "prompt-len": { type: "string" }, "completion-len": { type: "string" },
+    pairs: { type: "string" }, steps: { type: "string" }, warmup: { type: "string" }, threads: { type: "string" },
+    concatenated: { type: "boolean" }, backend: { type: "string" }, json: { type: "boolean" },
+  },
+  async run(v) {
+    const preset = typeof v.preset === "string" ? v.preset : "smollm-135m";
+    if (!PRESETS[preset]) throw configError(`--preset ${preset}: expected one of ${Object.keys(PRESETS).join(", ")}`);
+    const threads = typeof v.threads === "string" ? intOption(v, "threads", 1, 1) : null;
+    if (threads !== null) process.env.TSDPO_THREADS = String(threads); // read when the addon loads
+    const be = selectBackend(typeof v.backend === "string" ? v.backend : "auto");
+    const native = loadNative();
+    if (native.ok && threads !== null) native.setThreads(threads);
+    const onNative = be.name === "native" && native.ok;
+    const result = benchDpoStep(be, {
+      preset,
+      promptLen: intOption(v, "prompt-len", 128, 1),
+      completionLen: intOption(v, "completion-len", 128, 1),
+      pairs: intOption(v, "pairs", 1, 1),
+      steps: intOption(v, "steps", 5, 1),
+      warmup: intOption(v, "warmup", 1, 0),
+      sharedPrefix: v.concatenated !== true,
+    }, {
+      fmaPeak: onNative ? () => native.fmaPeakGflops(300) : null,
+      threads: onNative ? native.info().threads : null,
+    });
+    if (v.json) {
+      process.stdout.write(JSON.stringify(result) + "\n");
+      return 0;
+    }
+    const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
+    const lines = [
+      `${result.preset} on ${result.backend}${result.config.threads ? ` (${result.config.threads} threads)` : ""}: ` +
+        `${result.config.pairs} pair(s) × (${result.config.prompt_len} prompt + ${result.config.completion_len} answer tokens), ` +
+        `${result.config.shared_prefix ? "shared prompt" : "concatenated"}`,
+      `  step: ${result.ms_per_step} ms median of ${result.config.steps} (${result.steps_ms.join(", ")})`,
+      `  ${result.tokens_per_second} tokens/s, peak RSS ${result.peak_rss_mb} MB`,
+      `  split: reference fwd ${pct(result.share.ref_fwd)}, policy fwd ${pct(result.share.policy_fwd)}, ` +
+        `backward ${pct(result.share.backward)}, optimizer ${pct(result.share.optimizer)}`,
+      `  GEMM ${result.gemm_gflops} GFLOP/s` +
+        (result.fma_peak_gflops !== null ? ` = ${pct(result.gemm_share_of_peak!)} of the FMA peak ${result.fma_peak_gflops} GFLOP/s` : ""),
+    ];
+    process.stdout.write(lines.join("\n") + "\n");
+    return 0;
+  },
+};

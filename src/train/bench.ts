@@ -1,0 +1,146 @@
+// `tsdpo bench`: the speed of one full DPO training step on a preset architecture (real config.json shapes,
+// deterministic weights, src/model/presets.ts). A step is exactly what the trainer runs: the reference forward,
+// the policy forward, the sigmoid loss (β 0.1), the backward, gradient clipping and AdamW (train.ts's microBatch
+// and optimizerStep), timed phase by phase.
+//
+// The tokens are a formula, so tools/bench_torch.py builds the very same batch: token i of sequence kind s
+// (prompt 0, chosen 1, rejected 2) is (i·2654435761 + s·40503 + 17) mod V. With the same weights both sides must
+// report the same first-step log-probs (`check`), which the comparison harness verifies.
+
+import type { Backend } from "../backend/contract.js";
+import type { TokenizedPair } from "../data/types.js";
+import { defaultLossConfig } from "../loss/config.js";
+import { initialLossState } from "../loss/losses.js";
+import { cloneModel, createGradients } from "../model/llama.js";
+import { PRESETS, presetModel } from "../model/presets.js";
+import { activationsForPairs } from "./logps.js";
+import { type Engine, type StepTimings, microBatch, modelDecayRanges, optimizerStep } from "./train.js";
+
+export interface BenchOptions {
+  preset: string;
+  promptLen: number;
+  completionLen: number;
+  pairs: number;
+  steps: number;
+  warmup: number;
+  /** Pack each pair's prompt once (the default); false runs TRL's concatenated batch, for comparison. */
+  sharedPrefix: boolean;
+}
+
+export interface BenchResult {
+  preset: string;
+  backend: string;
+  ms_per_step: number; // median over the timed steps
+  steps_ms: number[];
+  tokens_per_second: number; // tokens as TRL counts them (2·pairs·(prompt+completion)) per second of step
+  peak_rss_mb: number; // the whole process's peak, read after the steps
+  gemm_gflops: number | null; // the backend's matmul at the step's largest shape, measured here
+  fma_peak_gflops: number | null; // this machine's float32 FMA peak, measured here (native only)
+  gemm_share_of_peak: number | null;
+  share: StepTimings; // fraction of the step in each phase (median step's split)
+  check: { chosen_logps: number; rejected_logps: number; loss: number };
+  config: { prompt_len: number; completion_len: number; pairs: number; steps: number; shared_prefix: boolean; threads: number | null };
+}
+
+/** The deterministic benchmark token of sequence kind s (0 prompt, 1 chosen, 2 rejected) at index i. */
+export function benchToken(i: number, s: number, V: number): number {
+  return (i * 2654435761 + s * 40503 + 17) % V;
+}
+
+export function benchPairs(V: number, pairs: number, promptLen: number, completionLen: number): TokenizedPair[] {
+  const seq = (s: number, n: number): Int32Array => Int32Array.from({ length: n }, (_, i) => benchToken(i, s, V));
+  return Array.from({ length: pairs }, (_, k) => ({
+    source: { file: "bench", index: k, line: k + 1 },
+    promptIds: seq(0, promptLen), chosenIds: seq(1, completionLen), rejectedIds: seq(2, completionLen), truncated: false,
+  }) as unknown as TokenizedPair);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  return n % 2 ? s[(n - 1) >> 1]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
+}
+
+/** GFLOP/s of be.matmulForward for (N, IC) · (OC, IC)ᵀ, median of `reps` timed calls after one warm-up. */
+export function measureGemm(be: Backend, N: number, IC: number, OC: number, reps = 5): number {
+  const a = new Float32Array(N * IC).map((_, i) => Math.sin(i));
+  const w = new Float32Array(OC * IC).map((_, i) => Math.cos(i));
+  const out = new Float32Array(N * OC);
+  be.matmulForward(out, a, w, null, N, IC, OC);
+  const times: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const t0 = performance.now();
+    be.matmulForward(out, a, w, null, N, IC, OC);
+    times.push(performance.now() - t0);
+  }
+  return (2 * N * IC * OC) / (median(times) * 1e6);
+}
+
+export function benchDpoStep(
+  be: Backend, o: BenchOptions, extras: { fmaPeak: (() => number) | null; threads: number | null },
+): BenchResult {
+  if (!PRESETS[o.preset]) throw new Error(`unknown preset ${o.preset}`);
+  const policy = presetModel(o.preset);
+  const ref = cloneModel(policy);
+  const { V, C, FF } = policy.cfg;
+  const pairs = benchPairs(V, o.pairs, o.promptLen, o.completionLen);
+  const acts = activationsForPairs(policy, pairs, pairs.length, o.sharedPrefix);
+  const loss = defaultLossConfig(); // sigmoid DPO, β 0.1
+  const timings: StepTimings = { policy_fwd: 0, ref_fwd: 0, backward: 0, optimizer: 0 };
+  const engine: Engine = {
+    be, policy, acts, grads: createGradients(policy),
+    // the reference gets its own activations, as when its shape differs: both stay resident, like PyTorch's
+    ref: { model: ref, acts: activationsForPairs(ref, pairs, pairs.length, o.sharedPrefix), adaptersOff: false },
+    refLogps: null, loss, sharedPrefix: o.sharedPrefix, dropoutSeed: null, timings,
+  };
+  const n = policy.params.length;
+  const optimizer = {
+    m: new Float32Array(n), v: new Float32Array(n), decayRanges: modelDecayRanges(policy),
+    beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1,
+  };
+  const grads = engine.grads!.grads;
+  const index = pairs.map((_, i) => i);
+  const steps: { ms: number; split: StepTimings }[] = [];
+  let check: BenchResult["check"] | null = null;
+  for (let s = 0; s < o.warmup + o.steps; s++) {
+    for (const k of Object.keys(timings) as (keyof StepTimings)[]) timings[k] = 0;
+    const t0 = performance.now();
+    const r = microBatch(engine, pairs, index, "train", initialLossState(), 1);
+    check ??= { chosen_logps: r.out.chosenLogps[0]!, rejected_logps: r.out.rejectedLogps[0]!, loss: r.out.loss };
+    const t1 = performance.now();
+    optimizerStep(be, optimizer, policy.params, grads, 1e-6, s + 1);
+    grads.fill(0);
+    const t2 = performance.now();
+    timings.optimizer = t2 - t1;
+    if (s >= o.warmup) steps.push({ ms: t2 - t0, split: { ...timings } });
+  }
+  const ms = steps.map((x) => x.ms);
+  const mid = median(ms);
+  const medianStep = steps.reduce((best, x) => (Math.abs(x.ms - mid) < Math.abs(best.ms - mid) ? x : best));
+  const share = Object.fromEntries(
+    Object.entries(medianStep.split).map(([k, v]) => [k, Math.round((v / medianStep.ms) * 1000) / 1000]),
+  ) as unknown as StepTimings;
+  const tokens = 2 * o.pairs * (o.promptLen + o.completionLen);
+  const peakRss = process.resourceUsage().maxRSS / 1024;
+  // the GEMM rate at the step's biggest product: the MLP's up projection over every token of the step
+  const rows = o.sharedPrefix ? o.pairs * (o.promptLen + 2 * o.completionLen) : tokens;
+  const gemm = measureGemm(be, rows, C, FF);
+  const fma = extras.fmaPeak ? extras.fmaPeak() : null;
+  return {
+    preset: o.preset, backend: be.name,
+    ms_per_step: round(mid, 1), steps_ms: ms.map((x) => round(x, 1)),
+    tokens_per_second: round(tokens / (mid / 1000), 1), peak_rss_mb: round(peakRss, 0),
+    gemm_gflops: round(gemm, 1), fma_peak_gflops: fma === null ? null : round(fma, 1),
+    gemm_share_of_peak: fma === null ? null : round(gemm / fma, 3),
+    share, check: check!,
+    config: {
+      prompt_len: o.promptLen, completion_len: o.completionLen, pairs: o.pairs, steps: o.steps, shared_prefix: o.sharedPrefix,
+      threads: extras.threads,
+    },
+  };
+}
+
+function round(x: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
