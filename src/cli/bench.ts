@@ -1,7 +1,8 @@
 // `tsdpo bench`: one DPO training step on a preset architecture, timed (src/train/bench.ts).
 
 import { selectBackend } from "../backend/select.js";
-import { loadNative } from "../backend/native/index.js";
+import { type NativeInfo, loadNative } from "../backend/native/index.js";
+import { availableParallelism, cpus, loadavg } from "node:os";
 import { configError } from "../errors.js";
 import { PRESETS } from "../model/presets.js";
 import { benchDpoStep } from "../train/bench.js";
@@ -15,6 +16,17 @@ function intOption(v: Values, key: string, fallback: number, min: number): numbe
   const x = Number(s);
   if (s.trim() === "" || !Number.isInteger(x) || x < min) throw configError(`--${key} ${s}: expected a whole number ≥ ${min}`);
   return x;
+}
+
+/** What the figure depends on, recorded next to it. */
+function benchEnvironment(info: NativeInfo | null): Record<string, string | number | null> {
+  const e = process.env;
+  return {
+    node: process.version, cpu: cpus()[0]?.model ?? null, cores: availableParallelism(), date: new Date().toISOString(),
+    threads: info?.threads ?? null, blas_core: info?.blasCore ?? null, blas_threading: info?.blasThreading ?? null,
+    simd: info?.simd ?? null, OPENBLAS_CORETYPE: e.OPENBLAS_CORETYPE ?? null, TSDPO_OPENBLAS_CORETYPE: e.TSDPO_OPENBLAS_CORETYPE ?? null,
+    OMP_WAIT_POLICY: e.OMP_WAIT_POLICY ?? null, OMP_NUM_THREADS: e.OMP_NUM_THREADS ?? null, load_average_1m: Math.round(loadavg()[0]! * 100) / 100,
+  };
 }
 
 export const benchCommand: Command = {
@@ -58,6 +70,7 @@ export const benchCommand: Command = {
     }, {
       fmaPeak: onNative ? () => native.fmaPeakGflops(300) : null,
       threads: onNative ? native.info().threads : null,
+      env: benchEnvironment(onNative ? native.info() : null),
     });
     if (v.json) {
       process.stdout.write(JSON.stringify(result) + "\n");

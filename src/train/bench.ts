@@ -40,6 +40,7 @@ export interface BenchResult {
   share: StepTimings; // fraction of the step in each phase (median step's split)
   check: { chosen_logps: number; rejected_logps: number; loss: number };
   config: { prompt_len: number; completion_len: number; pairs: number; steps: number; shared_prefix: boolean; threads: number | null };
+  env: Record<string, string | number | null>;
 }
 
 /** The deterministic benchmark token of sequence kind s (0 prompt, 1 chosen, 2 rejected) at index i. */
@@ -77,7 +78,8 @@ export function measureGemm(be: Backend, N: number, IC: number, OC: number, reps
 }
 
 export function benchDpoStep(
-  be: Backend, o: BenchOptions, extras: { fmaPeak: (() => number) | null; threads: number | null },
+  be: Backend, o: BenchOptions,
+  extras: { fmaPeak: (() => number) | null; threads: number | null; env: Record<string, string | number | null> },
 ): BenchResult {
   if (!PRESETS[o.preset]) throw new Error(`unknown preset ${o.preset}`);
   const policy = presetModel(o.preset);
@@ -89,8 +91,8 @@ export function benchDpoStep(
   const timings: StepTimings = { policy_fwd: 0, ref_fwd: 0, backward: 0, optimizer: 0 };
   const engine: Engine = {
     be, policy, acts, grads: createGradients(policy),
-    // the reference gets its own activations, as when its shape differs: both stay resident, like PyTorch's
-    ref: { model: ref, acts: activationsForPairs(ref, pairs, pairs.length, o.sharedPrefix), adaptersOff: false },
+    // the reference runs first and shares the policy's activations, as in the trainer
+    ref: { model: ref, acts, adaptersOff: false },
     refLogps: null, loss, sharedPrefix: o.sharedPrefix, dropoutSeed: null, timings,
   };
   const n = policy.params.length;
@@ -137,6 +139,7 @@ export function benchDpoStep(
       prompt_len: o.promptLen, completion_len: o.completionLen, pairs: o.pairs, steps: o.steps, shared_prefix: o.sharedPrefix,
       threads: extras.threads,
     },
+    env: extras.env,
   };
 }
 
