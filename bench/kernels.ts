@@ -1,9 +1,13 @@
 // Kernel benchmark: js against native.
 //   npx tsc -p . && node dist/bench/kernels.js [--reps 7]
+// 0. native: this machine's float32 FMA peak, measured on the spot with every thread (the yardstick for GEMM);
 // 1. matmul GFLOP/s at SmolLM-135M's shapes (C = 576, FF = 1536, one sequence of T = 256 tokens): the up/gate
-//    projection forward, the down projection forward, and the up projection's backward (dinp and dweight);
-// 2. one full forward + backward of stories260K on a (2×4, 128) batch: 2B = 8 rows of 128 tokens;
-// 3. with --smollm, native only: forward + backward of the SmolLM-135M architecture (random weights) on (2×1, 256).
+//    projection forward, the down projection forward, and the up projection's backward (dinp and dweight); native
+//    also as a share of the FMA peak;
+// 2. native: fused attention (one packed preference row of T = 384: prompt 128, chosen 128, rejected 128; NH = 9,
+//    NKV = 3, HS = 64) and the fused LM head (M = 256 rows, C = 576, V = 49152), forward and backward;
+// 3. one full forward + backward of stories260K on a (2×4, 128) batch: 2B = 8 rows of 128 tokens;
+// 4. with --smollm, native only: forward + backward of the SmolLM-135M architecture (random weights) on (2×1, 256).
 // Medians over --reps runs after one warm-up. Run it on an otherwise idle machine: it prints the load average
 // before and after, and the numbers mean little if that was above ~0.5.
 
@@ -53,6 +57,8 @@ else console.log(`native backend unavailable: ${native.reason}`);
 const load = (): string => loadavg().map((x) => x.toFixed(2)).join(" ");
 console.log(`cpus ${availableParallelism()}, load average before: ${load()}`);
 if (native.ok) console.log(`native: ${JSON.stringify(native.info())}`);
+const peak = native.ok ? native.fmaPeakGflops(300) : 0;
+if (native.ok) console.log(`native FMA peak (${native.info().simd}, ${native.info().threads} threads): ${peak.toFixed(1)} GFLOP/s`);
 
 const rng = new Rng(1);
 const T = 256, C = 576, FF = 1536;
@@ -72,9 +78,36 @@ for (const c of cases) {
       c.bwd ? () => be.matmulBackward(dinp, dw, null, out, inp, w, c.N, c.IC, c.OC) : () => be.matmulForward(out, inp, w, null, c.N, c.IC, c.OC),
       be.name === "js" ? Math.min(reps, 5) : Math.max(reps, 20),
     );
-    row.push(`${be.name} ${(flops / ms / 1e6).toFixed(1).padStart(7)}`);
+    const gflops = flops / ms / 1e6;
+    row.push(`${be.name} ${gflops.toFixed(1).padStart(7)}${be.name === "native" && peak > 0 ? ` (${((100 * gflops) / peak).toFixed(0)}% of peak)` : ""}`);
   }
   console.log(row.join("   "));
+}
+
+if (native.ok) {
+  const be = native.backend;
+  const AT = 384, NH = 9, NKV = 3, HS = 64;
+  const q = random(AT * NH * HS, rng), k = random(AT * NKV * HS, rng), v = random(AT * NKV * HS, rng);
+  const dout = random(AT * NH * HS, rng);
+  const out = new Float32Array(q.length), lse = new Float32Array(NH * AT);
+  const dq = new Float32Array(q.length), dk = new Float32Array(k.length), dv = new Float32Array(v.length);
+  console.log(`\nnative fused attention, T = ${AT}, NH = ${NH}, NKV = ${NKV}, HS = ${HS}, ms (median)`);
+  for (const branch of [null, Int32Array.from([128, 256])]) {
+    const f = time(() => be.attentionForward(out, lse, q, k, v, branch, 1, AT, NH, NKV, HS, 0));
+    const b = time(() => be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, branch, 1, AT, NH, NKV, HS, 0));
+    console.log(`${(branch ? "packed pair [P, S] = [128, 256]" : "plain causal").padEnd(32)} forward ${f.toFixed(2)}   backward ${b.toFixed(2)}`);
+  }
+  const M = 256, V = 49152;
+  const x = random(M * C, rng), W = random(V * C, rng).map((a) => a * 0.05);
+  const rows = Int32Array.from({ length: M }, (_, m) => m);
+  const targets = Int32Array.from({ length: M }, () => Math.floor(rng.next() * V));
+  const logp = new Float32Array(M), hlse = new Float32Array(M), logitSum = new Float32Array(M), logSumSq = new Float32Array(M);
+  const dx = new Float32Array(M * C), dW = new Float32Array(V * C), dlogp = new Float32Array(M).fill(-1 / M);
+  const f = time(() => be.lmHeadLogprobForward(logp, hlse, logitSum, logSumSq, x, rows, targets, W, M, C, V), Math.min(reps, 5));
+  const b = time(() => be.lmHeadLogprobBackward(dx, dW, dlogp, x, rows, targets, W, hlse, M, C, V), Math.min(reps, 5));
+  const gf = (2 * M * C * V) / 1e6; // one (M,C)·(C,V) product, in MFLOP: forward does one, backward three
+  console.log(`\nnative fused LM head, M = ${M}, C = ${C}, V = ${V}, ms (median)`);
+  console.log(`forward ${f.toFixed(1)} (${(gf / f).toFixed(0)} GFLOP/s)   backward with dW ${b.toFixed(1)} (${((3 * gf) / b).toFixed(0)} GFLOP/s)`);
 }
 
 const { model } = loadModel(assetPath("models", "stories260K", "stories260K.gguf"));

@@ -1,15 +1,17 @@
 // N-API glue: one exported function per kernel of src/backend/contract.ts, same name and argument order, plus
-// `info()`, `setThreads(n)` and `setSimd(level)`.
+// `info()`, `setThreads(n)`, `setSimd(level)` and `fmaPeakGflops(ms)`.
 //
 // Written against plain node_api.h (the C API) rather than node-addon-api: the surface is ~20 flat functions taking
 // typed arrays and numbers, which the small Args class covers, and it keeps `npm ci` free of a build dependency.
 //
-// Every call checks, before any kernel runs, that each buffer is a Float32Array (Int32Array for ids / targets) long
-// enough for the sizes given, that sizes are non-negative integers and that ids index inside their table: the
-// kernels write through raw pointers, so a wrong size must become an exception here, never a write past a buffer.
+// Every call checks, before any kernel runs, that each buffer is a Float32Array (Int32Array for ids, targets, rows,
+// positions and branches) long enough for the sizes given, that sizes are non-negative integers and that every index
+// points inside what it indexes: the kernels read and write through raw pointers, so a wrong size must become an
+// exception here, never an access past a buffer.
 
 #include <node_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -40,8 +42,8 @@ class Args {
   float* f32(size_t i, const char* name, i64 need, bool nullable = false, i64* length = nullptr) {
     return static_cast<float*>(typed(i, name, napi_float32_array, "Float32Array", need, nullable, length));
   }
-  int32_t* i32(size_t i, const char* name, i64 need) {
-    return static_cast<int32_t*>(typed(i, name, napi_int32_array, "Int32Array", need, false, nullptr));
+  int32_t* i32(size_t i, const char* name, i64 need, bool nullable = false) {
+    return static_cast<int32_t*>(typed(i, name, napi_int32_array, "Int32Array", need, nullable, nullptr));
   }
   i64 size(size_t i, const char* name, i64 min = 0) {
     const double d = number(i, name);
@@ -64,7 +66,7 @@ class Args {
   }
 
  private:
-  static constexpr size_t kMax = 16;
+  static constexpr size_t kMax = 20;
   static std::string fmt(double d) {
     char b[64];
     std::snprintf(b, sizeof b, "%.17g", d);
@@ -123,11 +125,12 @@ napi_value guarded(napi_env env, napi_callback_info info, const char* fn, size_t
   return undefined(env);
 }
 
-void check_ids(Args& a, const int32_t* ids, i64 N, i64 V, const char* name) {
+// Every ids[n] in 0..V−1; `what` (optional) says what they index, for the message.
+void check_ids(Args& a, const int32_t* ids, i64 N, i64 V, const char* name, const char* what = nullptr) {
   for (i64 n = 0; n < N; n++)
     if (ids[n] < 0 || ids[n] >= V)
       a.fail(std::string(name) + "[" + std::to_string(n) + "] = " + std::to_string(ids[n]) + " is outside 0.." +
-                 std::to_string(V - 1),
+                 std::to_string(V - 1) + (what ? std::string(" (") + what + ")" : std::string()),
              false);
 }
 
@@ -210,42 +213,62 @@ napi_value MatmulBackward(napi_env env, napi_callback_info info) {
 }
 
 void rope_call(Args& a, float sign) {
-  const i64 R = a.size(3, "R"), T = a.size(4, "T"), H = a.size(5, "H"), HS = a.size(6, "HS", 2),
-            pos0 = a.size(7, "pos0");
-  if (HS % 2 != 0) a.fail("HS must be even", false);
-  const i64 tab = mul(pos0 + T, HS / 2);
-  tsdpo::rope(a.f32(0, "x", mul(R, T, H, HS)), a.f32(1, "cos", tab), a.f32(2, "sin", tab), R, T, H, HS, pos0, sign);
+  const i64 N = a.size(4, "N"), H = a.size(5, "H"), HS = a.size(6, "HS", 2);
+  if (HS % 2 != 0) a.fail("HS must be even, got " + std::to_string(HS), false);
+  i64 cosLen = 0, sinLen = 0;
+  float* x = a.f32(0, "x", mul(N, H, HS));
+  float* cos = a.f32(1, "cos", 0, false, &cosLen);
+  float* sin = a.f32(2, "sin", 0, false, &sinLen);
+  int32_t* pos = a.i32(3, "pos", N);
+  // the tables are (maxT, HS/2): positions index their rows
+  check_ids(a, pos, N, std::min(cosLen, sinLen) / (HS / 2), "pos", "the rows of the cos/sin tables");
+  tsdpo::rope(x, cos, sin, pos, N, H, HS, sign);
 }
 
 napi_value RopeForward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "ropeForward", 8, [](Args& a) { rope_call(a, 1.0f); });
+  return guarded(env, info, "ropeForward", 7, [](Args& a) { rope_call(a, 1.0f); });
 }
 
 // RoPE rotates each pair orthogonally, so its backward is the rotation by the opposite angle.
 napi_value RopeBackward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "ropeBackward", 8, [](Args& a) { rope_call(a, -1.0f); });
+  return guarded(env, info, "ropeBackward", 7, [](Args& a) { rope_call(a, -1.0f); });
+}
+
+// branch (R,2): each row's [P, S] with 0 ≤ P ≤ S (S ≥ T reads as no branch).
+int32_t* branch_arg(Args& a, size_t i, i64 R) {
+  int32_t* branch = a.i32(i, "branch", mul(R, 2), true);
+  if (branch)
+    for (i64 r = 0; r < R; r++) {
+      const int32_t P = branch[2 * r], S = branch[2 * r + 1];
+      if (P < 0 || P > S)
+        a.fail("branch row " + std::to_string(r) + " is [P, S] = [" + std::to_string(P) + ", " + std::to_string(S) +
+                   "]; it needs 0 <= P <= S (prompt end, rejected answer start)",
+               false);
+    }
+  return branch;
 }
 
 napi_value AttentionForward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "attentionForward", 11, [](Args& a) {
-    const i64 R = a.size(5, "R"), T = a.size(6, "T");
-    const Heads h = heads(a, 7);
-    const i64 window = a.size(10, "window");
+  return guarded(env, info, "attentionForward", 12, [](Args& a) {
+    const i64 R = a.size(6, "R"), T = a.size(7, "T");
+    const Heads h = heads(a, 8);
+    const i64 window = a.size(11, "window");
     const i64 nq = mul(R, T, h.NH, h.HS), nkv = mul(R, T, h.NKV, h.HS);
-    tsdpo::attention_forward(a.f32(0, "out", nq), a.f32(1, "att", mul(R, h.NH, T, T)), a.f32(2, "q", nq),
-                             a.f32(3, "k", nkv), a.f32(4, "v", nkv), R, T, h.NH, h.NKV, h.HS, window);
+    tsdpo::attention_forward(a.f32(0, "out", nq), a.f32(1, "lse", mul(R, h.NH, T)), a.f32(2, "q", nq),
+                             a.f32(3, "k", nkv), a.f32(4, "v", nkv), branch_arg(a, 5, R), R, T, h.NH, h.NKV, h.HS,
+                             window);
   });
 }
 
 napi_value AttentionBackward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "attentionBackward", 14, [](Args& a) {
-    const i64 R = a.size(8, "R"), T = a.size(9, "T");
-    const Heads h = heads(a, 10);
-    const i64 window = a.size(13, "window");
+  return guarded(env, info, "attentionBackward", 16, [](Args& a) {
+    const i64 R = a.size(10, "R"), T = a.size(11, "T");
+    const Heads h = heads(a, 12);
+    const i64 window = a.size(15, "window");
     const i64 nq = mul(R, T, h.NH, h.HS), nkv = mul(R, T, h.NKV, h.HS);
     tsdpo::attention_backward(a.f32(0, "dq", nq), a.f32(1, "dk", nkv), a.f32(2, "dv", nkv), a.f32(3, "dout", nq),
-                              a.f32(4, "q", nq), a.f32(5, "k", nkv), a.f32(6, "v", nkv),
-                              a.f32(7, "att", mul(R, h.NH, T, T)), R, T, h.NH, h.NKV, h.HS, window);
+                              a.f32(4, "q", nq), a.f32(5, "k", nkv), a.f32(6, "v", nkv), a.f32(7, "out", nq),
+                              a.f32(8, "lse", mul(R, h.NH, T)), branch_arg(a, 9, R), R, T, h.NH, h.NKV, h.HS, window);
   });
 }
 
@@ -289,23 +312,33 @@ napi_value Accumulate(napi_env env, napi_callback_info info) {
   });
 }
 
-napi_value LogprobForward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "logprobForward", 7, [](Args& a) {
-    const i64 N = a.size(5, "N"), V = a.size(6, "V", 1);
-    int32_t* targets = a.i32(4, "targets", N);
-    check_ids(a, targets, N, V, "targets");
-    tsdpo::logprob_forward(a.f32(0, "logp", N), a.f32(1, "lse", N), a.f32(2, "logitSum", N), a.f32(3, "logits", mul(N, V)),
-                           targets, N, V);
+// x (N, C) is a view into a larger arena, so N is what its length holds: rows[m] must index a whole row of it.
+napi_value LmHeadLogprobForward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "lmHeadLogprobForward", 11, [](Args& a) {
+    const i64 M = a.size(8, "M"), C = a.size(9, "C", 1), V = a.size(10, "V", 1);
+    i64 xLen = 0;
+    float* x = a.f32(4, "x", 0, false, &xLen);
+    int32_t* rows = a.i32(5, "rows", M);
+    int32_t* targets = a.i32(6, "targets", M);
+    check_ids(a, rows, M, xLen / C, "rows", "the rows of x");
+    check_ids(a, targets, M, V, "targets");
+    tsdpo::lm_head_logprob_forward(a.f32(0, "logp", M), a.f32(1, "lse", M), a.f32(2, "logitSum", M),
+                                   a.f32(3, "logSumSq", M, true), x, rows, targets, a.f32(7, "W", mul(V, C)), M, C, V);
   });
 }
 
-napi_value LogprobBackward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "logprobBackward", 7, [](Args& a) {
-    const i64 N = a.size(5, "N"), V = a.size(6, "V", 1);
-    int32_t* targets = a.i32(4, "targets", N);
-    check_ids(a, targets, N, V, "targets");
-    tsdpo::logprob_backward(a.f32(0, "dlogits", mul(N, V)), a.f32(1, "dlogp", N), a.f32(2, "logits", mul(N, V)),
-                            a.f32(3, "lse", N), targets, N, V);
+napi_value LmHeadLogprobBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "lmHeadLogprobBackward", 11, [](Args& a) {
+    const i64 M = a.size(8, "M"), C = a.size(9, "C", 1), V = a.size(10, "V", 1);
+    i64 dxLen = 0, xLen = 0;
+    float* dx = a.f32(0, "dx", 0, false, &dxLen);
+    float* x = a.f32(3, "x", 0, false, &xLen);
+    int32_t* rows = a.i32(4, "rows", M);
+    int32_t* targets = a.i32(5, "targets", M);
+    check_ids(a, rows, M, std::min(dxLen, xLen) / C, "rows", "the rows of x and dx");
+    check_ids(a, targets, M, V, "targets");
+    tsdpo::lm_head_logprob_backward(dx, a.f32(1, "dW", mul(V, C), true), a.f32(2, "dlogp", M), x, rows, targets,
+                                    a.f32(6, "W", mul(V, C)), a.f32(7, "lse", M), M, C, V);
   });
 }
 
@@ -325,6 +358,16 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
   guarded(env, info, "setThreads", 1, [&](Args& a) {
     const i64 n = a.size(0, "threads", 1);
     napi_create_int32(env, tsdpo::set_threads(static_cast<int>(n > 1024 ? 1024 : n)), &result);
+  });
+  return result ? result : undefined(env);
+}
+
+napi_value FmaPeakGflops(napi_env env, napi_callback_info info) {
+  napi_value result = nullptr;
+  guarded(env, info, "fmaPeakGflops", 1, [&](Args& a) {
+    const double ms = a.number(0, "ms");
+    if (!(ms > 0 && ms <= 10000)) a.fail("ms must be a number of milliseconds in (0, 10000]", false);
+    napi_create_double(env, tsdpo::fma_peak_gflops(ms), &result);
   });
   return result ? result : undefined(env);
 }
@@ -371,9 +414,11 @@ napi_value Init(napi_env env, napi_value exports) {
       FN("attentionForward", AttentionForward),   FN("attentionBackward", AttentionBackward),
       FN("attentionDecode", AttentionDecode),     FN("swigluForward", SwigluForward),
       FN("swigluBackward", SwigluBackward),       FN("addForward", AddForward),
-      FN("accumulate", Accumulate),               FN("logprobForward", LogprobForward),
-      FN("logprobBackward", LogprobBackward),     FN("adamwStep", AdamwStep),
-      FN("setThreads", SetThreads),               FN("setSimd", SetSimd),
+      FN("accumulate", Accumulate),
+      FN("lmHeadLogprobForward", LmHeadLogprobForward),
+      FN("lmHeadLogprobBackward", LmHeadLogprobBackward),
+      FN("adamwStep", AdamwStep),                 FN("setThreads", SetThreads),
+      FN("setSimd", SetSimd),                     FN("fmaPeakGflops", FmaPeakGflops),
       FN("info", Info),
 #undef FN
   };

@@ -36,6 +36,7 @@ interface Addon extends Omit<Backend, "name"> {
   setThreads(n: number): number;
   setSimd(level: string): boolean;
   info(): NativeInfo;
+  fmaPeakGflops(ms: number): number;
 }
 
 export type NativeLoad =
@@ -46,6 +47,11 @@ export type NativeLoad =
       setThreads: (n: number) => number;
       /** Selects the vector loops' instruction set; false (and no change) when this CPU cannot run it. */
       setSimd: (level: NativeInfo["simd"]) => boolean;
+      /**
+       * This machine's float32 FMA peak in GFLOP/s, measured now: every thread runs a register-only FMA loop of the
+       * selected instruction set for about `ms` milliseconds (at most 10 s). The bench compares GEMM against it.
+       */
+      fmaPeakGflops: (ms: number) => number;
     }
   | { ok: false; reason: string };
 
@@ -120,10 +126,11 @@ function load(): NativeLoad {
     attentionDecode: addon.attentionDecode,
     swigluForward: addon.swigluForward, swigluBackward: addon.swigluBackward,
     addForward: addon.addForward, accumulate: addon.accumulate,
-    logprobForward: addon.logprobForward, logprobBackward: addon.logprobBackward,
+    lmHeadLogprobForward: addon.lmHeadLogprobForward, lmHeadLogprobBackward: addon.lmHeadLogprobBackward,
     adamwStep: addon.adamwStep,
   };
   return {
     ok: true, backend, info: () => addon.info(), setThreads: (n) => addon.setThreads(n), setSimd: (l) => addon.setSimd(l),
+    fmaPeakGflops: (ms) => addon.fmaPeakGflops(ms),
   };
 }

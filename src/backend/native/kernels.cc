@@ -2,9 +2,12 @@
 //
 // Threads: OpenMP. When OpenBLAS is its OpenMP build (see scripts/native-config.js) the BLAS and these kernels share
 // one pool, so nothing spins against anything on a 2-core machine. Work is split into contiguous row (or column)
-// ranges, and every output element is computed by one thread in one fixed order, so our kernels give the same bits
-// on any thread count. (OpenBLAS does not: it blocks differently per thread count. Runs are bit-reproducible at a
-// fixed thread count.)
+// ranges, or into tasks (attention) that each own their outputs, and every output element is computed by one thread
+// in one fixed order, so our loops give the same bits on any thread count. (OpenBLAS does not: it blocks differently
+// per thread count. Runs are bit-reproducible at a fixed thread count.)
+//
+// Memory: attention keeps nothing (T, T) — per-thread (64, ≤ T) score tiles and a log-normaliser per query — and the
+// LM head never holds the (M, V) logits, only a (rows, 4096) tile of them.
 //
 // SIMD: the loops in simd_kernels.inc are plain C++ written to auto-vectorise (`omp simd`, no calls in the loop
 // bodies). They are compiled three times, for AVX-512 ("x86-64-v4"), AVX2+FMA ("x86-64-v3") and the baseline
@@ -14,17 +17,21 @@
 // copy the machine can run.
 //
 // Precision: reductions that the TypeScript reference carries in double (sums of squares, softmax and log-softmax
-// normalisers, dot products of RMSNorm backward, AdamW's update) are carried in double here too; elementwise maths
+// normalisers and the LM head's running sums, attention's dout·out, dot products of RMSNorm backward, AdamW's
+// update) are carried in double here too; elementwise maths
 // is float32; exp is our own vectorisable float32 exp (≤ 2 ulp over the range that matters, see exp_f32).
 
 #include "kernels.h"
 
 #include <cblas.h>
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -71,30 +78,38 @@ void parallel_ranges(i64 n, i64 work, F&& f) {
 }
 
 // The range kernels, compiled once per instruction set (see simd_kernels.inc) and called through g_simd.
+// TSDPO_VECTOR_BYTES tells each copy its register width: GCC does not redefine __AVX2__ and friends under
+// `#pragma GCC target` in C++, so the few explicitly vector loops (fma_burst) cannot ask the preprocessor.
 #if TSDPO_X86_DISPATCH
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v4")
+#define TSDPO_VECTOR_BYTES 64
 namespace avx512 {
 #include "simd_kernels.inc"
 }  // namespace avx512
+#undef TSDPO_VECTOR_BYTES
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v3")
+#define TSDPO_VECTOR_BYTES 32
 namespace avx2 {
 #include "simd_kernels.inc"
 }  // namespace avx2
+#undef TSDPO_VECTOR_BYTES
 #pragma GCC pop_options
 #endif
+#define TSDPO_VECTOR_BYTES 16
 namespace baseline {
 #include "simd_kernels.inc"
 }  // namespace baseline
+#undef TSDPO_VECTOR_BYTES
 
 #define TSDPO_SIMD_FUNCTIONS(X, ns) \
   X(ns, embedding_backward_cols) X(ns, rmsnorm_forward_rows) X(ns, rmsnorm_backward_rows) \
   X(ns, rmsnorm_dweight_cols) X(ns, column_sums) X(ns, rope_rows) X(ns, softmax_causal_row) \
-  X(ns, softmax_backward_row) X(ns, dot_f32) X(ns, axpy_f32) X(ns, swiglu_forward_range) \
-  X(ns, swiglu_backward_range) X(ns, add_range) X(ns, accumulate_range) X(ns, logprob_forward_rows) \
-  X(ns, logprob_backward_rows) X(ns, adamw_range)
+  X(ns, softmax_spans_row) X(ns, probs_from_lse_row) X(ns, softmax_grad_row) X(ns, dot_f32) X(ns, dot_f64) \
+  X(ns, axpy_f32) X(ns, swiglu_forward_range) X(ns, swiglu_backward_range) X(ns, add_range) \
+  X(ns, accumulate_range) X(ns, lm_head_tile_stats) X(ns, lm_head_tile_grad) X(ns, adamw_range) X(ns, fma_burst)
 
 struct SimdTable {
   const char* name;
@@ -159,11 +174,88 @@ float* thread_scratch(i64 n) {
   return buf.data();
 }
 
-// Query rows are processed in blocks of kBlock: block [m, m+mb) only needs keys [kstart, m+mb), so the masked upper
-// triangle is skipped except inside the diagonal block (about 60% of the full square's work at T = 256).
-constexpr i64 kBlock = 64;
+// Calls f(task) for every task in [0, n), spread over the threads as they come free (tasks of unequal cost, such
+// as attention's query blocks, balance better than in fixed ranges). Each task writes its own outputs in a fixed
+// order, so which thread runs it changes no bit.
+template <class F>
+void parallel_tasks(i64 n, i64 work, F&& f) {
+  int nt = g_threads;
+  if (nt > n) nt = static_cast<int>(n);
+  if (nt <= 1 || work < kGrain) {
+    for (i64 t = 0; t < n; t++) f(t);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+  for (i64 t = 0; t < n; t++) f(t);
+}
 
 inline i64 first_key(i64 t, i64 window) { return window > 0 ? std::max<i64>(0, t - window + 1) : 0; }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Attention masks. A row packs prompt ++ chosen ++ rejected with branch [P, S] (S ≥ T: no branch), and query i sees
+// the keys attentionVisible (src/backend/js/mask.ts) gives it: [a0, a1) ∪ [b0, b1). Causal queries (i < S) see one
+// range, [first_key(i), i + 1), kept here as A with B empty; rejected-branch queries (i ≥ S) see the prompt as A
+// (cut by the window at their restarted position i − (S − P)) and their own branch S..i as B.
+struct KeyRanges {
+  i64 a0, a1, b0, b1;
+};
+
+KeyRanges visible_keys(i64 i, i64 P, i64 S, i64 window) {
+  if (i < S) return {first_key(i, window), i + 1, i + 1, i + 1};
+  const i64 a0 = std::min(first_key(i - (S - P), window), P);
+  return {a0, P, window > 0 ? std::max(S, i - window + 1) : S, i + 1};
+}
+
+// Query rows go in blocks of at most kBlock that never straddle S, so within a block every range start and end is
+// non-decreasing in i, and the keys the whole block needs are two spans: A = [first query's a0, last query's a1)
+// and B likewise. The score tile holds them side by side, A in columns [0, nA) and B in [nA, nA + nB): keys no query
+// of the block sees (the causal upper triangle beyond the block, keys behind the window, the chosen answer for
+// rejected queries) are never computed.
+constexpr i64 kBlock = 64;
+
+struct QueryBlock {
+  i64 m0, m1;   // queries [m0, m1)
+  i64 A0, nA;   // keys [A0, A0 + nA) in tile columns [0, nA)
+  i64 B0, nB;   // keys [B0, B0 + nB) in tile columns [nA, nA + nB)
+  bool branch;  // queries of the rejected branch (i ≥ S)
+};
+
+// Blocks per row: ⌈min(S, T)/kBlock⌉ before S and ⌈(T − S)/kBlock⌉ after; never more than this.
+inline i64 max_blocks(i64 T) { return (T + kBlock - 1) / kBlock + 1; }
+
+// Block b of a row with branch [P, S]; false when the row has fewer blocks.
+bool query_block(i64 b, i64 T, i64 P, i64 S, i64 window, QueryBlock* out) {
+  const i64 split = std::min(S, T), before = (split + kBlock - 1) / kBlock;
+  i64 m0, m1;
+  if (b < before) {
+    m0 = b * kBlock;
+    m1 = std::min(m0 + kBlock, split);
+  } else {
+    m0 = split + (b - before) * kBlock;
+    if (m0 >= T) return false;
+    m1 = std::min(m0 + kBlock, T);
+  }
+  const KeyRanges first = visible_keys(m0, P, S, window), last = visible_keys(m1 - 1, P, S, window);
+  QueryBlock q{m0, m1, first.a0, std::max<i64>(0, last.a1 - first.a0), 0, 0, m0 >= S};
+  if (q.branch) {
+    q.B0 = first.b0;
+    q.nB = last.b1 - first.b0;
+  }
+  *out = q;
+  return true;
+}
+
+// Query i's visible keys as tile columns, ordered 0 ≤ a0 ≤ a1 ≤ b0 ≤ b1 ≤ nA + nB as the row kernels want.
+KeyRanges tile_columns(const QueryBlock& blk, i64 i, i64 P, i64 S, i64 window) {
+  const KeyRanges k = visible_keys(i, P, S, window);
+  KeyRanges c{0, 0, blk.nA, blk.nA};  // an empty A sits at column 0, never after B's start
+  if (k.a1 > k.a0) c = {k.a0 - blk.A0, k.a1 - blk.A0, blk.nA, blk.nA};
+  if (blk.branch) {
+    c.b0 = blk.nA + (k.b0 - blk.B0);
+    c.b1 = blk.nA + (k.b1 - blk.B0);
+  }
+  return c;
+}
 
 void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const float* A, i64 lda, const float* B, i64 ldb,
            float beta, float* C, i64 ldc) {
@@ -255,70 +347,96 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
   if (dbias) parallel_ranges(OC, N * OC, [&](i64 c0, i64 c1) { g_simd->column_sums(dbias, dout, N, OC, c0, c1); });
 }
 
-void rope(float* x, const float* cos, const float* sin, i64 R, i64 T, i64 H, i64 HS, i64 pos0, float sign) {
-  parallel_ranges(R * T, R * T * H * HS,
-                  [&](i64 r0, i64 r1) { g_simd->rope_rows(x, cos, sin, r0, r1, T, H, HS, pos0, sign); });
+void rope(float* x, const float* cos, const float* sin, const int32_t* pos, i64 N, i64 H, i64 HS, float sign) {
+  parallel_ranges(N, N * H * HS, [&](i64 n0, i64 n1) { g_simd->rope_rows(x, cos, sin, pos, n0, n1, H, HS, sign); });
 }
 
-void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, i64 R, i64 T,
-                       i64 NH, i64 NKV, i64 HS, i64 window) {
+// One task per (row, head, query block): each block's scores against its key spans by sgemm into a (kBlock, ≤ T)
+// per-thread tile, softmax per query row there (saving lse), then out = p · v by sgemm. Nothing (T, T) exists.
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* branch,
+                       i64 R, i64 T, i64 NH, i64 NKV, i64 HS, i64 window) {
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HS)));
-  const i64 group = NH / NKV, qStride = NH * HS, kvStride = NKV * HS;
+  const i64 group = NH / NKV, qStride = NH * HS, kvStride = NKV * HS, blocks = max_blocks(T);
   SerialBlasScope serial;
-  parallel_ranges(R * NH, R * NH * T * T * HS, [&](i64 task0, i64 task1) {
-    for (i64 task = task0; task < task1; task++) {
-      const i64 r = task / NH, h = task % NH;
-      const float* qh = q + r * T * qStride + h * HS;
-      const float* kh = k + r * T * kvStride + (h / group) * HS;
-      const float* vh = v + r * T * kvStride + (h / group) * HS;
-      float* oh = out + r * T * qStride + h * HS;
-      float* a = att + (r * NH + h) * T * T;
-      for (i64 m = 0; m < T; m += kBlock) {
-        const i64 mb = std::min(kBlock, T - m), ks = first_key(m, window), nk = m + mb - ks;
-        // scores of queries m..m+mb−1 against keys ks..m+mb−1, straight into their place in att
-        sgemm(false, true, mb, nk, HS, scale, qh + m * qStride, qStride, kh + ks * kvStride, kvStride, 0.0f,
-              a + m * T + ks, T);
-        for (i64 t = m; t < m + mb; t++) g_simd->softmax_causal_row(a + t * T, first_key(t, window), t, T);
-        sgemm(false, false, mb, HS, nk, 1.0f, a + m * T + ks, T, vh + ks * kvStride, kvStride, 0.0f,
-              oh + m * qStride, qStride);
-      }
+  parallel_tasks(R * NH * blocks, R * NH * T * T * HS, [&](i64 task) {
+    const i64 r = task / (NH * blocks), h = task / blocks % NH, b = task % blocks;
+    const i64 P = branch ? branch[2 * r] : T, S = branch ? branch[2 * r + 1] : T;
+    QueryBlock blk;
+    if (!query_block(b, T, P, S, window, &blk)) return;
+    const i64 mb = blk.m1 - blk.m0, ld = blk.nA + blk.nB;
+    const float* qb = q + (r * T + blk.m0) * qStride + h * HS;
+    const float* kh = k + r * T * kvStride + (h / group) * HS;
+    const float* vh = v + r * T * kvStride + (h / group) * HS;
+    float* ob = out + (r * T + blk.m0) * qStride + h * HS;
+    float* lseRow = lse + (r * NH + h) * T;
+    float* tile = thread_scratch(kBlock * T);
+    if (blk.nA > 0) sgemm(false, true, mb, blk.nA, HS, scale, qb, qStride, kh + blk.A0 * kvStride, kvStride, 0.0f, tile, ld);
+    if (blk.nB > 0)
+      sgemm(false, true, mb, blk.nB, HS, scale, qb, qStride, kh + blk.B0 * kvStride, kvStride, 0.0f, tile + blk.nA, ld);
+    for (i64 i = blk.m0; i < blk.m1; i++) {
+      const KeyRanges c = tile_columns(blk, i, P, S, window);
+      lseRow[i] = static_cast<float>(g_simd->softmax_spans_row(tile + (i - blk.m0) * ld, ld, c.a0, c.a1, c.b0, c.b1));
     }
+    if (blk.nA > 0) sgemm(false, false, mb, HS, blk.nA, 1.0f, tile, ld, vh + blk.A0 * kvStride, kvStride, 0.0f, ob, qStride);
+    if (blk.nB > 0)
+      sgemm(false, false, mb, HS, blk.nB, 1.0f, tile + blk.nA, ld, vh + blk.B0 * kvStride, kvStride,
+            blk.nA > 0 ? 1.0f : 0.0f, ob, qStride);
   });
 }
 
 // One task per (row, KV head): the query heads that share a KV head all add into its dk and dv, so they run in the
-// same task, in order, and no two threads ever write the same gradient element.
+// same task, in order, and no two threads ever write the same gradient element. Per query block, on the same key
+// spans as the forward: p = exp(scale·q·kᵀ − lse) and dp = dout·vᵀ recomputed in two per-thread tiles, then
+// ds = p ⊙ (dp − D)·scale with D = dout·out, and dq += ds·k, dk += dsᵀ·q, dv += pᵀ·dout, each span by sgemm.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                        const float* v, const float* att, i64 R, i64 T, i64 NH, i64 NKV, i64 HS, i64 window) {
+                        const float* v, const float* out, const float* lse, const int32_t* branch, i64 R, i64 T,
+                        i64 NH, i64 NKV, i64 HS, i64 window) {
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HS)));
-  const i64 group = NH / NKV, qStride = NH * HS, kvStride = NKV * HS;
+  const i64 group = NH / NKV, qStride = NH * HS, kvStride = NKV * HS, blocks = max_blocks(T);
   SerialBlasScope serial;
-  parallel_ranges(R * NKV, R * NH * T * T * HS, [&](i64 task0, i64 task1) {
-    float* ds = thread_scratch(T * T);
-    for (i64 task = task0; task < task1; task++) {
-      const i64 r = task / NKV, kvh = task % NKV;
-      const float* kh = k + r * T * kvStride + kvh * HS;
-      const float* vh = v + r * T * kvStride + kvh * HS;
-      float* dkh = dk + r * T * kvStride + kvh * HS;
-      float* dvh = dv + r * T * kvStride + kvh * HS;
-      for (i64 h = kvh * group; h < (kvh + 1) * group; h++) {
-        const float* qh = q + r * T * qStride + h * HS;
-        const float* doh = dout + r * T * qStride + h * HS;
-        float* dqh = dq + r * T * qStride + h * HS;
-        const float* p = att + (r * NH + h) * T * T;
-        for (i64 m = 0; m < T; m += kBlock) {
-          const i64 mb = std::min(kBlock, T - m), ks = first_key(m, window), nk = m + mb - ks;
-          float* dsb = ds + m * T + ks;
-          const float* pb = p + m * T + ks;
-          // dp = dout · vᵀ, then ds = p ⊙ (dp − Σ p·dp) · scale in place
-          sgemm(false, true, mb, nk, HS, 1.0f, doh + m * qStride, qStride, vh + ks * kvStride, kvStride, 0.0f, dsb, T);
-          for (i64 t = m; t < m + mb; t++)
-            g_simd->softmax_backward_row(ds + t * T, p + t * T, first_key(t, window), t, ks, m + mb, scale);
-          sgemm(false, false, mb, HS, nk, 1.0f, dsb, T, kh + ks * kvStride, kvStride, 1.0f, dqh + m * qStride,
+  parallel_tasks(R * NKV, R * NH * T * T * HS, [&](i64 task) {
+    const i64 r = task / NKV, kvh = task % NKV;
+    const i64 P = branch ? branch[2 * r] : T, S = branch ? branch[2 * r + 1] : T;
+    float* p = thread_scratch(2 * kBlock * T);
+    float* ds = p + kBlock * T;
+    const float* kh = k + r * T * kvStride + kvh * HS;
+    const float* vh = v + r * T * kvStride + kvh * HS;
+    float* dkh = dk + r * T * kvStride + kvh * HS;
+    float* dvh = dv + r * T * kvStride + kvh * HS;
+    for (i64 h = kvh * group; h < (kvh + 1) * group; h++) {
+      const float* lseRow = lse + (r * NH + h) * T;
+      for (i64 b = 0; b < blocks; b++) {
+        QueryBlock blk;
+        if (!query_block(b, T, P, S, window, &blk)) break;
+        const i64 mb = blk.m1 - blk.m0, ld = blk.nA + blk.nB;
+        const i64 qo = (r * T + blk.m0) * qStride + h * HS;
+        const float *qb = q + qo, *dob = dout + qo, *outb = out + qo;
+        float* dqb = dq + qo;
+        // the spans: keys, values and their gradients at tile columns [col, col + n)
+        struct Span {
+          i64 key, n, col;
+        };
+        const Span spans[2] = {{blk.A0, blk.nA, 0}, {blk.B0, blk.nB, blk.nA}};
+        for (const Span& sp : spans) {
+          if (sp.n == 0) continue;
+          sgemm(false, true, mb, sp.n, HS, scale, qb, qStride, kh + sp.key * kvStride, kvStride, 0.0f, p + sp.col, ld);
+          sgemm(false, true, mb, sp.n, HS, 1.0f, dob, qStride, vh + sp.key * kvStride, kvStride, 0.0f, ds + sp.col, ld);
+        }
+        for (i64 i = blk.m0; i < blk.m1; i++) {
+          const KeyRanges c = tile_columns(blk, i, P, S, window);
+          float* pr = p + (i - blk.m0) * ld;
+          g_simd->probs_from_lse_row(pr, ld, c.a0, c.a1, c.b0, c.b1, lseRow[i]);
+          const i64 o = (i - blk.m0) * qStride;
+          const float D = static_cast<float>(g_simd->dot_f64(dob + o, outb + o, HS));
+          g_simd->softmax_grad_row(ds + (i - blk.m0) * ld, pr, ld, D, scale);
+        }
+        for (const Span& sp : spans) {
+          if (sp.n == 0) continue;
+          sgemm(false, false, mb, HS, sp.n, 1.0f, ds + sp.col, ld, kh + sp.key * kvStride, kvStride, 1.0f, dqb,
                 qStride);  // dq += ds · k
-          sgemm(true, false, nk, HS, mb, 1.0f, dsb, T, qh + m * qStride, qStride, 1.0f, dkh + ks * kvStride,
+          sgemm(true, false, sp.n, HS, mb, 1.0f, ds + sp.col, ld, qb, qStride, 1.0f, dkh + sp.key * kvStride,
                 kvStride);  // dk += dsᵀ · q
-          sgemm(true, false, nk, HS, mb, 1.0f, pb, T, doh + m * qStride, qStride, 1.0f, dvh + ks * kvStride,
+          sgemm(true, false, sp.n, HS, mb, 1.0f, p + sp.col, ld, dob, qStride, 1.0f, dvh + sp.key * kvStride,
                 kvStride);  // dv += pᵀ · dout
         }
       }
@@ -361,18 +479,127 @@ void accumulate(float* dst, const float* src, i64 n) {
   parallel_ranges(n, n, [&](i64 i0, i64 i1) { g_simd->accumulate_range(dst, src, i0, i1); });
 }
 
-void logprob_forward(float* logp, float* lse, float* logitSum, const float* logits, const int32_t* targets, i64 N,
-                     i64 V) {
-  parallel_ranges(N, N * V, [&](i64 n0, i64 n1) {
-    g_simd->logprob_forward_rows(logp, lse, logitSum, logits, targets, n0, n1, V);
+// ---------------------------------------------------------------------------------------------------------------
+// LM head fused with log-softmax and gather. The M wanted rows of x are gathered once into a contiguous (M, C)
+// block Xg; the vocabulary is then walked in tiles of kVocabTile entries, z = Xg · W[v0:v1]ᵀ by sgemm (threaded by
+// the BLAS), and the tile is folded into per-row statistics (forward) or turned into dz in place and pushed through
+// two more sgemms (backward). So W is read once per pass, every dW element is written by one gemm per row block,
+// and the (M, V) logits never exist: the tile is at most kTileFloats. Elementwise work is split over rows.
+
+namespace {
+
+// Picked by timing SmolLM-135M's head (M = 256, C = 576, V = 49152) on 2 shared Zen 3 cores: tiles of 1024 to 8192
+// entries came within the run-to-run noise of each other, 4096 a little ahead; at M = 256 its tile is 4 MB.
+constexpr i64 kVocabTile = 4096;
+// Rows per block when M is large: the tile stays ≤ 8 MB (W is then read once per block).
+constexpr i64 kTileFloats = i64{1} << 21;
+inline i64 head_row_block() { return std::max<i64>(kBlock, kTileFloats / kVocabTile); }
+
+// Scratch of the LM head, grown to the largest call and reused (these kernels run on the calling thread).
+template <class T>
+T* grow(std::vector<T>& v, i64 n) {
+  if (static_cast<i64>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+struct HeadScratch {
+  std::vector<float> xg, z, dxg, g, lse, runMax, targetLogit;
+  std::vector<double> sumExp, sumExp2, sumZ;
+  std::vector<int32_t> target, row;
+};
+HeadScratch& head_scratch() {
+  static HeadScratch s;
+  return s;
+}
+
+void gather_rows(float* xg, const float* x, const int32_t* row, i64 mb, i64 C) {
+  parallel_ranges(mb, mb * C, [&](i64 i0, i64 i1) {
+    for (i64 i = i0; i < i1; i++) std::memcpy(xg + i * C, x + static_cast<i64>(row[i]) * C, sizeof(float) * C);
   });
 }
 
-void logprob_backward(float* dlogits, const float* dlogp, const float* logits, const float* lse,
-                      const int32_t* targets, i64 N, i64 V) {
-  parallel_ranges(N, N * V, [&](i64 n0, i64 n1) {
-    g_simd->logprob_backward_rows(dlogits, dlogp, logits, lse, targets, n0, n1, V);
-  });
+}  // namespace
+
+void lm_head_logprob_forward(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x,
+                             const int32_t* rows, const int32_t* targets, const float* W, i64 M, i64 C, i64 V) {
+  HeadScratch& hs = head_scratch();
+  const i64 rowBlock = std::min(M, head_row_block());
+  float* xg = grow(hs.xg, rowBlock * C);
+  float* z = grow(hs.z, rowBlock * kVocabTile);
+  float* runMax = grow(hs.runMax, rowBlock);
+  float* targetLogit = grow(hs.targetLogit, rowBlock);
+  double* sumExp = grow(hs.sumExp, rowBlock);
+  double* sumExp2 = grow(hs.sumExp2, rowBlock);
+  double* sumZ = grow(hs.sumZ, rowBlock);
+  for (i64 m0 = 0; m0 < M; m0 += rowBlock) {
+    const i64 mb = std::min(rowBlock, M - m0);
+    gather_rows(xg, x, rows + m0, mb, C);
+    std::fill(runMax, runMax + mb, -INFINITY);
+    std::fill(sumExp, sumExp + mb, 0.0);
+    std::fill(sumExp2, sumExp2 + mb, 0.0);
+    std::fill(sumZ, sumZ + mb, 0.0);
+    for (i64 v0 = 0; v0 < V; v0 += kVocabTile) {
+      const i64 nb = std::min(kVocabTile, V - v0);
+      sgemm(false, true, mb, nb, C, 1.0f, xg, C, W + v0 * C, C, 0.0f, z, nb);
+      parallel_ranges(mb, mb * nb, [&](i64 r0, i64 r1) {
+        g_simd->lm_head_tile_stats(z, nb, v0, targets + m0, r0, r1, runMax, sumExp, sumExp2, sumZ, targetLogit);
+      });
+    }
+    for (i64 i = 0; i < mb; i++) {
+      const double logSumExp = std::log(sumExp[i]), l = runMax[i] + logSumExp;
+      lse[m0 + i] = static_cast<float>(l);
+      logitSum[m0 + i] = static_cast<float>(sumZ[i]);
+      logp[m0 + i] = static_cast<float>(targetLogit[i] - l);
+      if (logSumSq) logSumSq[m0 + i] = static_cast<float>(std::log(sumExp2[i]) - 2 * logSumExp);  // Σp² = Σe²/(Σe)²
+    }
+  }
+}
+
+// Rows whose dlogp is 0 (masked positions) contribute nothing and are left out before the gather.
+void lm_head_logprob_backward(float* dx, float* dW, const float* dlogp, const float* x, const int32_t* rows,
+                              const int32_t* targets, const float* W, const float* lse, i64 M, i64 C, i64 V) {
+  HeadScratch& hs = head_scratch();
+  i64 live = 0;
+  for (i64 m = 0; m < M; m++) live += dlogp[m] != 0;
+  if (live == 0) return;
+  int32_t* row = grow(hs.row, live);
+  int32_t* target = grow(hs.target, live);
+  float* g = grow(hs.g, live);
+  float* lseLive = grow(hs.lse, live);
+  for (i64 m = 0, j = 0; m < M; m++)
+    if (dlogp[m] != 0) {
+      row[j] = rows[m];
+      target[j] = targets[m];
+      g[j] = dlogp[m];
+      lseLive[j++] = lse[m];
+    }
+  const i64 rowBlock = std::min(live, head_row_block());
+  float* xg = grow(hs.xg, rowBlock * C);
+  float* dxg = grow(hs.dxg, rowBlock * C);
+  float* z = grow(hs.z, rowBlock * kVocabTile);
+  for (i64 m0 = 0; m0 < live; m0 += rowBlock) {
+    const i64 mb = std::min(rowBlock, live - m0);
+    gather_rows(xg, x, row + m0, mb, C);
+    std::fill(dxg, dxg + mb * C, 0.0f);
+    for (i64 v0 = 0; v0 < V; v0 += kVocabTile) {
+      const i64 nb = std::min(kVocabTile, V - v0);
+      const float* Wt = W + v0 * C;
+      sgemm(false, true, mb, nb, C, 1.0f, xg, C, Wt, C, 0.0f, z, nb);  // z = Xg · Wtᵀ
+      parallel_ranges(mb, mb * nb, [&](i64 r0, i64 r1) {
+        g_simd->lm_head_tile_grad(z, nb, v0, g + m0, target + m0, lseLive + m0, r0, r1);
+      });
+      sgemm(false, false, mb, C, nb, 1.0f, z, nb, Wt, C, 1.0f, dxg, C);                  // dXg += dz · Wt
+      if (dW) sgemm(true, false, nb, C, mb, 1.0f, z, nb, xg, C, 1.0f, dW + v0 * C, C);  // dWt += dzᵀ · Xg
+    }
+    // rows may repeat: threads split the columns and add the rows in order
+    parallel_ranges(C, mb * C, [&](i64 c0, i64 c1) {
+      for (i64 i = 0; i < mb; i++) {
+        float* __restrict d = dx + static_cast<i64>(row[m0 + i]) * C;
+        const float* __restrict s = dxg + i * C;
+        for (i64 c = c0; c < c1; c++) d[c] += s[c];
+      }
+    });
+  }
 }
 
 void adamw_step(float* params, const float* grads, float* m, float* v, i64 n, double lr, double beta1, double beta2,
@@ -382,6 +609,45 @@ void adamw_step(float* params, const float* grads, float* m, float* v, i64 n, do
   parallel_ranges(n, n, [&](i64 i0, i64 i1) {
     g_simd->adamw_range(params, grads, m, v, i0, i1, decay, beta1, beta2, stepSize, bc2Sqrt, eps);
   });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Machine peak
+
+namespace {
+volatile float g_fma_sink;  // where the FMA chains' results go, so they must be computed
+
+double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+}  // namespace
+
+// Each thread's rate is its flops over its own CPU time, not over the wall clock: on a shared machine a thread that
+// waits for a core would otherwise lower the peak, which is what the core does while it runs. (Two threads on the
+// two hyperthreads of one core each see full CPU time and half the FMA pipes, so the sum stays right; only more of
+// our threads than logical CPUs would count one core twice, hence the cap.)
+double fma_peak_gflops(double ms) {
+  using Clock = std::chrono::steady_clock;
+  constexpr i64 kBurst = 1 << 14;  // ~200k FMA: tens of µs per burst, so the clocks are read rarely
+  double total = 0;
+#pragma omp parallel num_threads(g_threads) reduction(+ : total)
+  {
+    float sink = 0;
+    const float seed = static_cast<float>(omp_get_thread_num()) * 1e-3f;
+    g_simd->fma_burst(kBurst, seed, &sink);  // warm-up: wide units and clocks ramp up on first use
+    i64 flops = 0;
+    const Clock::time_point wall0 = Clock::now();
+    const double cpu0 = thread_cpu_seconds();
+    do flops += g_simd->fma_burst(kBurst, seed + sink * 1e-9f, &sink);
+    while (std::chrono::duration<double>(Clock::now() - wall0).count() * 1e3 < ms);
+    const double cpu = thread_cpu_seconds() - cpu0;
+    g_fma_sink = sink;
+    if (cpu > 0) total += static_cast<double>(flops) / cpu * 1e-9;
+  }
+  const int procs = omp_get_num_procs();
+  return g_threads > procs ? total * procs / g_threads : total;
 }
 
 }  // namespace tsdpo

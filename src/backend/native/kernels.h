@@ -31,12 +31,15 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, i64 N, i64 IC, i64 OC);
 
-void rope(float* x, const float* cos, const float* sin, i64 R, i64 T, i64 H, i64 HS, i64 pos0, float sign);
+// sign +1 rotates (forward), −1 rotates back (backward). Row n is at position pos[n].
+void rope(float* x, const float* cos, const float* sin, const int32_t* pos, i64 N, i64 H, i64 HS, float sign);
 
-void attention_forward(float* out, float* att, const float* q, const float* k, const float* v, i64 R, i64 T,
-                       i64 NH, i64 NKV, i64 HS, i64 window);
+// branch (R,2) or nullptr: [P, S] per row, as attentionVisible in src/backend/js/mask.ts.
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* branch,
+                       i64 R, i64 T, i64 NH, i64 NKV, i64 HS, i64 window);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                        const float* v, const float* att, i64 R, i64 T, i64 NH, i64 NKV, i64 HS, i64 window);
+                        const float* v, const float* out, const float* lse, const int32_t* branch, i64 R, i64 T,
+                        i64 NH, i64 NKV, i64 HS, i64 window);
 void attention_decode(float* out, const float* q, const float* kCache, const float* vCache, i64 T, i64 pos0,
                       i64 NH, i64 NKV, i64 HS, i64 window);
 
@@ -46,12 +49,17 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
 void add_forward(float* out, const float* a, const float* b, i64 n);
 void accumulate(float* dst, const float* src, i64 n);
 
-void logprob_forward(float* logp, float* lse, float* logitSum, const float* logits, const int32_t* targets, i64 N,
-                     i64 V);
-void logprob_backward(float* dlogits, const float* dlogp, const float* logits, const float* lse,
-                      const int32_t* targets, i64 N, i64 V);
+// The LM head fused with log-softmax and gather over rows[0..M) of x; logSumSq and dW may be nullptr.
+void lm_head_logprob_forward(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x,
+                             const int32_t* rows, const int32_t* targets, const float* W, i64 M, i64 C, i64 V);
+void lm_head_logprob_backward(float* dx, float* dW, const float* dlogp, const float* x, const int32_t* rows,
+                              const int32_t* targets, const float* W, const float* lse, i64 M, i64 C, i64 V);
 
 void adamw_step(float* params, const float* grads, float* m, float* v, i64 n, double lr, double beta1, double beta2,
                 double eps, double weightDecay, double step);
+
+// This machine's float32 FMA throughput in GFLOP/s, summed over g_threads threads that each run a register-only
+// FMA loop of the selected instruction set for about `ms` milliseconds (the bench compares GEMM against it).
+double fma_peak_gflops(double ms);
 
 }  // namespace tsdpo
