@@ -304,6 +304,21 @@ for (const level of ["avx512", "avx2", "baseline"]) {
     }
   });
 
+  test(`[${level}] scale equals js bit for bit; sumSquares equals a double sum to rounding, the same on every thread count`, skipFor(level), () => {
+    useSimd(level);
+    const r = rng(8);
+    for (const n of [1, 7, 33, 65537 * 3 + 5]) {
+      const a = f32(n, r, 1e3), b = Float32Array.from(a);
+      nb.scale(a, 0.37, n);
+      ref.scale(b, 0.37, n);
+      bitEqual(a, b, `scale n=${n}`);
+      const want = ref.sumSquares(b, n);
+      const got = nb.sumSquares(b, n);
+      assert.ok(Math.abs(got - want) <= 1e-12 * want, `sumSquares n=${n}: ${got} vs ${want}`);
+      for (const t of threadCounts) assert.equal(withThreads(t, () => nb.sumSquares(b, n)), got, `sumSquares n=${n} on ${t} threads`);
+    }
+  });
+
   // M, C, V, N (rows of x), x scale. The head walks the vocabulary in tiles of 4096 and the rows in blocks of 512.
   const headShapes = [
     [1, 1, 1, 1, 1],

@@ -76,6 +76,10 @@ export interface Backend {
   addForward(out: Buf, a: Buf, b: Buf, n: number): void;
   /** dst += src */
   accumulate(dst: Buf, src: Buf, n: number): void;
+  /** x *= s, in place (gradient clipping) */
+  scale(x: Buf, s: number, n: number): void;
+  /** Σ x², accumulated in double (the gradient norm) */
+  sumSquares(x: Buf, n: number): number;
 
   /**
    * The language-model head fused with log-softmax and gather, over chosen rows of x only: for m < M, with

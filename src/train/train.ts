@@ -282,11 +282,6 @@ function evaluate(e: Engine, pairs: readonly TokenizedPair[], batchSize: number,
   return mean.mean("eval_");
 }
 
-function gradNorm(g: Buf): number {
-  let s = 0;
-  for (let i = 0; i < g.length; i++) s += g[i]! * g[i]!;
-  return Math.sqrt(s);
-}
 
 /** AdamW's state and hyper-parameters over one trainable arena. */
 export interface Optimizer {
@@ -311,11 +306,11 @@ export function modelDecayRanges(model: Model): Optimizer["decayRanges"] {
  * `lr` (step counted from 1). Returns the norm before clipping; a non-finite norm leaves everything untouched.
  */
 export function optimizerStep(be: Backend, o: Optimizer, params: Buf, grads: Buf, lr: number, step: number): number {
-  const norm = gradNorm(grads);
+  const norm = Math.sqrt(be.sumSquares(grads, grads.length));
   if (!Number.isFinite(norm)) return norm;
   if (o.maxGradNorm > 0) {
-    const coef = o.maxGradNorm / (norm + 1e-6);
-    if (coef < 1) for (let i = 0; i < grads.length; i++) grads[i] *= coef;
+    const coef = o.maxGradNorm / (norm + 1e-6); // torch.nn.utils.clip_grad_norm_
+    if (coef < 1) be.scale(grads, coef, grads.length);
   }
   for (const d of o.decayRanges)
     be.adamwStep(

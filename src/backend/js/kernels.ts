@@ -279,6 +279,16 @@ export function accumulate(dst: Buf, src: Buf, n: number): void {
   for (let i = 0; i < n; i++) dst[i] += src[i]!;
 }
 
+export function scale(x: Buf, s: number, n: number): void {
+  for (let i = 0; i < n; i++) x[i] *= s;
+}
+
+export function sumSquares(x: Buf, n: number): number {
+  let s = 0;
+  for (let i = 0; i < n; i++) s += x[i]! * x[i]!;
+  return s;
+}
+
 // One row of logits at a time, in double: z_v = x·W_v, then the same reductions as a log-softmax would do.
 export function lmHeadLogprobForward(
   logp: Buf, lse: Buf, logitSum: Buf, logSumSq: Buf | null, x: Buf, rows: Int32Array, targets: Int32Array, W: Buf,
@@ -371,7 +381,7 @@ export const referenceBackend: Backend = {
   ropeForward, ropeBackward,
   attentionForward, attentionBackward, attentionDecode,
   swigluForward, swigluBackward,
-  addForward, accumulate,
+  addForward, accumulate, scale, sumSquares,
   lmHeadLogprobForward, lmHeadLogprobBackward,
   adamwStep,
 };

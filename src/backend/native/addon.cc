@@ -342,6 +342,22 @@ napi_value LmHeadLogprobBackward(napi_env env, napi_callback_info info) {
   });
 }
 
+napi_value Scale(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "scale", 3, [](Args& a) {
+    const i64 n = a.size(2, "n");
+    tsdpo::scale(a.f32(0, "x", n), a.number(1, "s"), n);
+  });
+}
+
+napi_value SumSquares(napi_env env, napi_callback_info info) {
+  napi_value result = nullptr;
+  guarded(env, info, "sumSquares", 2, [&](Args& a) {
+    const i64 n = a.size(1, "n");
+    napi_create_double(env, tsdpo::sum_squares(a.f32(0, "x", n), n), &result);
+  });
+  return result ? result : undefined(env);
+}
+
 napi_value AdamwStep(napi_env env, napi_callback_info info) {
   return guarded(env, info, "adamwStep", 11, [](Args& a) {
     const i64 n = a.size(4, "n");
@@ -414,7 +430,8 @@ napi_value Init(napi_env env, napi_value exports) {
       FN("attentionForward", AttentionForward),   FN("attentionBackward", AttentionBackward),
       FN("attentionDecode", AttentionDecode),     FN("swigluForward", SwigluForward),
       FN("swigluBackward", SwigluBackward),       FN("addForward", AddForward),
-      FN("accumulate", Accumulate),
+      FN("accumulate", Accumulate),             FN("scale", Scale),
+      FN("sumSquares", SumSquares),
       FN("lmHeadLogprobForward", LmHeadLogprobForward),
       FN("lmHeadLogprobBackward", LmHeadLogprobBackward),
       FN("adamwStep", AdamwStep),                 FN("setThreads", SetThreads),

@@ -125,7 +125,7 @@ function load(): NativeLoad {
     attentionForward: addon.attentionForward, attentionBackward: addon.attentionBackward,
     attentionDecode: addon.attentionDecode,
     swigluForward: addon.swigluForward, swigluBackward: addon.swigluBackward,
-    addForward: addon.addForward, accumulate: addon.accumulate,
+    addForward: addon.addForward, accumulate: addon.accumulate, scale: addon.scale, sumSquares: addon.sumSquares,
     lmHeadLogprobForward: addon.lmHeadLogprobForward, lmHeadLogprobBackward: addon.lmHeadLogprobBackward,
     adamwStep: addon.adamwStep,
   };

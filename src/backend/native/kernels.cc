@@ -109,7 +109,7 @@ namespace baseline {
   X(ns, rmsnorm_dweight_cols) X(ns, column_sums) X(ns, rope_rows) X(ns, softmax_causal_row) \
   X(ns, softmax_spans_row) X(ns, probs_from_lse_row) X(ns, softmax_grad_row) X(ns, dot_f32) X(ns, dot_f64) \
   X(ns, axpy_f32) X(ns, swiglu_forward_range) X(ns, swiglu_backward_range) X(ns, add_range) \
-  X(ns, accumulate_range) X(ns, lm_head_tile_stats) X(ns, lm_head_tile_grad) X(ns, adamw_range) X(ns, fma_burst)
+  X(ns, accumulate_range) X(ns, scale_range) X(ns, sum_squares_range) X(ns, lm_head_tile_stats) X(ns, lm_head_tile_grad) X(ns, adamw_range) X(ns, fma_burst)
 
 struct SimdTable {
   const char* name;
@@ -477,6 +477,23 @@ void add_forward(float* out, const float* a, const float* b, i64 n) {
 
 void accumulate(float* dst, const float* src, i64 n) {
   parallel_ranges(n, n, [&](i64 i0, i64 i1) { g_simd->accumulate_range(dst, src, i0, i1); });
+}
+
+void scale(float* x, double s, i64 n) {
+  parallel_ranges(n, n, [&](i64 i0, i64 i1) { g_simd->scale_range(x, s, i0, i1); });
+}
+
+// Fixed chunks summed in chunk order: the same bits on any thread count.
+double sum_squares(const float* x, i64 n) {
+  constexpr i64 kChunk = 1 << 16;
+  const i64 chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+  parallel_ranges(chunks, n, [&](i64 c0, i64 c1) {
+    for (i64 c = c0; c < c1; c++) partial[c] = g_simd->sum_squares_range(x, c * kChunk, std::min(n, (c + 1) * kChunk));
+  });
+  double s = 0;
+  for (double p : partial) s += p;
+  return s;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

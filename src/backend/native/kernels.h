@@ -48,6 +48,8 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
 
 void add_forward(float* out, const float* a, const float* b, i64 n);
 void accumulate(float* dst, const float* src, i64 n);
+void scale(float* x, double s, i64 n);
+double sum_squares(const float* x, i64 n);
 
 // The LM head fused with log-softmax and gather over rows[0..M) of x; logSumSq and dW may be nullptr.
 void lm_head_logprob_forward(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x,
