@@ -11,14 +11,13 @@ import { spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { selectBackend } from "../src/backend/select.js";
 import { loadModel } from "../src/io/load.js";
 import {
   INDEX_FILE, SINGLE_FILE, readSafetensors, readSafetensorsHeader, writeSafetensors, writeSafetensorsSharded,
   type TensorToWrite,
 } from "../src/io/safetensors.js";
 import { generate } from "../src/sample/generate.js";
-import { fixture, repoRoot, storiesGguf } from "./helpers.js";
+import { fixture, repoRoot, storiesGguf, testBackend } from "./helpers.js";
 
 const cli = join(repoRoot, "dist", "src", "cli", "main.js");
 const tmp = mkdtempSync(join(tmpdir(), "tsdpo-cli-errors-"));
@@ -368,8 +367,7 @@ describe("CLI usage errors", () => {
 describe("generate --json on the good model", () => {
   const N = 24;
   test("prints parseable {ids, text} equal to the library's greedy generation, from GGUF and the exported folder", () => {
-    const r = run("generate", "--model", storiesGguf, "--prompt", PROMPT, "--max-new-tokens", String(N), "--json",
-      "--backend", "js");
+    const r = run("generate", "--model", storiesGguf, "--prompt", PROMPT, "--max-new-tokens", String(N), "--json");
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stderr, "");
     const lines = r.stdout.split("\n");
@@ -382,7 +380,7 @@ describe("generate --json on the good model", () => {
     const { model, tokenizer } = loadModel(storiesGguf);
     const promptIds = [tokenizer.bosId!, ...tokenizer.encode(PROMPT)];
     assert.deepEqual(out.prompt_ids, promptIds);
-    const want = generate(selectBackend("js"), model, promptIds, [tokenizer.eosId!], {
+    const want = generate(testBackend(), model, promptIds, [tokenizer.eosId!], {
       maxNewTokens: N, temperature: 0, topK: 0, topP: 1, seed: 0,
     });
     assert.deepEqual(out.ids, want.ids);
@@ -393,8 +391,7 @@ describe("generate --json on the good model", () => {
 
     // The exported folder goes through other code (safetensors, Q/K un-permutation, tokenizer.json through
     // @huggingface/tokenizers) and must produce the same continuation.
-    const hf = run("generate", "--model", goodHf, "--prompt", PROMPT, "--max-new-tokens", String(N), "--json",
-      "--backend", "js");
+    const hf = run("generate", "--model", goodHf, "--prompt", PROMPT, "--max-new-tokens", String(N), "--json");
     assert.equal(hf.code, 0, hf.stderr);
     const hfOut = JSON.parse(hf.stdout) as { ids: number[]; text: string; prompt_ids: number[] };
     assert.deepEqual(hfOut.prompt_ids, promptIds);

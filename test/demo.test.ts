@@ -7,14 +7,13 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { selectBackend } from "../src/backend/select.js";
 import { afinnReward, afinnScore, afinnWords } from "../src/demo/afinn.js";
 import { type DemoResults, type DemoSamples, pairsFromSamples, readDemoPrompts } from "../src/demo/demo.js";
 import { completionLogps, continuationText, encodePrompt, meanSe } from "../src/demo/sample.js";
 import { loadModel } from "../src/io/load.js";
 import { pairLogps } from "../src/train/logps.js";
 import { readMetrics } from "../src/report/report.js";
-import { repoRoot, storiesGguf } from "./helpers.js";
+import { repoRoot, storiesGguf, testBackend } from "./helpers.js";
 
 const cli = join(repoRoot, "dist", "src", "cli", "main.js");
 const work = mkdtempSync(join(tmpdir(), "tsdpo-demo-"));
@@ -59,7 +58,7 @@ describe("demo pairs", () => {
 
 describe("completion log-probs (the KL estimate's terms)", () => {
   it("equal the trainer's masked sums over the same tokens, and continuation text keeps the word space", () => {
-    const be = selectBackend("js");
+    const be = testBackend();
     const { model, tokenizer: tok } = loadModel(storiesGguf);
     const prompt = encodePrompt(tok, "Once upon a time, there was a little dog.");
     assert.equal(prompt[0], tok.bosId);

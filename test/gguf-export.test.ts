@@ -15,7 +15,6 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { jsBackend as be } from "../src/backend/js/kernels.js";
 import { TsdpoError } from "../src/errors.js";
 import { exportGguf, ropeFreqFactors } from "../src/export/gguf.js";
 import { exportHf } from "../src/export/hf.js";
@@ -28,7 +27,9 @@ import { createLora } from "../src/model/lora.js";
 import { generate } from "../src/sample/generate.js";
 import { loadHfTokenizer } from "../src/tokenizer/hf.js";
 import { CHECK_FIXTURE, CHECK_TEXT, checkModels, GREEDY_TOKENS, perturbedStories } from "./gguf-export-models.js";
-import { fixture, maxAbsDiff, repoRoot, rng, storiesGguf } from "./helpers.js";
+import { fixture, maxAbsDiff, repoRoot, rng, storiesGguf, testBackend } from "./helpers.js";
+
+const be = testBackend();
 
 const tmp = mkdtempSync(join(tmpdir(), "tsdpo-gguf-export-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));

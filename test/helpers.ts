@@ -1,9 +1,11 @@
-// Shared test utilities: an all-close matcher that reports where and by how much arrays differ, and paths to the
-// fixtures the tests use (all shipped in the repo; tests never read ../shared).
+// Shared test utilities: the backend under test, an all-close matcher that reports where and by how much arrays
+// differ, and paths to the fixtures the tests use (all shipped in the repo; tests never read ../shared).
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
+import type { Backend } from "../src/backend/contract.js";
+import { type BackendName, defaultBackendName, selectBackend } from "../src/backend/select.js";
 
 type Num = ArrayLike<number>;
 
@@ -12,6 +14,20 @@ export const fixture = (...parts: string[]): string => join(repoRoot, "test", "f
 export const asset = (...parts: string[]): string => join(repoRoot, "assets", ...parts);
 export const storiesGguf = asset("models", "stories260K", "stories260K.gguf");
 export const slow = process.env.TSDPO_SLOW === "1";
+
+// The backend under test: TSDPO_BACKEND (js, native or auto), js when unset; scripts/test.js runs the suite once with
+// js and once with native. It is written back into process.env so that everything a test starts agrees with the
+// in-process kernels: spawned CLI processes inherit it, and train configs without a "backend" key resolve to it.
+// Tests that need float64 (finite differences, kernel definitions) stay on the js reference: native is float32 only.
+process.env.TSDPO_BACKEND ||= "js";
+
+/** The backend under test, as a train config's "backend" names it. Throws on a value that is not a backend. */
+export const testBackendName: BackendName = defaultBackendName();
+
+/** The backend under test (selected through TSDPO_BACKEND, as the CLI does without --backend). */
+export function testBackend(): Backend {
+  return selectBackend();
+}
 
 /** max |a - b| over all elements */
 export function maxAbsDiff(a: Num, b: Num): number {

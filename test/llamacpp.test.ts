@@ -7,12 +7,13 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { jsBackend as be } from "../src/backend/js/kernels.js";
 import { exportHf } from "../src/export/hf.js";
 import { loadModel, type LoadedModel } from "../src/io/load.js";
 import { createActivations, forward, logitsOf } from "../src/model/llama.js";
 import { generate } from "../src/sample/generate.js";
-import { fixture, maxAbsDiff, storiesGguf } from "./helpers.js";
+import { fixture, maxAbsDiff, storiesGguf, testBackend } from "./helpers.js";
+
+const be = testBackend();
 
 interface LlamaCppFixture {
   vocabSize: number;

@@ -6,13 +6,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { jsBackend as be } from "../src/backend/js/kernels.js";
 import type { Backend } from "../src/backend/contract.js";
-import { loadNative } from "../src/backend/native/index.js";
 import { packPairs } from "../src/data/pack.js";
 import type { TokenizedPair } from "../src/data/types.js";
 import type { LlamaConfig } from "../src/model/config.js";
 import { backward, createGradients, createModel, type FloatCtor, type Model } from "../src/model/llama.js";
 import { activationsForPairs, forwardPairs } from "../src/train/logps.js";
-import { assertAllClose, maxAbsDiff, rng } from "./helpers.js";
+import { assertAllClose, maxAbsDiff, rng, testBackend } from "./helpers.js";
 
 const pair = (index: number, prompt: number[], chosen: number[], rejected: number[]): TokenizedPair => ({
   source: { file: "test", index, line: index + 1 },
@@ -101,16 +100,15 @@ for (const [name, cfg] of variants) {
   });
 }
 
-const native = loadNative();
-test("native backend: shared prefix = concatenated batch to float32 precision (stories260K shape)", { skip: native.ok ? false : native.reason }, () => {
-  if (!native.ok) return;
+const under = testBackend(); // the float64 tests above run on the js reference; native is float32 only
+test(`${under.name} backend: shared prefix = concatenated batch to float32 precision (stories260K shape)`, () => {
   const cfg: LlamaConfig = { ...base, V: 512, C: 64, L: 5, NH: 8, NKV: 4, HS: 8, FF: 172, maxSeqLen: 512 };
   const model = randomModel(cfg, Float32Array, 3);
   const pairs = randomPairs(cfg.V, 4, [[20, 31, 17], [7, 12, 40], [33, 5, 9]]);
   const Tc = 40;
   const w = Float64Array.from({ length: 2 * pairs.length * Tc }, (_, i) => Math.sin(1 + i) * 0.1);
-  const cat = run(native.backend, model, pairs, false, w);
-  const shared = run(native.backend, model, pairs, true, w);
+  const cat = run(under, model, pairs, false, w);
+  const shared = run(under, model, pairs, true, w);
   assertAllClose(shared.logp, cat.logp, 1e-4, 1e-5, "per-token log-probs");
   assertAllClose(shared.grads, cat.grads, 1e-4, 1e-3, "parameter gradients");
 });

@@ -6,14 +6,15 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { jsBackend as be } from "../src/backend/js/kernels.js";
 import { TsdpoError } from "../src/errors.js";
 import { loadModel } from "../src/io/load.js";
 import { loadPeftAdapter, writePeftAdapter } from "../src/io/peft.js";
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
 import { cloneModel, createActivations, forward } from "../src/model/llama.js";
 import { createLora } from "../src/model/lora.js";
-import { assertAllClose, rng, storiesGguf } from "./helpers.js";
+import { assertAllClose, rng, storiesGguf, testBackend } from "./helpers.js";
+
+const be = testBackend();
 
 const base = loadModel(storiesGguf).model;
 

@@ -12,7 +12,7 @@ import { resolveTrainConfig } from "../src/train/config.js";
 import { train } from "../src/train/train.js";
 import type { DemoResults } from "../src/demo/demo.js";
 import { readMetrics, writeDemoReport } from "../src/report/report.js";
-import { repoRoot } from "./helpers.js";
+import { repoRoot, testBackendName } from "./helpers.js";
 
 const work = mkdtempSync(join(tmpdir(), "tsdpo-report-"));
 const runDir = join(work, "run");
@@ -111,7 +111,7 @@ describe("run report", () => {
     ];
     writeFileSync(data, rows.map(([prompt, chosen, rejected]) => JSON.stringify({ prompt, chosen, rejected })).join("\n") + "\n");
     const cfg = resolveTrainConfig(
-      { data, eval_size: 2, output_dir: runDir, max_steps: 3, per_device_train_batch_size: 2, learning_rate: 1e-3, eval_steps: 1, backend: "js", beta: 0.1 },
+      { data, eval_size: 2, output_dir: runDir, max_steps: 3, per_device_train_batch_size: 2, learning_rate: 1e-3, eval_steps: 1, backend: testBackendName, beta: 0.1 },
       "report test",
     );
     await train(cfg, runDir, { quiet: true });

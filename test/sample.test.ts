@@ -8,7 +8,6 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { jsBackend as be } from "../src/backend/js/kernels.js";
 import { TsdpoError } from "../src/errors.js";
 import { exportHf } from "../src/export/hf.js";
 import { loadModel } from "../src/io/load.js";
@@ -24,8 +23,9 @@ import {
 } from "../src/sample/sideBySide.js";
 import { Rng } from "../src/rng.js";
 import { perturbedStories } from "./gguf-export-models.js";
-import { repoRoot, storiesGguf } from "./helpers.js";
+import { repoRoot, storiesGguf, testBackend } from "./helpers.js";
 
+const be = testBackend();
 const tmp = mkdtempSync(join(tmpdir(), "tsdpo-sample-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -159,7 +159,7 @@ test("the text layout puts each sample's policy and reference side by side, wrap
 test("tsdpo sample: --json lines equal to the library's samples, and the text layout", () => {
   const cli = join(repoRoot, "dist", "src", "cli", "main.js");
   const promptsPath = join(tmp, "p.txt");
-  const args = ["sample", "--model", storiesGguf, "--reference", storiesGguf, "--prompts", promptsPath, "--n", "2", "--max-new-tokens", "10", "--seed", "3", "--temperature", "0.9", "--backend", "js"];
+  const args = ["sample", "--model", storiesGguf, "--reference", storiesGguf, "--prompts", promptsPath, "--n", "2", "--max-new-tokens", "10", "--seed", "3", "--temperature", "0.9"];
   const run = (...extra: string[]) => spawnSync(process.execPath, [cli, ...args, ...extra], { encoding: "utf8", timeout: 60_000 });
   const a = run("--json");
   assert.equal(a.status, 0, a.stderr);

@@ -4,12 +4,16 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { jsBackend as be } from "../src/backend/js/kernels.js";
+import type { Backend } from "../src/backend/contract.js";
+import { jsBackend } from "../src/backend/js/kernels.js";
 import { llamaConfigFromHf } from "../src/io/hfconfig.js";
 import { hfTensorName } from "../src/io/names.js";
 import { readSafetensors, type SafetensorsContents } from "../src/io/safetensors.js";
 import { backward, createActivations, createGradients, createModel, forward, logitsOf, type Model } from "../src/model/llama.js";
-import { assertAllClose, fixture } from "./helpers.js";
+import { assertAllClose, fixture, testBackend } from "./helpers.js";
+
+// float32 runs on the backend under test; float64 on the js kernels (the native backend is float32 only).
+const backendFor = (ctor: Float32ArrayConstructor | Float64ArrayConstructor): Backend => (ctor === Float64Array ? jsBackend : testBackend());
 
 interface Inputs { ids: number[][]; targets: number[][]; mask: number[][] }
 
@@ -37,6 +41,7 @@ function load(name: string, ctor: Float32ArrayConstructor | Float64ArrayConstruc
 for (const name of ["llama", "qwen2", "qwen3"]) {
   test(`${name}: logits, log-probs and every parameter gradient match PyTorch`, () => {
     const { st, model, ids, targets, mask, R, T } = load(name);
+    const be = backendFor(Float32Array);
     const acts = createActivations(model, R, T);
     const logp = forward(be, model, acts, ids, targets, R, T);
     assertAllClose(logitsOf(be, model, acts).subarray(0, R * T * model.cfg.V), st.tensors.get("logits")!.data as Float32Array, 1e-4, 0, `${name} logits`);
@@ -58,10 +63,15 @@ for (const name of ["llama", "qwen2", "qwen3"]) {
   // 0.005 and the loss drifts by step 10 — how far depends on float32 rounding alone: 3.7e-4 with attention that
   // normalised stored probabilities, 1.7e-3 with the fused kernel that recomputes them from the log-normaliser.
   // That is float32 arithmetic, not a modelling difference, and PyTorch in float32 has the same exposure; the
-  // float64 run is the exact check.
-  for (const [ctor, tol] of [[Float64Array, 1e-9], [Float32Array, name === "llama" ? 2.5e-3 : 1e-4]] as const) {
+  // float64 run is the exact check. The native backend (float32 through OpenBLAS) rounds differently again: its llama
+  // loss drifts by 3.0e-3 at step 10 (3.2e-4 at most before; measured with OpenBLAS 0.3.21 on AVX2, 2 threads), so
+  // its llama tolerance is 6e-3, 0.2% of the 3.0 the loss falls over these steps; qwen2 and qwen3, the same kernels on
+  // fixtures without such a coordinate, keep 1e-4 on native too (measured 2.6e-5 and 1.1e-6).
+  const llamaTol = backendFor(Float32Array).name === "native" ? 6e-3 : 2.5e-3;
+  for (const [ctor, tol] of [[Float64Array, 1e-9], [Float32Array, name === "llama" ? llamaTol : 1e-4]] as const) {
     test(`${name}: ten AdamW steps follow the PyTorch loss trajectory (${ctor.name}, tol ${tol})`, () => {
       const { st, model, ids, targets, mask, R, T } = load(name, ctor);
+      const be = backendFor(ctor);
       const adamw = JSON.parse(st.metadata.adamw!) as {
         lr: number; beta1: number; beta2: number; eps: number; weight_decay: number; steps: number; losses: number[]; loss_after: number;
       };

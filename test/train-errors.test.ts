@@ -15,7 +15,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdir
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { loadModel } from "../src/io/load.js";
-import { fixture, repoRoot, storiesGguf } from "./helpers.js";
+import { fixture, repoRoot, storiesGguf, testBackendName } from "./helpers.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "tsdpo-train-errors-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -64,7 +64,7 @@ const jsonl = (...lines: string[]): string => lines.join("\n") + "\n";
 /** A train config; precompute_ref_log_probs so that a cache written too early would show. */
 const trainConfig = (extra: Record<string, unknown> = {}): string =>
   JSON.stringify({
-    model: storiesGguf, data: "pairs.jsonl", backend: "js", max_length: 48, max_steps: 1, output_dir: "run",
+    model: storiesGguf, data: "pairs.jsonl", backend: testBackendName, max_length: 48, max_steps: 1, output_dir: "run",
     precompute_ref_log_probs: true, ...extra,
   });
 
@@ -86,7 +86,7 @@ const CASES: Case[] = [
   {
     name: "bad JSON line (no config file: the default run folder under runs/ must not appear either)",
     files: { "bad.jsonl": jsonl(GOOD[0]!, '{"prompt": "a", "chosen": " b"') },
-    args: ["train", "--data=bad.jsonl", M, "--backend=js", "--max_length=48"],
+    args: ["train", "--data=bad.jsonl", M, "--max_length=48"],
     code: 1, says: ["{dir}/bad.jsonl:2: row: is not valid JSON"],
   },
   {
@@ -249,17 +249,17 @@ const CASES: Case[] = [
   {
     name: "logprobs: bad JSON line",
     files: { "bad.jsonl": jsonl(GOOD[0]!, "{") },
-    args: ["logprobs", "--data", "bad.jsonl", "--backend", "js"], code: 1, says: ["{dir}/bad.jsonl:2: row: is not valid JSON"],
+    args: ["logprobs", "--data", "bad.jsonl"], code: 1, says: ["{dir}/bad.jsonl:2: row: is not valid JSON"],
   },
   {
     name: "logprobs: wrong type of an answer",
     files: { "missing.jsonl": jsonl('{"chosen": " b", "rejected": 7}') },
-    args: ["logprobs", "--data", "missing.jsonl", "--backend", "js"], code: 1, says: ["{dir}/missing.jsonl:1: rejected: is a number (7)"],
+    args: ["logprobs", "--data", "missing.jsonl"], code: 1, says: ["{dir}/missing.jsonl:1: rejected: is a number (7)"],
   },
   {
     name: "logprobs: nonexistent model",
     files: base,
-    args: ["logprobs", "--data", "pairs.jsonl", "--model", "nope.gguf", "--backend", "js"], code: 1, says: ["nope.gguf: no such model file or folder"],
+    args: ["logprobs", "--data", "pairs.jsonl", "--model", "nope.gguf"], code: 1, says: ["nope.gguf: no such model file or folder"],
   },
   {
     name: "logprobs: no --data",
@@ -275,19 +275,19 @@ const CASES: Case[] = [
   {
     name: "eval: empty completion",
     files: { "empty.jsonl": jsonl(GOOD[0]!, row("a", " b", "")) },
-    args: ["eval", "--model", storiesGguf, "--reference", storiesGguf, "--data", "empty.jsonl", "--backend", "js"], code: 1,
+    args: ["eval", "--model", storiesGguf, "--reference", storiesGguf, "--data", "empty.jsonl"], code: 1,
     says: ["{dir}/empty.jsonl:2: rejected: is an empty string"],
   },
   {
     name: "eval: β ≤ 0",
     files: base,
-    args: ["eval", "--model", storiesGguf, "--reference", storiesGguf, "--data", "pairs.jsonl", "--beta=-1", "--backend", "js"], code: 2,
+    args: ["eval", "--model", storiesGguf, "--reference", storiesGguf, "--data", "pairs.jsonl", "--beta=-1"], code: 2,
     says: ["--beta -1: expected a number > 0"],
   },
   {
     name: "eval: nonexistent reference",
     files: base,
-    args: ["eval", "--model", storiesGguf, "--reference", "ref.gguf", "--data", "pairs.jsonl", "--backend", "js"], code: 1,
+    args: ["eval", "--model", storiesGguf, "--reference", "ref.gguf", "--data", "pairs.jsonl"], code: 1,
     says: ["ref.gguf: no such model file or folder"],
   },
   {
@@ -342,7 +342,7 @@ test("output_dir that already holds a run: refused, and the run is left as it wa
  */
 const divergingConfig = (extra: Record<string, unknown>): string =>
   JSON.stringify({
-    model: storiesGguf, data: fixture("train", "pairs.jsonl"), backend: "js", max_length: 48, per_device_train_batch_size: 2,
+    model: storiesGguf, data: fixture("train", "pairs.jsonl"), backend: testBackendName, max_length: 48, per_device_train_batch_size: 2,
     learning_rate: 1e30, lr_scheduler_type: "constant", max_steps: 6, output_dir: "run", ...extra,
   });
 

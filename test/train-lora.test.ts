@@ -6,13 +6,14 @@ import assert from "node:assert/strict";
 import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { jsBackend as be } from "../src/backend/js/kernels.js";
 import { loadModel } from "../src/io/load.js";
 import { loadModelForUse } from "../src/io/resolve.js";
 import { createActivations, forward } from "../src/model/llama.js";
 import { resolveTrainConfig } from "../src/train/config.js";
 import { train } from "../src/train/train.js";
-import { fixture, storiesGguf } from "./helpers.js";
+import { fixture, storiesGguf, testBackend, testBackendName } from "./helpers.js";
+
+const be = testBackend();
 
 const data = fixture("data", "standard.jsonl");
 
@@ -20,7 +21,7 @@ async function run(dir: string, extra: Record<string, unknown> = {}, resume = fa
   const cfg = resolveTrainConfig({
     model: storiesGguf, data, max_length: 64, per_device_train_batch_size: 2, learning_rate: 5e-3, max_steps: 4,
     use_peft: true, lora_r: 4, lora_alpha: 8, lora_dropout: 0.1, lora_target_modules: ["q_proj", "v_proj", "down_proj"],
-    ...extra,
+    backend: testBackendName, ...extra,
   }, "test");
   await train(cfg, dir, { quiet: true, resume });
 }

@@ -15,7 +15,7 @@ import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readd
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fixture, repoRoot, storiesGguf } from "./helpers.js";
+import { fixture, repoRoot, storiesGguf, testBackendName } from "./helpers.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "tsdpo-resume-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -24,7 +24,7 @@ const cli = join(repoRoot, "dist", "src", "cli", "main.js");
 const STEPS = 10;
 const config = join(tmp, "config.json");
 writeFileSync(config, JSON.stringify({
-  model: storiesGguf, data: fixture("train", "pairs.jsonl"), backend: "js", seed: 11,
+  model: storiesGguf, data: fixture("train", "pairs.jsonl"), backend: testBackendName, seed: 11,
   max_length: 48, per_device_train_batch_size: 2, max_steps: STEPS, save_steps: 2,
   learning_rate: 1e-3, lr_scheduler_type: "linear", warmup_steps: 2,
   eval_size: 2, eval_steps: 4, // 14 training pairs: 7 steps per epoch, so step 8 starts a reshuffled epoch

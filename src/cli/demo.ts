@@ -1,6 +1,7 @@
 // `tsdpo demo`: parse the options, run the demo (src/demo/demo.ts), write its report, print the summary.
 
 import { join, resolve } from "node:path";
+import { defaultBackendName } from "../backend/select.js";
 import { configError } from "../errors.js";
 import type { Command } from "./commands.js";
 
@@ -53,7 +54,7 @@ The folder gets demo/preferences.jsonl (the labelled pairs, reusable with tsdpo 
       betas: parseBetas(str(v, "beta") ?? "0.1"),
       quick: v.quick === true,
       prompts: int(v, "prompts"),
-      backend: str(v, "backend") ?? "auto",
+      backend: str(v, "backend") ?? defaultBackendName(),
       model: str(v, "model") ?? null,
       quiet: false,
       log: (line) => process.stderr.write(line + "\n"),

@@ -4,6 +4,7 @@
 // the run folder and every checkpoint.
 
 import { readFileSync } from "node:fs";
+import { defaultBackendName } from "../backend/select.js";
 import { configError, describeJsonError, inputError } from "../errors.js";
 import { LOSS_KEYS, type LossConfig, lossConfigFromJson, lossConfigToJson } from "../loss/config.js";
 
@@ -72,7 +73,7 @@ export interface TrainConfig {
   shared_prefix: boolean;
   /** A different reference model; null = the starting policy. */
   ref_model: string | null;
-  /** Kernel backend. */
+  /** Kernel backend. Without the key: the environment variable TSDPO_BACKEND, else auto (src/backend/select.ts). */
   backend: "auto" | "js" | "native";
   /** LoRA instead of full fine-tuning (TRL's ModelConfig names). The reference is then the same model with its
    *  adapters switched off, unless ref_model or precompute_ref_log_probs says otherwise. */
@@ -263,6 +264,8 @@ export function resolveTrainConfig(obj: unknown, where: string): TrainConfig {
       throw configError(`${where}: unknown key "${key}"${hint ? ` (did you mean "${hint}"?)` : ""}; README lists the training options`);
     }
   }
+  // Resolved here, not when the backend is selected, so that the run folder's config.json (and a resume) has it.
+  if (!("backend" in o)) rest.backend = defaultBackendName();
   const cfg = { ...(rest as unknown as Rest), loss: lossConfigFromJson(lossObj, `${where}: loss`) };
   // A max_length below the default prompt cap (512) would otherwise leave no room for answers: when only
   // max_length was given, the prompt cap follows it at half, the ratio of TRL's defaults.

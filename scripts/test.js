@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+// The test command behind `npm test`: the built suite (dist/test/) once per backend. First with TSDPO_BACKEND=js (the
+// TypeScript kernels, always there), then with TSDPO_BACKEND=native when the native addon loads; without the addon
+// it says why and runs the js pass alone. test/helpers.ts reads TSDPO_BACKEND as the backend under test. Exits
+// non-zero when either pass fails (both passes run either way, so one report shows both).
+//
+//   node scripts/test.js                               the whole suite, both passes
+//   node scripts/test.js dist/test/train.test.js       one file (any arguments go to `node --test`), both passes
+//   node scripts/test.js --test-name-pattern=resume    node's options as --name=value (a separate value would be
+//                                                      taken for a file, and the suite would not be added)
+//
+// Build first (`tsc -p .`): this runs the compiled tests and loads the compiled backend.
+
+import { spawnSync } from "node:child_process";
+import { dirname, join } from "node:path";
+import { pathToFileURL, fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+
+// Arguments go to `node --test` as given; without a file or folder among them, the whole built suite.
+const args = process.argv.slice(2);
+const testArgs = args.some((a) => !a.startsWith("-")) ? args : [...args, join(root, "dist", "test") + "/"];
+
+/**
+ * Whether the native backend loads, asked of a separate process (as each test process will load it) through the
+ * compiled loader itself, so that TSDPO_NATIVE=0, a missing build and a broken one all count as "no" with the reason.
+ */
+function nativeStatus() {
+  const loader = pathToFileURL(join(root, "dist", "src", "backend", "native", "index.js")).href;
+  const probe = `import(${JSON.stringify(loader)}).then((m) => { const n = m.loadNative(); ` +
+    `process.stdout.write(n.ok ? "ok" : "no: " + n.reason); }, (e) => process.stdout.write("no: " + e.message))`;
+  const r = spawnSync(process.execPath, ["-e", probe], { encoding: "utf8" });
+  const out = (r.stdout ?? "").trim();
+  if (r.status === 0 && out === "ok") return { ok: true };
+  return { ok: false, reason: out.startsWith("no: ") ? out.slice(4) : `the probe exited with ${r.status}: ${(r.stderr ?? "").trim().split("\n")[0]}` };
+}
+
+/** One pass of the suite with TSDPO_BACKEND=backend; output goes straight through. */
+function pass(backend) {
+  process.stdout.write(`\n=== tests on the ${backend} backend (TSDPO_BACKEND=${backend} node --test ${testArgs.join(" ")}) ===\n`);
+  const t0 = performance.now();
+  const r = spawnSync(process.execPath, ["--test", ...testArgs], { stdio: "inherit", env: { ...process.env, TSDPO_BACKEND: backend } });
+  const seconds = (performance.now() - t0) / 1000;
+  const ok = r.status === 0;
+  const how = ok ? "passed" : r.signal ? `killed by ${r.signal}` : r.error ? `did not start (${r.error.message})` : `failed (exit ${r.status})`;
+  return { backend, ok, how, seconds };
+}
+
+const results = [pass("js")];
+const native = nativeStatus();
+if (native.ok) results.push(pass("native"));
+else process.stdout.write(`\n=== no native pass: the native backend is not available (${native.reason}); only the js backend was tested ===\n`);
+
+const summary = results.map((r) => `${r.backend} ${r.how} in ${r.seconds.toFixed(0)} s`).join("; ");
+process.stdout.write(`\n=== test summary: ${summary}${native.ok ? "" : "; native not tested"} ===\n`);
+process.exit(results.every((r) => r.ok) ? 0 : 1);
