@@ -55,7 +55,7 @@ export const benchCommand: Command = {
     if (!PRESETS[preset]) throw configError(`--preset ${preset}: expected one of ${Object.keys(PRESETS).join(", ")}`);
     const threads = typeof v.threads === "string" ? intOption(v, "threads", 1, 1) : null;
     if (threads !== null) process.env.TSDPO_THREADS = String(threads); // read when the addon loads
-    const be = selectBackend(typeof v.backend === "string" ? v.backend : "auto");
+    const be = selectBackend(typeof v.backend === "string" ? v.backend : undefined);
     const native = loadNative();
     if (native.ok && threads !== null) native.setThreads(threads);
     const onNative = be.name === "native" && native.ok;

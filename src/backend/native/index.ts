@@ -7,6 +7,7 @@
 //   TSDPO_THREADS=n           threads for the kernels and the BLAS (default: every core this process may use)
 //   TSDPO_SIMD=avx2|baseline  a narrower instruction set than the CPU's best for the vector loops (debugging)
 //   TSDPO_NATIVE=0            do not load the addon (auto then means js)
+//   TSDPO_BACKEND=js|native|auto   the default backend when no --backend is given (see select.ts)
 //   TSDPO_OPENBLAS_CORETYPE   passed to OpenBLAS as OPENBLAS_CORETYPE. A plain OPENBLAS_CORETYPE is removed while
 //                             the addon loads: some machines set it to Haswell globally, which on AVX-512 CPUs halves
 //                             OpenBLAS's speed, and OpenBLAS's own CPU detection is right.
