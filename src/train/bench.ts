@@ -34,7 +34,8 @@ export interface BenchResult {
   steps_ms: number[];
   tokens_per_second: number; // tokens as TRL counts them (2·pairs·(prompt+completion)) per second of step
   peak_rss_mb: number; // the whole process's peak, read after the steps
-  gemm_gflops: number | null; // the backend's matmul at the step's largest shape, measured here
+  gemm_gflops: number; // the backend's matmul at the step's largest product (the LM head), measured here
+  gemm_gflops_mlp: number; // and at the MLP's up projection over the step's tokens
   fma_peak_gflops: number | null; // this machine's float32 FMA peak, measured here (native only)
   gemm_share_of_peak: number | null;
   share: StepTimings; // fraction of the step in each phase (median step's split)
@@ -64,8 +65,9 @@ function median(xs: number[]): number {
 
 /** GFLOP/s of be.matmulForward for (N, IC) · (OC, IC)ᵀ, median of `reps` timed calls after one warm-up. */
 export function measureGemm(be: Backend, N: number, IC: number, OC: number, reps = 5): number {
-  const a = new Float32Array(N * IC).map((_, i) => Math.sin(i));
-  const w = new Float32Array(OC * IC).map((_, i) => Math.cos(i));
+  const a = new Float32Array(N * IC), w = new Float32Array(OC * IC);
+  for (let i = 0; i < a.length; i++) a[i] = (i % 13) * 0.01 - 0.06;
+  for (let i = 0; i < w.length; i++) w[i] = (i % 7) * 0.01 - 0.03;
   const out = new Float32Array(N * OC);
   be.matmulForward(out, a, w, null, N, IC, OC);
   const times: number[] = [];
@@ -124,15 +126,24 @@ export function benchDpoStep(
   ) as unknown as StepTimings;
   const tokens = 2 * o.pairs * (o.promptLen + o.completionLen);
   const peakRss = process.resourceUsage().maxRSS / 1024;
-  // the GEMM rate at the step's biggest product: the MLP's up projection over every token of the step
+  // GEMM rates at the step's own shapes: its largest product, the LM head over the answer tokens (completion rows ×
+  // vocabulary), and the MLP's up projection over every token. The peak and the products are measured in turns, three
+  // times, and the medians reported, so a burst of load on a shared machine does not land on one side only.
   const rows = o.sharedPrefix ? o.pairs * (o.promptLen + 2 * o.completionLen) : tokens;
-  const gemm = measureGemm(be, rows, C, FF);
-  const fma = extras.fmaPeak ? extras.fmaPeak() : null;
+  const headRows = 2 * o.pairs * o.completionLen;
+  const peaks: number[] = [], heads: number[] = [], mlps: number[] = [];
+  for (let k = 0; k < 3; k++) {
+    if (extras.fmaPeak) peaks.push(extras.fmaPeak());
+    heads.push(measureGemm(be, headRows, C, V, 3));
+    mlps.push(measureGemm(be, rows, C, FF, 7));
+  }
+  const gemm = median(heads);
+  const fma = peaks.length ? median(peaks) : null;
   return {
     preset: o.preset, backend: be.name,
     ms_per_step: round(mid, 1), steps_ms: ms.map((x) => round(x, 1)),
     tokens_per_second: round(tokens / (mid / 1000), 1), peak_rss_mb: round(peakRss, 0),
-    gemm_gflops: round(gemm, 1), fma_peak_gflops: fma === null ? null : round(fma, 1),
+    gemm_gflops: round(gemm, 1), gemm_gflops_mlp: round(median(mlps), 1), fma_peak_gflops: fma === null ? null : round(fma, 1),
     gemm_share_of_peak: fma === null ? null : round(gemm / fma, 3),
     share, check: check!,
     config: {
