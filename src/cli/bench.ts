@@ -85,9 +85,9 @@ export const benchCommand: Command = {
       `  ${result.tokens_per_second} tokens/s, peak RSS ${result.peak_rss_mb} MB`,
       `  split: reference fwd ${pct(result.share.ref_fwd)}, policy fwd ${pct(result.share.policy_fwd)}, ` +
         `backward ${pct(result.share.backward)}, optimizer ${pct(result.share.optimizer)}`,
-      `  GEMM ${result.gemm_gflops} GFLOP/s at the LM head's shape` +
+      `  GEMM ${result.gemm_gflops} GFLOP/s at the MLP's shape` +
         (result.fma_peak_gflops !== null ? ` = ${pct(result.gemm_share_of_peak!)} of the FMA peak ${result.fma_peak_gflops} GFLOP/s` : "") +
-        `; ${result.gemm_gflops_mlp} GFLOP/s at the MLP's`,
+        `; ${result.gemm_gflops_lm_head} GFLOP/s at the LM head's`,
     ];
     process.stdout.write(lines.join("\n") + "\n");
     return 0;

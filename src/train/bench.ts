@@ -34,8 +34,8 @@ export interface BenchResult {
   steps_ms: number[];
   tokens_per_second: number; // tokens as TRL counts them (2·pairs·(prompt+completion)) per second of step
   peak_rss_mb: number; // the whole process's peak, read after the steps
-  gemm_gflops: number; // the backend's matmul at the step's largest product (the LM head), measured here
-  gemm_gflops_mlp: number; // and at the MLP's up projection over the step's tokens
+  gemm_gflops: number; // the backend's matmul at the MLP's up projection over the step's tokens (most of its FLOPs)
+  gemm_gflops_lm_head: number; // and at the LM head's shape (answer tokens × vocabulary), its largest single product
   fma_peak_gflops: number | null; // this machine's float32 FMA peak, measured here (native only)
   gemm_share_of_peak: number | null;
   share: StepTimings; // fraction of the step in each phase (median step's split)
@@ -126,8 +126,8 @@ export function benchDpoStep(
   ) as unknown as StepTimings;
   const tokens = 2 * o.pairs * (o.promptLen + o.completionLen);
   const peakRss = process.resourceUsage().maxRSS / 1024;
-  // GEMM rates at the step's own shapes: its largest product, the LM head over the answer tokens (completion rows ×
-  // vocabulary), and the MLP's up projection over every token. The peak and the products are measured in turns, three
+  // GEMM rates at the step's own shapes: the MLP's up projection over every token (the MLP holds most of the
+  // step's FLOPs) and its largest single product, the LM head over the answer tokens (completion rows × vocabulary). The peak and the products are measured in turns, three
   // times, and the medians reported, so a burst of load on a shared machine does not land on one side only.
   const rows = o.sharedPrefix ? o.pairs * (o.promptLen + 2 * o.completionLen) : tokens;
   const headRows = 2 * o.pairs * o.completionLen;
@@ -137,13 +137,13 @@ export function benchDpoStep(
     heads.push(measureGemm(be, headRows, C, V, 3));
     mlps.push(measureGemm(be, rows, C, FF, 7));
   }
-  const gemm = median(heads);
+  const gemm = median(mlps);
   const fma = peaks.length ? median(peaks) : null;
   return {
     preset: o.preset, backend: be.name,
     ms_per_step: round(mid, 1), steps_ms: ms.map((x) => round(x, 1)),
     tokens_per_second: round(tokens / (mid / 1000), 1), peak_rss_mb: round(peakRss, 0),
-    gemm_gflops: round(gemm, 1), gemm_gflops_mlp: round(median(mlps), 1), fma_peak_gflops: fma === null ? null : round(fma, 1),
+    gemm_gflops: round(gemm, 1), gemm_gflops_lm_head: round(median(heads), 1), fma_peak_gflops: fma === null ? null : round(fma, 1),
     gemm_share_of_peak: fma === null ? null : round(gemm / fma, 3),
     share, check: check!,
     config: {
