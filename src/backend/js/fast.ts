@@ -126,11 +126,13 @@ export function attentionBackward(
 
 const HEAD_CHUNK = 16;
 
-function gatherRows(xs: Float64Array, x: Buf, rows: Int32Array, m0: number, mb: number, C: number): void {
+/** Gathers rows m0..m0+mb−1 of x (as listed in `rows`) into xs and writes their logits z = xs · Wᵀ, (mb, V). */
+function headLogits(z: Float64Array, xs: Float64Array, x: Buf, rows: Int32Array, W: Buf, m0: number, mb: number, C: number, V: number): void {
   for (let i = 0; i < mb; i++) {
     const xo = rows[m0 + i]! * C;
     for (let c = 0; c < C; c++) xs[i * C + c] = x[xo + c]!;
   }
+  gemm(z, 0, V, xs, 0, C, 1, W, 0, C, 1, mb, V, C, false, null);
 }
 
 export function lmHeadLogprobForward(
@@ -140,8 +142,7 @@ export function lmHeadLogprobForward(
   const [z, xs] = blockScratch(HEAD_CHUNK * Math.max(V, C));
   for (let m0 = 0; m0 < M; m0 += HEAD_CHUNK) {
     const mb = Math.min(HEAD_CHUNK, M - m0);
-    gatherRows(xs, x, rows, m0, mb, C);
-    gemm(z, 0, V, xs, 0, C, 1, W, 0, C, 1, mb, V, C, false, null);
+    headLogits(z, xs, x, rows, W, m0, mb, C, V);
     for (let i = 0; i < mb; i++) {
       const o = i * V;
       let max = -Infinity, sum = 0;
@@ -173,8 +174,7 @@ export function lmHeadLogprobBackward(
   const dxs = new Float64Array(HEAD_CHUNK * C);
   for (let m0 = 0; m0 < M; m0 += HEAD_CHUNK) {
     const mb = Math.min(HEAD_CHUNK, M - m0);
-    gatherRows(xs, x, rows, m0, mb, C);
-    gemm(z, 0, V, xs, 0, C, 1, W, 0, C, 1, mb, V, C, false, null);
+    headLogits(z, xs, x, rows, W, m0, mb, C, V);
     for (let i = 0; i < mb; i++) {
       const o = i * V;
       const m = m0 + i;
