@@ -10,7 +10,7 @@
 // the training forward pass with a completion mask, the same computation DPO's loss uses.
 
 import type { Backend } from "../backend/contract.js";
-import { type Model, createActivations, forward } from "../model/llama.js";
+import { type Model, createActivations, forwardPacked } from "../model/llama.js";
 import { Rng } from "../rng.js";
 import { generate } from "../sample/generate.js";
 import type { Tokenizer } from "../tokenizer/types.js";
@@ -57,7 +57,7 @@ export interface ScoredRow {
 
 /**
  * Σ_t log p(y_t | x, y_<t) over each row's completion tokens, `batchRows` rows per forward. Rows are packed as
- * prompt ++ completion, right-padded; the mask keeps the positions whose target is a completion token.
+ * prompt ++ completion, right-padded, and only the positions that predict a completion token reach the LM head.
  */
 export function completionLogps(be: Backend, model: Model, rows: readonly ScoredRow[], batchRows = 16): Float64Array {
   const out = new Float64Array(rows.length);
@@ -65,31 +65,27 @@ export function completionLogps(be: Backend, model: Model, rows: readonly Scored
   const R = Math.min(batchRows, rows.length);
   const maxT = Math.max(...rows.map((r) => r.promptIds.length + r.completionIds.length));
   const acts = createActivations(model, R, maxT);
-  const ids = new Int32Array(R * maxT); // (R, T)
-  const targets = new Int32Array(R * maxT); // (R, T)
-  const mask = new Uint8Array(R * maxT); // (R, T)
   for (let s = 0; s < rows.length; s += R) {
     const chunk = rows.slice(s, s + R);
     const T = Math.max(...chunk.map((r) => r.promptIds.length + r.completionIds.length));
-    ids.fill(0);
-    targets.fill(0);
-    mask.fill(0);
+    const ids = new Int32Array(chunk.length * T);
+    const pos = Int32Array.from({ length: chunk.length * T }, (_, n) => n % T);
+    const wanted: number[] = [], targets: number[] = [], owner: number[] = [];
     chunk.forEach((row, r) => {
-      const seq = [...row.promptIds, ...row.completionIds];
       const P = row.promptIds.length;
       if (P < 1) throw new Error("internal: completionLogps needs at least one prompt token");
-      for (let t = 0; t < seq.length; t++) ids[r * T + t] = seq[t]!;
-      for (let t = 0; t + 1 < seq.length; t++) {
-        targets[r * T + t] = seq[t + 1]!;
-        mask[r * T + t] = t + 1 >= P ? 1 : 0;
-      }
+      ids.set(row.promptIds, r * T);
+      ids.set(row.completionIds, r * T + P);
+      row.completionIds.forEach((id, k) => {
+        wanted.push(r * T + P - 1 + k); // the position before token k predicts it
+        targets.push(id);
+        owner.push(r);
+      });
     });
-    const logp = forward(be, model, acts, ids, targets, chunk.length, T);
-    for (let r = 0; r < chunk.length; r++) {
-      let sum = 0;
-      for (let t = 0; t < T; t++) if (mask[r * T + t]) sum += logp[r * T + t]!;
-      out[s + r] = sum;
-    }
+    const logp = forwardPacked(be, model, acts, {
+      ids, pos, branch: null, rows: Int32Array.from(wanted), targets: Int32Array.from(targets), R: chunk.length, T, M: wanted.length,
+    });
+    for (let m = 0; m < owner.length; m++) out[s + owner[m]!] += logp[m]!;
   }
   return out;
 }
