@@ -1,5 +1,6 @@
-// Packing B pairs into one concatenated batch of 2B rows, so chosen and rejected go through the model in a single
-// forward pass:
+// The padded (2B, T) batch of TRL's concatenated forward, for callers of the plain `forward(ids, targets, R, T)`
+// (the trainer packs through pack.ts instead, which also has the shared-prompt layout and skips the LM head at
+// prompt positions). B pairs become 2B rows, so chosen and rejected go through the model in a single forward pass:
 //
 //   rows 0 .. B-1    chosen   sequence of pair i in row i
 //   rows B .. 2B-1   rejected sequence of pair i in row B + i

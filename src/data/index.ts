@@ -9,6 +9,8 @@ export { pairEncoder, tokenizePair, tokenizePairs, resolveTokenizeOptions } from
 export type { PairEncoder, TokenizeOptions, TokenizeResult, TokenizedSet, TruncationMode } from "./tokenize.js";
 export { allocBatch, fillBatch, buildBatch, longestSequence, defaultPadId } from "./batch.js";
 export type { PreferenceBatch, BuildBatchOptions } from "./batch.js";
+export { packPairs, packedShape, toGrid, fromGrid } from "./pack.js";
+export type { PackedPairs } from "./pack.js";
 export { splitTrainEval, shuffledIndices, evalSize } from "./split.js";
 export type { EvalSplit } from "./split.js";
 export { loadPreferences, splitPreferences, dataStats, formatDataStats, prepareDataset, loadPreferencePairs, writeInvalidReport } from "./load.js";
