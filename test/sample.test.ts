@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { TsdpoError } from "../src/errors.js";
 import { exportHf } from "../src/export/hf.js";
 import { loadModel } from "../src/io/load.js";
-import { generate } from "../src/sample/generate.js";
+import { generate, sampleToken, topKOrder } from "../src/sample/generate.js";
 import {
   formatSideBySide,
   promptText,
@@ -180,4 +180,37 @@ test("tsdpo sample: --json lines equal to the library's samples, and the text la
   const bad = spawnSync(process.execPath, [cli, "sample", "--model", storiesGguf, "--prompts", promptsPath], { encoding: "utf8" });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /--model, --reference and --prompts are required/);
+});
+
+/** The sampler as first written: sort all V ids, then the same top-k / top-p walk. The fast path must equal it. */
+function sampleBySortingAll(logits: ArrayLike<number>, temperature: number, topK: number, topP: number, rng: Rng): number {
+  const V = logits.length;
+  const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => logits[b]! - logits[a]! || a - b);
+  const k = topK > 0 ? Math.min(topK, V) : V;
+  const w = order.slice(0, k).map((id) => Math.exp((logits[id]! - logits[order[0]!]!) / temperature));
+  const z = w.reduce((a, b) => a + b, 0);
+  let keep = k;
+  if (topP < 1) {
+    let cum = 0;
+    for (let i = 0; i < k; i++) if ((cum += w[i]! / z) >= topP) { keep = i + 1; break; }
+  }
+  let u = rng.next() * w.slice(0, keep).reduce((a, b) => a + b, 0);
+  for (let i = 0; i < keep; i++) if ((u -= w[i]!) < 0) return order[i]!;
+  return order[keep - 1]!;
+}
+
+test("top-k selection by heap gives the full sort's first k (ties by id), and the same draws for every seed", () => {
+  const r = new Rng(5);
+  for (const V of [1, 7, 300, 5000]) {
+    // quantised logits so that many tie
+    const logits = Float32Array.from({ length: V }, () => Math.round(r.next() * 40) / 4);
+    const full = Array.from({ length: V }, (_, i) => i).sort((a, b) => logits[b]! - logits[a]! || a - b);
+    for (const k of [1, 2, 5, Math.max(1, V >> 1), V])
+      assert.deepEqual(topKOrder(logits, k), full.slice(0, k), `V=${V} k=${k}`);
+    for (const [topK, topP] of [[1, 1], [3, 1], [40, 0.9], [V, 0.5], [0, 0.8]] as const)
+      for (let seed = 0; seed < 20; seed++) {
+        const want = sampleBySortingAll(logits, 0.7, topK, topP, new Rng(seed));
+        assert.equal(sampleToken(logits, { temperature: 0.7, topK, topP }, new Rng(seed)), want, `V=${V} top-k ${topK} top-p ${topP} seed ${seed}`);
+      }
+  }
 });
