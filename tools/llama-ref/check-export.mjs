@@ -18,57 +18,21 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { getLlama, LlamaLogLevel } from "node-llama-cpp";
+import { argmax, denseLogits, f32 as float32Of, failer, float32ContextOptions, LLAMA_OPTIONS, MODEL_OPTIONS, openLlama, toJson } from "./common.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, "..", "..");
 const dist = join(repoRoot, "dist");
 const { exportGguf } = await import(join(dist, "src", "export", "gguf.js"));
 const { jsBackend } = await import(join(dist, "src", "backend", "js", "kernels.js"));
-const { createActivations, forward } = await import(join(dist, "src", "model", "llama.js"));
+const { createActivations, forward, logitsOf } = await import(join(dist, "src", "model", "llama.js"));
 const shared = await import(join(dist, "test", "gguf-export-models.js"));
 const outPath = shared.CHECK_FIXTURE;
 
-// As in gen-stories260k.mjs: settings under which llama.cpp computes in float32 throughout.
-const CONTEXT_OPTIONS = {
-  contextSize: 128,
-  batchSize: 128,
-  sequences: 1,
-  flashAttention: false,
-  threads: { ideal: 1, min: 1 },
-  experimentalKvCacheKeyType: "F32",
-  experimentalKvCacheValueType: "F32",
-};
-const MODEL_OPTIONS = { gpuLayers: 0 };
-const LLAMA_OPTIONS = { gpu: false, build: "never" };
-
-function fail(msg) {
-  console.error(`check-export: ${msg}`);
-  process.exit(1);
-}
-
-/** Shortest decimal that parses back to the same float32. */
-function f32(x) {
-  if (!Number.isFinite(x) || Math.fround(x) !== x) fail(`logit ${x} is not a finite float32`);
-  for (let p = 6; p <= 9; p++) {
-    const y = Number(x.toPrecision(p));
-    if (Math.fround(y) === x) return y;
-  }
-  return x;
-}
-
-function dense(map, V) {
-  if (!(map instanceof Map) || map.size !== V) fail(`expected ${V} logits, got ${map?.size}`);
-  const row = new Array(V);
-  for (const [tok, v] of map) row[tok] = v;
-  return row;
-}
-
-function argmax(row) {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
-}
+const CONTEXT_OPTIONS = float32ContextOptions(128);
+const fail = failer("check-export");
+const f32 = (x) => float32Of(x, fail);
+const dense = (map, V) => denseLogits(map, V, fail);
 
 const sha256 = (path) => createHash("sha256").update(readFileSync(path)).digest("hex");
 
@@ -98,15 +62,10 @@ function tsdpoLogits(loaded, ids) {
   const T = ids.length;
   const acts = createActivations(loaded.model, 1, T);
   forward(jsBackend, loaded.model, acts, Int32Array.from(ids), Int32Array.from(ids.slice(1).concat([0])), 1, T);
-  return acts.logits.subarray(0, T * loaded.model.cfg.V);
+  return logitsOf(jsBackend, loaded.model, acts);
 }
 
-const logLines = [];
-const llama = await getLlama({
-  ...LLAMA_OPTIONS,
-  logLevel: LlamaLogLevel.debug,
-  logger: (_level, message) => logLines.push(String(message).trimEnd()),
-});
+const { llama, logLines } = await openLlama();
 const tmp = mkdtempSync(join(tmpdir(), "tsdpo-check-export-"));
 const checks = [];
 const vocabs = [];
@@ -178,19 +137,6 @@ const fixtureJson = {
   vocabs,
 };
 
-/** JSON with one line per numeric array. */
-function toJson(v, indent = "") {
-  if (Array.isArray(v)) {
-    if (v.every((x) => typeof x === "number")) return `[${v.map((x) => JSON.stringify(x)).join(",")}]`;
-    const inner = indent + "  ";
-    return `[\n${v.map((x) => inner + toJson(x, inner)).join(",\n")}\n${indent}]`;
-  }
-  if (v !== null && typeof v === "object") {
-    const inner = indent + "  ";
-    return `{\n${Object.entries(v).map(([k, x]) => `${inner}${JSON.stringify(k)}: ${toJson(x, inner)}`).join(",\n")}\n${indent}}`;
-  }
-  return JSON.stringify(v);
-}
 const json = toJson(fixtureJson) + "\n";
 const back = JSON.parse(json);
 checks.forEach((c, i) =>

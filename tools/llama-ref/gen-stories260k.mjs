@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync, statSync, readdirSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { getLlama, LlamaLogLevel } from "node-llama-cpp";
+import { argmax, denseLogits as dense, f32 as float32Of, failer, float32ContextOptions, LLAMA_OPTIONS, MODEL_OPTIONS, openLlama, toJson } from "./common.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, "..", "..");
@@ -29,25 +29,10 @@ const TEXTS = [
   "The cat sat on the mat.\nThe dog  ran to the sun.",
 ];
 
-// Settings chosen so the numbers are exact float32 evaluations rather than approximations: F32 KV cache (the default
-// F16 cache rounds K and V), no flash attention (different summation order and F16 internals), one thread (fixed
-// reduction order), one sequence, and a batch that holds every text in a single ubatch.
-const CONTEXT_OPTIONS = {
-  contextSize: 256,
-  batchSize: 256,
-  sequences: 1,
-  flashAttention: false,
-  threads: { ideal: 1, min: 1 },
-  experimentalKvCacheKeyType: "F32",
-  experimentalKvCacheValueType: "F32",
-};
-const MODEL_OPTIONS = { gpuLayers: 0 };
-const LLAMA_OPTIONS = { gpu: false, build: "never" };
-
-function fail(msg) {
-  console.error(`gen-stories260k: ${msg}`);
-  process.exit(1);
-}
+const CONTEXT_OPTIONS = float32ContextOptions(256);
+const fail = failer("gen-stories260k");
+const f32 = (x) => float32Of(x, fail);
+const denseLogits = (map, V) => dense(map, V, fail);
 
 /** Reads an int and a char* global from an x86-64 ELF shared object without loading it (dynsym + RELATIVE relocs). */
 function readElfGlobals(soPath, intNames, strNames) {
@@ -93,31 +78,6 @@ function readElfGlobals(soPath, intNames, strNames) {
     out[n] = target === undefined || fileOffset(target) < 0 ? null : cstr(fileOffset(target));
   }
   return out;
-}
-
-/** Shortest decimal that parses back to the same float32, so the JSON is small yet exact in float32. */
-function f32(x) {
-  if (!Number.isFinite(x) || Math.fround(x) !== x) fail(`logit ${x} is not a finite float32`);
-  for (let p = 6; p <= 9; p++) {
-    const y = Number(x.toPrecision(p));
-    if (Math.fround(y) === x) return y;
-  }
-  return x; // unreachable: 9 significant digits always round-trip a float32
-}
-
-/** logits Map(token -> value) from node-llama-cpp -> dense array indexed by token id */
-function denseLogits(map, V) {
-  if (!(map instanceof Map) || map.size !== V) fail(`expected ${V} logits, got ${map?.size}`);
-  const row = new Array(V);
-  for (const [tok, v] of map) row[tok] = v;
-  for (let i = 0; i < V; i++) if (row[i] === undefined) fail(`logit for token ${i} missing`);
-  return row;
-}
-
-function argmax(row) {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
 }
 
 function maxAbsDiffRows(a, b) {
@@ -170,27 +130,7 @@ async function evaluateAll(sequence, ids, V) {
   });
 }
 
-/** JSON with one line per numeric array, so rows stay readable and diffs stay local. */
-function toJson(v, indent = "") {
-  if (Array.isArray(v)) {
-    if (v.every((x) => typeof x === "number")) return `[${v.map((x) => JSON.stringify(x)).join(",")}]`;
-    const inner = indent + "  ";
-    return `[\n${v.map((x) => inner + toJson(x, inner)).join(",\n")}\n${indent}]`;
-  }
-  if (v !== null && typeof v === "object") {
-    const inner = indent + "  ";
-    const entries = Object.entries(v).map(([k, x]) => `${inner}${JSON.stringify(k)}: ${toJson(x, inner)}`);
-    return `{\n${entries.join(",\n")}\n${indent}}`;
-  }
-  return JSON.stringify(v);
-}
-
-const logLines = [];
-const llama = await getLlama({
-  ...LLAMA_OPTIONS,
-  logLevel: LlamaLogLevel.debug, // kept in memory only, to record which CPU backend variant ran
-  logger: (_level, message) => logLines.push(String(message).trimEnd()),
-});
+const { llama, logLines } = await openLlama();
 const model = await llama.loadModel({ modelPath, ...MODEL_OPTIONS });
 const V = model.fileInfo.metadata.tokenizer?.ggml?.tokens?.length;
 if (V !== 512) fail(`expected vocabulary 512 in ${modelPath}, got ${V}`);

@@ -1,0 +1,83 @@
+// What both llama-ref scripts share: the node-llama-cpp settings under which llama.cpp computes in float32
+// throughout, the conversion of its logits, and the fixture JSON format.
+
+import { getLlama, LlamaLogLevel } from "node-llama-cpp";
+
+/**
+ * Context settings for exact float32 evaluations rather than approximations: F32 KV cache (the default F16 cache
+ * rounds K and V), no flash attention (different summation order and F16 internals), one thread (fixed reduction
+ * order), one sequence, and a batch of `size` tokens so every text fits one ubatch.
+ */
+export function float32ContextOptions(size) {
+  return {
+    contextSize: size,
+    batchSize: size,
+    sequences: 1,
+    flashAttention: false,
+    threads: { ideal: 1, min: 1 },
+    experimentalKvCacheKeyType: "F32",
+    experimentalKvCacheValueType: "F32",
+  };
+}
+export const MODEL_OPTIONS = { gpuLayers: 0 };
+/** llama.cpp on the CPU, never building from source (recorded in the fixtures). */
+export const LLAMA_OPTIONS = { gpu: false, build: "never" };
+
+/** A failure reporter that names the script and exits non-zero. */
+export function failer(script) {
+  return (msg) => {
+    console.error(`${script}: ${msg}`);
+    process.exit(1);
+  };
+}
+
+/** llama.cpp with LLAMA_OPTIONS; its debug log is kept in memory to record which CPU backend variant ran. */
+export async function openLlama() {
+  const logLines = [];
+  const llama = await getLlama({
+    ...LLAMA_OPTIONS,
+    logLevel: LlamaLogLevel.debug,
+    logger: (_level, message) => logLines.push(String(message).trimEnd()),
+  });
+  return { llama, logLines };
+}
+
+/** Shortest decimal that parses back to the same float32, so the JSON is small yet exact in float32. */
+export function f32(x, fail) {
+  if (!Number.isFinite(x) || Math.fround(x) !== x) fail(`logit ${x} is not a finite float32`);
+  for (let p = 6; p <= 9; p++) {
+    const y = Number(x.toPrecision(p));
+    if (Math.fround(y) === x) return y;
+  }
+  return x; // unreachable: 9 significant digits always round-trip a float32
+}
+
+/** logits Map(token -> value) from node-llama-cpp -> dense array indexed by token id */
+export function denseLogits(map, V, fail) {
+  if (!(map instanceof Map) || map.size !== V) fail(`expected ${V} logits, got ${map?.size}`);
+  const row = new Array(V);
+  for (const [tok, v] of map) row[tok] = v;
+  for (let i = 0; i < V; i++) if (row[i] === undefined) fail(`logit for token ${i} missing`);
+  return row;
+}
+
+export function argmax(row) {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  return best;
+}
+
+/** JSON with one line per numeric array, so rows stay readable and diffs stay local. */
+export function toJson(v, indent = "") {
+  if (Array.isArray(v)) {
+    if (v.every((x) => typeof x === "number")) return `[${v.map((x) => JSON.stringify(x)).join(",")}]`;
+    const inner = indent + "  ";
+    return `[\n${v.map((x) => inner + toJson(x, inner)).join(",\n")}\n${indent}]`;
+  }
+  if (v !== null && typeof v === "object") {
+    const inner = indent + "  ";
+    const entries = Object.entries(v).map(([k, x]) => `${inner}${JSON.stringify(k)}: ${toJson(x, inner)}`);
+    return `{\n${entries.join(",\n")}\n${indent}}`;
+  }
+  return JSON.stringify(v);
+}
