@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 import type { Backend } from "../src/backend/contract.js";
 import { type BackendName, defaultBackendName, selectBackend } from "../src/backend/select.js";
+import { mulberry32 } from "../src/rng.js";
 
 type Num = ArrayLike<number>;
 
@@ -62,16 +63,7 @@ export function assertAllClose(a: Num, b: Num, atol: number, rtol = 0, what = "a
 }
 
 /** Deterministic pseudo-random numbers for tests (mulberry32), so failures reproduce. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 export function randomArray(n: number, r: () => number, scale = 1, ctor: Float32ArrayConstructor | Float64ArrayConstructor = Float64Array): Float32Array | Float64Array {
   const a = new ctor(n);

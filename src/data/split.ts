@@ -5,24 +5,13 @@
 // training is the training loop's business.
 
 import { configError } from "../errors.js";
+import { mulberry32 } from "../rng.js";
 
 export type EvalSplit =
   | { kind: "none" }
   | { kind: "fraction"; fraction: number; seed: number }
   | { kind: "count"; count: number; seed: number }
   | { kind: "file"; path: string };
-
-/** mulberry32: tiny, fast, and the same sequence in any language that has 32-bit integer math. */
-function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A permutation of 0..n-1 by Fisher–Yates with mulberry32(seed). */
 export function shuffledIndices(n: number, seed: number): Int32Array {

@@ -280,10 +280,6 @@ function activeAdapter(model: Model, l: number, t: LoraTarget): LoraAdapter | nu
   return model.lora && model.lora.enabled ? (model.lora.byLayer[l]![t] ?? null) : null;
 }
 
-function scaleInPlace(x: Buf, s: number, n: number): void {
-  for (let i = 0; i < n; i++) x[i] *= s;
-}
-
 /** out = inp·Wᵀ + bias [+ s·(drop(inp)·Aᵀ)·Bᵀ] */
 function linearForward(
   be: Backend, model: Model, acts: Activations, l: number, t: LoraTarget,
@@ -314,7 +310,7 @@ function linearForward(
 function loraBranch(be: Backend, lora: Lora, ad: LoraAdapter, out: Buf, x: Buf, u: Buf, tmp: Buf, N: number, IN: number, OUT: number): void {
   const r = lora.cfg.r;
   be.matmulForward(u, x, ad.A, null, N, IN, r);
-  scaleInPlace(u, lora.scale, N * r);
+  be.scale(u, lora.scale, N * r);
   be.matmulForward(tmp, u, ad.B, null, N, r, OUT);
   be.accumulate(out, tmp, N * OUT);
 }
@@ -333,7 +329,7 @@ function linearBackward(
   const u = la.u.get(loraKey(l, t))!;
   la.du.fill(0, 0, N * r);
   be.matmulBackward(la.du, ad.dB, null, dout, u, ad.B, N, r, OUT); // du = dout·B, dB += doutᵀ·u
-  scaleInPlace(la.du, lora.scale, N * r); // u carried s, so d(x·Aᵀ) = s·du
+  be.scale(la.du, lora.scale, N * r); // u carried s, so d(x·Aᵀ) = s·du
   if (lora.cfg.dropout > 0) {
     const mask = la.drop.get(loraKey(l, t))!;
     for (let i = 0; i < N * IN; i++) la.xDrop[i] = inp[i]! * mask[i]!;
