@@ -14,9 +14,10 @@ import { activationsForPairs, forwardPairs } from "../src/train/logps.js";
 import { assertAllClose, maxAbsDiff, rng, testBackend } from "./helpers.js";
 
 const pair = (index: number, prompt: number[], chosen: number[], rejected: number[]): TokenizedPair => ({
-  source: { file: "test", index, line: index + 1 },
+  source: { file: "test", format: "jsonl", index, line: index + 1 },
   promptIds: Int32Array.from(prompt), chosenIds: Int32Array.from(chosen), rejectedIds: Int32Array.from(rejected),
-} as unknown as TokenizedPair);
+  truncated: false,
+});
 
 test("packPairs lays out prompt ++ chosen ++ rejected with restarting positions, and the log-probs each answer needs", () => {
   // the diagram at the top of src/data/pack.ts: BOS p1 p2 | c1 c2 | r1 r2 r3

@@ -51,10 +51,10 @@ export function benchToken(i: number, s: number, V: number): number {
 
 export function benchPairs(V: number, pairs: number, promptLen: number, completionLen: number): TokenizedPair[] {
   const seq = (s: number, n: number): Int32Array => Int32Array.from({ length: n }, (_, i) => benchToken(i, s, V));
-  return Array.from({ length: pairs }, (_, k) => ({
-    source: { file: "bench", index: k, line: k + 1 },
+  return Array.from({ length: pairs }, (_, k): TokenizedPair => ({
+    source: { file: "bench", format: "jsonl", index: k, line: k + 1 },
     promptIds: seq(0, promptLen), chosenIds: seq(1, completionLen), rejectedIds: seq(2, completionLen), truncated: false,
-  }) as unknown as TokenizedPair);
+  }));
 }
 
 function median(xs: number[]): number {
