@@ -1,94 +1,46 @@
 #!/usr/bin/env node
-// Compiler and linker flags for OpenBLAS, printed for binding.gyp (`<!@(node scripts/native-config.js cflags|libs)`).
-// Exits non-zero with a one-line reason when no OpenBLAS is found, which fails the native build cleanly; the
-// install step (scripts/build-native.js) then leaves tsdpo on its TypeScript backend.
+// OpenMP flags for binding.gyp (`<!@(node scripts/native-config.js cflags|ldflags)`). The addon needs no library
+// beyond the C++ runtime: its GEMM is its own. Threads come from OpenMP when the compiler supports it, which is
+// tried here by compiling and linking a two-line program; otherwise (Apple clang, or TSDPO_OPENMP=0) the addon's own
+// std::thread pool runs them, and `-fopenmp-simd` (no runtime library) still honours the `omp simd` loop hints.
 //
-// Order of search: TSDPO_BLAS_CFLAGS / TSDPO_BLAS_LIBS (both, verbatim), then `pkg-config openblas`, then the usual
-// Debian / Fedora / Homebrew locations.
-//
-// Threading variant: Debian ships OpenBLAS built three ways (pthreads, OpenMP, serial) under one soname and picks
-// one with update-alternatives, pthreads by default. Our kernels use OpenMP, and two thread pools on one machine
-// spin against each other, so when the OpenMP build is installed (libopenblas0-openmp) we put its directory first
-// on the addon's run path and it is the one loaded. TSDPO_OPENBLAS_VARIANT=system keeps the system's choice.
+//   TSDPO_OPENMP=0   build without OpenMP even where the compiler has it (CI tests that build too)
 
-import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
-function fail(reason) {
-  process.stderr.write(`tsdpo native build: ${reason}\n`);
-  process.exit(1);
-}
+const cxx = process.env.CXX || "c++";
 
-function pkgConfig(args) {
+/** True when `cxx flags` compiles and links `source`. */
+function compiles(source, flags) {
+  const dir = mkdtempSync(join(tmpdir(), "tsdpo-omp-"));
   try {
-    return execFileSync("pkg-config", args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
-  } catch {
-    return null;
-  }
-}
-
-const multiarch = (() => {
-  try {
-    return execFileSync("gcc", ["-print-multiarch"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
-  } catch {
-    return "";
-  }
-})();
-
-function isOpenblasHeader(dir) {
-  const f = join(dir, "cblas.h");
-  try {
-    return existsSync(f) && /openblas/i.test(readFileSync(f, "utf8"));
+    writeFileSync(join(dir, "t.cc"), source);
+    const r = spawnSync(cxx, [...flags, join(dir, "t.cc"), "-o", join(dir, "t")], { stdio: "ignore" });
+    return r.status === 0;
   } catch {
     return false;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
-function find() {
-  if (process.env.TSDPO_BLAS_CFLAGS !== undefined && process.env.TSDPO_BLAS_LIBS !== undefined)
-    return { cflags: process.env.TSDPO_BLAS_CFLAGS, libs: process.env.TSDPO_BLAS_LIBS };
-  const pc = { cflags: pkgConfig(["--cflags", "openblas"]), libs: pkgConfig(["--libs", "openblas"]) };
-  if (pc.cflags !== null && pc.libs !== null) return pc;
-  const incs = [
-    multiarch && `/usr/include/${multiarch}/openblas-pthread`, multiarch && `/usr/include/${multiarch}/openblas-openmp`,
-    "/usr/include/openblas", "/usr/local/include/openblas", "/usr/local/include", "/opt/homebrew/opt/openblas/include",
-    "/usr/local/opt/openblas/include", multiarch && `/usr/include/${multiarch}`, "/usr/include",
-  ].filter(Boolean);
-  const libDirs = [
-    multiarch && `/usr/lib/${multiarch}/openblas-pthread`, multiarch && `/usr/lib/${multiarch}`, "/usr/lib64",
-    "/usr/lib", "/usr/local/lib", "/opt/homebrew/opt/openblas/lib", "/usr/local/opt/openblas/lib",
-  ].filter(Boolean);
-  const inc = incs.find(isOpenblasHeader);
-  const lib = libDirs.find((d) => {
-    try {
-      return readdirSync(d).some((f) => /^libopenblas\.(so|dylib)/.test(f));
-    } catch {
-      return false;
-    }
-  });
-  if (!inc || !lib)
-    fail(
-      `OpenBLAS not found (${!inc ? "no OpenBLAS cblas.h" : "no libopenblas"}); install it (Debian/Ubuntu: ` +
-        "apt-get install libopenblas-dev; Fedora: dnf install openblas-devel; macOS: brew install openblas) or set " +
-        "TSDPO_BLAS_CFLAGS and TSDPO_BLAS_LIBS",
-    );
-  return { cflags: `-I${inc}`, libs: `-L${lib} -lopenblas` };
-}
-
-function runPath(libs) {
-  if (process.env.TSDPO_OPENBLAS_VARIANT === "system") return "";
-  for (const m of libs.matchAll(/-L(\S+)/g)) {
-    const dir = m[1].replace(/\/+$/, "");
-    const base = /openblas-(pthread|serial|openmp)$/.test(dir) ? dirname(dir) : dir;
-    const omp = join(base, "openblas-openmp");
-    if (existsSync(join(omp, "libopenblas.so.0"))) return `-Wl,-rpath,${omp}`;
+function openmp() {
+  if (process.env.TSDPO_OPENMP !== "0") {
+    const program = "#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n";
+    if (compiles(program, ["-fopenmp"])) return { cflags: "-fopenmp", ldflags: "-fopenmp" };
   }
-  return "";
+  if (compiles("int main() { return 0; }\n", ["-fopenmp-simd"])) return { cflags: "-fopenmp-simd", ldflags: "" };
+  return { cflags: "", ldflags: "" };
 }
 
 const what = process.argv[2];
-const { cflags, libs } = find();
-if (what === "cflags") process.stdout.write(cflags + "\n");
-else if (what === "libs") process.stdout.write(`${libs} ${runPath(libs)}`.trim() + "\n");
-else fail(`usage: node scripts/native-config.js cflags|libs (got ${what ?? "nothing"})`);
+const flags = openmp();
+if (what === "cflags") process.stdout.write(flags.cflags + "\n");
+else if (what === "ldflags") process.stdout.write(flags.ldflags + "\n");
+else {
+  process.stderr.write(`usage: node scripts/native-config.js cflags|ldflags (got ${what ?? "nothing"})\n`);
+  process.exit(1);
+}

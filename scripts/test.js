@@ -8,6 +8,8 @@
 //   node scripts/test.js dist/test/train.test.js       one file (any arguments go to `node --test`), both passes
 //   node scripts/test.js --test-name-pattern=resume    node's options as --name=value (a separate value would be
 //                                                      taken for a file, and the suite would not be added)
+//   TSDPO_REQUIRE_NATIVE=1                             fail when the native pass cannot run (CI sets it, so a broken
+//                                                      addon cannot hide behind the js fallback)
 //
 // Build first (`tsc -p .`): this runs the compiled tests and loads the compiled backend.
 
@@ -53,4 +55,8 @@ else process.stdout.write(`\n=== no native pass: the native backend is not avail
 
 const summary = results.map((r) => `${r.backend} ${r.how} in ${r.seconds.toFixed(0)} s`).join("; ");
 process.stdout.write(`\n=== test summary: ${summary}${native.ok ? "" : "; native not tested"} ===\n`);
+if (!native.ok && process.env.TSDPO_REQUIRE_NATIVE === "1") {
+  process.stdout.write(`=== failed: TSDPO_REQUIRE_NATIVE=1 and the native pass did not run (${native.reason}) ===\n`);
+  process.exit(1);
+}
 process.exit(results.every((r) => r.ok) ? 0 : 1);

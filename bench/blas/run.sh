@@ -4,7 +4,7 @@
 # falls on all of them, then the probe again. Raw lines go to stdout, for summarise.mjs. Before each round it waits
 # while the test suite or a benchmark is running.
 #
-#   [WAIT_POLICY=active] sh bench/blas/run.sh [ROUNDS [REPS_PER_ROUND [WARMUP]]] > raw.tsv
+#   [WAIT_POLICY=active] [THREADS=n] [LIBS="openblas-openmp tsdpo onednn"] sh bench/blas/run.sh [ROUNDS [REPS [WARMUP]]] > raw.tsv
 #
 # Environment as tsdpo's addon sets it when it loads (src/backend/native/index.ts): 2 threads, idle OpenMP threads
 # sleep (OMP_WAIT_POLICY=passive), OpenBLAS pthreads spins 2^4 cycles at most, OPENBLAS_CORETYPE unset.
@@ -19,14 +19,29 @@ reps=${2:-4}
 warmup=${3:-2}
 bin=${TMPDIR:-/tmp}/sgemm-shapes
 gcc -std=c11 -O2 -Wall -Wextra -o "$bin" "$here/sgemm-shapes.c" -ldl -lm
+# tsdpo's own GEMM as a CBLAS library, built with the addon's flags (binding.gyp, scripts/native-config.js).
+own=${TMPDIR:-/tmp}/libtsdpo-gemm.so
+g++ -std=gnu++17 -O3 -fopenmp -fno-math-errno -fno-trapping-math -Wall -Wextra -Wno-unknown-pragmas -shared -fPIC \
+  -o "$own" "$here/tsdpo-cblas.cc" "$repo/src/backend/native/gemm.cc" "$repo/src/backend/native/parallel.cc"
 
 lib=/usr/lib/x86_64-linux-gnu
 policy=${WAIT_POLICY:-passive}
-export OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 BLIS_NUM_THREADS=2 OMP_WAIT_POLICY=$policy OPENBLAS_THREAD_TIMEOUT=4
+export OMP_NUM_THREADS=${THREADS:-2} OPENBLAS_NUM_THREADS=${THREADS:-2} BLIS_NUM_THREADS=${THREADS:-2} \
+  OMP_WAIT_POLICY=$policy OPENBLAS_THREAD_TIMEOUT=4
 unset OPENBLAS_CORETYPE
-set -- "openblas-openmp:cblas:$lib/openblas-openmp/libopenblas.so.0" "blis-openmp:cblas:$lib/blis-openmp/libblis.so.4" \
-  "onednn:dnnl:$lib/libdnnl.so.2"
-if [ "$policy" = passive ]; then set -- "$@" "openblas-pthreads:cblas:$lib/openblas-pthread/libopenblas.so.0"; fi
+# The first library is the reference of the paired columns. LIBS chooses among these; a missing one is left out.
+set --
+for name in ${LIBS:-openblas-openmp tsdpo onednn}; do
+  case $name in
+    tsdpo) spec="tsdpo:cblas:$own" ;;
+    openblas-openmp) spec="openblas-openmp:cblas:$lib/openblas-openmp/libopenblas.so.0" ;;
+    openblas-pthreads) spec="openblas-pthreads:cblas:$lib/openblas-pthread/libopenblas.so.0" ;;
+    blis-openmp) spec="blis-openmp:cblas:$lib/blis-openmp/libblis.so.4" ;;
+    onednn) spec="onednn:dnnl:$lib/libdnnl.so.2" ;;
+    *) echo "run.sh: unknown library $name" >&2; exit 1 ;;
+  esac
+  if [ -e "${spec##*:}" ]; then set -- "$@" "$spec"; else echo "# $name not installed (${spec##*:}), left out" >&2; fi
+done
 
 # Jiffies the hypervisor gave to others while our vCPUs wanted to run (steal), and all jiffies, from /proc/stat.
 cpu_times() { awk '/^cpu /{t=0; for (i=2;i<=NF;i++) t+=$i; print $9, t}' /proc/stat; }

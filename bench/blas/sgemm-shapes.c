@@ -190,10 +190,12 @@ static void describe(void* lib, const char* path) {
     printf("# onednn %d.%d.%d, cpu runtime %u (2 = OpenMP), effective isa 0x%x (0x7 = avx2)\n", v->major, v->minor,
            v->patch, v->cpu_runtime, dnnl_isa ? dnnl_isa() : -1);
   }
+  const char* (*tsdpo_gemm)(void) = (const char* (*)(void))dlsym(lib, "tsdpo_gemm_describe");
+  if (tsdpo_gemm) printf("# tsdpo gemm %s\n", tsdpo_gemm());
   int (*omp_threads)(void) = (int (*)(void))dlsym(lib, "omp_get_max_threads");
   if (omp_threads) printf("# omp_get_max_threads %d\n", omp_threads());
   const char* env[] = {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS",
-                       "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_CORETYPE"};
+                       "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_CORETYPE", "TSDPO_SIMD"};
   for (size_t i = 0; i < sizeof env / sizeof env[0]; i++)
     printf("# env %s=%s\n", env[i], getenv(env[i]) ? getenv(env[i]) : "(unset)");
 }

@@ -67,7 +67,8 @@ out.push(`FMA peak (tsdpo fmaPeakGflops(300), before and after each round's GEMM
   `over ${fma.length} probes; all: ${fma.map(f0).join(", ")}.`);
 out.push("");
 out.push(`GFLOP/s: median (first…third quartile) over ${nPairs} timed calls per product and library. ` +
-  `vs ${ref}: paired change in GFLOP/s, median (quartiles) over the same repetitions, in %.`);
+  `vs ${ref}: paired change in GFLOP/s, median (quartiles) over the same repetitions, in %. ` +
+  "The % after a library's GFLOP/s is its median's share of the FMA peak.");
 
 for (const model of [...new Set([...products.values()].map((p) => p.model))]) {
   const rows = [...products.values()].filter((p) => p.model === model);
@@ -80,7 +81,8 @@ for (const model of [...new Set([...products.values()].map((p) => p.model))]) {
     const gflops = libs.map((l) => [...p.t.get(l).values()].map((s) => flops(p) / s / 1e9));
     const ratios = others.map((l) => reps.map((k) => p.t.get(ref).get(k) / p.t.get(l).get(k)));
     out.push(`| ${p.shape} ${p.op} | ${p.M}×${p.N}×${p.K} | ${+p.perStep.toFixed(1)} | ` +
-      `${gflops.map((g) => spread(g, f0)).join(" | ")} | ${ratios.map((r) => spread(r, pct)).join(" | ")} |`);
+      `${gflops.map((g) => `${spread(g, f0)}, ${f0((quantile(g, 0.5) / peak) * 100)}%`).join(" | ")} | ` +
+      `${ratios.map((r) => spread(r, pct)).join(" | ")} |`);
   }
   // Step mix per repetition: Σ perStep·flops / Σ perStep·seconds.
   const totalFlops = rows.reduce((a, p) => a + p.perStep * flops(p), 0);

@@ -27,6 +27,12 @@ export function defaultBackendName(): BackendName {
 
 let warned = false;
 
+/**
+ * What running on the js backend costs, for the one-line notice: measured by bench/demo-backends.mjs, whose output
+ * bench/results/demo-backends.json test/readme-numbers.test.ts checks this against (scripts/build-native.js says the same).
+ */
+export const JS_BACKEND_COST = "the demo takes about 9x longer";
+
 /** The backend `name` names; undefined: the default (TSDPO_BACKEND, else auto). */
 export function selectBackend(name?: string): Backend {
   const from = name === undefined ? "TSDPO_BACKEND=" : "--backend ";
@@ -45,7 +51,7 @@ export function selectBackend(name?: string): Backend {
       if (n.ok) return n.backend;
       if (!warned) {
         warned = true;
-        process.stderr.write(`tsdpo: using the js backend (slower): the native backend is not available: ${n.reason}\n`);
+        process.stderr.write(`tsdpo: running on the js backend (${JS_BACKEND_COST}): the native backend is not available: ${n.reason}\n`);
       }
       return jsBackend;
     }

@@ -23,8 +23,7 @@ function benchEnvironment(info: NativeInfo | null): Record<string, string | numb
   const e = process.env;
   return {
     node: process.version, cpu: cpus()[0]?.model ?? null, cores: availableParallelism(), date: new Date().toISOString(),
-    threads: info?.threads ?? null, blas_core: info?.blasCore ?? null, blas_threading: info?.blasThreading ?? null,
-    simd: info?.simd ?? null, OPENBLAS_CORETYPE: e.OPENBLAS_CORETYPE ?? null, TSDPO_OPENBLAS_CORETYPE: e.TSDPO_OPENBLAS_CORETYPE ?? null,
+    threads: info?.threads ?? null, thread_pool: info?.threadPool ?? null, simd: info?.simd ?? null, gemm: info?.gemm ?? null,
     OMP_WAIT_POLICY: e.OMP_WAIT_POLICY ?? null, OMP_NUM_THREADS: e.OMP_NUM_THREADS ?? null, load_average_1m: Math.round(loadavg()[0]! * 100) / 100,
   };
 }

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <string>
 
+#include "gemm.h"
 #include "kernels.h"
 
 namespace {
@@ -378,6 +379,33 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
   return result ? result : undefined(env);
 }
 
+// The GEMM itself, for its tests and the bench: sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc),
+// row-major, as gemm.h. Leading dimensions must cover the rows they stride over.
+napi_value Sgemm(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "sgemm", 13, [&](Args& a) {
+    bool transA = false, transB = false;
+    napi_get_value_bool(env, a.value(0), &transA);
+    napi_get_value_bool(env, a.value(1), &transB);
+    const i64 M = a.size(2, "M"), N = a.size(3, "N"), K = a.size(4, "K");
+    const float alpha = static_cast<float>(a.number(5, "alpha"));
+    const i64 lda = a.size(7, "lda"), ldb = a.size(9, "ldb");
+    const float beta = static_cast<float>(a.number(10, "beta"));
+    const i64 ldc = a.size(12, "ldc");
+    // op(A) is M × K: stored rows × cols = (transA ? K × M : M × K); likewise B (K × N) and C (M × N).
+    const i64 aRows = transA ? K : M, aCols = transA ? M : K, bRows = transB ? N : K, bCols = transB ? K : N;
+    if (lda < aCols || ldb < bCols || ldc < N) a.fail("a leading dimension is smaller than its matrix's row", false);
+    const auto need = [](i64 rows, i64 cols, i64 ld) -> i64 {
+      if (rows == 0 || cols == 0) return 0;
+      const i64 m = mul(rows - 1, ld);
+      return m > INT64_MAX / 2 ? INT64_MAX : m + cols;
+    };
+    const float* A = a.f32(6, "A", need(aRows, aCols, lda));
+    const float* B = a.f32(8, "B", need(bRows, bCols, ldb));
+    float* C = a.f32(11, "C", need(M, N, ldc));
+    tsdpo::sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  });
+}
+
 napi_value FmaPeakGflops(napi_env env, napi_callback_info info) {
   napi_value result = nullptr;
   guarded(env, info, "fmaPeakGflops", 1, [&](Args& a) {
@@ -411,12 +439,9 @@ napi_value Info(napi_env env, napi_callback_info) {
   napi_create_object(env, &obj);
   napi_create_int32(env, tsdpo::get_threads(), &v);
   napi_set_named_property(env, obj, "threads", v);
-  static const char* modes[] = {"sequential", "pthreads", "openmp"};
-  const int mode = tsdpo::blas_parallel_mode();
-  set_string(env, obj, "blasThreading", mode >= 0 && mode <= 2 ? modes[mode] : "unknown");
-  set_string(env, obj, "blasCore", tsdpo::blas_core_name());
-  set_string(env, obj, "blasConfig", tsdpo::blas_config());
+  set_string(env, obj, "threadPool", tsdpo::thread_pool_kind());
   set_string(env, obj, "simd", tsdpo::simd_level());
+  set_string(env, obj, "gemm", tsdpo::gemm_describe());
   return obj;
 }
 
@@ -436,7 +461,7 @@ napi_value Init(napi_env env, napi_value exports) {
       FN("lmHeadLogprobBackward", LmHeadLogprobBackward),
       FN("adamwStep", AdamwStep),                 FN("setThreads", SetThreads),
       FN("setSimd", SetSimd),                     FN("fmaPeakGflops", FmaPeakGflops),
-      FN("info", Info),
+      FN("info", Info),                           FN("sgemm", Sgemm),
 #undef FN
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

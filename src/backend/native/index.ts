@@ -1,20 +1,19 @@
-// The native CPU backend: a C++ N-API addon (addon.cc, kernels.cc; built by scripts/build-native.js during
-// `npm ci`) with the kernels of contract.ts on Float32Array, matrix products through OpenBLAS, OpenMP threads and
-// runtime-dispatched AVX2 / AVX-512 loops. Loaded lazily, once: a missing or broken build is a reason string for
-// select.ts to report, never an exception at import time.
+// The native CPU backend: a C++ N-API addon (addon.cc, kernels.cc, gemm.cc, parallel.cc; built by
+// scripts/build-native.js during `npm ci`, with nothing but a C++ compiler) with the kernels of contract.ts on
+// Float32Array, matrix products through tsdpo's own GEMM, one thread pool (OpenMP, or std::threads where the compiler
+// has no OpenMP) and runtime-dispatched AVX2 / AVX-512 loops. Loaded lazily, once: a missing or broken build is a
+// reason string for select.ts to report, never an exception at import time.
 //
 // Environment, read when the addon loads:
-//   TSDPO_THREADS=n           threads for the kernels and the BLAS (default: every core this process may use)
-//   TSDPO_SIMD=avx2|baseline  a narrower instruction set than the CPU's best for the vector loops (debugging)
+//   TSDPO_THREADS=n           threads for the kernels and the GEMM (default: every core this process may use)
+//   TSDPO_SIMD=avx2|portable  a narrower instruction set than the CPU's best for the vector loops and the GEMM's
+//                             micro-kernels (debugging, and the tests of every copy)
 //   TSDPO_NATIVE=0            do not load the addon (auto then means js)
 //   TSDPO_BACKEND=js|native|auto   the default backend when no --backend is given (see select.ts)
-//   TSDPO_OPENBLAS_CORETYPE   passed to OpenBLAS as OPENBLAS_CORETYPE. A plain OPENBLAS_CORETYPE is removed while
-//                             the addon loads: some machines set it to Haswell globally, which on AVX-512 CPUs halves
-//                             OpenBLAS's speed, and OpenBLAS's own CPU detection is right.
-//   OMP_WAIT_POLICY, GOMP_SPINCOUNT, OPENBLAS_THREAD_TIMEOUT   respected when set. When none is, idle threads sleep
-//                             at once instead of spinning: on a machine whose cores are shared with other processes,
-//                             a spinning barrier waits out whole scheduler slices for a descheduled thread (measured:
-//                             a stories260K step 30× slower at load 4 on 2 cores). Set OMP_WAIT_POLICY=active on a
+//   OMP_WAIT_POLICY, GOMP_SPINCOUNT   respected when set. When neither is, idle OpenMP threads sleep between kernels
+//                             instead of spinning: on a machine whose cores are shared with other processes, a
+//                             spinning thread waits out whole scheduler slices for a descheduled one (measured: a
+//                             stories260K step 30× slower at load 4 on 2 cores). Set OMP_WAIT_POLICY=active on a
 //                             dedicated machine to trade that for a few µs less per kernel call.
 
 import { existsSync, readFileSync } from "node:fs";
@@ -25,19 +24,26 @@ import { fileURLToPath } from "node:url";
 import { configError } from "../../errors.js";
 import type { Backend } from "../contract.js";
 
+export type SimdLevel = "avx512" | "avx2" | "portable";
+export const SIMD_LEVELS: readonly SimdLevel[] = ["avx512", "avx2", "portable"];
+
 export interface NativeInfo {
   threads: number;
-  blasThreading: "sequential" | "pthreads" | "openmp" | "unknown"; // how the loaded OpenBLAS was built
-  blasCore: string; // OpenBLAS's kernel family for this CPU, e.g. "Zen", "SkylakeX"
-  blasConfig: string;
-  simd: "avx512" | "avx2" | "baseline"; // the instruction set of the vector loops in use
+  threadPool: "openmp" | "std::thread"; // how the addon was built: with OpenMP, or with its own pool
+  simd: SimdLevel; // the instruction set of the vector loops and GEMM micro-kernels in use
+  gemm: string; // the GEMM's micro-kernel and blocking, e.g. "avx512 12x32, kc 256, mc 504 (L2 1024 KiB)"
 }
+
+/** Row-major C := alpha·op(A)·op(B) + beta·C (src/backend/native/gemm.h), for the GEMM's tests and benchmarks. */
+export type Sgemm = (transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, A: Float32Array,
+  lda: number, B: Float32Array, ldb: number, beta: number, C: Float32Array, ldc: number) => void;
 
 interface Addon extends Omit<Backend, "name"> {
   setThreads(n: number): number;
   setSimd(level: string): boolean;
   info(): NativeInfo;
   fmaPeakGflops(ms: number): number;
+  sgemm: Sgemm;
 }
 
 export type NativeLoad =
@@ -47,12 +53,14 @@ export type NativeLoad =
       info: () => NativeInfo;
       setThreads: (n: number) => number;
       /** Selects the vector loops' instruction set; false (and no change) when this CPU cannot run it. */
-      setSimd: (level: NativeInfo["simd"]) => boolean;
+      setSimd: (level: SimdLevel) => boolean;
       /**
        * This machine's float32 FMA peak in GFLOP/s, measured now: every thread runs a register-only FMA loop of the
        * selected instruction set for about `ms` milliseconds (at most 10 s). The bench compares GEMM against it.
        */
       fmaPeakGflops: (ms: number) => number;
+      /** The addon's GEMM on its own. */
+      sgemm: Sgemm;
     }
   | { ok: false; reason: string };
 
@@ -82,19 +90,13 @@ function load(): NativeLoad {
   const threads = threadsFromEnv();
   if (!existsSync(addonPath)) {
     const status = join(packageRoot, "build", "native-unavailable.txt");
-    const why = existsSync(status) ? readFileSync(status, "utf8").trim() : "it was not built";
-    return {
-      ok: false,
-      reason: `${addonPath} is missing: ${why}; install libopenblas-dev and a C++ compiler, then run npm run build:native`,
-    };
+    const why = existsSync(status) ? readFileSync(status, "utf8").trim() : "it was not built (run npm run build:native)";
+    return { ok: false, reason: why };
   }
-  // libgomp and OpenBLAS read these when they load, with the addon; child processes get the user's values back.
+  // libgomp reads these when it loads, with the addon; child processes get the user's values back.
   const env = process.env;
-  const overrides: Record<string, string | undefined> = { OPENBLAS_CORETYPE: env.TSDPO_OPENBLAS_CORETYPE || undefined };
-  if (env.OMP_WAIT_POLICY === undefined && env.GOMP_SPINCOUNT === undefined && env.OPENBLAS_THREAD_TIMEOUT === undefined) {
-    overrides.OMP_WAIT_POLICY = "passive";
-    overrides.OPENBLAS_THREAD_TIMEOUT = "4"; // 2^4 cycles: the pthreads build of OpenBLAS spins no longer than that
-  }
+  const overrides: Record<string, string | undefined> = {};
+  if (env.OMP_WAIT_POLICY === undefined && env.GOMP_SPINCOUNT === undefined) overrides.OMP_WAIT_POLICY = "passive";
   const saved = Object.fromEntries(Object.keys(overrides).map((k) => [k, env[k]]));
   const setEnv = (vals: Record<string, string | undefined>): void => {
     for (const [k, v] of Object.entries(vals)) {
@@ -115,7 +117,7 @@ function load(): NativeLoad {
   addon.setThreads(threads);
   const simd = process.env.TSDPO_SIMD;
   if (simd && !addon.setSimd(simd))
-    throw configError(`environment variable TSDPO_SIMD=${simd}: expected avx512, avx2 or baseline, and one this CPU supports`);
+    throw configError(`environment variable TSDPO_SIMD=${simd}: expected ${SIMD_LEVELS.join(", ")}, and one this CPU supports`);
   // The addon's functions take the contract's arguments in the contract's order, so they are the backend as is.
   const backend: Backend = {
     name: "native",
@@ -132,6 +134,6 @@ function load(): NativeLoad {
   };
   return {
     ok: true, backend, info: () => addon.info(), setThreads: (n) => addon.setThreads(n), setSimd: (l) => addon.setSimd(l),
-    fmaPeakGflops: (ms) => addon.fmaPeakGflops(ms),
+    fmaPeakGflops: (ms) => addon.fmaPeakGflops(ms), sgemm: addon.sgemm,
   };
 }

@@ -1,20 +1,19 @@
 // Native float32 kernels for tsdpo (the contract is src/backend/contract.ts, the definition src/backend/js/kernels.ts).
 //
-// Threads: OpenMP. When OpenBLAS is its OpenMP build (see scripts/native-config.js) the BLAS and these kernels share
-// one pool, so nothing spins against anything on a 2-core machine. Work is split into contiguous row (or column)
-// ranges, or into tasks (attention) that each own their outputs, and every output element is computed by one thread
-// in one fixed order, so our loops give the same bits on any thread count. (OpenBLAS does not: it blocks differently
-// per thread count. Runs are bit-reproducible at a fixed thread count.)
+// Threads: the addon's one pool (parallel.h: OpenMP, or std::threads where the compiler has no OpenMP). Work is split
+// into contiguous row (or column) ranges, or into tasks (attention) that each own their outputs, and every output
+// element is computed by one thread in one fixed order, so the kernels give the same bits on any thread count. Matrix
+// products go to tsdpo's own GEMM (gemm.cc), which keeps that property.
 //
 // Memory: attention keeps nothing (T, T) — per-thread (64, ≤ T) score tiles and a log-normaliser per query — and the
 // LM head never holds the (M, V) logits, only a (rows, 4096) tile of them.
 //
 // SIMD: the loops in simd_kernels.inc are plain C++ written to auto-vectorise (`omp simd`, no calls in the loop
-// bodies). They are compiled three times, for AVX-512 ("x86-64-v4"), AVX2+FMA ("x86-64-v3") and the baseline
-// (SSE2), each copy in its own namespace, and g_simd points at the table of the widest copy the CPU supports,
-// chosen from CPUID when the addon loads. AVX-512 code is never called on a CPU without it, and the copies share no
-// inline function the linker could mix up. set_simd() (TSDPO_SIMD) selects a narrower copy, so tests check every
-// copy the machine can run.
+// bodies). They are compiled three times, for AVX-512 ("x86-64-v4"), AVX2+FMA ("x86-64-v3") and the portable copy
+// (the compiler's default target: SSE2 on x86-64), each copy in its own namespace, and g_simd points at the table of
+// the widest copy the CPU supports, chosen from CPUID when the addon loads. AVX-512 code is never called on a CPU
+// without it, and the copies share no inline function the linker could mix up. set_simd() (TSDPO_SIMD) selects a
+// narrower copy, for these loops and the GEMM's micro-kernels together, so tests check every copy the machine can run.
 //
 // Precision: reductions that the TypeScript reference carries in double (sums of squares, softmax and log-softmax
 // normalisers and the LM head's running sums, attention's dout·out, dot products of RMSNorm backward, AdamW's
@@ -23,39 +22,28 @@
 
 #include "kernels.h"
 
-#include <cblas.h>
+#if defined(__x86_64__)
 #include <immintrin.h>
-#include <omp.h>
+#endif
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <ctime>
 #include <string>
+#include <thread>
 #include <vector>
 
-extern "C" {
-// OpenBLAS extensions (declared by OpenBLAS's cblas.h; repeated so a generic cblas.h still compiles and fails at
-// link time with a clear "undefined reference" rather than at run time).
-void openblas_set_num_threads(int num_threads);
-int openblas_get_parallel(void);
-char* openblas_get_corename(void);
-char* openblas_get_config(void);
-}
+#include "gemm.h"
+#include "parallel.h"
+#include "simd.h"
 
-// Per-instruction-set copies need GCC's `#pragma GCC target`; elsewhere only the baseline copy is built.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define TSDPO_X86_DISPATCH 1
-#else
-#define TSDPO_X86_DISPATCH 0
-#endif
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
 namespace tsdpo {
 namespace {
-
-int g_threads = 1;
 
 // Below this many elements of work a kernel stays on the calling thread: waking the pool costs ~1-5 µs.
 constexpr i64 kGrain = 1 << 14;
@@ -63,18 +51,15 @@ constexpr i64 kGrain = 1 << 14;
 // Calls f(lo, hi) on contiguous, disjoint ranges covering [0, n), one per thread.
 template <class F>
 void parallel_ranges(i64 n, i64 work, F&& f) {
-  int nt = g_threads;
-  if (nt > n) nt = static_cast<int>(n);
-  if (nt <= 1 || work < kGrain) {
+  i64 nt = std::min<i64>(par::threads(), n);
+  if (nt <= 1 || work < kGrain || par::in_parallel()) {
     if (n > 0) f(i64{0}, n);
     return;
   }
-#pragma omp parallel num_threads(nt)
-  {
-    const i64 id = omp_get_thread_num(), k = omp_get_num_threads();
-    const i64 lo = n * id / k, hi = n * (id + 1) / k;
+  par::run(static_cast<int>(nt), [&](const par::Team& team) {
+    const i64 lo = n * team.id / team.size, hi = n * (team.id + 1) / team.size;
     if (lo < hi) f(lo, hi);
-  }
+  });
 }
 
 // The range kernels, compiled once per instruction set (see simd_kernels.inc) and called through g_simd.
@@ -99,9 +84,9 @@ namespace avx2 {
 #pragma GCC pop_options
 #endif
 #define TSDPO_VECTOR_BYTES 16
-namespace baseline {
+namespace portable {
 #include "simd_kernels.inc"
-}  // namespace baseline
+}  // namespace portable
 #undef TSDPO_VECTOR_BYTES
 
 #define TSDPO_SIMD_FUNCTIONS(X, ns) \
@@ -114,58 +99,36 @@ namespace baseline {
 struct SimdTable {
   const char* name;
 #define TSDPO_MEMBER(ns, f) decltype(&ns::f) f;
-  TSDPO_SIMD_FUNCTIONS(TSDPO_MEMBER, baseline)
+  TSDPO_SIMD_FUNCTIONS(TSDPO_MEMBER, portable)
 #undef TSDPO_MEMBER
 };
 
 #define TSDPO_ENTRY(ns, f) ns::f,
-const SimdTable kBaseline = {"baseline", TSDPO_SIMD_FUNCTIONS(TSDPO_ENTRY, baseline)};
+const SimdTable kPortable = {"portable", TSDPO_SIMD_FUNCTIONS(TSDPO_ENTRY, portable)};
 #if TSDPO_X86_DISPATCH
 const SimdTable kAvx2 = {"avx2", TSDPO_SIMD_FUNCTIONS(TSDPO_ENTRY, avx2)};
 const SimdTable kAvx512 = {"avx512", TSDPO_SIMD_FUNCTIONS(TSDPO_ENTRY, avx512)};
 #endif
 #undef TSDPO_ENTRY
 
-// The widest table this CPU (and its OS, which must save the wider registers) supports at `level` or below.
+// The table of `level` when this build has it and this CPU can run it (simd.h), else nullptr.
 const SimdTable* simd_table(const char* level) {
-  const std::string want = level;
+  if (!simd_level_runs(level)) return nullptr;
 #if TSDPO_X86_DISPATCH
-  __builtin_cpu_init();
-  if (want == "avx512") return __builtin_cpu_supports("x86-64-v4") ? &kAvx512 : nullptr;
-  if (want == "avx2") return __builtin_cpu_supports("x86-64-v3") ? &kAvx2 : nullptr;
+  if (std::strcmp(level, "avx512") == 0) return &kAvx512;
+  if (std::strcmp(level, "avx2") == 0) return &kAvx2;
 #endif
-  if (want == "baseline") return &kBaseline;
-  return nullptr;
+  return &kPortable;
 }
 
 const SimdTable* best_simd_table() {
-  for (const char* level : {"avx512", "avx2", "baseline"})
+  for (const char* level : kSimdLevels)
     if (const SimdTable* t = simd_table(level)) return t;
-  return &kBaseline;
+  return &kPortable;
 }
 
 const SimdTable* g_simd = best_simd_table();
 
-
-// ---------------------------------------------------------------------------------------------------------------
-// BLAS inside our parallel regions. Attention runs one (row, head) task per thread with a single-threaded BLAS call
-// inside. OpenBLAS's OpenMP build does that by itself (it sees omp_in_parallel()); its pthreads build must be told
-// to use one thread for the duration, or every task would queue on its pool; the sequential build needs nothing.
-// (openblas_set_num_threads must not be used for this with the OpenMP build: there it is omp_set_num_threads.)
-class SerialBlasScope {
- public:
-  SerialBlasScope() : active_(openblas_get_parallel() == 1 && g_threads > 1) {
-    if (active_) openblas_set_num_threads(1);
-  }
-  ~SerialBlasScope() {
-    if (active_) openblas_set_num_threads(g_threads);
-  }
-  SerialBlasScope(const SerialBlasScope&) = delete;
-  SerialBlasScope& operator=(const SerialBlasScope&) = delete;
-
- private:
-  bool active_;
-};
 
 // Per-thread scratch that grows to the largest size asked for and is then reused (no allocation per step).
 float* thread_scratch(i64 n) {
@@ -179,14 +142,16 @@ float* thread_scratch(i64 n) {
 // order, so which thread runs it changes no bit.
 template <class F>
 void parallel_tasks(i64 n, i64 work, F&& f) {
-  int nt = g_threads;
-  if (nt > n) nt = static_cast<int>(n);
-  if (nt <= 1 || work < kGrain) {
+  i64 nt = std::min<i64>(par::threads(), n);
+  if (nt <= 1 || work < kGrain || par::in_parallel()) {
     for (i64 t = 0; t < n; t++) f(t);
     return;
   }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-  for (i64 t = 0; t < n; t++) f(t);
+  std::atomic<i64> next{0};
+  par::run(static_cast<int>(nt), [&](const par::Team&) {
+    for (i64 t = next.fetch_add(1, std::memory_order_relaxed); t < n; t = next.fetch_add(1, std::memory_order_relaxed))
+      f(t);
+  });
 }
 
 inline i64 first_key(i64 t, i64 window) { return window > 0 ? std::max<i64>(0, t - window + 1) : 0; }
@@ -257,38 +222,22 @@ KeyRanges tile_columns(const QueryBlock& blk, i64 i, i64 P, i64 S, i64 window) {
   return c;
 }
 
-void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const float* A, i64 lda, const float* B, i64 ldb,
-           float beta, float* C, i64 ldc) {
-  cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-              static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
-              static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
 // Runtime information
 
-int set_threads(int n) {
-  if (n < 1) n = 1;
-  g_threads = n;
-  omp_set_num_threads(n);
-  // OpenMP build: the same call as above. pthreads build: sizes its own pool (it only runs while ours sleeps).
-  openblas_set_num_threads(n);
-  return g_threads;
-}
-
-int get_threads() { return g_threads; }
-int blas_parallel_mode() { return openblas_get_parallel(); }
-const char* blas_core_name() { return openblas_get_corename(); }
-const char* blas_config() { return openblas_get_config(); }
+int set_threads(int n) { return par::set_threads(n); }
+int get_threads() { return par::threads(); }
+const char* thread_pool_kind() { return par::kind(); }
 
 const char* simd_level() { return g_simd->name; }
 
 bool set_simd(const char* level) {
   const SimdTable* t = simd_table(level);
-  if (t) g_simd = t;
-  return t != nullptr;
+  if (!t || !gemm_set_level(level)) return false;
+  g_simd = t;
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -357,7 +306,6 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
                        i64 R, i64 T, i64 NH, i64 NKV, i64 HS, i64 window) {
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HS)));
   const i64 group = NH / NKV, qStride = NH * HS, kvStride = NKV * HS, blocks = max_blocks(T);
-  SerialBlasScope serial;
   parallel_tasks(R * NH * blocks, R * NH * T * T * HS, [&](i64 task) {
     const i64 r = task / (NH * blocks), h = task / blocks % NH, b = task % blocks;
     const i64 P = branch ? branch[2 * r] : T, S = branch ? branch[2 * r + 1] : T;
@@ -393,7 +341,6 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         i64 NH, i64 NKV, i64 HS, i64 window) {
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HS)));
   const i64 group = NH / NKV, qStride = NH * HS, kvStride = NKV * HS, blocks = max_blocks(T);
-  SerialBlasScope serial;
   parallel_tasks(R * NKV, R * NH * T * T * HS, [&](i64 task) {
     const i64 r = task / NKV, kvh = task % NKV;
     const i64 P = branch ? branch[2 * r] : T, S = branch ? branch[2 * r + 1] : T;
@@ -648,11 +595,11 @@ double thread_cpu_seconds() {
 double fma_peak_gflops(double ms) {
   using Clock = std::chrono::steady_clock;
   constexpr i64 kBurst = 1 << 14;  // ~200k FMA: tens of µs per burst, so the clocks are read rarely
-  double total = 0;
-#pragma omp parallel num_threads(g_threads) reduction(+ : total)
-  {
+  const int nt = par::threads();
+  std::vector<double> rate(static_cast<size_t>(nt), 0.0);
+  par::run(nt, [&](const par::Team& team) {
     float sink = 0;
-    const float seed = static_cast<float>(omp_get_thread_num()) * 1e-3f;
+    const float seed = static_cast<float>(team.id) * 1e-3f;
     g_simd->fma_burst(kBurst, seed, &sink);  // warm-up: wide units and clocks ramp up on first use
     i64 flops = 0;
     const Clock::time_point wall0 = Clock::now();
@@ -661,10 +608,12 @@ double fma_peak_gflops(double ms) {
     while (std::chrono::duration<double>(Clock::now() - wall0).count() * 1e3 < ms);
     const double cpu = thread_cpu_seconds() - cpu0;
     g_fma_sink = sink;
-    if (cpu > 0) total += static_cast<double>(flops) / cpu * 1e-9;
-  }
-  const int procs = omp_get_num_procs();
-  return g_threads > procs ? total * procs / g_threads : total;
+    if (cpu > 0) rate[static_cast<size_t>(team.id)] = static_cast<double>(flops) / cpu * 1e-9;
+  });
+  double total = 0;
+  for (double r : rate) total += r;
+  const int procs = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return nt > procs ? total * procs / nt : total;
 }
 
 }  // namespace tsdpo

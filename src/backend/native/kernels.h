@@ -8,14 +8,12 @@ namespace tsdpo {
 
 using i64 = int64_t;
 
-// Threads for our kernels and for the BLAS (one pool when OpenBLAS is the OpenMP build). Returns the count set.
+// Threads for the kernels and the GEMM (the addon's one pool, parallel.h). Returns the count set.
 int set_threads(int n);
 int get_threads();
-// 0 sequential, 1 pthreads, 2 OpenMP: OpenBLAS's own threading model, fixed when the library was built.
-int blas_parallel_mode();
-const char* blas_core_name();
-const char* blas_config();
-// The instruction set of the vector loops in use: "avx512", "avx2" or "baseline" (the widest the CPU supports, unless
+// "openmp" or "std::thread".
+const char* thread_pool_kind();
+// The instruction set of the vector loops in use: "avx512", "avx2" or "portable" (the widest the CPU supports, unless
 // set_simd chose another). set_simd returns false, changing nothing, for a level this CPU cannot run.
 const char* simd_level();
 bool set_simd(const char* level);

@@ -1,0 +1,30 @@
+// tsdpo's own single-precision GEMM: C := alpha·op(A)·op(B) + beta·C, row-major, op(X) = X or Xᵀ. Every matrix
+// product of the native backend goes through it: the linear layers forward and backward, the attention's per-head
+// products and the LM head's vocabulary tiles.
+//
+// BLIS-style: operands are packed into micro-panels (gemm_kernels.inc) in cache-sized blocks, and a register-tiled
+// micro-kernel (AVX-512, AVX2+FMA, or portable C++; chosen by CPUID, or by TSDPO_SIMD) computes MR × NR tiles.
+//
+// Determinism: K is never split between threads. Each element of C is accumulated by one thread, in k order, in
+// blocks of a fixed KC, so the result is the same bits on every call, on any thread count, and whatever other rows
+// or columns share the call (a row of C depends only on its row of op(A) and on op(B)). Different instruction sets
+// round differently.
+//
+// K = 0 (or alpha = 0): C := beta·C, and beta = 0 sets C to zeros without reading it, as BLAS does.
+#pragma once
+#include <cstdint>
+
+namespace tsdpo {
+
+using i64 = int64_t;
+
+void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const float* A, i64 lda, const float* B,
+           i64 ldb, float beta, float* C, i64 ldc);
+
+// Selects the micro-kernels of one instruction-set level (see simd.h); false, changing nothing, when this CPU or
+// build cannot run it.
+bool gemm_set_level(const char* level);
+// The level in use and its tile: e.g. "avx512 12x32, kc 384, nc 320".
+const char* gemm_describe();
+
+}  // namespace tsdpo
