@@ -3,6 +3,11 @@
 //
 //   npm run bench:torch -- [--preset smollm-135m|qwen2.5-0.5b|stories260k] [--prompt-len 128] [--completion-len 128]
 //                          [--pairs 1] [--steps 5] [--warmup 1] [--threads N] [--rounds 2] [--json] [--out FILE]
+//                          [--baseline-tsdpo DIR [--baseline-label TEXT]]
+//
+// --baseline-tsdpo DIR adds a third side: another build of tsdpo (a checkout with its own dist/ and build/, such as
+// the last commit that linked OpenBLAS, prepared by bench/openblas-baseline.sh), run in every round right after this
+// one, so the two builds are compared in the same run and under the same load.
 //
 // Each round runs tools/bench_torch.py, then `node dist/src/cli/main.js bench … --json`, one child process at a
 // time with the same --threads, so the two never share the CPU. PyTorch (Debian's python3-torch) gets its best
@@ -58,6 +63,8 @@ function parseOptions(argv) {
         steps: { type: "string", default: "5" },
         warmup: { type: "string", default: "1" },
         threads: { type: "string", default: String(availableParallelism()) },
+        "baseline-tsdpo": { type: "string" },
+        "baseline-label": { type: "string", default: "baseline build" },
         rounds: { type: "string", default: "2" },
         json: { type: "boolean", default: false },
         out: { type: "string" },
@@ -80,6 +87,8 @@ function parseOptions(argv) {
     warmup: int("warmup", 0),
     threads: int("threads", 1),
     rounds: int("rounds", 1),
+    baseline: values["baseline-tsdpo"] ? resolve(values["baseline-tsdpo"]) : null,
+    baselineLabel: values["baseline-label"],
     json: values.json,
     out: values.out ?? null,
   };
@@ -209,8 +218,8 @@ function targets(preset, torch, tsdpo) {
   };
 }
 
-function gitCommit() {
-  const r = spawnSync("git", ["rev-parse", "HEAD"], { cwd: ROOT, encoding: "utf8" });
+function gitCommit(dir = ROOT) {
+  const r = spawnSync("git", ["rev-parse", "HEAD"], { cwd: dir, encoding: "utf8" });
   return r.status === 0 ? r.stdout.trim() : null;
 }
 
@@ -252,6 +261,15 @@ function printReport(report) {
     `OMP_NUM_THREADS=${te.OMP_NUM_THREADS}, OPENBLAS_CORETYPE=${te.OPENBLAS_CORETYPE ?? "(unset)"}, LD_LIBRARY_PATH=${te.LD_LIBRARY_PATH}`);
   console.log(`  tsdpo: ${tsdpo.env ? JSON.stringify(tsdpo.env) : "(its JSON has no env)"}`);
   for (const note of e.notes) console.log(`  note: ${note}`);
+  const b = report.baseline;
+  if (b) {
+    console.log(`baseline: tsdpo (${b.label}) at ${b.dir}, commit ${b.git_commit ?? "?"}: ${fmt(b.ms_per_step)} ms/step ` +
+      `(rounds ${b.rounds_ms_per_step.map((v) => fmt(v)).join(", ")}), peak RSS ${fmt(b.peak_rss_mb, 0)} MB, GEMM ` +
+      `${fmt(b.gemm_gflops)} GFLOP/s of ${fmt(b.fma_peak_gflops)}`);
+    console.log(`  torch_ms / baseline_ms = ${fmt(b.speed_ratio_torch_over_baseline, 2)}×; baseline_ms / tsdpo_ms = ` +
+      `${fmt(b.speed_ratio_baseline_over_tsdpo, 3)} (per round: ${b.rounds_ratio_baseline_over_tsdpo.map((v) => fmt(v, 3)).join(", ")})`);
+    console.log(`  baseline env: ${b.env ? JSON.stringify(b.env) : "?"}`);
+  }
 }
 
 async function main() {
@@ -265,6 +283,10 @@ async function main() {
     "--pairs", String(o.pairs), "--steps", String(o.steps), "--threads", String(o.threads), "--json"];
   const torchArgs = [TORCH_SCRIPT, ...common, "--warmup", String(o.warmup)];
   const tsdpoArgs = [TSDPO_MAIN, "bench", ...common];
+  const baselineMain = o.baseline ? join(o.baseline, "dist", "src", "cli", "main.js") : null;
+  if (baselineMain && !existsSync(baselineMain)) fail(`--baseline-tsdpo ${o.baseline}: ${baselineMain} does not exist (build that checkout first)`);
+  const baselineArgs = baselineMain ? [baselineMain, "bench", ...common] : null;
+  const baselineRuns = [];
   const { env: torchEnv, notes } = torchEnvironment(o.threads);
   const loadBefore = loadavg();
   if (loadBefore[0] > 0.5) say(`bench-torch: load average ${loadBefore[0].toFixed(2)} — timings on a busy machine mean little`);
@@ -277,6 +299,10 @@ async function main() {
     say(`round ${round}/${o.rounds}: PyTorch ${torchRuns.at(-1).ms_per_step.toFixed(1)} ms/step; tsdpo …`);
     tsdpoRuns.push(runJson("tsdpo", process.execPath, tsdpoArgs, process.env));
     say(`round ${round}/${o.rounds}: tsdpo ${tsdpoRuns.at(-1).ms_per_step.toFixed(1)} ms/step`);
+    if (baselineArgs) {
+      baselineRuns.push(runJson(`tsdpo (${o.baselineLabel})`, process.execPath, baselineArgs, process.env));
+      say(`round ${round}/${o.rounds}: tsdpo (${o.baselineLabel}) ${baselineRuns.at(-1).ms_per_step.toFixed(1)} ms/step`);
+    }
   }
   const mapped = torchRuns[0].env?.blas_mapped ?? [];
   if (!notes.length && !mapped.some((p) => p.startsWith(OPENBLAS_OPENMP_DIR)))
@@ -284,6 +310,7 @@ async function main() {
 
   const torch = summarize("torch", torchRuns);
   const tsdpo = summarize("tsdpo", tsdpoRuns);
+  const baseline = baselineArgs ? summarize("tsdpo_baseline", baselineRuns) : null;
   const report = {
     config: { preset: o.preset, prompt_len: o.promptLen, completion_len: o.completionLen, pairs: o.pairs, steps: o.steps,
       torch_warmup: o.warmup, threads: o.threads, rounds: o.rounds, order: "per round: PyTorch, then tsdpo",
@@ -291,11 +318,19 @@ async function main() {
     torch,
     tsdpo,
     speed_ratio_torch_over_tsdpo: torch.ms_per_step / tsdpo.ms_per_step,
+    baseline: baseline && {
+      label: o.baselineLabel, dir: o.baseline, git_commit: gitCommit(o.baseline), ...baseline,
+      speed_ratio_torch_over_baseline: torch.ms_per_step / baseline.ms_per_step,
+      speed_ratio_baseline_over_tsdpo: baseline.ms_per_step / tsdpo.ms_per_step,
+      // paired per round: the baseline's step time over this build's, both measured in the same round
+      rounds_ratio_baseline_over_tsdpo: baselineRuns.map((b, i) => b.ms_per_step / tsdpoRuns[i].ms_per_step),
+    },
     rss_ratio_tsdpo_over_torch: tsdpo.peak_rss_mb / torch.peak_rss_mb,
     targets: targets(o.preset, torch, tsdpo),
     cross_check: crossCheck(torch, tsdpo),
-    runs: { torch: torchRuns, tsdpo: tsdpoRuns },
-    commands: { torch: `${PYTHON} ${torchArgs.join(" ")}`, tsdpo: `${process.execPath} ${tsdpoArgs.join(" ")}` },
+    runs: { torch: torchRuns, tsdpo: tsdpoRuns, ...(baselineArgs ? { baseline: baselineRuns } : {}) },
+    commands: { torch: `${PYTHON} ${torchArgs.join(" ")}`, tsdpo: `${process.execPath} ${tsdpoArgs.join(" ")}`,
+      ...(baselineArgs ? { baseline: `${process.execPath} ${baselineArgs.join(" ")}` } : {}) },
     environment: {
       node: process.version, cpu: cpus()[0]?.model ?? "unknown", cpus: availableParallelism(), kernel: release(),
       date: new Date().toISOString(), git_commit: gitCommit(), loadavg_before: loadBefore, loadavg_after: loadavg(),

@@ -3,8 +3,10 @@
 //   split   the threads divide C into contiguous slabs, whole micro-panels each: row slabs when M ≥ N, column slabs
 //           otherwise. The operand the slab does not cut (B for row slabs, A for column slabs) is packed once,
 //           cooperatively, into a shared buffer; each thread packs its own part of the other.
-//   pc      K in blocks of KC. Shared packing, a barrier, the threads' products, a barrier (the shared buffer is then
-//           packed again for the next block).
+//   pc      K in blocks of KC. Shared packing, a barrier, the threads' products. The shared buffer is double: block
+//           b + 1 is packed into the other half while a slower thread may still be computing from block b, and the
+//           barrier after packing b + 1 guarantees that every thread is done with b before b + 2 overwrites it, so one
+//           barrier per block suffices.
 //   ic      the packed A rows in blocks of mc, sized so a block (mc × KC floats) fits in half the L2.
 //   jr      NR-column micro-panels of B: one stays in L1 while ...
 //   ir      ... the micro-kernel walks the MR-row micro-panels of the A block past it, from L2.
@@ -200,8 +202,9 @@ void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const flo
   if (rowSlabs) {
     // Threads own rows of C; B is packed together, kcMax × (≤ kSharedSpan) at a time.
     const i64 span = std::min(N, kSharedSpan / NR * NR);
-    float* sharedB = t_shared.get(kcMax * ((span + NR - 1) / NR * NR));
-    if (!sharedB) std::abort();
+    const i64 half = kcMax * ((span + NR - 1) / NR * NR);
+    float* shared = t_shared.get(2 * half);
+    if (!shared) std::abort();
     par::run(static_cast<int>(nt), [&](const par::Team& team) {
       i64 u0, u1;
       share(units, team.id, team.size, &u0, &u1);
@@ -209,10 +212,12 @@ void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const flo
       const i64 rows = std::min(r1 - r0, kPrivateSpan);
       float* privA = rows > 0 ? t_private.get(kcMax * ((rows + MR - 1) / MR * MR)) : nullptr;
       if (rows > 0 && !privA) std::abort();
+      i64 block = 0;
       for (i64 jc = 0; jc < N; jc += span) {
         const i64 nb = std::min(span, N - jc), panels = (nb + NR - 1) / NR;
-        for (i64 pc = 0; pc < K; pc += KC) {
+        for (i64 pc = 0; pc < K; pc += KC, block++) {
           const i64 kb = std::min(KC, K - pc);
+          float* sharedB = shared + (block % 2) * half;
           i64 p0, p1;
           share(panels, team.id, team.size, &p0, &p1);
           if (p1 > p0)
@@ -223,7 +228,6 @@ void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const flo
             g.pack_a(A, lda, transA, ic, mb, pc, kb, privA);
             macro_kernel(g, privA, sharedB, mb, nb, kb, C + ic * ldc + jc, ldc, alpha, pc == 0 ? beta : 1.0f);
           }
-          team.barrier();
         }
       }
     });
@@ -232,18 +236,21 @@ void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const flo
 
   // Threads own columns of C; A is packed together, (≤ kSharedSpan) × kcMax at a time.
   const i64 span = std::min(M, kSharedSpan / MR * MR), nc = kPrivateSpan;
-  float* sharedA = t_shared.get(kcMax * ((span + MR - 1) / MR * MR));
-  if (!sharedA) std::abort();
+  const i64 half = kcMax * ((span + MR - 1) / MR * MR);
+  float* shared = t_shared.get(2 * half);
+  if (!shared) std::abort();
   par::run(static_cast<int>(nt), [&](const par::Team& team) {
     i64 u0, u1;
     share(units, team.id, team.size, &u0, &u1);
     const i64 c0 = std::min(N, u0 * NR), c1 = std::min(N, u1 * NR);
     float* privB = c1 > c0 ? t_private.get(kcMax * std::min((c1 - c0 + NR - 1) / NR * NR, nc)) : nullptr;
     if (c1 > c0 && !privB) std::abort();
+    i64 block = 0;
     for (i64 ic = 0; ic < M; ic += span) {
       const i64 mb = std::min(span, M - ic), panels = (mb + MR - 1) / MR;
-      for (i64 pc = 0; pc < K; pc += KC) {
+      for (i64 pc = 0; pc < K; pc += KC, block++) {
         const i64 kb = std::min(KC, K - pc);
+        float* sharedA = shared + (block % 2) * half;
         i64 p0, p1;
         share(panels, team.id, team.size, &p0, &p1);
         if (p1 > p0)
@@ -254,7 +261,6 @@ void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const flo
           g.pack_b(B, ldb, transB, pc, kb, jc, nb, privB);
           macro_kernel(g, sharedA, privB, mb, nb, kb, C + ic * ldc + jc, ldc, alpha, pc == 0 ? beta : 1.0f);
         }
-        team.barrier();
       }
     }
   });
