@@ -39,29 +39,8 @@ namespace {
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
-#if TSDPO_X86_DISPATCH
-#pragma GCC push_options
-#pragma GCC target("arch=x86-64-v4")
-#define TSDPO_VECTOR_BYTES 64
-namespace avx512 {
-#include "gemm_kernels.inc"
-}  // namespace avx512
-#undef TSDPO_VECTOR_BYTES
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("arch=x86-64-v3")
-#define TSDPO_VECTOR_BYTES 32
-namespace avx2 {
-#include "gemm_kernels.inc"
-}  // namespace avx2
-#undef TSDPO_VECTOR_BYTES
-#pragma GCC pop_options
-#endif
-#define TSDPO_VECTOR_BYTES 16
-namespace portable {
-#include "gemm_kernels.inc"
-}  // namespace portable
-#undef TSDPO_VECTOR_BYTES
+#define TSDPO_SIMD_FILE "gemm_kernels.inc"
+#include "simd_copies.inc"
 
 struct Kernels {
   const char* name;

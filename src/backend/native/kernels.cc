@@ -62,32 +62,9 @@ void parallel_ranges(i64 n, i64 work, F&& f) {
   });
 }
 
-// The range kernels, compiled once per instruction set (see simd_kernels.inc) and called through g_simd.
-// TSDPO_VECTOR_BYTES tells each copy its register width: GCC does not redefine __AVX2__ and friends under
-// `#pragma GCC target` in C++, so the few explicitly vector loops (fma_burst) cannot ask the preprocessor.
-#if TSDPO_X86_DISPATCH
-#pragma GCC push_options
-#pragma GCC target("arch=x86-64-v4")
-#define TSDPO_VECTOR_BYTES 64
-namespace avx512 {
-#include "simd_kernels.inc"
-}  // namespace avx512
-#undef TSDPO_VECTOR_BYTES
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("arch=x86-64-v3")
-#define TSDPO_VECTOR_BYTES 32
-namespace avx2 {
-#include "simd_kernels.inc"
-}  // namespace avx2
-#undef TSDPO_VECTOR_BYTES
-#pragma GCC pop_options
-#endif
-#define TSDPO_VECTOR_BYTES 16
-namespace portable {
-#include "simd_kernels.inc"
-}  // namespace portable
-#undef TSDPO_VECTOR_BYTES
+// The range kernels, compiled once per instruction set (see simd_copies.inc) and called through g_simd.
+#define TSDPO_SIMD_FILE "simd_kernels.inc"
+#include "simd_copies.inc"
 
 #define TSDPO_SIMD_FUNCTIONS(X, ns) \
   X(ns, embedding_backward_cols) X(ns, rmsnorm_forward_rows) X(ns, rmsnorm_backward_rows) \
