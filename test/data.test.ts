@@ -131,7 +131,7 @@ const STANDARD = [
 // ---------------------------------------------------------------------------------------------------------------
 // Formats
 
-test("JSONL, JSON, gzip of each and Parquet (Snappy and GZIP pages) read the same pairs with their positions", async () => {
+test("JSONL, JSON, gzip of each and Parquet (Snappy, GZIP and arrow-rs's ZSTD pages) read the same pairs with their positions", async () => {
   const expectPositions: Record<string, { format: string; lines: (number | null)[] }> = {
     "standard.jsonl": { format: "jsonl", lines: [1, 3, 4] }, // line 2 is blank
     "standard.jsonl.gz": { format: "jsonl", lines: [1, 3, 4] },
@@ -139,6 +139,8 @@ test("JSONL, JSON, gzip of each and Parquet (Snappy and GZIP pages) read the sam
     "standard.json.gz": { format: "json", lines: [2, 3, 8] },
     "standard.parquet": { format: "parquet", lines: [null, null, null] },
     "standard-gzip.parquet": { format: "parquet", lines: [null, null, null] },
+    // written by arrow-rs (tools/parquet-ref), not by the reader's own family: dictionary pages, ZSTD, data page v2
+    "arrow-rs-standard.parquet": { format: "parquet", lines: [null, null, null] },
   };
   for (const [name, want] of Object.entries(expectPositions)) {
     const path = fixture("data", name);
@@ -202,7 +204,7 @@ test("conversational rows go through the chat template; the answer is the full r
     ],
     ["<|im_start|>user\nColour of grass?<|im_end|>\n<|im_start|>assistant\n", "Green<|im_end|>\n", "Purple<|im_end|>\n"],
   ];
-  for (const name of ["conversational.jsonl", "conversational.parquet"]) {
+  for (const name of ["conversational.jsonl", "conversational.parquet", "arrow-rs-conversational.parquet"]) {
     const loaded = await loadPreferences(fixture("data", name), { chat: chatml });
     assert.deepEqual(triples(loaded.pairs), expected, name);
     assert.ok(loaded.pairs.every((p) => p.shape === "conversational"));

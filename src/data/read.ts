@@ -9,6 +9,7 @@
 // whole file (unreadable, corrupt gzip, invalid UTF-8, a JSON array that does not parse, an unreadable Parquet
 // footer) throws at once.
 
+import { decompress as fzstdDecompress } from "fzstd";
 import { readFileSync } from "node:fs";
 import * as zlib from "node:zlib";
 import { parquetMetadata, parquetReadObjects, parquetSchema } from "hyparquet";
@@ -202,17 +203,17 @@ export function listKeys(v: object): string {
 }
 
 /**
- * hyparquet decodes uncompressed and Snappy pages itself; node:zlib covers GZIP and BROTLI, and ZSTD where this Node
- * has zlib.zstdDecompressSync (Node >= 22.15). LZ4 and LZO remain unsupported and get a clear message.
+ * hyparquet decodes uncompressed and Snappy pages itself; node:zlib covers GZIP and BROTLI, and ZSTD (the default of
+ * Polars and of many dataset exports) through zlib.zstdDecompressSync where this Node has it (>= 22.15), else through
+ * fzstd, a pure-JS decoder. LZ4 and LZO remain unsupported and get a clear message.
  */
 function parquetCompressors(): Compressors {
-  const c: Compressors = {
+  const nodeZstd = (zlib as unknown as Record<string, unknown>)["zstdDecompressSync"];
+  return {
     GZIP: (input) => zlib.gunzipSync(input),
     BROTLI: (input) => zlib.brotliDecompressSync(input),
+    ZSTD: typeof nodeZstd === "function" ? (input) => (nodeZstd as (b: Uint8Array) => Uint8Array)(input) : (input) => fzstdDecompress(input),
   };
-  const zstd = (zlib as unknown as Record<string, unknown>)["zstdDecompressSync"];
-  if (typeof zstd === "function") c.ZSTD = (input) => (zstd as (b: Uint8Array) => Uint8Array)(input);
-  return c;
 }
 
 async function readParquet(path: string, bytes: Uint8Array, options: ReadOptions): Promise<ReadResult> {
