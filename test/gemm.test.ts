@@ -104,7 +104,7 @@ function compare(c: Case, o: Operands, got: Float32Array, want: Float64Array, bo
   }
 }
 
-/** The blocking of the micro-kernel in use, from info().gemm ("avx512 12x32, kc 256, mc 504 (L2 1024 KiB)"). */
+/** The blocking of the micro-kernel in use, from info().gemm ("avx512 12x32, kc 512, mc 252 at kc 512 (L2 1024 KiB)"). */
 function blocking(): { MR: number; NR: number; KC: number; mc: number } {
   if (!native.ok) return { MR: 1, NR: 1, KC: 1, mc: 1 };
   const m = /^\w+ (\d+)x(\d+), kc (\d+), mc (\d+)/.exec(native.info().gemm);
@@ -174,12 +174,12 @@ for (const level of SIMD_LEVELS) {
 
   test(`[${level}] gemm: shapes one off the L2 row block and the shared and private packing spans`, skipLevel, () => {
     withSettings(level, 1, () => {
-      const { mc } = blocking();
+      const { mc, KC } = blocking();
       // Row slabs (M ≥ N) cross mc and the private span of A rows and the shared span of B columns; column slabs
-      // (M < N) cross the shared span of A rows and the private span of B columns. K stays small: the reference is
-      // a float64 triple loop.
+      // (M < N) cross the shared span of A rows and the private span of B columns. mc is the L2 block at the deepest
+      // kc, so those shapes have K = KC; elsewhere K stays small: the reference is a float64 triple loop.
       const shapes: [number, number, number][] = [
-        [mc - 1, 9, 5], [mc + 1, 9, 5], [PRIVATE_SPAN + 1, 17, 3], [SHARED_SPAN + 1, SHARED_SPAN, 2],
+        [mc - 1, 9, KC], [mc + 1, 9, KC], [PRIVATE_SPAN + 1, 17, 3], [SHARED_SPAN + 1, SHARED_SPAN, 2],
         [3, PRIVATE_SPAN + 1, 4], [SHARED_SPAN + 1, SHARED_SPAN + 2, 2],
       ];
       let n = 100;

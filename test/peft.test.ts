@@ -18,7 +18,7 @@ const be = testBackend();
 
 const base = loadModel(storiesGguf).model;
 
-function trainedLookingAdapterDir(fingerprint: string | null = "base-fp"): { dir: string; cleanup: () => void } {
+function trainedLookingAdapterDir(fingerprint: string | null = "base-fp"): { dir: string; cleanup: () => void; model: ReturnType<typeof cloneModel> } {
   const dir = mkdtempSync(join(tmpdir(), "tsdpo-peft-"));
   const m = cloneModel(base);
   const lora = createLora(m, { r: 4, alpha: 8, dropout: 0.05, targets: ["wq", "wk", "wv", "wo", "w_down"] }, 3);
@@ -26,7 +26,7 @@ function trainedLookingAdapterDir(fingerprint: string | null = "base-fp"): { dir
   for (const a of lora.adapters) for (let i = 0; i < a.B.length; i++) a.B[i] = 0.1 * (r() - 0.5);
   m.lora = lora;
   writePeftAdapter(dir, lora, { baseModel: "stories260K.gguf", baseFingerprint: fingerprint });
-  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }), model: m };
 }
 
 function expectError(fn: () => unknown, ...parts: string[]): void {
@@ -58,21 +58,32 @@ test("adapter files follow PEFT's names, shapes and config keys", () => {
   }
 });
 
-test("an adapter round-trips: loaded onto the base it computes what it computed before saving", () => {
-  const { dir, cleanup } = trainedLookingAdapterDir();
+test("an adapter round-trips: every A and B comes back bit for bit, and the model computes the same bits", () => {
+  const { dir, cleanup, model: saved } = trainedLookingAdapterDir();
   try {
     const m1 = cloneModel(base);
     const lora = loadPeftAdapter(dir, m1, "base-fp");
     assert.equal(lora.cfg.r, 4);
     assert.equal(lora.scale, 2);
+    const original = saved.lora!;
+    assert.equal(lora.adapters.length, original.adapters.length);
+    assert.equal(lora.adapters.length, 5 * 5, "5 layers × 5 modules");
+    for (let l = 0; l < original.byLayer.length; l++)
+      for (const [name, a] of Object.entries(original.byLayer[l]!)) {
+        const back = lora.byLayer[l]![name as keyof typeof lora.byLayer[number]];
+        assert.ok(back, `layer ${l} ${name} is loaded`);
+        assert.deepEqual(Array.from(back.A), Array.from(a!.A), `layer ${l} ${name} A`);
+        assert.deepEqual(Array.from(back.B), Array.from(a!.B), `layer ${l} ${name} B`);
+      }
+    // and the file holds what the adapter held
     const st = readSafetensors(join(dir, "adapter_model.safetensors"));
-    const b = lora.byLayer[2]!.wo!.B;
-    assertAllClose(b, st.tensors.get("base_model.model.model.layers.2.self_attn.o_proj.lora_B.weight")!.data as Float32Array, 0, 0, "B");
+    assertAllClose(lora.byLayer[2]!.wo!.B, st.tensors.get("base_model.model.model.layers.2.self_attn.o_proj.lora_B.weight")!.data as Float32Array, 0, 0, "B");
     const ids = Int32Array.from([1, 403, 407, 261, 378]), targets = Int32Array.from([403, 407, 261, 378, 432]);
-    const acts = createActivations(m1, 1, 5);
-    const withAdapter = Float32Array.from(forward(be, m1, acts, ids, targets, 1, 5));
+    const loaded = Array.from(forward(be, m1, createActivations(m1, 1, 5), ids, targets, 1, 5));
+    const before = Array.from(forward(be, saved, createActivations(saved, 1, 5), ids, targets, 1, 5));
+    assert.deepEqual(loaded, before, "the loaded adapter gives the saved one's log-probs, bit for bit");
     const plain = forward(be, base, createActivations(base, 1, 5), ids, targets, 1, 5);
-    assert.ok(withAdapter.some((x, i) => Math.abs(x - plain[i]!) > 1e-4), "the adapter changes the model");
+    assert.ok(loaded.some((x, i) => Math.abs(x - plain[i]!) > 1e-4), "the adapter changes the model");
   } finally {
     cleanup();
   }

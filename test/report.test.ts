@@ -182,7 +182,8 @@ describe("run report", () => {
     assert.deepEqual(r.canvases, [{ id: "c", width: 300, height: 150, painted: 0, blue: 0 }]);
   });
 
-  it("the demo report draws the reward-vs-KL frontier from results.json", { skip: noChromium }, async () => {
+  let demoHtml = "";
+  it("the demo report carries the reward-vs-KL frontier of results.json and escapes sample text", async () => {
     const demoDir = join(work, "demo-folder");
     const est = (mean: number, se: number): { mean: number; se: number } => ({ mean, se });
     const points = [
@@ -211,7 +212,13 @@ describe("run report", () => {
     const d = embeddedData(html);
     const frontier = d.charts.find((c) => c.id === "frontier")!;
     assert.deepEqual(frontier.series.map((s) => s.points), [[[0, 2], [1.5, 3.5], [2.5, 4.25]], [[0, 2]]]);
-    const r = renderInChromium(html, "demo");
+    demoHtml = html;
+  });
+
+  it("the demo report draws every chart in headless Chromium", { skip: noChromium }, () => {
+    assert.ok(demoHtml, "the demo report was built by the test before");
+    const d = embeddedData(demoHtml);
+    const r = renderInChromium(demoHtml, "demo");
     assert.deepEqual(r.errors, []);
     assert.deepEqual(r.canvases.map((c) => c.id).sort(), drawable(d).sort());
     for (const c of r.canvases) assert.ok(c.painted > 2000 && c.blue > 30, `${c.id}: drawn (${c.painted} painted, ${c.blue} of the first series' colour)`);

@@ -214,3 +214,36 @@ test("top-k selection by heap gives the full sort's first k (ties by id), and th
       }
   }
 });
+
+test("sampled tokens follow softmax(logits / T), cut to top-k and top-p and renormalised (chi-square, 40,000 draws)", () => {
+  // Pearson's statistic over the kept tokens against N·p, with p computed here from the definition; the critical
+  // value of χ² at p = 0.001 for (kept − 1) degrees of freedom. Tokens outside the kept set must never be drawn.
+  // A sampler that ignored the temperature, or kept one token too many or too few, lands far above the line
+  // (its statistic is in the thousands at this N).
+  const critical001 = [0, 10.83, 13.82, 16.27, 18.47, 20.52, 22.46, 24.32]; // by degrees of freedom
+  const logits = [1.2, -0.4, 2.0, 0.3, -1.5, 0.9, 1.7, -0.2];
+  const N = 40_000;
+  for (const [temperature, topK, topP, seed] of [[0.7, 0, 1, 1], [1.3, 3, 1, 2], [1, 0, 0.8, 3], [0.5, 5, 0.9, 4]] as const) {
+    const order = logits.map((_, i) => i).sort((a, b) => logits[b]! - logits[a]!);
+    const w = order.map((i) => Math.exp(logits[i]! / temperature));
+    let keep = topK > 0 ? topK : logits.length;
+    const zk = w.slice(0, keep).reduce((a, b) => a + b, 0);
+    if (topP < 1) {
+      let cum = 0;
+      for (let i = 0; i < keep; i++) if ((cum += w[i]! / zk) >= topP) { keep = i + 1; break; }
+    }
+    const z = w.slice(0, keep).reduce((a, b) => a + b, 0);
+    const expected = new Map(order.slice(0, keep).map((id, i) => [id, (N * w[i]!) / z]));
+    const counts = new Array<number>(logits.length).fill(0);
+    const rng = new Rng(seed);
+    for (let n = 0; n < N; n++) counts[sampleToken(logits, { temperature, topK, topP }, rng)]!++;
+    let chi2 = 0;
+    counts.forEach((c, id) => {
+      const e = expected.get(id);
+      if (e === undefined) assert.equal(c, 0, `T=${temperature} k=${topK} p=${topP}: token ${id} is outside the kept set`);
+      else chi2 += (c - e) ** 2 / e;
+    });
+    assert.ok(keep >= 2, "at least one degree of freedom");
+    assert.ok(chi2 < critical001[keep - 1]!, `T=${temperature} k=${topK} p=${topP}: χ² = ${chi2.toFixed(1)} over ${keep} tokens ≥ ${critical001[keep - 1]}`);
+  }
+});

@@ -8,6 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadModel } from "../src/io/load.js";
 import { loadModelForUse } from "../src/io/resolve.js";
+import { loadPreferencePairs } from "../src/data/load.js";
+import { pairLogps, preferenceAccuracy } from "../src/train/logps.js";
 import { createActivations, forward } from "../src/model/llama.js";
 import { resolveTrainConfig } from "../src/train/config.js";
 import { train } from "../src/train/train.js";
@@ -81,6 +83,38 @@ test("a LoRA run with dropout resumed from a checkpoint ends bit-identical to an
     assert.deepEqual(readFileSync(join(cut, "final", "adapter_model.safetensors")), readFileSync(join(full, "final", "adapter_model.safetensors")));
     assert.deepEqual(metrics(cut).map((m) => m.step), [1, 2, 3, 4, 5, 6]);
     assert.deepEqual(metrics(cut).map((m) => m.loss), metrics(full).map((m) => m.loss));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("LoRA DPO's reference is the base model: after training, rewards/chosen = β·(log π − log π_base) with the base loaded on its own", async () => {
+  // Step 0 cannot tell (B = 0 makes policy = base whatever the reference is), so train for real: the rows of steps 2
+  // and 3 are computed with the adapter as saved after steps 1 and 2. Every pair is in every step (batch 4 > 3 pairs),
+  // and dropout is off, so each logged reward is β·mean over the pairs of (log π_adapter − log π_ref), and a trainer
+  // that left the adapters on for the reference would log 0.
+  const root = mkdtempSync(join(tmpdir(), "tsdpo-lora-"));
+  try {
+    const dir = join(root, "run");
+    const beta = 0.5;
+    await run(dir, { beta, max_steps: 3, save_steps: 1, lora_dropout: 0, per_device_train_batch_size: 4, learning_rate: 2e-2 });
+    const base = loadModel(storiesGguf);
+    const pairs = (await loadPreferencePairs(data, base.tokenizer, { maxLength: 64 })).pairs;
+    assert.equal(pairs.length, 3);
+    const baseRows = pairLogps(be, base.model, pairs);
+    const rows = metrics(dir);
+    for (const step of [2, 3]) {
+      const policy = loadModelForUse(join(dir, "checkpoints", `step-${step - 1}`)).model;
+      assert.ok(policy.lora, `checkpoints/step-${step - 1} is an adapter`);
+      const want = preferenceAccuracy(pairLogps(be, policy, pairs), baseRows, beta);
+      const m = rows.find((r) => r.step === step)!;
+      assert.ok(Math.abs(want.chosen) > 1e-3, `step ${step}: the adapter has moved the policy (reward ${want.chosen})`);
+      const tol = testBackendName === "js" ? 1e-9 : 1e-5;
+      assert.ok(Math.abs(m["rewards/chosen"]! - want.chosen) <= tol * (1 + Math.abs(want.chosen)),
+        `step ${step}: logged rewards/chosen ${m["rewards/chosen"]}, β·(log π − log π_base) = ${want.chosen}`);
+      assert.ok(Math.abs(m["rewards/rejected"]! - want.rejected) <= tol * (1 + Math.abs(want.rejected)),
+        `step ${step}: logged rewards/rejected ${m["rewards/rejected"]}, recomputed ${want.rejected}`);
+    }
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

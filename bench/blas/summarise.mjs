@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 // Markdown tables from run.sh's raw lines.
 //
-//   node bench/blas/summarise.mjs raw.tsv
+//   node bench/blas/summarise.mjs raw.tsv [--json summary.json]
+//
+// --json also writes the medians as JSON (README quotes them from there; test/readme-numbers.test.ts checks it):
+// per model, each library's step-mix GFLOP/s and share of the FMA peak, the paired change against the first library,
+// and per product each library's median GFLOP/s.
 //
 // Per product and library: the median GFLOP/s with its quartiles, and for every library but the first (the
 // reference, OpenBLAS OpenMP) the paired change against the reference: per repetition the ratio of the two
@@ -9,9 +13,13 @@
 // cancels the machine's slow stretches, which move both libraries together. The step mix is a DPO step's GEMM FLOPs
 // over its GEMM time, each product weighted by how often a step runs it, computed per repetition.
 
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 
-const lines = readFileSync(process.argv[2] ?? 0, "utf8").split("\n");
+const jsonAt = process.argv.indexOf("--json");
+const jsonOut = jsonAt > 0 ? process.argv[jsonAt + 1] : null;
+const input = process.argv.slice(2).find((a, i, all) => !a.startsWith("--") && all[i - 1] !== "--json");
+const lines = readFileSync(input ?? 0, "utf8").split("\n");
+const summary = { source: input ?? "stdin", fma_peak_gflops: null, libraries: [], reference: null, models: {} };
 // model|shape|op -> { model, shape, op, M, N, K, perStep, t: Map(lib -> Map(round|rep -> seconds)) }
 const products = new Map();
 const libs = [];
@@ -92,10 +100,22 @@ for (const model of [...new Set([...products.values()].map((p) => p.model))]) {
   const mixCells = mixes.map((m) => `**${spread(m, f0)}**, ${f0((quantile(m, 0.5) / peak) * 100)}% of peak`);
   const mixVs = mixRatios.map((r) => `**${spread(r, pct)}**`);
   out.push(`| **step mix** | | | ${mixCells.join(" | ")} | ${mixVs.join(" | ")} |`);
+  const q = (xs) => ({ median: quantile(xs, 0.5), q1: quantile(xs, 0.25), q3: quantile(xs, 0.75) });
+  summary.models[model] = {
+    step_mix: Object.fromEntries(libs.map((l, i) => [l, { ...q(mixes[i]), share_of_peak: quantile(mixes[i], 0.5) / peak }])),
+    // paired: (other / reference − 1) × 100, per repetition, then quartiles
+    step_mix_vs_reference_pct: Object.fromEntries(others.map((l, i) => [l, q(mixRatios[i].map((r) => (r - 1) * 100))])),
+    products: Object.fromEntries(rows.map((p) => [`${p.shape} ${p.op}`, Object.fromEntries(libs.map((l) =>
+      [l, quantile([...p.t.get(l).values()].map((s) => flops(p) / s / 1e9), 0.5)]))])),
+  };
 }
+summary.fma_peak_gflops = peak;
+summary.libraries = libs;
+summary.reference = ref;
 
 out.push("", `Rounds (load average over 1, 5, 15 min at the start; hypervisor steal during the round): ` +
   `${rounds.map((r, i) => `${i + 1}: ${r.load}, ${r.steal}`).join("; ")}.`);
 out.push("", "Libraries as loaded:", "");
 for (const [lib, lines] of info) out.push(`- ${lib}: ${lines.join("; ")}`);
 console.log(out.join("\n"));
+if (jsonOut) writeFileSync(jsonOut, JSON.stringify(summary, null, 2) + "\n");

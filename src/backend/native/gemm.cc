@@ -3,11 +3,11 @@
 //   split   the threads divide C into contiguous slabs, whole micro-panels each: row slabs when M ≥ N, column slabs
 //           otherwise. The operand the slab does not cut (B for row slabs, A for column slabs) is packed once,
 //           cooperatively, into a shared buffer; each thread packs its own part of the other.
-//   pc      K in blocks of KC. Shared packing, a barrier, the threads' products. The shared buffer is double: block
-//           b + 1 is packed into the other half while a slower thread may still be computing from block b, and the
+//   pc      K in blocks of at most KC (depth_of). Shared packing, a barrier, the threads' products. The shared
+//           buffer is double: block b + 1 is packed into the other half while a slower thread may still be computing from block b, and the
 //           barrier after packing b + 1 guarantees that every thread is done with b before b + 2 overwrites it, so one
 //           barrier per block suffices.
-//   ic      the packed A rows in blocks of mc, sized so a block (mc × KC floats) fits in half the L2.
+//   ic      the packed A rows in blocks of mc, sized so a block (mc × kc floats) fits in half the L2.
 //   jr      NR-column micro-panels of B: one stays in L1 while ...
 //   ir      ... the micro-kernel walks the MR-row micro-panels of the A block past it, from L2.
 //
@@ -89,9 +89,17 @@ i64 l2_bytes() {
 }
 const i64 kL2 = l2_bytes();
 
-// Rows of packed A per L2 block: KC × mc floats in half the L2, a whole number of micro-panels, at least two.
-i64 l2_rows(const Kernels& g) {
-  const i64 m = kL2 / 2 / (g.kc * static_cast<i64>(sizeof(float)));
+// The depth of the packed blocks for a product of depth K: ⌈K / KC⌉ blocks of ⌈K / blocks⌉ (the last one shorter),
+// so K = 576 is two blocks of 288 rather than 512 + 64. A function of K and the micro-kernel alone, so results never
+// depend on M, N or the threads.
+i64 depth_of(const Kernels& g, i64 K) {
+  const i64 blocks = (K + g.kc - 1) / g.kc;
+  return (K + blocks - 1) / blocks;
+}
+
+// Rows of packed A per L2 block: kc × mc floats in half the L2, a whole number of micro-panels, at least two.
+i64 l2_rows(const Kernels& g, i64 kc) {
+  const i64 m = kL2 / 2 / (kc * static_cast<i64>(sizeof(float)));
   return std::max(2 * g.mr, m / g.mr * g.mr);
 }
 
@@ -123,7 +131,7 @@ thread_local Buffer t_shared, t_private;
 // micro-panel is loaded into L1 once and every A micro-panel of the block streams past it.
 void macro_kernel(const Kernels& g, const float* Ap, const float* Bp, i64 mb, i64 nb, i64 kb, float* c, i64 ldc,
                   float alpha, float beta) {
-  const i64 MR = g.mr, NR = g.nr, mc = l2_rows(g);
+  const i64 MR = g.mr, NR = g.nr, mc = l2_rows(g, kb);
   alignas(64) float edge[kMaxTile];
   for (i64 i0 = 0; i0 < mb; i0 += mc) {
     const i64 i1 = std::min(mb, i0 + mc);
@@ -170,18 +178,17 @@ void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const flo
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == 0.0f) return scale_rows(C, ldc, M, N, beta);
   const Kernels& g = *g_kernels;
-  const i64 MR = g.mr, NR = g.nr, KC = g.kc;
+  const i64 MR = g.mr, NR = g.nr, kc = depth_of(g, K);
   const bool rowSlabs = M >= N;
   const i64 units = rowSlabs ? (M + MR - 1) / MR : (N + NR - 1) / NR;
   const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
   i64 nt = par::in_parallel() ? 1 : par::threads();
   nt = std::min<i64>({nt, units, std::max<i64>(1, static_cast<i64>(flops / kMinFlopsPerThread))});
-  const i64 kcMax = std::min(KC, K);
 
   if (rowSlabs) {
-    // Threads own rows of C; B is packed together, kcMax × (≤ kSharedSpan) at a time.
+    // Threads own rows of C; B is packed together, kc × (≤ kSharedSpan) at a time.
     const i64 span = std::min(N, kSharedSpan / NR * NR);
-    const i64 half = kcMax * ((span + NR - 1) / NR * NR);
+    const i64 half = kc * ((span + NR - 1) / NR * NR);
     float* shared = t_shared.get(2 * half);
     if (!shared) std::abort();
     par::run(static_cast<int>(nt), [&](const par::Team& team) {
@@ -189,13 +196,13 @@ void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const flo
       share(units, team.id, team.size, &u0, &u1);
       const i64 r0 = std::min(M, u0 * MR), r1 = std::min(M, u1 * MR);
       const i64 rows = std::min(r1 - r0, kPrivateSpan);
-      float* privA = rows > 0 ? t_private.get(kcMax * ((rows + MR - 1) / MR * MR)) : nullptr;
+      float* privA = rows > 0 ? t_private.get(kc * ((rows + MR - 1) / MR * MR)) : nullptr;
       if (rows > 0 && !privA) std::abort();
       i64 block = 0;
       for (i64 jc = 0; jc < N; jc += span) {
         const i64 nb = std::min(span, N - jc), panels = (nb + NR - 1) / NR;
-        for (i64 pc = 0; pc < K; pc += KC, block++) {
-          const i64 kb = std::min(KC, K - pc);
+        for (i64 pc = 0; pc < K; pc += kc, block++) {
+          const i64 kb = std::min(kc, K - pc);
           float* sharedB = shared + (block % 2) * half;
           i64 p0, p1;
           share(panels, team.id, team.size, &p0, &p1);
@@ -213,22 +220,22 @@ void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const flo
     return;
   }
 
-  // Threads own columns of C; A is packed together, (≤ kSharedSpan) × kcMax at a time.
+  // Threads own columns of C; A is packed together, (≤ kSharedSpan) × kc at a time.
   const i64 span = std::min(M, kSharedSpan / MR * MR), nc = kPrivateSpan;
-  const i64 half = kcMax * ((span + MR - 1) / MR * MR);
+  const i64 half = kc * ((span + MR - 1) / MR * MR);
   float* shared = t_shared.get(2 * half);
   if (!shared) std::abort();
   par::run(static_cast<int>(nt), [&](const par::Team& team) {
     i64 u0, u1;
     share(units, team.id, team.size, &u0, &u1);
     const i64 c0 = std::min(N, u0 * NR), c1 = std::min(N, u1 * NR);
-    float* privB = c1 > c0 ? t_private.get(kcMax * std::min((c1 - c0 + NR - 1) / NR * NR, nc)) : nullptr;
+    float* privB = c1 > c0 ? t_private.get(kc * std::min((c1 - c0 + NR - 1) / NR * NR, nc)) : nullptr;
     if (c1 > c0 && !privB) std::abort();
     i64 block = 0;
     for (i64 ic = 0; ic < M; ic += span) {
       const i64 mb = std::min(span, M - ic), panels = (mb + MR - 1) / MR;
-      for (i64 pc = 0; pc < K; pc += KC, block++) {
-        const i64 kb = std::min(KC, K - pc);
+      for (i64 pc = 0; pc < K; pc += kc, block++) {
+        const i64 kb = std::min(kc, K - pc);
         float* sharedA = shared + (block % 2) * half;
         i64 p0, p1;
         share(panels, team.id, team.size, &p0, &p1);
@@ -255,7 +262,8 @@ const char* gemm_describe() {
   static thread_local std::string s;
   const Kernels& g = *g_kernels;
   s = std::string(g.name) + " " + std::to_string(g.mr) + "x" + std::to_string(g.nr) + ", kc " + std::to_string(g.kc) +
-      ", mc " + std::to_string(l2_rows(g)) + " (L2 " + std::to_string(kL2 >> 10) + " KiB)";
+      ", mc " + std::to_string(l2_rows(g, g.kc)) + " at kc " + std::to_string(g.kc) + " (L2 " + std::to_string(kL2 >> 10) +
+      " KiB)";
   return s.c_str();
 }
 

@@ -6,7 +6,7 @@
 // micro-kernel (AVX-512, AVX2+FMA, or portable C++; chosen by CPUID, or by TSDPO_SIMD) computes MR × NR tiles.
 //
 // Determinism: K is never split between threads. Each element of C is accumulated by one thread, in k order, in
-// blocks of a fixed KC, so the result is the same bits on every call, on any thread count, and whatever other rows
+// blocks whose depth depends on K alone, so the result is the same bits on every call, on any thread count, and whatever other rows
 // or columns share the call (a row of C depends only on its row of op(A) and on op(B)). Different instruction sets
 // round differently.
 //
@@ -24,7 +24,7 @@ void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const flo
 // Selects the micro-kernels of one instruction-set level (see simd.h); false, changing nothing, when this CPU or
 // build cannot run it.
 bool gemm_set_level(const char* level);
-// The level in use and its tile: e.g. "avx512 12x32, kc 384, nc 320".
+// The level in use, its tile and blocking: e.g. "avx512 12x32, kc 512, mc 252 at kc 512 (L2 1024 KiB)".
 const char* gemm_describe();
 
 }  // namespace tsdpo
