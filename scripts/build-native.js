@@ -25,7 +25,7 @@ const logFile = join(buildDir, "native-build.log");
 const strict = process.argv.includes("--strict");
 
 // What running without the addon costs, measured: bench/results/demo-backends.json (test/readme-numbers checks it).
-const COST = "the demo takes about 9x longer on the js backend";
+const COST = "the demo takes about 7x longer on the js backend";
 
 function unavailable(reason, log = "") {
   mkdirSync(buildDir, { recursive: true });

@@ -57,6 +57,9 @@ busy() {
   ps -eo pid=,args= | grep -E 'node --test|scripts/test\.js|bench' | grep -v -E 'grep|bench/blas/' || true
 }
 
+# The machine, for the record (summarise.mjs copies it into its JSON).
+echo "# cpu $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), family $(grep -m1 '^cpu family' /proc/cpuinfo | cut -d: -f2- | tr -d ' ') model $(grep -m1 '^model[[:space:]]*:' /proc/cpuinfo | cut -d: -f2- | tr -d ' '), $(nproc) cpus, flags: $(grep -m1 '^flags' /proc/cpuinfo | grep -o -w -E 'avx2|fma|avx512f|avx512bw' | tr '\n' ' ')"
+
 round=1
 while [ "$round" -le "$rounds" ]; do
   while [ -n "$(busy)" ]; do

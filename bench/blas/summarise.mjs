@@ -19,7 +19,7 @@ const jsonAt = process.argv.indexOf("--json");
 const jsonOut = jsonAt > 0 ? process.argv[jsonAt + 1] : null;
 const input = process.argv.slice(2).find((a, i, all) => !a.startsWith("--") && all[i - 1] !== "--json");
 const lines = readFileSync(input ?? 0, "utf8").split("\n");
-const summary = { source: input ?? "stdin", fma_peak_gflops: null, libraries: [], reference: null, models: {} };
+const summary = { source: input ?? "stdin", cpu: null, fma_peak_gflops: null, libraries: [], reference: null, models: {} };
 // model|shape|op -> { model, shape, op, M, N, K, perStep, t: Map(lib -> Map(round|rep -> seconds)) }
 const products = new Map();
 const libs = [];
@@ -41,6 +41,8 @@ for (const line of lines) {
     const p = products.get(key);
     if (!p.t.has(lib)) p.t.set(lib, new Map());
     p.t.get(lib).set(`${round}|${rep}`, Number(seconds));
+  } else if (line.startsWith("# cpu ")) {
+    summary.cpu = line.slice("# cpu ".length);
   } else if (/^# round \d+ load average /.test(line)) {
     // counted here rather than read, so the output of several run.sh invocations can be concatenated
     round = String(Number(round) + 1);
@@ -115,6 +117,7 @@ summary.reference = ref;
 
 out.push("", `Rounds (load average over 1, 5, 15 min at the start; hypervisor steal during the round): ` +
   `${rounds.map((r, i) => `${i + 1}: ${r.load}, ${r.steal}`).join("; ")}.`);
+out.push("", `CPU: ${summary.cpu ?? "not recorded"}.`);
 out.push("", "Libraries as loaded:", "");
 for (const [lib, lines] of info) out.push(`- ${lib}: ${lines.join("; ")}`);
 console.log(out.join("\n"));

@@ -31,7 +31,7 @@ let warned = false;
  * What running on the js backend costs, for the one-line notice: measured by bench/demo-backends.mjs, whose output
  * bench/results/demo-backends.json test/readme-numbers.test.ts checks this against (scripts/build-native.js says the same).
  */
-export const JS_BACKEND_COST = "the demo takes about 9x longer";
+export const JS_BACKEND_COST = "the demo takes about 7x longer";
 
 /** The backend `name` names; undefined: the default (TSDPO_BACKEND, else auto). */
 export function selectBackend(name?: string): Backend {

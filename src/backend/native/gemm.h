@@ -6,9 +6,9 @@
 // micro-kernel (AVX-512, AVX2+FMA, or portable C++; chosen by CPUID, or by TSDPO_SIMD) computes MR × NR tiles.
 //
 // Determinism: K is never split between threads. Each element of C is accumulated by one thread, in k order, in
-// blocks whose depth depends on K alone, so the result is the same bits on every call, on any thread count, and whatever other rows
-// or columns share the call (a row of C depends only on its row of op(A) and on op(B)). Different instruction sets
-// round differently.
+// blocks whose depth depends on K alone, so the result is the same bits on every call, on any thread count, and
+// whatever other rows or columns share the call (a row of C depends only on its row of op(A) and on op(B)).
+// Different instruction sets round differently.
 //
 // K = 0 (or alpha = 0): C := beta·C, and beta = 0 sets C to zeros without reading it, as BLAS does.
 #pragma once
