@@ -62,21 +62,10 @@ const Kernels kAvx512 = TSDPO_GEMM_KERNELS(avx512);
 constexpr i64 kMaxTile = 12 * 32;
 
 const Kernels* kernels_for(const char* level) {
-  if (!simd_level_runs(level)) return nullptr;
-#if TSDPO_X86_DISPATCH
-  if (std::strcmp(level, "avx512") == 0) return &kAvx512;
-  if (std::strcmp(level, "avx2") == 0) return &kAvx2;
-#endif
-  return &kPortable;
+  return simd_pick<Kernels>(level, TSDPO_IF_X86(&kAvx512), TSDPO_IF_X86(&kAvx2), &kPortable);
 }
 
-const Kernels* best_kernels() {
-  for (const char* level : kSimdLevels)
-    if (const Kernels* k = kernels_for(level)) return k;
-  return &kPortable;
-}
-
-const Kernels* g_kernels = best_kernels();
+const Kernels* g_kernels = simd_best<Kernels>(TSDPO_IF_X86(&kAvx512), TSDPO_IF_X86(&kAvx2), &kPortable);
 
 // Half the L2 (per core) holds the packed A rows that stream past each B micro-panel; where the OS does not say,
 // assume 512 KiB (Zen 2/3).

@@ -90,21 +90,10 @@ const SimdTable kAvx512 = {"avx512", TSDPO_SIMD_FUNCTIONS(TSDPO_ENTRY, avx512)};
 
 // The table of `level` when this build has it and this CPU can run it (simd.h), else nullptr.
 const SimdTable* simd_table(const char* level) {
-  if (!simd_level_runs(level)) return nullptr;
-#if TSDPO_X86_DISPATCH
-  if (std::strcmp(level, "avx512") == 0) return &kAvx512;
-  if (std::strcmp(level, "avx2") == 0) return &kAvx2;
-#endif
-  return &kPortable;
+  return simd_pick<SimdTable>(level, TSDPO_IF_X86(&kAvx512), TSDPO_IF_X86(&kAvx2), &kPortable);
 }
 
-const SimdTable* best_simd_table() {
-  for (const char* level : kSimdLevels)
-    if (const SimdTable* t = simd_table(level)) return t;
-  return &kPortable;
-}
-
-const SimdTable* g_simd = best_simd_table();
+const SimdTable* g_simd = simd_best<SimdTable>(TSDPO_IF_X86(&kAvx512), TSDPO_IF_X86(&kAvx2), &kPortable);
 
 
 // Per-thread scratch that grows to the largest size asked for and is then reused (no allocation per step).

@@ -29,4 +29,29 @@ inline bool simd_level_runs(const char* level) {
   return std::strcmp(level, "portable") == 0;
 }
 
+// The x86 copies' address where this build has them, else nullptr (for simd_pick's arguments).
+#if TSDPO_X86_DISPATCH
+#define TSDPO_IF_X86(x) (x)
+#else
+#define TSDPO_IF_X86(x) nullptr
+#endif
+
+// Of one table (or kernel set) per level, the one for `level` when this build has it and this CPU runs it, else
+// nullptr.
+template <class T>
+const T* simd_pick(const char* level, const T* avx512, const T* avx2, const T* portable) {
+  if (!simd_level_runs(level)) return nullptr;
+  if (std::strcmp(level, "avx512") == 0) return avx512;
+  if (std::strcmp(level, "avx2") == 0) return avx2;
+  return portable;
+}
+
+// The widest of them this CPU runs.
+template <class T>
+const T* simd_best(const T* avx512, const T* avx2, const T* portable) {
+  for (const char* level : kSimdLevels)
+    if (const T* t = simd_pick(level, avx512, avx2, portable)) return t;
+  return portable;
+}
+
 }  // namespace tsdpo
