@@ -16,7 +16,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { SIMD_LEVELS, loadNative, type Sgemm } from "../src/backend/native/index.js";
-import { rng, testBackendName } from "./helpers.js";
+import { nativeSimdRuns, rng, testBackendName } from "./helpers.js";
 
 const native = loadNative();
 // The native pass of `npm test` runs these (the js pass has nothing of its own to check here).
@@ -125,19 +125,12 @@ function withSettings<T>(level: string, threads: number, fn: () => T): T {
     native.setSimd(best);
   }
 }
-function runs(level: string): boolean {
-  if (!native.ok) return false;
-  const ok = native.setSimd(level as "avx2");
-  native.setSimd(best);
-  return ok;
-}
-
 const LAYOUTS = [[false, false], [false, true], [true, false], [true, true]] as const;
 // Shared-packing spans of gemm.cc (kSharedSpan rows of A or columns of B; kPrivateSpan per thread).
 const SHARED_SPAN = 2304, PRIVATE_SPAN = 1536;
 
 for (const level of SIMD_LEVELS) {
-  const skipLevel = { skip: skip || (runs(level) ? false : `this CPU cannot run the ${level} micro-kernel`) };
+  const skipLevel = { skip: skip || (nativeSimdRuns(level) ? false : `this CPU cannot run the ${level} micro-kernel`) };
 
   test(`[${level}] gemm: small, prime and tile-boundary shapes, all four layouts, alpha/beta, 1-3 threads`, skipLevel, () => {
     withSettings(level, 1, () => {

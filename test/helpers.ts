@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 import type { Backend } from "../src/backend/contract.js";
+import { loadNative, type SimdLevel } from "../src/backend/native/index.js";
 import { type BackendName, defaultBackendName, selectBackend } from "../src/backend/select.js";
 import { mulberry32 } from "../src/rng.js";
 
@@ -69,4 +70,14 @@ export function randomArray(n: number, r: () => number, scale = 1, ctor: Float32
   const a = new ctor(n);
   for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
   return a;
+}
+
+/** Whether the native addon loads and this CPU runs its `level` copy of the vector code; the level in use is kept. */
+export function nativeSimdRuns(level: SimdLevel): boolean {
+  const native = loadNative();
+  if (!native.ok) return false;
+  const current = native.info().simd;
+  const ok = native.setSimd(level);
+  native.setSimd(current);
+  return ok;
 }

@@ -24,7 +24,7 @@ import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import type { Backend, Buf } from "../src/backend/contract.js";
 import { jsBackend, referenceBackend as ref } from "../src/backend/js/kernels.js";
-import { loadNative } from "../src/backend/native/index.js";
+import { loadNative, type SimdLevel } from "../src/backend/native/index.js";
 import { selectBackend } from "../src/backend/select.js";
 import { llamaConfigFromHf } from "../src/io/hfconfig.js";
 import { loadModel } from "../src/io/load.js";
@@ -34,7 +34,7 @@ import { computeLoss } from "../src/loss/losses.js";
 import { defaultLossConfig } from "../src/loss/config.js";
 import { backward, cloneModel, createActivations, createGradients, createModel, forward, logitsOf, type Model } from "../src/model/llama.js";
 import { ropeTables } from "../src/model/rope.js";
-import { assertAllClose, fixture, maxAbsDiff, rng, storiesGguf } from "./helpers.js";
+import { assertAllClose, fixture, maxAbsDiff, nativeSimdRuns, rng, storiesGguf } from "./helpers.js";
 
 const native = loadNative();
 const skip = native.ok ? false : `native addon not available: ${native.reason}`;
@@ -89,14 +89,8 @@ function withThreads<T>(n: number, fn: () => T): T {
 
 // The vector loops exist once per instruction set; every kernel test runs on each one this CPU can execute.
 const best = native.ok ? native.info().simd : "portable";
-function simdSupported(level: string): boolean {
-  if (!native.ok) return false;
-  const ok = native.setSimd(level as "avx2");
-  native.setSimd(best);
-  return ok;
-}
 const skipFor = (level: string): { skip: string | false } => ({
-  skip: skip || (simdSupported(level) ? false : `this CPU cannot run the ${level} loops`),
+  skip: skip || (nativeSimdRuns(level as SimdLevel) ? false : `this CPU cannot run the ${level} loops`),
 });
 function useSimd(level: string): void {
   if (!native.ok) return;

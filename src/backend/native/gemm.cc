@@ -171,8 +171,8 @@ void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const flo
   const bool rowSlabs = M >= N;
   const i64 units = rowSlabs ? (M + MR - 1) / MR : (N + NR - 1) / NR;
   const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
-  i64 nt = par::in_parallel() ? 1 : par::threads();
-  nt = std::min<i64>({nt, units, std::max<i64>(1, static_cast<i64>(flops / kMinFlopsPerThread))});
+  // Called from inside a region (attention's tasks), par::run makes this a team of one.
+  const i64 nt = std::min<i64>({par::threads(), units, std::max<i64>(1, static_cast<i64>(flops / kMinFlopsPerThread))});
 
   if (rowSlabs) {
     // Threads own rows of C; B is packed together, kc × (≤ kSharedSpan) at a time.

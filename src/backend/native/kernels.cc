@@ -52,7 +52,7 @@ constexpr i64 kGrain = 1 << 14;
 template <class F>
 void parallel_ranges(i64 n, i64 work, F&& f) {
   i64 nt = std::min<i64>(par::threads(), n);
-  if (nt <= 1 || work < kGrain || par::in_parallel()) {
+  if (nt <= 1 || work < kGrain) {  // (a region nested in another runs on its thread alone: par::run sees to it)
     if (n > 0) f(i64{0}, n);
     return;
   }
@@ -109,7 +109,7 @@ float* thread_scratch(i64 n) {
 template <class F>
 void parallel_tasks(i64 n, i64 work, F&& f) {
   i64 nt = std::min<i64>(par::threads(), n);
-  if (nt <= 1 || work < kGrain || par::in_parallel()) {
+  if (nt <= 1 || work < kGrain) {
     for (i64 t = 0; t < n; t++) f(t);
     return;
   }

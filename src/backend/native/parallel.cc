@@ -171,8 +171,6 @@ int set_threads(int n) {
   return g_threads;
 }
 
-bool in_parallel() { return t_in_parallel; }
-
 #ifdef _OPENMP
 const char* kind() { return "openmp"; }
 

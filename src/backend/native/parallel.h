@@ -23,8 +23,6 @@ struct Team {
 // The pool's size (threads a region uses at most); set_threads clamps to [1, 1024] and returns the size set.
 int threads();
 int set_threads(int n);
-// True on a thread that is inside a parallel region (so a nested region runs serially).
-bool in_parallel();
 // "openmp" or "std::thread": which implementation this build uses.
 const char* kind();
 
