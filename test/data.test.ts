@@ -274,7 +274,7 @@ test("field mapping: promptField/chosenField/rejectedField, and promptField null
   await rejectsWith(
     loadPreferences(path),
     `${path}:1: chosen: is missing (the row has keys "qid", "question", "response_j", "response_k"); add it, or set ` +
-      `chosen_field to the key that holds the preferred answer`,
+      `chosen_field to the key that holds the preferred answer (now: prompt_field unset → inferred, chosen_field unset → chosen, rejected_field unset → rejected)`,
   );
   // Answers that repeat the prompt: a warning by default, inferred correctly with promptField null.
   const rep = tmpFile("repeat.jsonl", JSON.stringify({ prompt: "Q: hi A:", chosen: "Q: hi A: yes", rejected: "Q: hi A: no" }) + "\n");
@@ -311,11 +311,11 @@ test("each malformed row gives '<file>:<line>: <field>: <what is wrong>; <how to
     ["string row", "text", {},
       `row: is a string, not a JSON object; each row must be an object with "chosen" and "rejected" (and usually "prompt") fields`],
     ["missing chosen", { prompt: "p", rejected: "r" }, {},
-      `chosen: is missing (the row has keys "prompt", "rejected"); add it, or set chosen_field to the key that holds the preferred answer`],
+      `chosen: is missing (the row has keys "prompt", "rejected"); add it, or set chosen_field to the key that holds the preferred answer (now: prompt_field unset → prompt, chosen_field unset → chosen, rejected_field unset → rejected)`],
     ["missing rejected", { prompt: "p", chosen: "c" }, {},
-      `rejected: is missing (the row has keys "prompt", "chosen"); add it, or set rejected_field to the key that holds the dispreferred answer`],
+      `rejected: is missing (the row has keys "prompt", "chosen"); add it, or set rejected_field to the key that holds the dispreferred answer (now: prompt_field unset → prompt, chosen_field unset → chosen, rejected_field unset → rejected)`],
     ["missing mapped prompt", { prompt: "p", chosen: "c", rejected: "r" }, { promptField: "question" },
-      `question: is missing (the row has keys "prompt", "chosen", "rejected"); add it, or leave prompt_field unset to infer the prompt from chosen and rejected`],
+      `question: is missing (the row has keys "prompt", "chosen", "rejected"); add it, or set prompt_field to the key that holds the prompt, or to null to infer the prompt from the answers' shared start (now: prompt_field=question, chosen_field unset → chosen, rejected_field unset → rejected)`],
     ["empty chosen", { prompt: "p", chosen: "", rejected: "r" }, {},
       `chosen: is an empty string; an empty answer cannot be scored, so fill it in or remove the row`],
     ["empty prompt", { prompt: "", chosen: "c", rejected: "r" }, {},
@@ -366,7 +366,7 @@ test("JSON array rows are named by line and item; Parquet rows by row index", as
   const path = tmpFile("bad.json", `[\n  ${GOOD},\n  {"prompt": "p",\n   "rejected": "r"}\n]\n`);
   await rejectsWith(
     loadPreferences(path),
-    `${path}:3 (item 1): chosen: is missing (the row has keys "prompt", "rejected"); add it, or set chosen_field to the key that holds the preferred answer`,
+    `${path}:3 (item 1): chosen: is missing (the row has keys "prompt", "rejected"); add it, or set chosen_field to the key that holds the preferred answer (now: prompt_field unset → prompt, chosen_field unset → chosen, rejected_field unset → rejected)`,
   );
   // conversational.parquet row 0 rendered without the system turn's generation prompt mismatch: reuse the odd template.
   const pq = fixture("data", "conversational.parquet");
@@ -399,12 +399,12 @@ test("problems with the whole file name the file and say what to do", async () =
   await rejectsWith(loadPreferences(badJson), new RegExp(`^${escapeRe(badJson)}: is not valid JSON \\(.*at line 2 column 33\\); fix the syntax`));
 
   const latin1 = tmpFile("latin1.jsonl", Uint8Array.from([...Buffer.from('{"prompt": "caf'), 0xe9, ...Buffer.from('"}\n')]));
-  await rejectsWith(loadPreferences(latin1), `${latin1}: is not valid UTF-8 text; re-save it as UTF-8 (JSON files must be UTF-8)`);
+  await rejectsWith(loadPreferences(latin1), `${latin1}: is not valid UTF-8 text; re-save it as UTF-8 (JSON files must be UTF-8; CSV from a spreadsheet: save as "CSV UTF-8")`);
 
   const txt = tmpFile("notes.txt", "hello");
   await rejectsWith(
     loadPreferences(txt),
-    `${txt}: cannot tell the file format from its name or content; name it .jsonl (one JSON object per line), .json (an array of objects) or .parquet, optionally followed by .gz`,
+    `${txt}: cannot tell the file format from its name or content; name it .jsonl (one JSON object per line), .json (an array of objects), .parquet, .csv or .tsv (a header row, then one row per pair), optionally followed by .gz`,
   );
 
   const wrapped = tmpFile("wrapped.json", JSON.stringify({ data: [JSON.parse(GOOD)] }));
@@ -416,7 +416,7 @@ test("problems with the whole file name the file and say what to do", async () =
   const pq = fixture("data", "standard.parquet");
   await rejectsWith(
     loadPreferences(pq, { chosenField: "response_j" }),
-    `${pq}: has no column "response_j" (columns: "prompt", "chosen", "rejected", "score"); set chosen_field to the column that holds it`,
+    `${pq}: has no column "response_j" (columns: "prompt", "chosen", "rejected", "score"); set chosen_field to the column that holds it (now: prompt_field unset → prompt, chosen_field=response_j, rejected_field unset → rejected)`,
   );
 
   const truncated = tmpFile("cut.parquet", readFileSync(pq).subarray(0, 200));
@@ -636,14 +636,14 @@ test("truncation drops pairs that cannot be used, each with a reason", () => {
   assert.equal(noRoom.drop!.reason, "no-room-for-completion");
   assert.equal(
     noRoom.drop!.detail,
-    "the prompt alone is 9 tokens and maxLength is 9; set maxPromptLength below maxLength so that answers keep some tokens",
+    "the prompt alone is 9 tokens and max_length is 9; set max_prompt_length below max_length so that answers keep some tokens",
   );
   // One token of room is enough.
   assert.deepEqual(ids(tokenizeOne(p, undefined, { maxLength: 10 }).pair).chosen, enc("x"));
 
   const over = tokenizeOne(p, undefined, { maxLength: 12, overlong: "drop" });
   assert.equal(over.drop!.reason, "overlong");
-  assert.equal(over.drop!.detail, 'prompt 9 + answers 4/3 tokens exceed maxLength 12 (overlong: "drop")');
+  assert.equal(over.drop!.detail, 'prompt 9 + answers 4/3 tokens exceed max_length 12 (overlong: "drop")');
   assert.ok(tokenizeOne(p, undefined, { maxLength: 13, overlong: "drop" }).pair);
 
   const same = tokenizeOne(pair("q", "same-a", "same-b"), undefined, { maxCompletionLength: 4 });
@@ -657,10 +657,10 @@ test("truncation options are validated", () => {
   const p = [pair("a", "b", "c")];
   const tok = new ByteTokenizer();
   const cases: [TokenizeOptions, string][] = [
-    [{ maxLength: 8, maxPromptLength: 8 }, "maxPromptLength: 8 leaves no room for an answer within maxLength 8; set it below maxLength (e.g. half of it)"],
-    [{ maxLength: 0 }, "maxLength: must be a positive integer or null, got 0"],
-    [{ maxPromptLength: 2.5 }, "maxPromptLength: must be a positive integer or null, got 2.5"],
-    [{ truncationMode: "left" as "keep_end" }, 'truncationMode: must be "keep_end" or "keep_start", got "left"'],
+    [{ maxLength: 8, maxPromptLength: 8 }, "max_prompt_length: 8 leaves no room for an answer within max_length 8; set it below max_length (e.g. half of it)"],
+    [{ maxLength: 0 }, "max_length: must be a positive integer or null, got 0"],
+    [{ maxPromptLength: 2.5 }, "max_prompt_length: must be a positive integer or null, got 2.5"],
+    [{ truncationMode: "left" as "keep_end" }, 'truncation_mode: must be "keep_end" or "keep_start", got "left"'],
     [{ overlong: "skip" as "drop" }, 'overlong: must be "truncate" or "drop", got "skip"'],
   ];
   for (const [o, msg] of cases)
@@ -706,8 +706,9 @@ test("eval split: deterministic by seed, disjoint, file order kept; a count, a f
   }
   assert.deepEqual([...shuffledIndices(10, 42)], want);
 
-  assert.throws(() => splitTrainEval(items, { kind: "fraction", fraction: 1.5, seed: 1 }), /evalFraction: must be between 0 and 1/);
-  assert.throws(() => splitTrainEval(items, { kind: "count", count: 20, seed: 1 }), /evalCount: holding out 20 of 20 pairs leaves none to train on/);
+  assert.throws(() => splitTrainEval(items, { kind: "fraction", fraction: 1.5, seed: 1 }), /^TsdpoError: eval_size: a fraction of the pairs must be between 0 and 1 \(exclusive\), got 1\.5/);
+  assert.throws(() => splitTrainEval(items, { kind: "count", count: 20, seed: 1 }), /^TsdpoError: eval_size: holding out 20 of 20 pairs leaves none to train on; lower eval_size or give a separate eval file \(eval_data\)/);
+  assert.throws(() => splitTrainEval(items, { kind: "count", count: 2.5, seed: 1 }), /^TsdpoError: eval_size: a count of pairs must be a whole number ≥ 1, got 2\.5/);
 
   const loaded = await loadPreferences(fixture("data", "standard.jsonl"));
   const fromFile = await splitPreferences(loaded, { kind: "file", path: fixture("data", "standard.json") });

@@ -3,6 +3,8 @@
 //   standard.parquet                        the standard.jsonl rows + an extra "score" column, Snappy pages
 //   standard-gzip.parquet                   the same rows with GZIP-compressed pages
 //   conversational.parquet                  conversational.jsonl's rows as list<struct<role, content>> columns
+//   renamed-prompt.parquet                  renamed-prompt.jsonl's rows (the prompt under "question", no "prompt")
+//   sft.parquet                             sft.jsonl's rows: a "messages" column only (an SFT file, not pairs)
 //
 // hyparquet-writer is not a dependency of tsdpo, so install it somewhere temporary and point at it:
 //   npm install --prefix /tmp/pqw hyparquet-writer
@@ -60,6 +62,29 @@ writeFileSync(
     parquetWriteBuffer({
       columnData: ["prompt", "chosen", "rejected"].map((name) => ({ name, data: conv.map((r) => r[name]) })),
       schema: [{ name: "root", num_children: 3 }, ...messageList("prompt"), ...messageList("chosen"), ...messageList("rejected")],
+    }),
+  ),
+);
+const renamed = rowsOf("renamed-prompt.jsonl");
+writeFileSync(
+  join(dir, "renamed-prompt.parquet"),
+  new Uint8Array(
+    parquetWriteBuffer({
+      columnData: [
+        { name: "id", data: renamed.map((r) => r.id), type: "INT32" },
+        ...["question", "answer_good", "answer_bad"].map((name) => ({ name, data: renamed.map((r) => r[name]), type: "STRING" })),
+        ...["score_chosen", "score_rejected"].map((name) => ({ name, data: renamed.map((r) => r[name]), type: "DOUBLE" })),
+      ],
+    }),
+  ),
+);
+const sft = rowsOf("sft.jsonl");
+writeFileSync(
+  join(dir, "sft.parquet"),
+  new Uint8Array(
+    parquetWriteBuffer({
+      columnData: [{ name: "messages", data: sft.map((r) => r.messages) }],
+      schema: [{ name: "root", num_children: 1 }, ...messageList("messages")],
     }),
   ),
 );

@@ -1,37 +1,49 @@
 // The data pipeline end to end: read a preference file, validate and normalise its rows, tokenise and truncate,
 // and account for every row (usable, invalid, dropped) in DataStats.
 //
-//   loadPreferences   file ─► PreferencePair[] + invalid rows + drops + warnings       (no tokenizer needed)
-//   splitPreferences  held-out eval pairs by fraction / count / separate file
-//   prepareDataset    file ─► TokenizedPair[] + DataStats                              (load + tokenizePairs)
-//   writeInvalidReport the invalid rows as JSON Lines, for the user to fix
+//   loadPreferenceData  THE entry point for every command (train, eval, logprobs, sample, iterate): file + model
+//                       tokenizer ─► tokenised pairs (+ held-out pairs) + DataStats + invalid rows + warnings. It
+//                       builds the chat renderer from the tokenizer, so conversational files work everywhere.
+//                       prepareDataset and loadPreferencePairs are older names of it.
+//   dataOptionsFromConfig  the config keys (prompt_field, chosen_field, …, eval_size, seed) ─► its options
+//   loadPreferences     file ─► PreferencePair[] + invalid rows + drops + warnings       (text only, no limits)
+//   splitPreferences    held-out eval pairs by fraction / count / separate file
+//   formatPreferenceData / formatDataStats / formatIssues   the human summary
+//   writeInvalidReport / writeWarningsReport   the invalid rows / the warnings as JSON Lines
 //
 // Malformed rows fail loading with a TsdpoError "<file>:<line>: <field>: <what is wrong>; <how to fix>" unless
-// skipInvalid is set; then they are collected (count + report) and loading goes on.
+// skipInvalid is set; then they are collected (count + report) and loading goes on. Messages name options by their
+// config keys (prompt_field, max_length, eval_size), never by the camelCase names used in code.
 
 import { mkdirSync, writeFileSync } from "node:fs";
-import { dirname } from "node:path";
-import { TsdpoError, inputError } from "../errors.js";
+import { dirname, resolve } from "node:path";
+import { TsdpoError, configError, inputError } from "../errors.js";
+import { renderChat } from "../tokenizer/chat.js";
 import type { Tokenizer } from "../tokenizer/types.js";
-import { RowProblem, normalizeRow } from "./normalize.js";
+import { RowProblem, chatRendererFor, describeMapping, isHarmlessKey, nonPreferenceKind, normalizeRow, PREFERENCE_ROW_EXAMPLE } from "./normalize.js";
 import type { NormalizeOptions } from "./normalize.js";
-import { readRows } from "./read.js";
+import { listNames, readRows } from "./read.js";
 import { splitTrainEval } from "./split.js";
 import type { EvalSplit } from "./split.js";
 import { tokenizePairs } from "./tokenize.js";
-import type { TokenizeOptions, TokenizedSet } from "./tokenize.js";
+import type { TokenizeOptions, TokenizedSet, TruncationMode } from "./tokenize.js";
 import { DROP_REASONS, dropAt, issueAt, where } from "./types.js";
 import type { DropReason, DroppedPair, FileFormat, PreferencePair, RowIssue, TokenizedPair } from "./types.js";
 
 export interface LoadOptions extends NormalizeOptions {
   /** Skip malformed rows, collecting them in `invalid`, instead of failing at the first one. Default false. */
   skipInvalid?: boolean;
+  /**
+   * The model's tokenizer: message-list rows are rendered with its chat template (chatRendererFor + renderChat),
+   * so no caller has to build the renderer. An explicit `chat` wins (tests pass their own).
+   */
+  tokenizer?: Tokenizer;
 }
 
 export interface LoadedFile {
   readonly file: string;
   readonly format: FileFormat;
-  /** Rows read: non-blank lines (JSONL), array items (JSON), Parquet rows. = pairs + invalid + drops. */
+  /** Rows read: non-blank lines (JSONL), array items (JSON), Parquet rows, CSV/TSV records after the header. = pairs + invalid + drops. */
   readonly rows: number;
   readonly pairs: PreferencePair[];
   /** Malformed rows (only with skipInvalid; otherwise the first one throws). */
@@ -46,25 +58,43 @@ export async function loadPreferences(path: string, options: LoadOptions = {}): 
   const cf = options.chosenField ?? "chosen";
   const rf = options.rejectedField ?? "rejected";
   const pf = options.promptField === null ? null : (options.promptField ?? "prompt");
-  const read = await readRows(path, { columns: [cf, rf, ...(pf === null ? [] : [pf])] });
+  const read = await readRows(path, {
+    columns: [cf, rf, ...(pf === null ? [] : [pf])],
+    // Parquet reads only the mapped columns; when the prompt may be inferred, also those that could be the prompt
+    // under another name, so that normalizeRow can refuse to guess it (see isHarmlessKey).
+    moreColumns: options.promptField === undefined ? (all) => (all.includes("prompt") ? [] : all.filter((c) => !isHarmlessKey(c))) : undefined,
+  });
   if (read.rows.length === 0)
     throw inputError(`${path}: holds no rows; a preference file needs at least one {"prompt", "chosen", "rejected"} row`);
   if (read.columns) {
-    // Parquet: a missing column is a property of the file, so say it once with the columns that do exist.
+    // Parquet, CSV, TSV: a missing column is a property of the file, so say it once with the columns that do exist.
+    const cols = read.columns;
+    const inferred = options.promptField === null || (options.promptField === undefined && !cols.includes("prompt"));
+    const now = `(now: ${describeMapping(options, inferred)})`;
+    const header = read.format === "parquet" ? "" : " header";
+    const kind = !cols.includes(cf) && !cols.includes(rf) ? nonPreferenceKind(cols) : null;
+    if (kind !== null)
+      throw inputError(
+        `${path}: this is ${kind}, not preference pairs: the file has columns ${listNames(cols)} but no ${JSON.stringify(cf)} ` +
+          `and ${JSON.stringify(rf)} answers. DPO learns from two answers to one prompt, one preferred over the other; a ` +
+          `preference row looks like ${PREFERENCE_ROW_EXAMPLE}. Convert the file to such rows, or, if both answers are ` +
+          `there under other names, set chosen_field and rejected_field ${now}`,
+      );
     const needed: [string, string][] = [[cf, "chosen_field"], [rf, "rejected_field"]];
     if (options.promptField !== undefined && pf !== null) needed.push([pf, "prompt_field"]);
     for (const [col, opt] of needed)
-      if (!read.columns.includes(col))
+      if (!cols.includes(col))
         throw inputError(
-          `${path}: has no column "${col}" (columns: ${read.columns.map((c) => JSON.stringify(c)).join(", ")}); ` +
-            `set ${opt} to the column that holds it`,
+          `${path}:${header} has no column ${JSON.stringify(col)} (columns: ${listNames(cols)}); ` +
+            `set ${opt} to the column that holds it ${now}`,
         );
   }
+  const normOpts: NormalizeOptions = options.chat !== undefined || options.tokenizer === undefined ? options : { ...options, chat: chatRendererFor(renderChat, options.tokenizer) };
   const out: LoadedFile = { file: path, format: read.format, rows: read.rows.length, pairs: [], invalid: [], drops: [], warnings: [] };
   for (const row of read.rows) {
     let r;
     try {
-      r = normalizeRow(row, options);
+      r = normalizeRow(row, normOpts);
     } catch (e) {
       if (!(e instanceof RowProblem)) throw e;
       if (!options.skipInvalid) throw inputError(`${where(row.pos)}: ${e.field}: ${e.reason}`);
@@ -157,37 +187,222 @@ export function formatDataStats(s: DataStats, examples = 3): string {
   return lines.join("\n");
 }
 
-export interface PrepareOptions extends LoadOptions, TokenizeOptions {}
+/** Options of loadPreferenceData: field mapping, skipInvalid, tokenizer limits, model context, held-out split. */
+export interface PrepareOptions extends LoadOptions, TokenizeOptions {
+  /**
+   * The model's context length in tokens (model.cfg.maxSeqLen): a sequence longer than it cannot be scored, so
+   * maxLength is capped at it (and is it when maxLength is unset). A maxPromptLength that the cap leaves at or above
+   * maxLength is dropped: it could not keep a single answer token anyway (those pairs are dropped as
+   * no-room-for-completion either way).
+   */
+  contextLength?: number | null;
+  /** Held-out evaluation pairs: { kind: "none" } (default), a fraction or count of the file, or another file. */
+  split?: EvalSplit;
+}
 
 export interface PreparedData {
+  /** The pairs to use (to train on, to score): every usable pair of the file except those held out. */
   pairs: TokenizedPair[];
+  /** Held-out pairs (options.split), tokenised with the same limits; [] without a split. */
+  eval: TokenizedPair[];
+  /** The data file; with a fraction/count split its held-out pairs count as usable too. */
   stats: DataStats;
+  /** The separate eval file (split kind "file"), else null. */
+  evalStats: DataStats | null;
+  /** Malformed rows skipped under skipInvalid, of the data file and then of the eval file. */
   invalid: RowIssue[];
+  /** Warnings about kept rows, of the data file and then of the eval file. */
   warnings: RowIssue[];
+  /** The split that was made. */
+  split: EvalSplit;
+  /** Held-out pairs that tokenisation dropped. */
+  evalDropped: number;
+  /** Eval pairs whose prompt, chosen and rejected text also occur as a training pair. */
+  overlap: number;
+  /** The limits actually applied (after the contextLength cap), e.g. for the run's record. */
+  limits: TokenizeOptions;
+  /** Up to 16 distinct prompts as text, held-out ones when there are any: what `tsdpo sample` is pointed at after a run. */
+  prompts: string[];
 }
 
-/** Load + tokenise + truncate. Fails if no pair survives, naming the counts that explain why. */
-export async function prepareDataset(path: string, tokenizer: Tokenizer, options: PrepareOptions = {}): Promise<PreparedData> {
-  const loaded = await loadPreferences(path, options);
-  const tokenized = tokenizePairs(loaded.pairs, tokenizer, options);
-  const stats = dataStats(loaded, tokenized);
-  if (stats.usable === 0)
-    throw inputError(`${path}: no usable pairs remain (${formatDataStats(stats, 1)}); fix the rows or loosen maxLength/maxPromptLength`);
-  return { pairs: tokenized.pairs, stats, invalid: loaded.invalid, warnings: loaded.warnings };
+/**
+ * The one loader every command uses: reads the file (and the eval file), validates and normalises the rows with the
+ * field mapping, renders message lists with the tokenizer's chat template, holds out eval pairs, tokenises and
+ * truncates both parts with the same limits, and accounts for every row. Fails if no pair is left to use, naming
+ * the counts that explain why.
+ */
+export async function loadPreferenceData(path: string, tokenizer: Tokenizer, options: PrepareOptions = {}): Promise<PreparedData> {
+  const loadOpts: LoadOptions = { ...options, tokenizer };
+  const file = await loadPreferences(path, loadOpts);
+  const split = options.split ?? { kind: "none" };
+  const parts = await splitPreferences(file, split, loadOpts);
+  const limits = capLimits(options);
+  const main = tokenizePairs(parts.train, tokenizer, limits);
+  const held = tokenizePairs(parts.eval, tokenizer, limits);
+  const stats = dataStats(
+    file,
+    split.kind === "file"
+      ? main
+      : { pairs: [...main.pairs, ...held.pairs], drops: [...main.drops, ...held.drops], truncated: main.truncated + held.truncated },
+  );
+  const evalStats = parts.evalFile ? dataStats(parts.evalFile, held) : null;
+  if (main.pairs.length === 0) {
+    const ctx = options.contextLength ?? null;
+    throw inputError(
+      `${path}: no usable pairs remain (${formatDataStats(stats, 1)}${split.kind === "none" ? "" : `; ${held.pairs.length} held out for eval`}); ` +
+        `fix the rows, or loosen max_length / max_prompt_length` +
+        (ctx !== null && limits.maxLength === ctx ? ` (max_length is capped at the model's context length, ${ctx} tokens)` : ""),
+    );
+  }
+  return {
+    pairs: main.pairs,
+    eval: held.pairs,
+    stats,
+    evalStats,
+    invalid: [...file.invalid, ...(parts.evalFile?.invalid ?? [])],
+    warnings: [...file.warnings, ...(parts.evalFile?.warnings ?? [])],
+    split,
+    evalDropped: held.drops.length,
+    overlap: parts.overlap,
+    limits,
+    prompts: [...new Set((parts.eval.length > 0 ? parts.eval : parts.train).map((p) => p.prompt))].slice(0, 16),
+  };
 }
 
-/** The name src/cli uses for prepareDataset. */
-export const loadPreferencePairs = prepareDataset;
+/** Older names of loadPreferenceData (src/cli and tests use them). */
+export const prepareDataset = loadPreferenceData;
+export const loadPreferencePairs = loadPreferenceData;
+
+function capLimits(o: PrepareOptions): TokenizeOptions {
+  const limits: TokenizeOptions = {
+    maxLength: o.maxLength ?? null,
+    maxPromptLength: o.maxPromptLength ?? null,
+    maxCompletionLength: o.maxCompletionLength ?? null,
+    truncationMode: o.truncationMode ?? "keep_end",
+    overlong: o.overlong ?? "truncate",
+  };
+  const ctx = o.contextLength ?? null;
+  if (ctx !== null && (limits.maxLength === null || limits.maxLength! > ctx)) {
+    limits.maxLength = ctx;
+    if (limits.maxPromptLength !== null && limits.maxPromptLength! >= ctx) limits.maxPromptLength = null;
+  }
+  return limits;
+}
+
+/**
+ * The data settings as the config and the command line spell them (train's TrainConfig has these keys; the CLI's
+ * --prompt-field etc. map onto them). prompt_field: undefined = unset (use "prompt", infer only when nothing else
+ * could be the prompt), null = infer on purpose, a string = that key. Keep the two apart: a config that turns
+ * "unset" into null switches the check for a renamed prompt off.
+ */
+export interface DataConfig {
+  prompt_field?: string | null;
+  chosen_field?: string;
+  rejected_field?: string;
+  skip_invalid?: boolean;
+  max_length?: number | null;
+  max_prompt_length?: number | null;
+  max_completion_length?: number | null;
+  truncation_mode?: TruncationMode;
+  /** A separate eval file (resolved against the working directory); excludes eval_size. */
+  eval_data?: string | null;
+  /** Held-out eval pairs: 0 none, < 1 a fraction, ≥ 1 a count. */
+  eval_size?: number;
+  /** Seeds the held-out split (default 42, as the training config). */
+  seed?: number;
+}
+
+/** Maps config keys to loadPreferenceData's options; contextLength is the model's (model.cfg.maxSeqLen). */
+export function dataOptionsFromConfig(c: DataConfig, contextLength: number | null = null): PrepareOptions {
+  const evalSize = c.eval_size ?? 0;
+  const seed = c.seed ?? 42;
+  if (c.eval_data != null && evalSize > 0)
+    throw configError(`set either eval_data (a file) or eval_size (held out of data), not both (now: eval_data=${c.eval_data}, eval_size=${evalSize})`);
+  const split: EvalSplit =
+    c.eval_data != null
+      ? { kind: "file", path: resolve(c.eval_data) }
+      : evalSize === 0
+        ? { kind: "none" }
+        : evalSize < 1
+          ? { kind: "fraction", fraction: evalSize, seed }
+          : { kind: "count", count: evalSize, seed };
+  return {
+    promptField: c.prompt_field,
+    chosenField: c.chosen_field,
+    rejectedField: c.rejected_field,
+    skipInvalid: c.skip_invalid ?? false,
+    maxLength: c.max_length ?? null,
+    maxPromptLength: c.max_prompt_length ?? null,
+    maxCompletionLength: c.max_completion_length ?? null,
+    truncationMode: c.truncation_mode ?? "keep_end",
+    contextLength,
+    split,
+  };
+}
+
+/**
+ * The summary a command prints after loading: the file's stats (and the eval file's), the split, and the first few
+ * invalid rows and warnings with where to find the rest.
+ */
+export function formatPreferenceData(
+  d: PreparedData,
+  o: { examples?: number; invalidReport?: string; warningsReport?: string } = {},
+): string {
+  const n = o.examples ?? 3;
+  const lines = [formatDataStats(d.stats, n)];
+  if (d.evalStats) lines.push(formatDataStats(d.evalStats, n));
+  if (d.split.kind !== "none")
+    lines.push(
+      `train pairs: ${d.pairs.length}, eval pairs: ${d.eval.length}` +
+        (d.evalDropped ? ` (${d.evalDropped} eval pairs dropped)` : "") +
+        (d.overlap ? `; ${d.overlap} eval pairs also occur in the training data, so eval metrics overstate generalisation` : ""),
+    );
+  const invalid = formatIssues("invalid", d.invalid, n, o.invalidReport);
+  if (invalid) lines.push(invalid);
+  const warnings = formatIssues("warning", d.warnings, n, o.warningsReport);
+  if (warnings) lines.push(warnings);
+  return lines.join("\n");
+}
+
+/**
+ * The first `examples` issues in human form, one per line: "  warning data.jsonl:87: chosen: is only whitespace…",
+ * then "  … and N more warnings (all in <report>)". "" when there are none.
+ */
+export function formatIssues(label: "warning" | "invalid", issues: readonly RowIssue[], examples = 3, report?: string): string {
+  if (issues.length === 0) return "";
+  const lines = issues.slice(0, examples).map((w) => `  ${label} ${w.where}: ${w.field}: ${w.reason}`);
+  const noun = label === "warning" ? "warnings" : "invalid rows";
+  if (issues.length > examples) lines.push(`  … and ${issues.length - examples} more ${noun}${report ? ` (all ${issues.length} in ${report})` : ""}`);
+  else if (report) lines.push(`  (${issues.length === 1 ? (label === "warning" ? "the warning" : "the invalid row") : `all ${issues.length} ${noun}`} in ${report})`);
+  return lines.join("\n");
+}
+
+/** formatIssues for warnings: the first few warnings about kept rows, for the data summary. */
+export function formatWarnings(warnings: readonly RowIssue[], examples = 3, report?: string): string {
+  return formatIssues("warning", warnings, examples, report);
+}
 
 /** Writes the invalid-row report as JSON Lines: one {file, line, index, where, field, reason} object per row. */
 export function writeInvalidReport(path: string, report: readonly RowIssue[]): void {
-  const text = report
+  writeIssues(path, report, "invalid-row report");
+}
+
+/**
+ * Writes the warnings about kept rows as JSON Lines, one {file, line, index, where, field, reason} object per
+ * warning, like writeInvalidReport (train writes data_warnings.jsonl into the run folder).
+ */
+export function writeWarningsReport(path: string, warnings: readonly RowIssue[]): void {
+  writeIssues(path, warnings, "warnings report");
+}
+
+function writeIssues(path: string, issues: readonly RowIssue[], what: string): void {
+  const text = issues
     .map((r) => JSON.stringify({ file: r.file, line: r.line, index: r.index, where: r.where, field: r.field, reason: r.reason }) + "\n")
     .join("");
   try {
     mkdirSync(dirname(path), { recursive: true });
     writeFileSync(path, text);
   } catch (e) {
-    throw new TsdpoError("io", `${path}: cannot write the invalid-row report (${(e as NodeJS.ErrnoException).code ?? String(e)}); check the folder exists and is writable`);
+    throw new TsdpoError("io", `${path}: cannot write the ${what} (${(e as NodeJS.ErrnoException).code ?? String(e)}); check the folder exists and is writable`);
   }
 }

@@ -23,18 +23,29 @@
 // - Two full dialogues that differ before their final assistant answer are a counted drop too
 //   ("diverges-before-last-turn"): the row is well-formed, but the "answer" would contain further turns. HH-RLHF's
 //   harmless-base test split has five such rows; failing the whole file over them would help nobody.
+// - The prompt is inferred only when nothing in the row could be it. With prompt_field unset and no "prompt" key, a
+//   row with another key that could hold a prompt ("question", "instruction", "system", …) fails to load: a renamed
+//   prompt column must not be silently replaced by a guess from the answers' shared start. Keys that cannot be the
+//   prompt are left alone, see isHarmlessKey and couldBePrompt. prompt_field null says "infer it" on purpose.
+// - A row without either answer but with "messages" (or another SFT/KTO shape) is the wrong kind of file, not a bad
+//   row: it fails loading even with skipInvalid, saying what the file is and what a preference row looks like.
+// - These two are TsdpoErrors (not RowProblems) for that reason: every row of such a file has the same problem, and
+//   skipping them all would only end in "no usable pairs".
 
-import { TsdpoError, configError } from "../errors.js";
+import { TsdpoError, configError, inputError } from "../errors.js";
 import type { Tokenizer } from "../tokenizer/types.js";
-import { listKeys } from "./read.js";
+import { listKeys, listNames } from "./read.js";
 import type { RawRow } from "./read.js";
 import type { ChatMessage, ChatRenderer, DropReason, PairShape, PreferencePair } from "./types.js";
 import { where } from "./types.js";
 
 export interface NormalizeOptions {
   /**
-   * Key of the prompt. Default "prompt"; when a row has no such key the prompt is inferred from chosen/rejected.
-   * Set explicitly, the key becomes required. null: always infer (for files whose answers repeat the prompt).
+   * Key of the prompt (config key prompt_field).
+   * - undefined (unset): "prompt"; when a row has no such key, the prompt is inferred from chosen/rejected, unless
+   *   the row has another key that could be the prompt: then loading fails and asks for prompt_field.
+   * - a string: that key, required in every row.
+   * - null: always infer, on purpose (for files whose answers repeat the prompt, or whose other keys are not it).
    */
   promptField?: string | null;
   /** Key of the preferred answer (default "chosen"; e.g. "response_j"). */
@@ -101,14 +112,19 @@ export function chatRendererFor(
 
 /**
  * Validates a row and normalises it. Throws RowProblem for a malformed row (the caller decides between failing and
- * skipping), and a config TsdpoError when message lists arrive without a chat renderer (no row could succeed).
+ * skipping), and a TsdpoError where no row of the file could succeed: message lists without a chat renderer
+ * (config), a prompt that would be inferred while another key could be it (config), a row of another kind of
+ * dataset such as SFT "messages" (input).
  */
 export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): NormalizeResult {
+  const cells = row.pos.format === "csv" || row.pos.format === "tsv";
   if (row.parseError !== undefined)
     throw new RowProblem(
       "row",
-      `is not valid JSON (${row.parseError}); each line must be one JSON object such as ` +
-        `{"prompt": "...", "chosen": "...", "rejected": "..."}`,
+      cells
+        ? row.parseError
+        : `is not valid JSON (${row.parseError}); each line must be one JSON object such as ` +
+            `{"prompt": "...", "chosen": "...", "rejected": "..."}`,
     );
   const v = row.value;
   if (v === null || typeof v !== "object" || Array.isArray(v))
@@ -124,13 +140,39 @@ export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): Norma
 
   const chosen = obj[cf];
   const rejected = obj[rf];
-  if (chosen === undefined)
-    throw new RowProblem(cf, `is missing (the row has keys ${listKeys(obj)}); add it, or set chosen_field to the key that holds the preferred answer`);
-  if (rejected === undefined)
-    throw new RowProblem(rf, `is missing (the row has keys ${listKeys(obj)}); add it, or set rejected_field to the key that holds the dispreferred answer`);
   const prompt: unknown = pf === null ? undefined : obj[pf];
+  const now = (): string => `(now: ${describeMapping(options, prompt === undefined)})`;
+  if (chosen === undefined && rejected === undefined) {
+    const kind = nonPreferenceKind(Object.keys(obj));
+    if (kind !== null)
+      throw inputError(
+        `${where(row.pos)}: this is ${kind}, not preference pairs: the row has ${listKeys(obj)} but no ${JSON.stringify(cf)} ` +
+          `and ${JSON.stringify(rf)} answers. DPO learns from two answers to one prompt, one preferred over the other; a ` +
+          `preference row looks like ${PREFERENCE_ROW_EXAMPLE}. Convert the file to such rows, or, if both answers are ` +
+          `there under other names, set chosen_field and rejected_field ${now()}`,
+      );
+  }
+  if (chosen === undefined)
+    throw new RowProblem(cf, `is missing (the row has keys ${listKeys(obj)}); add it, or set chosen_field to the key that holds the preferred answer ${now()}`);
+  if (rejected === undefined)
+    throw new RowProblem(rf, `is missing (the row has keys ${listKeys(obj)}); add it, or set rejected_field to the key that holds the dispreferred answer ${now()}`);
   if (prompt === undefined && pf !== null && options.promptField !== undefined)
-    throw new RowProblem(pf, `is missing (the row has keys ${listKeys(obj)}); add it, or leave prompt_field unset to infer the prompt from chosen and rejected`);
+    throw new RowProblem(
+      pf,
+      `is missing (the row has keys ${listKeys(obj)}); add it, or set prompt_field to the key that holds the prompt, ` +
+        `or to null to infer the prompt from the answers' shared start ${now()}`,
+    );
+  if (prompt === undefined && options.promptField === undefined) {
+    // The prompt would be guessed: only when no key of the row could be the prompt under another name.
+    const unused = Object.keys(obj).filter((k) => k !== cf && k !== rf && !isHarmlessKey(k) && couldBePrompt(obj[k]));
+    if (unused.length > 0)
+      throw configError(
+        `${where(row.pos)}: the prompt would be inferred from the answers' shared start, but the row also has ` +
+          `${listNames(unused)}; ` +
+          (unused.length === 1 ? `set prompt_field=${unused[0]}` : `set prompt_field to the one that holds the prompt (e.g. prompt_field=${unused[0]})`) +
+          `, or set prompt_field=null to infer the prompt on purpose ${now()}`,
+      );
+  }
 
   checkAnswerType(cf, chosen);
   checkAnswerType(rf, rejected);
@@ -156,8 +198,8 @@ export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): Norma
   if (cIsText) {
     const c = chosen as string;
     const r = rejected as string;
-    if (c === "") throw emptyAnswer(cf);
-    if (r === "") throw emptyAnswer(rf);
+    if (c === "") throw emptyAnswer(cf, cells);
+    if (r === "") throw emptyAnswer(rf, cells);
     if (prompt === undefined) {
       if (c === r) return identical();
       const marker = options.assistantMarker ?? DEFAULT_ASSISTANT_MARKER;
@@ -169,7 +211,12 @@ export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): Norma
       out = { ...split, shape: "implicit" };
     } else {
       if (prompt === "")
-        throw new RowProblem(pf!, `is an empty string; give the prompt text, or remove the field (or set prompt_field to null) to infer it from chosen and rejected`);
+        throw new RowProblem(
+          pf!,
+          cells
+            ? `is an empty cell; give the prompt text, or set prompt_field to null to infer it from chosen and rejected`
+            : `is an empty string; give the prompt text, or remove the field (or set prompt_field to null) to infer it from chosen and rejected`,
+        );
       out = { prompt: prompt as string, chosen: c, rejected: r, shape: "standard" };
       if (c.startsWith(out.prompt) && r.startsWith(out.prompt))
         warnings.push({
@@ -355,8 +402,8 @@ function divergesEarly(detail: string): NormalizeResult {
   };
 }
 
-function emptyAnswer(field: string): RowProblem {
-  return new RowProblem(field, `is an empty string; an empty answer cannot be scored, so fill it in or remove the row`);
+function emptyAnswer(field: string, cell = false): RowProblem {
+  return new RowProblem(field, `is an empty ${cell ? "cell" : "string"}; an empty answer cannot be scored, so fill it in or remove the row`);
 }
 
 function emptyAfterPrompt(field: string, other: string): RowProblem {
@@ -380,10 +427,84 @@ function describe(v: unknown): string {
     case "bigint":
       return `a number (${String(v)})`;
     case "boolean":
-      return `a boolean (${v})`;
+      return `${v}, a boolean`;
     case "object":
       return "an object";
     default:
       return typeof v;
   }
+}
+
+/** What a preference row looks like, for messages about files that hold something else. */
+export const PREFERENCE_ROW_EXAMPLE =
+  `{"prompt": "...", "chosen": "...", "rejected": "..."} (or "chosen" and "rejected" as lists of ` +
+  `{"role", "content"} messages that end with the two assistant answers)`;
+
+/**
+ * The current field mapping in the user's words (config keys), for messages: "prompt_field unset → inferred,
+ * chosen_field=answer_good, rejected_field=answer_bad". inferred: whether the row at hand has no prompt key.
+ */
+export function describeMapping(options: Pick<NormalizeOptions, "promptField" | "chosenField" | "rejectedField">, inferred: boolean): string {
+  const p =
+    options.promptField === undefined
+      ? `prompt_field unset → ${inferred ? "inferred" : "prompt"}`
+      : options.promptField === null
+        ? "prompt_field=null → inferred"
+        : `prompt_field=${options.promptField}`;
+  const c = options.chosenField === undefined ? "chosen_field unset → chosen" : `chosen_field=${options.chosenField}`;
+  const r = options.rejectedField === undefined ? "rejected_field unset → rejected" : `rejected_field=${options.rejectedField}`;
+  return `${p}, ${c}, ${r}`;
+}
+
+/**
+ * Keys that never hold the prompt, so a row may carry them while the prompt is inferred from its answers. They name
+ * where a row came from (ids, source, dataset, split, model, date, metadata) or a judgement of the answers (scores,
+ * ratings, rewards, labels, ranks, margins), by their meaning never text the model conditions on. Public datasets
+ * with an implicit prompt carry exactly these: trl-lib/ultrafeedback_binarized (score_chosen, score_rejected),
+ * argilla/dpo-mix-7k (dataset, chosen_rating, rejected_rating), Skywork-Reward-Preference (source), tsdpo's demo
+ * (chosen_score, rejected_score); pandas' unnamed index column ("" in a CSV header, "Unnamed: 0" once re-read) too.
+ * The list is short on purpose: any other key that could hold text stops loading with a message, and
+ * prompt_field=null silences it; a longer list would let a renamed prompt slip through.
+ */
+export function isHarmlessKey(key: string): boolean {
+  const k = key.toLowerCase().replace(/[-\s]+/g, "_");
+  return (
+    HARMLESS_KEYS.has(k) ||
+    /^unnamed:_?\d+$/.test(k) ||
+    /^[a-z]?id$/.test(k) || // qid, pid
+    /(^|_)(id|ids|idx|uuid)$/.test(k) || // prompt_id, post_id
+    /(^|_)(score|scores|rating|ratings|reward|rewards|rank|ranks|margin|label|labels|model|models|source|date)$/.test(k) ||
+    /^(score|scores|rating|ratings|reward|rewards|rank|label|model)_/.test(k) // score_chosen
+  );
+}
+
+const HARMLESS_KEYS = new Set([
+  "", "id", "idx", "index", "uid", "uuid", "source", "dataset", "split", "subset", "domain", "category", "language",
+  "lang", "license", "url", "date", "timestamp", "created_at", "metadata", "meta", "model", "label", "labels", "score",
+  "rating", "reward", "margin", "tags",
+]);
+
+/**
+ * Whether a value could be a prompt: text or a message list. Numbers, booleans, null, objects, empty text and text
+ * that spells a number or a boolean (every CSV cell is text: "4.5", "true") cannot, so such keys never stop loading.
+ */
+export function couldBePrompt(v: unknown): boolean {
+  if (Array.isArray(v)) return v.length > 0;
+  if (typeof v !== "string") return false;
+  return v.trim() !== "" && !/^\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|true|false|nan|null|none)\s*$/i.test(v);
+}
+
+/**
+ * What a file holds when its rows have neither answer but the keys of another kind of dataset; null when they do
+ * not look like one. Keys alone decide, so Parquet and CSV files are recognised from their columns.
+ */
+export function nonPreferenceKind(keys: readonly string[]): string | null {
+  const has = (k: string): boolean => keys.includes(k);
+  const chat = ["messages", "conversations", "conversation"].find(has);
+  if (chat !== undefined) return `an SFT/chat dataset (one conversation per row, in ${JSON.stringify(chat)})`;
+  if (has("completion") && has("label")) return `an unpaired preference (KTO) dataset (one completion per row, labelled good or bad)`;
+  if (has("prompt") && has("completion")) return `an SFT prompt-completion dataset (one answer per prompt)`;
+  if (has("instruction") && has("output")) return `an SFT instruction dataset (one "output" per "instruction")`;
+  if (has("text") && keys.filter((k) => !isHarmlessKey(k)).length === 1) return `a plain-text dataset (one "text" per row)`;
+  return null;
 }

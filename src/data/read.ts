@@ -1,18 +1,34 @@
 // Reading preference files into rows, before any interpretation of their fields.
 //
 // Formats: JSON Lines (.jsonl, .ndjson), JSON (.json: an array of row objects, or JSON Lines under a .json name as
-// Hugging Face datasets often ship them), Parquet (.parquet, through hyparquet), and gzip of any of these. Gzip is
-// recognised by its magic bytes (1f 8b), so a compressed file works whatever its name; the format comes from the
-// name with any ".gz" removed, or, when the name says nothing, from the content.
+// Hugging Face datasets often ship them), Parquet (.parquet, through hyparquet), CSV and TSV (.csv, .tsv, through
+// csv-parse), and gzip of any of these. Gzip is recognised by its magic bytes (1f 8b), so a compressed file works
+// whatever its name; the format comes from the name with any ".gz" removed, or, when the name says nothing, from the
+// content (JSON and Parquet only: a CSV file needs its name).
 //
 // A bad JSON line is a problem of that row only (it can be skipped with skipInvalid); anything that spoils the
 // whole file (unreadable, corrupt gzip, invalid UTF-8, a JSON array that does not parse, an unreadable Parquet
-// footer) throws at once.
+// footer, a CSV quote that is never closed, a CSV header naming a column twice) throws at once.
+//
+// CSV and TSV (RFC 4180 quoting, as pandas' to_csv and Python's csv module write it, for TSV with a tab between
+// cells):
+// - The first record is the header; it names the fields, so a row is {header[i]: cell[i]}. The same field mapping
+//   (prompt_field, chosen_field, rejected_field) applies as for JSON.
+// - Every cell is a string. An empty cell is the empty string "": CSV cannot tell a missing value from an empty one,
+//   and pandas writes both the same way. An empty answer or prompt is then the same error as in JSON ("is an empty
+//   cell"), never a silently skipped row.
+// - A row's line is the physical line where its record starts; a quoted cell may span lines ("a\nb" written with a
+//   real line break), and the rows after it keep their true line numbers. csv-parse's own line counter counts CRLF
+//   line ends inside quoted cells twice, so the lines are counted here from the byte offsets it reports (info.bytes).
+// - Blank lines (also whitespace-only ones) are not rows, as in JSON Lines. A row with more or fewer cells than the
+//   header is a problem of that row (skippable): usually an unquoted comma.
+// - A quote inside an unquoted cell (He said "hi") is kept as a character, as Python's csv module reads it.
 
 import { decompress as fzstdDecompress } from "fzstd";
 import { readFileSync } from "node:fs";
 import * as zlib from "node:zlib";
 import { parquetMetadata, parquetReadObjects, parquetSchema } from "hyparquet";
+import { parse as parseCsv } from "csv-parse/sync";
 import type { Compressors } from "hyparquet";
 import { TsdpoError, inputError, unsupportedError } from "../errors.js";
 import type { FileFormat, SourcePos } from "./types.js";
@@ -21,14 +37,17 @@ export interface RawRow {
   readonly pos: SourcePos;
   /** The parsed row; undefined when parseError is set. */
   readonly value?: unknown;
-  /** Set when this row's text is not valid JSON (JSONL only). */
+  /**
+   * Set when this row's text cannot be parsed: the JSON parser's complaint (JSONL), or for CSV/TSV what is wrong with
+   * the record and how to fix it (a cell count that differs from the header's).
+   */
   readonly parseError?: string;
 }
 
 export interface ReadResult {
   readonly format: FileFormat;
   readonly rows: RawRow[];
-  /** Parquet only: every top-level column in the file, for messages about missing columns. */
+  /** Parquet, CSV, TSV: every column (top-level field) in the file, for messages about missing columns. */
   readonly columns?: string[];
 }
 
@@ -38,6 +57,11 @@ export interface ReadOptions {
    * always parse whole rows. Also used to tell a one-row JSON Lines file from a single JSON object holding rows.
    */
   columns?: readonly string[];
+  /**
+   * Parquet: further columns to read, picked once the file's columns are known (loadPreferences reads the unmapped
+   * columns when the prompt may be inferred, to check that none of them is the prompt under another name).
+   */
+  moreColumns?: (all: readonly string[]) => readonly string[];
 }
 
 export async function readRows(path: string, options: ReadOptions = {}): Promise<ReadResult> {
@@ -61,6 +85,7 @@ export async function readRows(path: string, options: ReadOptions = {}): Promise
   const format = detectFormat(path, bytes);
   if (format === "parquet") return readParquet(path, bytes, options);
   const text = decodeUtf8(path, bytes);
+  if (format === "csv" || format === "tsv") return readDelimited(path, text, format);
   if (format === "jsonl") return { format, rows: readJsonLines(path, text) };
   return readJson(path, text, options);
 }
@@ -70,6 +95,8 @@ function detectFormat(path: string, bytes: Uint8Array): FileFormat {
   if (name.endsWith(".jsonl") || name.endsWith(".ndjson")) return "jsonl";
   if (name.endsWith(".json")) return "json";
   if (name.endsWith(".parquet") || name.endsWith(".pq")) return "parquet";
+  if (name.endsWith(".csv")) return "csv";
+  if (name.endsWith(".tsv") || name.endsWith(".tab")) return "tsv";
   if (bytes.length >= 4 && String.fromCharCode(bytes[0]!, bytes[1]!, bytes[2]!, bytes[3]!) === "PAR1") return "parquet";
   // Peek at the first non-space byte: '[' starts a JSON array, '{' a JSON Lines file.
   for (let i = 0; i < Math.min(bytes.length, 4096); i++) {
@@ -81,7 +108,7 @@ function detectFormat(path: string, bytes: Uint8Array): FileFormat {
   }
   throw inputError(
     `${path}: cannot tell the file format from its name or content; name it .jsonl (one JSON object per line), ` +
-      `.json (an array of objects) or .parquet, optionally followed by .gz`,
+      `.json (an array of objects), .parquet, .csv or .tsv (a header row, then one row per pair), optionally followed by .gz`,
   );
 }
 
@@ -90,7 +117,7 @@ function decodeUtf8(path: string, bytes: Uint8Array): string {
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {
-    throw inputError(`${path}: is not valid UTF-8 text; re-save it as UTF-8 (JSON files must be UTF-8)`);
+    throw inputError(`${path}: is not valid UTF-8 text; re-save it as UTF-8 (JSON files must be UTF-8; CSV from a spreadsheet: save as "CSV UTF-8")`);
   }
   return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
 }
@@ -196,7 +223,11 @@ function jsonErrorAt(text: string, message: string): string {
 }
 
 export function listKeys(v: object): string {
-  const keys = Object.keys(v);
+  return listNames(Object.keys(v));
+}
+
+/** '"a", "b", "c"', at most 12 names, for messages. */
+export function listNames(keys: readonly string[]): string {
   if (keys.length === 0) return "(none)";
   const shown = keys.slice(0, 12).map((k) => JSON.stringify(k));
   return shown.join(", ") + (keys.length > 12 ? `, … (${keys.length} in all)` : "");
@@ -226,7 +257,8 @@ async function readParquet(path: string, bytes: Uint8Array, options: ReadOptions
   } catch (e) {
     throw inputError(`${path}: is not a readable Parquet file (${(e as Error).message}); the file may be truncated, so download it again`);
   }
-  const wanted = options.columns ? options.columns.filter((c) => columns.includes(c)) : undefined;
+  const more = options.moreColumns ? options.moreColumns(columns) : [];
+  const wanted = options.columns ? [...new Set([...options.columns, ...more])].filter((c) => columns.includes(c)) : undefined;
   let objects: Record<string, unknown>[];
   try {
     objects = await parquetReadObjects({ file, columns: wanted, compressors: parquetCompressors() });
@@ -244,5 +276,95 @@ async function readParquet(path: string, bytes: Uint8Array, options: ReadOptions
     format: "parquet",
     columns,
     rows: objects.map((value, index) => ({ pos: { file: path, format: "parquet", line: null, index }, value })),
+  };
+}
+
+/**
+ * CSV/TSV through csv-parse's sync API, as arrays of cells (the header is checked here, not by csv-parse, so that its
+ * problems name the file and line). See the notes at the top of this file.
+ */
+function readDelimited(path: string, text: string, format: "csv" | "tsv"): ReadResult {
+  const buf = Buffer.from(text, "utf8"); // csv-parse reports positions as byte offsets into this
+  const lines = lineCounter(buf);
+  let records: { record: string[]; info: { bytes: number } }[];
+  try {
+    records = parseCsv(buf, {
+      delimiter: format === "csv" ? "," : "\t",
+      info: true,
+      relax_column_count: true, // checked per row below, so that one bad row can be skipped
+      relax_quotes: true,
+      skip_empty_lines: true,
+    }) as unknown as { record: string[]; info: { bytes: number } }[];
+  } catch (e) {
+    const err = e as Error & { code?: string; bytes?: number };
+    const line = lines.recordStart(err.bytes ?? 0);
+    const what = err.message.replace(/ at line \d+/, "");
+    throw inputError(
+      err.code === "CSV_QUOTE_NOT_CLOSED"
+        ? `${path}:${line}: a quoted cell starting in the record on this line is never closed, so the rest of the file ` +
+            `would become one cell; close the quote, and double any quote inside a quoted cell ("say ""hi""")`
+        : `${path}:${line}: is not valid ${format.toUpperCase()} (${what}); quote a cell that holds ` +
+            `${format === "csv" ? "a comma" : "a tab"}, a quote or a line break with "...", and double any quote inside it`,
+    );
+  }
+  const isBlank = (cells: string[]): boolean => cells.length === 1 && cells[0]!.trim() === "";
+  let r = 0;
+  while (r < records.length && isBlank(records[r]!.record)) lines.advanceTo(records[r++]!.info.bytes);
+  if (r === records.length) return { format, rows: [], columns: [] };
+  const headerLine = lines.recordStart(0);
+  const header = records[r]!.record;
+  lines.advanceTo(records[r++]!.info.bytes);
+  const seen = new Map<string, number>();
+  header.forEach((name, i) => {
+    const first = seen.get(name);
+    if (first !== undefined)
+      throw inputError(
+        `${path}:${headerLine}: the header names column ${JSON.stringify(name)} twice (columns ${first + 1} and ${i + 1}); ` +
+          `rename one, so that each field has one meaning (the first line of a ${format.toUpperCase()} file names the fields)`,
+      );
+    seen.set(name, i);
+  });
+  const rows: RawRow[] = [];
+  for (; r < records.length; r++) {
+    const { record, info } = records[r]!;
+    const line = lines.recordStart(0);
+    lines.advanceTo(info.bytes);
+    if (isBlank(record) && header.length > 1) continue; // a whitespace-only line, as blank lines in JSON Lines
+    const pos: SourcePos = { file: path, format, line, index: rows.length };
+    if (record.length !== header.length)
+      rows.push({
+        pos,
+        parseError:
+          `has ${record.length} cell${record.length === 1 ? "" : "s"} but the header has ${header.length} columns ` +
+          `(${listNames(header)}); put every cell that holds ${format === "csv" ? "a comma" : "a tab"}, a quote or ` +
+          `a line break in double quotes ("..."), so that each row has one cell per column`,
+      });
+    else rows.push({ pos, value: Object.fromEntries(header.map((h, i) => [h, record[i]!])) });
+  }
+  return { format, rows, columns: [...header] };
+}
+
+/**
+ * Physical line numbers from byte offsets. csv-parse reports, for each record, the offset just past its record
+ * delimiter; the next record starts after any empty lines it skipped. Line breaks are \n, \r\n or a lone \r.
+ */
+function lineCounter(buf: Uint8Array): { recordStart(from: number): number; advanceTo(end: number): void } {
+  let pos = 0;
+  let line = 1;
+  const breakAt = (i: number): number => (buf[i] === 0x0a ? 1 : buf[i] === 0x0d ? (buf[i + 1] === 0x0a ? 2 : 1) : 0);
+  return {
+    /** The line of the next record: skips the empty lines after the current position (or after `from`, if later). */
+    recordStart(from) {
+      if (from > pos) this.advanceTo(from);
+      for (let n = breakAt(pos); n > 0 && pos < buf.length; n = breakAt(pos)) (pos += n), line++;
+      return line;
+    },
+    advanceTo(end) {
+      while (pos < end && pos < buf.length) {
+        const n = breakAt(pos);
+        if (n > 0) (pos += n), line++;
+        else pos++;
+      }
+    },
   };
 }

@@ -32,16 +32,16 @@ export function evalSize(n: number, split: { kind: "fraction"; fraction: number 
   let k: number;
   if (split.kind === "fraction") {
     const f = split.fraction;
-    if (!(f > 0 && f < 1)) throw configError(`evalFraction: must be between 0 and 1 (exclusive), got ${f}`);
+    if (!(f > 0 && f < 1)) throw configError(`eval_size: a fraction of the pairs must be between 0 and 1 (exclusive), got ${f}; give a count (≥ 1) or a fraction below 1`);
     k = Math.max(1, Math.round(f * n)); // a positive fraction always holds out something
   } else {
     k = split.count;
-    if (!Number.isInteger(k) || k < 1) throw configError(`evalCount: must be a positive integer, got ${k}`);
+    if (!Number.isInteger(k) || k < 1) throw configError(`eval_size: a count of pairs must be a whole number ≥ 1, got ${k}; give a count (≥ 1) or a fraction below 1`);
   }
   if (k >= n)
     throw configError(
-      `${split.kind === "fraction" ? "evalFraction" : "evalCount"}: holding out ${k} of ${n} pairs leaves none to train on; ` +
-        `lower it or give a separate eval file`,
+      `eval_size: holding out ${k} of ${n} pairs${split.kind === "fraction" ? ` (fraction ${split.fraction})` : ""} leaves none to train on; ` +
+        `lower eval_size or give a separate eval file (eval_data)`,
     );
   return k;
 }
@@ -51,7 +51,7 @@ export function splitTrainEval<T>(items: readonly T[], split: Exclude<EvalSplit,
   if (split.kind === "none") return { train: [...items], eval: [] };
   const n = items.length;
   const k = evalSize(n, split);
-  if (!Number.isInteger(split.seed)) throw configError(`seed: must be an integer, got ${split.seed}`);
+  if (!Number.isInteger(split.seed)) throw configError(`seed: must be a whole number, got ${split.seed}`);
   const held = new Uint8Array(n);
   const perm = shuffledIndices(n, split.seed);
   for (let i = 0; i < k; i++) held[perm[i]!] = 1;

@@ -67,16 +67,16 @@ export function resolveTokenizeOptions(o: TokenizeOptions): Limits {
     if (!Number.isInteger(v) || v < 1) throw configError(`${name}: must be a positive integer or null, got ${JSON.stringify(v)}`);
     return v;
   };
-  const maxLength = posInt("maxLength", o.maxLength);
-  const maxPromptLength = posInt("maxPromptLength", o.maxPromptLength);
-  const maxCompletionLength = posInt("maxCompletionLength", o.maxCompletionLength);
+  const maxLength = posInt("max_length", o.maxLength);
+  const maxPromptLength = posInt("max_prompt_length", o.maxPromptLength);
+  const maxCompletionLength = posInt("max_completion_length", o.maxCompletionLength);
   if (maxLength !== null && maxPromptLength !== null && maxPromptLength >= maxLength)
     throw configError(
-      `maxPromptLength: ${maxPromptLength} leaves no room for an answer within maxLength ${maxLength}; set it below maxLength (e.g. half of it)`,
+      `max_prompt_length: ${maxPromptLength} leaves no room for an answer within max_length ${maxLength}; set it below max_length (e.g. half of it)`,
     );
   const truncationMode = o.truncationMode ?? "keep_end";
   if (truncationMode !== "keep_end" && truncationMode !== "keep_start")
-    throw configError(`truncationMode: must be "keep_end" or "keep_start", got ${JSON.stringify(truncationMode)}`);
+    throw configError(`truncation_mode: must be "keep_end" or "keep_start", got ${JSON.stringify(truncationMode)}`);
   const overlong = o.overlong ?? "truncate";
   if (overlong !== "truncate" && overlong !== "drop")
     throw configError(`overlong: must be "truncate" or "drop", got ${JSON.stringify(overlong)}`);
@@ -141,9 +141,9 @@ export function tokenizePair(pair: PreferencePair, enc: PairEncoder, limits: Lim
   if (limits.overlong === "drop") {
     const L = Math.max(chosen.length, rejected.length);
     const over: string[] = [];
-    if (MP !== null && prompt.length > MP) over.push(`maxPromptLength ${MP}`);
-    if (MC !== null && L > MC) over.push(`maxCompletionLength ${MC}`);
-    if (M !== null && prompt.length + L > M) over.push(`maxLength ${M}`);
+    if (MP !== null && prompt.length > MP) over.push(`max_prompt_length ${MP}`);
+    if (MC !== null && L > MC) over.push(`max_completion_length ${MC}`);
+    if (M !== null && prompt.length + L > M) over.push(`max_length ${M}`);
     if (over.length > 0) return { kind: "drop", reason: "overlong", detail: `${lengths()} exceed ${over.join(" and ")} (overlong: "drop")` };
   }
 
@@ -165,7 +165,7 @@ export function tokenizePair(pair: PreferencePair, enc: PairEncoder, limits: Lim
       return {
         kind: "drop",
         reason: "no-room-for-completion",
-        detail: `the prompt alone is ${prompt.length} tokens and maxLength is ${M}; set maxPromptLength below maxLength so that answers keep some tokens`,
+        detail: `the prompt alone is ${prompt.length} tokens and max_length is ${M}; set max_prompt_length below max_length so that answers keep some tokens`,
       };
     cut(room);
   }

@@ -6,15 +6,21 @@
 // malformed become RowIssue entries (the invalid report), well-formed rows that cannot be used become DroppedPair
 // entries with a DropReason, and DataStats counts all of them: nothing leaves the pipeline unaccounted for.
 
-export type FileFormat = "jsonl" | "json" | "parquet";
+export type FileFormat = "jsonl" | "json" | "parquet" | "csv" | "tsv";
 
 export interface SourcePos {
   /** The path as the user gave it. */
   readonly file: string;
   readonly format: FileFormat;
-  /** 1-based line where the row starts (JSONL, JSON); null for Parquet, which has no lines. */
+  /**
+   * 1-based line where the row starts (JSONL, JSON; CSV/TSV: the physical line of the record's first cell, so a
+   * quoted cell holding line breaks does not shift the rows after it); null for Parquet, which has no lines.
+   */
   readonly line: number | null;
-  /** 0-based position among the file's rows: array index (JSON), row index (Parquet), non-blank line count (JSONL). */
+  /**
+   * 0-based position among the file's rows: array index (JSON), row index (Parquet), non-blank line count (JSONL),
+   * record count after the header (CSV/TSV).
+   */
   readonly index: number;
 }
 
@@ -22,6 +28,8 @@ export interface SourcePos {
 export function where(pos: SourcePos): string {
   switch (pos.format) {
     case "jsonl":
+    case "csv":
+    case "tsv":
       return `${pos.file}:${pos.line}`;
     case "json":
       return `${pos.file}:${pos.line} (item ${pos.index})`;
@@ -36,8 +44,8 @@ export interface ChatMessage {
 }
 
 /**
- * Renders messages to text with the model's chat template. tsdpo passes it in rather than importing the renderer so
- * that data/ does not depend on a particular template engine; see chatRendererFor in normalize.ts.
+ * Renders messages to text with the model's chat template. normalize.ts takes it as a parameter, so that tests can
+ * pass a stand-in; loadPreferences builds the real one from the model's tokenizer (chatRendererFor + renderChat).
  */
 export type ChatRenderer = (messages: readonly ChatMessage[], addGenerationPrompt: boolean) => string;
 
@@ -75,7 +83,7 @@ export interface TokenizedPair {
 /** One malformed row (the invalid report) or one warning about a row that was kept. */
 export interface RowIssue {
   readonly file: string;
-  /** 1-based line (JSONL, JSON) or null (Parquet). */
+  /** 1-based line (JSONL, JSON, CSV, TSV) or null (Parquet). */
   readonly line: number | null;
   /** 0-based row index within the file. */
   readonly index: number;
