@@ -11,7 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { resolveTrainConfig } from "../src/train/config.js";
 import { train } from "../src/train/train.js";
 import type { DemoResults } from "../src/demo/demo.js";
-import { readMetrics, writeDemoReport } from "../src/report/report.js";
+import { type RunData, readMetrics, readRun, renderRunReport, writeDemoReport } from "../src/report/report.js";
 import { repoRoot, testBackendName } from "./helpers.js";
 
 const work = mkdtempSync(join(tmpdir(), "tsdpo-report-"));
@@ -22,21 +22,27 @@ const chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser", process.env.
 const noChromium = chromium ? false : "headless Chromium not found (install the Debian package: apt-get install -y chromium)";
 
 // The probe runs inside the page: it records script errors and console.error calls from the start, and after load
-// reads every canvas back: how many pixels are painted at all and how many have the colour of the chart's first
-// series (#1f77b4), so a chart that drew only its axes does not pass.
+// reads every canvas back: how many pixels are painted at all, how many have the colour of the chart's first
+// series (#1f77b4), so a chart that drew only its axes does not pass, and how many in the left third of the canvas
+// have the colour of reference lines (REF_LINE_COLOR, #b8860b: ln 2, the clip threshold; their labels sit at the
+// right end, so these pixels are the line's). It also reads the x-axis tick values Chart.js chose.
 const PROBE = `<script>
 window.__errs = [];
 window.addEventListener("error", function (e) { __errs.push("error: " + e.message); });
 (function () { var ce = console.error; console.error = function () { __errs.push("console.error: " + Array.prototype.join.call(arguments, " ")); ce.apply(console, arguments); }; })();
 window.addEventListener("load", function () {
+  var near = function (d, i, r, g, b) { return Math.abs(d[i] - r) < 30 && Math.abs(d[i + 1] - g) < 30 && Math.abs(d[i + 2] - b) < 30 && d[i + 3] > 150; };
   var out = Array.prototype.map.call(document.querySelectorAll("canvas"), function (c) {
-    var d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data, painted = 0, blue = 0;
+    var d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data, painted = 0, blue = 0, ref = 0;
     for (var i = 0; i < d.length; i += 4) {
       if (d[i + 3] === 0) continue;
       painted++;
-      if (Math.abs(d[i] - 31) < 30 && Math.abs(d[i + 1] - 119) < 30 && Math.abs(d[i + 2] - 180) < 30 && d[i + 3] > 150) blue++;
+      if (near(d, i, 31, 119, 180)) blue++;
+      if (near(d, i, 184, 134, 11) && (i / 4) % c.width < c.width / 3) ref++;
     }
-    return { id: c.id, width: c.width, height: c.height, painted: painted, blue: blue };
+    var chart = window.Chart && Chart.getChart(c);
+    var xticks = chart ? chart.scales.x.ticks.map(function (t) { return t.value; }) : [];
+    return { id: c.id, width: c.width, height: c.height, painted: painted, blue: blue, ref: ref, xticks: xticks };
   });
   var pre = document.createElement("pre"); pre.id = "probe-result"; pre.textContent = JSON.stringify({ errors: __errs, canvases: out });
   document.body.appendChild(pre);
@@ -45,7 +51,7 @@ window.addEventListener("load", function () {
 
 interface ProbeResult {
   errors: string[];
-  canvases: { id: string; width: number; height: number; painted: number; blue: number }[];
+  canvases: { id: string; width: number; height: number; painted: number; blue: number; ref: number; xticks: number[] }[];
 }
 
 /** Renders `html` (with the probe inserted first in <head>) in headless Chromium and returns what the probe saw. */
@@ -173,13 +179,38 @@ describe("run report", () => {
       assert.ok(c.width > 100 && c.height > 100, `${c.id}: laid out (${c.width}×${c.height})`);
       assert.ok(c.painted > 2000, `${c.id}: ${c.painted} painted pixels`);
       assert.ok(c.blue > 30, `${c.id}: the first series drawn (${c.blue} pixels of its colour)`);
+      // Steps are whole numbers, and a 3-step run left to itself gets ticks at 1, 1.2, 1.4, …
+      assert.ok(c.xticks.length >= 2 && c.xticks.every(Number.isInteger), `${c.id}: x ticks ${c.xticks.join(", ")}`);
+    }
+    // Reference lines: ln 2 on both loss charts (sigmoid DPO starts there), max_grad_norm on the grad-norm chart,
+    // and nothing of their colour elsewhere.
+    const withLine = ["chart-loss", "chart-eval_loss", "chart-grad_norm"];
+    for (const c of r.canvases)
+      if (withLine.includes(c.id)) assert.ok(c.ref > 20, `${c.id}: its reference line drawn (${c.ref} pixels of its colour)`);
+      else assert.ok(c.ref < 10, `${c.id}: no reference line (${c.ref} pixels of its colour)`);
+  });
+
+  it("a long run's charts draw their moving averages in headless Chromium", { skip: noChromium }, () => {
+    // The real run's rows repeated to 40 steps: long enough for every noisy series to get a moving average.
+    const run = readRun(runDir);
+    const long: RunData = { ...run, train: Array.from({ length: 40 }, (_, i) => ({ ...run.train[i % run.train.length]!, step: i + 1 })) };
+    const html = renderRunReport(long);
+    const d = embeddedData(html);
+    const loss = d.charts.find((c) => c.id === "loss")!;
+    assert.deepEqual(loss.series.map((s) => s.label), ["loss, per step", "loss"], "the raw series and its moving average");
+    const r = renderInChromium(html, "long");
+    assert.deepEqual(r.errors, []);
+    assert.deepEqual(r.canvases.map((c) => c.id).sort(), drawable(d).sort());
+    for (const c of r.canvases) {
+      assert.ok(c.painted > 2000 && c.blue > 30, `${c.id}: drawn (${c.painted} painted, ${c.blue} of the first series' colour)`);
+      assert.ok(c.xticks.every(Number.isInteger), `${c.id}: x ticks ${c.xticks.join(", ")}`);
     }
   });
 
   it("the probe notices a blank canvas and a console error (so the check above can fail)", { skip: noChromium }, () => {
     const r = renderInChromium(`<!doctype html><html><head></head><body><canvas id="c" width="300" height="150"></canvas><script>console.error("boom")</script></body></html>`, "blank");
     assert.deepEqual(r.errors, ["console.error: boom"]);
-    assert.deepEqual(r.canvases, [{ id: "c", width: 300, height: 150, painted: 0, blue: 0 }]);
+    assert.deepEqual(r.canvases, [{ id: "c", width: 300, height: 150, painted: 0, blue: 0, ref: 0, xticks: [] }]);
   });
 
   let demoHtml = "";

@@ -3,13 +3,18 @@
 // the charts; no file, font or script is fetched from anywhere.
 //
 //   run report    (report.html in a train() run folder; written at the end of train() and by `tsdpo report`)
-//                 loss; rewards chosen / rejected / margins; accuracies; grad norm; learning rate; tokens/s;
-//                 eval curves; policy and reference samples (samples.json); the resolved config
-//   demo report   (report.html in a `tsdpo demo` folder) the summary table, the reward-vs-KL frontier, the
-//                 training charts of every β overlaid, held-out samples, the configs
+//                 the summary (held-out values first) and the run's health (health.ts: start, end and best
+//                 held-out values, warnings with the settings that address them); loss; rewards chosen /
+//                 rejected / margins; accuracies; grad norm; learning rate; tokens/s; eval curves; policy and
+//                 reference samples (samples.json); the resolved config
+//   demo report   (report.html in a `tsdpo demo` folder) the summary table, the health of every β's run, the
+//                 reward-vs-KL frontier with standard errors, the training charts of every β overlaid, held-out
+//                 samples, the configs
 //
 // Every chart is drawn from data the run wrote (metrics.jsonl and friends); a chart with nothing to draw is
-// replaced by a sentence saying why, so a canvas in the page always has something on it.
+// replaced by a sentence saying why, so a canvas in the page always has something on it. Noisy per-step series
+// get a moving average drawn over them, and loss and grad-norm charts a line at the value that reads them (ln 2,
+// max_grad_norm).
 
 import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -17,6 +22,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { inputError } from "../errors.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import type { DemoResults, DemoSamples } from "../demo/demo.js";
+import { type RunHealth, healthRows, ln2Baseline, LN2, movingAverage, runHealth, smoothingWindow } from "./health.js";
 import { ensureRunSamples } from "./samples.js";
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -100,8 +106,11 @@ interface Series {
   /** Index into the page palette. */
   color: number;
   dashed?: boolean;
-  /** Standard errors of y, shown in the tooltip. */
+  /** Standard errors of y (and of x), drawn as error bars and shown in the tooltip. */
   err?: number[];
+  xerr?: number[];
+  /** Drawn faint and left out of the legend: the raw per-step values under a moving average of the same colour. */
+  faded?: boolean;
 }
 
 interface ChartSpec {
@@ -113,6 +122,12 @@ interface ChartSpec {
   series: Series[];
   /** What to say instead of the chart when no series has points. */
   empty: string;
+  /** Horizontal reference lines (ln 2 on a loss chart, the clip threshold on the grad-norm chart); kept in view. */
+  hlines?: { y: number; label: string }[];
+  /** x is an optimizer step: ticks at whole numbers only. */
+  integerX?: boolean;
+  /** A sentence under the chart (what faint and solid lines are). */
+  caption?: string;
 }
 
 function seriesOf(rows: readonly MetricsRow[], key: string, label: string, color: number, dashed = false): Series {
@@ -125,36 +140,71 @@ function seriesOf(rows: readonly MetricsRow[], key: string, label: string, color
   return { label, points, color, dashed };
 }
 
+/** Fewest points that get a moving average: below this every point is drawn as a dot and is easy to read alone. */
+export const TREND_MIN_POINTS = 20;
+
+/**
+ * A noisy per-step series as the pair the page draws: the raw values faint, and their centred moving average
+ * (health.ts) solid in the same colour under the series' label. Short series stay as they are.
+ */
+export function withTrend(s: Series): Series[] {
+  if (s.points.length < TREND_MIN_POINTS) return [s];
+  const avg = movingAverage(s.points.map((p) => p[1]), smoothingWindow(s.points.length));
+  return [
+    { ...s, label: `${s.label}, per step`, faded: true },
+    { ...s, points: s.points.map((p, i) => [p[0], avg[i]!] as [number, number]) },
+  ];
+}
+
+/** The reference lines of a loss chart: ln 2, where a run's loss starts (policy = reference), when it does. */
+function ln2Lines(runs: readonly RunData[]): NonNullable<ChartSpec["hlines"]> {
+  return runs.some((r) => ln2Baseline(r) === true) ? [{ y: LN2, label: "ln 2: the untrained model" }] : [];
+}
+
+/** The clip thresholds of the runs (one line per distinct max_grad_norm; none when clipping is off). */
+function clipLines(runs: readonly RunData[]): NonNullable<ChartSpec["hlines"]> {
+  const clips = new Set(runs.map((r) => r.config?.max_grad_norm).filter((c): c is number => typeof c === "number" && c > 0));
+  return [...clips].map((c) => ({ y: c, label: `clipped above: max_grad_norm ${c}` }));
+}
+
 /** The standard training charts, one series per run (and per metric where a chart holds several). */
 export function trainingCharts(runs: readonly RunData[]): ChartSpec[] {
   const many = runs.length > 1;
   const name = (r: RunData, what: string): string => (many ? `${r.label} ${what}` : what);
-  const per = (id: string, title: string, key: string, y: string, rows: (r: RunData) => MetricsRow[], empty: string): ChartSpec => ({
-    id, title, x: "step", y, kind: "line", empty,
-    series: runs.map((r, i) => seriesOf(rows(r), key, many ? r.label : key, i)),
+  const per = (id: string, title: string, key: string, y: string, rows: (r: RunData) => MetricsRow[], empty: string, smooth = false): ChartSpec => ({
+    id, title, x: "step", y, kind: "line", empty, integerX: true,
+    series: runs.flatMap((r, i) => {
+      const s = seriesOf(rows(r), key, many ? r.label : key, i);
+      return smooth ? withTrend(s) : [s];
+    }),
   });
   const tr = (r: RunData): MetricsRow[] => r.train;
   const ev = (r: RunData): MetricsRow[] => r.eval;
   const noTrain = "No training steps were logged yet.";
   const noEval = "This run has no evaluation rows (set eval_size or eval_data to hold out pairs).";
-  return [
-    per("loss", "Training loss", "loss", "loss", tr, noTrain),
+  const charts: ChartSpec[] = [
+    { ...per("loss", "Training loss", "loss", "loss", tr, noTrain, true), hlines: ln2Lines(runs) },
     {
-      id: "rewards", title: "Implicit rewards β·log(π/π_ref): chosen, rejected, margin", x: "step", y: "reward", kind: "line", empty: noTrain,
+      id: "rewards", title: "Implicit rewards β·log(π/π_ref): chosen, rejected, margin", x: "step", y: "reward", kind: "line", empty: noTrain, integerX: true,
       series: runs.flatMap((r, i) => [
-        seriesOf(r.train, "rewards/chosen", name(r, "chosen"), many ? i : 0),
-        seriesOf(r.train, "rewards/rejected", name(r, "rejected"), many ? i : 1, true),
-        seriesOf(r.train, "rewards/margins", name(r, "margin"), many ? i : 2, many),
+        ...withTrend(seriesOf(r.train, "rewards/chosen", name(r, "chosen"), many ? i : 0)),
+        ...withTrend(seriesOf(r.train, "rewards/rejected", name(r, "rejected"), many ? i : 1, true)),
+        ...withTrend(seriesOf(r.train, "rewards/margins", name(r, "margin"), many ? i : 2, many)),
       ]),
     },
-    per("accuracies", "Reward accuracy (chosen ranked above rejected)", "rewards/accuracies", "accuracy", tr, noTrain),
-    per("grad_norm", "Gradient norm (before clipping)", "grad_norm", "‖g‖", tr, noTrain),
+    per("accuracies", "Reward accuracy (chosen ranked above rejected)", "rewards/accuracies", "accuracy", tr, noTrain, true),
+    { ...per("grad_norm", "Gradient norm (before clipping)", "grad_norm", "‖g‖", tr, noTrain, true), hlines: clipLines(runs) },
     per("learning_rate", "Learning rate", "learning_rate", "lr", tr, noTrain),
     per("tokens_per_second", "Throughput", "tokens_per_second", "tokens / s", tr, noTrain),
-    per("eval_loss", "Eval loss (held-out pairs)", "eval_loss", "loss", ev, noEval),
+    { ...per("eval_loss", "Eval loss (held-out pairs)", "eval_loss", "loss", ev, noEval), hlines: ln2Lines(runs) },
     per("eval_accuracies", "Eval reward accuracy (held-out pairs)", "eval_rewards/accuracies", "accuracy", ev, noEval),
     per("eval_margins", "Eval reward margin (held-out pairs)", "eval_rewards/margins", "margin", ev, noEval),
   ];
+  for (const c of charts) {
+    const windows = [...new Set(c.series.filter((s) => s.faded).map((s) => smoothingWindow(s.points.length)))];
+    if (windows.length > 0) c.caption = `Faint: each logged step. Solid: centred moving average over ${windows.join(" / ")} steps.`;
+  }
+  return charts;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -190,6 +240,9 @@ export function chartJs(): { source: string; version: string } {
   return { source: chartJsSource, version: pkg.version };
 }
 
+/** Colour of reference lines (ln 2, the clip threshold): a dark gold that no series in the palette has. */
+export const REF_LINE_COLOR = "#b8860b";
+
 const STYLE = `
 :root { --fg: #1d2330; --muted: #5b6475; --line: #dde2ea; --bg: #ffffff; --panel: #f6f8fb; }
 * { box-sizing: border-box; }
@@ -200,6 +253,7 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 32px 0 10
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 14px; }
 .card { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 10px 12px; }
 .card.wide { grid-column: 1 / -1; }
+h3 { font-size: 15px; margin: 18px 0 6px; }
 .card h3 { font-size: 13px; margin: 0 0 6px; font-weight: 600; }
 .chart { position: relative; height: 240px; } .wide .chart { height: 360px; }
 .note { color: var(--muted); font-style: italic; margin: 6px 0; }
@@ -213,46 +267,101 @@ code, pre { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monosp
 pre { background: var(--panel); border: 1px solid var(--line); padding: 10px; overflow: auto; border-radius: 6px; }
 details { margin: 8px 0; } summary { cursor: pointer; }
 .kv td:first-child { color: var(--muted); white-space: nowrap; width: 1%; }
+.caption { color: var(--muted); font-size: 12px; margin: 4px 0 0; }
+.verdict { font-weight: 600; margin: 6px 0 10px; } .verdict.ok { color: #1e7b34; } .verdict.warn { color: #a4530b; }
+ul.warnings { padding-left: 20px; margin: 10px 0; } ul.warnings li { margin: 0 0 10px; }
+ul.warnings .evidence, ul.warnings .advice { display: block; }
+ul.checks-not-run { color: var(--muted); font-size: 12px; padding-left: 20px; }
 `;
 
 /**
  * The page script: draws every chart spec found in the embedded data. Animations are off, so each chart is fully
- * drawn when its constructor returns (the page is static; nothing waits on a timer).
+ * drawn when its constructor returns (the page is static; nothing waits on a timer). Chart.js has no error bars or
+ * reference lines of its own; a small per-chart plugin draws both over the datasets, and the axes are widened to
+ * keep them in view.
  */
 const PAGE_SCRIPT = `
 (function () {
   var data = JSON.parse(document.getElementById("report-data").textContent);
   var palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"];
+  var refColor = "${REF_LINE_COLOR}";
   Chart.defaults.animation = false;
   Chart.defaults.font.size = 11;
+  function stroke(ctx, x0, y0, x1, y1) { ctx.beginPath(); ctx.moveTo(x0, y0); ctx.lineTo(x1, y1); ctx.stroke(); }
+  function overlay(spec) {
+    return { id: "tsdpoOverlay", afterDatasetsDraw: function (chart) {
+      var ctx = chart.ctx, area = chart.chartArea, xs = chart.scales.x, ys = chart.scales.y;
+      ctx.save();
+      ctx.lineWidth = 1.2;
+      chart.data.datasets.forEach(function (ds, i) {
+        if (!chart.isDatasetVisible(i)) return;
+        ctx.strokeStyle = ds.borderColor;
+        ds.data.forEach(function (p) {
+          var px = xs.getPixelForValue(p.x), py = ys.getPixelForValue(p.y);
+          if (p.err) {
+            var lo = ys.getPixelForValue(p.y - p.err), hi = ys.getPixelForValue(p.y + p.err);
+            stroke(ctx, px, lo, px, hi); stroke(ctx, px - 4, lo, px + 4, lo); stroke(ctx, px - 4, hi, px + 4, hi);
+          }
+          if (p.xerr) {
+            var l = xs.getPixelForValue(p.x - p.xerr), r = xs.getPixelForValue(p.x + p.xerr);
+            stroke(ctx, l, py, r, py); stroke(ctx, l, py - 4, l, py + 4); stroke(ctx, r, py - 4, r, py + 4);
+          }
+        });
+      });
+      (spec.hlines || []).forEach(function (h) {
+        var y = ys.getPixelForValue(h.y);
+        if (y < area.top - 0.5 || y > area.bottom + 0.5) return;
+        ctx.strokeStyle = refColor; ctx.fillStyle = refColor; ctx.lineWidth = 2; ctx.setLineDash([6, 4]);
+        stroke(ctx, area.left, y, area.right, y);
+        ctx.setLineDash([]); ctx.textAlign = "right"; ctx.textBaseline = "bottom"; ctx.font = "11px system-ui, sans-serif";
+        ctx.fillText(h.label, area.right - 4, y - 2);
+      });
+      ctx.restore();
+    } };
+  }
+  /** Axis bounds that keep error bars and reference lines in view (undefined: Chart.js's own). */
+  function extent(values) {
+    return values.length === 0 ? [undefined, undefined] : [Math.min.apply(null, values), Math.max.apply(null, values)];
+  }
   data.charts.forEach(function (spec) {
     var canvas = document.getElementById("chart-" + spec.id);
     if (!canvas) return;
-    var datasets = spec.series.filter(function (s) { return s.points.length > 0; }).map(function (s) {
+    var shown = spec.series.filter(function (s) { return s.points.length > 0; });
+    var ys = (spec.hlines || []).map(function (h) { return h.y; }), xs = [];
+    shown.forEach(function (s) {
+      s.points.forEach(function (p, i) {
+        if (s.err && s.err[i]) ys.push(p[1] - s.err[i], p[1] + s.err[i]);
+        if (s.xerr && s.xerr[i]) xs.push(p[0] - s.xerr[i], p[0] + s.xerr[i]);
+      });
+    });
+    var yb = extent(ys), xb = extent(xs);
+    var datasets = shown.map(function (s) {
       var c = palette[s.color % palette.length];
       return {
-        label: s.label,
-        data: s.points.map(function (p, i) { return { x: p[0], y: p[1], err: s.err ? s.err[i] : null }; }),
-        borderColor: c, backgroundColor: c, borderDash: s.dashed ? [5, 4] : [],
-        borderWidth: 1.6, pointRadius: spec.kind === "scatter" || s.points.length < 40 ? 3 : 0, tension: 0,
+        label: s.label, faded: !!s.faded,
+        data: s.points.map(function (p, i) { return { x: p[0], y: p[1], err: s.err ? s.err[i] : null, xerr: s.xerr ? s.xerr[i] : null }; }),
+        borderColor: s.faded ? c + "55" : c, backgroundColor: s.faded ? c + "55" : c, borderDash: s.dashed ? [5, 4] : [],
+        borderWidth: s.faded ? 1 : 1.6, pointRadius: s.faded ? 0 : spec.kind === "scatter" || s.points.length < 40 ? 3 : 0, tension: 0,
         showLine: true,
       };
     });
+    var legend = datasets.filter(function (d) { return !d.faded; }).length;
     new Chart(canvas, {
       type: "line",
       data: { datasets: datasets },
+      plugins: [overlay(spec)],
       options: {
         responsive: true, maintainAspectRatio: false, parsing: true,
         interaction: { mode: spec.kind === "scatter" ? "nearest" : "index", intersect: false },
         scales: {
-          x: { type: "linear", title: { display: true, text: spec.x } },
-          y: { type: "linear", title: { display: true, text: spec.y } },
+          x: { type: "linear", title: { display: true, text: spec.x }, suggestedMin: xb[0], suggestedMax: xb[1], ticks: spec.integerX ? { precision: 0 } : {} },
+          y: { type: "linear", title: { display: true, text: spec.y }, suggestedMin: yb[0], suggestedMax: yb[1] },
         },
         plugins: {
-          legend: { display: datasets.length > 1, labels: { boxWidth: 12 } },
+          legend: { display: legend > 1, labels: { boxWidth: 12, filter: function (item, d) { return !d.datasets[item.datasetIndex].faded; } } },
           tooltip: { callbacks: { label: function (ctx) {
             var p = ctx.raw; var y = Number(p.y).toPrecision(4);
-            return ctx.dataset.label + ": " + (spec.kind === "scatter" ? "KL " + Number(p.x).toFixed(3) + ", " : "") + y + (p.err != null ? " ± " + Number(p.err).toPrecision(2) : "");
+            return ctx.dataset.label + ": " + (spec.kind === "scatter" ? "KL " + Number(p.x).toFixed(3) + (p.xerr ? " ± " + Number(p.xerr).toPrecision(2) : "") + ", " : "") + y + (p.err != null ? " ± " + Number(p.err).toPrecision(2) : "");
           } } },
         },
       },
@@ -266,7 +375,8 @@ function chartCards(charts: readonly ChartSpec[], wide = false): string {
     .map((c) => {
       const has = c.series.some((s) => s.points.length > 0);
       const body = has ? `<div class="chart"><canvas id="chart-${esc(c.id)}" role="img" aria-label="${esc(c.title)}"></canvas></div>` : `<p class="note">${esc(c.empty)}</p>`;
-      return `<div class="card${wide ? " wide" : ""}"><h3>${esc(c.title)}</h3>${body}</div>`;
+      const caption = has && c.caption ? `<p class="caption">${esc(c.caption)}</p>` : "";
+      return `<div class="card${wide ? " wide" : ""}"><h3>${esc(c.title)}</h3>${body}${caption}</div>`;
     })
     .join("\n");
 }
@@ -331,23 +441,72 @@ ${body}
 `;
 }
 
+/**
+ * The run at a glance. Held-out values lead: a training row is the mean over one batch, so the last one (often
+ * accuracy 1.000) says little, and the training values shown are means over the last quarter of the run.
+ */
 function summaryKv(run: RunData): string {
   const last = run.train.at(-1);
-  const ev = run.eval.at(-1);
   const cfg = run.config ?? {};
   const loss = (cfg.loss ?? {}) as Record<string, unknown>;
+  const rows = new Map(healthRows(run).map((r) => [r.key, r]));
+  const held = (key: string, what: string, d: number): [string, string][] => {
+    const r = rows.get(key);
+    if (!r?.end) return [];
+    const best = r.best && r.best.step !== r.end.step ? ` (best ${num(r.best.value, d)} at step ${r.best.step})` : "";
+    return [[`held-out ${what} (step ${r.end.step})`, num(r.end.value, d) + best]];
+  };
+  const trained = (key: string, what: string, d: number): [string, string][] => {
+    const r = rows.get(key);
+    return r?.end ? [[`training ${what}, mean of the last ${r.endRows} logged steps`, num(r.end.value, d)]] : [];
+  };
   const items: [string, string][] = [
     ["model", String(cfg.model ?? "stories260K (shipped)")],
     ["data", String(cfg.data ?? "HH-RLHF harmless-base test (shipped)")],
     ["loss", `${JSON.stringify(loss.loss_type ?? "sigmoid")}, β = ${loss.beta ?? "?"}`],
     ["steps logged", last ? `${last.step}` : "0"],
-    ["final loss", num(last?.loss)],
-    ["final reward accuracy", num(last?.["rewards/accuracies"], 3)],
-    ["final eval loss", num(ev?.eval_loss)],
-    ["final eval reward accuracy", num(ev?.["eval_rewards/accuracies"], 3)],
+    ...(run.eval.length > 0
+      ? [...held("eval_rewards/accuracies", "reward accuracy", 3), ...held("eval_loss", "loss", 4), ...held("eval_rewards/margins", "reward margin", 3)]
+      : [["held-out evaluation", "none: set eval_size or eval_data to hold out pairs; training batches cannot show how the model does on new pairs"] as [string, string]]),
+    ...trained("rewards/accuracies", "reward accuracy", 3),
+    ...trained("loss", "loss", 4),
     ["tokens seen", last ? String(last.num_tokens ?? "—") : "—"],
   ];
   return `<table class="kv">${items.map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join("")}</table>`;
+}
+
+/** Escaped text with each named setting set in <code>. */
+function withSettings(text: string, settings: readonly string[]): string {
+  let html = esc(text);
+  for (const k of settings) html = html.replace(new RegExp(`\\b${k.replace(/[^\w]/g, "\\$&")}\\b`, "g"), `<code>${k}</code>`);
+  return html;
+}
+
+/** The health section's body: the verdict, start/end/best values, the warnings, and the checks that did not run. */
+export function healthHtml(h: RunHealth): string {
+  const n = h.warnings.length;
+  const verdict = n === 0 ? `<p class="verdict ok">No warnings.</p>` : `<p class="verdict warn">${n} warning${n === 1 ? "" : "s"}.</p>`;
+  const digits = (key: string): number => (key.endsWith("loss") ? 4 : 3);
+  const at = (p: { step: number; value: number } | null, key: string): string => (p ? `${num(p.value, digits(key))} <span class="prompt">(step ${p.step})</span>` : "—");
+  const table = h.rows.length === 0 ? `<p class="note">No metrics were logged yet.</p>` :
+    `<table><tr><th>metric</th><th>on</th><th class="num">start</th><th class="num">end</th><th class="num">best</th></tr>` +
+    h.rows
+      .map((r) => {
+        const end = r.split === "training" ? `${num(r.end!.value, digits(r.key))} <span class="prompt">(mean of last ${r.endRows} steps)</span>` : at(r.end, r.key);
+        return `<tr><td><code>${esc(r.key)}</code></td><td>${r.split === "held-out" ? "held-out pairs" : "training batches"}</td>` +
+          `<td class="num">${at(r.start, r.key)}</td><td class="num">${end}</td><td class="num">${r.split === "held-out" ? at(r.best, r.key) : "—"}</td></tr>`;
+      })
+      .join("") +
+    `</table>`;
+  const warnings = n === 0 ? "" :
+    `<ul class="warnings">` +
+    h.warnings
+      .map((w) => `<li data-warning="${esc(w.id)}"><strong>${esc(w.title)}</strong><span class="evidence">${esc(w.evidence)}</span>` +
+        `<span class="advice"><em>What to change:</em> ${withSettings(w.advice, w.settings)}</span></li>`)
+      .join("") +
+    `</ul>`;
+  const notes = h.notes.length === 0 ? "" : `<ul class="checks-not-run">${h.notes.map((s) => `<li>${esc(s)}</li>`).join("")}</ul>`;
+  return verdict + warnings + table + notes;
 }
 
 /** The report of one train() run folder, as HTML. */
@@ -355,6 +514,7 @@ export function renderRunReport(run: RunData): string {
   const charts = trainingCharts([run]);
   const body = [
     `<h2>Summary</h2>${summaryKv(run)}`,
+    `<h2 id="health">Health</h2>${healthHtml(runHealth(run))}`,
     `<h2>Training</h2><div class="grid">${chartCards(charts.slice(0, 6))}</div>`,
     `<h2>Evaluation</h2><div class="grid">${chartCards(charts.slice(6))}</div>`,
     `<h2>Samples</h2>${samplesTable(run)}`,
@@ -373,9 +533,10 @@ export function frontierChart(res: DemoResults): ChartSpec {
     label: `β = ${r.beta}`,
     points: r.points.map((p) => [p.kl.mean, p.reward.mean] as [number, number]),
     err: r.points.map((p) => p.reward.se),
+    xerr: r.points.map((p) => p.kl.se),
     color: i,
   }));
-  series.push({ label: "reference", points: [[0, res.reference.reward.mean]], err: [res.reference.reward.se], color: 8 });
+  series.push({ label: "reference", points: [[0, res.reference.reward.mean]], err: [res.reference.reward.se], xerr: [0], color: 8 });
   return {
     id: "frontier", title: "Reward vs KL(π‖π_ref) on held-out prompts: each β's checkpoints, from the reference outwards",
     x: "KL(π‖π_ref), nats per completion", y: "mean AFINN-165 reward", kind: "scatter", series, empty: "No run was evaluated.",
@@ -434,8 +595,11 @@ export function renderDemoReport(dir: string, res: DemoResults, samples: DemoSam
   const configs = runs.map((r) => `<details><summary>${esc(r.label)} (${esc(r.dir)})</summary>${configTable(r.config)}</details>`).join("\n");
   const body = [
     `<h2>Result</h2>${summary}`,
+    `<h2 id="health">Health of each run</h2>` +
+      (runs.length === 0 ? `<p class="note">No β run folder was found.</p>` : runs.map((r) => `<h3>${esc(r.label)}</h3>${healthHtml(runHealth(r))}`).join("\n")),
     `<h2>Reward vs KL frontier</h2><div class="grid">${chartCards([frontier], true)}</div>` +
-      `<p class="note">The DPO paper's Figure 2 in miniature: each point is a policy (a checkpoint of one β's run) measured on the held-out prompts; up and to the left is better.</p>`,
+      `<p class="note">The DPO paper's Figure 2 in miniature: each point is a policy (a checkpoint of one β's run) measured on the held-out prompts; up and to the left is better. ` +
+      `Error bars: ± one standard error of the mean reward (vertical) and of the mean KL (horizontal) over the held-out samples.</p>`,
     `<h2>Data</h2>${dataKv}`,
     `<h2>Training${runs.length > 1 ? " (all β overlaid)" : ""}</h2><div class="grid">${chartCards(charts.slice(1, 7))}</div>`,
     `<h2>Evaluation on held-out pairs</h2><div class="grid">${chartCards(charts.slice(7))}</div>`,

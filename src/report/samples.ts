@@ -8,15 +8,13 @@ import { existsSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { selectBackend } from "../backend/select.js";
 import { loadPreferences, splitPreferences } from "../data/load.js";
-import { chatRendererFor } from "../data/normalize.js";
 import { pairEncoder } from "../data/tokenize.js";
 import type { PreferencePair } from "../data/types.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { loadModel } from "../io/load.js";
 import { loadModelForUse } from "../io/resolve.js";
-import { defaultModelPath } from "../paths.js";
+import { defaultDataPath, defaultModelPath } from "../paths.js";
 import { Rng } from "../rng.js";
-import { renderChat } from "../tokenizer/chat.js";
 import { sampleCompletion } from "../demo/sample.js";
 import type { SamplesDoc } from "./report.js";
 
@@ -57,11 +55,11 @@ export async function ensureRunSamples(runDir: string, config: Record<string, un
   // Prompts: the eval data as train() saw it, else the training data.
   const str = (k: string): string | undefined => (typeof config[k] === "string" ? (config[k] as string) : undefined);
   const loadOpts = {
-    promptField: str("prompt_field"), chosenField: str("chosen_field"), rejectedField: str("rejected_field"),
-    skipInvalid: true, chat: chatRendererFor(renderChat, tok),
+    // null (infer the prompt on purpose) must stay null, as training read it
+    promptField: config.prompt_field === null ? null : str("prompt_field"), chosenField: str("chosen_field"), rejectedField: str("rejected_field"),
+    skipInvalid: true, tokenizer: tok,
   };
-  const { defaultDataPath } = await import("../train/train.js"); // lazily: train.ts imports the report
-  const dataPath = resolve(str("data") ?? defaultDataPath());
+  const dataPath = resolve(str("data") ?? defaultDataPath);
   let pairs: PreferencePair[];
   let source: string;
   const evalData = str("eval_data");
