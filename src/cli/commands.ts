@@ -1,7 +1,7 @@
-// The CLI's commands: each declares its options (for node:util parseArgs, strict) and a run function that calls
+// The CLI's commands: each declares its options (parsed by ./args.ts, the one parser) and a run function that calls
 // the library. The option names and output forms here are a contract other tools rely on; change them with care.
 
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { selectBackend } from "../backend/select.js";
 import { configError, inputError } from "../errors.js";
@@ -10,24 +10,24 @@ import { exportGguf } from "../export/gguf.js";
 import { writePeftAdapter } from "../io/peft.js";
 import { loadModelForUse, readRunConfig } from "../io/resolve.js";
 import { modelFingerprint } from "../io/fingerprint.js";
-import { defaultModelPath } from "../paths.js";
+import { defaultConfigPath, defaultModelPath } from "../paths.js";
+import { applyOverrides, readConfigFile, resolveTrainConfig, trainKeyList, trainOptionTypes } from "../train/config.js";
 import { generate } from "../sample/generate.js";
 import { pairLogps, preferenceAccuracy } from "../train/logps.js";
-import { loadPreferencePairs } from "../data/load.js";
+import { type PreparedData, dataOptionsFromConfig, formatPreferenceData, loadPreferenceData } from "../data/load.js";
+import type { LoadedModel } from "../io/load.js";
+import { createProgress } from "../train/progress.js";
 import { sampleCommand } from "./sample.js";
 import { demoCommand } from "./demo.js";
 import { reportCommand } from "./report.js";
 import { benchCommand } from "./bench.js";
-
-type Values = Record<string, string | boolean | undefined>;
-type OptionSpec = Record<string, { type: "string" | "boolean"; short?: string }>;
+import type { OptionSpec, Values } from "./args.js";
 
 export interface Command {
   summary: string;
   help: string;
+  /** Parsed by src/cli/args.ts: `--key value` or `--key=value`, kebab-case or snake_case. */
   options: OptionSpec;
-  /** Commands that take free-form `--key=value` overrides parse argv themselves. */
-  rawArgs?: boolean;
   run(values: Values, positionals: string[]): Promise<number | void>;
 }
 
@@ -44,6 +44,33 @@ function num(v: Values, key: string, fallback: number, check: (x: number) => boo
 const isInt = (x: number): boolean => Number.isInteger(x);
 
 const backendOption = { backend: { type: "string" }, adapter: { type: "string" } } as const;
+
+/** The data options every command that reads preference pairs takes, with train's config names. */
+const dataOptions = {
+  prompt_field: { type: "string" }, chosen_field: { type: "string" }, rejected_field: { type: "string" },
+  skip_invalid: { type: "boolean" },
+} as const;
+const dataHelp = `  --prompt-field F, --chosen-field F, --rejected-field F
+                       the fields that hold the prompt and the two answers, when a file names them differently
+                       (defaults: prompt, chosen, rejected; without a prompt field the prompt is inferred)
+  --skip-invalid       skip malformed rows (counted, and listed on stderr) instead of stopping at the first`;
+
+/** Loads a preference file for `model` through the one loader train uses, with the command's data options. */
+async function loadDataFor(v: Values, path: string, model: LoadedModel, maxLength: number | null): Promise<PreparedData> {
+  const promptField = str(v, "prompt_field");
+  const d = await loadPreferenceData(resolve(path), model.tokenizer, dataOptionsFromConfig({
+    // --prompt-field null: infer the prompt from the answers on purpose, as prompt_field: null in a config
+    ...(promptField !== undefined ? { prompt_field: promptField === "null" ? null : promptField } : {}),
+    ...(str(v, "chosen_field") !== undefined ? { chosen_field: str(v, "chosen_field") } : {}),
+    ...(str(v, "rejected_field") !== undefined ? { rejected_field: str(v, "rejected_field") } : {}),
+    skip_invalid: v.skip_invalid === true,
+    max_length: maxLength,
+  }, model.model.cfg.maxSeqLen));
+  // What was skipped, truncated or flagged goes to stderr, so that stdout stays the command's result.
+  if (d.stats.invalid + d.stats.dropped + d.stats.warnings + d.stats.truncated > 0) process.stderr.write(formatPreferenceData(d) + "\n");
+  return d;
+}
+
 const modelHelp = `  --model <path>       a .gguf file, a Hugging Face folder, a LoRA adapter folder or a run folder
                        (default: the shipped stories260K)
   --adapter <folder>   a PEFT LoRA adapter to put on the model`;
@@ -90,20 +117,22 @@ ${modelHelp}
 
 const logprobsCommand: Command = {
   summary: "sum of completion-token log-probs of chosen and rejected for each row of a preference file",
-  help: `usage: tsdpo logprobs [--model <file.gguf|hf-folder>] --data <file.jsonl> [--json]
+  help: `usage: tsdpo logprobs [--model <file.gguf|hf-folder>] --data <file> [--json]
 ${modelHelp}
-  --data <file>        preference rows {"prompt","chosen","rejected"} (JSONL, JSON, Parquet, optionally .gz)
+  --data <file>        preference rows {"prompt","chosen","rejected"} (JSONL, JSON, Parquet, CSV, TSV, optionally .gz);
+                       conversational rows are rendered with the model's chat template
+${dataHelp}
   --json               one JSON line per row (the default output; kept for symmetry with other commands):
                        {"index":i,"chosen_logps":x,"rejected_logps":y,"chosen_tokens":n,"rejected_tokens":m}
   --backend js|native|auto
 The sums run over completion tokens only (the completion and the EOS that ends it), as DPO uses them.`,
-  options: { model: { type: "string" }, data: { type: "string" }, json: { type: "boolean" }, ...backendOption },
+  options: { model: { type: "string" }, data: { type: "string" }, json: { type: "boolean" }, ...backendOption, ...dataOptions },
   async run(v) {
     const data = str(v, "data");
     if (!data) throw configError("logprobs: --data <file> is required");
     const be = selectBackend(str(v, "backend"));
     const loaded = loadModelForUse(str(v, "model") ?? defaultModelPath, str(v, "adapter"), defaultModelPath);
-    const pairs = await loadPreferencePairs(resolve(data), loaded.tokenizer, { maxLength: loaded.model.cfg.maxSeqLen });
+    const pairs = await loadDataFor(v, data, loaded, null);
     const rows = pairLogps(be, loaded.model, pairs.pairs);
     for (const r of rows) process.stdout.write(JSON.stringify(r) + "\n");
   },
@@ -111,16 +140,24 @@ The sums run over completion tokens only (the completion and the EOS that ends i
 
 const exportCommand: Command = {
   summary: "export a model or a run as a Hugging Face folder, a PEFT adapter or a GGUF file",
-  help: `usage: tsdpo export [<run-folder|model>] [--model <path>] [--adapter <peft-folder>] --format hf|peft|gguf --out <path>
-                    [--dtype f32|f16|bf16] [--max-shard-size <bytes, e.g. 2GB>]
-  hf     config.json, model.safetensors (sharded with model.safetensors.index.json above --max-shard-size),
-         tokenizer.json, tokenizer_config.json and generation_config.json, loadable by Hugging Face transformers;
-         a LoRA adapter is merged into the weights first
-  peft   adapter_config.json + adapter_model.safetensors, as PEFT writes them (the model must carry a LoRA adapter)
-  gguf   one GGUF v3 file (--dtype f32 or f16) with the metadata and tokenizer llama.cpp needs; LoRA is merged first`,
+  help: `usage: tsdpo export [<run-folder|model>] [--model <path>] [--adapter <peft-folder>] [--format hf|peft|gguf] --out <path>
+                    [--dtype f32|f16|bf16] [--max-shard-size <size>] [--force]
+  <run-folder|model>   what to export: a run folder (its final/), a checkpoint, a .gguf or an HF folder
+  --model <path>       the same, as an option
+  --adapter <folder>   a PEFT LoRA adapter to put on the model (merged into the weights for hf and gguf)
+  --out <path>         the folder (hf, peft) or file (gguf) to write
+  --format F           hf (default), peft or gguf:
+      hf     config.json, model.safetensors (sharded with model.safetensors.index.json above --max-shard-size),
+             tokenizer.json, tokenizer_config.json and generation_config.json, loadable by Hugging Face transformers;
+             a LoRA adapter is merged into the weights first
+      peft   adapter_config.json + adapter_model.safetensors, as PEFT writes them (the model must carry a LoRA adapter)
+      gguf   one GGUF v3 file with the metadata and tokenizer llama.cpp and ollama need; LoRA is merged first
+  --dtype D            f32 (default), f16 or bf16 (bf16: hf only) for the weights written
+  --max-shard-size S   hf: largest safetensors shard, e.g. 500MB or 2GB (default 5GB, as transformers)
+  --force              overwrite --out when it already exists (without it, export refuses)`,
   options: {
     model: { type: "string" }, adapter: { type: "string" }, format: { type: "string" }, out: { type: "string" },
-    dtype: { type: "string" }, "max-shard-size": { type: "string" },
+    dtype: { type: "string" }, "max-shard-size": { type: "string" }, force: { type: "boolean" },
   },
   async run(v, positionals) {
     const input = str(v, "model") ?? positionals[0];
@@ -132,6 +169,9 @@ const exportCommand: Command = {
     const dtypes = { f32: "F32", f16: "F16", bf16: "BF16" } as const;
     if (!(dtypeName in dtypes)) throw configError(`export: --dtype ${dtypeName}: expected f32, f16 or bf16`);
     const maxShardBytes = parseByteSize(str(v, "max-shard-size") ?? "5GB");
+    // Nothing is overwritten by accident: an existing file, or a folder with anything in it, needs --force.
+    if (existsSync(out) && !(statSync(out).isDirectory() && readdirSync(out).length === 0) && v.force !== true)
+      throw configError(`export: ${out} already exists; choose another --out, or add --force to overwrite it`);
     switch (format) {
       case "hf": {
         const loaded = loadModelForUse(input, str(v, "adapter"), defaultModelPath);
@@ -173,27 +213,36 @@ export function parseByteSize(s: string): number {
 
 const trainCommand: Command = {
   summary: "train with DPO (or a sibling loss) from a config file, or resume a run",
-  help: `usage: tsdpo train [<config.json>] [--key=value ...]
+  help: `usage: tsdpo train [<config.json>] [--key value ...]
        tsdpo train --resume <run-folder>
-  <config.json>   training settings (README lists every key; configs/default.json is the shipped default).
-                  Without a file, the defaults train the shipped stories260K on the shipped HH-RLHF pairs.
-  --key=value     override one setting, e.g. --beta=0.1 --learning_rate=5e-4 --loss_type=ipo --output_dir=runs/a
+       tsdpo train --list-keys
+  <config.json>   training settings as a JSON object. Without a file, tsdpo runs the shipped configs/default.json
+                  (stories260K on the shipped HH-RLHF pairs, 300 held out; about a minute on native). Keys that
+                  a file leaves out take TRL's defaults (learning_rate 1e-6, max_length 1024, no held-out set…).
+                  Paths in a file are relative to the file's folder; paths on the command line to the current one.
+  --key value     one setting, e.g. --beta 0.1 --learning_rate 5e-4 --loss_type ipo --output_dir runs/a
+                  (also --key=value; --max-steps and --max_steps are the same)
+  --list-keys     every setting with its default and meaning
   --resume <dir>  continue a run from its newest checkpoint (after a crash or kill -9), with its saved config
   --quiet         no progress output
-The run folder gets config.json (resolved), metrics.jsonl, checkpoints/step-N/, final/ and summary.json.`,
-  options: {},
-  rawArgs: true,
-  async run(_v, argv) {
-    const { readConfigFile, applyOverrides, resolveTrainConfig } = await import("../train/config.js");
+The run folder gets config.json (resolved, absolute paths), metrics.jsonl, checkpoints/step-N/, final/,
+summary.json and report.html.`,
+  options: {
+    ...Object.fromEntries(Object.entries(trainOptionTypes()).map(([k, type]) => [k, { type }])),
+    resume: { type: "string" }, quiet: { type: "boolean" }, list_keys: { type: "boolean" },
+  },
+  async run(v, positionals) {
     const { train } = await import("../train/train.js");
-    const quiet = argv.includes("--quiet");
-    const args = argv.filter((a) => a !== "--quiet");
-    const r = args.indexOf("--resume");
-    if (r >= 0) {
-      const dir = args[r + 1];
-      if (!dir || dir.startsWith("--")) throw configError("train: --resume needs the run folder, e.g. --resume runs/my-run");
-      const rest = args.filter((_, i) => i !== r && i !== r + 1);
-      if (rest.length) throw configError(`train --resume takes the run's saved config; remove ${rest.join(" ")}`);
+    if (v.list_keys) {
+      process.stdout.write(trainKeyList());
+      return;
+    }
+    const quiet = v.quiet === true;
+    const settings = Object.fromEntries(Object.entries(v).filter(([k]) => k !== "quiet" && k !== "resume" && k !== "list_keys"));
+    const dir = str(v, "resume");
+    if (dir !== undefined) {
+      const extra = [...positionals, ...Object.keys(settings).map((k) => `--${k}`)];
+      if (extra.length) throw configError(`train --resume takes the run's saved config; remove ${extra.join(" ")}`);
       const where = resolve(dir, "config.json");
       if (!existsSync(where) || !existsSync(resolve(dir, "metrics.jsonl")))
         throw inputError(`train --resume ${dir}: not a tsdpo run folder (it has no config.json and metrics.jsonl from \`tsdpo train\`)`);
@@ -201,27 +250,33 @@ The run folder gets config.json (resolved), metrics.jsonl, checkpoints/step-N/, 
       await train(cfg, resolve(dir), { resume: true, quiet });
       return;
     }
-    const file = args[0] && !args[0].startsWith("--") ? args[0] : null;
-    const overrides = file ? args.slice(1) : args;
-    const base = file ? readConfigFile(file) : {};
-    const cfg = resolveTrainConfig(applyOverrides(base, overrides), file ?? "command line");
-    await train(cfg, null, { quiet });
+    if (positionals.length > 1)
+      throw configError(`train: give one config file, got ${positionals.length} (${positionals.join(", ")}); settings go as --key value`);
+    const file = positionals[0] ?? defaultConfigPath;
+    const where = (positionals[0] ?? "configs/default.json") + (Object.keys(settings).length ? " with the command line's settings" : "");
+    const cfg = resolveTrainConfig(applyOverrides(readConfigFile(file), settings), where);
+    const notes = positionals.length === 0 ? [`config: ${file} (the shipped default; \`tsdpo train my.json\` runs your own)`] : [];
+    await train(cfg, null, { quiet, notes });
   },
 };
 
 const evalCommand: Command = {
   summary: "preference accuracy and mean reward margin of a model against a reference on a preference file",
-  help: `usage: tsdpo eval --model <policy> --data <file> [--reference <model>] [--beta B] [--max-length N] [--json]
-  --model <path>       the tuned model (a .gguf, an HF folder, or a run's final/ or checkpoint folder)
-  --data <file>        preference pairs (the formats train reads)
+  help: `usage: tsdpo eval --model <policy> --data <file> [--reference <model>] [--adapter <folder>] [--beta B]
+                  [--max-length N] [--json]
+  --model <path>       the tuned model (a .gguf, an HF folder, a run folder, or its final/ or a checkpoint folder)
+  --adapter <folder>   a PEFT LoRA adapter to put on the policy (the reference stays without it)
+  --data <file>        preference pairs (the formats train reads; conversational rows use the chat template)
+${dataHelp}
   --reference <path>   π_ref; default: the starting model recorded in a run folder's train_config.json
   --beta B             β of the implicit reward r = β·(log π − log π_ref) (default: the run's beta, else 0.1)
   --max-length N       truncate pairs to N tokens as training does (default: the model's context)
   --json               one JSON object instead of a table
+  --backend js|native|auto
 Accuracy is the share of pairs whose implicit reward ranks chosen strictly above rejected (a tie counts as wrong).`,
   options: {
     model: { type: "string" }, data: { type: "string" }, reference: { type: "string" }, beta: { type: "string" },
-    "max-length": { type: "string" }, json: { type: "boolean" }, ...backendOption,
+    "max-length": { type: "string" }, json: { type: "boolean" }, ...backendOption, ...dataOptions,
   },
   async run(v) {
     const modelPath = str(v, "model");
@@ -236,8 +291,12 @@ Accuracy is the share of pairs whose implicit reward ranks chosen strictly above
     const policy = loadModelForUse(modelPath, str(v, "adapter"), defaultModelPath);
     const ref = loadModelForUse(refPath, null, defaultModelPath);
     const maxLength = num(v, "max-length", policy.model.cfg.maxSeqLen, (x) => isInt(x) && x >= 2, "a whole number ≥ 2");
-    const pairs = await loadPreferencePairs(resolve(data), policy.tokenizer, { maxLength });
-    const r = preferenceAccuracy(pairLogps(be, policy.model, pairs.pairs), pairLogps(be, ref.model, pairs.pairs), beta);
+    const pairs = await loadDataFor(v, data, policy, maxLength);
+    const progress = createProgress("eval", 2 * pairs.pairs.length, 0, process.stderr, false, 10_000, "scored");
+    const policyRows = pairLogps(be, policy.model, pairs.pairs, 4, true, (done) => progress.update(done, "(policy)"));
+    const refRows = pairLogps(be, ref.model, pairs.pairs, 4, true, (done) => progress.update(pairs.pairs.length + done, "(reference)"));
+    progress.done();
+    const r = preferenceAccuracy(policyRows, refRows, beta);
     const result = { pairs: r.n, accuracy: r.accuracy, mean_margin: r.meanMargin, "rewards/chosen": r.chosen, "rewards/rejected": r.rejected, beta, model: modelPath, reference: refPath };
     if (v.json) process.stdout.write(JSON.stringify(result) + "\n");
     else
@@ -248,14 +307,15 @@ Accuracy is the share of pairs whose implicit reward ranks chosen strictly above
   },
 };
 
+/** In the order a new user meets them: the demo first. */
 export const commands: Record<string, Command> = {
-  eval: evalCommand,
+  demo: demoCommand,
   train: trainCommand,
+  eval: evalCommand,
+  sample: sampleCommand,
   generate: generateCommand,
   logprobs: logprobsCommand,
   export: exportCommand,
-  sample: sampleCommand,
-  demo: demoCommand,
   report: reportCommand,
   bench: benchCommand,
 };

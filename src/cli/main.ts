@@ -2,8 +2,9 @@
 // tsdpo command line. Thin: parse arguments, call the library, print. Errors a user can fix (TsdpoError) are
 // printed as one `error:` line with a non-zero exit and no stack trace; TSDPO_DEBUG=1 shows stacks.
 
-import { parseArgs, type ParseArgsConfig } from "node:util";
 import { TsdpoError, configError } from "../errors.js";
+import { closest } from "../suggest.js";
+import { parseCommandArgs } from "./args.js";
 import { commands } from "./commands.js";
 
 const USAGE = `tsdpo — Direct Preference Optimization for language models, in TypeScript
@@ -15,12 +16,18 @@ ${Object.entries(commands)
   .map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`)
   .join("\n")}
 
-Run \`tsdpo <command> --help\` for the options of a command.
+Start with \`tsdpo demo\`. Run \`tsdpo <command> --help\` for the options of a command; options take
+\`--key value\` or \`--key=value\`, in kebab-case or snake_case.
 `;
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === "--help" || name === "-h" || name === "help") {
+    const topic = name === "help" ? rest[0] : undefined;
+    if (topic && commands[topic]) {
+      process.stdout.write(commands[topic].help + "\n");
+      return 0;
+    }
     process.stdout.write(USAGE);
     return name ? 0 : 2;
   }
@@ -29,19 +36,16 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const cmd = commands[name];
-  if (!cmd) throw configError(`unknown command "${name}"; run \`tsdpo --help\` for the list`);
+  if (!cmd) {
+    const hint = closest(name, Object.keys(commands));
+    throw configError(`unknown command "${name}"${hint ? ` (did you mean \`tsdpo ${hint}\`?)` : ""}; run \`tsdpo --help\` for the list`);
+  }
   if (rest.includes("--help") || rest.includes("-h")) {
     process.stdout.write(cmd.help + "\n");
     return 0;
   }
-  if (cmd.rawArgs) return (await cmd.run({}, rest)) ?? 0;
-  let parsed: ReturnType<typeof parseArgs>;
-  try {
-    parsed = parseArgs({ args: rest, options: cmd.options as ParseArgsConfig["options"], allowPositionals: true, strict: true });
-  } catch (e) {
-    throw configError(`${name}: ${(e as Error).message.replace(/\. To specify.*$/s, "")}. Run \`tsdpo ${name} --help\``);
-  }
-  return (await cmd.run(parsed.values as Record<string, string | boolean | undefined>, parsed.positionals)) ?? 0;
+  const parsed = parseCommandArgs(name, rest, cmd.options);
+  return (await cmd.run(parsed.values, parsed.positionals)) ?? 0;
 }
 
 const debug = process.env.TSDPO_DEBUG !== undefined && process.env.TSDPO_DEBUG !== "0";

@@ -5,6 +5,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { inputError } from "../errors.js";
+import { hubIdHint } from "../paths.js";
 import { modelFingerprint } from "./fingerprint.js";
 import { type LoadedModel, loadModel } from "./load.js";
 import { isPeftAdapter, loadPeftAdapter, readPeftConfig } from "./peft.js";
@@ -41,6 +42,7 @@ export function resolveModelPath(path: string): string {
 /** Loads `path` (see above), then `adapter` if given. */
 export function loadModelForUse(path: string, adapter?: string | null, defaultBase?: string): LoadedModel {
   const p = resolveModelPath(path);
+  if (!existsSync(p)) throw inputError(`${path}: no such model file or folder (give a .gguf file or a Hugging Face model folder)${hubIdHint(path)}`);
   if (isPeftAdapter(p)) {
     if (adapter) throw inputError(`${p} is itself a LoRA adapter; give its base model as --model and the adapter as --adapter`);
     const info = readPeftConfig(p);

@@ -243,8 +243,11 @@ function parseLossTypes(v: unknown, where: string): (PairLossType | "simpo" | "o
   return (list as string[]).map((t) => {
     if (t === "simpo" || t === "orpo") return t;
     const name = PAIR_LOSS_ALIASES[t] ?? t;
-    if (!(PAIR_LOSS_TYPES as readonly string[]).includes(name))
-      throw configError(`${where}.loss_type: unknown loss "${t}"; known: ${ALL_LOSS_NAMES.join(", ")}`);
+    if (!(PAIR_LOSS_TYPES as readonly string[]).includes(name)) {
+      // "dpo" is the name people reach for first; TRL (and tsdpo) call the DPO paper's loss "sigmoid".
+      const hint = t.toLowerCase() === "dpo" ? `; DPO's loss (the paper's) is "sigmoid", the default` : "";
+      throw configError(`${where}.loss_type: unknown loss "${t}"${hint}; known: ${ALL_LOSS_NAMES.join(", ")}`);
+    }
     return name as PairLossType;
   });
 }

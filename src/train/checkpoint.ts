@@ -28,6 +28,8 @@ export interface TrainerState {
   rng: RngState; // after drawing `order`
   lossState: LossState;
   numTokens: number; // cumulative input tokens seen (TRL's num_tokens)
+  /** The best evaluation so far by metric_for_best_model (its weights are in best/); absent when nothing ranks them. */
+  best?: { step: number; value: number } | null;
 }
 
 export function checkpointDirName(step: number): string {

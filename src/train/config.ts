@@ -3,10 +3,13 @@
 // Unknown keys and wrong types are errors that name the key and the file. The resolved config is written into
 // the run folder and every checkpoint.
 
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { defaultBackendName } from "../backend/select.js";
 import { configError, describeJsonError, inputError } from "../errors.js";
-import { LOSS_KEYS, type LossConfig, lossConfigFromJson, lossConfigToJson } from "../loss/config.js";
+import { LOSS_KEYS, PAIR_LOSS_TYPES, type LossConfig, lossConfigFromJson, lossConfigToJson } from "../loss/config.js";
+import { defaultDataPath, defaultModelPath, hubIdHint } from "../paths.js";
+import { closest } from "../suggest.js";
 
 export interface TrainConfig {
   /** Policy and reference start: a .gguf file or HF folder. Default: the shipped stories260K. */
@@ -18,10 +21,11 @@ export interface TrainConfig {
   /** Held-out eval pairs: a count (≥ 1) or a fraction (< 1) of `data`. 0 = no eval. */
   eval_size: number;
   /**
-   * Field names for datasets that name them differently (e.g. "response_j"). prompt_field null (default): use
-   * "prompt" where a row has it, else infer the prompt from the answers' shared prefix (HH-RLHF).
+   * Field names for datasets that name them differently (e.g. "response_j"). prompt_field unset (default): use
+   * "prompt" where a row has it, else infer the prompt from the answers' shared prefix (HH-RLHF) unless the row has
+   * another key that could be the prompt (then loading stops and says so); null: infer it on purpose.
    */
-  prompt_field: string | null;
+  prompt_field?: string | null;
   chosen_field: string;
   rejected_field: string;
   /** Malformed rows are counted and reported in invalid_rows.jsonl instead of stopping the run. */
@@ -64,8 +68,18 @@ export interface TrainConfig {
   logging_steps: number;
   /** Evaluate every N steps (and at the end); 0 = only at the end. */
   eval_steps: number;
+  /** Also evaluate before the first step (TRL's eval_on_start), so that the run's start is on the eval curves. */
+  eval_on_start: boolean;
   /** Checkpoint every N steps (and at the end); 0 = only the final weights. */
   save_steps: number;
+  /** The eval metric that ranks checkpoints, as TRL: "loss" (eval_loss) or e.g. "rewards/accuracies" (the eval_
+   *  prefix is optional). null: "loss" when load_best_model_at_end is on. */
+  metric_for_best_model: string | null;
+  /** Whether a larger metric is better. null: false for a loss, true for anything else (TRL's rule). */
+  greater_is_better: boolean | null;
+  /** Keep the weights of the best evaluation (by metric_for_best_model) in best/ and end the run with them in
+   *  final/, so that a run that overfits late does not end worse than its best held-out point. Needs eval pairs. */
+  load_best_model_at_end: boolean;
   /** Compute the reference log-probs once before training (cached on disk) instead of a frozen copy. */
   precompute_ref_log_probs: boolean;
   /** Pack each pair as prompt ++ chosen ++ rejected so the prompt is computed once for both answers (tsdpo's own
@@ -97,7 +111,7 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   data: null,
   eval_data: null,
   eval_size: 0,
-  prompt_field: null,
+  prompt_field: undefined, // absent: "prompt" when rows have it; an explicit null infers it on purpose
   chosen_field: "chosen",
   rejected_field: "rejected",
   skip_invalid: false,
@@ -123,7 +137,11 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   max_grad_norm: 1.0,
   logging_steps: 1,
   eval_steps: 0,
+  eval_on_start: false,
   save_steps: 0,
+  metric_for_best_model: null,
+  greater_is_better: null,
+  load_best_model_at_end: false,
   precompute_ref_log_probs: false,
   shared_prefix: true,
   ref_model: null,
@@ -136,8 +154,8 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   adapter: null,
 };
 
-type Kind = "string?" | "string" | "number" | "number?" | "int" | "int?" | "bool" | "strings" | { oneOf: readonly string[] };
-const KINDS: { [K in keyof Rest]: Kind } = {
+type Kind = "string?" | "string" | "number" | "number?" | "int" | "int?" | "bool" | "bool?" | "strings" | { oneOf: readonly string[] };
+const KINDS: { [K in keyof Rest]-?: Kind } = {
   model: "string?", data: "string?", eval_data: "string?", eval_size: "number", prompt_field: "string?",
   chosen_field: "string", rejected_field: "string", skip_invalid: "bool", max_length: "int?", max_prompt_length: "int?",
   max_completion_length: "int?", truncation_mode: { oneOf: ["keep_end", "keep_start"] }, output_dir: "string?",
@@ -145,7 +163,8 @@ const KINDS: { [K in keyof Rest]: Kind } = {
   num_train_epochs: "number", max_steps: "int", learning_rate: "number",
   lr_scheduler_type: { oneOf: ["constant", "linear", "cosine"] }, warmup_steps: "int", warmup_ratio: "number",
   weight_decay: "number", adam_beta1: "number", adam_beta2: "number", adam_epsilon: "number", max_grad_norm: "number",
-  logging_steps: "int", eval_steps: "int", save_steps: "int", precompute_ref_log_probs: "bool", shared_prefix: "bool", ref_model: "string?",
+  logging_steps: "int", eval_steps: "int", eval_on_start: "bool", save_steps: "int",
+  metric_for_best_model: "string?", greater_is_better: "bool?", load_best_model_at_end: "bool", precompute_ref_log_probs: "bool", shared_prefix: "bool", ref_model: "string?",
   backend: { oneOf: ["auto", "js", "native"] },
   use_peft: "bool", lora_r: "int", lora_alpha: "number", lora_dropout: "number", lora_target_modules: "strings",
   adapter: "string?",
@@ -173,7 +192,8 @@ function checkValue(key: string, kind: Kind, v: unknown, where: string): Scalar 
     case "string?":
       return typeof v === "string" && v !== "" ? v : bad("a non-empty string" + (nullable ? " or null" : ""));
     case "bool":
-      return typeof v === "boolean" ? v : bad("true or false");
+    case "bool?":
+      return typeof v === "boolean" ? v : bad("true or false" + (nullable ? " or null" : ""));
     case "number":
     case "number?":
       return typeof v === "number" && Number.isFinite(v) ? v : bad("a finite number" + (nullable ? " or null" : ""));
@@ -212,34 +232,34 @@ function checkRanges(c: TrainConfig, where: string): void {
   req(c.max_prompt_length === null || c.max_prompt_length >= 1, "max_prompt_length", "≥ 1 or null");
   if (c.max_length !== null && c.max_prompt_length !== null && c.max_prompt_length >= c.max_length)
     throw configError(`${where}: "max_prompt_length" (${c.max_prompt_length}) must be below "max_length" (${c.max_length}) so answers keep at least one token`);
+  if (c.metric_for_best_model !== null) {
+    const name = c.metric_for_best_model.replace(/^eval_/, "");
+    if (!BEST_MODEL_METRICS.includes(name)) {
+      const hint = closest(name, BEST_MODEL_METRICS);
+      throw configError(
+        `${where}: "metric_for_best_model" ${JSON.stringify(c.metric_for_best_model)} is not an eval metric` +
+          `${hint ? ` (did you mean "${hint}"?)` : ""}; choose one of ${BEST_MODEL_METRICS.join(", ")}`,
+      );
+    }
+  }
+  if (c.load_best_model_at_end && c.eval_data === null && c.eval_size === 0)
+    throw configError(`${where}: "load_best_model_at_end" needs held-out pairs to rank the checkpoints; set "eval_size" or "eval_data"`);
   if (c.eval_data !== null && c.eval_size > 0)
     throw configError(`${where}: set either "eval_data" (a file) or "eval_size" (held out of data), not both`);
 }
 
 const TRAINER_KEYS = Object.keys(DEFAULT_TRAIN_CONFIG) as (keyof Rest)[];
 
-function closest(key: string, candidates: readonly string[]): string | null {
-  let best: string | null = null;
-  let bestD = Infinity;
-  for (const c of candidates) {
-    const d = editDistance(key, c);
-    if (d < bestD) [best, bestD] = [c, d];
-  }
-  return bestD <= Math.max(2, Math.floor(key.length / 4)) ? best : null;
-}
+/** Eval metrics every loss logs, which metric_for_best_model may name (without the eval_ prefix). */
+const BEST_MODEL_METRICS: readonly string[] = [
+  "loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected",
+];
 
-function editDistance(a: string, b: string): number {
-  const prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let diag = prev[0]!;
-    prev[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = prev[j]!;
-      prev[j] = Math.min(prev[j]! + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = tmp;
-    }
-  }
-  return prev[b.length]!;
+/** The eval metric and direction that rank checkpoints (TRL's rule for the defaults), or null when nothing ranks them. */
+export function bestModelMetric(cfg: TrainConfig): { key: string; greaterIsBetter: boolean } | null {
+  if (cfg.metric_for_best_model === null && !cfg.load_best_model_at_end) return null;
+  const name = (cfg.metric_for_best_model ?? "loss").replace(/^eval_/, "");
+  return { key: `eval_${name}`, greaterIsBetter: cfg.greater_is_better ?? !name.endsWith("loss") };
 }
 
 /**
@@ -271,6 +291,10 @@ export function resolveTrainConfig(obj: unknown, where: string): TrainConfig {
   // max_length was given, the prompt cap follows it at half, the ratio of TRL's defaults.
   if (!("max_prompt_length" in o) && cfg.max_length !== null && cfg.max_prompt_length !== null && cfg.max_prompt_length >= cfg.max_length)
     cfg.max_prompt_length = Math.floor(cfg.max_length / 2);
+  // Absolute paths, defaults included, so that the saved config means the same files from any folder.
+  cfg.model = resolve(cfg.model ?? defaultModelPath);
+  cfg.data = resolve(cfg.data ?? defaultDataPath);
+  for (const key of ["eval_data", "ref_model", "adapter", "output_dir"] as const) if (cfg[key] !== null) cfg[key] = resolve(cfg[key]);
   checkRanges(cfg, where);
   return cfg;
 }
@@ -281,14 +305,43 @@ export function trainConfigToJson(cfg: TrainConfig): Record<string, unknown> {
   return { ...rest, loss: lossConfigToJson(loss) };
 }
 
-/** Reads a config file. */
+// ---------------------------------------------------------------------------------------------------------------
+// Paths. A path in a config file is relative to that file's folder, so a config works from wherever it is run; a
+// path on the command line is relative to the current folder, as in any shell command. output_dir is the one
+// exception: it is where output goes, so it is always relative to the current folder (otherwise the shipped
+// configs/default.json would write its run into the installed package). The resolved config, written into the run
+// folder, holds absolute paths, so `eval --model <run>` and `train --resume` work from any folder.
+
+/** Keys naming files or folders that must exist before a run starts. */
+const INPUT_PATH_KEYS = ["model", "data", "eval_data", "ref_model", "adapter"] as const;
+
+/**
+ * Resolves the path keys of `obj` against `baseDir` (output_dir against the current folder) and checks that inputs
+ * exist. `origin` says where the paths came from, for messages: the config file, or "the command line".
+ */
+function resolvePathKeys(obj: Record<string, unknown>, baseDir: string, where: string, origin: "file" | "command line"): Record<string, unknown> {
+  const out = { ...obj };
+  const rule = origin === "file" ? "a path in a config file is relative to the file's folder" : "a path on the command line is relative to the current folder";
+  for (const key of INPUT_PATH_KEYS) {
+    const v = out[key];
+    if (typeof v !== "string" || v === "") continue; // wrong types are reported by resolveTrainConfig
+    const abs = resolve(baseDir, v);
+    if (!existsSync(abs))
+      throw inputError(`${where}: "${key}": ${JSON.stringify(v)}${abs !== v ? ` (${abs})` : ""} does not exist (${rule})${hubIdHint(v)}`);
+    out[key] = abs;
+  }
+  if (typeof out.output_dir === "string" && out.output_dir !== "") out.output_dir = resolve(out.output_dir);
+  return out;
+}
+
+/** Reads a config file; its paths come back absolute, resolved against the file's folder. */
 export function readConfigFile(path: string): Record<string, unknown> {
   let text: string;
   try {
     text = readFileSync(path, "utf8");
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? String(e);
-    throw inputError(`${path}: cannot read the config file (${code}); a config is a JSON file of settings (settings on the command line are --key=value; a run folder for --resume holds its config.json)`);
+    throw inputError(`${path}: cannot read the config file (${code}); a config is a JSON file of settings (settings on the command line are --key value; a run folder for --resume holds its config.json)`);
   }
   let obj: unknown;
   try {
@@ -298,35 +351,127 @@ export function readConfigFile(path: string): Record<string, unknown> {
   }
   if (obj === null || typeof obj !== "object" || Array.isArray(obj))
     throw configError(`${path}: a training config is a JSON object of settings`);
-  return obj as Record<string, unknown>;
+  return resolvePathKeys(obj as Record<string, unknown>, dirname(resolve(path)), path, "file");
+}
+
+/** How the command line's parser should treat each training key: booleans may stand alone (`--skip_invalid`). */
+export function trainOptionTypes(): Record<string, "string" | "boolean"> {
+  const out: Record<string, "string" | "boolean"> = {};
+  for (const key of TRAINER_KEYS) out[key] = KINDS[key] === "bool" ? "boolean" : "string";
+  for (const key of LOSS_KEYS) out[key] = key === "use_weighting" ? "boolean" : "string";
+  return out;
 }
 
 /**
- * Applies `--key=value` overrides. The value is parsed as JSON when it parses (numbers, true/false, null, lists),
- * else taken as a string, so `--data=pairs.jsonl` and `--beta=0.5` both work; the resolver then checks its type.
- * A bare `--key` means `--key=true` (`--skip_invalid`), and dashes in a key are underscores (`--skip-invalid`), as
- * command-line flags are usually spelled.
+ * Applies command-line settings (parsed by src/cli/args.ts: `--key value` or `--key=value`) on top of `base`. A
+ * string value is parsed as JSON when it parses (numbers, true/false, null, lists), else kept as a string, so
+ * `--data pairs.jsonl` and `--beta 0.5` both work; each value is type-checked here, so that the message names the
+ * option rather than the file it is merged into. Paths are relative to the current folder.
  */
-export function applyOverrides(base: Record<string, unknown>, overrides: readonly string[]): Record<string, unknown> {
-  const out = { ...base };
-  for (const o of overrides) {
-    const m = /^--([A-Za-z_][\w.-]*)(?:=(.*))?$/s.exec(o);
-    if (!m) throw configError(`override "${o}": expected --key=value, e.g. --beta=0.1`);
-    let value: unknown = m[2] ?? true;
-    if (m[2] !== undefined)
+export function applyOverrides(base: Record<string, unknown>, settings: Readonly<Record<string, string | boolean | undefined>>): Record<string, unknown> {
+  const given: Record<string, unknown> = {};
+  for (const [key, raw] of Object.entries(settings)) {
+    if (raw === undefined) continue;
+    let value: unknown = raw;
+    if (typeof raw === "string")
       try {
-        value = JSON.parse(m[2]);
+        value = JSON.parse(raw);
       } catch {
         // a plain string
       }
-    const key = m[1]!.replace(/-/g, "_");
-    // Checked here, so that the message names the override rather than the config file it is merged into.
+    const where = `--${key} ${typeof raw === "string" ? raw : String(raw)}`;
     if (!(TRAINER_KEYS as string[]).includes(key) && !LOSS_KEYS.includes(key)) {
       const hint = closest(key, [...TRAINER_KEYS, ...LOSS_KEYS]);
-      throw configError(`override "${o}": unknown key "${key}"${hint ? ` (did you mean "--${hint}"?)` : ""}; README lists the training options`);
+      throw configError(`--${key}: unknown setting${hint ? ` (did you mean --${hint}?)` : ""}; \`tsdpo train --list-keys\` lists them`);
     }
-    if ((TRAINER_KEYS as string[]).includes(key)) checkValue(key, KINDS[key as keyof Rest], value, `override "${o}"`);
-    out[key] = value;
+    if ((TRAINER_KEYS as string[]).includes(key)) checkValue(key, KINDS[key as keyof Rest], value, where);
+    // A path typed as a number-like JSON value (a file called 1) is still a path.
+    given[key] = (INPUT_PATH_KEYS as readonly string[]).includes(key) || key === "output_dir" ? String(raw) : value;
   }
-  return out;
+  return { ...base, ...resolvePathKeys(given, process.cwd(), "command line", "command line") };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// `tsdpo train --list-keys`: every key, its default and what it does (README's table says the same at more length).
+
+const KEY_HELP: { [K in keyof Rest]-?: string } = {
+  model: "starting policy and reference: a .gguf file or a Hugging Face folder (default: the shipped stories260K)",
+  data: "preference file: JSONL, JSON, Parquet, CSV or TSV, optionally .gz (default: the shipped HH-RLHF pairs)",
+  eval_data: "a separate file of held-out pairs",
+  eval_size: "held-out pairs taken from data: a count (≥ 1) or a fraction (< 1); 0 = no evaluation",
+  prompt_field: "the field holding the prompt (unset: \"prompt\"; null: infer it from the answers' shared start)",
+  chosen_field: "the field holding the preferred answer",
+  rejected_field: "the field holding the dispreferred answer",
+  skip_invalid: "count and report malformed rows (invalid_rows.jsonl) instead of stopping",
+  max_length: "cap on prompt + answer, in tokens (also capped at the model's context)",
+  max_prompt_length: "cap on the prompt, in tokens",
+  max_completion_length: "cap on each answer, in tokens (null: no cap of its own)",
+  truncation_mode: "which end of a long prompt survives: keep_end or keep_start",
+  output_dir: "the run folder (null: runs/<date-time>); relative to the current folder",
+  seed: "data order, held-out split and LoRA initialisation",
+  per_device_train_batch_size: "pairs per micro-batch",
+  per_device_eval_batch_size: "pairs per evaluation batch",
+  gradient_accumulation_steps: "micro-batches per optimizer step",
+  num_train_epochs: "passes over the training pairs (max_steps > 0 wins)",
+  max_steps: "optimizer steps (-1: num_train_epochs worth)",
+  learning_rate: "peak learning rate (TRL's 1e-6 suits billion-parameter models; small ones want more)",
+  lr_scheduler_type: "constant, linear or cosine decay after warmup",
+  warmup_steps: "linear warmup, in steps",
+  warmup_ratio: "linear warmup as a share of all steps (when warmup_steps is 0)",
+  weight_decay: "AdamW's decoupled weight decay (not on norms and biases)",
+  adam_beta1: "AdamW β1",
+  adam_beta2: "AdamW β2",
+  adam_epsilon: "AdamW ε",
+  max_grad_norm: "global gradient-norm clip (0 = off)",
+  logging_steps: "write metrics every N steps",
+  eval_steps: "evaluate every N steps (0 = only at the end)",
+  eval_on_start: "also evaluate before the first step, so that the start is on the curves",
+  save_steps: "checkpoint every N steps (0 = only the final weights)",
+  metric_for_best_model: "the eval metric that ranks checkpoints: loss, rewards/accuracies, rewards/margins, …",
+  greater_is_better: "whether a larger metric_for_best_model is better (null: false for loss, else true)",
+  load_best_model_at_end: "end with the best evaluation's weights in final/ (they are kept in best/)",
+  precompute_ref_log_probs: "compute the reference log-probs once (cached) instead of keeping a frozen copy",
+  shared_prefix: "pack prompt ++ chosen ++ rejected so the prompt is computed once (false: TRL's 2B rows)",
+  ref_model: "a different reference model (null: the starting policy)",
+  backend: "auto, js or native (without the key: $TSDPO_BACKEND, else auto)",
+  use_peft: "LoRA instead of full fine-tuning",
+  lora_r: "LoRA rank",
+  lora_alpha: "LoRA α (the update is scaled by α / r)",
+  lora_dropout: "dropout on the LoRA input",
+  lora_target_modules: "which projections get adapters: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj",
+  adapter: "a PEFT adapter folder to continue training (implies use_peft)",
+};
+
+const LOSS_KEY_HELP: Record<string, string> = {
+  loss_type: `the loss, or a list of them: ${[...PAIR_LOSS_TYPES, "simpo", "orpo"].join(", ")} (sigmoid is DPO)`,
+  loss_weights: "one weight per loss_type entry",
+  beta: "β: strength of the pull towards the reference (ORPO's λ)",
+  label_smoothing: "ε: assumed label-flip probability (cDPO, robust, EXO)",
+  discopop_tau: "DiscoPOP's temperature",
+  f_divergence_type: "reverse_kl (DPO), forward_kl, js_divergence or alpha_divergence",
+  f_alpha_divergence_coef: "α of the α-divergence",
+  rpo_alpha: "RPO: weight of an NLL term on the chosen answers (null = off)",
+  use_weighting: "WPO: weight pairs by the policy's own probabilities",
+  ld_alpha: "LD-DPO: weight of answer tokens past the shorter answer's length (null = off)",
+  simpo_gamma: "SimPO's target margin γ",
+  cpo_alpha: "weight of the chosen NLL in CPO/SimPO",
+};
+
+/** The lines `tsdpo train --list-keys` prints: key, default, meaning. */
+export function trainKeyList(): string {
+  const loss = lossConfigToJson(lossConfigFromJson({}, "defaults")) as Record<string, unknown>;
+  const simpo = lossConfigToJson(lossConfigFromJson({ loss_type: "simpo" }, "defaults")) as Record<string, unknown>;
+  const rows: [string, string, string][] = [];
+  // 1e-6, not JSON's 0.000001
+  const show = (v: unknown): string =>
+    v === undefined ? "unset" : typeof v === "number" && v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential() : JSON.stringify(v);
+  for (const key of TRAINER_KEYS) rows.push([key, show(DEFAULT_TRAIN_CONFIG[key]), KEY_HELP[key]]);
+  for (const key of LOSS_KEYS) rows.push([key, key in loss ? show(loss[key]) : key in simpo ? show(simpo[key]) : "", LOSS_KEY_HELP[key] ?? "?"]);
+  const w0 = Math.max(...rows.map((r) => r[0].length));
+  const w1 = Math.min(24, Math.max(...rows.map((r) => r[1].length)));
+  return (
+    `training settings (TRL's names; in a JSON config file, or on the command line as --key value):\n` +
+    rows.map(([k, d, h]) => `  ${k.padEnd(w0)}  ${d.padEnd(w1)}  ${h}`).join("\n") +
+    `\nDefaults shown are TRL's, used for keys a config file leaves out; a bare \`tsdpo train\` runs configs/default.json.\n`
+  );
 }

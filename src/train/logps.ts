@@ -75,7 +75,9 @@ export function forEachPairBatch(
 }
 
 /** Log-probs of every pair, `batchSize` pairs per forward. */
-export function pairLogps(be: Backend, model: Model, pairs: readonly TokenizedPair[], batchSize = 4, shared = true): PairLogpsRow[] {
+export function pairLogps(
+  be: Backend, model: Model, pairs: readonly TokenizedPair[], batchSize = 4, shared = true, onProgress?: (pairsDone: number) => void,
+): PairLogpsRow[] {
   const rows: PairLogpsRow[] = [];
   const logps = new Float64Array(2 * batchSize);
   const logitMeans = new Float64Array(2 * batchSize);
@@ -90,6 +92,7 @@ export function pairLogps(be: Backend, model: Model, pairs: readonly TokenizedPa
         chosen_tokens: pk.completionLengths[i]!,
         rejected_tokens: pk.completionLengths[b + i]!,
       });
+    onProgress?.(rows.length);
   }, shared);
   return rows;
 }

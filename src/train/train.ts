@@ -16,10 +16,7 @@ import { join, resolve } from "node:path";
 import type { Backend, Buf } from "../backend/contract.js";
 import { selectBackend } from "../backend/select.js";
 import { fromGrid, packPairs } from "../data/pack.js";
-import { loadPreferences, splitPreferences, dataStats, formatDataStats, writeInvalidReport } from "../data/load.js";
-import { chatRendererFor } from "../data/normalize.js";
-import type { EvalSplit } from "../data/split.js";
-import { tokenizePairs } from "../data/tokenize.js";
+import { dataOptionsFromConfig, formatPreferenceData, loadPreferenceData, writeInvalidReport, writeWarningsReport } from "../data/load.js";
 import type { RowIssue, TokenizedPair } from "../data/types.js";
 import { TsdpoError, configError } from "../errors.js";
 import { writeFileAtomic } from "../io/atomic.js";
@@ -34,18 +31,17 @@ import { reduceLogps, reduceLogpsBackward, wpoLogWeights } from "../loss/reduce.
 import {
   type Activations, type Gradients, type Model, cloneModel, createGradients, backward,
 } from "../model/llama.js";
-import { defaultModelPath, assetPath } from "../paths.js";
+import { defaultDataPath, defaultModelPath } from "../paths.js";
 import { Rng } from "../rng.js";
-import { renderChat } from "../tokenizer/chat.js";
 import { type TrainerState, checkpointDirName, latestCheckpoint, removeStaleCheckpointTemps, readOptimizer, writeCheckpoint } from "./checkpoint.js";
-import { type TrainConfig, trainConfigToJson } from "./config.js";
+import { type TrainConfig, bestModelMetric, trainConfigToJson } from "./config.js";
+import { readMetricsRows, runSummary } from "./summary.js";
 import { activationsForPairs, forwardPairs, rowSums } from "./logps.js";
-import { createProgress } from "./progress.js";
+import { createProgress, etaSeconds } from "./progress.js";
 import { type RefLogps, precomputedRefLogps } from "./reference.js";
 import { lrAt, warmupSteps } from "./schedule.js";
 import { writeRunReport } from "../report/report.js";
 
-export const defaultDataPath = (): string => assetPath("data", "hh-rlhf", "harmless-base-test.jsonl.gz");
 
 export interface TrainOptions {
   /** Continue the run in this folder from its newest checkpoint. */
@@ -54,6 +50,8 @@ export interface TrainOptions {
   quiet?: boolean;
   /** Where progress and summaries go. */
   log?: (line: string) => void;
+  /** Lines to print first, once the inputs are checked (so that a run that cannot start prints one error alone). */
+  notes?: string[];
 }
 
 export interface TrainResult {
@@ -71,54 +69,23 @@ interface PreparedRun {
   train: TokenizedPair[];
   eval: TokenizedPair[];
   summary: string[];
-  /** Malformed rows skipped under skip_invalid; the caller writes them once the run folder exists. */
+  /** Malformed rows skipped under skip_invalid, and warnings about kept rows; the caller writes them once the run
+   *  folder exists (invalid_rows.jsonl, data_warnings.jsonl). */
   invalid: RowIssue[];
+  warnings: RowIssue[];
+  /** A few held-out prompts (training prompts when none are held out), for `tsdpo sample` after the run. */
+  prompts: string[];
 }
 
-/** Reads nothing from and writes nothing into runDir (it may not exist yet); runDir only names the report. */
+/** Reads nothing from and writes nothing into runDir (it may not exist yet); runDir only names the reports. */
 async function prepareData(cfg: TrainConfig, loaded: LoadedModel, runDir: string): Promise<PreparedRun> {
-  const dataPath = resolve(cfg.data ?? defaultDataPath());
-  const tok = loaded.tokenizer;
-  const loadOpts = {
-    promptField: cfg.prompt_field ?? undefined,
-    chosenField: cfg.chosen_field,
-    rejectedField: cfg.rejected_field,
-    skipInvalid: cfg.skip_invalid,
-    chat: chatRendererFor(renderChat, tok),
-  };
-  const file = await loadPreferences(dataPath, loadOpts);
-  const split: EvalSplit =
-    cfg.eval_data !== null
-      ? { kind: "file", path: resolve(cfg.eval_data) }
-      : cfg.eval_size === 0
-        ? { kind: "none" }
-        : cfg.eval_size < 1
-          ? { kind: "fraction", fraction: cfg.eval_size, seed: cfg.seed }
-          : { kind: "count", count: cfg.eval_size, seed: cfg.seed };
-  const parts = await splitPreferences(file, split, loadOpts);
-  // Sequences longer than the model's context cannot be scored: cap max_length there.
-  const modelMax = loaded.model.cfg.maxSeqLen;
-  const maxLength = cfg.max_length === null ? modelMax : Math.min(cfg.max_length, modelMax);
-  const tokOpts = {
-    maxLength,
-    maxPromptLength: cfg.max_prompt_length !== null && cfg.max_prompt_length < maxLength ? cfg.max_prompt_length : null,
-    maxCompletionLength: cfg.max_completion_length,
-    truncationMode: cfg.truncation_mode,
-  };
-  const trainTok = tokenizePairs(parts.train, tok, tokOpts);
-  const evalTok = tokenizePairs(parts.eval, tok, tokOpts);
-  const invalid = [...file.invalid, ...(parts.evalFile?.invalid ?? [])];
-  const summary = [
-    formatDataStats(dataStats(file, split.kind === "file" ? trainTok : {
-      // held-out pairs come from the same file: count them as usable too
-      pairs: [...trainTok.pairs, ...evalTok.pairs], drops: [...trainTok.drops, ...evalTok.drops], truncated: trainTok.truncated + evalTok.truncated,
-    })),
-    `train pairs: ${trainTok.pairs.length}, eval pairs: ${evalTok.pairs.length}` +
-      (evalTok.drops.length ? ` (${evalTok.drops.length} eval pairs dropped)` : "") +
-      (invalid.length ? `; ${invalid.length} invalid rows listed in ${join(runDir, "invalid_rows.jsonl")}` : ""),
-  ];
-  if (trainTok.pairs.length === 0) throw configError(`${dataPath}: no training pairs remain (${summary.join("; ")})`);
-  return { train: trainTok.pairs, eval: evalTok.pairs, summary, invalid };
+  // Sequences longer than the model's context cannot be scored: the loader caps max_length there.
+  const d = await loadPreferenceData(resolve(cfg.data ?? defaultDataPath), loaded.tokenizer, dataOptionsFromConfig(cfg, loaded.model.cfg.maxSeqLen));
+  const summary = formatPreferenceData(d, {
+    invalidReport: d.invalid.length ? join(runDir, "invalid_rows.jsonl") : undefined,
+    warningsReport: d.warnings.length ? join(runDir, "data_warnings.jsonl") : undefined,
+  }).split("\n");
+  return { train: d.pairs, eval: d.eval, summary, invalid: d.invalid, warnings: d.warnings, prompts: d.prompts };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -244,6 +211,9 @@ export function microBatch(
     lr += logitMeans[B + i]!; nr += pk.completionLengths[B + i]!;
   }
   const metrics = lossMetrics(out, { chosen: lc / Math.max(1, nc), rejected: lr / Math.max(1, nr) });
+  // Mean answer length in tokens (after truncation, EOS included): the report's length-bias check reads these.
+  metrics["lengths/chosen"] = nc / B;
+  metrics["lengths/rejected"] = nr / B;
   // Counted as TRL counts its inputs: prompt + answer for each of the two sequences, whatever the packing.
   let tokens = 0;
   for (let r = 0; r < R; r++) tokens += pk.promptLengths[r]! + pk.completionLengths[r]!;
@@ -270,7 +240,9 @@ class MetricMean {
   }
 }
 
-function evaluate(e: Engine, pairs: readonly TokenizedPair[], batchSize: number, state: LossState): Record<string, number> {
+function evaluate(
+  e: Engine, pairs: readonly TokenizedPair[], batchSize: number, state: LossState, onBatch?: (pairsDone: number) => void,
+): Record<string, number> {
   const mean = new MetricMean();
   const s = { ...state }; // eval must not move the loss's running state
   for (let i = 0; i < pairs.length; i += batchSize) {
@@ -278,6 +250,7 @@ function evaluate(e: Engine, pairs: readonly TokenizedPair[], batchSize: number,
     const idx = chunk.map((_, j) => i + j);
     const r = microBatch(e, chunk, idx, "eval", s, 0);
     mean.add(r.metrics, chunk.length);
+    onBatch?.(i + chunk.length);
   }
   return mean.mean("eval_");
 }
@@ -369,7 +342,9 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   const configJson = trainConfigToJson(cfg);
   writeFileAtomic(join(runDir, "config.json"), JSON.stringify(configJson, null, 2) + "\n");
   if (data.invalid.length > 0) writeInvalidReport(join(runDir, "invalid_rows.jsonl"), data.invalid);
-  for (const line of data.summary) say(line);
+  if (data.warnings.length > 0) writeWarningsReport(join(runDir, "data_warnings.jsonl"), data.warnings);
+  writeFileAtomic(join(runDir, "prompts.jsonl"), data.prompts.map((p) => JSON.stringify({ prompt: p }) + "\n").join(""));
+  for (const line of [...(opts.notes ?? []), ...data.summary]) say(line);
 
   const B = cfg.per_device_train_batch_size;
   const evalB = cfg.per_device_eval_batch_size;
@@ -447,6 +422,15 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
     beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm,
   };
   const progress = createProgress("train", totalSteps, state.step, process.stderr, opts.quiet);
+  const startedAt = Date.now();
+
+  // The ETA counts evaluations too (etaSeconds in progress.ts): time per step and per evaluated pair, measured as the run goes.
+  const clock = { trainSeconds: 0, trainSteps: 0, evalSeconds: 0, evalPairs: 0 };
+  const eta = (step: number, evalPairsPending: number): number | undefined =>
+    etaSeconds({ ...clock, step, totalSteps, evalSize: data.eval.length, evalSteps: cfg.eval_steps, pairsPerStep, evalPairsPending });
+  const best = bestModelMetric(cfg);
+  const bestDir = join(runDir, "best");
+  if (state.best === undefined) state.best = null;
   let window = new MetricMean();
   let windowTokens = 0;
   let windowStart = Date.now();
@@ -458,8 +442,34 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   const checkpoint = (dir: string): void => {
     writeCheckpoint(dir, loaded, m, v, state, configJson, usePeft ? { baseModel: modelPath, baseFingerprint } : null);
   };
+  /** Evaluates on the held-out pairs, logs the row, and keeps best/ up to date when a metric ranks checkpoints. */
+  const runEval = (epochFloat: number): Record<string, number> => {
+    const t0 = performance.now();
+    const row: Record<string, number> = {
+      ...evaluate(engine, data.eval, evalB, state.lossState, (done) =>
+        progress.status(`eval ${done}/${data.eval.length}`, eta(state.step, data.eval.length - done))),
+      epoch: epochFloat, step: state.step,
+    };
+    clock.evalSeconds += (performance.now() - t0) / 1000;
+    clock.evalPairs += data.eval.length;
+    writeMetrics(row);
+    progress.log(`step ${state.step}: eval_loss ${row.eval_loss!.toFixed(4)} eval_rewards/accuracies ${row["eval_rewards/accuracies"]!.toFixed(3)}`);
+    if (best) {
+      const value = row[best.key];
+      if (value === undefined) throw configError(`metric_for_best_model: this loss does not log ${best.key}`);
+      const prev = state.best;
+      if (!prev || (best.greaterIsBetter ? value > prev.value : value < prev.value)) {
+        state.best = { step: state.step, value };
+        checkpoint(bestDir);
+      }
+    }
+    return row;
+  };
+
+  if (cfg.eval_on_start && !resumeFrom && data.eval.length > 0) evalMetrics = runEval(0);
 
   while (state.step < totalSteps) {
+    const stepStart = performance.now();
     trainableGrads.fill(0);
     if (policy.lora && policy.lora.cfg.dropout > 0) {
       const step = state.step;
@@ -497,6 +507,8 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
           `Lower learning_rate (now ${cfg.learning_rate})${cfg.max_grad_norm > 0 ? "" : ", or set max_grad_norm"}.`,
       );
     state.step++;
+    clock.trainSeconds += (performance.now() - stepStart) / 1000;
+    clock.trainSteps++;
 
     const epochFloat = state.step / stepsPerEpoch;
     if (state.step % cfg.logging_steps === 0 || state.step === totalSteps) {
@@ -506,17 +518,13 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
         num_tokens: state.numTokens, tokens_per_second: seconds > 0 ? windowTokens / seconds : 0,
       };
       writeMetrics(lastMetrics);
-      progress.update(state.step, `loss ${lastMetrics.loss!.toFixed(4)} acc ${lastMetrics["rewards/accuracies"]!.toFixed(2)}`);
+      progress.update(state.step, `loss ${lastMetrics.loss!.toFixed(4)} acc ${lastMetrics["rewards/accuracies"]!.toFixed(2)}`, eta(state.step, 0));
       window = new MetricMean();
       windowTokens = 0;
       windowStart = Date.now();
     }
     const isLast = state.step === totalSteps;
-    if (data.eval.length > 0 && ((cfg.eval_steps > 0 && state.step % cfg.eval_steps === 0) || isLast)) {
-      evalMetrics = { ...evaluate(engine, data.eval, evalB, state.lossState), epoch: epochFloat, step: state.step };
-      writeMetrics(evalMetrics);
-      progress.log(`step ${state.step}: eval_loss ${evalMetrics.eval_loss!.toFixed(4)} eval_rewards/accuracies ${evalMetrics["eval_rewards/accuracies"]!.toFixed(3)}`);
-    }
+    if (data.eval.length > 0 && ((cfg.eval_steps > 0 && state.step % cfg.eval_steps === 0) || isLast)) evalMetrics = runEval(epochFloat);
     if ((cfg.save_steps > 0 && state.step % cfg.save_steps === 0) || isLast) {
       const dir = join(runDir, "checkpoints", checkpointDirName(state.step));
       checkpoint(dir);
@@ -525,17 +533,32 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   }
   progress.done();
 
+  // load_best_model_at_end: the run ends with the best evaluation's weights, as TRL's Trainer does.
+  const endedOnBest = cfg.load_best_model_at_end && state.best && state.best.step !== state.step ? state.best : null;
+  if (endedOnBest) {
+    if (usePeft) loadPeftAdapter(bestDir, policy, baseFingerprint);
+    else policy.params.set(loadModel(bestDir).model.params);
+    say(`load_best_model_at_end: final/ holds the weights of step ${endedOnBest.step} (${best!.key} ${endedOnBest.value.toFixed(4)}), the best evaluation`);
+  }
   const finalDir = join(runDir, "final");
   checkpoint(finalDir);
   // A run resumed from its last step logs nothing new: its final metrics are the last rows already logged.
   if (Object.keys(lastMetrics).length === 0 || evalMetrics === null) {
-    const rows = readFileSync(metricsPath, "utf8").split("\n").filter((l) => l).map((l) => JSON.parse(l) as Record<string, number>);
+    const rows = readMetricsRows(metricsPath);
     if (Object.keys(lastMetrics).length === 0) lastMetrics = rows.filter((r) => "loss" in r).at(-1) ?? {};
     if (evalMetrics === null) evalMetrics = rows.filter((r) => "eval_loss" in r).at(-1) ?? null;
   }
-  const summary = { steps: state.step, train: lastMetrics, eval: evalMetrics, data: data.summary };
+  const allRows = readMetricsRows(metricsPath);
+  const bestRow = state.best ? allRows.find((r) => "eval_loss" in r && r.step === state.best!.step) ?? null : null;
+  if (endedOnBest && bestRow) evalMetrics = bestRow; // the final weights are the best evaluation's
+  const summary = {
+    steps: state.step, train: lastMetrics, eval: evalMetrics, data: data.summary,
+    best: best && state.best ? { metric: best.key, step: state.best.step, value: state.best.value, final_is_best: cfg.load_best_model_at_end } : null,
+    best_eval: bestRow,
+    seconds: (Date.now() - startedAt) / 1000,
+  };
   writeFileAtomic(join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
-  say(`done: ${state.step} steps; final weights in ${finalDir}`);
-  say(`report: ${await writeRunReport(runDir)}`);
+  const report = await writeRunReport(runDir);
+  say(runSummary(allRows, { runDir, finalDir, seconds: summary.seconds, best: summary.best, modelPath, dataPath: cfg.data ?? defaultDataPath, report }));
   return { runDir, steps: state.step, finalDir, lastMetrics, evalMetrics };
 }
