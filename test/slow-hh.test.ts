@@ -10,20 +10,22 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readConfigFile, resolveTrainConfig } from "../src/train/config.js";
 import { train } from "../src/train/train.js";
+import { runHealth } from "../src/report/health.js";
+import { readRun } from "../src/report/report.js";
 import { repoRoot, slow } from "./helpers.js";
 
 // Both passes of `npm run test:slow` run these, so the js backend's training is held to the same floors as the
 // native one's.
 const skip = !slow ? "set TSDPO_SLOW=1" : false;
 
-// Measured (README, bench/results/hh-seeds.json): with the default seed 42 the final weights of full DPO reach 0.630
-// and LoRA 0.583 held-out accuracy; seeds 1–3 (each a different held-out 300) give 0.611 ± 0.029 and 0.590 ± 0.027.
+// Measured (README, bench/results/hh-seeds.json): with the default seed 42 the final weights of full DPO reach 0.640
+// and LoRA 0.597 held-out accuracy; seeds 1–3 (each a different held-out 300) give 0.608 ± 0.030 and 0.576 ± 0.011.
 // A run is deterministic for a seed and a backend, so the floors sit about one standard error (0.028 for 300 pairs)
 // below the measured values, leaving room for the js and native backends' rounding to take different paths, not for
 // a regression.
 for (const [name, floor, extra] of [
-  ["full DPO", 0.6, {}],
-  ["LoRA DPO", 0.55, { use_peft: true, lora_r: 8, lora_alpha: 16, lora_dropout: 0, learning_rate: 0.001 }],
+  ["full DPO", 0.61, {}],
+  ["LoRA DPO", 0.57, { use_peft: true, lora_r: 8, lora_alpha: 16, lora_dropout: 0, learning_rate: 0.001 }],
 ] as const) {
   test(`${name} on HH-RLHF (configs/default.json) lifts held-out preference accuracy to at least ${floor}`, { skip }, async () => {
     const dir = mkdtempSync(join(tmpdir(), "tsdpo-slow-"));
@@ -40,6 +42,10 @@ for (const [name, floor, extra] of [
       assert.ok(final["eval_rewards/accuracies"]! >= floor, `held-out accuracy ${final["eval_rewards/accuracies"]} < ${floor}`);
       // The shipped config must not end worse than it started: the untrained policy's held-out loss is ln 2.
       assert.ok(final.eval_loss! < Math.LN2, `held-out loss ${final.eval_loss} ≥ ln 2 (worse than the starting model)`);
+      // The shipped config as it ships is the run a new user makes first: its report must not warn about it. (The
+      // LoRA variant's chosen rewards fall slightly, which the report rightly points out.)
+      if (name === "full DPO")
+        assert.deepEqual(runHealth(readRun(dir)).warnings.map((w) => w.title), [], "health warnings on the shipped config");
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
