@@ -211,6 +211,9 @@ export function parseByteSize(s: string): number {
   return bytes;
 }
 
+/** A run stopped by a signal exits as a shell expects of that signal (128 + its number), after its checkpoint. */
+const exitCodeOf = (r: { stopped?: NodeJS.Signals }): number => (r.stopped === "SIGINT" ? 130 : r.stopped === "SIGTERM" ? 143 : 0);
+
 const trainCommand: Command = {
   summary: "train with DPO (or a sibling loss) from a config file, or resume a run",
   help: `usage: tsdpo train [<config.json>] [--key value ...]
@@ -225,6 +228,8 @@ const trainCommand: Command = {
   --list-keys     every setting with its default and meaning
   --resume <dir>  continue a run from its newest checkpoint (after a crash or kill -9), with its saved config
   --quiet         no progress output
+Ctrl-C (or SIGTERM) stops after the current step with a checkpoint (a second Ctrl-C exits at once); checkpoints
+are also written every save_minutes (default 10) and save_steps, keeping the newest save_total_limit (default 3).
 The run folder gets config.json (resolved, absolute paths), metrics.jsonl, checkpoints/step-N/, final/,
 summary.json and report.html.`,
   options: {
@@ -247,8 +252,7 @@ summary.json and report.html.`,
       if (!existsSync(where) || !existsSync(resolve(dir, "metrics.jsonl")))
         throw inputError(`train --resume ${dir}: not a tsdpo run folder (it has no config.json and metrics.jsonl from \`tsdpo train\`)`);
       const cfg = resolveTrainConfig(readConfigFile(where), where);
-      await train(cfg, resolve(dir), { resume: true, quiet });
-      return;
+      return exitCodeOf(await train(cfg, resolve(dir), { resume: true, quiet }));
     }
     if (positionals.length > 1)
       throw configError(`train: give one config file, got ${positionals.length} (${positionals.join(", ")}); settings go as --key value`);
@@ -256,7 +260,7 @@ summary.json and report.html.`,
     const where = (positionals[0] ?? "configs/default.json") + (Object.keys(settings).length ? " with the command line's settings" : "");
     const cfg = resolveTrainConfig(applyOverrides(readConfigFile(file), settings), where);
     const notes = positionals.length === 0 ? [`config: ${file} (the shipped default; \`tsdpo train my.json\` runs your own)`] : [];
-    await train(cfg, null, { quiet, notes });
+    return exitCodeOf(await train(cfg, null, { quiet, notes }));
   },
 };
 

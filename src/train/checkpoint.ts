@@ -9,7 +9,7 @@
 
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { inputError } from "../errors.js";
+import { TsdpoError, inputError } from "../errors.js";
 import { exportHf } from "../export/hf.js";
 import { fsyncDir, writeFileAtomic } from "../io/atomic.js";
 import type { LoadedModel } from "../io/load.js";
@@ -47,23 +47,54 @@ export function writeCheckpoint(
   peft: PeftWriteOptions | null = null,
 ): void {
   const parent = join(dir, "..");
-  mkdirSync(parent, { recursive: true });
   const tmp = `${dir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  // LoRA runs save the adapter (PEFT's format); full fine-tuning saves a Hugging Face model folder.
-  if (peft && loaded.model.lora) writePeftAdapter(tmp, loaded.model.lora, peft);
-  else exportHf(loaded, tmp);
-  writeSafetensors(join(tmp, "optimizer.safetensors"), [
-    { name: "exp_avg", shape: [m.length], data: m },
-    { name: "exp_avg_sq", shape: [v.length], data: v },
-  ], { dtype: "F32", metadata: { format: "tsdpo-optimizer", step: String(state.step) } });
-  writeFileAtomic(join(tmp, "trainer_state.json"), JSON.stringify(state) + "\n");
-  writeFileAtomic(join(tmp, "train_config.json"), JSON.stringify(configJson, null, 2) + "\n");
-  fsyncDir(tmp);
-  if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+  try {
+    mkdirSync(parent, { recursive: true });
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp, { recursive: true });
+    // LoRA runs save the adapter (PEFT's format); full fine-tuning saves a Hugging Face model folder.
+    if (peft && loaded.model.lora) writePeftAdapter(tmp, loaded.model.lora, peft);
+    else exportHf(loaded, tmp);
+    writeSafetensors(join(tmp, "optimizer.safetensors"), [
+      { name: "exp_avg", shape: [m.length], data: m },
+      { name: "exp_avg_sq", shape: [v.length], data: v },
+    ], { dtype: "F32", metadata: { format: "tsdpo-optimizer", step: String(state.step) } });
+    writeFileAtomic(join(tmp, "trainer_state.json"), JSON.stringify(state) + "\n");
+    writeFileAtomic(join(tmp, "train_config.json"), JSON.stringify(configJson, null, 2) + "\n");
+    fsyncDir(tmp);
+  } catch (e) {
+    // Nothing half-written stays behind: the folder under construction goes, and `dir` was never touched.
+    rmSync(tmp, { recursive: true, force: true });
+    const why = e instanceof TsdpoError ? e.message : `${(e as NodeJS.ErrnoException).code ?? ""} ${(e as Error).message ?? String(e)}`.trim();
+    throw new TsdpoError("io", `checkpoint ${dir} could not be written: ${why}`);
+  }
+  // The new checkpoint is complete: only now does an older folder of the same name (final/, best/) make way for it,
+  // by a rename, so that a kill between the two renames leaves it recoverable (removeStaleCheckpointTemps).
+  const old = `${dir}.old-${process.pid}`;
+  const replacing = existsSync(dir);
+  if (replacing) renameSync(dir, old);
   renameSync(tmp, dir);
   fsyncDir(parent);
+  if (replacing) rmSync(old, { recursive: true, force: true });
+}
+
+/** Deletes all but the newest `keep` step-N checkpoints (save_total_limit); best/ and final/ live elsewhere. */
+export function pruneCheckpoints(runDir: string, keep: number): string[] {
+  const root = join(runDir, "checkpoints");
+  if (!existsSync(root)) return [];
+  const steps = readdirSync(root)
+    .map((name) => /^step-(\d+)$/.exec(name))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => b - a);
+  const removed: string[] = [];
+  for (const step of steps.slice(keep)) {
+    const dir = join(root, checkpointDirName(step));
+    rmSync(dir, { recursive: true, force: true });
+    removed.push(dir);
+  }
+  if (removed.length) fsyncDir(root);
+  return removed;
 }
 
 /**
@@ -73,8 +104,15 @@ export function writeCheckpoint(
 export function removeStaleCheckpointTemps(runDir: string): void {
   for (const dir of [runDir, join(runDir, "checkpoints")]) {
     if (!existsSync(dir)) continue;
-    for (const name of readdirSync(dir))
+    for (const name of readdirSync(dir)) {
       if (/\.tmp-\d+$/.test(name)) rmSync(join(dir, name), { recursive: true, force: true });
+      // X.old-<pid>: the previous X, moved aside while a new X was renamed in. Keep it only if X never arrived.
+      const old = /^(.+)\.old-\d+$/.exec(name);
+      if (old) {
+        if (existsSync(join(dir, old[1]!))) rmSync(join(dir, name), { recursive: true, force: true });
+        else renameSync(join(dir, name), join(dir, old[1]!));
+      }
+    }
   }
 }
 

@@ -72,6 +72,12 @@ export interface TrainConfig {
   eval_on_start: boolean;
   /** Checkpoint every N steps (and at the end); 0 = only the final weights. */
   save_steps: number;
+  /** Also checkpoint when this many minutes have passed since the last one (0 = off): tsdpo's own key, on by
+   *  default, so that a long run killed without warning (power, OOM killer) loses at most this much work. */
+  save_minutes: number;
+  /** Keep only the newest N step checkpoints (null = all, TRL's default). tsdpo defaults to 3 because time-based
+   *  checkpoints are on by default; best/ and final/ are never removed. */
+  save_total_limit: number | null;
   /** The eval metric that ranks checkpoints, as TRL: "loss" (eval_loss) or e.g. "rewards/accuracies" (the eval_
    *  prefix is optional). null: "loss" when load_best_model_at_end is on. */
   metric_for_best_model: string | null;
@@ -139,6 +145,8 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   eval_steps: 0,
   eval_on_start: false,
   save_steps: 0,
+  save_minutes: 10,
+  save_total_limit: 3,
   metric_for_best_model: null,
   greater_is_better: null,
   load_best_model_at_end: false,
@@ -163,7 +171,7 @@ const KINDS: { [K in keyof Rest]-?: Kind } = {
   num_train_epochs: "number", max_steps: "int", learning_rate: "number",
   lr_scheduler_type: { oneOf: ["constant", "linear", "cosine"] }, warmup_steps: "int", warmup_ratio: "number",
   weight_decay: "number", adam_beta1: "number", adam_beta2: "number", adam_epsilon: "number", max_grad_norm: "number",
-  logging_steps: "int", eval_steps: "int", eval_on_start: "bool", save_steps: "int",
+  logging_steps: "int", eval_steps: "int", eval_on_start: "bool", save_steps: "int", save_minutes: "number", save_total_limit: "int?",
   metric_for_best_model: "string?", greater_is_better: "bool?", load_best_model_at_end: "bool", precompute_ref_log_probs: "bool", shared_prefix: "bool", ref_model: "string?",
   backend: { oneOf: ["auto", "js", "native"] },
   use_peft: "bool", lora_r: "int", lora_alpha: "number", lora_dropout: "number", lora_target_modules: "strings",
@@ -225,6 +233,8 @@ function checkRanges(c: TrainConfig, where: string): void {
   req(c.logging_steps >= 1, "logging_steps", "≥ 1");
   req(c.eval_steps >= 0, "eval_steps", "≥ 0");
   req(c.save_steps >= 0, "save_steps", "≥ 0");
+  req(c.save_minutes >= 0, "save_minutes", "≥ 0 (0 = off)");
+  req(c.save_total_limit === null || c.save_total_limit >= 1, "save_total_limit", "≥ 1 or null");
   req(c.max_length === null || c.max_length >= 2, "max_length", "≥ 2 or null");
   req(c.lora_r >= 1, "lora_r", "≥ 1");
   req(c.lora_alpha > 0, "lora_alpha", "> 0");
@@ -427,6 +437,8 @@ const KEY_HELP: { [K in keyof Rest]-?: string } = {
   eval_steps: "evaluate every N steps (0 = only at the end)",
   eval_on_start: "also evaluate before the first step, so that the start is on the curves",
   save_steps: "checkpoint every N steps (0 = only the final weights)",
+  save_minutes: "also checkpoint after this many minutes since the last one (0 = off)",
+  save_total_limit: "keep only the newest N step checkpoints (null = all; best/ and final/ stay)",
   metric_for_best_model: "the eval metric that ranks checkpoints: loss, rewards/accuracies, rewards/margins, …",
   greater_is_better: "whether a larger metric_for_best_model is better (null: false for loss, else true)",
   load_best_model_at_end: "end with the best evaluation's weights in final/ (they are kept in best/)",

@@ -11,7 +11,7 @@
 // kernel is deterministic, so a run resumed from a checkpoint (even after kill -9) ends with the same bits as an
 // uninterrupted one.
 
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Backend, Buf } from "../backend/contract.js";
 import { selectBackend } from "../backend/select.js";
@@ -19,7 +19,7 @@ import { fromGrid, packPairs } from "../data/pack.js";
 import { dataOptionsFromConfig, formatPreferenceData, loadPreferenceData, writeInvalidReport, writeWarningsReport } from "../data/load.js";
 import type { RowIssue, TokenizedPair } from "../data/types.js";
 import { TsdpoError, configError } from "../errors.js";
-import { writeFileAtomic } from "../io/atomic.js";
+import { appendFileLogged, writeFileAtomic } from "../io/atomic.js";
 import { type LoadedModel, loadModel } from "../io/load.js";
 import { modelFingerprint } from "../io/fingerprint.js";
 import { loadPeftAdapter, loraTargetsFromPeft } from "../io/peft.js";
@@ -33,7 +33,10 @@ import {
 } from "../model/llama.js";
 import { defaultDataPath, defaultModelPath } from "../paths.js";
 import { Rng } from "../rng.js";
-import { type TrainerState, checkpointDirName, latestCheckpoint, removeStaleCheckpointTemps, readOptimizer, writeCheckpoint } from "./checkpoint.js";
+import {
+  type TrainerState, checkpointDirName, latestCheckpoint, pruneCheckpoints, removeStaleCheckpointTemps, readOptimizer, writeCheckpoint,
+} from "./checkpoint.js";
+import { acquireRunLock } from "./lock.js";
 import { type TrainConfig, bestModelMetric, trainConfigToJson } from "./config.js";
 import { readMetricsRows, runSummary } from "./summary.js";
 import { activationsForPairs, forwardPairs, rowSums } from "./logps.js";
@@ -55,6 +58,8 @@ export interface TrainOptions {
 }
 
 export interface TrainResult {
+  /** Set when SIGINT or SIGTERM stopped the run early (a checkpoint was written at the step it stopped after). */
+  stopped?: NodeJS.Signals;
   runDir: string;
   steps: number;
   finalDir: string;
@@ -309,6 +314,14 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   const resumeFrom = opts.resume ? latestCheckpoint(runDir) : null;
   if (!opts.resume && (existsSync(join(runDir, "checkpoints")) || existsSync(join(runDir, "final"))))
     throw configError(`${runDir}: already holds a run; continue it with \`tsdpo train --resume ${runDir}\` or choose another output_dir`);
+  // Starting over silently would throw away whatever the user meant to continue: say why there is nothing to resume.
+  if (opts.resume && !resumeFrom)
+    throw new TsdpoError(
+      "input",
+      `train --resume ${runDir}: there is no checkpoint to resume from (${join(runDir, "checkpoints")} holds no step-N folder): ` +
+        `the run stopped before its first checkpoint (save_steps ${cfg.save_steps}, save_minutes ${cfg.save_minutes}). ` +
+        `Start it again with \`tsdpo train\` and a new output_dir, or delete the folder`,
+    );
 
   // Everything the user's input can break (backend, models, data) is checked before the run folder is created,
   // so a run that cannot start leaves nothing behind.
@@ -339,226 +352,269 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
     : refPath !== modelPath ? loadModel(refPath).model : refIsAdaptersOff || resumeFrom ? base.model : cloneModel(base.model);
 
   mkdirSync(runDir, { recursive: true });
-  const configJson = trainConfigToJson(cfg);
-  writeFileAtomic(join(runDir, "config.json"), JSON.stringify(configJson, null, 2) + "\n");
-  if (data.invalid.length > 0) writeInvalidReport(join(runDir, "invalid_rows.jsonl"), data.invalid);
-  if (data.warnings.length > 0) writeWarningsReport(join(runDir, "data_warnings.jsonl"), data.warnings);
-  writeFileAtomic(join(runDir, "prompts.jsonl"), data.prompts.map((p) => JSON.stringify({ prompt: p }) + "\n").join(""));
-  for (const line of [...(opts.notes ?? []), ...data.summary]) say(line);
-
-  const B = cfg.per_device_train_batch_size;
-  const evalB = cfg.per_device_eval_batch_size;
-  const maxB = Math.max(B, evalB);
-  const sharedPrefix = cfg.shared_prefix;
-  const allPairs = [...data.train, ...data.eval];
-  const acts = activationsForPairs(policy, allPairs, maxB, sharedPrefix);
-  const grads = usePeft ? null : createGradients(policy);
-  // What the optimizer updates: the whole parameter arena, or the adapter arena.
-  const trainable: Buf = usePeft ? policy.lora!.params : policy.params;
-  const trainableGrads: Buf = usePeft ? policy.lora!.grads : grads!.grads;
-  const n = trainable.length;
-  let m: Float32Array = new Float32Array(n), v: Float32Array = new Float32Array(n);
-
-  let ref: Engine["ref"] = null;
-  let refLogps: Engine["refLogps"] = null;
-  if (refModel) {
-    const ldAlpha = cfg.loss.kind === "dpo" ? cfg.loss.ld_alpha : null;
-    if (cfg.precompute_ref_log_probs) {
-      if (refIsAdaptersOff) policy.lora!.enabled = false;
-      const t = precomputedRefLogps(be, refModel, refPath, data.train, evalB, ldAlpha, sharedPrefix);
-      const ev = precomputedRefLogps(be, refModel, refPath, data.eval, evalB, ldAlpha, sharedPrefix);
-      if (refIsAdaptersOff) policy.lora!.enabled = true;
-      say(`reference log-probs: ${t.cached ? "from cache" : "computed"} ${t.file}`);
-      refLogps = { train: t.logps, eval: ev.logps };
-    } else {
-      const sameShape = JSON.stringify(refModel.cfg) === JSON.stringify(policy.cfg);
-      ref = {
-        model: refModel,
-        acts: sameShape ? acts : activationsForPairs(refModel, allPairs, maxB, sharedPrefix),
-        adaptersOff: refIsAdaptersOff,
-      };
-    }
-  }
-  const engine: Engine = {
-    be, policy, acts, grads, ref, refLogps, loss: cfg.loss, sharedPrefix, dropoutSeed: null, timings: null,
+  // From here on the run folder is ours alone (lock.ts), and Ctrl-C or SIGTERM stop it cleanly at a step's end.
+  const releaseLock = acquireRunLock(runDir, say);
+  const stop: { signal: NodeJS.Signals | null } = { signal: null };
+  const onSignal = (signal: NodeJS.Signals): void => {
+    stop.signal = signal;
+    log(`${signal}: stopping after this step with a checkpoint (Ctrl-C again exits at once, without it)`);
+    // The next signal gets the default action (exit at once): a second Ctrl-C must not wait for a checkpoint.
+    process.removeListener("SIGINT", onSignal);
+    process.removeListener("SIGTERM", onSignal);
   };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    const configJson = trainConfigToJson(cfg);
+    writeFileAtomic(join(runDir, "config.json"), JSON.stringify(configJson, null, 2) + "\n");
+    if (data.invalid.length > 0) writeInvalidReport(join(runDir, "invalid_rows.jsonl"), data.invalid);
+    if (data.warnings.length > 0) writeWarningsReport(join(runDir, "data_warnings.jsonl"), data.warnings);
+    writeFileAtomic(join(runDir, "prompts.jsonl"), data.prompts.map((p) => JSON.stringify({ prompt: p }) + "\n").join(""));
+    for (const line of [...(opts.notes ?? []), ...data.summary]) say(line);
 
-  // Schedule
-  const pairsPerStep = B * cfg.gradient_accumulation_steps;
-  const stepsPerEpoch = Math.ceil(data.train.length / pairsPerStep);
-  const totalSteps = cfg.max_steps > 0 ? cfg.max_steps : Math.ceil(stepsPerEpoch * cfg.num_train_epochs);
-  const warmup = warmupSteps(cfg.warmup_steps, cfg.warmup_ratio, totalSteps);
+    const B = cfg.per_device_train_batch_size;
+    const evalB = cfg.per_device_eval_batch_size;
+    const maxB = Math.max(B, evalB);
+    const sharedPrefix = cfg.shared_prefix;
+    const allPairs = [...data.train, ...data.eval];
+    const acts = activationsForPairs(policy, allPairs, maxB, sharedPrefix);
+    const grads = usePeft ? null : createGradients(policy);
+    // What the optimizer updates: the whole parameter arena, or the adapter arena.
+    const trainable: Buf = usePeft ? policy.lora!.params : policy.params;
+    const trainableGrads: Buf = usePeft ? policy.lora!.grads : grads!.grads;
+    const n = trainable.length;
+    let m: Float32Array = new Float32Array(n), v: Float32Array = new Float32Array(n);
 
-  // State (fresh or from the checkpoint)
-  const rng = new Rng(cfg.seed);
-  let state: TrainerState = {
-    format: "tsdpo-trainer-state", version: 1, step: 0, epoch: 0,
-    order: rng.shuffle(Array.from({ length: data.train.length }, (_, i) => i)), cursor: 0,
-    rng: rng.state(), lossState: initialLossState(), numTokens: 0,
-  };
-  const metricsPath = join(runDir, "metrics.jsonl");
-  if (resumeFrom) {
-    state = JSON.parse(readFileSync(join(resumeFrom.dir, "trainer_state.json"), "utf8")) as TrainerState;
-    ({ m, v } = readOptimizer(resumeFrom.dir, n));
-    removeStaleCheckpointTemps(runDir);
-    // Drop metrics logged after the checkpoint; they will be logged again. So is a line cut short by a crash.
-    if (existsSync(metricsPath)) {
-      const kept = readFileSync(metricsPath, "utf8").split("\n").filter((l) => {
-        try {
-          return (JSON.parse(l) as { step: number }).step <= state.step;
-        } catch {
-          return false;
-        }
-      });
-      writeFileAtomic(metricsPath, kept.map((l) => l + "\n").join(""));
-    }
-    say(`resuming ${runDir} from ${resumeFrom.dir} (step ${state.step} of ${totalSteps})`);
-  } else writeFileAtomic(metricsPath, "");
-  const drawRng = new Rng(state.rng);
-
-  const optimizer: Optimizer = {
-    m, v,
-    decayRanges: usePeft ? [{ offset: 0, size: n, decay: true }] /* LoRA matrices are weights */ : modelDecayRanges(policy),
-    beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm,
-  };
-  const progress = createProgress("train", totalSteps, state.step, process.stderr, opts.quiet);
-  const startedAt = Date.now();
-
-  // The ETA counts evaluations too (etaSeconds in progress.ts): time per step and per evaluated pair, measured as the run goes.
-  const clock = { trainSeconds: 0, trainSteps: 0, evalSeconds: 0, evalPairs: 0 };
-  const eta = (step: number, evalPairsPending: number): number | undefined =>
-    etaSeconds({ ...clock, step, totalSteps, evalSize: data.eval.length, evalSteps: cfg.eval_steps, pairsPerStep, evalPairsPending });
-  const best = bestModelMetric(cfg);
-  const bestDir = join(runDir, "best");
-  if (state.best === undefined) state.best = null;
-  let window = new MetricMean();
-  let windowTokens = 0;
-  let windowStart = Date.now();
-  let lastMetrics: Record<string, number> = {};
-  let evalMetrics: Record<string, number> | null = null;
-  let lastCheckpoint: string | null = resumeFrom?.dir ?? null;
-
-  const writeMetrics = (row: Record<string, number>): void => appendFileSync(metricsPath, JSON.stringify(row) + "\n");
-  const checkpoint = (dir: string): void => {
-    writeCheckpoint(dir, loaded, m, v, state, configJson, usePeft ? { baseModel: modelPath, baseFingerprint } : null);
-  };
-  /** Evaluates on the held-out pairs, logs the row, and keeps best/ up to date when a metric ranks checkpoints. */
-  const runEval = (epochFloat: number): Record<string, number> => {
-    const t0 = performance.now();
-    const row: Record<string, number> = {
-      ...evaluate(engine, data.eval, evalB, state.lossState, (done) =>
-        progress.status(`eval ${done}/${data.eval.length}`, eta(state.step, data.eval.length - done))),
-      epoch: epochFloat, step: state.step,
-    };
-    clock.evalSeconds += (performance.now() - t0) / 1000;
-    clock.evalPairs += data.eval.length;
-    writeMetrics(row);
-    progress.log(`step ${state.step}: eval_loss ${row.eval_loss!.toFixed(4)} eval_rewards/accuracies ${row["eval_rewards/accuracies"]!.toFixed(3)}`);
-    if (best) {
-      const value = row[best.key];
-      if (value === undefined) throw configError(`metric_for_best_model: this loss does not log ${best.key}`);
-      const prev = state.best;
-      if (!prev || (best.greaterIsBetter ? value > prev.value : value < prev.value)) {
-        state.best = { step: state.step, value };
-        checkpoint(bestDir);
+    let ref: Engine["ref"] = null;
+    let refLogps: Engine["refLogps"] = null;
+    if (refModel) {
+      const ldAlpha = cfg.loss.kind === "dpo" ? cfg.loss.ld_alpha : null;
+      if (cfg.precompute_ref_log_probs) {
+        if (refIsAdaptersOff) policy.lora!.enabled = false;
+        const t = precomputedRefLogps(be, refModel, refPath, data.train, evalB, ldAlpha, sharedPrefix);
+        const ev = precomputedRefLogps(be, refModel, refPath, data.eval, evalB, ldAlpha, sharedPrefix);
+        if (refIsAdaptersOff) policy.lora!.enabled = true;
+        say(`reference log-probs: ${t.cached ? "from cache" : "computed"} ${t.file}`);
+        refLogps = { train: t.logps, eval: ev.logps };
+      } else {
+        const sameShape = JSON.stringify(refModel.cfg) === JSON.stringify(policy.cfg);
+        ref = {
+          model: refModel,
+          acts: sameShape ? acts : activationsForPairs(refModel, allPairs, maxB, sharedPrefix),
+          adaptersOff: refIsAdaptersOff,
+        };
       }
     }
-    return row;
-  };
+    const engine: Engine = {
+      be, policy, acts, grads, ref, refLogps, loss: cfg.loss, sharedPrefix, dropoutSeed: null, timings: null,
+    };
 
-  if (cfg.eval_on_start && !resumeFrom && data.eval.length > 0) evalMetrics = runEval(0);
+    // Schedule
+    const pairsPerStep = B * cfg.gradient_accumulation_steps;
+    const stepsPerEpoch = Math.ceil(data.train.length / pairsPerStep);
+    const totalSteps = cfg.max_steps > 0 ? cfg.max_steps : Math.ceil(stepsPerEpoch * cfg.num_train_epochs);
+    const warmup = warmupSteps(cfg.warmup_steps, cfg.warmup_ratio, totalSteps);
 
-  while (state.step < totalSteps) {
-    const stepStart = performance.now();
-    trainableGrads.fill(0);
-    if (policy.lora && policy.lora.cfg.dropout > 0) {
-      const step = state.step;
-      engine.dropoutSeed = (micro) => (cfg.seed * 1000003 + step * 4099 + micro) >>> 0;
-    }
-    // Draw this step's pairs: up to B·accum from the current epoch; a new epoch reshuffles.
-    if (state.cursor >= state.order.length) {
-      state.epoch++;
-      state.order = drawRng.shuffle(Array.from({ length: data.train.length }, (_, i) => i));
-      state.cursor = 0;
-      state.rng = drawRng.state();
-    }
-    const take = state.order.slice(state.cursor, state.cursor + pairsPerStep);
-    state.cursor += take.length;
-    let stepLoss = 0;
-    for (let s = 0; s < take.length; s += B) {
-      const idx = take.slice(s, s + B);
-      const r = microBatch(engine, idx.map((i) => data.train[i]!), idx, "train", state.lossState, idx.length / take.length, s / B);
-      state.lossState = r.out.state;
-      stepLoss += (r.out.loss * idx.length) / take.length;
-      window.add(r.metrics, idx.length);
-      windowTokens += r.tokens;
-      state.numTokens += r.tokens;
-    }
-    const lr = lrAt(cfg.lr_scheduler_type, cfg.learning_rate, state.step, warmup, totalSteps);
-    // a non-finite loss must stop the run before the update, whatever the norm
-    const norm = Number.isFinite(stepLoss) ? optimizerStep(be, optimizer, trainable, trainableGrads, lr, state.step + 1) : NaN;
-    if (!Number.isFinite(stepLoss) || !Number.isFinite(norm))
-      throw new TsdpoError(
-        "numeric",
-        `step ${state.step + 1}: the ${Number.isFinite(stepLoss) ? "gradient norm" : "loss"} is not finite ` +
-          `(loss ${stepLoss}, grad_norm ${norm}); training stopped before applying it. ` +
-          (lastCheckpoint ? `The last good checkpoint is ${lastCheckpoint}. ` : "No checkpoint was written yet. ") +
-          // Clipping bounds the gradient, not AdamW's step (about learning_rate per weight), so suggest it only when off.
-          `Lower learning_rate (now ${cfg.learning_rate})${cfg.max_grad_norm > 0 ? "" : ", or set max_grad_norm"}.`,
-      );
-    state.step++;
-    clock.trainSeconds += (performance.now() - stepStart) / 1000;
-    clock.trainSteps++;
+    // State (fresh or from the checkpoint)
+    const rng = new Rng(cfg.seed);
+    let state: TrainerState = {
+      format: "tsdpo-trainer-state", version: 1, step: 0, epoch: 0,
+      order: rng.shuffle(Array.from({ length: data.train.length }, (_, i) => i)), cursor: 0,
+      rng: rng.state(), lossState: initialLossState(), numTokens: 0,
+    };
+    const metricsPath = join(runDir, "metrics.jsonl");
+    if (resumeFrom) {
+      state = JSON.parse(readFileSync(join(resumeFrom.dir, "trainer_state.json"), "utf8")) as TrainerState;
+      ({ m, v } = readOptimizer(resumeFrom.dir, n));
+      removeStaleCheckpointTemps(runDir);
+      // Drop metrics logged after the checkpoint; they will be logged again. So is a line cut short by a crash.
+      if (existsSync(metricsPath)) {
+        const kept = readFileSync(metricsPath, "utf8").split("\n").filter((l) => {
+          try {
+            return (JSON.parse(l) as { step: number }).step <= state.step;
+          } catch {
+            return false;
+          }
+        });
+        writeFileAtomic(metricsPath, kept.map((l) => l + "\n").join(""));
+      }
+      say(`resuming ${runDir} from ${resumeFrom.dir} (step ${state.step} of ${totalSteps})`);
+    } else writeFileAtomic(metricsPath, "");
+    const drawRng = new Rng(state.rng);
 
-    const epochFloat = state.step / stepsPerEpoch;
-    if (state.step % cfg.logging_steps === 0 || state.step === totalSteps) {
-      const seconds = (Date.now() - windowStart) / 1000;
-      lastMetrics = {
-        ...window.mean(), grad_norm: norm, learning_rate: lr, epoch: epochFloat, step: state.step,
-        num_tokens: state.numTokens, tokens_per_second: seconds > 0 ? windowTokens / seconds : 0,
-      };
-      writeMetrics(lastMetrics);
-      progress.update(state.step, `loss ${lastMetrics.loss!.toFixed(4)} acc ${lastMetrics["rewards/accuracies"]!.toFixed(2)}`, eta(state.step, 0));
-      window = new MetricMean();
-      windowTokens = 0;
-      windowStart = Date.now();
-    }
-    const isLast = state.step === totalSteps;
-    if (data.eval.length > 0 && ((cfg.eval_steps > 0 && state.step % cfg.eval_steps === 0) || isLast)) evalMetrics = runEval(epochFloat);
-    if ((cfg.save_steps > 0 && state.step % cfg.save_steps === 0) || isLast) {
+    const optimizer: Optimizer = {
+      m, v,
+      decayRanges: usePeft ? [{ offset: 0, size: n, decay: true }] /* LoRA matrices are weights */ : modelDecayRanges(policy),
+      beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weightDecay: cfg.weight_decay, maxGradNorm: cfg.max_grad_norm,
+    };
+    const progress = createProgress("train", totalSteps, state.step, process.stderr, opts.quiet);
+    const startedAt = Date.now();
+
+    // The ETA counts evaluations too (etaSeconds in progress.ts): time per step and per evaluated pair, measured as the run goes.
+    const clock = { trainSeconds: 0, trainSteps: 0, evalSeconds: 0, evalPairs: 0 };
+    const eta = (step: number, evalPairsPending: number): number | undefined =>
+      etaSeconds({ ...clock, step, totalSteps, evalSize: data.eval.length, evalSteps: cfg.eval_steps, pairsPerStep, evalPairsPending });
+    const best = bestModelMetric(cfg);
+    const bestDir = join(runDir, "best");
+    if (state.best === undefined) state.best = null;
+    let window = new MetricMean();
+    let windowTokens = 0;
+    let windowStart = Date.now();
+    let lastMetrics: Record<string, number> = {};
+    let evalMetrics: Record<string, number> | null = null;
+    let lastCheckpoint: string | null = resumeFrom?.dir ?? null;
+
+    const writeMetrics = (row: Record<string, number>): void => appendFileLogged(metricsPath, JSON.stringify(row) + "\n");
+    let lastSave = Date.now();
+    const checkpoint = (dir: string): void => {
+      try {
+        writeCheckpoint(dir, loaded, m, v, state, configJson, usePeft ? { baseModel: modelPath, baseFingerprint } : null);
+      } catch (e) {
+        if (!(e instanceof TsdpoError)) throw e;
+        throw new TsdpoError(
+          "io",
+          `${e.message}; training stopped at step ${state.step}. ` +
+            (lastCheckpoint ? `The previous checkpoint ${lastCheckpoint} is intact: free the space and continue with \`tsdpo train --resume ${runDir}\`` : "No earlier checkpoint exists"),
+        );
+      }
+      lastSave = Date.now();
+    };
+    /** A step checkpoint, then the oldest ones beyond save_total_limit (only once the new one is complete). */
+    const stepCheckpoint = (): string => {
       const dir = join(runDir, "checkpoints", checkpointDirName(state.step));
       checkpoint(dir);
       lastCheckpoint = dir;
-    }
-  }
-  progress.done();
+      if (cfg.save_total_limit !== null) pruneCheckpoints(runDir, cfg.save_total_limit);
+      return dir;
+    };
+    /** Evaluates on the held-out pairs, logs the row, and keeps best/ up to date when a metric ranks checkpoints. */
+    const runEval = (epochFloat: number): Record<string, number> => {
+      const t0 = performance.now();
+      const row: Record<string, number> = {
+        ...evaluate(engine, data.eval, evalB, state.lossState, (done) =>
+          progress.status(`eval ${done}/${data.eval.length}`, eta(state.step, data.eval.length - done))),
+        epoch: epochFloat, step: state.step,
+      };
+      clock.evalSeconds += (performance.now() - t0) / 1000;
+      clock.evalPairs += data.eval.length;
+      writeMetrics(row);
+      progress.log(`step ${state.step}: eval_loss ${row.eval_loss!.toFixed(4)} eval_rewards/accuracies ${row["eval_rewards/accuracies"]!.toFixed(3)}`);
+      if (best) {
+        const value = row[best.key];
+        if (value === undefined) throw configError(`metric_for_best_model: this loss does not log ${best.key}`);
+        const prev = state.best;
+        if (!prev || (best.greaterIsBetter ? value > prev.value : value < prev.value)) {
+          state.best = { step: state.step, value };
+          checkpoint(bestDir);
+        }
+      }
+      return row;
+    };
 
-  // load_best_model_at_end: the run ends with the best evaluation's weights, as TRL's Trainer does.
-  const endedOnBest = cfg.load_best_model_at_end && state.best && state.best.step !== state.step ? state.best : null;
-  if (endedOnBest) {
-    if (usePeft) loadPeftAdapter(bestDir, policy, baseFingerprint);
-    else policy.params.set(loadModel(bestDir).model.params);
-    say(`load_best_model_at_end: final/ holds the weights of step ${endedOnBest.step} (${best!.key} ${endedOnBest.value.toFixed(4)}), the best evaluation`);
+    if (cfg.eval_on_start && !resumeFrom && data.eval.length > 0) evalMetrics = runEval(0);
+
+    while (state.step < totalSteps) {
+      const stepStart = performance.now();
+      trainableGrads.fill(0);
+      if (policy.lora && policy.lora.cfg.dropout > 0) {
+        const step = state.step;
+        engine.dropoutSeed = (micro) => (cfg.seed * 1000003 + step * 4099 + micro) >>> 0;
+      }
+      // Draw this step's pairs: up to B·accum from the current epoch; a new epoch reshuffles.
+      if (state.cursor >= state.order.length) {
+        state.epoch++;
+        state.order = drawRng.shuffle(Array.from({ length: data.train.length }, (_, i) => i));
+        state.cursor = 0;
+        state.rng = drawRng.state();
+      }
+      const take = state.order.slice(state.cursor, state.cursor + pairsPerStep);
+      state.cursor += take.length;
+      let stepLoss = 0;
+      for (let s = 0; s < take.length; s += B) {
+        const idx = take.slice(s, s + B);
+        const r = microBatch(engine, idx.map((i) => data.train[i]!), idx, "train", state.lossState, idx.length / take.length, s / B);
+        state.lossState = r.out.state;
+        stepLoss += (r.out.loss * idx.length) / take.length;
+        window.add(r.metrics, idx.length);
+        windowTokens += r.tokens;
+        state.numTokens += r.tokens;
+      }
+      const lr = lrAt(cfg.lr_scheduler_type, cfg.learning_rate, state.step, warmup, totalSteps);
+      // a non-finite loss must stop the run before the update, whatever the norm
+      const norm = Number.isFinite(stepLoss) ? optimizerStep(be, optimizer, trainable, trainableGrads, lr, state.step + 1) : NaN;
+      if (!Number.isFinite(stepLoss) || !Number.isFinite(norm))
+        throw new TsdpoError(
+          "numeric",
+          `step ${state.step + 1}: the ${Number.isFinite(stepLoss) ? "gradient norm" : "loss"} is not finite ` +
+            `(loss ${stepLoss}, grad_norm ${norm}); training stopped before applying it. ` +
+            (lastCheckpoint ? `The last good checkpoint is ${lastCheckpoint}. ` : "No checkpoint was written yet. ") +
+            // Clipping bounds the gradient, not AdamW's step (about learning_rate per weight), so suggest it only when off.
+            `Lower learning_rate (now ${cfg.learning_rate})${cfg.max_grad_norm > 0 ? "" : ", or set max_grad_norm"}.`,
+        );
+      state.step++;
+      clock.trainSeconds += (performance.now() - stepStart) / 1000;
+      clock.trainSteps++;
+
+      const epochFloat = state.step / stepsPerEpoch;
+      if (state.step % cfg.logging_steps === 0 || state.step === totalSteps) {
+        const seconds = (Date.now() - windowStart) / 1000;
+        lastMetrics = {
+          ...window.mean(), grad_norm: norm, learning_rate: lr, epoch: epochFloat, step: state.step,
+          num_tokens: state.numTokens, tokens_per_second: seconds > 0 ? windowTokens / seconds : 0,
+        };
+        writeMetrics(lastMetrics);
+        progress.update(state.step, `loss ${lastMetrics.loss!.toFixed(4)} acc ${lastMetrics["rewards/accuracies"]!.toFixed(2)}`, eta(state.step, 0));
+        window = new MetricMean();
+        windowTokens = 0;
+        windowStart = Date.now();
+      }
+      const isLast = state.step === totalSteps;
+      if (data.eval.length > 0 && ((cfg.eval_steps > 0 && state.step % cfg.eval_steps === 0) || isLast)) evalMetrics = runEval(epochFloat);
+      const due = (cfg.save_steps > 0 && state.step % cfg.save_steps === 0) || (cfg.save_minutes > 0 && Date.now() - lastSave >= cfg.save_minutes * 60_000);
+      if (due || isLast) stepCheckpoint();
+
+      // Let signal handlers run: they only can between steps, as a step never yields to the event loop.
+      await new Promise((r) => setImmediate(r));
+      if (stop.signal && !isLast) {
+        progress.done();
+        const dir = lastCheckpoint === join(runDir, "checkpoints", checkpointDirName(state.step)) ? lastCheckpoint : stepCheckpoint();
+        say(`${stop.signal}: stopped after step ${state.step} of ${totalSteps}; checkpoint ${dir}\ncontinue with: tsdpo train --resume ${runDir}`);
+        return { runDir, steps: state.step, finalDir: dir, lastMetrics, evalMetrics, stopped: stop.signal };
+      }
+    }
+    progress.done();
+
+    // load_best_model_at_end: the run ends with the best evaluation's weights, as TRL's Trainer does.
+    const endedOnBest = cfg.load_best_model_at_end && state.best && state.best.step !== state.step ? state.best : null;
+    if (endedOnBest) {
+      if (usePeft) loadPeftAdapter(bestDir, policy, baseFingerprint);
+      else policy.params.set(loadModel(bestDir).model.params);
+      say(`load_best_model_at_end: final/ holds the weights of step ${endedOnBest.step} (${best!.key} ${endedOnBest.value.toFixed(4)}), the best evaluation`);
+    }
+    const finalDir = join(runDir, "final");
+    checkpoint(finalDir);
+    // A run resumed from its last step logs nothing new: its final metrics are the last rows already logged.
+    if (Object.keys(lastMetrics).length === 0 || evalMetrics === null) {
+      const rows = readMetricsRows(metricsPath);
+      if (Object.keys(lastMetrics).length === 0) lastMetrics = rows.filter((r) => "loss" in r).at(-1) ?? {};
+      if (evalMetrics === null) evalMetrics = rows.filter((r) => "eval_loss" in r).at(-1) ?? null;
+    }
+    const allRows = readMetricsRows(metricsPath);
+    const bestRow = state.best ? allRows.find((r) => "eval_loss" in r && r.step === state.best!.step) ?? null : null;
+    if (endedOnBest && bestRow) evalMetrics = bestRow; // the final weights are the best evaluation's
+    const summary = {
+      steps: state.step, train: lastMetrics, eval: evalMetrics, data: data.summary,
+      best: best && state.best ? { metric: best.key, step: state.best.step, value: state.best.value, final_is_best: cfg.load_best_model_at_end } : null,
+      best_eval: bestRow,
+      seconds: (Date.now() - startedAt) / 1000,
+    };
+    writeFileAtomic(join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
+    const report = await writeRunReport(runDir);
+    say(runSummary(allRows, { runDir, finalDir, seconds: summary.seconds, best: summary.best, modelPath, dataPath: cfg.data ?? defaultDataPath, report }));
+    return { runDir, steps: state.step, finalDir, lastMetrics, evalMetrics };
+  } finally {
+    process.removeListener("SIGINT", onSignal);
+    process.removeListener("SIGTERM", onSignal);
+    releaseLock();
   }
-  const finalDir = join(runDir, "final");
-  checkpoint(finalDir);
-  // A run resumed from its last step logs nothing new: its final metrics are the last rows already logged.
-  if (Object.keys(lastMetrics).length === 0 || evalMetrics === null) {
-    const rows = readMetricsRows(metricsPath);
-    if (Object.keys(lastMetrics).length === 0) lastMetrics = rows.filter((r) => "loss" in r).at(-1) ?? {};
-    if (evalMetrics === null) evalMetrics = rows.filter((r) => "eval_loss" in r).at(-1) ?? null;
-  }
-  const allRows = readMetricsRows(metricsPath);
-  const bestRow = state.best ? allRows.find((r) => "eval_loss" in r && r.step === state.best!.step) ?? null : null;
-  if (endedOnBest && bestRow) evalMetrics = bestRow; // the final weights are the best evaluation's
-  const summary = {
-    steps: state.step, train: lastMetrics, eval: evalMetrics, data: data.summary,
-    best: best && state.best ? { metric: best.key, step: state.best.step, value: state.best.value, final_is_best: cfg.load_best_model_at_end } : null,
-    best_eval: bestRow,
-    seconds: (Date.now() - startedAt) / 1000,
-  };
-  writeFileAtomic(join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
-  const report = await writeRunReport(runDir);
-  say(runSummary(allRows, { runDir, finalDir, seconds: summary.seconds, best: summary.best, modelPath, dataPath: cfg.data ?? defaultDataPath, report }));
-  return { runDir, steps: state.step, finalDir, lastMetrics, evalMetrics };
 }
