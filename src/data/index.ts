@@ -5,9 +5,13 @@ export { readRows, listKeys, listNames } from "./read.js";
 export type { RawRow, ReadResult, ReadOptions } from "./read.js";
 export {
   normalizeRow, inferTextPrompt, chatRendererFor, RowProblem, DEFAULT_ASSISTANT_MARKER, describeMapping, isHarmlessKey,
-  couldBePrompt, nonPreferenceKind, PREFERENCE_ROW_EXAMPLE,
+  couldBePrompt, nonPreferenceKind, PREFERENCE_ROW_EXAMPLE, describeValue,
 } from "./normalize.js";
 export type { NormalizeOptions, NormalizeResult, RenderChatFn, RowWarning } from "./normalize.js";
+export {
+  chooseLayout, formatConfigProblem, nearMiss, webgptAnswer, toWinnerValues, DATA_FORMATS, DEFAULT_WINNER_VALUES,
+} from "./formats.js";
+export type { DataFormat, FormatConfig, FormatOptions, Layout, MappedRow, WinnerValues, WinnerValuesConfig } from "./formats.js";
 export { pairEncoder, tokenizePair, tokenizePairs, resolveTokenizeOptions } from "./tokenize.js";
 export type { PairEncoder, TokenizeOptions, TokenizeResult, TokenizedSet, TruncationMode } from "./tokenize.js";
 export { allocBatch, fillBatch, buildBatch, longestSequence, defaultPadId } from "./batch.js";

@@ -5,7 +5,10 @@
 //                       tokenizer ─► tokenised pairs (+ held-out pairs) + DataStats + invalid rows + warnings. It
 //                       builds the chat renderer from the tokenizer, so conversational files work everywhere.
 //                       prepareDataset and loadPreferencePairs are older names of it.
-//   dataOptionsFromConfig  the config keys (prompt_field, chosen_field, …, eval_size, seed) ─► its options
+//   dataOptionsFromConfig  the config keys (prompt_field, chosen_field, …, data_format, winner_field, …, eval_size,
+//                       seed) ─► its options
+//   formats.ts          the layout of a file's rows: the field mapping, the winner and score mappings, and the named
+//                       layouts of public datasets (chatbot_arena, webgpt, hh_rlhf), recognised from the columns
 //   loadPreferences     file ─► PreferencePair[] + invalid rows + drops + warnings       (text only, no limits)
 //   splitPreferences    held-out eval pairs by fraction / count / separate file
 //   formatPreferenceData / formatDataStats / formatIssues   the human summary
@@ -20,8 +23,10 @@ import { dirname, resolve } from "node:path";
 import { TsdpoError, configError, inputError } from "../errors.js";
 import { renderChat } from "../tokenizer/chat.js";
 import type { Tokenizer } from "../tokenizer/types.js";
-import { RowProblem, chatRendererFor, describeMapping, isHarmlessKey, nonPreferenceKind, normalizeRow, PREFERENCE_ROW_EXAMPLE } from "./normalize.js";
+import { RowProblem, chatRendererFor, describeMapping, nonPreferenceKind, normalizeRow, PREFERENCE_ROW_EXAMPLE } from "./normalize.js";
 import type { NormalizeOptions } from "./normalize.js";
+import { candidateColumns, chooseLayout, formatConfigProblem, toWinnerValues } from "./formats.js";
+import type { DataFormat, FormatConfig, FormatOptions, Layout } from "./formats.js";
 import { listNames, readRows } from "./read.js";
 import { splitTrainEval } from "./split.js";
 import type { EvalSplit } from "./split.js";
@@ -30,7 +35,7 @@ import type { TokenizeOptions, TokenizedSet, TruncationMode } from "./tokenize.j
 import { DROP_REASONS, dropAt, issueAt, where } from "./types.js";
 import type { DropReason, DroppedPair, FileFormat, PreferencePair, RowIssue, TokenizedPair } from "./types.js";
 
-export interface LoadOptions extends NormalizeOptions {
+export interface LoadOptions extends NormalizeOptions, FormatOptions {
   /** Skip malformed rows, collecting them in `invalid`, instead of failing at the first one. Default false. */
   skipInvalid?: boolean;
   /**
@@ -48,53 +53,42 @@ export interface LoadedFile {
   readonly pairs: PreferencePair[];
   /** Malformed rows (only with skipInvalid; otherwise the first one throws). */
   readonly invalid: RowIssue[];
-  /** Well-formed rows that were not kept (so far only "identical"). */
+  /** Well-formed rows that were not kept, with the reason (identical answers, ties, multi-turn, …). */
   readonly drops: DroppedPair[];
   /** Kept rows with something worth a look (whitespace-only answers, prompt repeated inside the answers). */
   readonly warnings: RowIssue[];
+  /** The layout the rows were read with (formats.ts): generic, or a named one, set or recognised. */
+  readonly dataFormat: Exclude<DataFormat, "auto">;
+  /** When the layout was recognised from the columns: the summary's line saying so and how to override it. */
+  readonly recognised: string | null;
 }
 
 export async function loadPreferences(path: string, options: LoadOptions = {}): Promise<LoadedFile> {
-  const cf = options.chosenField ?? "chosen";
-  const rf = options.rejectedField ?? "rejected";
-  const pf = options.promptField === null ? null : (options.promptField ?? "prompt");
+  const problem = formatConfigProblem(formatConfigOf(options));
+  if (problem !== null) throw configError(problem);
   const read = await readRows(path, {
-    columns: [cf, rf, ...(pf === null ? [] : [pf])],
-    // Parquet reads only the mapped columns; when the prompt may be inferred, also those that could be the prompt
-    // under another name, so that normalizeRow can refuse to guess it (see isHarmlessKey).
-    moreColumns: options.promptField === undefined ? (all) => (all.includes("prompt") ? [] : all.filter((c) => !isHarmlessKey(c))) : undefined,
+    columns: candidateColumns(options),
+    // Parquet reads only the columns the layout needs; when the prompt may be inferred, also those that could be the
+    // prompt under another name, so that normalizeRow can refuse to guess it (see isHarmlessKey). The layout is
+    // chosen again below, with the first row, for the HH-RLHF check.
+    moreColumns: (all) => chooseLayout(path, all, options).moreColumns(all),
   });
   if (read.rows.length === 0)
     throw inputError(`${path}: holds no rows; a preference file needs at least one {"prompt", "chosen", "rejected"} row`);
-  if (read.columns) {
-    // Parquet, CSV, TSV: a missing column is a property of the file, so say it once with the columns that do exist.
-    const cols = read.columns;
-    const inferred = options.promptField === null || (options.promptField === undefined && !cols.includes("prompt"));
-    const now = `(now: ${describeMapping(options, inferred)})`;
-    const header = read.format === "parquet" ? "" : " header";
-    const kind = !cols.includes(cf) && !cols.includes(rf) ? nonPreferenceKind(cols) : null;
-    if (kind !== null)
-      throw inputError(
-        `${path}: this is ${kind}, not preference pairs: the file has columns ${listNames(cols)} but no ${JSON.stringify(cf)} ` +
-          `and ${JSON.stringify(rf)} answers. DPO learns from two answers to one prompt, one preferred over the other; a ` +
-          `preference row looks like ${PREFERENCE_ROW_EXAMPLE}. Convert the file to such rows, or, if both answers are ` +
-          `there under other names, set chosen_field and rejected_field ${now}`,
-      );
-    const needed: [string, string][] = [[cf, "chosen_field"], [rf, "rejected_field"]];
-    if (options.promptField !== undefined && pf !== null) needed.push([pf, "prompt_field"]);
-    for (const [col, opt] of needed)
-      if (!cols.includes(col))
-        throw inputError(
-          `${path}:${header} has no column ${JSON.stringify(col)} (columns: ${listNames(cols)}); ` +
-            `set ${opt} to the column that holds it ${now}`,
-        );
-  }
-  const normOpts: NormalizeOptions = options.chat !== undefined || options.tokenizer === undefined ? options : { ...options, chat: chatRendererFor(renderChat, options.tokenizer) };
-  const out: LoadedFile = { file: path, format: read.format, rows: read.rows.length, pairs: [], invalid: [], drops: [], warnings: [] };
+  const first = read.rows.find((r) => r.parseError === undefined && r.value !== null && typeof r.value === "object" && !Array.isArray(r.value));
+  const keys = read.columns ?? (first ? Object.keys(first.value as object) : null);
+  const layout = chooseLayout(read.columns || !first ? path : where(first.pos), keys, options, first?.value);
+  if (read.columns) checkColumns(path, read.format, read.columns, layout, options);
+  const normOpts: NormalizeOptions = options.chat !== undefined || options.tokenizer === undefined ? {} : { chat: chatRendererFor(renderChat, options.tokenizer) };
+  const out: LoadedFile = {
+    file: path, format: read.format, rows: read.rows.length, pairs: [], invalid: [], drops: [], warnings: [],
+    dataFormat: layout.format, recognised: layout.note,
+  };
   for (const row of read.rows) {
     let r;
     try {
-      r = normalizeRow(row, normOpts);
+      const m = layout.map(row);
+      r = m.kind === "drop" ? m : normalizeRow(m.row, { ...m.options, ...normOpts });
     } catch (e) {
       if (!(e instanceof RowProblem)) throw e;
       if (!options.skipInvalid) throw inputError(`${where(row.pos)}: ${e.field}: ${e.reason}`);
@@ -108,6 +102,53 @@ export async function loadPreferences(path: string, options: LoadOptions = {}): 
     }
   }
   return out;
+}
+
+/**
+ * Parquet, CSV, TSV: a missing column is a property of the file, so say it once with the columns that do exist
+ * (JSON rows are checked one by one, as their keys may differ).
+ */
+function checkColumns(path: string, format: FileFormat, cols: readonly string[], layout: Layout, options: LoadOptions): void {
+  const header = format === "parquet" ? "" : " header";
+  if (layout.kind !== "pairs" || layout.format === "hh_rlhf") {
+    for (const { column, key, what } of layout.required)
+      if (!cols.includes(column))
+        throw inputError(
+          `${path}:${header} has no column ${JSON.stringify(column)} (columns: ${listNames(cols)}); ` +
+            `set ${key} to the column that holds ${what} (now: ${layout.described})`,
+        );
+    return;
+  }
+  const cf = options.chosenField ?? "chosen";
+  const rf = options.rejectedField ?? "rejected";
+  const pf = options.promptField === null ? null : (options.promptField ?? "prompt");
+  const inferred = options.promptField === null || (options.promptField === undefined && !cols.includes("prompt"));
+  const now = `(now: ${describeMapping(options, inferred)})`;
+  const kind = !cols.includes(cf) && !cols.includes(rf) ? nonPreferenceKind(cols) : null;
+  if (kind !== null)
+    throw inputError(
+      `${path}: this is ${kind}, not preference pairs: the file has columns ${listNames(cols)} but no ${JSON.stringify(cf)} ` +
+        `and ${JSON.stringify(rf)} answers. DPO learns from two answers to one prompt, one preferred over the other; a ` +
+        `preference row looks like ${PREFERENCE_ROW_EXAMPLE}. Convert the file to such rows, or, if both answers are ` +
+        `there under other names, set chosen_field and rejected_field ${now}`,
+    );
+  const needed: [string, string][] = [[cf, "chosen_field"], [rf, "rejected_field"]];
+  if (options.promptField !== undefined && pf !== null) needed.push([pf, "prompt_field"]);
+  for (const [col, opt] of needed)
+    if (!cols.includes(col))
+      throw inputError(
+        `${path}:${header} has no column ${JSON.stringify(col)} (columns: ${listNames(cols)}); ` +
+          `set ${opt} to the column that holds it ${now}`,
+      );
+}
+
+/** The layout options in config-key words, for formatConfigProblem. */
+function formatConfigOf(o: LoadOptions): FormatConfig {
+  return {
+    data_format: o.dataFormat, winner_field: o.winnerField, a_field: o.aField, b_field: o.bField, winner_values: o.winnerValues,
+    score_fields: o.scoreFields, webgpt_quotes: o.webgptQuotes, prompt_field: o.promptField, chosen_field: o.chosenField,
+    rejected_field: o.rejectedField,
+  };
 }
 
 export interface SplitPreferences {
@@ -154,6 +195,10 @@ export interface DataStats {
   readonly warnings: number;
   /** Every drop with its position, reason and detail. */
   readonly drops: readonly DroppedPair[];
+  /** The layout the rows were read with (generic, chatbot_arena, webgpt, hh_rlhf). */
+  readonly dataFormat: Exclude<DataFormat, "auto">;
+  /** Set when the layout was recognised from the columns rather than set: the summary's line about it. */
+  readonly recognised: string | null;
 }
 
 /** Combines the load-stage and (optional) tokenisation-stage accounting. */
@@ -172,6 +217,8 @@ export function dataStats(loaded: LoadedFile, tokenized?: TokenizedSet): DataSta
     truncated: tokenized?.truncated ?? 0,
     warnings: loaded.warnings.length,
     drops,
+    dataFormat: loaded.dataFormat,
+    recognised: loaded.recognised,
   };
 }
 
@@ -182,6 +229,7 @@ export function formatDataStats(s: DataStats, examples = 3): string {
     `${s.file} (${s.format}): ${s.rows} rows -> ${s.usable} usable pairs (${s.truncated} truncated); ` +
       `${s.invalid} invalid; ${s.dropped} dropped${reasons.length ? ` (${reasons.join(", ")})` : ""}; ${s.warnings} warnings`,
   ];
+  if (s.recognised) lines.push(`  ${s.recognised}`);
   for (const d of s.drops.slice(0, examples)) lines.push(`  dropped ${d.where}: ${d.reason}: ${d.detail}`);
   if (s.drops.length > examples) lines.push(`  … and ${s.drops.length - examples} more dropped`);
   return lines.join("\n");
@@ -295,7 +343,7 @@ function capLimits(o: PrepareOptions): TokenizeOptions {
  * could be the prompt), null = infer on purpose, a string = that key. Keep the two apart: a config that turns
  * "unset" into null switches the check for a renamed prompt off.
  */
-export interface DataConfig {
+export interface DataConfig extends FormatConfig {
   prompt_field?: string | null;
   chosen_field?: string;
   rejected_field?: string;
@@ -314,6 +362,8 @@ export interface DataConfig {
 
 /** Maps config keys to loadPreferenceData's options; contextLength is the model's (model.cfg.maxSeqLen). */
 export function dataOptionsFromConfig(c: DataConfig, contextLength: number | null = null): PrepareOptions {
+  const problem = formatConfigProblem(c);
+  if (problem !== null) throw configError(problem);
   const evalSize = c.eval_size ?? 0;
   const seed = c.seed ?? 42;
   if (c.eval_data != null && evalSize > 0)
@@ -330,6 +380,14 @@ export function dataOptionsFromConfig(c: DataConfig, contextLength: number | nul
     promptField: c.prompt_field,
     chosenField: c.chosen_field,
     rejectedField: c.rejected_field,
+    // The layout keys only when set, so that the options of a plain config stay the plain mapping's.
+    ...(c.data_format !== undefined && c.data_format !== "auto" ? { dataFormat: c.data_format as DataFormat } : {}),
+    ...(c.winner_field != null ? { winnerField: c.winner_field } : {}),
+    ...(c.a_field != null ? { aField: c.a_field } : {}),
+    ...(c.b_field != null ? { bField: c.b_field } : {}),
+    ...(c.winner_values != null ? { winnerValues: toWinnerValues(c.winner_values) } : {}),
+    ...(c.score_fields != null ? { scoreFields: [c.score_fields[0]!, c.score_fields[1]!] as const } : {}),
+    ...(c.webgpt_quotes === true ? { webgptQuotes: true } : {}),
     skipInvalid: c.skip_invalid ?? false,
     maxLength: c.max_length ?? null,
     maxPromptLength: c.max_prompt_length ?? null,

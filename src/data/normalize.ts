@@ -22,7 +22,10 @@
 //   rows and they carry no DPO signal (the policy and reference log-ratios cancel exactly).
 // - Two full dialogues that differ before their final assistant answer are a counted drop too
 //   ("diverges-before-last-turn"): the row is well-formed, but the "answer" would contain further turns. HH-RLHF's
-//   harmless-base test split has five such rows; failing the whole file over them would help nobody.
+//   harmless-base test split has five such rows; failing the whole file over them would help nobody. Message lists
+//   whose answers go on with further user turns are the same case; when both sides share those user turns (Chatbot
+//   Arena's multi-turn rows: the same user messages, two models answering each) the drop is "multi-turn" instead,
+//   because those rows will be usable once the layout that scores every assistant turn lands.
 // - The prompt is inferred only when nothing in the row could be it. With prompt_field unset and no "prompt" key, a
 //   row with another key that could hold a prompt ("question", "instruction", "system", …) fails to load: a renamed
 //   prompt column must not be silently replaced by a guess from the answers' shared start. Keys that cannot be the
@@ -247,6 +250,26 @@ export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): Norma
       for (const [field, msgs] of [[cf, c], [rf, r]] as const)
         if (msgs[k]!.role !== "assistant")
           return divergesEarly(`${cf} and ${rf} first differ at message ${k}, whose role in ${field} is "${msgs[k]!.role}", not "assistant"`);
+      // An answer that goes on with further user turns is not one answer: the preference is over the rest of the
+      // conversation (Chatbot Arena's multi-turn rows). Counted apart when both sides share those user turns, as
+      // the layout that scores every assistant turn will use such rows.
+      const userTurns = (msgs: ChatMessage[]): string[] => msgs.filter((m) => m.role === "user").map((m) => m.content);
+      const cu = userTurns(c.slice(k));
+      const ru = userTurns(r.slice(k));
+      if (cu.length > 0 || ru.length > 0) {
+        if (cu.length === ru.length && cu.every((u, i) => u === ru[i])) {
+          const turns = userTurns(c).length;
+          return {
+            kind: "drop",
+            reason: "multi-turn",
+            detail:
+              `${cf} and ${rf} share their ${turns} user turns but differ from message ${k} (an assistant answer) on, so ` +
+              `the preference is over whole ${turns}-turn conversations; a pair holds one final answer per side and the ` +
+              `layout that scores every assistant turn has not landed, so only conversations that differ in their last answer load`,
+          };
+        }
+        return divergesEarly(`${cf} and ${rf} first differ at message ${k}, an assistant answer, and then go on with different user turns`);
+      }
       const promptMsgs = c.slice(0, k);
       out = { ...renderPair(chat, promptMsgs, c.slice(k), r.slice(k), cf, rf), shape: "conversational-implicit" };
     } else {
@@ -415,6 +438,11 @@ function emptyAfterPrompt(field: string, other: string): RowProblem {
 
 function blankWarning(field: string): RowWarning {
   return { field, reason: `is only whitespace after the prompt; kept: the pair teaches the model to end (EOS) right after the prompt` };
+}
+
+/** "a string", "null", "a number (3)", … for messages about a value of the wrong kind. */
+export function describeValue(v: unknown): string {
+  return describe(v);
 }
 
 function describe(v: unknown): string {

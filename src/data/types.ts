@@ -98,6 +98,11 @@ export interface RowIssue {
 /**
  * Why a well-formed pair was not used.
  * - identical: chosen and rejected are the same text; DPO gets no signal from such a pair (both log-ratios cancel).
+ * - tie: the row's verdict says neither answer is preferred (winner_values' "tie" list, e.g. Chatbot Arena's "tie"
+ *   and "tie (bothbad)"; equal scores, e.g. WebGPT's 0 and 0); DPO needs a preferred answer.
+ * - multi-turn: two conversations that share their user turns but differ from an earlier assistant answer on
+ *   (Chatbot Arena rows with more than one turn): a pair holds one final answer per side, and the layout that scores
+ *   every assistant turn has not landed.
  * - diverges-before-last-turn: the two dialogues differ before their final assistant answer (an answer would hold
  *   further turns, teaching the model to write the other speaker's lines); five HH-RLHF test rows are like this.
  * - overlong: the pair is longer than the limits and the options say to drop rather than truncate.
@@ -106,12 +111,16 @@ export interface RowIssue {
  */
 export type DropReason =
   | "identical"
+  | "tie"
+  | "multi-turn"
   | "diverges-before-last-turn"
   | "overlong"
   | "no-room-for-completion"
   | "identical-after-truncation";
 export const DROP_REASONS: readonly DropReason[] = [
   "identical",
+  "tie",
+  "multi-turn",
   "diverges-before-last-turn",
   "overlong",
   "no-room-for-completion",
