@@ -41,3 +41,37 @@ export function describeJsonError(text: string, err: unknown): string {
   const line = text.slice(0, lineStart).split("\n").length;
   return msg.replace(m[0], `at line ${line} column ${pos - lineStart + 1}`);
 }
+
+/**
+ * A value from a user's file (parsed JSON), for an error message: JSON.stringify's text when it is short, else its
+ * first `max` characters and "…". JSON.stringify itself would overflow the stack on a deeply nested value (a
+ * corrupt file can nest [[[[...]]]] 100,000 deep, which JSON.parse reads fine) and copy a huge one whole.
+ */
+export function describeValue(v: unknown, max = 200): string {
+  let out = "";
+  const walk = (x: unknown): void => {
+    if (Array.isArray(x)) {
+      out += "[";
+      for (let i = 0; i < x.length && out.length <= max; i++) {
+        if (i > 0) out += ",";
+        walk(x[i]);
+      }
+      out += "]";
+    } else if (x !== null && typeof x === "object") {
+      out += "{";
+      let first = true;
+      for (const k in x) {
+        if (out.length > max) break;
+        if (!first) out += ",";
+        first = false;
+        out += JSON.stringify(k.length > max ? k.slice(0, max) : k) + ":";
+        walk((x as Record<string, unknown>)[k]);
+      }
+      out += "}";
+    } else if (typeof x === "string") out += JSON.stringify(x.length > max ? x.slice(0, max) : x);
+    else if (typeof x === "bigint") out += String(x);
+    else out += String(JSON.stringify(x));
+  };
+  walk(v);
+  return out.length > max ? out.slice(0, max) + "…" : out;
+}

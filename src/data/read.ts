@@ -24,12 +24,12 @@
 //   header is a problem of that row (skippable): usually an unquoted comma.
 // - A quote inside an unquoted cell (He said "hi") is kept as a character, as Python's csv module reads it.
 
-import { decompress as fzstdDecompress } from "fzstd";
 import { readFileSync } from "node:fs";
 import * as zlib from "node:zlib";
-import { parquetMetadata, parquetReadObjects, parquetSchema } from "hyparquet";
+import { parquetMetadata, parquetSchema } from "hyparquet";
 import { parse as parseCsv } from "csv-parse/sync";
-import type { Compressors } from "hyparquet";
+import type { FileMetaData } from "hyparquet";
+import { checkParquetSizes, readParquetObjects } from "./parquet.js";
 import { TsdpoError, inputError, unsupportedError } from "../errors.js";
 import type { FileFormat, SourcePos } from "./types.js";
 
@@ -233,36 +233,27 @@ export function listNames(keys: readonly string[]): string {
   return shown.join(", ") + (keys.length > 12 ? `, … (${keys.length} in all)` : "");
 }
 
-/**
- * hyparquet decodes uncompressed and Snappy pages itself; node:zlib covers GZIP and BROTLI, and ZSTD (the default of
- * Polars and of many dataset exports) through zlib.zstdDecompressSync where this Node has it (>= 22.15), else through
- * fzstd, a pure-JS decoder. LZ4 and LZO remain unsupported and get a clear message.
- */
-function parquetCompressors(): Compressors {
-  const nodeZstd = (zlib as unknown as Record<string, unknown>)["zstdDecompressSync"];
-  return {
-    GZIP: (input) => zlib.gunzipSync(input),
-    BROTLI: (input) => zlib.brotliDecompressSync(input),
-    ZSTD: typeof nodeZstd === "function" ? (input) => (nodeZstd as (b: Uint8Array) => Uint8Array)(input) : (input) => fzstdDecompress(input),
-  };
-}
-
 async function readParquet(path: string, bytes: Uint8Array, options: ReadOptions): Promise<ReadResult> {
   // hyparquet wants an ArrayBuffer holding exactly the file.
   const file = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
   let columns: string[];
+  let metadata: FileMetaData;
   try {
-    const metadata = parquetMetadata(file);
+    // GeoParquet columns mean nothing to tsdpo, and hyparquet's pass that marks them loops forever on a negative
+    // num_children in the schema.
+    metadata = parquetMetadata(file, { geoparquet: false });
     columns = parquetSchema(metadata).children.map((c) => c.element.name);
   } catch (e) {
     throw inputError(`${path}: is not a readable Parquet file (${(e as Error).message}); the file may be truncated, so download it again`);
   }
+  checkParquetSizes(path, file, metadata);
   const more = options.moreColumns ? options.moreColumns(columns) : [];
   const wanted = options.columns ? [...new Set([...options.columns, ...more])].filter((c) => columns.includes(c)) : undefined;
   let objects: Record<string, unknown>[];
   try {
-    objects = await parquetReadObjects({ file, columns: wanted, compressors: parquetCompressors() });
+    objects = await readParquetObjects(path, file, wanted);
   } catch (e) {
+    if (e instanceof TsdpoError) throw e;
     const msg = (e as Error).message;
     const codec = /unsupported compression codec: (\w+)/.exec(msg);
     if (codec)

@@ -11,7 +11,7 @@
 // "rope_theta" + "rope_scaling"; both forms are read. We write the older form, which both major versions load.
 
 import { readFileSync } from "node:fs";
-import { describeJsonError, inputError, TsdpoError, unsupportedError } from "../errors.js";
+import { describeJsonError, describeValue, inputError, TsdpoError, unsupportedError } from "../errors.js";
 import type { LlamaConfig, ModelFamily, RopeScaling } from "../model/config.js";
 
 export const SUPPORTED_MODEL_TYPES: readonly ModelFamily[] = ["llama", "mistral", "qwen2", "qwen3"];
@@ -41,7 +41,7 @@ class Reader {
   constructor(readonly obj: Json, readonly path: string, readonly prefix = "") {}
   private fail(key: string, want: string): TsdpoError {
     return inputError(
-      `${this.path}: key "${this.prefix}${key}" must be ${want}, got ${JSON.stringify(this.obj[key])}; fix config.json`,
+      `${this.path}: key "${this.prefix}${key}" must be ${want}, got ${describeValue(this.obj[key])}; fix config.json`,
     );
   }
   has(key: string): boolean {
@@ -91,7 +91,7 @@ class Reader {
 function ropeScalingFrom(r: Reader, key: string, obj: unknown): RopeScaling {
   if (obj === undefined || obj === null) return { type: "none" };
   if (!isObject(obj))
-    throw inputError(`${r.path}: key "${key}" must be null or an object, got ${JSON.stringify(obj)}; fix config.json`);
+    throw inputError(`${r.path}: key "${key}" must be null or an object, got ${describeValue(obj)}; fix config.json`);
   const s = new Reader(obj, r.path, `${key}.`);
   const kind = s.has("rope_type") ? s.str("rope_type") : s.has("type") ? s.str("type") : "default";
   switch (kind) {
@@ -125,7 +125,7 @@ function qwenSlidingWindow(r: Reader, L: number, family: ModelFamily): number | 
     const kinds = new Set(layerTypes);
     for (const k of kinds)
       if (k !== "full_attention" && k !== "sliding_attention")
-        throw unsupportedError(`${r.path}: layer_types entry ${JSON.stringify(k)} is not supported`);
+        throw unsupportedError(`${r.path}: layer_types entry ${describeValue(k)} is not supported`);
     if (kinds.size > 1)
       throw unsupportedError(
         `${r.path}: layer_types mixes full and sliding attention; tsdpo supports one attention kind for all layers`,

@@ -15,7 +15,7 @@ import {
 } from "node:fs";
 import { endianness } from "node:os";
 import { basename, join } from "node:path";
-import { describeJsonError, inputError, TsdpoError, unsupportedError } from "../errors.js";
+import { describeJsonError, describeValue, inputError, TsdpoError, unsupportedError } from "../errors.js";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "./dtype.js";
 import { fsyncDir, writeFileAtomic } from "./atomic.js";
 
@@ -135,7 +135,7 @@ function parseHeader(path: string, headerBuf: Buffer, fileSize: number): Safeten
     if (!isObject(meta)) throw inputError(`${path}: header key __metadata__ must be an object of strings; ${REEXPORT}`);
     for (const [k, v] of Object.entries(meta)) {
       if (typeof v !== "string")
-        throw inputError(`${path}: __metadata__ key ${JSON.stringify(k)} must be a string, got ${JSON.stringify(v)}`);
+        throw inputError(`${path}: __metadata__ key ${JSON.stringify(k)} must be a string, got ${describeValue(v)}`);
       metadata[k] = v;
     }
   }
@@ -154,11 +154,11 @@ function parseHeader(path: string, headerBuf: Buffer, fileSize: number): Safeten
       );
     const shape = info["shape"];
     if (!Array.isArray(shape) || !shape.every(isCount))
-      throw inputError(`${where}: "shape" must be a list of non-negative integers, got ${JSON.stringify(shape)}`);
+      throw inputError(`${where}: "shape" must be a list of non-negative integers, got ${describeValue(shape)}`);
     const offs = info["data_offsets"];
     if (!Array.isArray(offs) || offs.length !== 2 || !isCount(offs[0]) || !isCount(offs[1]) || offs[1] < offs[0])
       throw inputError(
-        `${where}: "data_offsets" must be [begin, end] with 0 <= begin <= end, got ${JSON.stringify(offs)}; ${REEXPORT}`,
+        `${where}: "data_offsets" must be [begin, end] with 0 <= begin <= end, got ${describeValue(offs)}; ${REEXPORT}`,
       );
     const [begin, end] = offs as [number, number];
     const dt = dtype as SafetensorsDtype;
@@ -325,16 +325,16 @@ export function openSafetensorsFolder(folder: string): SafetensorsFolder {
   const indexMetadata = isObject(index["metadata"]) ? index["metadata"] : {};
   const weightMap = index["weight_map"];
 
-  const shardNames: string[] = [];
+  const shardNames = new Set<string>(); // in first-mention order; a Set, as a corrupt index may name many files
   for (const [name, file] of Object.entries(weightMap)) {
     if (typeof file !== "string" || file === "" || file !== basename(file) || file === "." || file === "..")
       throw inputError(
-        `${indexPath}: weight_map maps tensor ${JSON.stringify(name)} to ${JSON.stringify(file)}, which is not a ` +
+        `${indexPath}: weight_map maps tensor ${JSON.stringify(name)} to ${describeValue(file)}, which is not a ` +
           `file name in this folder`,
       );
-    if (!shardNames.includes(file)) shardNames.push(file);
+    shardNames.add(file);
   }
-  if (shardNames.length === 0) throw inputError(`${indexPath}: weight_map is empty`);
+  if (shardNames.size === 0) throw inputError(`${indexPath}: weight_map is empty`);
 
   const files: SafetensorsHeader[] = [];
   const byName = new Map<string, SafetensorsHeader>();

@@ -12,7 +12,7 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer as HfLibTokenizer } from "@huggingface/tokenizers";
-import { configError, inputError, unsupportedError } from "../errors.js";
+import { TsdpoError, configError, describeValue, inputError, unsupportedError } from "../errors.js";
 import type { EncodeOptions, Tokenizer } from "./types.js";
 import { checkId, END_OF_TURN_TEXTS, validId } from "./common.js";
 
@@ -51,10 +51,25 @@ export class HfTokenizer implements Tokenizer {
     const added = addedTokens(this.tokenizerJson, folder);
     this.addedTokenTexts = added.map((t) => t.content).filter((c) => c.length > 0);
     const vocab = (this.tokenizerJson.model as Json | undefined)?.vocab;
+    const tokenizerPath = join(folder, "tokenizer.json");
     let maxId = -1;
-    if (Array.isArray(vocab)) maxId = vocab.length - 1; // Unigram: [piece, score] pairs, id = index
-    else if (vocab && typeof vocab === "object")
-      for (const id of Object.values(vocab as Record<string, unknown>)) if (typeof id === "number" && id > maxId) maxId = id;
+    if (vocab === null || typeof vocab !== "object")
+      throw inputError(`${tokenizerPath}: model.vocab is ${describeValue(vocab)}, not a vocabulary; re-download the file`);
+    if (Array.isArray(vocab)) {
+      // Unigram: [piece, score] pairs, id = index
+      vocab.forEach((e, i) => {
+        if (!Array.isArray(e) || typeof e[0] !== "string" || typeof e[1] !== "number")
+          throw inputError(`${tokenizerPath}: model.vocab[${i}] is ${describeValue(e)}, not a [piece, score] pair`);
+      });
+      maxId = vocab.length - 1;
+    } else
+      // The library hands these ids back from encode() as they are, so a string or fractional id would reach the
+      // model as an index.
+      for (const [token, id] of Object.entries(vocab as Record<string, unknown>)) {
+        if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0)
+          throw inputError(`${tokenizerPath}: model.vocab gives token ${describeValue(token)} the id ${describeValue(id)}, not a token id`);
+        if (id > maxId) maxId = id;
+      }
     for (const t of added) if (t.id > maxId) maxId = t.id;
     this.vocabSize = maxId + 1;
 
@@ -82,11 +97,41 @@ export class HfTokenizer implements Tokenizer {
     this.stopIds = [...stops].sort((a, b) => a - b);
   }
 
+  /**
+   * A call into @huggingface/tokenizers. What fails in there (a normalizer's regex, a post-processor template, a
+   * decoder) comes from tokenizer.json, so it is reported as a problem of that file rather than as a crash.
+   */
+  private lib<T>(what: string, f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof TsdpoError) throw e;
+      throw inputError(
+        `${join(this.folder, "tokenizer.json")}: @huggingface/tokenizers failed to ${what} ` +
+          `(${e instanceof Error ? e.message : String(e)}); the file is malformed or uses something the library ` +
+          `lacks. Re-download it, or use a GGUF file with an embedded vocabulary`,
+      );
+    }
+  }
+
+  /** An encode call; the ids it gives back must be ids of this vocabulary, or decode and the model would fail on them. */
+  private encodeIds(f: () => number[]): number[] {
+    const ids = this.lib("encode", f);
+    for (const id of ids)
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize)
+        throw inputError(
+          `${join(this.folder, "tokenizer.json")}: @huggingface/tokenizers produced the token id ${describeValue(id)}, ` +
+            `which is not among the ${this.vocabSize} ids of the vocabulary; the file is inconsistent (is ` +
+            `model.unk_token in model.vocab?). Re-download it`,
+        );
+    return ids;
+  }
+
   /** tokenizer_config.json add_bos_token, or else whether the post-processor puts BOS first. */
   get addBos(): boolean {
     if (this.addBosSetting !== null) return this.addBosSetting;
     if (this.addBosProbed === null) {
-      const ids = this.instance(true, false).encode("a", { add_special_tokens: true }).ids;
+      const ids = this.encodeIds(() => this.instance(true, false).encode("a", { add_special_tokens: true }).ids);
       this.addBosProbed = this.bosId !== null && ids[0] === this.bosId;
     }
     return this.addBosProbed;
@@ -94,7 +139,8 @@ export class HfTokenizer implements Tokenizer {
 
   encode(text: string, options?: EncodeOptions): number[] {
     if (text.length === 0) return [];
-    return this.instance(false, options?.continuation ?? false).encode(text, { add_special_tokens: false }).ids;
+    const tok = this.instance(false, options?.continuation ?? false);
+    return this.encodeIds(() => tok.encode(text, { add_special_tokens: false }).ids);
   }
 
   /** Like encode, but added-token strings in `text` (e.g. "<|im_start|>") become their ids. */
@@ -102,7 +148,7 @@ export class HfTokenizer implements Tokenizer {
     if (text.length === 0) return [];
     const full = this.instance(true, false);
     if (!(options?.continuation ?? false) || !this.hasPrefixSpace)
-      return full.encode(text, { add_special_tokens: false }).ids;
+      return this.encodeIds(() => full.encode(text, { add_special_tokens: false }).ids);
     // Only the text before the first added token continues earlier text; after an added token the tokenizer
     // prefixes "▁" again, as llama.cpp does, so the rest goes through the normal instance.
     let cut = text.length;
@@ -110,23 +156,25 @@ export class HfTokenizer implements Tokenizer {
       const at = text.indexOf(t);
       if (at >= 0 && at < cut) cut = at;
     }
-    const head = this.instance(true, true).encode(text.slice(0, cut), { add_special_tokens: false }).ids;
-    const tail = cut < text.length ? full.encode(text.slice(cut), { add_special_tokens: false }).ids : [];
+    const cont = this.instance(true, true);
+    const head = this.encodeIds(() => cont.encode(text.slice(0, cut), { add_special_tokens: false }).ids);
+    const tail = cut < text.length ? this.encodeIds(() => full.encode(text.slice(cut), { add_special_tokens: false }).ids) : [];
     return [...(cut > 0 ? head : []), ...tail];
   }
 
   decode(ids: readonly number[], options?: { keepSpecial?: boolean }): string {
     for (const id of ids) checkId(id, this.vocabSize);
     if (ids.length === 0) return "";
-    return this.instance(true, false).decode([...ids], {
-      skip_special_tokens: !(options?.keepSpecial ?? false),
-      clean_up_tokenization_spaces: false,
-    });
+    const tok = this.instance(true, false);
+    return this.lib("decode", () =>
+      tok.decode([...ids], { skip_special_tokens: !(options?.keepSpecial ?? false), clean_up_tokenization_spaces: false }),
+    );
   }
 
   idToToken(id: number): string {
     checkId(id, this.vocabSize);
-    const t = this.instance(true, false).id_to_token(id);
+    const tok = this.instance(true, false);
+    const t = this.lib("look up a token", () => tok.id_to_token(id));
     if (t === undefined) throw new RangeError(`token id ${id} is a gap in ${join(this.folder, "tokenizer.json")}`);
     return t;
   }
@@ -168,6 +216,7 @@ export function loadHfTokenizer(folder: string): HfTokenizer {
     if (!(key in tokenizerJson))
       throw inputError(`${tokenizerPath}: key "${key}" is missing; this is not a Hugging Face tokenizer.json`);
   if (tokenizerJson.added_tokens === undefined) tokenizerJson.added_tokens = [];
+  checkSettingStrings(tokenizerJson, tokenizerPath);
 
   const configPath = join(folder, "tokenizer_config.json");
   const config = existsSync(configPath) ? readJsonObject(configPath) : {};
@@ -208,6 +257,32 @@ function pickTemplate(v: unknown, path: string): string | null {
   throw inputError(`${path}: chat_template should be a string or a list of {name, template}`);
 }
 
+// The library applies some strings of tokenizer.json once per word or character (a Prepend normalizer's text, a
+// Replace's content, BPE's end_of_word_suffix), so encoding slows down in proportion to their length. Real files
+// keep them to a few characters and their regexes to a few hundred; one of 64k characters made every encode take
+// most of a second. The same holds for added tokens, which are matched in every text. The vocabulary and the merges
+// are data, not settings, and are not limited.
+const MAX_SETTING_CHARS = 4096;
+
+function checkSettingStrings(json: Json, path: string): void {
+  const model = json.model && typeof json.model === "object" ? { ...(json.model as Json), vocab: null, merges: null } : json.model;
+  const todo: [unknown, string][] = [
+    [json.normalizer, "normalizer"], [json.pre_tokenizer, "pre_tokenizer"], [json.post_processor, "post_processor"],
+    [json.decoder, "decoder"], [model, "model"],
+  ];
+  while (todo.length > 0) {
+    const [v, where] = todo.pop()!;
+    if (typeof v === "string" && v.length > MAX_SETTING_CHARS)
+      throw inputError(
+        `${path}: ${where} is a string of ${v.length} characters (at most ${MAX_SETTING_CHARS} expected); the file is ` +
+          `corrupt, re-download it`,
+      );
+    const at = (key: string): string => (where.length > 200 ? where : where + key); // a deep nest must not cost n² chars
+    if (Array.isArray(v)) v.forEach((x, i) => todo.push([x, at(`[${i}]`)]));
+    else if (v !== null && typeof v === "object") for (const [k, x] of Object.entries(v)) todo.push([x, at(`.${k}`)]);
+  }
+}
+
 function readJsonObject(path: string): Json {
   let v: unknown;
   try {
@@ -223,8 +298,17 @@ function addedTokens(json: Json, folder: string): AddedTokenJson[] {
   const list = json.added_tokens;
   if (!Array.isArray(list)) throw inputError(`${join(folder, "tokenizer.json")}: added_tokens should be a list`);
   list.forEach((t, i) => {
-    if (typeof t?.id !== "number" || typeof t?.content !== "string")
-      throw inputError(`${join(folder, "tokenizer.json")}: added_tokens[${i}] needs a numeric "id" and a string "content"`);
+    if (!Number.isSafeInteger(t?.id) || t.id < 0 || typeof t?.content !== "string")
+      throw inputError(
+        `${join(folder, "tokenizer.json")}: added_tokens[${i}] needs a token id (a non-negative integer) as "id" and a ` +
+          `string "content", got ${describeValue(t)}`,
+      );
+    // The library matches every added token in every text it encodes (one pattern built from all of them)
+    if (t.content.length > MAX_SETTING_CHARS)
+      throw inputError(
+        `${join(folder, "tokenizer.json")}: added_tokens[${i}] has a "content" of ${t.content.length} characters (at ` +
+          `most ${MAX_SETTING_CHARS} expected); the file is corrupt, re-download it`,
+      );
   });
   return list as AddedTokenJson[];
 }
