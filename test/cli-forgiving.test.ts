@@ -338,7 +338,7 @@ describe("the end of a run", () => {
   test("load_best_model_at_end: final/ holds the weights of the best evaluation (checked against its checkpoint)", () => {
     const dir = join(tmp, "best");
     mkdirSync(dir, { recursive: true });
-    const r = ok(run(["train", ...tiny, "--max_steps", "6", "--eval_size", "4", "--eval_steps", "1", "--save_steps", "1",
+    const r = ok(run(["train", ...tiny, "--max_steps", "6", "--eval_size", "4", "--eval_steps", "1", "--save_steps", "1", "--save_total_limit", "null",
       "--learning_rate", "3e-2", "--load_best_model_at_end", "--metric_for_best_model", "rewards/accuracies", "--output_dir", "r", "--quiet"], dir));
     const rows = readFileSync(join(dir, "r", "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
     const evals = rows.filter((x) => "eval_loss" in x);

@@ -171,11 +171,11 @@ describe("CLI on a broken GGUF", () => {
     assert.doesNotMatch(msg, /truncated/);
   });
 
-  test("a quantised tensor (Q4_0) is refused by name with what to do", () => {
+  test("a quantised type tsdpo does not read (Q2_K) is refused by name with what to do", () => {
     const t = tensorField("blk.0.attn_q.weight");
-    const path = patchedGguf("q4.gguf", (b) => void b.writeUInt32LE(2, t.typeAt));
+    const path = patchedGguf("q2k.gguf", (b) => void b.writeUInt32LE(10, t.typeAt));
     assertUserError(run("generate", "--model", path, "--prompt", PROMPT), 1,
-      path, "tensor blk.0.attn_q.weight is Q4_0", "F32, F16 and BF16");
+      path, "tensor blk.0.attn_q.weight is Q2_K", "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K", "Q4_K_M");
   });
 
   test("a tensor with the wrong shape names the tensor, both shapes and the config", () => {

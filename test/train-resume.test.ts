@@ -25,7 +25,7 @@ const STEPS = 10;
 const config = join(tmp, "config.json");
 writeFileSync(config, JSON.stringify({
   model: storiesGguf, data: fixture("train", "pairs.jsonl"), backend: testBackendName, seed: 11,
-  max_length: 48, per_device_train_batch_size: 2, max_steps: STEPS, save_steps: 2,
+  max_length: 48, per_device_train_batch_size: 2, max_steps: STEPS, save_steps: 2, save_total_limit: null, // keep all: resumed from each
   learning_rate: 1e-3, lr_scheduler_type: "linear", warmup_steps: 2,
   eval_size: 2, eval_steps: 4, // 14 training pairs: 7 steps per epoch, so step 8 starts a reshuffled epoch
 }));

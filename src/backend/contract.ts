@@ -102,6 +102,22 @@ export interface Backend {
   ): void;
 
   /**
+   * dst (rows, cols) = consecutive rows of a matrix stored in GGML blocks of type `type` (ggml's type number:
+   * Q8_0 8, Q4_K 12, …), starting at byte srcOffset of src; cols is a multiple of the type's block size. This is
+   * how frozen quantised weights reach the float32 kernels, a panel at a time (src/model/weights.ts).
+   */
+  dequantizeRows(dst: Float32Array, src: Uint8Array, type: number, srcOffset: number, rows: number, cols: number): void;
+  /**
+   * Optional fused products with W (OC, IC) in GGML blocks of `type` starting at byte wOffset of w: matmulForward,
+   * and the dinp half of matmulBackward (dinp += dout · W). A backend without them gets panels of dequantizeRows
+   * and its float matmul (src/model/weights.ts); the native one dequantises a panel and runs its GEMM in one call.
+   */
+  matmulForwardQuant?(
+    out: Buf /* (N,OC) */, inp: Buf /* (N,IC) */, w: Uint8Array, type: number, wOffset: number, bias: Buf | null, N: number, IC: number, OC: number,
+  ): void;
+  matmulBackwardQuant?(dinp: Buf /* (N,IC) */, dout: Buf /* (N,OC) */, w: Uint8Array, type: number, wOffset: number, N: number, IC: number, OC: number): void;
+
+  /**
    * One AdamW step (Loshchilov & Hutter, decoupled weight decay), as torch.optim.AdamW computes it:
    * p -= lr·wd·p; m = β1 m + (1−β1) g; v = β2 v + (1−β2) g²; p -= lr/(1−β1^t) · m / (sqrt(v)/sqrt(1−β2^t) + eps).
    * `step` is t, counted from 1.

@@ -5,7 +5,7 @@ import { type NativeInfo, loadNative } from "../backend/native/index.js";
 import { availableParallelism, cpus, loadavg } from "node:os";
 import { configError } from "../errors.js";
 import { PRESETS } from "../model/presets.js";
-import { benchDpoStep } from "../train/bench.js";
+import { BENCH_BASE_DTYPES, type BenchBaseDtype, benchDpoStep } from "../train/bench.js";
 import type { Command } from "./commands.js";
 
 type Values = Record<string, string | boolean | undefined>;
@@ -28,10 +28,19 @@ function benchEnvironment(info: NativeInfo | null): Record<string, string | numb
   };
 }
 
+function baseDtypeOption(v: Record<string, string | boolean | undefined>): "f32" | BenchBaseDtype {
+  const s = typeof v["base-dtype"] === "string" ? v["base-dtype"].toLowerCase() : "f32";
+  if (s !== "f32" && !(BENCH_BASE_DTYPES as readonly string[]).includes(s))
+    throw configError(`--base-dtype ${s}: expected f32 or one of ${BENCH_BASE_DTYPES.join(", ")}`);
+  if (s !== "f32" && typeof v["lora-r"] !== "string") throw configError(`--base-dtype ${s}: a quantised base is frozen; give --lora-r too`);
+  return s as "f32" | BenchBaseDtype;
+}
+
 export const benchCommand: Command = {
   summary: "time one full DPO training step on a preset architecture (JSON with --json)",
   help: `usage: tsdpo bench [--preset ${Object.keys(PRESETS).join("|")}] [--prompt-len 128] [--completion-len 128]
-                   [--pairs 1] [--steps 5] [--warmup 1] [--threads N] [--concatenated] [--backend auto|native|js] [--json]
+                   [--pairs 1] [--steps 5] [--warmup 1] [--threads N] [--concatenated] [--lora-r R]
+                   [--base-dtype f32|${BENCH_BASE_DTYPES.join("|")}] [--backend auto|native|js] [--json]
   One step = reference forward, policy forward on chosen and rejected, sigmoid DPO loss (β 0.1), backward,
   gradient clipping and AdamW, exactly as \`tsdpo train\` runs it. Weights are deterministic (no download); tokens
   follow a formula shared with tools/bench_torch.py. Reports the median step over --steps timed steps after
@@ -43,11 +52,15 @@ export const benchCommand: Command = {
   --pairs N            pairs per step (default 1)
   --threads N          threads for the native backend (default: every core)
   --concatenated       TRL's layout (2 rows of prompt + answer) instead of tsdpo's shared prompt
+  --lora-r R           LoRA of rank R on all seven projections (alpha 2R) instead of full fine-tuning
+  --base-dtype D       the frozen base's storage with --lora-r: f32 (default) or its matrices quantised to
+                       ${BENCH_BASE_DTYPES.join(", ")} (llama.cpp's fallbacks for rows the blocks do not fit)
   --json               one JSON object on stdout`,
   options: {
     preset: { type: "string" }, "prompt-len": { type: "string" }, "completion-len": { type: "string" },
     pairs: { type: "string" }, steps: { type: "string" }, warmup: { type: "string" }, threads: { type: "string" },
     concatenated: { type: "boolean" }, backend: { type: "string" }, json: { type: "boolean" },
+    "lora-r": { type: "string" }, "base-dtype": { type: "string" },
   },
   async run(v) {
     const preset = typeof v.preset === "string" ? v.preset : "smollm-135m";
@@ -66,6 +79,8 @@ export const benchCommand: Command = {
       steps: intOption(v, "steps", 5, 1),
       warmup: intOption(v, "warmup", 1, 0),
       sharedPrefix: v.concatenated !== true,
+      loraR: typeof v["lora-r"] === "string" ? intOption(v, "lora-r", 8, 1) : null,
+      baseDtype: baseDtypeOption(v),
     }, {
       fmaPeak: onNative ? () => native.fmaPeakGflops(200) : null,
       threads: onNative ? native.info().threads : null,
@@ -79,7 +94,8 @@ export const benchCommand: Command = {
     const lines = [
       `${result.preset} on ${result.backend}${result.config.threads ? ` (${result.config.threads} threads)` : ""}: ` +
         `${result.config.pairs} pair(s) × (${result.config.prompt_len} prompt + ${result.config.completion_len} answer tokens), ` +
-        `${result.config.shared_prefix ? "shared prompt" : "concatenated"}`,
+        `${result.config.shared_prefix ? "shared prompt" : "concatenated"}` +
+        (result.config.lora_r !== null ? `, LoRA r ${result.config.lora_r} on a ${result.config.base_dtype} base` : ", full fine-tuning"),
       `  step: ${result.ms_per_step} ms median of ${result.config.steps} (${result.steps_ms.join(", ")})`,
       `  ${result.tokens_per_second} tokens/s, peak RSS ${result.peak_rss_mb} MB`,
       `  split: reference fwd ${pct(result.share.ref_fwd)}, policy fwd ${pct(result.share.policy_fwd)}, ` +

@@ -48,12 +48,35 @@ const backendOption = { backend: { type: "string" }, adapter: { type: "string" }
 /** The data options every command that reads preference pairs takes, with train's config names. */
 const dataOptions = {
   prompt_field: { type: "string" }, chosen_field: { type: "string" }, rejected_field: { type: "string" },
+  data_format: { type: "string" }, winner_field: { type: "string" }, a_field: { type: "string" }, b_field: { type: "string" },
+  winner_values: { type: "string" }, score_fields: { type: "string" }, webgpt_quotes: { type: "boolean" },
   skip_invalid: { type: "boolean" },
 } as const;
 const dataHelp = `  --prompt-field F, --chosen-field F, --rejected-field F
                        the fields that hold the prompt and the two answers, when a file names them differently
                        (defaults: prompt, chosen, rejected; without a prompt field the prompt is inferred)
+  --data-format auto|generic|chatbot_arena|webgpt|hh_rlhf
+                       the layout of the rows; auto (default) recognises Chatbot Arena Conversations, WebGPT
+                       Comparisons and HH-RLHF from the columns and says so; generic reads the field mapping only
+  --winner-field F --a-field A --b-field B [--winner-values '{"a":[...],"b":[...],"tie":[...]}']
+                       two answers and a verdict: F says which of A and B won (default values: model_a or a,
+                       model_b or b, tie or "tie (bothbad)"); ties are dropped and counted
+  --score-fields SA,SB --a-field A --b-field B
+                       two answers and their scores: the higher score wins, equal scores are a tie (dropped)
+  --webgpt-quotes      WebGPT: put each answer's quotes in front of it, as the model had them
   --skip-invalid       skip malformed rows (counted, and listed on stderr) instead of stopping at the first`;
+
+/** --winner-values as JSON; --score-fields as JSON or "a,b". */
+function parseJsonOption(v: Values, key: string, example: string): unknown {
+  const s = str(v, key);
+  if (s === undefined) return undefined;
+  try {
+    return JSON.parse(s);
+  } catch {
+    if (key === "score_fields") return s.split(",").map((x) => x.trim());
+    throw configError(`--${key.replace(/_/g, "-")} ${s}: not JSON; give it as ${example}`);
+  }
+}
 
 /** Loads a preference file for `model` through the one loader train uses, with the command's data options. */
 async function loadDataFor(v: Values, path: string, model: LoadedModel, maxLength: number | null): Promise<PreparedData> {
@@ -63,11 +86,20 @@ async function loadDataFor(v: Values, path: string, model: LoadedModel, maxLengt
     ...(promptField !== undefined ? { prompt_field: promptField === "null" ? null : promptField } : {}),
     ...(str(v, "chosen_field") !== undefined ? { chosen_field: str(v, "chosen_field") } : {}),
     ...(str(v, "rejected_field") !== undefined ? { rejected_field: str(v, "rejected_field") } : {}),
+    // The data layout (src/data/formats.ts checks the combination and names the keys that conflict).
+    data_format: str(v, "data_format"),
+    winner_field: str(v, "winner_field") ?? null,
+    a_field: str(v, "a_field") ?? null,
+    b_field: str(v, "b_field") ?? null,
+    winner_values: parseJsonOption(v, "winner_values", `'{"a": ["model_a"], "b": ["model_b"], "tie": ["tie"]}'`) ?? null,
+    score_fields: (parseJsonOption(v, "score_fields", `score_0,score_1`) as string[] | undefined) ?? null,
+    webgpt_quotes: v.webgpt_quotes === true,
     skip_invalid: v.skip_invalid === true,
     max_length: maxLength,
   }, model.model.cfg.maxSeqLen));
   // What was skipped, truncated or flagged goes to stderr, so that stdout stays the command's result.
-  if (d.stats.invalid + d.stats.dropped + d.stats.warnings + d.stats.truncated > 0) process.stderr.write(formatPreferenceData(d) + "\n");
+  if (d.stats.invalid + d.stats.dropped + d.stats.warnings + d.stats.truncated > 0 || d.stats.recognised !== null)
+    process.stderr.write(formatPreferenceData(d) + "\n");
   return d;
 }
 
@@ -141,7 +173,7 @@ The sums run over completion tokens only (the completion and the EOS that ends i
 const exportCommand: Command = {
   summary: "export a model or a run as a Hugging Face folder, a PEFT adapter or a GGUF file",
   help: `usage: tsdpo export [<run-folder|model>] [--model <path>] [--adapter <peft-folder>] [--format hf|peft|gguf] --out <path>
-                    [--dtype f32|f16|bf16] [--max-shard-size <size>] [--force]
+                    [--dtype f32|f16|bf16|q8_0|q4_k_m] [--max-shard-size <size>] [--force]
   <run-folder|model>   what to export: a run folder (its final/), a checkpoint, a .gguf or an HF folder
   --model <path>       the same, as an option
   --adapter <folder>   a PEFT LoRA adapter to put on the model (merged into the weights for hf and gguf)
@@ -152,7 +184,9 @@ const exportCommand: Command = {
              a LoRA adapter is merged into the weights first
       peft   adapter_config.json + adapter_model.safetensors, as PEFT writes them (the model must carry a LoRA adapter)
       gguf   one GGUF v3 file with the metadata and tokenizer llama.cpp and ollama need; LoRA is merged first
-  --dtype D            f32 (default), f16 or bf16 (bf16: hf only) for the weights written
+  --dtype D            f32 (default), f16 or bf16 (bf16: hf only) for the weights written; for gguf also q8_0 or
+                       q4_k_m, the tensor types chosen as llama.cpp's quantiser chooses them (no importance matrix).
+                       A LoRA on a quantised base is merged onto the dequantised base weights.
   --max-shard-size S   hf: largest safetensors shard, e.g. 500MB or 2GB (default 5GB, as transformers)
   --force              overwrite --out when it already exists (without it, export refuses)`,
   options: {
@@ -166,8 +200,10 @@ const exportCommand: Command = {
     if (!out) throw configError("export: --out <path> is required");
     const format = str(v, "format") ?? "hf";
     const dtypeName = (str(v, "dtype") ?? "f32").toLowerCase();
-    const dtypes = { f32: "F32", f16: "F16", bf16: "BF16" } as const;
-    if (!(dtypeName in dtypes)) throw configError(`export: --dtype ${dtypeName}: expected f32, f16 or bf16`);
+    const dtypes = { f32: "F32", f16: "F16", bf16: "BF16", q8_0: "Q8_0", q4_k_m: "Q4_K_M" } as const;
+    if (!(dtypeName in dtypes)) throw configError(`export: --dtype ${dtypeName}: expected f32, f16, bf16, q8_0 or q4_k_m`);
+    if ((dtypeName === "q8_0" || dtypeName === "q4_k_m") && format !== "gguf")
+      throw configError(`export: --dtype ${dtypeName} is a GGUF quantisation; use it with --format gguf (hf writes f32, f16 or bf16)`);
     const maxShardBytes = parseByteSize(str(v, "max-shard-size") ?? "5GB");
     // Nothing is overwritten by accident: an existing file, or a folder with anything in it, needs --force.
     if (existsSync(out) && !(statSync(out).isDirectory() && readdirSync(out).length === 0) && v.force !== true)
@@ -175,7 +211,7 @@ const exportCommand: Command = {
     switch (format) {
       case "hf": {
         const loaded = loadModelForUse(input, str(v, "adapter"), defaultModelPath);
-        const files = exportHf(loaded, out, { dtype: dtypes[dtypeName as keyof typeof dtypes], maxShardBytes });
+        const files = exportHf(loaded, out, { dtype: dtypes[dtypeName as "f32" | "f16" | "bf16"], maxShardBytes });
         process.stdout.write(`wrote ${out}: ${files.join(", ")}\n`);
         return;
       }
@@ -190,7 +226,7 @@ const exportCommand: Command = {
       case "gguf": {
         if (dtypeName === "bf16") throw configError("export --format gguf: --dtype bf16 is not supported; use f32 or f16");
         const loaded = loadModelForUse(input, str(v, "adapter"), defaultModelPath);
-        const r = exportGguf(loaded, out, { dtype: dtypeName === "f16" ? "F16" : "F32" });
+        const r = exportGguf(loaded, out, { dtype: dtypes[dtypeName as "f32" | "f16" | "q8_0" | "q4_k_m"] });
         for (const note of r.notes) process.stderr.write(`note: ${note}\n`);
         process.stdout.write(`wrote ${out}: ${r.tensors} tensors, ${r.bytes} bytes\n`);
         return;

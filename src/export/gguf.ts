@@ -33,13 +33,15 @@ import { type GgufMetaValue, type GgufTensorToWrite, gv, writeGguf } from "../io
 import type { LoadedModel } from "../io/load.js";
 import { ggufQkPermuted, ggufTensorName, hfToGgufQkRows } from "../io/names.js";
 import type { LlamaConfig, ModelFamily } from "../model/config.js";
-import { cloneModel } from "../model/llama.js";
-import { mergeLora } from "../model/lora.js";
+import { exportedWeights } from "./hf.js";
+import { type QuantMix, quantTypeFor } from "./quanttypes.js";
+import { GGML_TYPE_ID, type QuantType, quantizeRow, rowBytes } from "../quant/ggml.js";
 import { ropeInvFreq } from "../model/rope.js";
 import { ggufVocabFromGguf, ggufVocabFromHf } from "./ggufvocab.js";
 
 export interface GgufExportOptions {
-  dtype: "F32" | "F16";
+  /** F32 or F16 weights, or a quantised mix chosen per tensor as llama.cpp's quantiser does (export/quanttypes.ts). */
+  dtype: "F32" | "F16" | "Q8_0" | "Q4_K_M" | "Q6_K";
   /** general.name; default: the source GGUF's general.name, else the model file or folder name. */
   name?: string;
 }
@@ -125,13 +127,11 @@ function defaultName(loaded: LoadedModel, sourceName: string | undefined): strin
 export function exportGguf(loaded: LoadedModel, outPath: string, opts: GgufExportOptions = { dtype: "F32" }): GgufExportResult {
   const { tokenizer } = loaded;
   // A model with LoRA adapters switched on is exported merged (W + s·B·A), as export/hf.ts does.
-  let model = loaded.model;
-  if (model.lora?.enabled) {
-    model = cloneModel(loaded.model);
-    mergeLora(model, loaded.model.lora!);
-  }
+  const model = exportedWeights(loaded.model);
   const cfg = model.cfg;
-  if (opts.dtype !== "F32" && opts.dtype !== "F16") throw unsupportedError(`GGUF export: dtype ${String(opts.dtype)} is not supported (F32 or F16)`);
+  if (!["F32", "F16", "Q8_0", "Q4_K_M", "Q6_K"].includes(opts.dtype))
+    throw unsupportedError(`GGUF export: dtype ${String(opts.dtype)} is not supported (F32, F16, Q8_0, Q4_K_M or Q6_K)`);
+  const mix: QuantMix | null = opts.dtype === "Q8_0" ? "q8_0" : opts.dtype === "Q4_K_M" ? "q4_k_m" : opts.dtype === "Q6_K" ? "q6_k" : null;
   const arch = ggufArchitecture(cfg.family);
   const notes: string[] = [];
   if (cfg.slidingWindow !== null && cfg.slidingWindow < cfg.maxSeqLen)
@@ -158,7 +158,9 @@ export function exportGguf(loaded: LoadedModel, outPath: string, opts: GgufExpor
     ["general.architecture", gv.str(arch)],
     ["general.name", gv.str(opts.name ?? defaultName(loaded, sourceName))],
     ["general.alignment", gv.u32(32)],
-    ["general.file_type", gv.u32(opts.dtype === "F32" ? 0 : 1)],
+    // llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q8_0 7, MOSTLY_Q4_K_M 15, MOSTLY_Q6_K 18
+    ["general.file_type", gv.u32({ F32: 0, F16: 1, Q8_0: 7, Q4_K_M: 15, Q6_K: 18 }[opts.dtype])],
+    ...(mix ? ([["general.quantization_version", gv.u32(2)]] as Array<[string, GgufMetaValue]>) : []),
     ...hyperparameters(cfg, arch),
     ...vocab,
   ];
@@ -176,12 +178,28 @@ export function exportGguf(loaded: LoadedModel, outPath: string, opts: GgufExpor
       data = hfToGgufQkRows(Float32Array.from(data), heads, cfg.HS, cols);
     }
     const f32 = data instanceof Float32Array ? data : Float32Array.from(data);
+    const dims = [...e.shape].reverse();
+    if (mix) {
+      const chosen = quantTypeFor(mix, name, dims, cfg.L, cfg.tiedEmbeddings);
+      checkValues(loaded.path, name, f32, chosen === "F16" ? "F16" : "F32");
+      if (chosen === "F32" || chosen === "F16") tensors.push({ name, dims, type: chosen, data: f32 });
+      else tensors.push({ name, dims, type: "F32", data: new Float32Array(0), blocks: { bytes: quantizeMatrix(chosen, f32, e.shape[0]!, e.shape[1]!), blockType: GGML_TYPE_ID[chosen] } });
+      continue;
+    }
     const type = opts.dtype === "F16" && e.shape.length >= 2 ? "F16" : "F32";
     checkValues(loaded.path, name, f32, type);
-    tensors.push({ name, dims: [...e.shape].reverse(), type, data: f32 });
+    tensors.push({ name, dims, type, data: f32 });
   }
   const bytes = writeGguf(outPath, { metadata, tensors });
   return { path: outPath, bytes, tensors: tensors.length, notes };
+}
+
+/** A (rows, cols) float matrix as GGML blocks, row by row. */
+function quantizeMatrix(type: QuantType, data: Float32Array, rows: number, cols: number): Uint8Array {
+  const rb = rowBytes(type, cols);
+  const out = new Uint8Array(rows * rb);
+  for (let r = 0; r < rows; r++) quantizeRow(type, data, r * cols, cols, out, r * rb);
+  return out;
 }
 
 function checkValues(source: string, tensor: string, data: Float32Array, type: "F32" | "F16"): void {

@@ -11,12 +11,19 @@ import type { LoadedModel } from "../io/load.js";
 import { hfTensorName } from "../io/names.js";
 import { type TensorToWrite, type WriteDtype, writeSafetensorsSharded } from "../io/safetensors.js";
 import { hfTokenizerFilesFromGguf } from "../tokenizer/export.js";
-import { type Model, cloneModel } from "../model/llama.js";
+import { type Model, cloneModel, floatCopy } from "../model/llama.js";
+import { referenceBackend } from "../backend/js/kernels.js";
 import { mergeLora } from "../model/lora.js";
 
-function mergedCopy(model: Model): Model {
-  const copy = cloneModel(model);
-  mergeLora(copy, model.lora!);
+/**
+ * The model as it is written: float32 throughout (quantised matrices dequantised) and, when its adapters are on,
+ * with LoRA merged (W + s·B·A, what it computes with the adapters on). The merge is onto the dequantised base.
+ */
+export function exportedWeights(model: Model): Model {
+  const merge = model.lora?.enabled === true;
+  if (!merge && model.quant.size === 0) return model;
+  const copy = model.quant.size > 0 ? floatCopy(referenceBackend, model) : cloneModel(model);
+  if (merge) mergeLora(copy, model.lora!);
   return copy;
 }
 
@@ -40,7 +47,7 @@ function ggufTokenizerFiles(loaded: LoadedModel): Record<string, object> | null 
 export function exportHf(loaded: LoadedModel, outDir: string, opts: HfExportOptions = defaultHfExportOptions): string[] {
   const { tokenizer } = loaded;
   // A model with LoRA adapters is exported merged: W + s·B·A, what it computes with the adapters on.
-  const model = loaded.model.lora?.enabled ? mergedCopy(loaded.model) : loaded.model;
+  const model = exportedWeights(loaded.model);
   mkdirSync(outDir, { recursive: true });
   const tensors: TensorToWrite[] = model.entries.map((e) => ({
     name: hfTensorName(e.name),

@@ -44,8 +44,24 @@ enum ValueType { U8 = 0, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, 
 
 const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 
+const MAX_ARRAY_DEPTH = 16;
+const VALUE_TYPE_NAMES = ["u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64"];
+
+/** The fewest bytes a value of this type takes (a string or array is at least its u64 length). */
+function minValueBytes(type: number): number {
+  switch (type) {
+    case ValueType.U8: case ValueType.I8: case ValueType.BOOL: return 1;
+    case ValueType.U16: case ValueType.I16: return 2;
+    case ValueType.U32: case ValueType.I32: case ValueType.F32: return 4;
+    case ValueType.U64: case ValueType.I64: case ValueType.F64: case ValueType.STRING: return 8;
+    case ValueType.ARRAY: return 12;
+    default: return 1; // an unknown type fails on its first item; the count must still not size an array
+  }
+}
+
 class Cursor {
   pos = 0;
+  depth = 0;
   constructor(readonly buf: Buffer, readonly path: string) {}
   need(n: number, what: string): void {
     if (this.pos + n > this.buf.length)
@@ -93,11 +109,24 @@ class Cursor {
       case ValueType.I64: return scalar(8, () => b.readBigInt64LE(this.pos));
       case ValueType.F64: return scalar(8, () => b.readDoubleLE(this.pos));
       case ValueType.ARRAY: {
+        const at = this.pos;
         const itemType = this.u32(`item type of ${key}`);
         const n = this.u64(`length of ${key}`);
-        if (n > this.buf.length) throw inputError(`${this.path}: array ${key} claims ${n} items; the file is corrupt`);
+        // Every item takes at least minValueBytes, so a count the rest of the file cannot hold is a corrupt field;
+        // checking it here keeps a bad count from sizing the array (or from a long walk to the truncation error).
+        const room = this.buf.length - this.pos;
+        if (n * minValueBytes(itemType) > room)
+          throw inputError(
+            `${this.path}: GGUF file is truncated or corrupt: array ${key} (at offset ${at}) claims ${n} items of ` +
+              `${VALUE_TYPE_NAMES[itemType] ?? `type ${itemType}`}, at least ${n * minValueBytes(itemType)} bytes, but ` +
+              `${room} follow (the file has ${this.buf.length}); re-download or re-convert the model`,
+          );
+        // Nested arrays recurse; llama.cpp reads no nesting at all, and a deep chain would overflow the stack.
+        if (itemType === ValueType.ARRAY && ++this.depth > MAX_ARRAY_DEPTH)
+          throw inputError(`${this.path}: array ${key} nests arrays more than ${MAX_ARRAY_DEPTH} deep; the file is corrupt`);
         const out: GgufValue[] = new Array(n);
         for (let i = 0; i < n; i++) out[i] = this.value(itemType, key);
+        if (itemType === ValueType.ARRAY) this.depth--;
         return out;
       }
       default:
@@ -150,13 +179,26 @@ export function readGguf(path: string, buffer?: Buffer): GgufFile {
   }
   const alignmentValue = metadata.get("general.alignment");
   const alignment = typeof alignmentValue === "number" ? alignmentValue : 32;
+  // llama.cpp requires a power of two; 0 would make every offset NaN and let any tensor pass the checks below.
+  if (!Number.isInteger(alignment) || alignment <= 0 || (alignment & (alignment - 1)) !== 0 || alignment > 1 << 30)
+    throw inputError(`${path}: general.alignment is ${alignment}, not a power of two; the file is corrupt`);
   const dataOffset = Math.ceil(c.pos / alignment) * alignment;
-  for (const t of tensors.values()) {
+  // Tensors we can read must lie inside the file and must not overlap (llama.cpp goes further and requires them in
+  // order, back to back): overlapping infos would let a small file declare any number of full-size tensors.
+  const sized = [...tensors.values()].filter((t) => bytesPerElement(t.type) > 0).sort((a, b) => a.offset - b.offset);
+  let prev: GgufTensorInfo | undefined;
+  for (const t of sized) {
     const end = dataOffset + t.offset + tensorByteSize(t);
     if (end > buf.length)
       throw inputError(
         `${path}: GGUF file is truncated: tensor ${t.name} ends at byte ${end} but the file has ${buf.length} bytes`,
       );
+    if (prev && prev.offset + tensorByteSize(prev) > t.offset && tensorByteSize(t) > 0)
+      throw inputError(
+        `${path}: tensors ${prev.name} and ${t.name} overlap (data offsets ${prev.offset} and ${t.offset}); the file is ` +
+          `corrupt, re-download or re-convert the model`,
+      );
+    if (tensorByteSize(t) > 0) prev = t;
   }
   return { path, version, metadata, tensors, dataOffset, buffer: buf };
 }
@@ -174,29 +216,33 @@ export function tensorByteSize(t: GgufTensorInfo): number {
   return t.dims.reduce((a, b) => a * b, 1) * bytesPerElement(t.type);
 }
 
-/** Reads a tensor as float32, converting F16/BF16. Quantised tensors are refused with a message saying what to do. */
-export function readGgufTensor(f: GgufFile, name: string): Float32Array {
+/**
+ * The tensor's info if readGgufTensor can read it: present, and F32, F16 or BF16 (readGguf has checked that those
+ * lie inside the file). Quantised tensors are refused with a message saying what to do; their dims are never
+ * trusted for an allocation, because readGguf cannot check them against the file.
+ */
+export function readableGgufTensor(f: GgufFile, name: string): GgufTensorInfo {
   const t = f.tensors.get(name);
   if (!t) throw inputError(`${f.path}: tensor ${name} is missing`);
+  if (bytesPerElement(t.type) === 0)
+    throw unsupportedError(
+      `${f.path}: tensor ${name} is ${ggmlTypeName(t.type)}; tsdpo reads F32, F16 and BF16 GGUF tensors, and ` +
+        `Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K matrices. Requantise the model to one of those (e.g. ` +
+        `llama.cpp's llama-quantize model-f16.gguf out.gguf Q4_K_M), or convert it without quantisation`,
+    );
+  return t;
+}
+
+/** Reads a tensor as float32, converting F16/BF16. */
+export function readGgufTensor(f: GgufFile, name: string): Float32Array {
+  const t = readableGgufTensor(f, name);
   const n = t.dims.reduce((a, b) => a * b, 1);
   const start = f.dataOffset + t.offset;
   const out = new Float32Array(n);
-  switch (t.type) {
-    case GgmlType.F32:
-      for (let i = 0; i < n; i++) out[i] = f.buffer.readFloatLE(start + 4 * i);
-      return out;
-    case GgmlType.F16:
-      for (let i = 0; i < n; i++) out[i] = f16ToF32(f.buffer.readUInt16LE(start + 2 * i));
-      return out;
-    case GgmlType.BF16:
-      for (let i = 0; i < n; i++) out[i] = bf16ToF32(f.buffer.readUInt16LE(start + 2 * i));
-      return out;
-    default:
-      throw unsupportedError(
-        `${f.path}: tensor ${name} is ${ggmlTypeName(t.type)}; tsdpo reads F32, F16 and BF16 GGUF tensors. ` +
-          `Convert the model without quantisation (e.g. llama.cpp convert_hf_to_gguf.py --outtype f16)`,
-      );
-  }
+  if (t.type === GgmlType.F32) for (let i = 0; i < n; i++) out[i] = f.buffer.readFloatLE(start + 4 * i);
+  else if (t.type === GgmlType.F16) for (let i = 0; i < n; i++) out[i] = f16ToF32(f.buffer.readUInt16LE(start + 2 * i));
+  else for (let i = 0; i < n; i++) out[i] = bf16ToF32(f.buffer.readUInt16LE(start + 2 * i));
+  return out;
 }
 
 export function metaString(f: GgufFile, key: string): string | undefined {

@@ -72,8 +72,11 @@ export interface GgufTensorToWrite {
   /** Innermost first, as GGUF stores them: a row-major [out][in] matrix has dims [in, out]. */
   dims: readonly number[];
   type: GgufTensorTypeName;
-  /** Row-major values (the innermost dim varies fastest); converted to `type` on write. */
+  /** Row-major values (the innermost dim varies fastest); converted to `type` on write. Ignored with `blocks`. */
   data: Float32Array;
+  /** Already-encoded GGML blocks (a quantised tensor, src/quant/ggml.ts) of ggml type number `blockType`, written
+   *  as they are; `type` is then ignored. */
+  blocks?: { bytes: Uint8Array; blockType: number };
 }
 
 export interface GgufToWrite {
@@ -216,6 +219,7 @@ const littleEndian = endianness() === "LE";
 
 /** A tensor's bytes in the file's type. F32 on a little-endian machine is a view of the caller's array, not a copy. */
 function tensorBytes(t: GgufTensorToWrite): Uint8Array {
+  if (t.blocks) return t.blocks.bytes;
   const n = t.data.length;
   switch (t.type) {
     case "F32": {
@@ -265,14 +269,14 @@ export function ggufChunks(file: GgufToWrite): Uint8Array[] {
     if (t.dims.length < 1 || t.dims.length > MAX_DIMS || t.dims.some((d) => !Number.isSafeInteger(d) || d < 1))
       throw new Error(`GGUF writer: tensor ${t.name} has dims [${t.dims.join(", ")}]; need 1 to ${MAX_DIMS} positive sizes`);
     const n = t.dims.reduce((a, b) => a * b, 1);
-    if (n !== t.data.length) throw new Error(`GGUF writer: tensor ${t.name} has dims [${t.dims.join(", ")}] but ${t.data.length} values`);
-    if (!(t.type in GgufTensorType)) throw new Error(`GGUF writer: tensor ${t.name} has unsupported type ${String(t.type)}`);
+    if (!t.blocks && n !== t.data.length) throw new Error(`GGUF writer: tensor ${t.name} has dims [${t.dims.join(", ")}] but ${t.data.length} values`);
+    if (!t.blocks && !(t.type in GgufTensorType)) throw new Error(`GGUF writer: tensor ${t.name} has unsupported type ${String(t.type)}`);
     w.str(t.name);
     w.u32(t.dims.length);
     for (const d of t.dims) w.u64(d);
-    w.u32(GgufTensorType[t.type]);
+    w.u32(t.blocks ? t.blocks.blockType : GgufTensorType[t.type]);
     w.u64(offset);
-    const size = n * ELEMENT_BYTES[t.type];
+    const size = t.blocks ? t.blocks.bytes.byteLength : n * ELEMENT_BYTES[t.type];
     const pad = (alignment - (size % alignment)) % alignment;
     padded.push(pad);
     offset += size + pad;

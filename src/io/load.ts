@@ -1,15 +1,17 @@
 // Loads a model for tsdpo from a GGUF file or a Hugging Face folder (config.json + safetensors + tokenizer.json),
 // checking every tensor's presence and shape against the config before any data is copied.
 
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { describeJsonError, inputError } from "../errors.js";
-import type { LlamaConfig } from "../model/config.js";
+import { type LlamaConfig, paramSpecs } from "../model/config.js";
 import { type FloatCtor, type Model, createModel } from "../model/llama.js";
 import { loadHfTokenizer } from "../tokenizer/hf.js";
 import { tokenizerFromGguf } from "../tokenizer/gguf.js";
 import type { Tokenizer } from "../tokenizer/types.js";
-import { readGguf, readGgufTensor } from "./gguf.js";
+import { BLOCK, GGML_TYPE_ID, type QuantType, dequantizeRow, rowBytes } from "../quant/ggml.js";
+import { type QuantWeight, quantWeight } from "../model/weights.js";
+import { type GgufFile, readGguf, readGgufTensor, readableGgufTensor } from "./gguf.js";
 import { llamaConfigFromGguf } from "./ggufconfig.js";
 import { llamaConfigFromHf } from "./hfconfig.js";
 import { ggufQkPermuted, ggufShape, ggufTensorName, ggufToHfQkRows, hfTensorName } from "./names.js";
@@ -24,13 +26,33 @@ export interface LoadedModel {
   hfConfig: Record<string, unknown> | null;
 }
 
-export function loadModel(path: string, ctor: FloatCtor = Float32Array): LoadedModel {
+export interface LoadOptions {
+  /**
+   * Quantised GGUF matrices (Q8_0, Q4_K, …) become float32 parameters instead of staying frozen in their block
+   * format: what full fine-tuning needs (`dequantize: true`). Default false.
+   */
+  dequantize?: boolean;
+  /**
+   * F16 and BF16 matrices (GGUF or safetensors) become float32 parameters instead of staying frozen as halves: what
+   * full fine-tuning needs, where every weight is trained. Default false: inference, the reference and LoRA read
+   * them as stored, at half the memory.
+   */
+  halvesAsFloat?: boolean;
+}
+
+/** Whether a matrix stored as `type` stays in its blocks (frozen) under `opts`. */
+function keepsBlocks(type: QuantType, opts: LoadOptions): boolean {
+  return type === "F16" || type === "BF16" ? opts.halvesAsFloat !== true : opts.dequantize !== true;
+}
+
+export function loadModel(path: string, ctor: FloatCtor = Float32Array, opts: LoadOptions = {}): LoadedModel {
   if (!existsSync(path)) throw inputError(`${path}: no such model file or folder (give a .gguf file or a Hugging Face model folder)`);
-  if (statSync(path).isDirectory()) return loadHfFolder(path, ctor);
-  return loadGgufModel(path, ctor);
+  if (statSync(path).isDirectory()) return loadHfFolder(path, ctor, opts);
+  return loadGgufModel(path, ctor, opts);
 }
 
 const shapeStr = (s: readonly number[]): string => `[${s.join(", ")}]`;
+const FLOAT_DTYPES = new Set(["F32", "F16", "BF16", "F64"]);
 
 function checkShape(path: string, tensor: string, got: readonly number[], want: readonly number[], cfg: LlamaConfig): void {
   if (got.length !== want.length || got.some((d, i) => d !== want[i]))
@@ -40,18 +62,96 @@ function checkShape(path: string, tensor: string, got: readonly number[], want: 
     );
 }
 
-export function loadGgufModel(path: string, ctor: FloatCtor = Float32Array): LoadedModel {
+/**
+ * The layer count bounds the parameter list the config implies (paramSpecs lists every tensor of every layer), so it
+ * is checked against the tensors the file holds before that list is built: a corrupt block_count or
+ * num_hidden_layers of 2^31 must be an error, not a hang.
+ */
+function checkLayerCount(path: string, cfg: LlamaConfig, tensorCount: number, key: string): void {
+  if (cfg.L > tensorCount)
+    throw inputError(
+      `${path}: ${key} is ${cfg.L} but the weights hold only ${tensorCount} tensors (each layer needs several); ` +
+        `the config is corrupt or belongs to another model`,
+    );
+}
+
+/** The GGUF types whose blocks tsdpo reads (src/quant/ggml.ts), by ggml's type number. */
+const QUANT_BY_ID = new Map(Object.entries(GGML_TYPE_ID).filter(([t]) => t !== "F16" && t !== "BF16").map(([t, id]) => [id, t as QuantType]));
+/** The same with the halves, which the loader may also keep as stored. */
+const BLOCKS_BY_ID = new Map(Object.entries(GGML_TYPE_ID).map(([t, id]) => [id, t as QuantType]));
+
+/** Rows of a Q/K matrix from GGUF's interleaved order to Hugging Face's (see names.ts), as whole rows of blocks. */
+function qkRowsToHf(data: Uint8Array, nHeads: number, HS: number, rowBytes: number): Uint8Array {
+  const out = new Uint8Array(data.length);
+  const half = HS / 2;
+  for (let h = 0; h < nHeads; h++)
+    for (let s = 0; s < 2; s++)
+      for (let i = 0; i < half; i++) {
+        const from = h * HS + 2 * i + s, to = h * HS + s * half + i;
+        out.set(data.subarray(from * rowBytes, (from + 1) * rowBytes), to * rowBytes);
+      }
+  return out;
+}
+
+/** Where a quantised matrix's blocks lie in the file, checked against its size before anything is read. */
+function quantExtent(f: GgufFile, name: string, type: QuantType, rows: number, cols: number): { start: number; rb: number } {
+  if (cols % BLOCK[type].elems !== 0)
+    throw inputError(`${f.path}: tensor ${name} is ${type} with rows of ${cols}, not a multiple of its ${BLOCK[type].elems}-element blocks; the file is corrupt`);
+  const rb = rowBytes(type, cols);
+  const start = f.dataOffset + f.tensors.get(name)!.offset;
+  if (start + rows * rb > f.buffer.length)
+    throw inputError(`${f.path}: GGUF file is truncated: tensor ${name} (${type}) ends at byte ${start + rows * rb} but the file has ${f.buffer.length} bytes`);
+  return { start, rb };
+}
+
+/**
+ * The quantised matrices of a GGUF, kept in their blocks (views into the file's buffer, no copy except for the
+ * Q/K row reorder). Everything else, and everything under `dequantize`, goes through the float arena.
+ */
+function ggufQuantWeights(f: GgufFile, cfg: LlamaConfig, opts: LoadOptions): Map<string, QuantWeight> {
+  const out = new Map<string, QuantWeight>();
+  const permuted = ggufQkPermuted(cfg.family);
+  for (const spec of paramSpecs(cfg)) {
+    const name = ggufTensorName(spec.name);
+    const type = BLOCKS_BY_ID.get(f.tensors.get(name)?.type ?? -1);
+    if (!type || spec.shape.length !== 2 || !keepsBlocks(type, opts)) continue;
+    const [rows, cols] = spec.shape as [number, number];
+    const { start, rb } = quantExtent(f, name, type, rows, cols);
+    let data: Uint8Array = f.buffer.subarray(start, start + rows * rb);
+    if (permuted && /\.(wq|wk)$/.test(spec.name)) data = qkRowsToHf(data, spec.name.endsWith("wq") ? cfg.NH : cfg.NKV, cfg.HS, rb);
+    out.set(spec.name, quantWeight(type, data, rows, cols));
+  }
+  return out;
+}
+
+/** A quantised matrix read as float32 (the `dequantize` path), row by row. */
+function dequantizedTensor(f: GgufFile, name: string, type: QuantType, rows: number, cols: number): Float32Array {
+  const { start, rb } = quantExtent(f, name, type, rows, cols);
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) dequantizeRow(type, f.buffer, start + r * rb, out, r * cols, cols);
+  return out;
+}
+
+export function loadGgufModel(path: string, ctor: FloatCtor = Float32Array, opts: LoadOptions = {}): LoadedModel {
   const f = readGguf(path);
   const cfg = llamaConfigFromGguf(f);
   const tokenizer = tokenizerFromGguf(f);
-  const model = createModel(cfg, ctor);
+  // Every tensor is checked (present, the config's shape, a type we read) before the parameter arena is allocated,
+  // so the sizes in the metadata cannot make us allocate more than the file's tensors hold.
+  checkLayerCount(path, cfg, f.tensors.size, `${cfg.family}.block_count`);
+  for (const s of paramSpecs(cfg)) {
+    const name = ggufTensorName(s.name);
+    const info = f.tensors.get(name);
+    if (!info) throw inputError(`${path}: tensor ${name} is missing (the ${cfg.family} architecture with this config needs it)`);
+    checkShape(path, name, ggufShape(info.dims), s.shape, cfg);
+    if (!(QUANT_BY_ID.has(info.type) && s.shape.length === 2)) readableGgufTensor(f, name);
+  }
+  const model = createModel(cfg, ctor, ctor === Float32Array ? ggufQuantWeights(f, cfg, opts) : new Map());
   const permuted = ggufQkPermuted(cfg.family);
   for (const e of model.entries) {
     const name = ggufTensorName(e.name);
-    const info = f.tensors.get(name);
-    if (!info) throw inputError(`${path}: tensor ${name} is missing (the ${cfg.family} architecture with this config needs it)`);
-    checkShape(path, name, ggufShape(info.dims), e.shape, cfg);
-    let data = readGgufTensor(f, name);
+    const qt = QUANT_BY_ID.get(f.tensors.get(name)!.type);
+    let data = qt && e.shape.length === 2 ? dequantizedTensor(f, name, qt, e.shape[0]!, e.shape[1]!) : readGgufTensor(f, name);
     if (permuted && /\.(wq|wk|bq|bk)$/.test(e.name)) {
       const heads = /\.(wq|bq)$/.test(e.name) ? cfg.NH : cfg.NKV;
       data = ggufToHfQkRows(data, heads, cfg.HS, e.shape.length === 2 ? e.shape[1]! : 1);
@@ -75,7 +175,7 @@ export function readJsonFile(path: string): unknown {
   }
 }
 
-export function loadHfFolder(folder: string, ctor: FloatCtor = Float32Array): LoadedModel {
+export function loadHfFolder(folder: string, ctor: FloatCtor = Float32Array, opts: LoadOptions = {}): LoadedModel {
   const configPath = join(folder, "config.json");
   if (!existsSync(configPath)) throw inputError(`${folder}: no config.json; a Hugging Face model folder needs config.json, safetensors weights and tokenizer.json`);
   const hfConfig = readJsonFile(configPath);
@@ -89,13 +189,43 @@ export function loadHfFolder(folder: string, ctor: FloatCtor = Float32Array): Lo
         `vocab_size ${cfg.V}; the tokenizer does not belong to these weights (copy the model's own tokenizer.json)`,
     );
   const st = openSafetensorsFolder(folder);
-  const model = createModel(cfg, ctor);
-  for (const e of model.entries) {
-    const name = hfTensorName(e.name);
+  // As for GGUF: every tensor is checked before the arena that config.json sizes is allocated.
+  checkLayerCount(configPath, cfg, st.entries.size, "num_hidden_layers");
+  for (const s of paramSpecs(cfg)) {
+    const name = hfTensorName(s.name);
     const entry = st.entries.get(name);
     if (!entry) throw inputError(`${folder}: tensor ${name} is missing from the safetensors weights`);
-    checkShape(folder, name, entry.shape, e.shape, cfg);
-    model.params.set(readFolderTensorF32(st, name), e.offset);
+    checkShape(folder, name, entry.shape, s.shape, cfg);
+    if (!FLOAT_DTYPES.has(entry.dtype))
+      throw inputError(`${folder}: tensor ${name} is ${entry.dtype}, expected a floating-point weight (F32, F16, BF16 or F64)`);
   }
+  // bf16/f16 matrices stay as stored (frozen), byte for byte: a safetensors half is a one-element GGML block
+  const halves = new Map<string, QuantWeight>();
+  if (ctor === Float32Array && opts.halvesAsFloat !== true)
+    for (const s of paramSpecs(cfg)) {
+      const t = st.tensors.get(hfTensorName(s.name))!;
+      if (s.shape.length !== 2 || (t.entry.dtype !== "F16" && t.entry.dtype !== "BF16")) continue;
+      const bytes = readBytes(t.file.path, t.file.dataStart + t.entry.begin, t.entry.end - t.entry.begin);
+      halves.set(s.name, quantWeight(t.entry.dtype, bytes, s.shape[0]!, s.shape[1]!));
+    }
+  const model = createModel(cfg, ctor, halves);
+  for (const e of model.entries) model.params.set(readFolderTensorF32(st, hfTensorName(e.name)), e.offset);
   return { model, tokenizer, path: folder, format: "hf", hfConfig: hfConfig as Record<string, unknown> };
+}
+
+/** `length` bytes of a file from `offset` (the header was checked against the file's size already). */
+function readBytes(path: string, offset: number, length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  const fd = openSync(path, "r");
+  try {
+    let done = 0;
+    while (done < length) {
+      const n = readSync(fd, out, done, length - done, offset + done);
+      if (n === 0) throw inputError(`${path}: the file ended while reading ${length} bytes at offset ${offset}; it is truncated`);
+      done += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return out;
 }

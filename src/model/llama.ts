@@ -11,31 +11,36 @@ import { type LlamaConfig, type ParamSpec, numel, paramSpecs } from "./config.js
 import { ropeTables } from "./rope.js";
 import type { Rng } from "../rng.js";
 import type { Lora, LoraAdapter, LoraTarget } from "./lora.js";
+import {
+  type QuantWeight, type Weight, dequantRows, embeddingForwardW, isQuant, lmHeadLogprobBackwardW, lmHeadLogprobForwardW, matmulBackwardW,
+  matmulForwardW,
+} from "./weights.js";
 
 export type FloatCtor = Float32ArrayConstructor | Float64ArrayConstructor;
 
-export interface LayerParams {
+/** W is Weight for a model's parameters (a matrix may be frozen in a quantised format) and Buf for its gradients. */
+export interface LayerParams<W extends Weight = Weight> {
   attnNorm: Buf; // (C)
-  wq: Buf; // (NH·HS, C)
-  wk: Buf; // (NKV·HS, C)
-  wv: Buf; // (NKV·HS, C)
+  wq: W; // (NH·HS, C)
+  wk: W; // (NKV·HS, C)
+  wv: W; // (NKV·HS, C)
   bq: Buf | null; // (NH·HS)   Qwen2
   bk: Buf | null; // (NKV·HS)
   bv: Buf | null; // (NKV·HS)
   qNorm: Buf | null; // (HS)   Qwen3
   kNorm: Buf | null; // (HS)
-  wo: Buf; // (C, NH·HS)
+  wo: W; // (C, NH·HS)
   ffnNorm: Buf; // (C)
-  wGate: Buf; // (FF, C)
-  wUp: Buf; // (FF, C)
-  wDown: Buf; // (C, FF)
+  wGate: W; // (FF, C)
+  wUp: W; // (FF, C)
+  wDown: W; // (C, FF)
 }
 
-export interface ParamViews {
-  tokEmbd: Buf; // (V, C)
-  layers: LayerParams[];
+export interface ParamViews<W extends Weight = Weight> {
+  tokEmbd: W; // (V, C)
+  layers: LayerParams<W>[];
   outNorm: Buf; // (C)
-  lmHead: Buf; // (V, C); the same view as tokEmbd when embeddings are tied
+  lmHead: W; // (V, C); the same view as tokEmbd when embeddings are tied
 }
 
 export interface ParamEntry extends ParamSpec {
@@ -46,21 +51,24 @@ export interface ParamEntry extends ParamSpec {
 export interface Model {
   cfg: LlamaConfig;
   ctor: FloatCtor;
-  entries: ParamEntry[]; // arena layout, in paramSpecs order
+  entries: ParamEntry[]; // arena layout, in paramSpecs order (quantised tensors are not in the arena)
   params: Buf; // the parameter arena
-  p: ParamViews; // named views into params
+  /** Frozen matrices kept in their stored block format (a quantised GGUF), by tsdpo name; empty for most models. */
+  quant: Map<string, QuantWeight>;
+  p: ParamViews; // named views into params, and the quantised matrices
   /** LoRA adapters (attach before creating activations or a KV cache), or null for a plain model. */
   lora: Lora | null;
 }
 
 export interface Gradients {
   grads: Buf; // arena with the same layout as Model.params
-  g: ParamViews;
+  g: ParamViews<Buf>;
 }
 
-function arenaLayout(cfg: LlamaConfig): ParamEntry[] {
+/** The arena's layout: every parameter except those named in `quantised`, which live in Model.quant. */
+function arenaLayout(cfg: LlamaConfig, quantised: ReadonlySet<string>): ParamEntry[] {
   let offset = 0;
-  return paramSpecs(cfg).map((s) => {
+  return paramSpecs(cfg).filter((s) => !quantised.has(s.name)).map((s) => {
     const size = numel(s.shape);
     const e = { ...s, offset, size };
     offset += size;
@@ -72,48 +80,80 @@ export function paramCount(cfg: LlamaConfig): number {
   return paramSpecs(cfg).reduce((a, s) => a + numel(s.shape), 0);
 }
 
-/** Named views over an arena laid out as `entries`. */
-export function viewsOf(cfg: LlamaConfig, entries: ParamEntry[], arena: Buf): ParamViews {
-  const byName = new Map(entries.map((e) => [e.name, arena.subarray(e.offset, e.offset + e.size)]));
-  const get = (name: string): Buf => {
+/** Named views over an arena laid out as `entries`, and over the quantised matrices (parameters only). */
+export function viewsOf(cfg: LlamaConfig, entries: ParamEntry[], arena: Buf): ParamViews<Buf>;
+export function viewsOf(cfg: LlamaConfig, entries: ParamEntry[], arena: Buf, quant: ReadonlyMap<string, QuantWeight>): ParamViews;
+export function viewsOf(cfg: LlamaConfig, entries: ParamEntry[], arena: Buf, quant?: ReadonlyMap<string, QuantWeight>): ParamViews {
+  const byName = new Map<string, Weight>(entries.map((e) => [e.name, arena.subarray(e.offset, e.offset + e.size)]));
+  for (const [name, w] of quant ?? []) byName.set(name, w);
+  const weight = (name: string): Weight => {
     const v = byName.get(name);
     if (!v) throw new Error(`internal: no parameter ${name}`);
     return v;
   };
-  const opt = (name: string): Buf | null => byName.get(name) ?? null;
+  const get = (name: string): Buf => {
+    const v = weight(name);
+    if (isQuant(v)) throw new Error(`internal: ${name} cannot be quantised`);
+    return v;
+  };
+  const opt = (name: string): Buf | null => (byName.has(name) ? get(name) : null);
   const layers: LayerParams[] = [];
   for (let l = 0; l < cfg.L; l++) {
     const p = `layers.${l}.`;
     layers.push({
       attnNorm: get(p + "attn_norm"),
-      wq: get(p + "wq"), wk: get(p + "wk"), wv: get(p + "wv"),
+      wq: weight(p + "wq"), wk: weight(p + "wk"), wv: weight(p + "wv"),
       bq: opt(p + "bq"), bk: opt(p + "bk"), bv: opt(p + "bv"),
       qNorm: opt(p + "q_norm"), kNorm: opt(p + "k_norm"),
-      wo: get(p + "wo"),
+      wo: weight(p + "wo"),
       ffnNorm: get(p + "ffn_norm"),
-      wGate: get(p + "w_gate"), wUp: get(p + "w_up"), wDown: get(p + "w_down"),
+      wGate: weight(p + "w_gate"), wUp: weight(p + "w_up"), wDown: weight(p + "w_down"),
     });
   }
-  const tokEmbd = get("tok_embd");
-  return { tokEmbd, layers, outNorm: get("out_norm"), lmHead: cfg.tiedEmbeddings ? tokEmbd : get("lm_head") };
+  const tokEmbd = weight("tok_embd");
+  return { tokEmbd, layers, outNorm: get("out_norm"), lmHead: cfg.tiedEmbeddings ? tokEmbd : weight("lm_head") };
 }
 
-export function createModel(cfg: LlamaConfig, ctor: FloatCtor = Float32Array): Model {
+/**
+ * A model with a zeroed arena. `quant` holds the matrices that stay in their stored block format (frozen): they get
+ * no place in the arena, so a quantised model never holds a float32 copy of them.
+ */
+export function createModel(cfg: LlamaConfig, ctor: FloatCtor = Float32Array, quant: Map<string, QuantWeight> = new Map()): Model {
   validateConfig(cfg);
-  const entries = arenaLayout(cfg);
+  if (quant.size > 0 && ctor !== Float32Array) throw new Error("internal: quantised weights run in float32");
+  const entries = arenaLayout(cfg, new Set(quant.keys()));
   const total = entries.reduce((a, e) => a + e.size, 0);
   const params = new ctor(total);
-  return { cfg, ctor, entries, params, p: viewsOf(cfg, entries, params), lora: null };
+  return { cfg, ctor, entries, params, quant, p: viewsOf(cfg, entries, params, quant), lora: null };
 }
 
-/** A copy with its own parameter arena (the frozen DPO reference). */
+/** A copy with its own parameter arena (the frozen DPO reference); quantised matrices, frozen anyway, are shared. */
 export function cloneModel(model: Model): Model {
-  const copy = createModel(model.cfg, model.ctor);
+  const copy = createModel(model.cfg, model.ctor, model.quant);
   copy.params.set(model.params);
   return copy;
 }
 
+/**
+ * A float32 copy with every weight in the arena, quantised matrices dequantised: what a LoRA merge and an export
+ * write (the merge is onto the dequantised base). A model without quantised weights is cloned as is.
+ */
+export function floatCopy(be: Backend, model: Model): Model {
+  const copy = createModel(model.cfg, model.ctor);
+  const byName = new Map(model.entries.map((e) => [e.name, e]));
+  for (const e of copy.entries) {
+    const src = byName.get(e.name);
+    const q = model.quant.get(e.name);
+    if (src) copy.params.set(model.params.subarray(src.offset, src.offset + src.size), e.offset);
+    else if (q) dequantRows(be, copy.params.subarray(e.offset, e.offset + e.size) as Float32Array, q, 0, q.rows);
+    else throw new Error(`internal: ${e.name} is neither in the arena nor quantised`);
+  }
+  return copy;
+}
+
 export function createGradients(model: Model): Gradients {
+  // Full fine-tuning needs every weight in float32: a quantised model trains LoRA adapters (or is dequantised first).
+  if (model.quant.size > 0) throw new Error("internal: a model with quantised weights has no full gradient arena");
   const grads = new model.ctor(model.params.length);
   return { grads, g: viewsOf(model.cfg, model.entries, grads) };
 }
@@ -121,7 +161,7 @@ export function createGradients(model: Model): Gradients {
 /** The parameter tensor called `name` (tsdpo's names, see paramSpecs). */
 export function paramView(model: Model, name: string): Buf {
   const e = model.entries.find((x) => x.name === name);
-  if (!e) throw new Error(`internal: no parameter ${name}`);
+  if (!e) throw new Error(`internal: no float parameter ${name}${model.quant.has(name) ? " (it is quantised)" : ""}`);
   return model.params.subarray(e.offset, e.offset + e.size);
 }
 
@@ -283,9 +323,9 @@ function activeAdapter(model: Model, l: number, t: LoraTarget): LoraAdapter | nu
 /** out = inp·Wᵀ + bias [+ s·(drop(inp)·Aᵀ)·Bᵀ] */
 function linearForward(
   be: Backend, model: Model, acts: Activations, l: number, t: LoraTarget,
-  out: Buf, inp: Buf, W: Buf, bias: Buf | null, N: number, IN: number, OUT: number,
+  out: Buf, inp: Buf, W: Weight, bias: Buf | null, N: number, IN: number, OUT: number,
 ): void {
-  be.matmulForward(out, inp, W, bias, N, IN, OUT);
+  matmulForwardW(be, out, inp, W, bias, N, IN, OUT);
   const ad = activeAdapter(model, l, t);
   if (!ad) return;
   const la = acts.lora;
@@ -318,9 +358,9 @@ function loraBranch(be: Backend, lora: Lora, ad: LoraAdapter, out: Buf, x: Buf, 
 /** Backward of linearForward: base gradients (dW null when frozen) and, for an adapter, dA, dB and its dinp share. */
 function linearBackward(
   be: Backend, model: Model, acts: Activations, l: number, t: LoraTarget,
-  dinp: Buf, dW: Buf | null, dbias: Buf | null, dout: Buf, inp: Buf, W: Buf, N: number, IN: number, OUT: number,
+  dinp: Buf, dW: Buf | null, dbias: Buf | null, dout: Buf, inp: Buf, W: Weight, N: number, IN: number, OUT: number,
 ): void {
-  be.matmulBackward(dinp, dW, dbias, dout, inp, W, N, IN, OUT);
+  matmulBackwardW(be, dinp, dW, dbias, dout, inp, W, N, IN, OUT);
   const ad = activeAdapter(model, l, t);
   if (!ad) return;
   const la = acts.lora!;
@@ -415,7 +455,7 @@ export function forwardPacked(be: Backend, model: Model, acts: Activations, inpu
   } else acts.branch = null;
   const window = cfg.slidingWindow ?? 0;
 
-  be.embeddingForward(acts.x[0]!, acts.ids, p.tokEmbd, N, C);
+  embeddingForwardW(be, acts.x[0]!, acts.ids, p.tokEmbd, N, C);
   for (let l = 0; l < cfg.L; l++) {
     const w = p.layers[l]!;
     const a = acts.layers[l]!;
@@ -444,8 +484,8 @@ export function forwardPacked(be: Backend, model: Model, acts: Activations, inpu
     be.addForward(acts.x[l + 1]!, a.xMid, acts.tmp, N * C);
   }
   be.rmsnormForward(acts.lnf, acts.rstdf, acts.x[cfg.L]!, p.outNorm, N, C, rmsEps);
-  be.lmHeadLogprobForward(
-    acts.logp, acts.lse, acts.logitSum, acts.wantLogSumSq ? acts.logSumSq : null,
+  lmHeadLogprobForwardW(
+    be, acts.logp, acts.lse, acts.logitSum, acts.wantLogSumSq ? acts.logSumSq : null,
     acts.lnf, acts.rows, acts.targets, p.lmHead, M, C, V,
   );
   return acts.logp.subarray(0, M);
@@ -458,7 +498,7 @@ export function forwardPacked(be: Backend, model: Model, acts: Activations, inpu
 export function logitsOf(be: Backend, model: Model, acts: Activations): Buf {
   const N = acts.R * acts.T;
   const out = new model.ctor(N * model.cfg.V);
-  be.matmulForward(out, acts.lnf, model.p.lmHead, null, N, model.cfg.C, model.cfg.V);
+  matmulForwardW(be, out, acts.lnf, model.p.lmHead, null, N, model.cfg.C, model.cfg.V);
   return out;
 }
 
@@ -477,7 +517,7 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
   const zero = (b: Buf, n: number): void => void b.fill(0, 0, n);
 
   zero(acts.dln, N * C);
-  be.lmHeadLogprobBackward(acts.dln, g ? g.lmHead : null, dlogp, acts.lnf, acts.rows, acts.targets, p.lmHead, acts.lse, acts.M, C, V);
+  lmHeadLogprobBackwardW(be, acts.dln, g ? g.lmHead : null, dlogp, acts.lnf, acts.rows, acts.targets, p.lmHead, acts.lse, acts.M, C, V);
   zero(acts.dx, N * C);
   be.rmsnormBackward(acts.dx, g ? g.outNorm : null, acts.dln, acts.x[cfg.L]!, p.outNorm, acts.rstdf, N, C);
 
@@ -585,9 +625,9 @@ export function decode(be: Backend, model: Model, cache: KvCache, tokens: readon
 /** linearForward for generation: no dropout, scratch from the cache. */
 function decodeLinear(
   be: Backend, model: Model, cache: KvCache, l: number, t: LoraTarget,
-  out: Buf, inp: Buf, W: Buf, bias: Buf | null, T: number, IN: number, OUT: number,
+  out: Buf, inp: Buf, W: Weight, bias: Buf | null, T: number, IN: number, OUT: number,
 ): void {
-  be.matmulForward(out, inp, W, bias, T, IN, OUT);
+  matmulForwardW(be, out, inp, W, bias, T, IN, OUT);
   const ad = activeAdapter(model, l, t);
   if (!ad) return;
   if (!cache.loraU || !cache.loraOut) throw new Error("internal: LoRA adapters were attached after the KV cache was created");
@@ -607,7 +647,7 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
     cache.pos[t] = pos0 + t;
   }
   const kv = NKV * HS;
-  be.embeddingForward(cache.x, cache.ids, p.tokEmbd, T, C);
+  embeddingForwardW(be, cache.x, cache.ids, p.tokEmbd, T, C);
   for (let l = 0; l < cfg.L; l++) {
     const w = p.layers[l]!;
     const kDst = cache.k[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
@@ -638,6 +678,6 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
   // Only the last position's logits are needed to choose the next token.
   const last = cache.x.subarray((T - 1) * C, T * C);
   be.rmsnormForward(cache.ln, cache.rstd, last, p.outNorm, 1, C, rmsEps);
-  be.matmulForward(cache.logits, cache.ln, p.lmHead, null, 1, C, V);
+  matmulForwardW(be, cache.logits, cache.ln, p.lmHead, null, 1, C, V);
   cache.len += T;
 }

@@ -10,6 +10,7 @@ import type { Buf } from "../backend/contract.js";
 import type { LlamaConfig } from "./config.js";
 import type { FloatCtor, Model } from "./llama.js";
 import { Rng } from "../rng.js";
+import { type Weight, isQuant } from "./weights.js";
 
 /** The projections LoRA can target, by tsdpo's parameter names (PEFT's q_proj, k_proj, …). */
 export const LORA_TARGETS = ["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"] as const;
@@ -99,6 +100,8 @@ export function createLora(model: Model, cfg: LoraConfig, seed: number): Lora {
 export function mergeLora(model: Model, lora: Lora): void {
   for (const a of lora.adapters) {
     const W = baseWeight(model, a.layer, a.target);
+    // The merge is onto float weights: a quantised base is dequantised first (export does it, tensor by tensor).
+    if (isQuant(W)) throw new Error(`internal: merging LoRA into a quantised ${a.target}; dequantise the model first`);
     const r = lora.cfg.r;
     for (let o = 0; o < a.OUT; o++)
       for (let i = 0; i < a.IN; i++) {
@@ -109,7 +112,7 @@ export function mergeLora(model: Model, lora: Lora): void {
   }
 }
 
-export function baseWeight(model: Model, layer: number, t: LoraTarget): Buf {
+export function baseWeight(model: Model, layer: number, t: LoraTarget): Weight {
   const w = model.p.layers[layer]!;
   switch (t) {
     case "wq": return w.wq;

@@ -12,6 +12,8 @@ import type { TokenizedPair } from "../data/types.js";
 import { defaultLossConfig } from "../loss/config.js";
 import { initialLossState } from "../loss/losses.js";
 import { cloneModel, createGradients } from "../model/llama.js";
+import { createLora } from "../model/lora.js";
+import { quantisedCopy } from "../model/quantise.js";
 import { PRESETS, presetModel } from "../model/presets.js";
 import { activationsForPairs } from "./logps.js";
 import { type Engine, type StepTimings, microBatch, modelDecayRanges, optimizerStep } from "./train.js";
@@ -25,7 +27,14 @@ export interface BenchOptions {
   warmup: number;
   /** Pack each pair's prompt once (the default); false runs TRL's concatenated batch, for comparison. */
   sharedPrefix: boolean;
+  /** The frozen base's storage: "f32", or a GGML block type its matrices are quantised to (LoRA only). */
+  baseDtype?: "f32" | BenchBaseDtype;
+  /** LoRA rank on all seven projections (alpha 2r, no dropout); null: full fine-tuning. */
+  loraR?: number | null;
 }
+
+export const BENCH_BASE_DTYPES = ["q8_0", "q4_k", "q6_k", "q5_0"] as const;
+export type BenchBaseDtype = (typeof BENCH_BASE_DTYPES)[number];
 
 export interface BenchResult {
   preset: string;
@@ -40,7 +49,10 @@ export interface BenchResult {
   gemm_share_of_peak: number | null;
   share: StepTimings; // fraction of the step in each phase (median step's split)
   check: { chosen_logps: number; rejected_logps: number; loss: number };
-  config: { prompt_len: number; completion_len: number; pairs: number; steps: number; shared_prefix: boolean; threads: number | null };
+  config: {
+    prompt_len: number; completion_len: number; pairs: number; steps: number; shared_prefix: boolean; threads: number | null;
+    base_dtype: string; lora_r: number | null;
+  };
   env: Record<string, string | number | null>;
 }
 
@@ -84,25 +96,36 @@ export function benchDpoStep(
   extras: { fmaPeak: (() => number) | null; threads: number | null; env: Record<string, string | number | null> },
 ): BenchResult {
   if (!PRESETS[o.preset]) throw new Error(`unknown preset ${o.preset}`);
-  const policy = presetModel(o.preset);
-  const ref = cloneModel(policy);
+  const loraR = o.loraR ?? null;
+  const baseDtype = o.baseDtype ?? "f32";
+  if (baseDtype !== "f32" && loraR === null) throw new Error("a quantised base is frozen: bench it with a LoRA rank");
+  // (the float32 preset of a quantised base is not kept: only its blocks stay referenced)
+  const policy = baseDtype === "f32"
+    ? presetModel(o.preset)
+    : quantisedCopy(presetModel(o.preset), ({ q8_0: "Q8_0", q4_k: "Q4_K", q6_k: "Q6_K", q5_0: "Q5_0" } as const)[baseDtype]);
+  if (loraR !== null)
+    policy.lora = createLora(policy, { r: loraR, alpha: 2 * loraR, dropout: 0, targets: ["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"] }, 0);
+  // LoRA's reference is the base with the adapters off; full fine-tuning keeps a frozen copy
+  const ref = loraR !== null ? policy : cloneModel(policy);
   const { V, C, FF } = policy.cfg;
   const pairs = benchPairs(V, o.pairs, o.promptLen, o.completionLen);
   const acts = activationsForPairs(policy, pairs, pairs.length, o.sharedPrefix);
   const loss = defaultLossConfig(); // sigmoid DPO, β 0.1
   const timings: StepTimings = { policy_fwd: 0, ref_fwd: 0, backward: 0, optimizer: 0 };
   const engine: Engine = {
-    be, policy, acts, grads: createGradients(policy),
+    be, policy, acts, grads: loraR !== null ? null : createGradients(policy),
     // the reference runs first and shares the policy's activations, as in the trainer
-    ref: { model: ref, acts, adaptersOff: false },
+    ref: { model: ref, acts, adaptersOff: loraR !== null },
     refLogps: null, loss, sharedPrefix: o.sharedPrefix, dropoutSeed: null, timings,
   };
-  const n = policy.params.length;
+  const trainable = policy.lora ? policy.lora.params : policy.params;
+  const grads = policy.lora ? policy.lora.grads : engine.grads!.grads;
+  const n = trainable.length;
   const optimizer = {
-    m: new Float32Array(n), v: new Float32Array(n), decayRanges: modelDecayRanges(policy),
+    m: new Float32Array(n), v: new Float32Array(n),
+    decayRanges: policy.lora ? [{ offset: 0, size: n, decay: true }] : modelDecayRanges(policy),
     beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1,
   };
-  const grads = engine.grads!.grads;
   const index = pairs.map((_, i) => i);
   const steps: { ms: number; split: StepTimings }[] = [];
   let check: BenchResult["check"] | null = null;
@@ -112,7 +135,7 @@ export function benchDpoStep(
     const r = microBatch(engine, pairs, index, "train", initialLossState(), 1);
     check ??= { chosen_logps: r.out.chosenLogps[0]!, rejected_logps: r.out.rejectedLogps[0]!, loss: r.out.loss };
     const t1 = performance.now();
-    optimizerStep(be, optimizer, policy.params, grads, 1e-6, s + 1);
+    optimizerStep(be, optimizer, trainable, grads, 1e-6, s + 1);
     grads.fill(0);
     const t2 = performance.now();
     timings.optimizer = t2 - t1;
@@ -148,7 +171,7 @@ export function benchDpoStep(
     share, check: check!,
     config: {
       prompt_len: o.promptLen, completion_len: o.completionLen, pairs: o.pairs, steps: o.steps, shared_prefix: o.sharedPrefix,
-      threads: extras.threads,
+      threads: extras.threads, base_dtype: baseDtype, lora_r: loraR,
     },
     env: extras.env,
   };

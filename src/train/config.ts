@@ -10,6 +10,8 @@ import { configError, describeJsonError, inputError } from "../errors.js";
 import { LOSS_KEYS, PAIR_LOSS_TYPES, type LossConfig, lossConfigFromJson, lossConfigToJson } from "../loss/config.js";
 import { defaultDataPath, defaultModelPath, hubIdHint } from "../paths.js";
 import { closest } from "../suggest.js";
+import { DATA_FORMATS, formatConfigProblem } from "../data/formats.js";
+import type { WinnerValuesConfig } from "../data/formats.js";
 
 export interface TrainConfig {
   /** Policy and reference start: a .gguf file or HF folder. Default: the shipped stories260K. */
@@ -28,6 +30,24 @@ export interface TrainConfig {
   prompt_field?: string | null;
   chosen_field: string;
   rejected_field: string;
+  /**
+   * The layout of the rows (src/data/formats.ts). "auto": recognise Chatbot Arena, WebGPT or HH-RLHF from the
+   * columns (the data summary says so), else the field mapping; a named one forces that layout; "generic" forces the
+   * field mapping, so that recognition can be overridden.
+   */
+  data_format: "auto" | "generic" | "chatbot_arena" | "webgpt" | "hh_rlhf";
+  /** The winner mapping, for files with two answers and a verdict instead of chosen/rejected: the verdict's field. */
+  winner_field: string | null;
+  /** The two answers of the winner or score mapping (named layouts bring their own unless these are set). */
+  a_field: string | null;
+  b_field: string | null;
+  /** What winner_field's values mean: {"a": [...], "b": [...], "tie": [...]}; ties are dropped and counted. null: the
+   *  default lists ("model_a"/"a", "model_b"/"b", "tie"/"tie (bothbad)"), or Chatbot Arena's own. */
+  winner_values: WinnerValuesConfig | null;
+  /** The score mapping: [score of a_field, score of b_field]; the higher score wins, equal scores are a tie. */
+  score_fields: string[] | null;
+  /** WebGPT: put each answer's quotes in front of it as the model had them (they become part of the answer). */
+  webgpt_quotes: boolean;
   /** Malformed rows are counted and reported in invalid_rows.jsonl instead of stopping the run. */
   skip_invalid: boolean;
   /** Cap on prompt + longer answer (tokens). TRL default 1024; smaller models have shorter contexts. */
@@ -93,6 +113,9 @@ export interface TrainConfig {
   shared_prefix: boolean;
   /** A different reference model; null = the starting policy. */
   ref_model: string | null;
+  /** Storage of the frozen reference copy in full fine-tuning: f32, or bf16 / q8_0 blocks (half or a quarter of
+   *  the memory, at the log-prob error README quotes). LoRA's reference is the base itself, so this does not apply. */
+  ref_dtype: "f32" | "bf16" | "q8_0";
   /** Kernel backend. Without the key: the environment variable TSDPO_BACKEND, else auto (src/backend/select.ts). */
   backend: "auto" | "js" | "native";
   /** LoRA instead of full fine-tuning (TRL's ModelConfig names). The reference is then the same model with its
@@ -105,11 +128,14 @@ export interface TrainConfig {
   lora_target_modules: string[];
   /** Continue training an existing PEFT adapter (implies use_peft; its r, alpha and targets win). */
   adapter: string | null;
+  /** Full fine-tuning of a quantised GGUF: start from float32 weights dequantised from its blocks. Without it, a
+   *  quantised base is refused for full fine-tuning (LoRA trains on it as stored). */
+  dequantize: boolean;
   /** The preference loss and its options (TRL's flat keys: loss_type, beta, label_smoothing, …). */
   loss: LossConfig;
 }
 
-type Scalar = string | number | boolean | null | string[];
+type Scalar = string | number | boolean | null | string[] | object; // object: winner_values
 type Rest = Omit<TrainConfig, "loss">;
 
 export const DEFAULT_TRAIN_CONFIG: Rest = {
@@ -120,6 +146,13 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   prompt_field: undefined, // absent: "prompt" when rows have it; an explicit null infers it on purpose
   chosen_field: "chosen",
   rejected_field: "rejected",
+  data_format: "auto", // published files load as they are; a named format or "generic" overrides the guess
+  winner_field: null,
+  a_field: null,
+  b_field: null,
+  winner_values: null,
+  score_fields: null,
+  webgpt_quotes: false, // the quotes make each answer much longer and are scored with it; opt in
   skip_invalid: false,
   max_length: 1024,
   max_prompt_length: 512,
@@ -153,6 +186,7 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   precompute_ref_log_probs: false,
   shared_prefix: true,
   ref_model: null,
+  ref_dtype: "f32",
   backend: "auto",
   use_peft: false,
   lora_r: 16,
@@ -160,22 +194,25 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   lora_dropout: 0.05,
   lora_target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"],
   adapter: null,
+  dequantize: false,
 };
 
-type Kind = "string?" | "string" | "number" | "number?" | "int" | "int?" | "bool" | "bool?" | "strings" | { oneOf: readonly string[] };
+type Kind = "string?" | "string" | "number" | "number?" | "int" | "int?" | "bool" | "bool?" | "strings" | "strings?" | "object?" | { oneOf: readonly string[] };
 const KINDS: { [K in keyof Rest]-?: Kind } = {
   model: "string?", data: "string?", eval_data: "string?", eval_size: "number", prompt_field: "string?",
-  chosen_field: "string", rejected_field: "string", skip_invalid: "bool", max_length: "int?", max_prompt_length: "int?",
+  chosen_field: "string", rejected_field: "string",
+  data_format: { oneOf: DATA_FORMATS }, winner_field: "string?", a_field: "string?", b_field: "string?", winner_values: "object?",
+  score_fields: "strings?", webgpt_quotes: "bool", skip_invalid: "bool", max_length: "int?", max_prompt_length: "int?",
   max_completion_length: "int?", truncation_mode: { oneOf: ["keep_end", "keep_start"] }, output_dir: "string?",
   seed: "int", per_device_train_batch_size: "int", per_device_eval_batch_size: "int", gradient_accumulation_steps: "int",
   num_train_epochs: "number", max_steps: "int", learning_rate: "number",
   lr_scheduler_type: { oneOf: ["constant", "linear", "cosine"] }, warmup_steps: "int", warmup_ratio: "number",
   weight_decay: "number", adam_beta1: "number", adam_beta2: "number", adam_epsilon: "number", max_grad_norm: "number",
   logging_steps: "int", eval_steps: "int", eval_on_start: "bool", save_steps: "int", save_minutes: "number", save_total_limit: "int?",
-  metric_for_best_model: "string?", greater_is_better: "bool?", load_best_model_at_end: "bool", precompute_ref_log_probs: "bool", shared_prefix: "bool", ref_model: "string?",
+  metric_for_best_model: "string?", greater_is_better: "bool?", load_best_model_at_end: "bool", precompute_ref_log_probs: "bool", shared_prefix: "bool", ref_model: "string?", ref_dtype: { oneOf: ["f32", "bf16", "q8_0"] },
   backend: { oneOf: ["auto", "js", "native"] },
   use_peft: "bool", lora_r: "int", lora_alpha: "number", lora_dropout: "number", lora_target_modules: "strings",
-  adapter: "string?",
+  adapter: "string?", dequantize: "bool",
 };
 
 const describe = (v: unknown): string => (typeof v === "string" ? JSON.stringify(v) : v === null ? "null" : Array.isArray(v) ? "a list" : typeof v === "object" ? "an object" : String(v));
@@ -188,9 +225,15 @@ function checkValue(key: string, kind: Kind, v: unknown, where: string): Scalar 
     if (typeof v !== "string" || !kind.oneOf.includes(v)) bad(`one of ${kind.oneOf.map((s) => `"${s}"`).join(", ")}`);
     return v as string;
   }
-  if (kind === "strings") {
+  // Data-layout values whose shape src/data/formats.ts checks (formatConfigProblem, from checkRanges).
+  if (kind === "object?") {
+    if (v !== null && (typeof v !== "object" || Array.isArray(v))) bad('an object or null, e.g. {"a": ["model_a"], "b": ["model_b"], "tie": ["tie"]}');
+    return v === null ? null : (JSON.parse(JSON.stringify(v)) as Record<string, unknown>);
+  }
+  if (kind === "strings?" && v === null) return null;
+  if (kind === "strings" || kind === "strings?") {
     if (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== "string" || x === ""))
-      bad('a non-empty list of strings, e.g. ["q_proj", "v_proj"]');
+      bad(kind === "strings?" ? 'a non-empty list of strings or null, e.g. ["score_0", "score_1"]' : 'a non-empty list of strings, e.g. ["q_proj", "v_proj"]');
     return [...(v as string[])];
   }
   const nullable = kind.endsWith("?");
@@ -217,6 +260,8 @@ function checkRanges(c: TrainConfig, where: string): void {
     if (!ok) throw configError(`${where}: "${key}" must be ${what}, got ${describe(c[key])}`);
   };
   req(c.eval_size >= 0, "eval_size", "≥ 0 (a count, or a fraction below 1)");
+  const layout = formatConfigProblem(c);
+  if (layout !== null) throw configError(`${where}: ${layout}`);
   req(c.per_device_train_batch_size >= 1, "per_device_train_batch_size", "≥ 1");
   req(c.per_device_eval_batch_size >= 1, "per_device_eval_batch_size", "≥ 1");
   req(c.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "≥ 1");
@@ -412,6 +457,13 @@ const KEY_HELP: { [K in keyof Rest]-?: string } = {
   prompt_field: "the field holding the prompt (unset: \"prompt\"; null: infer it from the answers' shared start)",
   chosen_field: "the field holding the preferred answer",
   rejected_field: "the field holding the dispreferred answer",
+  data_format: "auto (recognise chatbot_arena, webgpt, hh_rlhf from the columns), one of those, or generic (the field mapping)",
+  winner_field: "the field saying which answer won (with a_field, b_field, winner_values); ties are dropped",
+  a_field: "answer a of winner_field or score_fields",
+  b_field: "answer b of winner_field or score_fields",
+  winner_values: "what winner_field's values mean: {\"a\": [...], \"b\": [...], \"tie\": [...]} (null: model_a/a, model_b/b, tie)",
+  score_fields: "two score fields [a's, b's]: the higher score wins, equal is a tie (dropped)",
+  webgpt_quotes: "WebGPT: put each answer's quotes in front of it, as the model had them",
   skip_invalid: "count and report malformed rows (invalid_rows.jsonl) instead of stopping",
   max_length: "cap on prompt + answer, in tokens (also capped at the model's context)",
   max_prompt_length: "cap on the prompt, in tokens",
@@ -445,6 +497,7 @@ const KEY_HELP: { [K in keyof Rest]-?: string } = {
   precompute_ref_log_probs: "compute the reference log-probs once (cached) instead of keeping a frozen copy",
   shared_prefix: "pack prompt ++ chosen ++ rejected so the prompt is computed once (false: TRL's 2B rows)",
   ref_model: "a different reference model (null: the starting policy)",
+  ref_dtype: "full fine-tuning: keep the frozen reference as f32, bf16 or q8_0 (less memory)",
   backend: "auto, js or native (without the key: $TSDPO_BACKEND, else auto)",
   use_peft: "LoRA instead of full fine-tuning",
   lora_r: "LoRA rank",
@@ -452,6 +505,7 @@ const KEY_HELP: { [K in keyof Rest]-?: string } = {
   lora_dropout: "dropout on the LoRA input",
   lora_target_modules: "which projections get adapters: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj",
   adapter: "a PEFT adapter folder to continue training (implies use_peft)",
+  dequantize: "full fine-tuning of a quantised GGUF: train float32 weights dequantised from it",
 };
 
 const LOSS_KEY_HELP: Record<string, string> = {

@@ -24,6 +24,7 @@ import { type LoadedModel, loadModel } from "../io/load.js";
 import { modelFingerprint } from "../io/fingerprint.js";
 import { loadPeftAdapter, loraTargetsFromPeft } from "../io/peft.js";
 import { createLora } from "../model/lora.js";
+import { quantisedCopy } from "../model/quantise.js";
 import { needsReference, type LossConfig } from "../loss/config.js";
 import { type LossOutput, type LossState, type PairBatch, computeLoss, initialLossState } from "../loss/losses.js";
 import { lossMetrics } from "../loss/metrics.js";
@@ -327,8 +328,18 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   // so a run that cannot start leaves nothing behind.
   const be = selectBackend(cfg.backend);
   const modelPath = resolve(cfg.model ?? defaultModelPath);
-  const base = loadModel(modelPath);
   const usePeft = cfg.use_peft || cfg.adapter !== null;
+  // LoRA reads the frozen base as stored (halves, quantised blocks); full fine-tuning trains float32 weights.
+  const base = loadModel(modelPath, Float32Array, { dequantize: cfg.dequantize, halvesAsFloat: !usePeft });
+  // Full fine-tuning updates every weight, which needs them in float32; a quantised base is LoRA's (QLoRA-style).
+  if (!usePeft && base.model.quant.size > 0) {
+    const types = [...new Set([...base.model.quant.values()].map((w) => w.type))].join(", ");
+    throw configError(
+      `${modelPath}: holds quantised weights (${types}), which full fine-tuning cannot update. Train LoRA adapters on ` +
+        `it as it is (use_peft: true, or --use_peft), or set dequantize: true (--dequantize) to train float32 weights ` +
+        `that start from the dequantised values`,
+    );
+  }
   // Full fine-tuning trains a copy of the weights (the checkpoint's when resuming); LoRA trains adapters on the
   // loaded base, which stays frozen and also serves as the reference with the adapters switched off.
   const loaded: LoadedModel = resumeFrom && !usePeft ? { ...loadModel(resumeFrom.dir), path: modelPath, format: base.format } : base;
@@ -349,7 +360,11 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   const refIsAdaptersOff = usePeft && refPath === modelPath;
   const refModel = !needsReference(cfg.loss)
     ? null
-    : refPath !== modelPath ? loadModel(refPath).model : refIsAdaptersOff || resumeFrom ? base.model : cloneModel(base.model);
+    : refPath !== modelPath ? loadModel(refPath).model
+    : refIsAdaptersOff ? base.model
+    // full fine-tuning: a frozen copy, in less memory when ref_dtype asks (dequantised a panel at a time, weights.ts)
+    : cfg.ref_dtype !== "f32" ? quantisedCopy(base.model, cfg.ref_dtype === "bf16" ? "BF16" : "Q8_0")
+    : resumeFrom ? base.model : cloneModel(base.model);
 
   mkdirSync(runDir, { recursive: true });
   // From here on the run folder is ours alone (lock.ts), and Ctrl-C or SIGTERM stop it cleanly at a step's end.

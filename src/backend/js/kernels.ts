@@ -4,6 +4,7 @@
 
 import type { Backend, Buf } from "../contract.js";
 import * as fast from "./fast.js";
+import { GGML_TYPE_ID, type QuantType, dequantizeRow, rowBytes } from "../../quant/ggml.js";
 import { attentionVisible, branchOf } from "./mask.js";
 
 export function embeddingForward(out: Buf, ids: Int32Array, table: Buf, N: number, C: number): void {
@@ -373,6 +374,16 @@ export function adamwStep(
 }
 
 /** The plain kernels above, every one: the reference the fast paths and the native backend are tested against. */
+const QUANT_TYPE_OF_ID = new Map(Object.entries(GGML_TYPE_ID).map(([name, id]) => [id, name as QuantType]));
+
+/** Backend.dequantizeRows, with the block formats of src/quant/ggml.ts (checked bit for bit against ggml's own). */
+export function dequantizeRows(dst: Float32Array, src: Uint8Array, type: number, srcOffset: number, rows: number, cols: number): void {
+  const t = QUANT_TYPE_OF_ID.get(type);
+  if (t === undefined) throw new Error(`internal: ggml type ${type} has no dequantisation`);
+  const rb = rowBytes(t, cols);
+  for (let r = 0; r < rows; r++) dequantizeRow(t, src, srcOffset + r * rb, dst, r * cols, cols);
+}
+
 export const referenceBackend: Backend = {
   name: "js-reference",
   embeddingForward, embeddingBackward,
@@ -384,6 +395,7 @@ export const referenceBackend: Backend = {
   addForward, accumulate, scale, sumSquares,
   lmHeadLogprobForward, lmHeadLogprobBackward,
   adamwStep,
+  dequantizeRows,
 };
 
 /** What tsdpo runs on without the native addon: the reference with the tiled matmul and attention of fast.ts. */

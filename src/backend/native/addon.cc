@@ -46,6 +46,9 @@ class Args {
   int32_t* i32(size_t i, const char* name, i64 need, bool nullable = false) {
     return static_cast<int32_t*>(typed(i, name, napi_int32_array, "Int32Array", need, nullable, nullptr));
   }
+  uint8_t* u8(size_t i, const char* name, i64 need) {
+    return static_cast<uint8_t*>(typed(i, name, napi_uint8_array, "Uint8Array", need, false, nullptr));
+  }
   i64 size(size_t i, const char* name, i64 min = 0) {
     const double d = number(i, name);
     // 2^40 elements is far beyond any buffer, and keeps every product of two sizes inside int64
@@ -370,6 +373,50 @@ napi_value AdamwStep(napi_env env, napi_callback_info info) {
 
 // ------------------------------------------------------------------------------------------------------------------
 
+napi_value DequantizeRows(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "dequantizeRows", 6, [](Args& a) {
+    const int type = static_cast<int>(a.size(2, "type"));
+    const i64 offset = a.size(3, "srcOffset"), rows = a.size(4, "rows"), cols = a.size(5, "cols");
+    const i64 rb = tsdpo::quant_row_bytes(type, cols);
+    if (rb == 0)
+      throw ArgError{"ggml type " + std::to_string(type) + " with rows of " + std::to_string(cols) +
+                         " is not a block format this build reads (or the rows are not whole blocks)",
+                     false};
+    const uint8_t* src = a.u8(1, "src", offset + mul(rows, rb)) + offset;
+    tsdpo::dequantize_rows(a.f32(0, "dst", mul(rows, cols)), src, type, rows, cols);
+  });
+}
+
+// matmulForwardQuant(out, inp, w, type, wOffset, bias, N, IC, OC) and matmulBackwardQuant(dinp, dout, w, type,
+// wOffset, N, IC, OC): the products of src/model/weights.ts with a quantised W, in one call each.
+i64 quant_weight_bytes(Args& a, int type, i64 IC, i64 OC) {
+  const i64 rb = tsdpo::quant_row_bytes(type, IC);
+  if (rb == 0)
+    throw ArgError{"ggml type " + std::to_string(type) + " with rows of " + std::to_string(IC) +
+                       " is not a block format this build reads (or the rows are not whole blocks)",
+                   false};
+  return mul(OC, rb);
+}
+
+napi_value MatmulForwardQuant(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "matmulForwardQuant", 9, [](Args& a) {
+    const int type = static_cast<int>(a.size(3, "type"));
+    const i64 off = a.size(4, "wOffset"), N = a.size(6, "N"), IC = a.size(7, "IC"), OC = a.size(8, "OC");
+    const uint8_t* w = a.u8(2, "w", off + quant_weight_bytes(a, type, IC, OC)) + off;
+    tsdpo::matmul_forward_quant(a.f32(0, "out", mul(N, OC)), a.f32(1, "inp", mul(N, IC)), w, type,
+                                a.f32(5, "bias", OC, true), N, IC, OC);
+  });
+}
+
+napi_value MatmulBackwardQuant(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "matmulBackwardQuant", 8, [](Args& a) {
+    const int type = static_cast<int>(a.size(3, "type"));
+    const i64 off = a.size(4, "wOffset"), N = a.size(5, "N"), IC = a.size(6, "IC"), OC = a.size(7, "OC");
+    const uint8_t* w = a.u8(2, "w", off + quant_weight_bytes(a, type, IC, OC)) + off;
+    tsdpo::matmul_backward_quant(a.f32(0, "dinp", mul(N, IC)), a.f32(1, "dout", mul(N, OC)), w, type, N, IC, OC);
+  });
+}
+
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   napi_value result = nullptr;
   guarded(env, info, "setThreads", 1, [&](Args& a) {
@@ -457,6 +504,9 @@ napi_value Init(napi_env env, napi_value exports) {
       FN("swigluBackward", SwigluBackward),       FN("addForward", AddForward),
       FN("accumulate", Accumulate),             FN("scale", Scale),
       FN("sumSquares", SumSquares),
+      FN("dequantizeRows", DequantizeRows),
+      FN("matmulForwardQuant", MatmulForwardQuant),
+      FN("matmulBackwardQuant", MatmulBackwardQuant),
       FN("lmHeadLogprobForward", LmHeadLogprobForward),
       FN("lmHeadLogprobBackward", LmHeadLogprobBackward),
       FN("adamwStep", AdamwStep),                 FN("setThreads", SetThreads),

@@ -23,6 +23,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { configError } from "../../errors.js";
 import type { Backend } from "../contract.js";
+import { dequantizeRows } from "../js/kernels.js";
 
 export type SimdLevel = "avx512" | "avx2" | "portable";
 export const SIMD_LEVELS: readonly SimdLevel[] = ["avx512", "avx2", "portable"];
@@ -38,7 +39,9 @@ export interface NativeInfo {
 export type Sgemm = (transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, A: Float32Array,
   lda: number, B: Float32Array, ldb: number, beta: number, C: Float32Array, ldc: number) => void;
 
-interface Addon extends Omit<Backend, "name"> {
+interface Addon extends Omit<Backend, "name" | "dequantizeRows"> {
+  /** Present once the addon has its own dequantisation (quant.inc). */
+  dequantizeRows?: Backend["dequantizeRows"];
   setThreads(n: number): number;
   setSimd(level: string): boolean;
   info(): NativeInfo;
@@ -131,6 +134,11 @@ function load(): NativeLoad {
     addForward: addon.addForward, accumulate: addon.accumulate, scale: addon.scale, sumSquares: addon.sumSquares,
     lmHeadLogprobForward: addon.lmHeadLogprobForward, lmHeadLogprobBackward: addon.lmHeadLogprobBackward,
     adamwStep: addon.adamwStep,
+    // Dequantisation is a small share of a quantised product (a panel per GEMM call): the js twin for now.
+    dequantizeRows: addon.dequantizeRows ?? dequantizeRows,
+    ...(addon.matmulForwardQuant && addon.matmulBackwardQuant
+      ? { matmulForwardQuant: addon.matmulForwardQuant, matmulBackwardQuant: addon.matmulBackwardQuant }
+      : {}),
   };
   return {
     ok: true, backend, info: () => addon.info(), setThreads: (n) => addon.setThreads(n), setSimd: (l) => addon.setSimd(l),

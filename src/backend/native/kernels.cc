@@ -40,6 +40,8 @@
 #include "parallel.h"
 #include "simd.h"
 
+#include "quant.inc"  // namespace ggml_quant: the block formats, dequantised row by row
+
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
 namespace tsdpo {
@@ -260,6 +262,46 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
     if (dweight) sgemm(true, false, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);  // dW += doutᵀ · inp
   }
   if (dbias) parallel_ranges(OC, N * OC, [&](i64 c0, i64 c1) { g_simd->column_sums(dbias, dout, N, OC, c0, c1); });
+}
+
+// Products with a frozen matrix stored in GGML blocks (src/model/weights.ts): `panel` rows of W are dequantised at
+// a time into a scratch panel, which the GEMM then reads like any float weight, writing straight into the strided
+// columns of out (ldc = OC). No float copy of the whole matrix exists at any time.
+namespace {
+constexpr i64 kQuantPanel = 256;  // rows per panel: 256 × 4096 floats is 4 MiB at the widest layers we meet
+
+thread_local std::vector<float> g_panel;
+float* panel_scratch(i64 n) {
+  if (static_cast<i64>(g_panel.size()) < n) g_panel.resize(static_cast<size_t>(n));
+  return g_panel.data();
+}
+}  // namespace
+
+void matmul_forward_quant(float* out, const float* inp, const uint8_t* w, int type, const float* bias, i64 N, i64 IC,
+                          i64 OC) {
+  if (N == 0 || OC == 0) return;
+  const i64 rb = quant_row_bytes(type, IC);
+  float* panel = panel_scratch(std::min(kQuantPanel, OC) * IC);
+  for (i64 o0 = 0; o0 < OC; o0 += kQuantPanel) {
+    const i64 ch = std::min(kQuantPanel, OC - o0);
+    dequantize_rows(panel, w + o0 * rb, type, ch, IC);
+    if (bias)
+      parallel_ranges(N, N * ch, [&](i64 n0, i64 n1) {
+        for (i64 n = n0; n < n1; n++) std::memcpy(out + n * OC + o0, bias + o0, sizeof(float) * ch);
+      });
+    sgemm(false, true, N, ch, IC, 1.0f, inp, IC, panel, IC, bias ? 1.0f : 0.0f, out + o0, OC);  // out[:, o0:] (+)= inp · Pᵀ
+  }
+}
+
+void matmul_backward_quant(float* dinp, const float* dout, const uint8_t* w, int type, i64 N, i64 IC, i64 OC) {
+  if (N == 0 || OC == 0 || IC == 0 || !dinp) return;
+  const i64 rb = quant_row_bytes(type, IC);
+  float* panel = panel_scratch(std::min(kQuantPanel, OC) * IC);
+  for (i64 o0 = 0; o0 < OC; o0 += kQuantPanel) {
+    const i64 ch = std::min(kQuantPanel, OC - o0);
+    dequantize_rows(panel, w + o0 * rb, type, ch, IC);
+    sgemm(false, false, N, IC, ch, 1.0f, dout + o0, OC, panel, IC, 1.0f, dinp, IC);  // dinp += dout[:, o0:] · P
+  }
 }
 
 void rope(float* x, const float* cos, const float* sin, const int32_t* pos, i64 N, i64 H, i64 HS, float sign) {
@@ -530,6 +572,21 @@ void lm_head_logprob_backward(float* dx, float* dW, const float* dlogp, const fl
       }
     });
   }
+}
+
+i64 quant_row_bytes(int type, i64 cols) {
+  const i64 be = ggml_quant::block_elems(type), bb = ggml_quant::block_bytes(type);
+  return be > 0 && cols % be == 0 ? cols / be * bb : 0;
+}
+
+bool dequantize_rows(float* dst, const uint8_t* src, int type, i64 rows, i64 cols) {
+  const i64 rb = quant_row_bytes(type, cols);
+  if (rb == 0) return false;
+  // Rows are independent: split them across the pool (a panel of 64 rows of 576 is ~37k elements).
+  parallel_ranges(rows, rows * cols, [&](i64 lo, i64 hi) {
+    for (i64 r = lo; r < hi; r++) ggml_quant::dequant_row(type, src + r * rb, dst + r * cols, cols);
+  });
+  return true;
 }
 
 void adamw_step(float* params, const float* grads, float* m, float* v, i64 n, double lr, double beta1, double beta2,

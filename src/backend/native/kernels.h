@@ -55,6 +55,16 @@ void lm_head_logprob_forward(float* logp, float* lse, float* logitSum, float* lo
 void lm_head_logprob_backward(float* dx, float* dW, const float* dlogp, const float* x, const int32_t* rows,
                               const int32_t* targets, const float* W, const float* lse, i64 M, i64 C, i64 V);
 
+// dst (rows, cols) = rows of a matrix stored in GGML blocks of ggml type `type` (quant.inc), starting at src.
+// False when the type is not one quant.inc knows. cols must be a whole number of blocks (the caller checks).
+bool dequantize_rows(float* dst, const uint8_t* src, int type, i64 rows, i64 cols);
+// Bytes of one row of `cols` elements of `type` (0: unknown type, or cols not a whole number of blocks).
+i64 quant_row_bytes(int type, i64 cols);
+// matmul_forward / the dinp half of matmul_backward with W (OC, IC) stored in GGML blocks of `type`.
+void matmul_forward_quant(float* out, const float* inp, const uint8_t* w, int type, const float* bias, i64 N, i64 IC,
+                          i64 OC);
+void matmul_backward_quant(float* dinp, const float* dout, const uint8_t* w, int type, i64 N, i64 IC, i64 OC);
+
 void adamw_step(float* params, const float* grads, float* m, float* v, i64 n, double lr, double beta1, double beta2,
                 double eps, double weightDecay, double step);
 

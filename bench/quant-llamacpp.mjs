@@ -1,0 +1,67 @@
+#!/usr/bin/env node
+// README's quantised-GGUF table: for stories260K and the "wide" random model (test/quant-models.ts), tsdpo's own
+// Q8_0 / Q4_K_M / Q6_K export is compared with llama.cpp's quantiser on the same weights (every tensor's type and
+// bytes, from test/fixtures/quant/llamacpp-quantized.json), and tsdpo's logits on those blocks with llama.cpp's
+// (max |Δlogit| over one text; llama.cpp rounds activations to 8 bits for its quantised dot products).
+//
+//   node bench/quant-llamacpp.mjs [--backend native] [--out bench/results/quant-llamacpp.json]
+
+import { createHash } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { environment, option, report, root, round } from "./common.mjs";
+
+const d = (p) => import(join(root, "dist", p));
+const { exportGguf } = await d("src/export/gguf.js");
+const { readGguf } = await d("src/io/gguf.js");
+const { loadModel } = await d("src/io/load.js");
+const { createActivations, forward, logitsOf } = await d("src/model/llama.js");
+const { GGML_TYPE_ID, rowBytes } = await d("src/quant/ggml.js");
+const { selectBackend } = await d("src/backend/select.js");
+const { storiesPath, wideModel } = await d("test/quant-models.js");
+
+const be = selectBackend(option("backend", "native"));
+const ref = JSON.parse(readFileSync(join(root, "test", "fixtures", "quant", "llamacpp-quantized.json"), "utf8"));
+const TYPE_NAME = new Map([[0, "F32"], ...Object.entries(GGML_TYPE_ID).map(([n, id]) => [id, n])]);
+const tmp = mkdtempSync(join(tmpdir(), "tsdpo-quant-bench-"));
+const result = { command: "node bench/quant-llamacpp.mjs", backend: be.name, ...environment(), reference: "node-llama-cpp 3.22.1 (llama_model_quantize, CPU backend)", models: {} };
+try {
+  for (const [name, make] of [["stories260K", () => loadModel(storiesPath)], ["wide", wideModel]]) {
+    result.models[name] = {};
+    for (const dtype of ["Q8_0", "Q4_K_M", "Q6_K"]) {
+      const want = ref.models[name][dtype];
+      const path = join(tmp, `${name}-${dtype}.gguf`);
+      exportGguf(make(), path, { dtype });
+      const f = readGguf(path);
+      const mine = new Map([...f.tensors.values()].map((t) => {
+        const type = TYPE_NAME.get(t.type);
+        const rows = t.dims.slice(1).reduce((a, b) => a * b, 1);
+        const size = type === "F32" ? 4 * t.dims[0] * rows : rows * rowBytes(type, t.dims[0]);
+        return [t.name, { type, sha256: createHash("sha256").update(f.buffer.subarray(f.dataOffset + t.offset, f.dataOffset + t.offset + size)).digest("hex") }];
+      }));
+      const sameTypes = want.tensors.every((t) => mine.get(t.name)?.type === t.type);
+      const sameBytes = want.tensors.every((t) => mine.get(t.name)?.sha256 === t.sha256);
+      const types = {};
+      for (const t of want.tensors) types[t.type] = (types[t.type] ?? 0) + 1;
+      const q = loadModel(path);
+      let worst = 0, maxLogit = 0;
+      for (const t of want.texts) {
+        const ids = Int32Array.from(t.ids);
+        const acts = createActivations(q.model, 1, ids.length);
+        forward(be, q.model, acts, ids, ids, 1, ids.length);
+        const ours = logitsOf(be, q.model, acts);
+        const theirs = new Float32Array(Buffer.from(t.logits_f32_base64, "base64").buffer.slice(0));
+        for (let i = 0; i < theirs.length; i++) {
+          worst = Math.max(worst, Math.abs(ours[i] - theirs[i]));
+          maxLogit = Math.max(maxLogit, Math.abs(theirs[i]));
+        }
+      }
+      result.models[name][dtype] = { tensor_types: types, same_types_as_llama_cpp: sameTypes, same_bytes_as_llama_cpp: sameBytes, max_abs_logit_diff: round(worst, 4), max_abs_logit: round(maxLogit, 2) };
+      process.stderr.write(`${name} ${dtype}: types ${sameTypes}, bytes ${sameBytes}, max |Δlogit| ${worst.toFixed(4)}\n`);
+    }
+  }
+} finally {
+  rmSync(tmp, { recursive: true, force: true });
+}
+report(result, option("out", null));

@@ -1,0 +1,201 @@
+// A GGUF whose matrices are stored quantised runs with its blocks kept as they are (src/model/weights.ts: a panel of
+// rows dequantised per product, one row per embedded token, the vocabulary a chunk at a time in the LM head). The
+// reference is the same file loaded with `dequantize`, every block expanded to float32 up front by the codecs that
+// test/quant.test.ts checks bit for bit against ggml: logits, training log-probs and their gradients through a
+// LoRA step, generation, and export must agree up to float rounding order.
+//
+// The quantised files are stories260K's own weights re-encoded by tsdpo's quantiser (its widths, 64 and 172, are
+// not multiples of 256, so this covers the 32-element block types; K-quants come with llama.cpp-made files).
+
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { exportGguf } from "../src/export/gguf.js";
+import { exportHf } from "../src/export/hf.js";
+import { readGguf } from "../src/io/gguf.js";
+import { loadModel } from "../src/io/load.js";
+import { type GgufTensorToWrite, readGgufMetadataTyped, writeGguf } from "../src/io/ggufwriter.js";
+import { createLora } from "../src/model/lora.js";
+import { backward, createActivations, forward, logitsOf } from "../src/model/llama.js";
+import { isQuant } from "../src/model/weights.js";
+import { BLOCK, GGML_TYPE_ID, type QuantType, quantizeRow, rowBytes } from "../src/quant/ggml.js";
+import { generate } from "../src/sample/generate.js";
+import { resolveTrainConfig } from "../src/train/config.js";
+import { train } from "../src/train/train.js";
+import { fixture, maxAbsDiff, storiesGguf, testBackend } from "./helpers.js";
+import { loadNative } from "../src/backend/native/index.js";
+import { referenceBackend } from "../src/backend/js/kernels.js";
+import { Rng } from "../src/rng.js";
+
+const be = testBackend();
+const tmp = mkdtempSync(join(tmpdir(), "tsdpo-quant-model-"));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** stories260K with every matrix whose rows fit `type`'s blocks re-encoded as `type` (the rest stay F32). */
+function quantisedStories(type: QuantType): string {
+  const f32 = join(tmp, "stories-f32.gguf");
+  exportGguf(loadModel(storiesGguf), f32, { dtype: "F32" });
+  const f = readGguf(f32);
+  const tensors: GgufTensorToWrite[] = [];
+  for (const t of f.tensors.values()) {
+    const n = t.dims.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    for (let i = 0; i < n; i++) data[i] = f.buffer.readFloatLE(f.dataOffset + t.offset + 4 * i);
+    const [cols, rows] = t.dims as [number, number];
+    if (t.dims.length === 2 && cols % BLOCK[type].elems === 0) {
+      const rb = rowBytes(type, cols);
+      const bytes = new Uint8Array(rows * rb);
+      for (let r = 0; r < rows; r++) quantizeRow(type, data, r * cols, cols, bytes, r * rb);
+      tensors.push({ name: t.name, dims: t.dims, type: "F32", data: new Float32Array(0), blocks: { bytes, blockType: GGML_TYPE_ID[type] } });
+    } else tensors.push({ name: t.name, dims: t.dims, type: "F32", data });
+  }
+  const out = join(tmp, `stories-${type}.gguf`);
+  writeGguf(out, { metadata: readGgufMetadataTyped(f32), tensors });
+  return out;
+}
+
+const TYPES: QuantType[] = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"];
+// 255 and 511 end the LM head's vocabulary chunks (256 rows): targets there test the chunk edges
+const ids = Int32Array.from([1, 403, 407, 262, 255, 350, 261, 399, 511, 278, 1, 65, 290, 7, 420, 300, 9, 2]);
+
+for (const type of TYPES) {
+  test(`${type}: blocks kept as stored give the logits of the dequantised model, with no float copy of them`, () => {
+    const path = quantisedStories(type);
+    const q = loadModel(path);
+    const d = loadModel(path, Float32Array, { dequantize: true });
+    assert.ok(q.model.quant.size >= 7, `matrices kept quantised (${q.model.quant.size})`);
+    for (const w of q.model.quant.values()) assert.equal(w.type, type);
+    assert.equal(d.model.quant.size, 0);
+    assert.ok(q.model.params.length < d.model.params.length / 2, "the quantised matrices have no place in the float arena");
+    assert.ok(isQuant(q.model.p.tokEmbd) && isQuant(q.model.p.layers[0]!.wq));
+    const T = ids.length;
+    const run = (m: typeof q.model): Float32Array => {
+      const acts = createActivations(m, 1, T);
+      forward(be, m, acts, ids, ids, 1, T);
+      return logitsOf(be, m, acts) as Float32Array;
+    };
+    const lq = run(q.model), ld = run(d.model);
+    // Same weights, different summation order (a panel of rows at a time): float32 rounding only.
+    assert.ok(maxAbsDiff(lq, ld) < 2e-4, `max |Δlogit| ${maxAbsDiff(lq, ld)}`);
+    // and the quantisation itself moved the logits (the test would pass vacuously if the loader dequantised both)
+    const f = run(loadModel(storiesGguf).model);
+    assert.ok(maxAbsDiff(lq, f) > 1e-4, `${type} differs from F32 (${maxAbsDiff(lq, f)})`);
+    // greedy generation matches token for token
+    const gq = generate(be, q.model, [1], [], { maxNewTokens: 24, temperature: 0, topK: 0, topP: 1, seed: 0 }).ids;
+    const gd = generate(be, d.model, [1], [], { maxNewTokens: 24, temperature: 0, topK: 0, topP: 1, seed: 0 }).ids;
+    assert.deepEqual(gq, gd);
+  });
+}
+
+test("LoRA on a quantised base: log-probs and adapter gradients equal those on the dequantised base", () => {
+  const path = quantisedStories("Q8_0");
+  const grads: Float32Array[] = [];
+  const logps: Float32Array[] = [];
+  for (const dequantize of [false, true]) {
+    const { model } = loadModel(path, Float32Array, { dequantize });
+    model.lora = createLora(model, { r: 4, alpha: 8, dropout: 0, targets: ["wq", "wv", "w_up", "w_down"] }, 7);
+    // B starts at zero (PEFT's init); give it values so that the adapters shape the gradients of A too
+    for (let i = 0; i < model.lora.params.length; i++) model.lora.params[i] = Math.sin(i * 0.37) * 0.05;
+    const T = ids.length;
+    const acts = createActivations(model, 1, T);
+    const lp = forward(be, model, acts, ids, ids.map((_, i) => ids[(i + 1) % T]!), 1, T);
+    logps.push(Float32Array.from(lp));
+    model.lora.grads.fill(0);
+    backward(be, model, acts, null, lp.map((_, i) => ((i % 3) - 1) * 0.5));
+    grads.push(Float32Array.from(model.lora.grads));
+  }
+  assert.ok(maxAbsDiff(logps[0]!, logps[1]!) < 1e-4, `log-probs ${maxAbsDiff(logps[0]!, logps[1]!)}`);
+  const scale = Math.max(...grads[1]!.map(Math.abs));
+  assert.ok(scale > 0);
+  assert.ok(maxAbsDiff(grads[0]!, grads[1]!) < 1e-4 * scale, `adapter gradients ${maxAbsDiff(grads[0]!, grads[1]!)} of ${scale}`);
+});
+
+test("full fine-tuning refuses a quantised base with the way out; LoRA trains on it, and --dequantize trains float32", async () => {
+  const path = quantisedStories("Q8_0");
+  const base = { model: path, data: fixture("train", "pairs.jsonl"), max_length: 48, max_steps: 2, per_device_train_batch_size: 2, save_minutes: 0 };
+  await assert.rejects(
+    train(resolveTrainConfig({ ...base, output_dir: join(tmp, "full") }, "test"), null, { quiet: true }),
+    (e: Error) => /holds quantised weights \(Q8_0\).*use_peft.*dequantize: true/.test(e.message),
+  );
+  const lora = await train(resolveTrainConfig({ ...base, use_peft: true, output_dir: join(tmp, "lora") }, "test"), null, { quiet: true });
+  assert.ok(Math.abs(lora.lastMetrics.loss! - Math.LN2) < 0.05, "trains (loss near ln 2 after 2 steps)");
+  const full = await train(resolveTrainConfig({ ...base, dequantize: true, output_dir: join(tmp, "deq") }, "test"), null, { quiet: true });
+  assert.equal(full.steps, 2);
+  // the exported LoRA run is the merge onto the dequantised base: it loads as a plain float model
+  const out = join(tmp, "merged.gguf");
+  const { loadModelForUse } = await import("../src/io/resolve.js");
+  exportGguf(loadModelForUse(lora.runDir), out, { dtype: "F32" });
+  assert.equal(loadModel(out).model.quant.size, 0);
+});
+
+test("the native addon's dequantizeRows equals the js one bit for bit, for every block type, and checks its bounds", (t) => {
+  const native = loadNative();
+  if (!native.ok) return t.skip(`native addon not available: ${native.reason}`);
+  const rng = new Rng(99);
+  const cols = 512, rows = 5;
+  for (const type of Object.keys(GGML_TYPE_ID) as QuantType[]) {
+    // any bytes are a valid block except halves that decode to NaN/Inf, which both sides pass through alike
+    const src = new Uint8Array(3 + rows * rowBytes(type, cols));
+    for (let i = 0; i < src.length; i++) src[i] = Math.floor(rng.next() * 256);
+    const a = new Float32Array(rows * cols), b = new Float32Array(rows * cols);
+    native.backend.dequantizeRows(a, src, GGML_TYPE_ID[type], 3, rows, cols);
+    referenceBackend.dequantizeRows(b, src, GGML_TYPE_ID[type], 3, rows, cols);
+    assert.ok(Buffer.from(a.buffer).equals(Buffer.from(b.buffer)), `${type}: native and js differ`);
+  }
+  assert.throws(() => native.backend.dequantizeRows(new Float32Array(64), new Uint8Array(30), GGML_TYPE_ID.Q8_0, 0, 1, 64), /src has 30 elements but the sizes need 68/);
+  assert.throws(() => native.backend.dequantizeRows(new Float32Array(64), new Uint8Array(300), 99, 0, 1, 64), /ggml type 99/);
+});
+
+test("ref_dtype keeps full fine-tuning's frozen reference as bf16 or q8_0 blocks; its step-1 rewards are the log-prob gaps", async () => {
+  const base = { data: fixture("train", "pairs.jsonl"), max_length: 48, max_steps: 1, per_device_train_batch_size: 16, save_minutes: 0, learning_rate: 0 };
+  const f32 = await train(resolveTrainConfig({ ...base, output_dir: join(tmp, "ref-f32") }, "test"), null, { quiet: true });
+  assert.equal(f32.lastMetrics["rewards/chosen"], 0, "policy = reference");
+  for (const dtype of ["bf16", "q8_0"] as const) {
+    const r = await train(resolveTrainConfig({ ...base, ref_dtype: dtype, output_dir: join(tmp, `ref-${dtype}`) }, "test"), null, { quiet: true });
+    const c = r.lastMetrics["rewards/chosen"]!;
+    // β·(log π − log π_ref) over 16 pairs: no longer zero, and small (the reference moved by rounding only)
+    assert.ok(c !== 0 && Math.abs(c) < 0.2, `${dtype}: rewards/chosen ${c}`);
+    assert.equal(JSON.parse(readFileSync(join(tmp, `ref-${dtype}`, "config.json"), "utf8")).ref_dtype, dtype);
+  }
+});
+
+test("bf16/f16 weights (HF safetensors, GGUF F16) stay halves when frozen and become float32 for full fine-tuning", async () => {
+  const hf = join(tmp, "stories-bf16");
+  exportHf(loadModel(storiesGguf), hf, { dtype: "BF16", maxShardBytes: 1e9 });
+  const f16 = join(tmp, "stories-f16.gguf");
+  exportGguf(loadModel(storiesGguf), f16, { dtype: "F16" });
+  for (const [path, type] of [[hf, "BF16"], [f16, "F16"]] as const) {
+    const kept = loadModel(path), floats = loadModel(path, Float32Array, { halvesAsFloat: true });
+    const wq = kept.model.p.layers[0]!.wq;
+    assert.ok(isQuant(wq) && wq.type === type, `${type} kept as stored`);
+    assert.equal(floats.model.quant.size, 0);
+    const T = ids.length;
+    const run = (m: typeof kept.model): Float32Array => {
+      const acts = createActivations(m, 1, T);
+      forward(be, m, acts, ids, ids, 1, T);
+      return logitsOf(be, m, acts) as Float32Array;
+    };
+    assert.ok(maxAbsDiff(run(kept.model), run(floats.model)) < 1e-4, `${type}: halves read as stored = as float32`);
+  }
+  // full fine-tuning reads them as float32 and trains; LoRA keeps them
+  const full = await train(resolveTrainConfig({ model: hf, data: fixture("train", "pairs.jsonl"), max_length: 48, max_steps: 1, save_minutes: 0, output_dir: join(tmp, "bf16-full") }, "test"), null, { quiet: true });
+  assert.equal(full.steps, 1);
+});
+
+test("LoRA on a quantised base resumes bit-identically after its later checkpoints are lost (as after kill -9)", async () => {
+  const path = quantisedStories("Q4_0");
+  const dir = join(tmp, "lora-resume");
+  const cfg = resolveTrainConfig({
+    model: path, data: fixture("train", "pairs.jsonl"), max_length: 48, max_steps: 4, save_steps: 2, save_minutes: 0,
+    per_device_train_batch_size: 2, use_peft: true, lora_dropout: 0.1, learning_rate: 1e-2, output_dir: dir,
+  }, "test");
+  await train(cfg, null, { quiet: true });
+  const adapter = (d: string): Buffer => readFileSync(join(d, "adapter_model.safetensors"));
+  const uninterrupted = adapter(join(dir, "final"));
+  rmSync(join(dir, "final"), { recursive: true });
+  rmSync(join(dir, "checkpoints", "step-4"), { recursive: true });
+  await train(cfg, dir, { resume: true, quiet: true });
+  assert.ok(adapter(join(dir, "final")).equals(uninterrupted));
+});

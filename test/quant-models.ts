@@ -1,0 +1,31 @@
+// The models the quantisation checks run on, built the same way by the fixture generator
+// (tools/llama-ref/gen-quantized.mjs, which quantises them with llama.cpp's own quantiser) and by the tests (which
+// quantise them with tsdpo's): stories260K as shipped, whose widths (64, 172) exercise llama.cpp's fallback types,
+// and "wide", a random-weight model on stories260K's tokenizer whose widths are multiples of 256, so that the
+// K-quants are really used. Its weights come from tsdpo's integer RNG, so every machine builds the same bits.
+
+import { type LoadedModel, loadModel } from "../src/io/load.js";
+import { createModel } from "../src/model/llama.js";
+import { Rng } from "../src/rng.js";
+
+import { storiesGguf } from "./helpers.js";
+
+export const storiesPath = storiesGguf;
+
+/** C 256, FF 512, 4 layers (use_more_bits picks layers 2 and 3), NH = NKV = 4 of 64, V 512, untied output. */
+export function wideModel(): LoadedModel {
+  const stories = loadModel(storiesPath);
+  const cfg = { ...stories.model.cfg, C: 256, FF: 512, L: 4, NH: 4, NKV: 4, HS: 64, tiedEmbeddings: false };
+  const model = createModel(cfg);
+  const rng = new Rng(20261202);
+  for (const e of model.entries) {
+    const view = model.params.subarray(e.offset, e.offset + e.size);
+    if (e.shape.length === 1) view.fill(1); // norms
+    // uniform in ±√(3/fan_in)·… scaled so activations stay O(1) through four layers
+    else {
+      const scale = 1.7 / Math.sqrt(e.shape[1]!);
+      for (let i = 0; i < view.length; i++) view[i] = Math.fround((rng.next() * 2 - 1) * scale);
+    }
+  }
+  return { ...stories, model };
+}
