@@ -6,7 +6,6 @@
 //
 //   node bench/quant-llamacpp.mjs [--backend native] [--out bench/results/quant-llamacpp.json]
 
-import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,16 +13,13 @@ import { environment, option, report, root, round } from "./common.mjs";
 
 const d = (p) => import(join(root, "dist", p));
 const { exportGguf } = await d("src/export/gguf.js");
-const { readGguf } = await d("src/io/gguf.js");
 const { loadModel } = await d("src/io/load.js");
 const { createActivations, forward, logitsOf } = await d("src/model/llama.js");
-const { GGML_TYPE_ID, rowBytes } = await d("src/quant/ggml.js");
 const { selectBackend } = await d("src/backend/select.js");
-const { storiesPath, wideModel } = await d("test/quant-models.js");
+const { storiesPath, tensorDigests, wideModel } = await d("test/quant-models.js");
 
 const be = selectBackend(option("backend", "native"));
 const ref = JSON.parse(readFileSync(join(root, "test", "fixtures", "quant", "llamacpp-quantized.json"), "utf8"));
-const TYPE_NAME = new Map([[0, "F32"], ...Object.entries(GGML_TYPE_ID).map(([n, id]) => [id, n])]);
 const tmp = mkdtempSync(join(tmpdir(), "tsdpo-quant-bench-"));
 const result = { command: "node bench/quant-llamacpp.mjs", backend: be.name, ...environment(), reference: "node-llama-cpp 3.22.1 (llama_model_quantize, CPU backend)", models: {} };
 try {
@@ -33,13 +29,7 @@ try {
       const want = ref.models[name][dtype];
       const path = join(tmp, `${name}-${dtype}.gguf`);
       exportGguf(make(), path, { dtype });
-      const f = readGguf(path);
-      const mine = new Map([...f.tensors.values()].map((t) => {
-        const type = TYPE_NAME.get(t.type);
-        const rows = t.dims.slice(1).reduce((a, b) => a * b, 1);
-        const size = type === "F32" ? 4 * t.dims[0] * rows : rows * rowBytes(type, t.dims[0]);
-        return [t.name, { type, sha256: createHash("sha256").update(f.buffer.subarray(f.dataOffset + t.offset, f.dataOffset + t.offset + size)).digest("hex") }];
-      }));
+      const mine = new Map(tensorDigests(path).map((t) => [t.name, t]));
       const sameTypes = want.tensors.every((t) => mine.get(t.name)?.type === t.type);
       const sameBytes = want.tensors.every((t) => mine.get(t.name)?.sha256 === t.sha256);
       const types = {};

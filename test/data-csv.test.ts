@@ -2,38 +2,20 @@
 // and line breaks, every row is named by the physical line where it starts, empty cells are empty strings, and
 // malformed rows and files give the file:line (and field) with what to do.
 
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFileSync } from "node:fs";
+
+
 import { gzipSync } from "node:zlib";
-import { TsdpoError } from "../src/errors.js";
+
 import type { Tokenizer } from "../src/tokenizer/types.js";
 import { loadPreferenceData, loadPreferences } from "../src/data/index.js";
-import type { PreferencePair } from "../src/data/index.js";
+
 import { fixture } from "./helpers.js";
+import { rejectsWith, scratchFiles, triples } from "./data-helpers.js";
 
-const tmp = mkdtempSync(join(tmpdir(), "tsdpo-data-csv-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-let counter = 0;
-function tmpFile(name: string, content: string | Uint8Array): string {
-  const p = join(tmp, `${counter++}-${name}`);
-  writeFileSync(p, content);
-  return p;
-}
-
-async function rejectsWith(p: Promise<unknown>, message: string | RegExp, kind = "input"): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof TsdpoError, `expected a TsdpoError, got ${String(e)}`);
-    if (typeof message === "string") assert.equal(e.message, message);
-    else assert.match(e.message, message);
-    assert.equal(e.kind, kind);
-    return true;
-  });
-}
-
-const triples = (pairs: readonly PreferencePair[]) => pairs.map((p) => [p.prompt, p.chosen, p.rejected]);
+const tmpFile = scratchFiles("data-csv");
 
 // quoted.csv: record 1 spans lines 2-3 (a quoted comma and line break), record 2 has doubled quotes, line 5 is blank.
 const QUOTED = [

@@ -3,10 +3,10 @@
 // named as such, boolean answers are invalid rows, warnings can be written and shown, and no message names an
 // option by its camelCase code name. The tokenizer maps byte b to id b + 4, so every expected id is written by hand.
 
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
+
 import { join, resolve } from "node:path";
 import { TsdpoError } from "../src/errors.js";
 import type { EncodeOptions, Tokenizer } from "../src/tokenizer/types.js";
@@ -28,6 +28,7 @@ import {
 } from "../src/data/index.js";
 import type { ChatMessage, PreferencePair } from "../src/data/index.js";
 import { fixture } from "./helpers.js";
+import { rejectsWith, scratchFiles, triples } from "./data-helpers.js";
 
 const BOS = 1;
 const EOS = 2;
@@ -61,30 +62,10 @@ class ByteTokenizer implements Tokenizer {
   }
 }
 
-const tmp = mkdtempSync(join(tmpdir(), "tsdpo-data-load-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-let counter = 0;
-function tmpFile(name: string, content: string): string {
-  const p = join(tmp, `${counter++}-${name}`);
-  writeFileSync(p, content);
-  return p;
-}
+const tmpFile = scratchFiles("data-load");
+const tmp = tmpFile.dir;
 const jsonl = (...rows: unknown[]): string => rows.map((r) => (typeof r === "string" ? r : JSON.stringify(r))).join("\n") + "\n";
 
-async function rejectsWith(p: Promise<unknown>, message: string | RegExp, kind = "input"): Promise<TsdpoError> {
-  let caught: TsdpoError | undefined;
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof TsdpoError, `expected a TsdpoError, got ${String(e)}`);
-    if (typeof message === "string") assert.equal(e.message, message);
-    else assert.match(e.message, message);
-    assert.equal(e.kind, kind);
-    caught = e;
-    return true;
-  });
-  return caught!;
-}
-
-const triples = (pairs: readonly PreferencePair[]) => pairs.map((p) => [p.prompt, p.chosen, p.rejected]);
 const m = (role: string, content: string): ChatMessage => ({ role, content });
 
 // ---------------------------------------------------------------------------------------------------------------

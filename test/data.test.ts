@@ -2,10 +2,10 @@
 // layout, splitting, and the shipped HH-RLHF test split. Tokenisation tests use a byte-level test tokenizer
 // (id = byte + 4) so every expected id can be written down by hand.
 
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, readFileSync } from "node:fs";
+
 import { join } from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { TsdpoError } from "../src/errors.js";
@@ -29,6 +29,7 @@ import {
 } from "../src/data/index.js";
 import type { ChatMessage, LoadOptions, PreferencePair, TokenizeOptions, TokenizedPair } from "../src/data/index.js";
 import { asset, fixture, rng } from "./helpers.js";
+import { rejectsWith, scratchFiles, triples } from "./data-helpers.js";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Test tokenizer: 0 <pad>, 1 <s>, 2 </s>, 3 <|im_end|> (a stop token), 4 + b for byte b, 259 <|im_start|>.
@@ -102,26 +103,8 @@ const ids = (p: TokenizedPair | undefined) => {
 const chatml = (messages: readonly ChatMessage[], gen: boolean): string =>
   messages.map((m) => `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`).join("") + (gen ? "<|im_start|>assistant\n" : "");
 
-const tmp = mkdtempSync(join(tmpdir(), "tsdpo-data-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
-let fileCounter = 0;
-function tmpFile(name: string, content: string | Uint8Array): string {
-  const p = join(tmp, `${fileCounter++}-${name}`);
-  writeFileSync(p, content);
-  return p;
-}
-
-async function rejectsWith(p: Promise<unknown>, message: string | RegExp, kind = "input"): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof TsdpoError, `expected a TsdpoError, got ${String(e)}`);
-    if (typeof message === "string") assert.equal(e.message, message);
-    else assert.match(e.message, message);
-    assert.equal(e.kind, kind);
-    return true;
-  });
-}
-
-const triples = (pairs: readonly PreferencePair[]) => pairs.map((p) => [p.prompt, p.chosen, p.rejected]);
+const tmpFile = scratchFiles("data");
+const tmp = tmpFile.dir;
 const STANDARD = [
   ["What is 2+2?", " 4", " 5"],
   ["Name a colour.", " Blue.", " Seven."],

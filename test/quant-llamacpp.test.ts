@@ -10,18 +10,17 @@
 
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exportGguf } from "../src/export/gguf.js";
-import { readGguf } from "../src/io/gguf.js";
+
 import { type LoadedModel, loadModel } from "../src/io/load.js";
 import { createActivations, forward, logitsOf } from "../src/model/llama.js";
-import { GGML_TYPE_ID, rowBytes } from "../src/quant/ggml.js";
 import { generate } from "../src/sample/generate.js";
 import { fixture, testBackend } from "./helpers.js";
-import { storiesPath, wideModel } from "./quant-models.js";
+import { storiesPath, tensorDigests, wideModel } from "./quant-models.js";
 
 interface Fixture {
   texts: string[];
@@ -36,7 +35,6 @@ const be = testBackend();
 const tmp = mkdtempSync(join(tmpdir(), "tsdpo-quant-llamacpp-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-const TYPE_NAME = new Map<number, string>([[0, "F32"], ...Object.entries(GGML_TYPE_ID).map(([n, id]) => [id, n] as [number, string])]);
 
 /**
  * Allowed max |Δlogit| against llama.cpp: the measured maximum (printed by the last test) with 25% headroom. The
@@ -61,14 +59,7 @@ for (const [modelName, make] of Object.entries(models))
       const want = ref.models[modelName]![dtype]!;
       const path = join(tmp, `${modelName}-${dtype}.gguf`);
       exportGguf(make(), path, { dtype });
-      const f = readGguf(path);
-      const got = [...f.tensors.values()].map((t) => {
-        const type = TYPE_NAME.get(t.type)!;
-        const rows = t.dims.slice(1).reduce((a, b) => a * b, 1);
-        const size = type === "F32" ? 4 * t.dims[0]! * rows : rows * rowBytes(type as keyof typeof GGML_TYPE_ID, t.dims[0]!);
-        const bytes = f.buffer.subarray(f.dataOffset + t.offset, f.dataOffset + t.offset + size);
-        return { name: t.name, type, sha256: createHash("sha256").update(bytes).digest("hex") };
-      });
+      const got = tensorDigests(path);
       const byName = <T extends { name: string }>(xs: T[]): T[] => [...xs].sort((a, b) => a.name.localeCompare(b.name));
       assert.deepEqual(byName(got).map((t) => `${t.name} ${t.type}`), byName(want.tensors).map((t) => `${t.name} ${t.type}`), "tensor types");
       assert.deepEqual(byName(got), byName(want.tensors), "tensor bytes");

@@ -4,7 +4,10 @@
 // and "wide", a random-weight model on stories260K's tokenizer whose widths are multiples of 256, so that the
 // K-quants are really used. Its weights come from tsdpo's integer RNG, so every machine builds the same bits.
 
+import { createHash } from "node:crypto";
+import { readGguf } from "../src/io/gguf.js";
 import { type LoadedModel, loadModel } from "../src/io/load.js";
+import { GGML_TYPE_ID, type QuantType, rowBytes } from "../src/quant/ggml.js";
 import { createModel } from "../src/model/llama.js";
 import { Rng } from "../src/rng.js";
 
@@ -28,4 +31,19 @@ export function wideModel(): LoadedModel {
     }
   }
   return { ...stories, model };
+}
+
+const TYPE_NAME = new Map<number, string>([[0, "F32"], ...Object.entries(GGML_TYPE_ID).map(([n, id]) => [id, n] as [number, string])]);
+
+/** Each tensor of a GGUF: its type name and the sha256 of exactly its own bytes (rows × row size, no padding). */
+export function tensorDigests(path: string): { name: string; type: string; sha256: string }[] {
+  const f = readGguf(path);
+  return [...f.tensors.values()].map((t) => {
+    const type = TYPE_NAME.get(t.type);
+    if (!type) throw new Error(`${path}: tensor ${t.name} has ggml type ${t.type}, which tsdpo does not read`);
+    const rows = t.dims.slice(1).reduce((a, b) => a * b, 1);
+    const size = type === "F32" ? 4 * t.dims[0]! * rows : rows * rowBytes(type as QuantType, t.dims[0]!);
+    const bytes = f.buffer.subarray(f.dataOffset + t.offset, f.dataOffset + t.offset + size);
+    return { name: t.name, type, sha256: createHash("sha256").update(bytes).digest("hex") };
+  });
 }
