@@ -462,19 +462,25 @@ function quantBF16(src: Float32Array, so: number, n: number, dst: Uint8Array, dO
 }
 
 // d = (the value of largest magnitude)/−8, so that value maps to q = 0 exactly; q = min(15, (int8)(x/d + 8.5)).
+/** The value of largest magnitude among x[xb .. xb + 32), the first on ties: what ggml scales Q4_0 and Q5_0 blocks from. */
+function signedAbsMax(x: Float32Array, xb: number): number {
+  let amax = 0;
+  let max = 0;
+  for (let j = 0; j < 32; j++) {
+    const v = x[xb + j]!;
+    if (amax < Math.abs(v)) {
+      amax = Math.abs(v);
+      max = v;
+    }
+  }
+  return max;
+}
+
 function quantQ4_0(x: Float32Array, xo: number, nb: number, y: Uint8Array, yo: number): void {
   for (let b = 0; b < nb; b++) {
     const xb = xo + 32 * b;
     const o = yo + 18 * b;
-    let amax = 0;
-    let max = 0;
-    for (let j = 0; j < 32; j++) {
-      const v = x[xb + j]!;
-      if (amax < Math.abs(v)) {
-        amax = Math.abs(v);
-        max = v;
-      }
-    }
+    const max = signedAbsMax(x, xb);
     const d = fr(max / -8);
     const id = d !== 0 ? fr(1 / d) : 0;
     writeHalf(y, o, d);
@@ -526,15 +532,7 @@ function quantQ5_0(x: Float32Array, xo: number, nb: number, y: Uint8Array, yo: n
   for (let b = 0; b < nb; b++) {
     const xb = xo + 32 * b;
     const o = yo + 22 * b;
-    let amax = 0;
-    let max = 0;
-    for (let j = 0; j < 32; j++) {
-      const v = x[xb + j]!;
-      if (amax < Math.abs(v)) {
-        amax = Math.abs(v);
-        max = v;
-      }
-    }
+    const max = signedAbsMax(x, xb);
     const d = fr(max / -16);
     const id = d !== 0 ? fr(1 / d) : 0;
     writeHalf(y, o, d);
