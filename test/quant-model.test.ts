@@ -19,7 +19,7 @@ import { loadModel } from "../src/io/load.js";
 import { type GgufTensorToWrite, readGgufMetadataTyped, writeGguf } from "../src/io/ggufwriter.js";
 import { createLora } from "../src/model/lora.js";
 import { backward, createActivations, forward, logitsOf } from "../src/model/llama.js";
-import { isQuant } from "../src/model/weights.js";
+import { isQuant, matmulBackwardW, quantWeight } from "../src/model/weights.js";
 import { BLOCK, GGML_TYPE_ID, type QuantType, quantizeRow, rowBytes } from "../src/quant/ggml.js";
 import { generate } from "../src/sample/generate.js";
 import { resolveTrainConfig } from "../src/train/config.js";
@@ -198,4 +198,22 @@ test("LoRA on a quantised base resumes bit-identically after its later checkpoin
   rmSync(join(dir, "checkpoints", "step-4"), { recursive: true });
   await train(cfg, dir, { resume: true, quiet: true });
   assert.ok(adapter(join(dir, "final")).equals(uninterrupted));
+});
+
+test("a quantised product's backward gives dinp and dbias as the float product's does (dbias needs no weight)", () => {
+  const IN = 64, OUT = 96, N = 5;
+  const rng = new Rng(3);
+  const w = Float32Array.from({ length: OUT * IN }, () => rng.next() - 0.5);
+  const bytes = new Uint8Array(OUT * rowBytes("Q8_0", IN));
+  for (let o = 0; o < OUT; o++) quantizeRow("Q8_0", w, o * IN, IN, bytes, o * rowBytes("Q8_0", IN));
+  const q = quantWeight("Q8_0", bytes, OUT, IN);
+  const wd = new Float32Array(OUT * IN);
+  referenceBackend.dequantizeRows(wd, bytes, GGML_TYPE_ID.Q8_0, 0, OUT, IN);
+  const dout = Float32Array.from({ length: N * OUT }, () => rng.next() - 0.5);
+  const inp = Float32Array.from({ length: N * IN }, () => rng.next() - 0.5);
+  const [dinpQ, dbiasQ, dinpF, dbiasF] = [N * IN, OUT, N * IN, OUT].map((n) => new Float32Array(n).fill(0.25));
+  matmulBackwardW(be, dinpQ, null, dbiasQ, dout, inp, q, N, IN, OUT);
+  be.matmulBackward(dinpF, null, dbiasF, dout, inp, wd, N, IN, OUT);
+  assert.ok(maxAbsDiff(dinpQ!, dinpF!) < 1e-5, `dinp ${maxAbsDiff(dinpQ!, dinpF!)}`);
+  assert.ok(maxAbsDiff(dbiasQ!, dbiasF!) < 1e-5, `dbias ${maxAbsDiff(dbiasQ!, dbiasF!)}`);
 });

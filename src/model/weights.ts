@@ -72,7 +72,8 @@ export function matmulBackwardW(
 ): void {
   if (!isQuant(W)) return be.matmulBackward(dinp, dW, dbias, dout, inp, W, N, IN, OUT);
   if (dW) throw new Error("internal: a quantised weight is frozen; it has no gradient");
-  if (dbias) be.matmulBackward(null, null, dbias, dout, inp, dScratch, N, IN, OUT); // dbias alone reads neither W nor inp
+  if (dbias) // dbias += column sums of dout: it reads neither W nor inp, so no backend product is needed
+    for (let n = 0; n < N; n++) for (let o = 0; o < OUT; o++) dbias[o] += dout[n * OUT + o]!;
   if (!dinp) return;
   if (be.matmulBackwardQuant) return be.matmulBackwardQuant(dinp, dout, W.data, GGML_TYPE_ID[W.type], 0, N, IN, OUT);
   wScratch = grow(wScratch, CHUNK * IN);
@@ -166,7 +167,7 @@ export function lmHeadLogprobBackwardW(
 ): void {
   if (!isQuant(W)) return be.lmHeadLogprobBackward(dx, dW, dlogp, x, rows, targets, W, lse, M, C, V);
   if (dW) throw new Error("internal: a quantised weight is frozen; it has no gradient");
-  const xr = gatherRows(x, rows, M, C).slice(0, M * C); // copied: the chunks below reuse the scratch
+  const xr = gatherRows(x, rows, M, C); // (the chunks below use the weight and logit scratch, not this one)
   const dxr = new Float32Array(M * C);
   wScratch = grow(wScratch, VCHUNK * C);
   oScratch = grow(oScratch, M * VCHUNK);
