@@ -494,18 +494,27 @@ function quantQ4_0(x: Float32Array, xo: number, nb: number, y: Uint8Array, yo: n
   }
 }
 
+/** [min, max] of x[xb .. xb + 32), starting from ±FLT_MAX as ggml does (Q4_1 and Q5_1); written into minMax. */
+const minMax = new Float64Array(2);
+function blockMinMax(x: Float32Array, xb: number): void {
+  let min = FLT_MAX;
+  let max = -FLT_MAX;
+  for (let j = 0; j < 32; j++) {
+    const v = x[xb + j]!;
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  minMax[0] = min;
+  minMax[1] = max;
+}
+
 // d = (max − min)/15, m = min; q = min(15, (int8)((x − min)/d + 0.5)).
 function quantQ4_1(x: Float32Array, xo: number, nb: number, y: Uint8Array, yo: number): void {
   for (let b = 0; b < nb; b++) {
     const xb = xo + 32 * b;
     const o = yo + 20 * b;
-    let min = FLT_MAX;
-    let max = -FLT_MAX;
-    for (let j = 0; j < 32; j++) {
-      const v = x[xb + j]!;
-      if (v < min) min = v;
-      if (v > max) max = v;
-    }
+    blockMinMax(x, xb);
+    const min = minMax[0]!, max = minMax[1]!;
     const d = fr(fr(max - min) / 15);
     const id = d !== 0 ? fr(1 / d) : 0;
     writeHalf(y, o, d);
@@ -555,13 +564,8 @@ function quantQ5_1(x: Float32Array, xo: number, nb: number, y: Uint8Array, yo: n
   for (let b = 0; b < nb; b++) {
     const xb = xo + 32 * b;
     const o = yo + 24 * b;
-    let min = FLT_MAX;
-    let max = -FLT_MAX;
-    for (let j = 0; j < 32; j++) {
-      const v = x[xb + j]!;
-      if (v < min) min = v;
-      if (v > max) max = v;
-    }
+    blockMinMax(x, xb);
+    const min = minMax[0]!, max = minMax[1]!;
     const d = fr(fr(max - min) / 31);
     const id = d !== 0 ? fr(1 / d) : 0;
     writeHalf(y, o, d);
