@@ -14,9 +14,8 @@ import { environment, option, report, root, round } from "./common.mjs";
 const d = (p) => import(join(root, "dist", p));
 const { exportGguf } = await d("src/export/gguf.js");
 const { loadModel } = await d("src/io/load.js");
-const { createActivations, forward, logitsOf } = await d("src/model/llama.js");
 const { selectBackend } = await d("src/backend/select.js");
-const { storiesPath, tensorDigests, wideModel } = await d("test/quant-models.js");
+const { logitsAgainstLlamaCpp, storiesPath, tensorDigests, wideModel } = await d("test/quant-models.js");
 
 const be = selectBackend(option("backend", "native"));
 const ref = JSON.parse(readFileSync(join(root, "test", "fixtures", "quant", "llamacpp-quantized.json"), "utf8"));
@@ -35,18 +34,7 @@ try {
       const types = {};
       for (const t of want.tensors) types[t.type] = (types[t.type] ?? 0) + 1;
       const q = loadModel(path);
-      let worst = 0, maxLogit = 0;
-      for (const t of want.texts) {
-        const ids = Int32Array.from(t.ids);
-        const acts = createActivations(q.model, 1, ids.length);
-        forward(be, q.model, acts, ids, ids, 1, ids.length);
-        const ours = logitsOf(be, q.model, acts);
-        const theirs = new Float32Array(Buffer.from(t.logits_f32_base64, "base64").buffer.slice(0));
-        for (let i = 0; i < theirs.length; i++) {
-          worst = Math.max(worst, Math.abs(ours[i] - theirs[i]));
-          maxLogit = Math.max(maxLogit, Math.abs(theirs[i]));
-        }
-      }
+      const { worst, maxLogit } = logitsAgainstLlamaCpp(be, q.model, want.texts);
       result.models[name][dtype] = { tensor_types: types, same_types_as_llama_cpp: sameTypes, same_bytes_as_llama_cpp: sameBytes, max_abs_logit_diff: round(worst, 4), max_abs_logit: round(maxLogit, 2) };
       process.stderr.write(`${name} ${dtype}: types ${sameTypes}, bytes ${sameBytes}, max |Δlogit| ${worst.toFixed(4)}\n`);
     }

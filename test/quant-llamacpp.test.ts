@@ -17,10 +17,9 @@ import { join } from "node:path";
 import { exportGguf } from "../src/export/gguf.js";
 
 import { type LoadedModel, loadModel } from "../src/io/load.js";
-import { createActivations, forward, logitsOf } from "../src/model/llama.js";
 import { generate } from "../src/sample/generate.js";
 import { fixture, testBackend } from "./helpers.js";
-import { storiesPath, tensorDigests, wideModel } from "./quant-models.js";
+import { logitsAgainstLlamaCpp, storiesPath, tensorDigests, wideModel } from "./quant-models.js";
 
 interface Fixture {
   texts: string[];
@@ -67,17 +66,7 @@ for (const [modelName, make] of Object.entries(models))
       // the blocks are llama.cpp's own, so the forward can be compared with llama.cpp's on them
       const q = loadModel(path);
       assert.ok(q.model.quant.size > 0);
-      const V = q.model.cfg.V;
-      let worst = 0;
-      for (const t of want.texts) {
-        const ids = Int32Array.from(t.ids);
-        const acts = createActivations(q.model, 1, ids.length);
-        forward(be, q.model, acts, ids, ids, 1, ids.length);
-        const ours = logitsOf(be, q.model, acts);
-        const theirs = new Float32Array(Buffer.from(t.logits_f32_base64, "base64").buffer.slice(0));
-        assert.equal(theirs.length, ids.length * V);
-        for (let i = 0; i < theirs.length; i++) worst = Math.max(worst, Math.abs(ours[i]! - theirs[i]!));
-      }
+      const { worst } = logitsAgainstLlamaCpp(be, q.model, want.texts);
       measured[`${modelName} ${dtype}`] = worst;
       const tol = TOLERANCE[`${modelName} ${dtype}`]!;
       assert.ok(worst <= tol, `max |Δlogit| ${worst} > ${tol}`);

@@ -4,11 +4,13 @@
 // and "wide", a random-weight model on stories260K's tokenizer whose widths are multiples of 256, so that the
 // K-quants are really used. Its weights come from tsdpo's integer RNG, so every machine builds the same bits.
 
+import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import type { Backend } from "../src/backend/contract.js";
 import { readGguf } from "../src/io/gguf.js";
 import { type LoadedModel, loadModel } from "../src/io/load.js";
 import { GGML_TYPE_ID, type QuantType, rowBytes } from "../src/quant/ggml.js";
-import { createModel } from "../src/model/llama.js";
+import { type Model, createActivations, createModel, forward, logitsOf } from "../src/model/llama.js";
 import { Rng } from "../src/rng.js";
 
 import { storiesGguf } from "./helpers.js";
@@ -46,4 +48,27 @@ export function tensorDigests(path: string): { name: string; type: string; sha25
     const bytes = f.buffer.subarray(f.dataOffset + t.offset, f.dataOffset + t.offset + size);
     return { name: t.name, type, sha256: createHash("sha256").update(bytes).digest("hex") };
   });
+}
+
+/**
+ * tsdpo's logits on `texts` (each with llama.cpp's ids and its float32 logits as base64, as gen-quantized.mjs writes
+ * them) against llama.cpp's: the largest |Δlogit| and the largest |logit| llama.cpp produced.
+ */
+export function logitsAgainstLlamaCpp(
+  be: Backend, model: Model, texts: readonly { ids: number[]; logits_f32_base64: string }[],
+): { worst: number; maxLogit: number } {
+  let worst = 0, maxLogit = 0;
+  for (const t of texts) {
+    const ids = Int32Array.from(t.ids);
+    const acts = createActivations(model, 1, ids.length);
+    forward(be, model, acts, ids, ids, 1, ids.length);
+    const ours = logitsOf(be, model, acts);
+    const theirs = new Float32Array(Buffer.from(t.logits_f32_base64, "base64").buffer.slice(0));
+    assert.equal(theirs.length, ids.length * model.cfg.V);
+    for (let i = 0; i < theirs.length; i++) {
+      worst = Math.max(worst, Math.abs(ours[i]! - theirs[i]!));
+      maxLogit = Math.max(maxLogit, Math.abs(theirs[i]!));
+    }
+  }
+  return { worst, maxLogit };
 }
