@@ -13,22 +13,13 @@
 
 import { readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
+import { parquetWriter, rowsOf as rowsOfIn } from "./parquet-writer.mjs";
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), "..", "test", "fixtures", "data");
-const writerPath = process.env.HYPARQUET_WRITER;
-if (!writerPath) {
-  console.error("set HYPARQUET_WRITER to hyparquet-writer's src/index.js (see the comment at the top of this file)");
-  process.exit(1);
-}
-const { parquetWriteBuffer } = await import(pathToFileURL(writerPath).href);
-
-const rowsOf = (name) =>
-  readFileSync(join(dir, name), "utf8")
-    .split("\n")
-    .filter((l) => l.trim() !== "")
-    .map((l) => JSON.parse(l));
+const parquetWriteBuffer = await parquetWriter();
+const rowsOf = (name) => rowsOfIn(dir, name);
 
 for (const name of ["standard.jsonl", "standard.json"]) {
   writeFileSync(join(dir, `${name}.gz`), gzipSync(readFileSync(join(dir, name)), { level: 9 }));
