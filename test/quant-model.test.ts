@@ -25,7 +25,7 @@ import { generate } from "../src/sample/generate.js";
 import { resolveTrainConfig } from "../src/train/config.js";
 import { train } from "../src/train/train.js";
 import { fixture, maxAbsDiff, storiesGguf, testBackend } from "./helpers.js";
-import { loadNative } from "../src/backend/native/index.js";
+import { SIMD_LEVELS, loadNative } from "../src/backend/native/index.js";
 import { referenceBackend } from "../src/backend/js/kernels.js";
 import { Rng } from "../src/rng.js";
 
@@ -216,4 +216,64 @@ test("a quantised product's backward gives dinp and dbias as the float product's
   be.matmulBackward(dinpF, null, dbiasF, dout, inp, wd, N, IN, OUT);
   assert.ok(maxAbsDiff(dinpQ!, dinpF!) < 1e-5, `dinp ${maxAbsDiff(dinpQ!, dinpF!)}`);
   assert.ok(maxAbsDiff(dbiasQ!, dbiasF!) < 1e-5, `dbias ${maxAbsDiff(dbiasQ!, dbiasF!)}`);
+});
+
+test("the native fused quantised products and LM head have the bits of the float ones on the dequantised weights", (t) => {
+  const native = loadNative();
+  if (!native.ok) return t.skip(`native addon not available: ${native.reason}`);
+  const nb = native.backend;
+  const rng = new Rng(7);
+  const rand = (n: number): Float32Array => Float32Array.from({ length: n }, () => rng.next() - 0.5);
+  const same = (a: Float32Array, b: Float32Array, what: string): void => assert.ok(Buffer.from(a.buffer).equals(Buffer.from(b.buffer)), what);
+  /** W (rows, cols) of random floats encoded as `type`, after `pad` leading bytes, and its dequantised floats. */
+  const encoded = (type: QuantType, rows: number, cols: number, pad: number): { q: Uint8Array; f: Float32Array } => {
+    const w = rand(rows * cols), rb = rowBytes(type, cols), q = new Uint8Array(pad + rows * rb);
+    for (let r = 0; r < rows; r++) quantizeRow(type, w, r * cols, cols, q, pad + r * rb);
+    const f = new Float32Array(rows * cols);
+    nb.dequantizeRows(f, q, GGML_TYPE_ID[type], pad, rows, cols);
+    return { q, f };
+  };
+  // IC 4864 = 19 blocks of 256 is cut into GEMM depths of 487, so packed spans start inside a block; OC 2600 walks
+  // past the GEMM's 1536- and 2304-column spans; 3 threads split the columns off every block boundary.
+  const shapes: [QuantType, number, number, number][] = [["Q4_K", 5, 4864, 40], ["Q8_0", 7, 96, 2600], ["Q6_K", 3, 512, 1100], ["Q5_0", 9, 160, 33], ["BF16", 4, 70, 50]];
+  const weights = new Map(shapes.map(([type, , IC, OC]) => [type, encoded(type, OC, IC, 3)]));
+  const heads = new Map((["Q8_0", "Q4_K"] as QuantType[]).map((type) => [type, encoded(type, 5000, 256, 0)]));
+  const threadsBefore = native.info().threads, simdBefore = native.info().simd;
+  // every instruction-set copy the CPU runs (each has its own packing and dequantisation loops), on 1, 2 and 3 threads
+  for (const [level, threads] of SIMD_LEVELS.flatMap((l) => [1, 2, 3].map((n) => [l, n] as const))) {
+    if (!native.setSimd(level)) continue;
+    native.setThreads(threads);
+    try {
+      for (const [type, N, IC, OC] of shapes) {
+        const { q, f } = weights.get(type)!;
+        const inp = rand(N * IC), bias = rand(OC), dout = rand(N * OC);
+        const o1 = new Float32Array(N * OC), o2 = new Float32Array(N * OC);
+        nb.matmulForward(o1, inp, f, bias, N, IC, OC);
+        nb.matmulForwardQuant!(o2, inp, q, GGML_TYPE_ID[type], 3, bias, N, IC, OC);
+        same(o1, o2, `${level} ${type} forward (${N}, ${IC}, ${OC}), ${threads} threads`);
+        const d1 = new Float32Array(N * IC).fill(0.5), d2 = new Float32Array(N * IC).fill(0.5);
+        nb.matmulBackward(d1, null, null, dout, inp, f, N, IC, OC);
+        nb.matmulBackwardQuant!(d2, dout, q, GGML_TYPE_ID[type], 3, N, IC, OC);
+        same(d1, d2, `${level} ${type} backward dinp (${N}, ${IC}, ${OC}), ${threads} threads`);
+      }
+      // the head: V = 5000 crosses its 4096-entry vocabulary tile; rows repeat and one dlogp is 0
+      for (const type of ["Q8_0", "Q4_K"] as QuantType[]) {
+        const M = 6, C = 256, V = 5000, X = 4;
+        const { q, f } = heads.get(type)!;
+        const x = rand(X * C), rows = Int32Array.from([0, 1, 1, 3, 2, 0]), targets = Int32Array.from([0, 4095, 4096, 4999, 17, 3000]);
+        const outs = [0, 1].map(() => ({ logp: new Float32Array(M), lse: new Float32Array(M), sum: new Float32Array(M), sq: new Float32Array(M), dx: new Float32Array(X * C) }));
+        const dlogp = Float32Array.from([1, -0.5, 0, 2, 0.25, -1]);
+        const [a, b] = outs as [(typeof outs)[0], (typeof outs)[0]];
+        nb.lmHeadLogprobForward(a.logp, a.lse, a.sum, a.sq, x, rows, targets, f, M, C, V);
+        nb.lmHeadLogprobForwardQuant!(b.logp, b.lse, b.sum, b.sq, x, rows, targets, q, GGML_TYPE_ID[type], M, C, V);
+        for (const k of ["logp", "lse", "sum", "sq"] as const) same(a[k], b[k], `${level} ${type} head ${k}, ${threads} threads`);
+        nb.lmHeadLogprobBackward(a.dx, null, dlogp, x, rows, targets, f, a.lse, M, C, V);
+        nb.lmHeadLogprobBackwardQuant!(b.dx, dlogp, x, rows, targets, q, GGML_TYPE_ID[type], b.lse, M, C, V);
+        same(a.dx, b.dx, `${level} ${type} head dx, ${threads} threads`);
+      }
+    } finally {
+      native.setThreads(threadsBefore);
+      native.setSimd(simdBefore);
+    }
+  }
 });

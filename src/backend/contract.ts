@@ -116,6 +116,17 @@ export interface Backend {
     out: Buf /* (N,OC) */, inp: Buf /* (N,IC) */, w: Uint8Array, type: number, wOffset: number, bias: Buf | null, N: number, IC: number, OC: number,
   ): void;
   matmulBackwardQuant?(dinp: Buf /* (N,IC) */, dout: Buf /* (N,OC) */, w: Uint8Array, type: number, wOffset: number, N: number, IC: number, OC: number): void;
+  /**
+   * Optional: the fused LM head (lmHeadLogprobForward / lmHeadLogprobBackward) with a frozen W (V, C) in GGML blocks
+   * of `type`, and no dW. A backend without them gets the chunked online log-sum-exp of src/model/weights.ts.
+   */
+  lmHeadLogprobForwardQuant?(
+    logp: Buf, lse: Buf, logitSum: Buf, logSumSq: Buf | null, x: Buf, rows: Int32Array, targets: Int32Array, w: Uint8Array, type: number,
+    M: number, C: number, V: number,
+  ): void;
+  lmHeadLogprobBackwardQuant?(
+    dx: Buf, dlogp: Buf, x: Buf, rows: Int32Array, targets: Int32Array, w: Uint8Array, type: number, lse: Buf, M: number, C: number, V: number,
+  ): void;
 
   /**
    * One AdamW step (Loshchilov & Hutter, decoupled weight decay), as torch.optim.AdamW computes it:

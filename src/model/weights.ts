@@ -1,11 +1,12 @@
 // Frozen weights kept in their stored GGUF block format (Q8_0, Q4_K, …) and the products that read them.
 //
-// A quantised matrix is never expanded whole: each product dequantises CHUNK rows of it at a time into a small
-// scratch buffer (Backend.dequantizeRows) and hands that panel to the backend's own float32 GEMM, so the kernels
-// stay the tested float32 ones and the extra memory is a few hundred KB whatever the model's size. The same goes
-// for the embedding lookup (one row per token) and the LM head (a chunk of the vocabulary at a time, with the
-// log-softmax carried across chunks online). Quantised weights are frozen by construction: these functions have
-// no weight gradient, which is what LoRA (and the reference model) need.
+// A quantised matrix is never expanded whole. A backend with fused quantised products (the native one) dequantises
+// inside its GEMM's packing, a panel's span at a time, with the bits of its float product on the dequantised matrix;
+// the LM head likewise. Otherwise (js) each product dequantises CHUNK rows at a time into a small scratch buffer
+// (Backend.dequantizeRows) and hands that panel to the float32 GEMM, and the LM head walks the vocabulary a chunk at
+// a time with the log-softmax carried across chunks online. Either way the extra memory is a few hundred KB whatever
+// the model's size, and the embedding lookup dequantises only the rows it reads. Quantised weights are frozen by
+// construction: these functions have no weight gradient, which is what LoRA (and the reference model) need.
 
 import type { Backend, Buf } from "../backend/contract.js";
 import { GGML_TYPE_ID, type QuantType, rowBytes } from "../quant/ggml.js";
@@ -119,6 +120,7 @@ export function lmHeadLogprobForwardW(
   M: number, C: number, V: number,
 ): void {
   if (!isQuant(W)) return be.lmHeadLogprobForward(logp, lse, logitSum, logSumSq, x, rows, targets, W, M, C, V);
+  if (be.lmHeadLogprobForwardQuant) return be.lmHeadLogprobForwardQuant(logp, lse, logitSum, logSumSq, x, rows, targets, W.data, GGML_TYPE_ID[W.type], M, C, V);
   const xr = gatherRows(x, rows, M, C);
   const mx = new Float64Array(M).fill(-Infinity), se = new Float64Array(M), se2 = new Float64Array(M), sum = new Float64Array(M);
   const zt = new Float64Array(M);
@@ -167,6 +169,7 @@ export function lmHeadLogprobBackwardW(
 ): void {
   if (!isQuant(W)) return be.lmHeadLogprobBackward(dx, dW, dlogp, x, rows, targets, W, lse, M, C, V);
   if (dW) throw new Error("internal: a quantised weight is frozen; it has no gradient");
+  if (be.lmHeadLogprobBackwardQuant) return be.lmHeadLogprobBackwardQuant(dx, dlogp, x, rows, targets, W.data, GGML_TYPE_ID[W.type], lse, M, C, V);
   const xr = gatherRows(x, rows, M, C); // (the chunks below use the weight and logit scratch, not this one)
   const dxr = new Float32Array(M * C);
   wScratch = grow(wScratch, VCHUNK * C);

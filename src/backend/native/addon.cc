@@ -417,6 +417,42 @@ napi_value MatmulBackwardQuant(napi_env env, napi_callback_info info) {
   });
 }
 
+// lmHeadLogprobForwardQuant(logp, lse, logitSum, logSumSq, x, rows, targets, w, type, M, C, V) and
+// lmHeadLogprobBackwardQuant(dx, dlogp, x, rows, targets, w, type, lse, M, C, V): the fused head with a frozen W
+// (V, C) in GGML blocks, as the float ones otherwise (no dW: quantised weights are frozen).
+napi_value LmHeadLogprobForwardQuant(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "lmHeadLogprobForwardQuant", 12, [](Args& a) {
+    const int type = static_cast<int>(a.size(8, "type"));
+    const i64 M = a.size(9, "M"), C = a.size(10, "C", 1), V = a.size(11, "V", 1);
+    i64 xLen = 0;
+    float* x = a.f32(4, "x", 0, false, &xLen);
+    int32_t* rows = a.i32(5, "rows", M);
+    int32_t* targets = a.i32(6, "targets", M);
+    check_ids(a, rows, M, xLen / C, "rows", "the rows of x");
+    check_ids(a, targets, M, V, "targets");
+    const uint8_t* w = a.u8(7, "w", quant_weight_bytes(a, type, C, V));
+    tsdpo::lm_head_logprob_forward_quant(a.f32(0, "logp", M), a.f32(1, "lse", M), a.f32(2, "logitSum", M),
+                                         a.f32(3, "logSumSq", M, true), x, rows, targets, w, type, M, C, V);
+  });
+}
+
+napi_value LmHeadLogprobBackwardQuant(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "lmHeadLogprobBackwardQuant", 11, [](Args& a) {
+    const int type = static_cast<int>(a.size(6, "type"));
+    const i64 M = a.size(8, "M"), C = a.size(9, "C", 1), V = a.size(10, "V", 1);
+    i64 dxLen = 0, xLen = 0;
+    float* dx = a.f32(0, "dx", 0, false, &dxLen);
+    float* x = a.f32(2, "x", 0, false, &xLen);
+    int32_t* rows = a.i32(3, "rows", M);
+    int32_t* targets = a.i32(4, "targets", M);
+    check_ids(a, rows, M, std::min(dxLen, xLen) / C, "rows", "the rows of x and dx");
+    check_ids(a, targets, M, V, "targets");
+    const uint8_t* w = a.u8(5, "w", quant_weight_bytes(a, type, C, V));
+    tsdpo::lm_head_logprob_backward_quant(dx, a.f32(1, "dlogp", M), x, rows, targets, w, type, a.f32(7, "lse", M), M, C,
+                                          V);
+  });
+}
+
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   napi_value result = nullptr;
   guarded(env, info, "setThreads", 1, [&](Args& a) {
@@ -507,6 +543,8 @@ napi_value Init(napi_env env, napi_value exports) {
       FN("dequantizeRows", DequantizeRows),
       FN("matmulForwardQuant", MatmulForwardQuant),
       FN("matmulBackwardQuant", MatmulBackwardQuant),
+      FN("lmHeadLogprobForwardQuant", LmHeadLogprobForwardQuant),
+      FN("lmHeadLogprobBackwardQuant", LmHeadLogprobBackwardQuant),
       FN("lmHeadLogprobForward", LmHeadLogprobForward),
       FN("lmHeadLogprobBackward", LmHeadLogprobBackward),
       FN("adamwStep", AdamwStep),                 FN("setThreads", SetThreads),

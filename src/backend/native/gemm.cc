@@ -48,9 +48,14 @@ struct Kernels {
   decltype(&portable::gemm_micro) micro;
   decltype(&portable::gemm_pack_a) pack_a;
   decltype(&portable::gemm_pack_b) pack_b;
+  decltype(&portable::gemm_pack_b_quant) pack_b_quant;
+  decltype(&portable::quant_pack_scratch) quant_scratch;
+  decltype(&portable::dequant_row_simd) dequant_row;
 };
 
-#define TSDPO_GEMM_KERNELS(ns) {#ns, ns::MR, ns::NR, ns::KC, ns::gemm_micro, ns::gemm_pack_a, ns::gemm_pack_b}
+#define TSDPO_GEMM_KERNELS(ns)                                                                                   \
+  {#ns, ns::MR, ns::NR, ns::KC, ns::gemm_micro, ns::gemm_pack_a, ns::gemm_pack_b, ns::gemm_pack_b_quant, \
+   ns::quant_pack_scratch, ns::dequant_row_simd}
 const Kernels kPortable = TSDPO_GEMM_KERNELS(portable);
 #if TSDPO_X86_DISPATCH
 const Kernels kAvx2 = TSDPO_GEMM_KERNELS(avx2);
@@ -114,7 +119,25 @@ struct Buffer {
   }
   ~Buffer() { std::free(data); }
 };
-thread_local Buffer t_shared, t_private;
+thread_local Buffer t_shared, t_private, t_dequant;
+
+// op(B) as the GEMM reads it: floats (f, ld, trans), or rows stored in GGML blocks (q, type, rowBytes, trans; see
+// gemm_pack_b_quant). Only the B packing looks inside.
+struct BOperand {
+  const float* f;
+  i64 ld;
+  bool trans;
+  const uint8_t* q;
+  int type;
+  i64 rowBytes;
+};
+
+void pack_b(const Kernels& g, const BOperand& b, i64 p0, i64 kc, i64 j0, i64 n, float* out) {
+  if (!b.q) return g.pack_b(b.f, b.ld, b.trans, p0, kc, j0, n, out);
+  float* scratch = t_dequant.get(g.quant_scratch(b.type, kc, n));
+  if (!scratch) std::abort();
+  g.pack_b_quant(b.q, b.type, b.rowBytes, b.trans, p0, kc, j0, n, out, scratch);
+}
 
 // C (mb × nb at c) := alpha·Ap·Bp + beta·C from packed blocks of depth kb. Per L2 block of A rows, each B
 // micro-panel is loaded into L1 once and every A micro-panel of the block streams past it.
@@ -160,10 +183,9 @@ void scale_rows(float* C, i64 ldc, i64 M, i64 N, float beta) {
   }
 }
 
-}  // namespace
 
-void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const float* A, i64 lda, const float* B,
-           i64 ldb, float beta, float* C, i64 ldc) {
+void gemm(bool transA, i64 M, i64 N, i64 K, float alpha, const float* A, i64 lda, const BOperand& B, float beta,
+          float* C, i64 ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || alpha == 0.0f) return scale_rows(C, ldc, M, N, beta);
   const Kernels& g = *g_kernels;
@@ -196,7 +218,7 @@ void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const flo
           i64 p0, p1;
           share(panels, team.id, team.size, &p0, &p1);
           if (p1 > p0)
-            g.pack_b(B, ldb, transB, pc, kb, jc + p0 * NR, std::min(nb, p1 * NR) - p0 * NR, sharedB + p0 * NR * kb);
+            pack_b(g, B, pc, kb, jc + p0 * NR, std::min(nb, p1 * NR) - p0 * NR, sharedB + p0 * NR * kb);
           team.barrier();
           for (i64 ic = r0; ic < r1; ic += kPrivateSpan) {
             const i64 mb = std::min(kPrivateSpan, r1 - ic);
@@ -233,13 +255,27 @@ void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const flo
         team.barrier();
         for (i64 jc = c0; jc < c1; jc += nc) {
           const i64 nb = std::min(nc, c1 - jc);
-          g.pack_b(B, ldb, transB, pc, kb, jc, nb, privB);
+          pack_b(g, B, pc, kb, jc, nb, privB);
           macro_kernel(g, sharedA, privB, mb, nb, kb, C + ic * ldc + jc, ldc, alpha, pc == 0 ? beta : 1.0f);
         }
       }
     }
   });
 }
+
+}  // namespace
+
+void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const float* A, i64 lda, const float* B,
+           i64 ldb, float beta, float* C, i64 ldc) {
+  gemm(transA, M, N, K, alpha, A, lda, BOperand{B, ldb, transB, nullptr, 0, 0}, beta, C, ldc);
+}
+
+void sgemm_quant_b(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const float* A, i64 lda,
+                   const uint8_t* B, int type, i64 rowBytes, float beta, float* C, i64 ldc) {
+  gemm(transA, M, N, K, alpha, A, lda, BOperand{nullptr, 0, transB, B, type, rowBytes}, beta, C, ldc);
+}
+
+bool gemm_dequant_row(int type, const uint8_t* src, float* dst, i64 n) { return g_kernels->dequant_row(type, src, dst, n); }
 
 bool gemm_set_level(const char* level) {
   const Kernels* k = kernels_for(level);

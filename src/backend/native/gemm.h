@@ -21,6 +21,16 @@ using i64 = int64_t;
 void sgemm(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const float* A, i64 lda, const float* B,
            i64 ldb, float beta, float* C, i64 ldc);
 
+// The same product with B read from rows stored in GGML blocks of ggml type `type` (src/backend/native/quant.inc),
+// rowBytes bytes each: op(B) = Sᵀ when transB (S is (N, K), a frozen weight in the forward), else S (K, N). The
+// blocks are dequantised inside the B packing, a panel's span at a time, so no float copy of S is made; the result
+// has the bits sgemm gives on the dequantised matrix. Stored rows must be whole blocks; the caller checks the type.
+void sgemm_quant_b(bool transA, bool transB, i64 M, i64 N, i64 K, float alpha, const float* A, i64 lda,
+                   const uint8_t* B, int type, i64 rowBytes, float beta, float* C, i64 ldc);
+
+// One stored row of n elements (whole blocks) into floats, with the vectorised copy of the selected level.
+bool gemm_dequant_row(int type, const uint8_t* src, float* dst, i64 n);
+
 // Selects the micro-kernels of one instruction-set level (see simd.h); false, changing nothing, when this CPU or
 // build cannot run it.
 bool gemm_set_level(const char* level);

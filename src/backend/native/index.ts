@@ -134,10 +134,12 @@ function load(): NativeLoad {
     addForward: addon.addForward, accumulate: addon.accumulate, scale: addon.scale, sumSquares: addon.sumSquares,
     lmHeadLogprobForward: addon.lmHeadLogprobForward, lmHeadLogprobBackward: addon.lmHeadLogprobBackward,
     adamwStep: addon.adamwStep,
-    // Dequantisation is a small share of a quantised product (a panel per GEMM call): the js twin for now.
     dequantizeRows: addon.dequantizeRows ?? dequantizeRows,
     ...(addon.matmulForwardQuant && addon.matmulBackwardQuant
       ? { matmulForwardQuant: addon.matmulForwardQuant, matmulBackwardQuant: addon.matmulBackwardQuant }
+      : {}),
+    ...(addon.lmHeadLogprobForwardQuant && addon.lmHeadLogprobBackwardQuant
+      ? { lmHeadLogprobForwardQuant: addon.lmHeadLogprobForwardQuant, lmHeadLogprobBackwardQuant: addon.lmHeadLogprobBackwardQuant }
       : {}),
   };
   return {

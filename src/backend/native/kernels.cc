@@ -40,7 +40,7 @@
 #include "parallel.h"
 #include "simd.h"
 
-#include "quant.inc"  // namespace ggml_quant: the block formats, dequantised row by row
+#include "quant.inc"  // namespace ggml_quant: the block formats (sizes here; the GEMM copies dequantise)
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
@@ -264,44 +264,27 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
   if (dbias) parallel_ranges(OC, N * OC, [&](i64 c0, i64 c1) { g_simd->column_sums(dbias, dout, N, OC, c0, c1); });
 }
 
-// Products with a frozen matrix stored in GGML blocks (src/model/weights.ts): `panel` rows of W are dequantised at
-// a time into a scratch panel, which the GEMM then reads like any float weight, writing straight into the strided
-// columns of out (ldc = OC). No float copy of the whole matrix exists at any time.
-namespace {
-constexpr i64 kQuantPanel = 256;  // rows per panel: 256 × 4096 floats is 4 MiB at the widest layers we meet
-
-thread_local std::vector<float> g_panel;
-float* panel_scratch(i64 n) {
-  if (static_cast<i64>(g_panel.size()) < n) g_panel.resize(static_cast<size_t>(n));
-  return g_panel.data();
-}
-}  // namespace
-
+// Products with a frozen matrix W (OC, IC) stored in GGML blocks (src/model/weights.ts): the GEMM dequantises W inside
+// its B packing (gemm.h, sgemm_quant_b), so each product has the bits of the float product on the dequantised W and
+// no float copy of W exists at any time.
 void matmul_forward_quant(float* out, const float* inp, const uint8_t* w, int type, const float* bias, i64 N, i64 IC,
                           i64 OC) {
   if (N == 0 || OC == 0) return;
-  const i64 rb = quant_row_bytes(type, IC);
-  float* panel = panel_scratch(std::min(kQuantPanel, OC) * IC);
-  for (i64 o0 = 0; o0 < OC; o0 += kQuantPanel) {
-    const i64 ch = std::min(kQuantPanel, OC - o0);
-    dequantize_rows(panel, w + o0 * rb, type, ch, IC);
-    if (bias)
-      parallel_ranges(N, N * ch, [&](i64 n0, i64 n1) {
-        for (i64 n = n0; n < n1; n++) std::memcpy(out + n * OC + o0, bias + o0, sizeof(float) * ch);
-      });
-    sgemm(false, true, N, ch, IC, 1.0f, inp, IC, panel, IC, bias ? 1.0f : 0.0f, out + o0, OC);  // out[:, o0:] (+)= inp · Pᵀ
+  if (bias)
+    parallel_ranges(N, N * OC, [&](i64 n0, i64 n1) {
+      for (i64 n = n0; n < n1; n++) std::memcpy(out + n * OC, bias, sizeof(float) * OC);
+    });
+  if (IC == 0) {
+    if (!bias) std::memset(out, 0, sizeof(float) * N * OC);
+    return;
   }
+  // out (+)= inp · Wᵀ
+  sgemm_quant_b(false, true, N, OC, IC, 1.0f, inp, IC, w, type, quant_row_bytes(type, IC), bias ? 1.0f : 0.0f, out, OC);
 }
 
 void matmul_backward_quant(float* dinp, const float* dout, const uint8_t* w, int type, i64 N, i64 IC, i64 OC) {
   if (N == 0 || OC == 0 || IC == 0 || !dinp) return;
-  const i64 rb = quant_row_bytes(type, IC);
-  float* panel = panel_scratch(std::min(kQuantPanel, OC) * IC);
-  for (i64 o0 = 0; o0 < OC; o0 += kQuantPanel) {
-    const i64 ch = std::min(kQuantPanel, OC - o0);
-    dequantize_rows(panel, w + o0 * rb, type, ch, IC);
-    sgemm(false, false, N, IC, ch, 1.0f, dout + o0, OC, panel, IC, 1.0f, dinp, IC);  // dinp += dout[:, o0:] · P
-  }
+  sgemm_quant_b(false, false, N, IC, OC, 1.0f, dout, OC, w, type, quant_row_bytes(type, IC), 1.0f, dinp, IC);  // dinp += dout · W
 }
 
 void rope(float* x, const float* cos, const float* sin, const int32_t* pos, i64 N, i64 H, i64 HS, float sign) {
@@ -484,16 +467,34 @@ HeadScratch& head_scratch() {
   return s;
 }
 
+// The head's weight (V, C): floats, or rows in GGML blocks that the GEMM dequantises while packing (sgemm_quant_b).
+struct HeadWeight {
+  const float* f;
+  const uint8_t* q;
+  int type;
+  i64 rowBytes;
+};
+
+// z (mb, nb) = Xg · W[v0 : v0 + nb]ᵀ
+void head_logits(float* z, const float* xg, const HeadWeight& W, i64 v0, i64 mb, i64 nb, i64 C) {
+  if (W.q) return sgemm_quant_b(false, true, mb, nb, C, 1.0f, xg, C, W.q + v0 * W.rowBytes, W.type, W.rowBytes, 0.0f, z, nb);
+  sgemm(false, true, mb, nb, C, 1.0f, xg, C, W.f + v0 * C, C, 0.0f, z, nb);
+}
+
+// dXg (mb, C) += dz (mb, nb) · W[v0 : v0 + nb]
+void head_dinput(float* dxg, const float* dz, const HeadWeight& W, i64 v0, i64 mb, i64 nb, i64 C) {
+  if (W.q) return sgemm_quant_b(false, false, mb, C, nb, 1.0f, dz, nb, W.q + v0 * W.rowBytes, W.type, W.rowBytes, 1.0f, dxg, C);
+  sgemm(false, false, mb, C, nb, 1.0f, dz, nb, W.f + v0 * C, C, 1.0f, dxg, C);
+}
+
 void gather_rows(float* xg, const float* x, const int32_t* row, i64 mb, i64 C) {
   parallel_ranges(mb, mb * C, [&](i64 i0, i64 i1) {
     for (i64 i = i0; i < i1; i++) std::memcpy(xg + i * C, x + static_cast<i64>(row[i]) * C, sizeof(float) * C);
   });
 }
 
-}  // namespace
-
-void lm_head_logprob_forward(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x,
-                             const int32_t* rows, const int32_t* targets, const float* W, i64 M, i64 C, i64 V) {
+void head_forward(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x, const int32_t* rows,
+                  const int32_t* targets, const HeadWeight& W, i64 M, i64 C, i64 V) {
   HeadScratch& hs = head_scratch();
   const i64 rowBlock = std::min(M, head_row_block());
   float* xg = grow(hs.xg, rowBlock * C);
@@ -512,7 +513,7 @@ void lm_head_logprob_forward(float* logp, float* lse, float* logitSum, float* lo
     std::fill(sumZ, sumZ + mb, 0.0);
     for (i64 v0 = 0; v0 < V; v0 += kVocabTile) {
       const i64 nb = std::min(kVocabTile, V - v0);
-      sgemm(false, true, mb, nb, C, 1.0f, xg, C, W + v0 * C, C, 0.0f, z, nb);
+      head_logits(z, xg, W, v0, mb, nb, C);
       parallel_ranges(mb, mb * nb, [&](i64 r0, i64 r1) {
         g_simd->lm_head_tile_stats(z, nb, v0, targets + m0, r0, r1, runMax, sumExp, sumExp2, sumZ, targetLogit);
       });
@@ -528,8 +529,8 @@ void lm_head_logprob_forward(float* logp, float* lse, float* logitSum, float* lo
 }
 
 // Rows whose dlogp is 0 (masked positions) contribute nothing and are left out before the gather.
-void lm_head_logprob_backward(float* dx, float* dW, const float* dlogp, const float* x, const int32_t* rows,
-                              const int32_t* targets, const float* W, const float* lse, i64 M, i64 C, i64 V) {
+void head_backward(float* dx, float* dW, const float* dlogp, const float* x, const int32_t* rows, const int32_t* targets,
+                   const HeadWeight& W, const float* lse, i64 M, i64 C, i64 V) {
   HeadScratch& hs = head_scratch();
   i64 live = 0;
   for (i64 m = 0; m < M; m++) live += dlogp[m] != 0;
@@ -555,12 +556,11 @@ void lm_head_logprob_backward(float* dx, float* dW, const float* dlogp, const fl
     std::fill(dxg, dxg + mb * C, 0.0f);
     for (i64 v0 = 0; v0 < V; v0 += kVocabTile) {
       const i64 nb = std::min(kVocabTile, V - v0);
-      const float* Wt = W + v0 * C;
-      sgemm(false, true, mb, nb, C, 1.0f, xg, C, Wt, C, 0.0f, z, nb);  // z = Xg · Wtᵀ
+      head_logits(z, xg, W, v0, mb, nb, C);  // z = Xg · Wtᵀ
       parallel_ranges(mb, mb * nb, [&](i64 r0, i64 r1) {
         g_simd->lm_head_tile_grad(z, nb, v0, g + m0, target + m0, lseLive + m0, r0, r1);
       });
-      sgemm(false, false, mb, C, nb, 1.0f, z, nb, Wt, C, 1.0f, dxg, C);                  // dXg += dz · Wt
+      head_dinput(dxg, z, W, v0, mb, nb, C);                                             // dXg += dz · Wt
       if (dW) sgemm(true, false, nb, C, mb, 1.0f, z, nb, xg, C, 1.0f, dW + v0 * C, C);  // dWt += dzᵀ · Xg
     }
     // rows may repeat: threads split the columns and add the rows in order
@@ -574,6 +574,32 @@ void lm_head_logprob_backward(float* dx, float* dW, const float* dlogp, const fl
   }
 }
 
+}  // namespace
+
+void lm_head_logprob_forward(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x,
+                             const int32_t* rows, const int32_t* targets, const float* W, i64 M, i64 C, i64 V) {
+  head_forward(logp, lse, logitSum, logSumSq, x, rows, targets, HeadWeight{W, nullptr, 0, 0}, M, C, V);
+}
+
+void lm_head_logprob_backward(float* dx, float* dW, const float* dlogp, const float* x, const int32_t* rows,
+                              const int32_t* targets, const float* W, const float* lse, i64 M, i64 C, i64 V) {
+  head_backward(dx, dW, dlogp, x, rows, targets, HeadWeight{W, nullptr, 0, 0}, lse, M, C, V);
+}
+
+void lm_head_logprob_forward_quant(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x,
+                                   const int32_t* rows, const int32_t* targets, const uint8_t* W, int type, i64 M,
+                                   i64 C, i64 V) {
+  head_forward(logp, lse, logitSum, logSumSq, x, rows, targets, HeadWeight{nullptr, W, type, quant_row_bytes(type, C)},
+               M, C, V);
+}
+
+void lm_head_logprob_backward_quant(float* dx, const float* dlogp, const float* x, const int32_t* rows,
+                                    const int32_t* targets, const uint8_t* W, int type, const float* lse, i64 M, i64 C,
+                                    i64 V) {
+  head_backward(dx, nullptr, dlogp, x, rows, targets, HeadWeight{nullptr, W, type, quant_row_bytes(type, C)}, lse, M,
+                C, V);
+}
+
 i64 quant_row_bytes(int type, i64 cols) {
   const i64 be = ggml_quant::block_elems(type), bb = ggml_quant::block_bytes(type);
   return be > 0 && cols % be == 0 ? cols / be * bb : 0;
@@ -584,7 +610,7 @@ bool dequantize_rows(float* dst, const uint8_t* src, int type, i64 rows, i64 col
   if (rb == 0) return false;
   // Rows are independent: split them across the pool (a panel of 64 rows of 576 is ~37k elements).
   parallel_ranges(rows, rows * cols, [&](i64 lo, i64 hi) {
-    for (i64 r = lo; r < hi; r++) ggml_quant::dequant_row(type, src + r * rb, dst + r * cols, cols);
+    for (i64 r = lo; r < hi; r++) gemm_dequant_row(type, src + r * rb, dst + r * cols, cols);
   });
   return true;
 }

@@ -64,6 +64,14 @@ i64 quant_row_bytes(int type, i64 cols);
 void matmul_forward_quant(float* out, const float* inp, const uint8_t* w, int type, const float* bias, i64 N, i64 IC,
                           i64 OC);
 void matmul_backward_quant(float* dinp, const float* dout, const uint8_t* w, int type, i64 N, i64 IC, i64 OC);
+// The fused LM head with W (V, C) stored in GGML blocks of `type` (frozen: no dW). Same bits as the float head on the
+// dequantised W: the GEMM dequantises inside its packing.
+void lm_head_logprob_forward_quant(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x,
+                                   const int32_t* rows, const int32_t* targets, const uint8_t* W, int type, i64 M,
+                                   i64 C, i64 V);
+void lm_head_logprob_backward_quant(float* dx, const float* dlogp, const float* x, const int32_t* rows,
+                                    const int32_t* targets, const uint8_t* W, int type, const float* lse, i64 M, i64 C,
+                                    i64 V);
 
 void adamw_step(float* params, const float* grads, float* m, float* v, i64 n, double lr, double beta1, double beta2,
                 double eps, double weightDecay, double step);
