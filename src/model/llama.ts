@@ -239,6 +239,12 @@ export interface Activations {
   lora: LoraActs | null;
   /** Set by the trainer for a training forward when LoRA dropout is on; null = no dropout (eval, reference). */
   dropout: Rng | null;
+  /**
+   * Gradient checkpointing: every entry of `layers` is the same single set of views, so only the residual stream
+   * x[0..L] survives the forward, and the backward recomputes each layer from its input x[l] just before it needs
+   * that layer's activations. The recomputation runs the same kernels on the same inputs, so it gives the same bits.
+   */
+  checkpointing: boolean;
 }
 
 export interface LoraActs {
@@ -252,14 +258,19 @@ export interface LoraActs {
 
 const loraKey = (l: number, t: LoraTarget): string => `${l}.${t}`;
 
-/** Carves every activation out of one allocation sized for maxRows sequences of maxT tokens. */
-export function createActivations(model: Model, maxRows: number, maxT: number): Activations {
+/**
+ * Carves every activation out of one allocation sized for maxRows sequences of maxT tokens. With `checkpointing`
+ * (gradient checkpointing, or a forward that is never differentiated) the L layers share one set of per-layer
+ * activations and only the residual stream is kept per layer (see Activations.checkpointing).
+ */
+export function createActivations(model: Model, maxRows: number, maxT: number, checkpointing = false): Activations {
   const { C, L, NH, NKV, HS, FF, qkNorm } = model.cfg;
   const N = maxRows * maxT;
   const sizes: [string, number][] = [];
   const want = (name: string, n: number): void => void sizes.push([name, n]);
   for (let l = 0; l <= L; l++) want(`x${l}`, N * C);
-  for (let l = 0; l < L; l++) {
+  const layerSets = checkpointing ? 1 : L;
+  for (let l = 0; l < layerSets; l++) {
     want(`ln1.${l}`, N * C); want(`rstd1.${l}`, N);
     if (qkNorm) { want(`qPre.${l}`, N * NH * HS); want(`qRstd.${l}`, N * NH); want(`kPre.${l}`, N * NKV * HS); want(`kRstd.${l}`, N * NKV); }
     want(`q.${l}`, N * NH * HS); want(`k.${l}`, N * NKV * HS); want(`v.${l}`, N * NKV * HS);
@@ -294,11 +305,11 @@ export function createActivations(model: Model, maxRows: number, maxT: number): 
     };
   }
   return {
-    maxRows, maxT, R: 0, T: 0, lora, dropout: null,
+    maxRows, maxT, R: 0, T: 0, lora, dropout: null, checkpointing,
     ids: new Int32Array(N), pos: new Int32Array(N), branch: null, branchBuf: new Int32Array(2 * maxRows),
     M: 0, rows: new Int32Array(N), targets: new Int32Array(N),
     x: Array.from({ length: L + 1 }, (_, l) => v(`x${l}`)),
-    layers: Array.from({ length: L }, (_, l) => ({
+    layers: Array.from({ length: L }, (_, layer) => layer % layerSets).map((l) => ({
       ln1: v(`ln1.${l}`), rstd1: v(`rstd1.${l}`),
       qPre: o(`qPre.${l}`), qRstd: o(`qRstd.${l}`), kPre: o(`kPre.${l}`), kRstd: o(`kRstd.${l}`),
       q: v(`q.${l}`), k: v(`k.${l}`), v: v(`v.${l}`), attLse: v(`attLse.${l}`), atty: v(`atty.${l}`),
@@ -320,10 +331,13 @@ function activeAdapter(model: Model, l: number, t: LoraTarget): LoraAdapter | nu
   return model.lora && model.lora.enabled ? (model.lora.byLayer[l]![t] ?? null) : null;
 }
 
-/** out = inp·Wᵀ + bias [+ s·(drop(inp)·Aᵀ)·Bᵀ] */
+/**
+ * out = inp·Wᵀ + bias [+ s·(drop(inp)·Aᵀ)·Bᵀ]. `replay` (a checkpointed layer recomputed in the backward) reuses the
+ * dropout mask its forward drew instead of drawing a new one, so the recomputation matches the forward exactly.
+ */
 function linearForward(
   be: Backend, model: Model, acts: Activations, l: number, t: LoraTarget,
-  out: Buf, inp: Buf, W: Weight, bias: Buf | null, N: number, IN: number, OUT: number,
+  out: Buf, inp: Buf, W: Weight, bias: Buf | null, N: number, IN: number, OUT: number, replay = false,
 ): void {
   matmulForwardW(be, out, inp, W, bias, N, IN, OUT);
   const ad = activeAdapter(model, l, t);
@@ -334,7 +348,11 @@ function linearForward(
   const u = la.u.get(loraKey(l, t))!;
   let x = inp;
   const p = lora.cfg.dropout;
-  if (p > 0 && acts.dropout) {
+  if (p > 0 && replay) {
+    const mask = la.drop.get(loraKey(l, t))!;
+    for (let i = 0; i < N * IN; i++) la.xDrop[i] = inp[i]! * mask[i]!;
+    x = la.xDrop;
+  } else if (p > 0 && acts.dropout) {
     const mask = la.drop.get(loraKey(l, t))!;
     const keep = 1 / (1 - p);
     for (let i = 0; i < N * IN; i++) {
@@ -428,7 +446,7 @@ function checkFits(acts: Activations, R: number, T: number, M: number): void {
 /** The general training forward (see ForwardInput). Returns acts.logp, (M), valid until the next forward. */
 export function forwardPacked(be: Backend, model: Model, acts: Activations, input: ForwardInput): Buf {
   const { cfg, p } = model;
-  const { C, NH, NKV, HS, FF, V, rmsEps } = cfg;
+  const { C, V, rmsEps } = cfg;
   const { R, T, M } = input;
   checkFits(acts, R, T, M);
   const N = R * T;
@@ -453,42 +471,54 @@ export function forwardPacked(be: Backend, model: Model, acts: Activations, inpu
     acts.branchBuf.set(input.branch.subarray(0, 2 * R));
     acts.branch = acts.branchBuf.subarray(0, 2 * R);
   } else acts.branch = null;
-  const window = cfg.slidingWindow ?? 0;
 
   embeddingForwardW(be, acts.x[0]!, acts.ids, p.tokEmbd, N, C);
-  for (let l = 0; l < cfg.L; l++) {
-    const w = p.layers[l]!;
-    const a = acts.layers[l]!;
-    const x = acts.x[l]!;
-    be.rmsnormForward(a.ln1, a.rstd1, x, w.attnNorm, N, C, rmsEps);
-    if (cfg.qkNorm) {
-      linearForward(be, model, acts, l, "wq", a.qPre!, a.ln1, w.wq, w.bq, N, C, NH * HS);
-      linearForward(be, model, acts, l, "wk", a.kPre!, a.ln1, w.wk, w.bk, N, C, NKV * HS);
-      be.rmsnormForward(a.q, a.qRstd!, a.qPre!, w.qNorm!, N * NH, HS, rmsEps);
-      be.rmsnormForward(a.k, a.kRstd!, a.kPre!, w.kNorm!, N * NKV, HS, rmsEps);
-    } else {
-      linearForward(be, model, acts, l, "wq", a.q, a.ln1, w.wq, w.bq, N, C, NH * HS);
-      linearForward(be, model, acts, l, "wk", a.k, a.ln1, w.wk, w.bk, N, C, NKV * HS);
-    }
-    linearForward(be, model, acts, l, "wv", a.v, a.ln1, w.wv, w.bv, N, C, NKV * HS);
-    be.ropeForward(a.q, acts.ropeCos, acts.ropeSin, acts.pos, N, NH, HS);
-    be.ropeForward(a.k, acts.ropeCos, acts.ropeSin, acts.pos, N, NKV, HS);
-    be.attentionForward(a.atty, a.attLse, a.q, a.k, a.v, acts.branch, R, T, NH, NKV, HS, window);
-    linearForward(be, model, acts, l, "wo", acts.tmp, a.atty, w.wo, null, N, NH * HS, C);
-    be.addForward(a.xMid, x, acts.tmp, N * C);
-    be.rmsnormForward(a.ln2, a.rstd2, a.xMid, w.ffnNorm, N, C, rmsEps);
-    linearForward(be, model, acts, l, "w_gate", a.gate, a.ln2, w.wGate, null, N, C, FF);
-    linearForward(be, model, acts, l, "w_up", a.up, a.ln2, w.wUp, null, N, C, FF);
-    be.swigluForward(a.h, a.gate, a.up, N * FF);
-    linearForward(be, model, acts, l, "w_down", acts.tmp, a.h, w.wDown, null, N, FF, C);
-    be.addForward(acts.x[l + 1]!, a.xMid, acts.tmp, N * C);
-  }
+  for (let l = 0; l < cfg.L; l++) layerForward(be, model, acts, l, false);
   be.rmsnormForward(acts.lnf, acts.rstdf, acts.x[cfg.L]!, p.outNorm, N, C, rmsEps);
   lmHeadLogprobForwardW(
     be, acts.logp, acts.lse, acts.logitSum, acts.wantLogSumSq ? acts.logSumSq : null,
     acts.lnf, acts.rows, acts.targets, p.lmHead, M, C, V,
   );
   return acts.logp.subarray(0, M);
+}
+
+/**
+ * Layer l of the forward, from the residual stream x[l] to x[l + 1]. `replay` is the backward's recomputation of a
+ * checkpointed layer: the same kernels on the same input (dropout masks reused), stopping once the activations the
+ * backward reads are back.
+ */
+function layerForward(be: Backend, model: Model, acts: Activations, l: number, replay: boolean): void {
+  const { cfg, p } = model;
+  const { C, NH, NKV, HS, FF, rmsEps } = cfg;
+  const { R, T } = acts;
+  const N = R * T;
+  const window = cfg.slidingWindow ?? 0;
+  const w = p.layers[l]!;
+  const a = acts.layers[l]!;
+  const x = acts.x[l]!;
+  be.rmsnormForward(a.ln1, a.rstd1, x, w.attnNorm, N, C, rmsEps);
+  if (cfg.qkNorm) {
+    linearForward(be, model, acts, l, "wq", a.qPre!, a.ln1, w.wq, w.bq, N, C, NH * HS, replay);
+    linearForward(be, model, acts, l, "wk", a.kPre!, a.ln1, w.wk, w.bk, N, C, NKV * HS, replay);
+    be.rmsnormForward(a.q, a.qRstd!, a.qPre!, w.qNorm!, N * NH, HS, rmsEps);
+    be.rmsnormForward(a.k, a.kRstd!, a.kPre!, w.kNorm!, N * NKV, HS, rmsEps);
+  } else {
+    linearForward(be, model, acts, l, "wq", a.q, a.ln1, w.wq, w.bq, N, C, NH * HS, replay);
+    linearForward(be, model, acts, l, "wk", a.k, a.ln1, w.wk, w.bk, N, C, NKV * HS, replay);
+  }
+  linearForward(be, model, acts, l, "wv", a.v, a.ln1, w.wv, w.bv, N, C, NKV * HS, replay);
+  be.ropeForward(a.q, acts.ropeCos, acts.ropeSin, acts.pos, N, NH, HS);
+  be.ropeForward(a.k, acts.ropeCos, acts.ropeSin, acts.pos, N, NKV, HS);
+  be.attentionForward(a.atty, a.attLse, a.q, a.k, a.v, acts.branch, R, T, NH, NKV, HS, window);
+  linearForward(be, model, acts, l, "wo", acts.tmp, a.atty, w.wo, null, N, NH * HS, C, replay);
+  be.addForward(a.xMid, x, acts.tmp, N * C);
+  be.rmsnormForward(a.ln2, a.rstd2, a.xMid, w.ffnNorm, N, C, rmsEps);
+  linearForward(be, model, acts, l, "w_gate", a.gate, a.ln2, w.wGate, null, N, C, FF, replay);
+  linearForward(be, model, acts, l, "w_up", a.up, a.ln2, w.wUp, null, N, C, FF, replay);
+  be.swigluForward(a.h, a.gate, a.up, N * FF);
+  if (replay) return; // the backward needs nothing past h, and x[l + 1] was kept
+  linearForward(be, model, acts, l, "w_down", acts.tmp, a.h, w.wDown, null, N, FF, C);
+  be.addForward(acts.x[l + 1]!, a.xMid, acts.tmp, N * C);
 }
 
 /**
@@ -525,6 +555,7 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     const w = p.layers[l]!;
     const dw = g ? g.layers[l]! : null;
     const a = acts.layers[l]!;
+    if (acts.checkpointing) layerForward(be, model, acts, l, true);
     // x[l+1] = xMid + down(h): dx flows unchanged to xMid and into the MLP branch
     zero(acts.dh, N * FF);
     linearBackward(be, model, acts, l, "w_down", acts.dh, dw ? dw.wDown : null, null, acts.dx, a.h, w.wDown, N, FF, C);

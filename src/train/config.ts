@@ -131,6 +131,11 @@ export interface TrainConfig {
   /** Full fine-tuning of a quantised GGUF: start from float32 weights dequantised from its blocks. Without it, a
    *  quantised base is refused for full fine-tuning (LoRA trains on it as stored). */
   dequantize: boolean;
+  /** Keep only each layer's input in the forward and recompute the layer in the backward: less activation memory
+   *  for about one more forward's worth of time (TRL's `gradient_checkpointing`). Same gradients. */
+  gradient_checkpointing: boolean;
+  /** Start even when the fit planner predicts more memory than the machine has. */
+  force: boolean;
   /** The preference loss and its options (TRL's flat keys: loss_type, beta, label_smoothing, …). */
   loss: LossConfig;
 }
@@ -195,6 +200,8 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   lora_target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"],
   adapter: null,
   dequantize: false,
+  gradient_checkpointing: false,
+  force: false,
 };
 
 type Kind = "string?" | "string" | "number" | "number?" | "int" | "int?" | "bool" | "bool?" | "strings" | "strings?" | "object?" | { oneOf: readonly string[] };
@@ -212,7 +219,7 @@ const KINDS: { [K in keyof Rest]-?: Kind } = {
   metric_for_best_model: "string?", greater_is_better: "bool?", load_best_model_at_end: "bool", precompute_ref_log_probs: "bool", shared_prefix: "bool", ref_model: "string?", ref_dtype: { oneOf: ["f32", "bf16", "q8_0"] },
   backend: { oneOf: ["auto", "js", "native"] },
   use_peft: "bool", lora_r: "int", lora_alpha: "number", lora_dropout: "number", lora_target_modules: "strings",
-  adapter: "string?", dequantize: "bool",
+  adapter: "string?", dequantize: "bool", gradient_checkpointing: "bool", force: "bool",
 };
 
 const describe = (v: unknown): string => (typeof v === "string" ? JSON.stringify(v) : v === null ? "null" : Array.isArray(v) ? "a list" : typeof v === "object" ? "an object" : String(v));
@@ -506,6 +513,8 @@ const KEY_HELP: { [K in keyof Rest]-?: string } = {
   lora_target_modules: "which projections get adapters: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj",
   adapter: "a PEFT adapter folder to continue training (implies use_peft)",
   dequantize: "full fine-tuning of a quantised GGUF: train float32 weights dequantised from it",
+  gradient_checkpointing: "keep only each layer's input; recompute the layer in the backward (less memory, ~1 more forward of time)",
+  force: "start even if the fit planner predicts more memory than is available",
 };
 
 const LOSS_KEY_HELP: Record<string, string> = {

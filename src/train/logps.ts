@@ -51,10 +51,16 @@ export interface PairLogpsRow {
 }
 
 /** Activations big enough for any `batchSize` consecutive pairs of `pairs` in the given layout. */
-export function activationsForPairs(model: Model, pairs: readonly TokenizedPair[], batchSize: number, shared: boolean): Activations {
+/**
+ * Activations for batches of `batchSize` pairs. `checkpointing`: gradient checkpointing for a training forward, or
+ * (forward-only uses, which never run a backward) the same single set of layer activations.
+ */
+export function activationsForPairs(
+  model: Model, pairs: readonly TokenizedPair[], batchSize: number, shared: boolean, checkpointing = false,
+): Activations {
   const B = Math.max(1, Math.min(batchSize, pairs.length));
   const { T } = packedShape(pairs, shared);
-  return createActivations(model, shared ? B : 2 * B, T);
+  return createActivations(model, shared ? B : 2 * B, T, checkpointing);
 }
 
 /**
@@ -67,7 +73,7 @@ export function forEachPairBatch(
 ): void {
   if (pairs.length === 0) return;
   const B = Math.min(batchSize, pairs.length);
-  const acts = activationsForPairs(model, pairs, B, shared);
+  const acts = activationsForPairs(model, pairs, B, shared, true); // forward only: one set of layer activations
   for (let s = 0; s < pairs.length; s += B) {
     const pk = packPairs(pairs.slice(s, s + B), shared);
     use(pk, forwardPairs(be, model, acts, pk), s);

@@ -392,7 +392,7 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
     const maxB = Math.max(B, evalB);
     const sharedPrefix = cfg.shared_prefix;
     const allPairs = [...data.train, ...data.eval];
-    const acts = activationsForPairs(policy, allPairs, maxB, sharedPrefix);
+    const acts = activationsForPairs(policy, allPairs, maxB, sharedPrefix, cfg.gradient_checkpointing);
     const grads = usePeft ? null : createGradients(policy);
     // What the optimizer updates: the whole parameter arena, or the adapter arena.
     const trainable: Buf = usePeft ? policy.lora!.params : policy.params;
@@ -415,7 +415,7 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
         const sameShape = JSON.stringify(refModel.cfg) === JSON.stringify(policy.cfg);
         ref = {
           model: refModel,
-          acts: sameShape ? acts : activationsForPairs(refModel, allPairs, maxB, sharedPrefix),
+          acts: sameShape ? acts : activationsForPairs(refModel, allPairs, maxB, sharedPrefix, true),
           adaptersOff: refIsAdaptersOff,
         };
       }
