@@ -300,6 +300,27 @@ summary.json and report.html.`,
   },
 };
 
+const planCommand: Command = {
+  summary: "will a training run fit? its predicted peak memory and time per micro-batch, without training",
+  help: `usage: tsdpo plan [<config.json>] [--key value ...]
+  The same config and settings as \`tsdpo train\`. Reads the model's header (not its weights) and the data, then
+  prints what train prints before its first step: the predicted peak memory, item by item (weights by storage,
+  trainable parameters, gradients, AdamW moments, the reference copy, activations of the largest micro-batch, the
+  kernels' scratch), the memory available (min of MemAvailable and the cgroup limit), and the predicted time per
+  micro-batch from the step's FLOPs and a GEMM rate measured here on the step's shapes. If the run would not fit,
+  it says so and names the settings that would (as train refuses; --force makes train start anyway).`,
+  options: Object.fromEntries(Object.entries(trainOptionTypes()).map(([k, type]) => [k, { type }])),
+  async run(v, positionals) {
+    const { planTrain } = await import("../train/train.js");
+    if (positionals.length > 1)
+      throw configError(`plan: give one config file, got ${positionals.length} (${positionals.join(", ")}); settings go as --key value`);
+    const file = positionals[0] ?? defaultConfigPath;
+    const where = (positionals[0] ?? "configs/default.json") + (Object.keys(v).length ? " with the command line's settings" : "");
+    const cfg = resolveTrainConfig(applyOverrides(readConfigFile(file), v), where);
+    await planTrain(cfg, (line) => process.stdout.write(line + "\n"));
+  },
+};
+
 const evalCommand: Command = {
   summary: "preference accuracy and mean reward margin of a model against a reference on a preference file",
   help: `usage: tsdpo eval --model <policy> --data <file> [--reference <model>] [--adapter <folder>] [--beta B]
@@ -351,6 +372,7 @@ Accuracy is the share of pairs whose implicit reward ranks chosen strictly above
 export const commands: Record<string, Command> = {
   demo: demoCommand,
   train: trainCommand,
+  plan: planCommand,
   eval: evalCommand,
   sample: sampleCommand,
   generate: generateCommand,

@@ -5,7 +5,7 @@
 // A tensor's dims are listed innermost first (ne[0] is the contiguous one), so a row-major [out][in] matrix has
 // dims [in, out].
 
-import { readFileSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from "node:fs";
 import { inputError, unsupportedError } from "../errors.js";
 import { f16ToF32, bf16ToF32 } from "./dtype.js";
 
@@ -135,8 +135,39 @@ class Cursor {
   }
 }
 
-export function readGguf(path: string, buffer?: Buffer): GgufFile {
+/**
+ * A GGUF file's metadata and tensor infos without its tensor data: a prefix of the file, grown until the header
+ * parses (the vocabulary of a 128k-token model is a few MB). `buffer` holds only that prefix: what the fit planner
+ * and tokenizer need before anything large is read.
+ */
+export function readGgufHeader(path: string): GgufFile {
+  const fd = openSync(path, "r");
+  try {
+    const size = fstatSync(fd).size;
+    for (let want = 4 << 20; ; want *= 4) {
+      const n = Math.min(size, want);
+      const buf = Buffer.alloc(n);
+      let got = 0;
+      while (got < n) {
+        const k = readSync(fd, buf, got, n - got, got);
+        if (k === 0) break;
+        got += k;
+      }
+      try {
+        return readGguf(path, buf.subarray(0, got), size);
+      } catch (err) {
+        if (n >= size) throw err; // the whole file did not parse: the error is the file's
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** `fileSize`: the buffer is a prefix of a file of that size (readGgufHeader); tensor extents are checked against it. */
+export function readGguf(path: string, buffer?: Buffer, fileSize?: number): GgufFile {
   const buf = buffer ?? readFileSync(path);
+  const limit = fileSize ?? buf.length;
   const c = new Cursor(buf, path);
   if (buf.length < 4 || buf.readUInt32LE(0) !== GGUF_MAGIC)
     throw inputError(`${path}: not a GGUF file (the first 4 bytes are not "GGUF")`);
@@ -189,9 +220,9 @@ export function readGguf(path: string, buffer?: Buffer): GgufFile {
   let prev: GgufTensorInfo | undefined;
   for (const t of sized) {
     const end = dataOffset + t.offset + tensorByteSize(t);
-    if (end > buf.length)
+    if (end > limit)
       throw inputError(
-        `${path}: GGUF file is truncated: tensor ${t.name} ends at byte ${end} but the file has ${buf.length} bytes`,
+        `${path}: GGUF file is truncated: tensor ${t.name} ends at byte ${end} but the file has ${limit} bytes`,
       );
     if (prev && prev.offset + tensorByteSize(prev) > t.offset && tensorByteSize(t) > 0)
       throw inputError(

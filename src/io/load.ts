@@ -11,7 +11,7 @@ import { tokenizerFromGguf } from "../tokenizer/gguf.js";
 import type { Tokenizer } from "../tokenizer/types.js";
 import { BLOCK, GGML_TYPE_ID, type QuantType, dequantizeRow, rowBytes } from "../quant/ggml.js";
 import { type QuantWeight, quantWeight } from "../model/weights.js";
-import { type GgufFile, readGguf, readGgufTensor, readableGgufTensor } from "./gguf.js";
+import { type GgufFile, readGguf, readGgufHeader, readGgufTensor, readableGgufTensor } from "./gguf.js";
 import { llamaConfigFromGguf } from "./ggufconfig.js";
 import { llamaConfigFromHf } from "./hfconfig.js";
 import { ggufQkPermuted, ggufShape, ggufTensorName, ggufToHfQkRows, hfTensorName } from "./names.js";
@@ -228,4 +228,58 @@ function readBytes(path: string, offset: number, length: number): Uint8Array {
     closeSync(fd);
   }
   return out;
+}
+
+/** What a model file says about itself without its weights being read: enough to tokenise data and plan memory. */
+export interface ModelHeader {
+  path: string;
+  format: "gguf" | "hf";
+  cfg: LlamaConfig;
+  tokenizer: Tokenizer;
+  /** Per parameter (tsdpo names): the storage it will have once loaded with `opts` ("F32": the float arena). */
+  storage: Map<string, "F32" | QuantType>;
+  /** A GGUF's size when its buffer stays in memory while loading (it is read whole; quantised matrices view it). */
+  fileBuffer: number;
+  /** Bytes of the loader's own copies of frozen blocks (a Llama-family GGUF's Q/K rows, reordered). */
+  loaderCopies: number;
+  /** Whether frozen blocks are views into the file buffer (GGUF) rather than allocations of their own (HF halves). */
+  blocksInFile: boolean;
+  /** The largest float32 tensor the loader materialises before copying it into the arena (HF), bytes. */
+  loaderTransient: number;
+}
+
+/**
+ * The header of a GGUF (metadata and tensor infos, from a prefix of the file) or of an HF folder (config.json,
+ * tokenizer.json, safetensors headers), and the storage each parameter will get under `opts`, as the loaders decide.
+ */
+export function readModelHeader(path: string, opts: LoadOptions = {}): ModelHeader {
+  if (!existsSync(path)) throw inputError(`${path}: no such model file or folder (give a .gguf file or a Hugging Face model folder)`);
+  const storage = new Map<string, "F32" | QuantType>();
+  if (statSync(path).isDirectory()) {
+    const configPath = join(path, "config.json");
+    if (!existsSync(configPath)) throw inputError(`${path}: no config.json; a Hugging Face model folder needs config.json, safetensors weights and tokenizer.json`);
+    const cfg = llamaConfigFromHf(readJsonFile(configPath), configPath);
+    const tokenizer = loadHfTokenizer(path);
+    const st = openSafetensorsFolder(path);
+    let loaderTransient = 0;
+    for (const s of paramSpecs(cfg)) {
+      const dtype = st.entries.get(hfTensorName(s.name))?.dtype;
+      const half = (dtype === "F16" || dtype === "BF16") && s.shape.length === 2 && opts.halvesAsFloat !== true;
+      storage.set(s.name, half ? dtype : "F32");
+      if (!half) loaderTransient = Math.max(loaderTransient, 4 * s.shape.reduce((a, b) => a * b, 1));
+    }
+    return { path, format: "hf", cfg, tokenizer, storage, fileBuffer: 0, loaderCopies: 0, blocksInFile: false, loaderTransient };
+  }
+  const f = readGgufHeader(path);
+  const cfg = llamaConfigFromGguf(f);
+  const tokenizer = tokenizerFromGguf(f);
+  const permuted = ggufQkPermuted(cfg.family);
+  let loaderCopies = 0;
+  for (const s of paramSpecs(cfg)) {
+    const type = BLOCKS_BY_ID.get(f.tensors.get(ggufTensorName(s.name))?.type ?? -1);
+    const kept = type !== undefined && s.shape.length === 2 && keepsBlocks(type, opts) && s.shape[1]! % BLOCK[type].elems === 0;
+    storage.set(s.name, kept ? type : "F32");
+    if (kept && permuted && /\.(wq|wk)$/.test(s.name)) loaderCopies += s.shape[0]! * rowBytes(type, s.shape[1]!);
+  }
+  return { path, format: "gguf", cfg, tokenizer, storage, fileBuffer: statSync(path).size, loaderCopies, blocksInFile: true, loaderTransient: 0 };
 }

@@ -259,12 +259,11 @@ export interface LoraActs {
 const loraKey = (l: number, t: LoraTarget): string => `${l}.${t}`;
 
 /**
- * Carves every activation out of one allocation sized for maxRows sequences of maxT tokens. With `checkpointing`
- * (gradient checkpointing, or a forward that is never differentiated) the L layers share one set of per-layer
- * activations and only the residual stream is kept per layer (see Activations.checkpointing).
+ * The activation arena's views, in order, with their lengths in elements: what createActivations allocates (the fit
+ * planner, src/train/plan.ts, adds these up without allocating them).
  */
-export function createActivations(model: Model, maxRows: number, maxT: number, checkpointing = false): Activations {
-  const { C, L, NH, NKV, HS, FF, qkNorm } = model.cfg;
+export function activationLayout(cfg: LlamaConfig, maxRows: number, maxT: number, checkpointing: boolean): [string, number][] {
+  const { C, L, NH, NKV, HS, FF, qkNorm } = cfg;
   const N = maxRows * maxT;
   const sizes: [string, number][] = [];
   const want = (name: string, n: number): void => void sizes.push([name, n]);
@@ -282,6 +281,26 @@ export function createActivations(model: Model, maxRows: number, maxT: number, c
   want("tmp", N * C); want("dx", N * C); want("dln", N * C); want("dq", N * NH * HS); want("dk", N * NKV * HS);
   want("dv", N * NKV * HS); want("dqPre", N * NH * HS); want("dkPre", N * NKV * HS); want("datty", N * NH * HS);
   want("dgate", N * FF); want("dup", N * FF); want("dh", N * FF);
+  return sizes;
+}
+
+/** Elements of createActivations's LoRA buffers for adapters of rank r (dropout p) on `adapters` (their IN widths). */
+export function loraActivationFloats(cfg: LlamaConfig, maxRows: number, maxT: number, r: number, dropout: number, adapterIns: readonly number[]): number {
+  const N = maxRows * maxT, maxIO = Math.max(cfg.C, cfg.NH * cfg.HS, cfg.FF);
+  const perAdapter = adapterIns.reduce((a, IN) => a + N * r + (dropout > 0 ? N * IN : 0), 0);
+  return perAdapter + (dropout > 0 ? 2 * N * maxIO : 0) + N * maxIO + N * r;
+}
+
+/**
+ * Carves every activation out of one allocation sized for maxRows sequences of maxT tokens. With `checkpointing`
+ * (gradient checkpointing, or a forward that is never differentiated) the L layers share one set of per-layer
+ * activations and only the residual stream is kept per layer (see Activations.checkpointing).
+ */
+export function createActivations(model: Model, maxRows: number, maxT: number, checkpointing = false): Activations {
+  const { C, NH, HS, FF, L } = model.cfg;
+  const N = maxRows * maxT;
+  const layerSets = checkpointing ? 1 : L;
+  const sizes = activationLayout(model.cfg, maxRows, maxT, checkpointing);
   const total = sizes.reduce((a, [, n]) => a + n, 0);
   const arena = new model.ctor(total);
   const views = new Map<string, Buf>();

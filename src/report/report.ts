@@ -471,8 +471,19 @@ function summaryKv(run: RunData): string {
     ...trained("rewards/accuracies", "reward accuracy", 3),
     ...trained("loss", "loss", 4),
     ["tokens seen", last ? String(last.num_tokens ?? "—") : "—"],
+    ...memoryRows(run.summary),
   ];
   return `<table class="kv">${items.map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join("")}</table>`;
+}
+
+/** The fit planner's prediction (plan.ts) beside what the run measured, from summary.json. */
+function memoryRows(summary: Record<string, unknown> | null): [string, string][] {
+  const m = summary?.memory as { predicted_peak_mb?: number; measured_peak_mb?: number; predicted_step_seconds?: number | null; measured_step_seconds?: number | null } | undefined;
+  if (!m || typeof m.predicted_peak_mb !== "number" || typeof m.measured_peak_mb !== "number") return [];
+  const rows: [string, string][] = [["peak memory", `${m.measured_peak_mb} MB measured (peak RSS); the planner predicted ${m.predicted_peak_mb} MB`]];
+  if (typeof m.predicted_step_seconds === "number" && typeof m.measured_step_seconds === "number")
+    rows.push(["time per micro-batch", `${num(m.measured_step_seconds, 3)} s measured (median); the planner predicted ${num(m.predicted_step_seconds, 3)} s`]);
+  return rows;
 }
 
 /** Escaped text with each named setting set in <code>. */

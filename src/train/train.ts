@@ -12,6 +12,7 @@
 // uninterrupted one.
 
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join, resolve } from "node:path";
 import type { Backend, Buf } from "../backend/contract.js";
 import { selectBackend } from "../backend/select.js";
@@ -20,7 +21,7 @@ import { dataOptionsFromConfig, formatPreferenceData, loadPreferenceData, writeI
 import type { RowIssue, TokenizedPair } from "../data/types.js";
 import { TsdpoError, configError } from "../errors.js";
 import { appendFileLogged, writeFileAtomic } from "../io/atomic.js";
-import { type LoadedModel, loadModel } from "../io/load.js";
+import { type LoadedModel, type ModelHeader, loadModel, readModelHeader } from "../io/load.js";
 import { modelFingerprint } from "../io/fingerprint.js";
 import { loadPeftAdapter, loraTargetsFromPeft } from "../io/peft.js";
 import { createLora } from "../model/lora.js";
@@ -41,6 +42,7 @@ import { acquireRunLock } from "./lock.js";
 import { type TrainConfig, bestModelMetric, trainConfigToJson } from "./config.js";
 import { readMetricsRows, runSummary } from "./summary.js";
 import { activationsForPairs, forwardPairs, rowSums } from "./logps.js";
+import { checkPlan, runPlanSpec } from "./plan.js";
 import { createProgress, etaSeconds } from "./progress.js";
 import { type RefLogps, precomputedRefLogps } from "./reference.js";
 import { lrAt, warmupSteps } from "./schedule.js";
@@ -84,12 +86,13 @@ interface PreparedRun {
 }
 
 /** Reads nothing from and writes nothing into runDir (it may not exist yet); runDir only names the reports. */
-async function prepareData(cfg: TrainConfig, loaded: LoadedModel, runDir: string): Promise<PreparedRun> {
+/** runDir null: a plan, which writes no reports, so the summary names none. */
+async function prepareData(cfg: TrainConfig, model: Pick<ModelHeader, "tokenizer" | "cfg">, runDir: string | null): Promise<PreparedRun> {
   // Sequences longer than the model's context cannot be scored: the loader caps max_length there.
-  const d = await loadPreferenceData(resolve(cfg.data ?? defaultDataPath), loaded.tokenizer, dataOptionsFromConfig(cfg, loaded.model.cfg.maxSeqLen));
+  const d = await loadPreferenceData(resolve(cfg.data ?? defaultDataPath), model.tokenizer, dataOptionsFromConfig(cfg, model.cfg.maxSeqLen));
   const summary = formatPreferenceData(d, {
-    invalidReport: d.invalid.length ? join(runDir, "invalid_rows.jsonl") : undefined,
-    warningsReport: d.warnings.length ? join(runDir, "data_warnings.jsonl") : undefined,
+    invalidReport: d.invalid.length && runDir ? join(runDir, "invalid_rows.jsonl") : undefined,
+    warningsReport: d.warnings.length && runDir ? join(runDir, "data_warnings.jsonl") : undefined,
   }).split("\n");
   return { train: d.pairs, eval: d.eval, summary, invalid: d.invalid, warnings: d.warnings, prompts: d.prompts };
 }
@@ -308,6 +311,26 @@ function decays(name: string): boolean {
 // ---------------------------------------------------------------------------------------------------------------
 // The run
 
+/**
+ * `tsdpo plan`: what `tsdpo train` would print before its first step (the data summary and the fit planner's
+ * memory and time prediction), without reading the weights or creating a run folder. A run that would not fit is
+ * refused with the same error train gives.
+ */
+export async function planTrain(cfg: TrainConfig, log: (line: string) => void): Promise<void> {
+  const be = selectBackend(cfg.backend);
+  const modelPath = resolve(cfg.model ?? defaultModelPath);
+  const usePeft = cfg.use_peft || cfg.adapter !== null;
+  const header = readModelHeader(modelPath, { dequantize: cfg.dequantize, halvesAsFloat: !usePeft });
+  const data = await prepareData(cfg, header, null);
+  for (const line of data.summary) log(line);
+  const refPath = resolve(cfg.ref_model ?? modelPath);
+  checkPlan(
+    be,
+    runPlanSpec(cfg, header, [...data.train, ...data.eval], data.train, be.name, availableParallelism(), refPath !== modelPath && needsReference(cfg.loss) ? readModelHeader(refPath) : null),
+    { force: cfg.force, batch: cfg.per_device_train_batch_size, evalBatch: cfg.per_device_eval_batch_size, maxLength: cfg.max_length, say: log, withTime: true },
+  );
+}
+
 export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: TrainOptions = {}): Promise<TrainResult> {
   const log = opts.log ?? ((line: string) => process.stderr.write(line + "\n"));
   const say = opts.quiet ? (_: string) => {} : log;
@@ -330,16 +353,29 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   const modelPath = resolve(cfg.model ?? defaultModelPath);
   const usePeft = cfg.use_peft || cfg.adapter !== null;
   // LoRA reads the frozen base as stored (halves, quantised blocks); full fine-tuning trains float32 weights.
-  const base = loadModel(modelPath, Float32Array, { dequantize: cfg.dequantize, halvesAsFloat: !usePeft });
+  const loadOptions = { dequantize: cfg.dequantize, halvesAsFloat: !usePeft };
+  // The model's header (config, tokenizer, each tensor's storage) comes first: the data is tokenised with it and the
+  // fit planner sizes the run from it, so a run that cannot fit is refused before any weights are read.
+  const header = readModelHeader(modelPath, loadOptions);
   // Full fine-tuning updates every weight, which needs them in float32; a quantised base is LoRA's (QLoRA-style).
-  if (!usePeft && base.model.quant.size > 0) {
-    const types = [...new Set([...base.model.quant.values()].map((w) => w.type))].join(", ");
+  const storedBlocks = [...header.storage.values()].filter((t) => t !== "F32");
+  if (!usePeft && storedBlocks.length > 0) {
+    const types = [...new Set(storedBlocks)].join(", ");
     throw configError(
       `${modelPath}: holds quantised weights (${types}), which full fine-tuning cannot update. Train LoRA adapters on ` +
         `it as it is (use_peft: true, or --use_peft), or set dequantize: true (--dequantize) to train float32 weights ` +
         `that start from the dequantised values`,
     );
   }
+  const data = await prepareData(cfg, header, runDir);
+  const refPath = resolve(cfg.ref_model ?? modelPath);
+  const planLines: string[] = []; // printed after the data summary; a refusal prints them at once
+  const plan = checkPlan(
+    be,
+    runPlanSpec(cfg, header, [...data.train, ...data.eval], data.train, be.name, availableParallelism(), refPath !== modelPath && needsReference(cfg.loss) ? readModelHeader(refPath) : null),
+    { force: cfg.force, batch: cfg.per_device_train_batch_size, evalBatch: cfg.per_device_eval_batch_size, maxLength: cfg.max_length, say, withTime: true, print: (line) => planLines.push(line) },
+  );
+  const base = loadModel(modelPath, Float32Array, loadOptions);
   // Full fine-tuning trains a copy of the weights (the checkpoint's when resuming); LoRA trains adapters on the
   // loaded base, which stays frozen and also serves as the reference with the adapters switched off.
   const loaded: LoadedModel = resumeFrom && !usePeft ? { ...loadModel(resumeFrom.dir), path: modelPath, format: base.format } : base;
@@ -354,8 +390,6 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
         targets: loraTargetsFromPeft(cfg.lora_target_modules, "training config: lora_target_modules"),
       }, cfg.seed);
   }
-  const data = await prepareData(cfg, base, runDir);
-  const refPath = resolve(cfg.ref_model ?? modelPath);
   // The reference is always the untouched starting model (or ref_model), also when resuming.
   const refIsAdaptersOff = usePeft && refPath === modelPath;
   const refModel = !needsReference(cfg.loss)
@@ -385,7 +419,7 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
     if (data.invalid.length > 0) writeInvalidReport(join(runDir, "invalid_rows.jsonl"), data.invalid);
     if (data.warnings.length > 0) writeWarningsReport(join(runDir, "data_warnings.jsonl"), data.warnings);
     writeFileAtomic(join(runDir, "prompts.jsonl"), data.prompts.map((p) => JSON.stringify({ prompt: p }) + "\n").join(""));
-    for (const line of [...(opts.notes ?? []), ...data.summary]) say(line);
+    for (const line of [...(opts.notes ?? []), ...data.summary, ...planLines]) say(line);
 
     const B = cfg.per_device_train_batch_size;
     const evalB = cfg.per_device_eval_batch_size;
@@ -528,6 +562,7 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
 
     if (cfg.eval_on_start && !resumeFrom && data.eval.length > 0) evalMetrics = runEval(0);
 
+    const microSeconds: number[] = [];
     while (state.step < totalSteps) {
       const stepStart = performance.now();
       trainableGrads.fill(0);
@@ -547,7 +582,9 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
       let stepLoss = 0;
       for (let s = 0; s < take.length; s += B) {
         const idx = take.slice(s, s + B);
+        const microStart = performance.now();
         const r = microBatch(engine, idx.map((i) => data.train[i]!), idx, "train", state.lossState, idx.length / take.length, s / B);
+        if (idx.length === B) microSeconds.push((performance.now() - microStart) / 1000); // full micro-batches, as planned
         state.lossState = r.out.state;
         stepLoss += (r.out.loss * idx.length) / take.length;
         window.add(r.metrics, idx.length);
@@ -622,6 +659,13 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
       best: best && state.best ? { metric: best.key, step: state.best.step, value: state.best.value, final_is_best: cfg.load_best_model_at_end } : null,
       best_eval: bestRow,
       seconds: (Date.now() - startedAt) / 1000,
+      // the fit planner's prediction (plan.ts) beside the measurement; the report shows both
+      memory: {
+        predicted_peak_mb: Math.round(plan.memory.peak / 2 ** 20), measured_peak_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+        predicted_step_seconds: plan.time ? plan.time.seconds : null,
+        measured_step_seconds: microSeconds.length ? [...microSeconds].sort((a, b) => a - b)[microSeconds.length >> 1]! : null,
+        plan: plan.memory.items,
+      },
     };
     writeFileAtomic(join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
     const report = await writeRunReport(runDir);
