@@ -32,35 +32,41 @@ function baseDtypeOption(v: Record<string, string | boolean | undefined>): "f32"
   const s = typeof v["base-dtype"] === "string" ? v["base-dtype"].toLowerCase() : "f32";
   if (s !== "f32" && !(BENCH_BASE_DTYPES as readonly string[]).includes(s))
     throw configError(`--base-dtype ${s}: expected f32 or one of ${BENCH_BASE_DTYPES.join(", ")}`);
-  if (s !== "f32" && typeof v["lora-r"] !== "string") throw configError(`--base-dtype ${s}: a quantised base is frozen; give --lora-r too`);
+  if (s !== "f32" && typeof v["lora-r"] !== "string") throw configError(`--base-dtype ${s}: a ${s} base is frozen; give --lora-r too`);
   return s as "f32" | BenchBaseDtype;
 }
 
 export const benchCommand: Command = {
   summary: "time one full DPO training step on a preset architecture (JSON with --json)",
-  help: `usage: tsdpo bench [--preset ${Object.keys(PRESETS).join("|")}] [--prompt-len 128] [--completion-len 128]
+  help: `usage: tsdpo bench [--preset P] [--prompt-len 128] [--completion-len 128]
                    [--pairs 1] [--steps 5] [--warmup 1] [--threads N] [--concatenated] [--lora-r R]
-                   [--base-dtype f32|${BENCH_BASE_DTYPES.join("|")}] [--backend auto|native|js] [--json]
+                   [--base-dtype f32|${BENCH_BASE_DTYPES.join("|")}] [--gradient-checkpointing]
+                   [--backend auto|native|js] [--json]
   One step = reference forward, policy forward on chosen and rejected, sigmoid DPO loss (β 0.1), backward,
   gradient clipping and AdamW, exactly as \`tsdpo train\` runs it. Weights are deterministic (no download); tokens
   follow a formula shared with tools/bench_torch.py. Reports the median step over --steps timed steps after
   --warmup untimed ones, the share of each phase, peak RSS, and the GEMM rate against this machine's FMA peak,
   both measured on the spot.
-  --preset P           architecture (default smollm-135m)
+  --preset P           architecture (default smollm-135m), a published model's config.json shape:
+                       ${Object.keys(PRESETS).join(", ")}
   --prompt-len N       prompt tokens per pair (default 128)
   --completion-len N   tokens of each answer (default 128)
   --pairs N            pairs per step (default 1)
   --threads N          threads for the native backend (default: every core)
   --concatenated       TRL's layout (2 rows of prompt + answer) instead of tsdpo's shared prompt
   --lora-r R           LoRA of rank R on all seven projections (alpha 2R) instead of full fine-tuning
-  --base-dtype D       the frozen base's storage with --lora-r: f32 (default) or its matrices quantised to
-                       ${BENCH_BASE_DTYPES.join(", ")} (llama.cpp's fallbacks for rows the blocks do not fit)
+  --base-dtype D       the frozen base's storage with --lora-r: f32 (default), bf16 (the float weights
+                       rounded) or random blocks of ${BENCH_BASE_DTYPES.filter((d) => d !== "bf16").join(", ")} with the same spread, made block by
+                       block without a float32 copy (llama.cpp's fallbacks for rows the blocks do not fit)
+  --gradient-checkpointing
+                       keep one set of layer activations and recompute each layer in the backward
+                       (train's gradient_checkpointing: less memory, one more forward)
   --json               one JSON object on stdout`,
   options: {
     preset: { type: "string" }, "prompt-len": { type: "string" }, "completion-len": { type: "string" },
     pairs: { type: "string" }, steps: { type: "string" }, warmup: { type: "string" }, threads: { type: "string" },
     concatenated: { type: "boolean" }, backend: { type: "string" }, json: { type: "boolean" },
-    "lora-r": { type: "string" }, "base-dtype": { type: "string" },
+    "lora-r": { type: "string" }, "base-dtype": { type: "string" }, "gradient-checkpointing": { type: "boolean" },
   },
   async run(v) {
     const preset = typeof v.preset === "string" ? v.preset : "smollm-135m";
@@ -81,6 +87,7 @@ export const benchCommand: Command = {
       sharedPrefix: v.concatenated !== true,
       loraR: typeof v["lora-r"] === "string" ? intOption(v, "lora-r", 8, 1) : null,
       baseDtype: baseDtypeOption(v),
+      gradientCheckpointing: v["gradient-checkpointing"] === true,
     }, {
       fmaPeak: onNative ? () => native.fmaPeakGflops(200) : null,
       threads: onNative ? native.info().threads : null,
@@ -95,9 +102,11 @@ export const benchCommand: Command = {
       `${result.preset} on ${result.backend}${result.config.threads ? ` (${result.config.threads} threads)` : ""}: ` +
         `${result.config.pairs} pair(s) × (${result.config.prompt_len} prompt + ${result.config.completion_len} answer tokens), ` +
         `${result.config.shared_prefix ? "shared prompt" : "concatenated"}` +
-        (result.config.lora_r !== null ? `, LoRA r ${result.config.lora_r} on a ${result.config.base_dtype} base` : ", full fine-tuning"),
+        (result.config.lora_r !== null ? `, LoRA r ${result.config.lora_r} on a ${result.config.base_dtype} base` : ", full fine-tuning") +
+        `, gradient checkpointing ${result.config.gradient_checkpointing ? "on" : "off"}`,
       `  step: ${result.ms_per_step} ms median of ${result.config.steps} (${result.steps_ms.join(", ")})`,
-      `  ${result.tokens_per_second} tokens/s, peak RSS ${result.peak_rss_mb} MB`,
+      `  ${result.tokens_per_second} tokens/s, peak RSS ${result.peak_rss_mb} MB, ` +
+        `activation arena ${(result.activation_arena_bytes / 2 ** 20).toFixed(1)} MB`,
       `  split: reference fwd ${pct(result.share.ref_fwd)}, policy fwd ${pct(result.share.policy_fwd)}, ` +
         `backward ${pct(result.share.backward)}, optimizer ${pct(result.share.optimizer)}`,
       `  GEMM ${result.gemm_gflops} GFLOP/s at the MLP's shape` +

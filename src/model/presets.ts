@@ -1,9 +1,23 @@
 // Real architectures (the config.json values of the published models) with deterministic random weights, for
 // benchmarks: no download, the same numbers in every run and in any language (arange → sin, as the PyTorch
 // fixtures do).
+//
+// Where each shape comes from: the model's config.json on the Hugging Face Hub (the repository named above each
+// entry). The three larger presets were checked against copies of those files reachable offline: Llama-3.2-1B's in
+// the public repositories kevinstephano/thunder_model_blocks (hf_llama/llama_config.py, Llama-3.2-1B-Instruct at
+// commit 4e20de36, the same architecture as the base model) and Anthony-Lionetti/PyTorch-nn-Tinkering
+// (llama_play/configs.py); Llama-3.2-3B's in citsjtu2020/LLM-Prof (sglang/Model_Config.md); Qwen2.5-1.5B's
+// (the base model, not -Instruct, whose max_position_embeddings is 32768 instead) in Lightning-AI litgpt's config
+// table and in a test that pins the file's revision 8faed761. ../shared/data holds no config.json of these models.
 
-import type { LlamaConfig } from "./config.js";
+import { type LlamaConfig, paramSpecs } from "./config.js";
 import { type FloatCtor, type Model, createModel } from "./llama.js";
+
+// Llama 3's RoPE: theta 500000 and the "llama3" frequency scaling of the 3.2 models (rope_scaling in config.json).
+const LLAMA32_ROPE = {
+  ropeTheta: 500000,
+  ropeScaling: { type: "llama3", factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 },
+} as const;
 
 export const PRESETS: Record<string, LlamaConfig> = {
   // HuggingFaceTB/SmolLM-135M
@@ -16,6 +30,22 @@ export const PRESETS: Record<string, LlamaConfig> = {
     family: "qwen2", V: 151936, C: 896, L: 24, NH: 14, NKV: 2, HS: 64, FF: 4864, ropeTheta: 1000000, ropeScaling: { type: "none" },
     rmsEps: 1e-6, tiedEmbeddings: true, qkvBias: true, qkNorm: false, maxSeqLen: 32768, slidingWindow: null,
   },
+  // meta-llama/Llama-3.2-1B: head_dim 64 = 2048 / 32, tie_word_embeddings true, max_position_embeddings 131072
+  "llama3.2-1b": {
+    family: "llama", V: 128256, C: 2048, L: 16, NH: 32, NKV: 8, HS: 64, FF: 8192, ...LLAMA32_ROPE,
+    rmsEps: 1e-5, tiedEmbeddings: true, qkvBias: false, qkNorm: false, maxSeqLen: 131072, slidingWindow: null,
+  },
+  // meta-llama/Llama-3.2-3B: head_dim 128 = 3072 / 24, tie_word_embeddings true, max_position_embeddings 131072
+  "llama3.2-3b": {
+    family: "llama", V: 128256, C: 3072, L: 28, NH: 24, NKV: 8, HS: 128, FF: 8192, ...LLAMA32_ROPE,
+    rmsEps: 1e-5, tiedEmbeddings: true, qkvBias: false, qkNorm: false, maxSeqLen: 131072, slidingWindow: null,
+  },
+  // Qwen/Qwen2.5-1.5B: head size 128 = 1536 / 12, q/k/v biases, tied embeddings, max_position_embeddings 131072,
+  // use_sliding_window false
+  "qwen2.5-1.5b": {
+    family: "qwen2", V: 151936, C: 1536, L: 28, NH: 12, NKV: 2, HS: 128, FF: 8960, ropeTheta: 1000000, ropeScaling: { type: "none" },
+    rmsEps: 1e-6, tiedEmbeddings: true, qkvBias: true, qkNorm: false, maxSeqLen: 131072, slidingWindow: null,
+  },
   // karpathy/tinyllamas stories260K (the shipped model's shape)
   stories260k: {
     family: "llama", V: 512, C: 64, L: 5, NH: 8, NKV: 4, HS: 8, FF: 172, ropeTheta: 10000, ropeScaling: { type: "none" },
@@ -23,18 +53,75 @@ export const PRESETS: Record<string, LlamaConfig> = {
   },
 };
 
-/** A preset model; parameter tensor k gets 0.02·sin(0.37·i + 1.3·k), norm weights 1 + 0.1·sin(…). */
-export function presetModel(name: string, ctor: FloatCtor = Float32Array): Model {
+/** The preset called `name`, or an error listing the known ones. */
+export function presetConfig(name: string): LlamaConfig {
   const cfg = PRESETS[name];
   if (!cfg) throw new Error(`unknown preset ${name}; known: ${Object.keys(PRESETS).join(", ")}`);
-  const model = createModel(cfg, ctor);
-  model.entries.forEach((e, k) => {
-    const isNorm = /norm$/.test(e.name);
-    const v = model.params.subarray(e.offset, e.offset + e.size);
-    for (let i = 0; i < e.size; i++) {
-      const s = Math.sin(0.37 * i + 1.3 * k);
-      v[i] = isNorm ? 1 + 0.1 * s : 0.02 * s;
-    }
-  });
+  return cfg;
+}
+
+/** Whether parameter `name` gets the norm formula 1 + 0.1·sin(…) rather than 0.02·sin(…). */
+export const isPresetNorm = (name: string): boolean => /norm$/.test(name);
+
+/**
+ * A preset model; parameter tensor k (paramSpecs order) gets 0.02·sin(0.37·i + 1.3·k) at element i, norm weights
+ * 1 + 0.1·sin(…), each computed in float64 and rounded once to the arena's type.
+ */
+export function presetModel(name: string, ctor: FloatCtor = Float32Array): Model {
+  const model = createModel(presetConfig(name), ctor);
+  fillPresetArena(model);
   return model;
+}
+
+/** Fills every tensor of the arena with its preset values (tensor k is its place in paramSpecs, arena or not). */
+export function fillPresetArena(model: Model): void {
+  const index = new Map(paramSpecs(model.cfg).map((s, k) => [s.name, k]));
+  for (const e of model.entries) {
+    const k = index.get(e.name)!;
+    const v = model.params.subarray(e.offset, e.offset + e.size);
+    if (isPresetNorm(e.name)) for (let i = 0; i < e.size; i++) v[i] = 1 + 0.1 * Math.sin(0.37 * i + 1.3 * k);
+    else if (v instanceof Float32Array) presetValues(v, k, 0, e.size);
+    else for (let i = 0; i < e.size; i++) v[i] = 0.02 * Math.sin(0.37 * i + 1.3 * k);
+  }
+}
+
+// presetValues below computes sin(x_i) for a run of J elements from one Math.sin/Math.cos pair at the run's start
+// xb and tables of sin and cos at a_j = 0.37·j: x_i = xb + a_j + δ exactly, where δ = (x_i − xb) − a_j is the
+// rounding of x_i and xb (|δ| < 1e-7 for i < 2^29), so sin x_i = sin(xb + a_j) + δ·cos(xb + a_j) + O(δ²) with an
+// error below 2e-14 all told. Math.sin of a large argument is slow (the full reduction modulo π/2 runs past about
+// 1.6·10^6: ~100 ns an element, minutes for a 3B model); this is a few multiplies.
+const J = 256;
+const A = new Float64Array(J), SIN_A = new Float64Array(J), COS_A = new Float64Array(J);
+for (let j = 0; j < J; j++) {
+  A[j] = 0.37 * j;
+  SIN_A[j] = Math.sin(A[j]!);
+  COS_A[j] = Math.cos(A[j]!);
+}
+/** Half-width of the interval around the fast value that must round to one float32 (0.02 × 2e-14 is 4e-16). */
+const BRACKET = 1e-13;
+
+/**
+ * dst[j] = float32(0.02·Math.sin(0.37·(i0 + j) + 1.3·k)) for j < n: elements i0 .. i0 + n − 1 of preset tensor k,
+ * bit for bit what the float64 formula rounded to float32 gives. Each fast value is used only when the interval
+ * ±BRACKET around it, which holds the exact value, rounds to a single float32 (rounding is monotonic); otherwise
+ * (about 2 elements in 10^4) Math.sin itself is called.
+ */
+export function presetValues(dst: Float32Array, k: number, i0: number, n: number): void {
+  const fr = Math.fround;
+  const c = 1.3 * k;
+  for (let j0 = 0; j0 < n; j0 += J) {
+    const ib = i0 + j0;
+    const xb = 0.37 * ib + c;
+    const sb = Math.sin(xb), cb = Math.cos(xb);
+    const m = Math.min(J, n - j0);
+    for (let j = 0; j < m; j++) {
+      const x = 0.37 * (ib + j) + c; // the very double presetModel's formula takes the sine of
+      const delta = x - xb - A[j]!;
+      const s = sb * COS_A[j]! + cb * SIN_A[j]!;
+      const co = cb * COS_A[j]! - sb * SIN_A[j]!;
+      const v = 0.02 * (s + delta * co);
+      const lo = fr(v - BRACKET);
+      dst[j0 + j] = lo === fr(v + BRACKET) ? lo : 0.02 * Math.sin(x);
+    }
+  }
 }

@@ -13,8 +13,9 @@ import { defaultLossConfig } from "../loss/config.js";
 import { initialLossState } from "../loss/losses.js";
 import { cloneModel, createGradients } from "../model/llama.js";
 import { createLora } from "../model/lora.js";
-import { quantisedCopy } from "../model/quantise.js";
+import { blockPresetModel } from "../model/presetquant.js";
 import { PRESETS, presetModel } from "../model/presets.js";
+import type { QuantType } from "../quant/ggml.js";
 import { activationsForPairs } from "./logps.js";
 import { type Engine, type StepTimings, microBatch, modelDecayRanges, optimizerStep } from "./train.js";
 
@@ -27,14 +28,20 @@ export interface BenchOptions {
   warmup: number;
   /** Pack each pair's prompt once (the default); false runs TRL's concatenated batch, for comparison. */
   sharedPrefix: boolean;
-  /** The frozen base's storage: "f32", or a GGML block type its matrices are quantised to (LoRA only). */
+  /**
+   * The frozen base's storage: "f32", or a GGML block type its matrices are made in (LoRA only): bf16 is the float
+   * preset rounded, the quantised types are random blocks of the same spread (src/model/presetquant.ts).
+   */
   baseDtype?: "f32" | BenchBaseDtype;
   /** LoRA rank on all seven projections (alpha 2r, no dropout); null: full fine-tuning. */
   loraR?: number | null;
+  /** Gradient checkpointing: one set of layer activations, each layer recomputed in the backward (as train's). */
+  gradientCheckpointing?: boolean;
 }
 
-export const BENCH_BASE_DTYPES = ["q8_0", "q4_k", "q6_k", "q5_0"] as const;
+export const BENCH_BASE_DTYPES = ["bf16", "q8_0", "q4_k", "q6_k", "q5_0"] as const;
 export type BenchBaseDtype = (typeof BENCH_BASE_DTYPES)[number];
+const BASE_TYPE: Record<BenchBaseDtype, QuantType> = { bf16: "BF16", q8_0: "Q8_0", q4_k: "Q4_K", q6_k: "Q6_K", q5_0: "Q5_0" };
 
 export interface BenchResult {
   preset: string;
@@ -43,6 +50,7 @@ export interface BenchResult {
   steps_ms: number[];
   tokens_per_second: number; // tokens as TRL counts them (2·pairs·(prompt+completion)) per second of step
   peak_rss_mb: number; // the whole process's peak, read after the steps
+  activation_arena_bytes: number; // the layers' saved activations and backward scratch (LoRA's branch buffers aside)
   gemm_gflops: number; // the backend's matmul at the MLP's up projection over the step's tokens (most of its FLOPs)
   gemm_gflops_lm_head: number; // and at the LM head's shape (answer tokens × vocabulary), its largest single product
   fma_peak_gflops: number | null; // this machine's float32 FMA peak, measured here (native only)
@@ -51,7 +59,7 @@ export interface BenchResult {
   check: { chosen_logps: number; rejected_logps: number; loss: number };
   config: {
     prompt_len: number; completion_len: number; pairs: number; steps: number; shared_prefix: boolean; threads: number | null;
-    base_dtype: string; lora_r: number | null;
+    base_dtype: string; lora_r: number | null; gradient_checkpointing: boolean;
   };
   env: Record<string, string | number | null>;
 }
@@ -98,18 +106,17 @@ export function benchDpoStep(
   if (!PRESETS[o.preset]) throw new Error(`unknown preset ${o.preset}`);
   const loraR = o.loraR ?? null;
   const baseDtype = o.baseDtype ?? "f32";
-  if (baseDtype !== "f32" && loraR === null) throw new Error("a quantised base is frozen: bench it with a LoRA rank");
-  // (the float32 preset of a quantised base is not kept: only its blocks stay referenced)
-  const policy = baseDtype === "f32"
-    ? presetModel(o.preset)
-    : quantisedCopy(presetModel(o.preset), ({ q8_0: "Q8_0", q4_k: "Q4_K", q6_k: "Q6_K", q5_0: "Q5_0" } as const)[baseDtype]);
+  const checkpointing = o.gradientCheckpointing ?? false;
+  if (baseDtype !== "f32" && loraR === null) throw new Error(`a ${baseDtype} base is frozen: bench it with a LoRA rank`);
+  // a bf16 or quantised base is made block by block: no float32 copy of its matrices ever exists
+  const policy = baseDtype === "f32" ? presetModel(o.preset) : blockPresetModel(PRESETS[o.preset]!, BASE_TYPE[baseDtype]);
   if (loraR !== null)
     policy.lora = createLora(policy, { r: loraR, alpha: 2 * loraR, dropout: 0, targets: ["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"] }, 0);
   // LoRA's reference is the base with the adapters off; full fine-tuning keeps a frozen copy
   const ref = loraR !== null ? policy : cloneModel(policy);
   const { V, C, FF } = policy.cfg;
   const pairs = benchPairs(V, o.pairs, o.promptLen, o.completionLen);
-  const acts = activationsForPairs(policy, pairs, pairs.length, o.sharedPrefix);
+  const acts = activationsForPairs(policy, pairs, pairs.length, o.sharedPrefix, checkpointing);
   const loss = defaultLossConfig(); // sigmoid DPO, β 0.1
   const timings: StepTimings = { policy_fwd: 0, ref_fwd: 0, backward: 0, optimizer: 0 };
   const engine: Engine = {
@@ -166,12 +173,13 @@ export function benchDpoStep(
     preset: o.preset, backend: be.name,
     ms_per_step: round(mid, 1), steps_ms: ms.map((x) => round(x, 1)),
     tokens_per_second: round(tokens / (mid / 1000), 1), peak_rss_mb: round(peakRss, 0),
+    activation_arena_bytes: acts.x[0]!.buffer.byteLength, // every per-layer view lives in that one allocation
     gemm_gflops: round(gemm, 1), gemm_gflops_lm_head: round(median(heads), 1), fma_peak_gflops: fma === null ? null : round(fma, 1),
     gemm_share_of_peak: fma === null ? null : round(gemm / fma, 3),
     share, check: check!,
     config: {
       prompt_len: o.promptLen, completion_len: o.completionLen, pairs: o.pairs, steps: o.steps, shared_prefix: o.sharedPrefix,
-      threads: extras.threads, base_dtype: baseDtype, lora_r: loraR,
+      threads: extras.threads, base_dtype: baseDtype, lora_r: loraR, gradient_checkpointing: checkpointing,
     },
     env: extras.env,
   };
