@@ -107,6 +107,8 @@ export const benchCommand: Command = {
       `  step: ${result.ms_per_step} ms median of ${result.config.steps} (${result.steps_ms.join(", ")})`,
       `  ${result.tokens_per_second} tokens/s, peak RSS ${result.peak_rss_mb} MB, ` +
         `activation arena ${(result.activation_arena_bytes / 2 ** 20).toFixed(1)} MB`,
+      `  the fit planner predicted peak ${result.plan.predicted_peak_mb} MB and ${result.plan.predicted_ms_per_step} ms per step ` +
+        `(${result.plan.step_gflop} GFLOP at a calibrated ${result.plan.calibrated_gemm_gflops} GFLOP/s); the step ran at ${result.step_gflops} GFLOP/s`,
       `  split: reference fwd ${pct(result.share.ref_fwd)}, policy fwd ${pct(result.share.policy_fwd)}, ` +
         `backward ${pct(result.share.backward)}, optimizer ${pct(result.share.optimizer)}`,
       `  GEMM ${result.gemm_gflops} GFLOP/s at the MLP's shape` +

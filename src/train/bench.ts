@@ -17,6 +17,10 @@ import { blockPresetModel } from "../model/presetquant.js";
 import { PRESETS, presetModel } from "../model/presets.js";
 import type { QuantType } from "../quant/ggml.js";
 import { activationsForPairs } from "./logps.js";
+import { packedShape } from "../data/pack.js";
+import { paramSpecs } from "../model/config.js";
+import { typeForRows } from "../model/quantise.js";
+import { type PlanSpec, type Storage, calibrate, planMemory, planTime } from "./plan.js";
 import { type Engine, type StepTimings, microBatch, modelDecayRanges, optimizerStep } from "./train.js";
 
 export interface BenchOptions {
@@ -51,6 +55,12 @@ export interface BenchResult {
   tokens_per_second: number; // tokens as TRL counts them (2·pairs·(prompt+completion)) per second of step
   peak_rss_mb: number; // the whole process's peak, read after the steps
   activation_arena_bytes: number; // the layers' saved activations and backward scratch (LoRA's branch buffers aside)
+  step_gflops: number; // the step's matrix-product FLOPs (plan.ts stepFlops) per second of the median step
+  /** The fit planner's prediction for this step (src/train/plan.ts), made before the model was built, and the ratios. */
+  plan: {
+    predicted_peak_mb: number; predicted_ms_per_step: number; calibrated_gemm_gflops: number; step_gflop: number;
+    peak_over_predicted: number; ms_over_predicted: number; items_mb: Record<string, number>;
+  };
   gemm_gflops: number; // the backend's matmul at the MLP's up projection over the step's tokens (most of its FLOPs)
   gemm_gflops_lm_head: number; // and at the LM head's shape (answer tokens × vocabulary), its largest single product
   fma_peak_gflops: number | null; // this machine's float32 FMA peak, measured here (native only)
@@ -108,6 +118,21 @@ export function benchDpoStep(
   const baseDtype = o.baseDtype ?? "f32";
   const checkpointing = o.gradientCheckpointing ?? false;
   if (baseDtype !== "f32" && loraR === null) throw new Error(`a ${baseDtype} base is frozen: bench it with a LoRA rank`);
+  // The fit planner's prediction, made as train makes it: before the model exists, from its config, the base's
+  // storage and the batch's shape, over a GEMM rate calibrated here on the step's shapes.
+  const cfg = PRESETS[o.preset]!;
+  const storage = new Map<string, Storage>();
+  if (baseDtype !== "f32")
+    for (const sp of paramSpecs(cfg)) if (sp.shape.length === 2) storage.set(sp.name, typeForRows(BASE_TYPE[baseDtype], sp.shape[1]!) ?? "F32");
+  const benchPairsShape = packedShape(benchPairs(cfg.V, o.pairs, o.promptLen, o.completionLen), o.sharedPrefix);
+  const spec: PlanSpec = {
+    cfg, storage, fileBuffer: 0, loaderCopies: 0, blocksInFile: false, loaderTransient: 0,
+    lora: loraR !== null ? { r: loraR, dropout: 0, targets: ["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"] } : null,
+    refCopy: loraR !== null ? null : "f32", refForward: true, rows: benchPairsShape.R, T: benchPairsShape.T,
+    answerTokens: 2 * o.pairs * o.completionLen, checkpointing, threads: extras.threads ?? 1, backend: be.name,
+  };
+  const predictedMemory = planMemory(spec, process.memoryUsage().rss);
+  const predictedTime = planTime(spec, calibrate(be, spec));
   // a bf16 or quantised base is made block by block: no float32 copy of its matrices ever exists
   const policy = baseDtype === "f32" ? presetModel(o.preset) : blockPresetModel(PRESETS[o.preset]!, BASE_TYPE[baseDtype]);
   if (loraR !== null)
@@ -174,6 +199,13 @@ export function benchDpoStep(
     ms_per_step: round(mid, 1), steps_ms: ms.map((x) => round(x, 1)),
     tokens_per_second: round(tokens / (mid / 1000), 1), peak_rss_mb: round(peakRss, 0),
     activation_arena_bytes: acts.x[0]!.buffer.byteLength, // every per-layer view lives in that one allocation
+    step_gflops: round(predictedTime.flops / (mid * 1e6), 1),
+    plan: {
+      predicted_peak_mb: round(predictedMemory.peak / 2 ** 20, 0), predicted_ms_per_step: round(predictedTime.seconds * 1000, 1),
+      calibrated_gemm_gflops: round(predictedTime.gemmGflops, 1), step_gflop: round(predictedTime.flops / 1e9, 2),
+      peak_over_predicted: round(peakRss / (predictedMemory.peak / 2 ** 20), 3), ms_over_predicted: round(mid / (predictedTime.seconds * 1000), 3),
+      items_mb: Object.fromEntries(Object.entries(predictedMemory.items).map(([k, v]) => [k, round(v / 2 ** 20, 1)])),
+    },
     gemm_gflops: round(gemm, 1), gemm_gflops_lm_head: round(median(heads), 1), fma_peak_gflops: fma === null ? null : round(fma, 1),
     gemm_share_of_peak: fma === null ? null : round(gemm / fma, 3),
     share, check: check!,

@@ -229,9 +229,123 @@ function syntheticBlocks(type: QuantType, rows: number, cols: number): Uint8Arra
   return bytes;
 }
 
-export function planTime(spec: PlanSpec, gemmGflops: number): TimePlan {
+/**
+ * Floats the step's elementwise kernels read and write (norms, residual adds, SwiGLU, RoPE, the LoRA branch's adds,
+ * the LM head's and attention's softmax passes), which run at memory speed rather than at the GEMM's rate.
+ */
+export function stepElementwiseFloats(spec: PlanSpec): number {
+  const { C, NH, NKV, HS, FF, L } = spec.cfg;
+  const N = spec.rows * spec.T;
+  // forward per token and layer: two RMSNorms (2C each), two residual adds (3C), SwiGLU (3FF), RoPE on q and k, the
+  // attention output; the backward moves about 2.5 times as much (gradients of each, accumulations, zeroing)
+  const layerFwd = 10 * C + 3 * FF + 3 * (NH + NKV) * HS;
+  const fwd = L * N * layerFwd;
+  const bwd = 2.5 * fwd;
+  const recompute = spec.checkpointing ? fwd : 0;
+  // softmax over the vocabulary: the head's logit tiles are written and read again per pass (forward, the
+  // reference's, and the backward's recomputation)
+  const head = 2 * spec.answerTokens * spec.cfg.V * (spec.refForward ? 3 : 2);
+  return fwd * (spec.refForward ? 2 : 1) + bwd + recompute + head;
+}
+
+/** Floats per second of an elementwise kernel (addForward over 4M floats): the memory-speed half of the time model. */
+export function calibrateElementwise(be: Backend): number {
+  const n = 1 << 22;
+  const a = new Float32Array(n).fill(0.5), b = new Float32Array(n).fill(0.25), out = new Float32Array(n);
+  be.addForward(out, a, b, n);
+  const ts: number[] = [];
+  for (let k = 0; k < 5; k++) {
+    const t0 = performance.now();
+    be.addForward(out, a, b, n);
+    ts.push(performance.now() - t0);
+  }
+  ts.sort((x, y) => x - y);
+  return (3 * n) / (ts[2]! / 1000);
+}
+
+/** Median seconds of fn over 5 calls after a warm-up. */
+function timeIt(fn: () => void): number {
+  fn();
+  const ts: number[] = [];
+  for (let k = 0; k < 5; k++) {
+    const t0 = performance.now();
+    fn();
+    ts.push(performance.now() - t0);
+  }
+  ts.sort((a, b) => a - b);
+  return ts[2]! / 1000;
+}
+
+/** The rates the time model uses, measured on this machine at the step's shapes (a fraction of a second). */
+export interface Rates {
+  gemmGflops: number; // the MLP product with the base's storage
+  /** One adapter's branch on a (C → FF) projection over the micro-batch, forward and backward; width = C + FF. */
+  lora: { fwd: number; bwd: number; width: number };
+  attentionSeconds: { fwd: number; bwd: number }; // one row of T tokens, one layer, all heads
+  elementwiseFloatsPerSecond: number;
+}
+
+export function calibrate(be: Backend, spec: PlanSpec): Rates {
+  const { C, NH, NKV, HS } = spec.cfg;
+  // one adapter on the MLP's up projection (C → FF) over the micro-batch's rows, its forward and backward products as
+  // linearForward / linearBackward run them; rank-r products are small and memory-bound, far from the GEMM's rate
+  let lora = { fwd: 0, bwd: 0, width: 1 };
+  if (spec.lora) {
+    const r = spec.lora.r, FF = spec.cfg.FF, n = spec.rows * spec.T;
+    const x = new Float32Array(n * C).fill(0.01), A = new Float32Array(r * C).fill(0.02), B = new Float32Array(FF * r).fill(0.02);
+    const u = new Float32Array(n * r), tmp = new Float32Array(n * FF), out = new Float32Array(n * FF), du = new Float32Array(n * r);
+    const dA = new Float32Array(r * C), dB = new Float32Array(FF * r), dx = new Float32Array(n * C);
+    const fwd = timeIt(() => {
+      be.matmulForward(u, x, A, null, n, C, r);
+      be.scale(u, 2, n * r);
+      be.matmulForward(tmp, u, B, null, n, r, FF);
+      be.accumulate(out, tmp, n * FF);
+    });
+    const bwd = timeIt(() => {
+      be.matmulBackward(du, dB, null, out, u, B, n, r, FF);
+      be.scale(du, 2, n * r);
+      be.matmulBackward(dx, dA, null, du, x, A, n, C, r);
+    });
+    lora = { fwd, bwd, width: C + FF };
+  }
+  const T = spec.T, q = new Float32Array(T * NH * HS).map((_, i) => ((i % 11) - 5) * 0.05);
+  const k = new Float32Array(T * NKV * HS).map((_, i) => ((i % 7) - 3) * 0.05), v = k.slice();
+  const out = new Float32Array(T * NH * HS), lse = new Float32Array(T * NH), dout = q.slice();
+  const dq = new Float32Array(q.length), dk = new Float32Array(k.length), dv = new Float32Array(v.length);
+  const fwd = timeIt(() => be.attentionForward(out, lse, q, k, v, null, 1, T, NH, NKV, HS, 0));
+  const bwd = timeIt(() => be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, null, 1, T, NH, NKV, HS, 0));
+  return {
+    gemmGflops: calibrateGemm(be, spec.cfg, spec.rows * spec.T, dominantStorage(spec)), lora,
+    attentionSeconds: { fwd, bwd }, elementwiseFloatsPerSecond: calibrateElementwise(be),
+  };
+}
+
+/**
+ * Seconds of one micro-batch: the dense products at the calibrated GEMM rate, the LoRA branches at the rank-r rate,
+ * attention from its own timing (per row and layer, forward for each forward pass and the recomputation, backward
+ * once), and the elementwise traffic at memory speed.
+ */
+export function planTime(spec: PlanSpec, rates: Rates): TimePlan {
   const flops = stepFlops(spec);
-  return { flops, gemmGflops, seconds: flops / (gemmGflops * 1e9) };
+  const { L } = spec.cfg;
+  const N = spec.rows * spec.T;
+  const attnFlops = 2 * spec.cfg.NH * spec.cfg.HS * spec.T * spec.T * spec.rows; // as stepFlops counts it, per layer
+  const forwards = (spec.refForward ? 2 : 1) + (spec.checkpointing ? 1 : 0);
+  const attnCounted = L * attnFlops * (forwards + 2.5);
+  let loraFlops = 0, loraSeconds = 0;
+  if (spec.lora) {
+    const sh = LORA_SHAPES(spec.cfg);
+    loraFlops = 3 * L * spec.lora.targets.reduce((a, t) => a + 2 * N * spec.lora!.r * (sh[t][0] + sh[t][1]), 0);
+    // adapters run in the policy's forward (and its recomputation), not in the reference's (adapters off)
+    const widths = L * spec.lora.targets.reduce((a, t) => a + sh[t][0] + sh[t][1], 0) / rates.lora.width;
+    loraSeconds = widths * ((spec.checkpointing ? 2 : 1) * rates.lora.fwd + rates.lora.bwd);
+  }
+  const dense = flops - attnCounted - loraFlops;
+  const seconds =
+    dense / (rates.gemmGflops * 1e9) + loraSeconds +
+    L * spec.rows * (forwards * rates.attentionSeconds.fwd + rates.attentionSeconds.bwd) +
+    stepElementwiseFloats(spec) / rates.elementwiseFloatsPerSecond;
+  return { flops, gemmGflops: rates.gemmGflops, seconds };
 }
 
 /** min(MemAvailable, the cgroup's limit): what this process may still use, in bytes, and where it was read. */
@@ -391,7 +505,7 @@ export function checkPlan(
         `Add --force to start anyway`,
     );
   }
-  const time = opts.withTime ? planTime(spec, calibrateGemm(be, spec.cfg, spec.rows * spec.T, dominantStorage(spec))) : null;
+  const time = opts.withTime ? planTime(spec, calibrate(be, spec)) : null;
   for (const line of formatPlan(spec, memory, time, available)) (opts.print ?? opts.say)(line);
   return { memory, time, available };
 }
