@@ -21,6 +21,8 @@ import { exportHf } from "../src/export/hf.js";
 import { GgmlType, readGguf, readGgufTensor, tensorByteSize } from "../src/io/gguf.js";
 import { readGgufMetadataTyped } from "../src/io/ggufwriter.js";
 import { loadModel, type LoadedModel } from "../src/io/load.js";
+import { llama3ScalingFromFactors } from "../src/io/ggufconfig.js";
+import { ropeTables } from "../src/model/rope.js";
 import type { LlamaConfig } from "../src/model/config.js";
 import { createActivations, createModel, forward, logitsOf as modelLogits, type Model } from "../src/model/llama.js";
 import { createLora } from "../src/model/lora.js";
@@ -204,8 +206,34 @@ test("Llama-3 RoPE scaling becomes llama.cpp's rope_freqs tensor: 1 for short wa
   assert.deepEqual(f.tensors.get("rope_freqs.weight")!.dims, [4]);
   assert.deepEqual(readGgufTensor(f, "rope_freqs.weight"), got);
   assert.equal(f.metadata.get("llama.rope.scaling.type"), undefined);
-  // documented: tsdpo's own loader cannot read the scaling back from the tensor
-  assert.throws(() => loadModel(path), /rope_freqs\.weight/);
+  // and the loader reads the scaling back from the tensor: the same config, so the same RoPE tables as the HF folder's
+  const back = loadModel(path).model.cfg;
+  assert.deepEqual(back.ropeScaling, loaded.model.cfg.ropeScaling);
+  assert.deepEqual(ropeTables(back, 64, Float64Array), ropeTables(loaded.model.cfg, 64, Float64Array));
+});
+
+test("Llama 3.2's rope_freqs as llama.cpp's converter computes it (float32 frequencies) reads back as its llama3 scaling", () => {
+  // convert_hf_to_gguf.py: freqs = 1 / base^(arange(0, dim, 2, float32) / dim) in float32, then per frequency 1, factor,
+  // or 1/((1 − s)/factor + s), stored as F32. Llama-3.2-1B/3B: head 64/128, θ 500000, factor 32, low 1, high 4, 8192.
+  for (const HS of [64, 128]) {
+    const theta = 500000, factor = 32, low = 1, high = 4, orig = 8192;
+    const f32 = Math.fround;
+    const factors = Float32Array.from({ length: HS / 2 }, (_, i) => {
+      const freq = f32(1 / f32(theta ** f32(f32(2 * i) / HS)));
+      const wavelen = (2 * Math.PI) / freq;
+      if (wavelen < orig / high) return 1;
+      if (wavelen > orig / low) return factor;
+      const smooth = (orig / wavelen - low) / (high - low);
+      return 1 / ((1 - smooth) / factor + smooth);
+    });
+    assert.deepEqual(llama3ScalingFromFactors(factors, HS, theta), {
+      type: "llama3", factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositionEmbeddings: orig,
+    });
+    // other divisors (here: one band value moved by 1%) are not Llama 3's, and stay refused
+    const i = factors.findIndex((x) => x > 1 && x < factor);
+    factors[i] = factors[i]! * 1.01;
+    assert.equal(llama3ScalingFromFactors(factors, HS, theta), null);
+  }
 });
 
 interface CheckFixture {

@@ -36,7 +36,7 @@ import type { LlamaConfig, ModelFamily } from "../model/config.js";
 import { exportedWeights } from "./hf.js";
 import { type QuantMix, quantTypeFor } from "./quanttypes.js";
 import { GGML_TYPE_ID, type QuantType, quantizeRow, rowBytes } from "../quant/ggml.js";
-import { ropeInvFreq } from "../model/rope.js";
+import { ropeFreqFactors } from "../model/rope.js";
 import { ggufVocabFromGguf, ggufVocabFromHf } from "./ggufvocab.js";
 
 export interface GgufExportOptions {
@@ -73,12 +73,7 @@ export function ggufArchitecture(family: ModelFamily): "llama" | "qwen2" | "qwen
   }
 }
 
-/** llama.cpp's rope_freqs divisors for Llama-3 scaling: unscaled / scaled inverse frequency, per frequency. */
-export function ropeFreqFactors(cfg: Pick<LlamaConfig, "HS" | "ropeTheta" | "ropeScaling">): Float32Array {
-  const plain = ropeInvFreq({ ...cfg, ropeScaling: { type: "none" } });
-  const scaled = ropeInvFreq(cfg);
-  return Float32Array.from(plain, (f, i) => f / scaled[i]!);
-}
+export { ropeFreqFactors }; // (defined beside the other RoPE tables; tests import it from here)
 
 function hyperparameters(cfg: LlamaConfig, arch: string): Array<[string, GgufMetaValue]> {
   const k = (s: string): string => `${arch}.${s}`;

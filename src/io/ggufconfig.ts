@@ -3,14 +3,17 @@
 //
 // We read the keys the way llama.cpp does (src/llama-model.cpp, llm_load_hparams), because GGUF files are made to
 // be run by llama.cpp: what it ignores we ignore too (e.g. no sliding window for these architectures), and what
-// changes its computation that we cannot reproduce (per-layer sizes, partial RoPE, Llama-3.1 rope_freqs, YaRN,
-// mixture of experts, output biases) is refused with a message instead of being silently dropped.
+// changes its computation that we cannot reproduce (per-layer sizes, partial RoPE, YaRN, mixture of experts, output
+// biases) is refused with a message instead of being silently dropped. Llama 3.x's rope_freqs tensor is read back
+// as the llama3 RoPE scaling it encodes (llama3ScalingFromFactors).
 //
 // Shapes come from the tensors where the metadata is silent: the vocabulary size is the number of rows of
 // token_embd.weight, and the embeddings are tied exactly when there is no output.weight tensor (stories260K has
 // one, a copy of token_embd, so it is untied).
 
+import { closeSync, openSync, readSync } from "node:fs";
 import { inputError, unsupportedError } from "../errors.js";
+import { ropeFreqFactors } from "../model/rope.js";
 import type { LlamaConfig, ModelFamily, RopeScaling } from "../model/config.js";
 import { type GgufFile, type GgufValue, metaArray } from "./gguf.js";
 
@@ -74,13 +77,83 @@ class Meta {
   }
 }
 
-function ropeScaling(m: Meta): RopeScaling {
+/**
+ * A rope_freqs.weight tensor's HS/2 values, F32, from the file's buffer or (when readGgufHeader kept only a
+ * prefix) straight from the file; null when it is not a plain F32 vector of that length.
+ */
+function ropeFreqValues(f: GgufFile, half: number): Float32Array | null {
+  const t = f.tensors.get("rope_freqs.weight")!;
+  if (t.type !== 0 || t.dims.length !== 1 || t.dims[0] !== half) return null;
+  const start = f.dataOffset + t.offset, bytes = 4 * half;
+  const raw = new Uint8Array(bytes); // a copy: a Buffer's slice would share (and view) the whole file
+  if (start + bytes <= f.buffer.length) raw.set(f.buffer.subarray(start, start + bytes));
+  else {
+    try {
+      const fd = openSync(f.path, "r");
+      try {
+        if (readSync(fd, raw, 0, bytes, start) !== bytes) return null;
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      return null; // unreadable: refused below as unrecognised
+    }
+  }
+  return new Float32Array(raw.buffer);
+}
+
+/**
+ * Llama 3.1+'s RoPE scaling, recovered from llama.cpp's rope_freqs divisors (its converter writes the tensor and no
+ * metadata key). The divisors are 1 for short wavelengths, `factor` for long ones, and 1/((1−s)/factor + s) between,
+ * with s = (original_max_position_embeddings/wavelength − low)/(high − low): linear in 1/wavelength, so the band's
+ * points give orig/(high − low) and low/(high − low). With the original context (8192 for every Llama 3.x; other
+ * powers of two are tried) that fixes low and high. The candidate is accepted only if it reproduces every divisor
+ * to float32 precision, so a file tsdpo cannot describe exactly is still refused.
+ */
+export function llama3ScalingFromFactors(factors: Float32Array, HS: number, theta: number): RopeScaling | null {
+  const half = HS / 2;
+  const inv = Array.from({ length: half }, (_, i) => 1 / theta ** ((2 * i) / HS));
+  const factor = factors.reduce((a, b) => Math.max(a, b), -Infinity);
+  if (!(factor > 1) || factors.some((x) => !(x >= 1 - 1e-6))) return null;
+  const band: { x: number; s: number }[] = [];
+  factors.forEach((fi, i) => {
+    if (Math.abs(fi - 1) > 1e-6 && Math.abs(fi - factor) > 1e-6 * factor)
+      band.push({ x: inv[i]! / (2 * Math.PI), s: (1 / fi - 1 / factor) / (1 - 1 / factor) });
+  });
+  // the thresholds alone when no divisor falls in the band: Meta's published low 1, high 4
+  let slope: number | null = null, intercept: number | null = null;
+  if (band.length >= 2) {
+    const n = band.length, mx = band.reduce((a, p) => a + p.x, 0) / n, ms = band.reduce((a, p) => a + p.s, 0) / n;
+    slope = band.reduce((a, p) => a + (p.x - mx) * (p.s - ms), 0) / band.reduce((a, p) => a + (p.x - mx) ** 2, 0);
+    intercept = ms - slope * mx;
+  }
+  for (const orig of [8192, 4096, 16384, 2048, 32768, 65536, 1024]) {
+    const candidates: [number, number][] = slope !== null && intercept !== null
+      ? [[-intercept * (orig / slope), -intercept * (orig / slope) + orig / slope]]
+      : [[1, 4]];
+    for (const [low, high] of candidates) {
+      if (!(low > 0 && high > low)) continue;
+      const nice = (v: number): number => (Math.abs(v - Math.round(v * 4) / 4) < 1e-3 ? Math.round(v * 4) / 4 : v);
+      const scaling: RopeScaling = { type: "llama3", factor, lowFreqFactor: nice(low), highFreqFactor: nice(high), originalMaxPositionEmbeddings: orig };
+      const want = ropeFreqFactors({ HS, ropeTheta: theta, ropeScaling: scaling });
+      if (want.every((w, i) => Math.abs(w - factors[i]!) <= 2e-6 * w)) return scaling;
+    }
+  }
+  return null;
+}
+
+function ropeScaling(m: Meta, HS: number, theta: number): RopeScaling {
   const f = m.f;
-  if (f.tensors.has("rope_freqs.weight"))
+  if (f.tensors.has("rope_freqs.weight")) {
+    const factors = ropeFreqValues(f, HS / 2);
+    const scaling = factors ? llama3ScalingFromFactors(factors, HS, theta) : null;
+    if (scaling) return scaling;
     throw unsupportedError(
-      `${f.path}: has a rope_freqs.weight tensor (Llama-3.1-style RoPE scaling baked into the file); tsdpo cannot ` +
-        `recover its parameters from GGUF. Load the Hugging Face folder (config.json + safetensors) instead`,
+      `${f.path}: has a rope_freqs.weight tensor whose per-frequency divisors are not Llama 3's RoPE scaling (factor, ` +
+        `low/high frequency factors, original context) as llama.cpp's converter writes it; tsdpo cannot reproduce ` +
+        `them. Load the Hugging Face folder (config.json + safetensors) instead`,
     );
+  }
   const type = m.optString("rope.scaling.type");
   if (type === undefined || type === "none") {
     // Older converters wrote only rope.scale_linear.
@@ -93,7 +166,7 @@ function ropeScaling(m: Meta): RopeScaling {
   }
   throw unsupportedError(
     `${f.path}: GGUF key ${m.arch}.rope.scaling.type is ${JSON.stringify(type)}; tsdpo supports "none" and "linear"` +
-      ` RoPE scaling in GGUF files`,
+      ` RoPE scaling in GGUF files, and Llama 3's as a rope_freqs.weight tensor`,
   );
 }
 
@@ -160,7 +233,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     HS,
     FF,
     ropeTheta: m.posNumber("rope.freq_base", DEFAULT_ROPE_THETA),
-    ropeScaling: ropeScaling(m),
+    ropeScaling: ropeScaling(m, HS, m.posNumber("rope.freq_base", DEFAULT_ROPE_THETA)),
     rmsEps: m.posNumber("attention.layer_norm_rms_epsilon"),
     tiedEmbeddings: !f.tensors.has("output.weight"),
     qkvBias: f.tensors.has("blk.0.attn_q.bias"),

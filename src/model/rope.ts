@@ -40,6 +40,13 @@ export function ropeInvFreq(cfg: Pick<LlamaConfig, "HS" | "ropeTheta" | "ropeSca
   return inv;
 }
 
+/** llama.cpp's rope_freqs divisors for Llama-3 scaling: unscaled / scaled inverse frequency, per frequency. */
+export function ropeFreqFactors(cfg: Pick<LlamaConfig, "HS" | "ropeTheta" | "ropeScaling">): Float32Array {
+  const plain = ropeInvFreq({ ...cfg, ropeScaling: { type: "none" } });
+  const scaled = ropeInvFreq(cfg);
+  return Float32Array.from(plain, (f, i) => f / scaled[i]!);
+}
+
 /** cos/sin tables of shape (maxT, HS/2): angle = pos · inv_freq[i]. */
 export function ropeTables(
   cfg: Pick<LlamaConfig, "HS" | "ropeTheta" | "ropeScaling">,
