@@ -46,7 +46,7 @@ function spec(model: Model, acts: Activations, over: Partial<PlanSpec>): PlanSpe
 /** Bytes createActivations allocated: the arena, the int32 index arrays, the RoPE tables and the LoRA buffers. */
 function activationBytes(acts: Activations): number {
   let b = acts.x[0]!.buffer.byteLength + acts.ids.byteLength + acts.pos.byteLength + acts.rows.byteLength + acts.targets.byteLength;
-  b += acts.ropeCos.byteLength + acts.ropeSin.byteLength;
+  for (const t of new Set(acts.rope)) if (t) b += t.cos.byteLength + t.sin.byteLength; // shared tables once
   if (acts.lora) {
     b += [...acts.lora.u.values(), ...acts.lora.drop.values()].reduce((a, x) => a + x.byteLength, 0);
     b += acts.lora.xDrop.byteLength + acts.lora.out.byteLength + acts.lora.du.byteLength + acts.lora.dx.byteLength;

@@ -34,6 +34,28 @@ export interface LlamaConfig {
   qkNorm: boolean; // Qwen3: per-head RMSNorm on q and k before RoPE
   maxSeqLen: number; // max_position_embeddings (the longest context the model claims)
   slidingWindow: number | null; // Mistral; null = full causal attention
+  /**
+   * Per-layer attention, for models whose layers differ (alternating local and global layers, layers without RoPE,
+   * a separate RoPE base for local layers). Absent: every layer is `slidingWindow`, `ropeTheta`, `ropeScaling`, with
+   * RoPE. Read it through layerAttention().
+   */
+  layers?: LayerAttention[];
+}
+
+/** One layer's attention: causal over a sliding window of `window` tokens (null: the whole prefix), and its RoPE. */
+export interface LayerAttention {
+  window: number | null;
+  /** false: the layer applies no rotary embedding at all (its q and k are used as projected). */
+  rope: boolean;
+  ropeTheta: number;
+  ropeScaling: RopeScaling;
+}
+
+/** Layer l's attention: from cfg.layers when the model has per-layer settings, else the model-wide ones. */
+export function layerAttention(cfg: LlamaConfig, l: number): LayerAttention {
+  const per = cfg.layers?.[l];
+  if (per) return per;
+  return { window: cfg.slidingWindow, rope: true, ropeTheta: cfg.ropeTheta, ropeScaling: cfg.ropeScaling };
 }
 
 /**

@@ -7,7 +7,7 @@
 // sized once for (maxRows, maxT); a step with R ≤ maxRows rows of T ≤ maxT tokens uses a prefix of each view.
 
 import type { Backend, Buf } from "../backend/contract.js";
-import { type LlamaConfig, type ParamSpec, numel, paramSpecs } from "./config.js";
+import { type LlamaConfig, type ParamSpec, layerAttention, numel, paramSpecs } from "./config.js";
 import { ropeTables } from "./rope.js";
 import type { Rng } from "../rng.js";
 import type { Lora, LoraAdapter, LoraTarget } from "./lora.js";
@@ -233,8 +233,8 @@ export interface Activations {
   dgate: Buf; // (R,T,FF)
   dup: Buf; // (R,T,FF)
   dh: Buf; // (R,T,FF)
-  ropeCos: Buf; // (maxT, HS/2)
-  ropeSin: Buf;
+  /** Per layer, its RoPE tables (maxT, HS/2) (layers with the same base and scaling share one), or null: no RoPE. */
+  rope: (RopeTable | null)[];
   /** LoRA branch buffers when the model had adapters at creation, else null. */
   lora: LoraActs | null;
   /** Set by the trainer for a training forward when LoRA dropout is on; null = no dropout (eval, reference). */
@@ -291,6 +291,24 @@ export function loraActivationFloats(cfg: LlamaConfig, maxRows: number, maxT: nu
   return perAdapter + (dropout > 0 ? 2 * N * maxIO : 0) + N * maxIO + N * r;
 }
 
+export interface RopeTable {
+  cos: Buf;
+  sin: Buf;
+}
+
+/** Each layer's RoPE tables for positions < maxT; layers with equal settings share one pair, RoPE-less layers get null. */
+export function layerRopeTables(cfg: LlamaConfig, maxT: number, ctor: FloatCtor): (RopeTable | null)[] {
+  const made = new Map<string, RopeTable>();
+  return Array.from({ length: cfg.L }, (_, l) => {
+    const a = layerAttention(cfg, l);
+    if (!a.rope) return null;
+    const key = JSON.stringify([a.ropeTheta, a.ropeScaling]);
+    let t = made.get(key);
+    if (!t) made.set(key, (t = ropeTables({ HS: cfg.HS, ropeTheta: a.ropeTheta, ropeScaling: a.ropeScaling }, maxT, ctor)));
+    return t;
+  });
+}
+
 /**
  * Carves every activation out of one allocation sized for maxRows sequences of maxT tokens. With `checkpointing`
  * (gradient checkpointing, or a forward that is never differentiated) the L layers share one set of per-layer
@@ -311,7 +329,6 @@ export function createActivations(model: Model, maxRows: number, maxT: number, c
   }
   const v = (name: string): Buf => views.get(name)!;
   const o = (name: string): Buf | null => views.get(name) ?? null;
-  const { cos, sin } = ropeTables(model.cfg, maxT, model.ctor);
   let lora: LoraActs | null = null;
   if (model.lora) {
     const { r, dropout } = model.lora.cfg;
@@ -339,7 +356,7 @@ export function createActivations(model: Model, maxRows: number, maxT: number, c
     wantLogSumSq: false,
     tmp: v("tmp"), dx: v("dx"), dln: v("dln"), dq: v("dq"), dk: v("dk"), dv: v("dv"), dqPre: v("dqPre"),
     dkPre: v("dkPre"), datty: v("datty"), dgate: v("dgate"), dup: v("dup"), dh: v("dh"),
-    ropeCos: cos, ropeSin: sin,
+    rope: layerRopeTables(model.cfg, maxT, model.ctor),
   };
 }
 
@@ -511,7 +528,8 @@ function layerForward(be: Backend, model: Model, acts: Activations, l: number, r
   const { C, NH, NKV, HS, FF, rmsEps } = cfg;
   const { R, T } = acts;
   const N = R * T;
-  const window = cfg.slidingWindow ?? 0;
+  const window = layerAttention(cfg, l).window ?? 0;
+  const rope = acts.rope[l]!;
   const w = p.layers[l]!;
   const a = acts.layers[l]!;
   const x = acts.x[l]!;
@@ -526,8 +544,10 @@ function layerForward(be: Backend, model: Model, acts: Activations, l: number, r
     linearForward(be, model, acts, l, "wk", a.k, a.ln1, w.wk, w.bk, N, C, NKV * HS, replay);
   }
   linearForward(be, model, acts, l, "wv", a.v, a.ln1, w.wv, w.bv, N, C, NKV * HS, replay);
-  be.ropeForward(a.q, acts.ropeCos, acts.ropeSin, acts.pos, N, NH, HS);
-  be.ropeForward(a.k, acts.ropeCos, acts.ropeSin, acts.pos, N, NKV, HS);
+  if (rope) {
+    be.ropeForward(a.q, rope.cos, rope.sin, acts.pos, N, NH, HS);
+    be.ropeForward(a.k, rope.cos, rope.sin, acts.pos, N, NKV, HS);
+  }
   be.attentionForward(a.atty, a.attLse, a.q, a.k, a.v, acts.branch, R, T, NH, NKV, HS, window);
   linearForward(be, model, acts, l, "wo", acts.tmp, a.atty, w.wo, null, N, NH * HS, C, replay);
   be.addForward(a.xMid, x, acts.tmp, N * C);
@@ -562,7 +582,6 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
   const { C, NH, NKV, HS, FF, V } = cfg;
   const { R, T } = acts;
   const N = R * T;
-  const window = cfg.slidingWindow ?? 0;
   const zero = (b: Buf, n: number): void => void b.fill(0, 0, n);
 
   zero(acts.dln, N * C);
@@ -591,9 +610,13 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     zero(acts.dq, N * NH * HS);
     zero(acts.dk, N * NKV * HS);
     zero(acts.dv, N * NKV * HS);
+    const window = layerAttention(cfg, l).window ?? 0;
     be.attentionBackward(acts.dq, acts.dk, acts.dv, acts.datty, a.q, a.k, a.v, a.atty, a.attLse, acts.branch, R, T, NH, NKV, HS, window);
-    be.ropeBackward(acts.dq, acts.ropeCos, acts.ropeSin, acts.pos, N, NH, HS);
-    be.ropeBackward(acts.dk, acts.ropeCos, acts.ropeSin, acts.pos, N, NKV, HS);
+    const rope = acts.rope[l];
+    if (rope) {
+      be.ropeBackward(acts.dq, rope.cos, rope.sin, acts.pos, N, NH, HS);
+      be.ropeBackward(acts.dk, rope.cos, rope.sin, acts.pos, N, NKV, HS);
+    }
     let dqProj = acts.dq;
     let dkProj = acts.dk;
     if (cfg.qkNorm) {
@@ -635,8 +658,7 @@ export interface KvCache {
   gate: Buf; // (chunk, FF)
   up: Buf; // (chunk, FF)
   logits: Buf; // (V)
-  ropeCos: Buf;
-  ropeSin: Buf;
+  rope: (RopeTable | null)[]; // per layer, as Activations.rope
   ids: Int32Array; // (chunk)
   pos: Int32Array; // (chunk) positions of the chunk's tokens
   loraU: Buf | null; // (chunk, r) when the model has adapters
@@ -646,7 +668,6 @@ export interface KvCache {
 export function createKvCache(model: Model, maxT: number, chunk = 64): KvCache {
   const { C, L, NH, NKV, HS, FF, V } = model.cfg;
   const m = model.ctor;
-  const { cos, sin } = ropeTables(model.cfg, maxT, m);
   return {
     maxT, len: 0, chunk,
     k: Array.from({ length: L }, () => new m(maxT * NKV * HS)),
@@ -654,7 +675,7 @@ export function createKvCache(model: Model, maxT: number, chunk = 64): KvCache {
     x: new m(chunk * C), ln: new m(chunk * C), rstd: new m(chunk * NH), q: new m(chunk * NH * HS),
     kNew: new m(chunk * NKV * HS), vNew: new m(chunk * NKV * HS), qkTmp: new m(chunk * NH * HS),
     atty: new m(chunk * NH * HS), tmp: new m(chunk * C), gate: new m(chunk * FF), up: new m(chunk * FF),
-    logits: new m(V), ropeCos: cos, ropeSin: sin, ids: new Int32Array(chunk), pos: new Int32Array(chunk),
+    logits: new m(V), rope: layerRopeTables(model.cfg, maxT, m), ids: new Int32Array(chunk), pos: new Int32Array(chunk),
     loraU: model.lora ? new m(chunk * model.lora.cfg.r) : null,
     loraOut: model.lora ? new m(chunk * Math.max(C, NH * HS, FF)) : null,
   };
@@ -689,7 +710,6 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
   const { C, NH, NKV, HS, FF, V, rmsEps } = cfg;
   const T = tokens.length;
   const pos0 = cache.len;
-  const window = cfg.slidingWindow ?? 0;
   for (let t = 0; t < T; t++) {
     const id = tokens[t]!;
     if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new Error(`token id ${id} is outside the vocabulary (V=${V})`);
@@ -713,9 +733,12 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
       decodeLinear(be, model, cache, l, "wk", kDst, cache.ln, w.wk, w.bk, T, C, kv);
     }
     decodeLinear(be, model, cache, l, "wv", vDst, cache.ln, w.wv, w.bv, T, C, kv);
-    be.ropeForward(cache.q, cache.ropeCos, cache.ropeSin, cache.pos, T, NH, HS);
-    be.ropeForward(kDst, cache.ropeCos, cache.ropeSin, cache.pos, T, NKV, HS);
-    be.attentionDecode(cache.atty, cache.q, cache.k[l]!, cache.v[l]!, T, pos0, NH, NKV, HS, window);
+    const rope = cache.rope[l];
+    if (rope) {
+      be.ropeForward(cache.q, rope.cos, rope.sin, cache.pos, T, NH, HS);
+      be.ropeForward(kDst, rope.cos, rope.sin, cache.pos, T, NKV, HS);
+    }
+    be.attentionDecode(cache.atty, cache.q, cache.k[l]!, cache.v[l]!, T, pos0, NH, NKV, HS, layerAttention(cfg, l).window ?? 0);
     decodeLinear(be, model, cache, l, "wo", cache.tmp, cache.atty, w.wo, null, T, NH * HS, C);
     be.accumulate(cache.x, cache.tmp, T * C);
     be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.ffnNorm, T, C, rmsEps);

@@ -15,7 +15,7 @@
 
 import { readFileSync } from "node:fs";
 import type { Backend } from "../backend/contract.js";
-import { type LlamaConfig, numel, paramSpecs } from "../model/config.js";
+import { type LlamaConfig, layerAttention, numel, paramSpecs } from "../model/config.js";
 import { activationLayout, loraActivationFloats } from "../model/llama.js";
 import { type LoraTarget } from "../model/lora.js";
 import { BLOCK, GGML_TYPE_ID, type QuantType, rowBytes } from "../quant/ggml.js";
@@ -126,6 +126,16 @@ function scratchBytes(spec: PlanSpec): number {
   return (gemm + head) * F32;
 }
 
+/** Distinct RoPE tables the model keeps (layerRopeTables: one per distinct base and scaling among RoPE layers). */
+function ropeTableCount(cfg: LlamaConfig): number {
+  const keys = new Set<string>();
+  for (let l = 0; l < cfg.L; l++) {
+    const a = layerAttention(cfg, l);
+    if (a.rope) keys.add(JSON.stringify([a.ropeTheta, a.ropeScaling]));
+  }
+  return keys.size;
+}
+
 export function planMemory(spec: PlanSpec, baselineBytes: number): MemoryPlan {
   const { cfg } = spec;
   const w = weightBytes(spec);
@@ -147,7 +157,7 @@ export function planMemory(spec: PlanSpec, baselineBytes: number): MemoryPlan {
     gradients: n * F32,
     optimizer: 2 * n * F32,
     reference: refCopyBytes(spec),
-    activations: (acts + loraActs) * F32 + 4 * N * 4 + spec.T * cfg.HS * F32,
+    activations: (acts + loraActs) * F32 + 4 * N * 4 + ropeTableCount(cfg) * spec.T * cfg.HS * F32,
     scratch: scratchBytes(spec),
   };
   return { items, peak: Object.values(items).reduce((a, b) => a + b, 0) };
