@@ -13,14 +13,18 @@ import { GGML_TYPE_ID, type QuantType, rowBytes } from "../src/quant/ggml.js";
 import { type Model, createActivations, createModel, forward, logitsOf } from "../src/model/llama.js";
 import { Rng } from "../src/rng.js";
 
-import { storiesGguf } from "./helpers.js";
+import { fixture, storiesGguf } from "./helpers.js";
 
 export const storiesPath = storiesGguf;
 
-/** C 256, FF 512, 4 layers (use_more_bits picks layers 2 and 3), NH = NKV = 4 of 64, V 512, untied output. */
-export function wideModel(): LoadedModel {
+/**
+ * C 256, FF 512, 4 layers (use_more_bits picks layers 2 and 3), NH = NKV = 4 of 64, V 512, untied output. `shape`
+ * changes L, FF or NKV (tools/llama-ref/gen-roundtrip.mjs starts from a smaller one, so that its committed Q4_K_M
+ * file stays small); the defaults build the same bits as before it existed.
+ */
+export function wideModel(shape: Partial<Record<"L" | "FF" | "NKV", number>> = {}): LoadedModel {
   const stories = loadModel(storiesPath);
-  const cfg = { ...stories.model.cfg, C: 256, FF: 512, L: 4, NH: 4, NKV: 4, HS: 64, tiedEmbeddings: false };
+  const cfg = { ...stories.model.cfg, C: 256, FF: 512, L: 4, NH: 4, NKV: 4, HS: 64, tiedEmbeddings: false, ...shape };
   const model = createModel(cfg);
   const rng = new Rng(20261202);
   for (const e of model.entries) {
@@ -34,6 +38,42 @@ export function wideModel(): LoadedModel {
   }
   return { ...stories, model };
 }
+
+/**
+ * Allowed max |Δlogit| against llama.cpp: the measured maximum (printed by the last test of quant-llamacpp.test.ts)
+ * with 25% headroom. The difference is llama.cpp's, not the weights': it rounds the activations to 8 bits for every dot
+ * product with a quantised matrix (Q8_0 for the 32-block types, Q8_K for the K-quants) where tsdpo keeps them in
+ * float32, and the same blocks dequantised by tsdpo give bit-identical weights (test/quant.test.ts against ggml).
+ * Measured on node-llama-cpp 3.22.1's CPU backend: stories260K (logits up to ±21) 0.205 for Q8_0 and Q6_K (the same
+ * file: every row falls back to Q8_0) and 0.218 for Q4_K_M; wide (logits up to ±3.9) 0.068 for Q8_0, 0.108 for Q4_K_M
+ * and 0.130 for Q6_K. tsdpo's quantised logits are closer to llama.cpp's than its float32 ones are (0.29 and 0.27).
+ */
+export const LLAMACPP_TOLERANCE: Record<string, number> = {
+  "stories260K Q8_0": 0.26, "stories260K Q4_K_M": 0.28, "stories260K Q6_K": 0.26,
+  "wide Q8_0": 0.09, "wide Q4_K_M": 0.14, "wide Q6_K": 0.17,
+  // test/quant-roundtrip.test.ts, along llama.cpp's 32-step greedy paths of two prompts: the HH-tuned stories260K's
+  // Q8_0 file (logits up to ±21.5) 0.236 from BOS and 0.288 after a 36-token HH prompt. The round trip's Q4_K_M
+  // export (a wide model, logits up to ±13.7) measured 0.109, within "wide Q4_K_M" above, which it uses.
+  "hh-stories260K Q8_0": 0.36,
+};
+
+/**
+ * The round trip of issue 14, made by tools/llama-ref/gen-roundtrip.mjs and repeated by test/quant-roundtrip.test.ts:
+ * LoRA DPO on a Q4_K_M file made by llama.cpp's own quantiser (ROUNDTRIP_BASE: a small wideModel SFT-trained by
+ * tsdpo on the shipped TinyStories openings, so its logits have real margins), exported with --dtype q4_k_m. Every
+ * projection gets an adapter and the learning rate is large, so that every adapted matrix is exported with other
+ * blocks than the base's. Dropout 0 and the js backend (forced by `backend`, whatever TSDPO_BACKEND says) make the
+ * run, and so the exported bytes, the same on every machine: the native kernels sum in another order, and the same
+ * run on them exported all 14 adapted matrices with other blocks (another sha256).
+ */
+export const ROUNDTRIP_BASE = fixture("quant", "wide-sft-Q4_K_M.gguf");
+export const ROUNDTRIP_LORA_CONFIG = {
+  model: ROUNDTRIP_BASE, data: fixture("train", "pairs.jsonl"), max_length: 48, max_prompt_length: 32,
+  use_peft: true, lora_r: 8, lora_alpha: 16, lora_dropout: 0,
+  lora_target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+  learning_rate: 1e-2, lr_scheduler_type: "constant", max_steps: 4, per_device_train_batch_size: 2, beta: 0.1, seed: 42,
+  save_minutes: 0, backend: "js",
+} as const;
 
 const TYPE_NAME = new Map<number, string>([[0, "F32"], ...Object.entries(GGML_TYPE_ID).map(([n, id]) => [id, n] as [number, string])]);
 

@@ -1,7 +1,35 @@
-// What both llama-ref scripts share: the node-llama-cpp settings under which llama.cpp computes in float32
+// What the llama-ref scripts share: llama.cpp's quantiser, the node-llama-cpp settings under which llama.cpp computes in float32
 // throughout, the conversion of its logits, and the fixture JSON format.
 
+import { spawnSync } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** The libllama (and ggml) that node-llama-cpp ships for linux-x64. */
+export const LIB_DIR = join(here, "node_modules", "@node-llama-cpp", "linux-x64", "bins", "linux-x64");
+/** llama.cpp's headers: `git clone node_modules/node-llama-cpp/llama/gitRelease.bundle /tmp/llsrc`, or $LLAMA_SRC. */
+export const LLAMA_SRC = process.env.LLAMA_SRC ?? "/tmp/llsrc";
+/** llama_ftype numbers for llama_model_quantize. */
+export const FTYPE = { Q8_0: 7, Q4_K_M: 15, Q6_K: 18 };
+
+/**
+ * Compiles quantize.c (llama.cpp's own llama_model_quantize, one thread, no importance matrix) against LIB_DIR into
+ * `workDir` and returns quantize(input, output, ftypeName), which fails through `fail` when llama.cpp does. ftypeName
+ * "F32" writes every tensor as float32, dequantising quantised ones with ggml's own to_float (allow_requantize).
+ */
+export function buildQuantizer(workDir, fail) {
+  const bin = join(workDir, "quantize");
+  const cc = spawnSync("gcc", ["-O1", "-o", bin, join(here, "quantize.c"), `-I${LLAMA_SRC}/include`, `-I${LLAMA_SRC}/ggml/include`,
+    join(LIB_DIR, "libllama.v0.5.0.so"), `-Wl,-rpath,${LIB_DIR}`], { encoding: "utf8" });
+  if (cc.status !== 0) fail(`building quantize.c failed (LLAMA_SRC=${LLAMA_SRC}):\n${cc.stderr}`);
+  return (input, output, ftypeName) => {
+    const args = ftypeName === "F32" ? [input, output, "0", "requantize"] : [input, output, String(FTYPE[ftypeName])];
+    const r = spawnSync(bin, args, { encoding: "utf8", env: { ...process.env, LD_LIBRARY_PATH: LIB_DIR } });
+    if (r.status !== 0) fail(`llama_model_quantize ${input} -> ${ftypeName} failed:\n${r.stderr}`);
+  };
+}
 
 /**
  * Context settings for exact float32 evaluations rather than approximations: F32 KV cache (the default F16 cache

@@ -7,20 +7,17 @@
 //
 // The F32 inputs are tsdpo's own GGUF exports of the models (stories260K is also checked against the shipped file).
 
-import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { argmax, denseLogits, f32 as float32Of, failer, float32ContextOptions, MODEL_OPTIONS, openLlama, toJson } from "./common.mjs";
+import { argmax, buildQuantizer, denseLogits, f32 as float32Of, failer, float32ContextOptions, FTYPE, MODEL_OPTIONS, openLlama, toJson } from "./common.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, "..", "..");
 const fail = failer("gen-quantized");
 const f32 = (x) => float32Of(x, fail);
-const libDir = join(here, "node_modules", "@node-llama-cpp", "linux-x64", "bins", "linux-x64");
-const llamaSrc = process.env.LLAMA_SRC ?? "/tmp/llsrc"; // `git clone node_modules/node-llama-cpp/llama/gitRelease.bundle /tmp/llsrc`
 
 const { readGguf } = await import(join(repoRoot, "dist", "src", "io", "gguf.js"));
 const { exportGguf } = await import(join(repoRoot, "dist", "src", "export", "gguf.js"));
@@ -29,15 +26,11 @@ const { wideModel, storiesPath } = await import(join(repoRoot, "dist", "test", "
 const { GGML_TYPE_ID, rowBytes } = await import(join(repoRoot, "dist", "src", "quant", "ggml.js"));
 const TYPE_NAME = new Map([[0, "F32"], ...Object.entries(GGML_TYPE_ID).map(([n, id]) => [id, n])]);
 
-const FTYPES = { Q8_0: 7, Q4_K_M: 15, Q6_K: 18 };
 const TEXTS = ["Once upon a time, there was a little girl named Lily."];
 const GREEDY = 16;
 
 const work = mkdtempSync(join(tmpdir(), "tsdpo-gen-quantized-"));
-const bin = join(work, "quantize");
-const cc = spawnSync("gcc", ["-O1", "-o", bin, join(here, "quantize.c"), `-I${llamaSrc}/include`, `-I${llamaSrc}/ggml/include`,
-  join(libDir, "libllama.v0.5.0.so"), `-Wl,-rpath,${libDir}`], { encoding: "utf8" });
-if (cc.status !== 0) fail(`building quantize.c failed (LLAMA_SRC=${llamaSrc}):\n${cc.stderr}`);
+const quantize = buildQuantizer(work, fail);
 
 /** Each tensor's type and the sha256 of exactly its own bytes (rows × row size, no alignment padding). */
 function tensorsOf(path) {
@@ -61,10 +54,9 @@ for (const [modelName, loaded] of [["stories260K", loadModel(storiesPath)], ["wi
   const input = join(work, `${modelName}-f32.gguf`);
   exportGguf(loaded, input, { dtype: "F32" });
   out.models[modelName] = {};
-  for (const [ftype, id] of Object.entries(FTYPES)) {
+  for (const ftype of Object.keys(FTYPE)) {
     const path = join(work, `${modelName}-${ftype}.gguf`);
-    const r = spawnSync(bin, [input, path, String(id)], { encoding: "utf8", env: { ...process.env, LD_LIBRARY_PATH: libDir } });
-    if (r.status !== 0) fail(`llama_model_quantize ${modelName} ${ftype} failed:\n${r.stderr}`);
+    quantize(input, path, ftype);
     const model = await llama.loadModel({ modelPath: path, ...MODEL_OPTIONS });
     const V = loaded.model.cfg.V;
     const ctx = await model.createContext(float32ContextOptions(128));
