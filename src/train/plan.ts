@@ -191,12 +191,13 @@ export function dominantStorage(spec: PlanSpec): Storage {
 }
 
 /**
- * GFLOP/s of the backend's product at the step's MLP shape (rows ≤ 256 of C, FF ≤ 2048 outputs), with the weight
- * stored as `storage`: synthetic blocks whose scales are a fixed small half (the values do not matter to the rate).
- * Median of 5 timed calls after a warm-up; a few tens of ms on a laptop for a 3B model's shape.
+ * GFLOP/s of the backend's product at the step's own MLP shape (up to 512 of its token rows, C → FF), with the
+ * weight stored as `storage`: synthetic blocks whose scales are a fixed small half (the values do not matter to the
+ * rate). The full shape matters: a GEMM's rate grows with its size, and a smaller stand-in measured half the rate
+ * of a 1B model's real products. Median of 5 timed calls after a warm-up: about a second for a 3B model.
  */
 export function calibrateGemm(be: Backend, cfg: LlamaConfig, rows: number, storage: Storage): number {
-  const N = Math.max(1, Math.min(rows, 256)), IC = cfg.C, OC = Math.min(cfg.FF, 2048);
+  const N = Math.max(1, Math.min(rows, 512)), IC = cfg.C, OC = cfg.FF;
   const inp = new Float32Array(N * IC).map((_, i) => ((i % 13) - 6) * 0.01);
   const out = new Float32Array(N * OC);
   let run: () => void;
