@@ -143,3 +143,17 @@ test("a run over the memory available is refused, naming the settings that would
   const forced = plan(["--force"], env);
   assert.equal(forced.status, 0, `--force: ${forced.stdout}${forced.stderr}`);
 });
+
+test("a run's summary.json and report put the planner's prediction beside the measured peak and micro-batch time", async () => {
+  const { train } = await import("../src/train/train.js");
+  const { resolveTrainConfig } = await import("../src/train/config.js");
+  const { readFileSync } = await import("node:fs");
+  const dir = join(tmp, "run");
+  const data = join(repoRoot, "test", "fixtures", "train", "pairs.jsonl");
+  await train(resolveTrainConfig({ model: storiesGguf, data, max_length: 48, max_steps: 2, per_device_train_batch_size: 4, save_minutes: 0, output_dir: dir }, "test"), null, { quiet: true });
+  const m = JSON.parse(readFileSync(join(dir, "summary.json"), "utf8")).memory;
+  assert.ok(m.predicted_peak_mb > 0 && m.measured_peak_mb > 0 && m.predicted_step_seconds > 0 && m.measured_step_seconds > 0, JSON.stringify(m));
+  assert.ok(m.plan.activations > 0 && m.plan.weights_float32 > 0, "the items are kept");
+  const html = readFileSync(join(dir, "report.html"), "utf8");
+  assert.ok(html.includes(`${m.measured_peak_mb} MB measured (peak RSS); the planner predicted ${m.predicted_peak_mb} MB`), "report row");
+});
