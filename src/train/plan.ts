@@ -208,15 +208,7 @@ export function calibrateGemm(be: Backend, cfg: LlamaConfig, rows: number, stora
     const blocks = syntheticBlocks(storage, OC, IC);
     run = () => be.matmulForwardQuant!(out, inp, blocks, GGML_TYPE_ID[storage], 0, null, N, IC, OC);
   }
-  run();
-  const ts: number[] = [];
-  for (let k = 0; k < 5; k++) {
-    const t0 = performance.now();
-    run();
-    ts.push(performance.now() - t0);
-  }
-  ts.sort((a, b) => a - b);
-  return (2 * N * IC * OC) / (ts[2]! * 1e6);
+  return (2 * N * IC * OC) / (timeIt(run) * 1e9);
 }
 
 /** rows × cols of `type` blocks with pseudo-random quants and every scale field a small finite half. */
@@ -263,15 +255,7 @@ export function stepElementwiseFloats(spec: PlanSpec): number {
 export function calibrateElementwise(be: Backend): number {
   const n = 1 << 22;
   const a = new Float32Array(n).fill(0.5), b = new Float32Array(n).fill(0.25), out = new Float32Array(n);
-  be.addForward(out, a, b, n);
-  const ts: number[] = [];
-  for (let k = 0; k < 5; k++) {
-    const t0 = performance.now();
-    be.addForward(out, a, b, n);
-    ts.push(performance.now() - t0);
-  }
-  ts.sort((x, y) => x - y);
-  return (3 * n) / (ts[2]! / 1000);
+  return (3 * n) / timeIt(() => be.addForward(out, a, b, n));
 }
 
 /** Median seconds of fn over 5 calls after a warm-up. */
