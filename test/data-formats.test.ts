@@ -243,6 +243,8 @@ const HH_PAIRS = [
   hh(5, "What is the capital of France?", "Paris.", "London."),
   hh(6, "I feel sad.", "I'm sorry to hear that. Do you want to talk about it?", "Okay."),
   hh(7, "How far is the moon?", "About 384,000 kilometres.", "About ten metres."),
+  // The dialogues differ at the first answer and the chosen one goes on: its further turns are part of its answer.
+  hh(8, "Should I be nice to my sister?", "Yes\n\nHuman: Why?\n\nAssistant: Because kindness helps.", "No."),
   hh(9, "What do cows eat?", "Mostly grass and hay.", "Cows eat rocks."),
   hh(10, "Is it safe to touch a hot stove?", "No, you could burn yourself.", "Yes, go ahead."),
   hh(11, "Give me a word that rhymes with cat.", "Hat.", "Dog."),
@@ -254,8 +256,8 @@ describe("Anthropic HH-RLHF (gzipped JSON Lines, as published)", () => {
     assert.equal(l.dataFormat, "hh_rlhf");
     assert.match(l.recognised!, /^recognised as Anthropic HH-RLHF \(chosen\/rejected dialogues .*\); set data_format to override$/);
     assert.deepEqual(pairsOf(l), HH_PAIRS);
-    assert.deepEqual(dropsOf(l), [[4, "identical"], [8, "diverges-before-last-turn"]]);
-    assert.equal(formatDataStats(dataStats(l), 0).split("\n")[0], `${HH} (jsonl): 12 rows -> 10 usable pairs (0 truncated); 0 invalid; 2 dropped (identical 1, diverges-before-last-turn 1); 0 warnings`);
+    assert.deepEqual(dropsOf(l), [[4, "identical"]]);
+    assert.equal(formatDataStats(dataStats(l), 0).split("\n")[0], `${HH} (jsonl): 12 rows -> 11 usable pairs (0 truncated); 0 invalid; 1 dropped (identical 1); 0 warnings`);
   });
 
   test("set explicitly: the same pairs and no note; a file with other keys is not taken for HH-RLHF", async () => {
@@ -374,15 +376,21 @@ const esc = (s: string): string => s.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
 // ---------------------------------------------------------------------------------------------------------------
 // Multi-turn conversations in general
 
-test("conversations that go on after differing: multi-turn when they share their user turns, diverges-before-last-turn when not", async () => {
+test("conversations that go on after differing: multi-turn when they share their user turns, else the rest of each is its answer", async () => {
   const path = tmpFile("multi.jsonl", jsonl([
     { chosen: [u("a"), a("b"), u("c"), a("d")], rejected: [u("a"), a("x"), u("c"), a("y")] },
     { chosen: [u("a"), a("b"), u("c"), a("d")], rejected: [u("a"), a("x"), u("e"), a("y")] },
     { chosen: [u("a"), a("b"), u("c"), a("d")], rejected: [u("a"), a("b"), u("c"), a("y")] },
+    { chosen: [u("a"), a("b"), u("c"), a("d")], rejected: [u("a"), a("b"), u("e"), a("y")] },
   ]));
   const l = await load(path);
-  assert.deepEqual(dropsOf(l), [[0, "multi-turn"], [1, "diverges-before-last-turn"]]);
-  assert.deepEqual(pairsOf(l), [[2, "<user>a\n<assistant>b\n<user>c\n<assistant>", "d\n", "y\n"]]);
+  assert.deepEqual(dropsOf(l), [[0, "multi-turn"]]);
+  assert.deepEqual(pairsOf(l), [
+    [1, "<user>a\n<assistant>", "b\n<user>c\n<assistant>d\n", "x\n<user>e\n<assistant>y\n"],
+    [2, "<user>a\n<assistant>b\n<user>c\n<assistant>", "d\n", "y\n"],
+    // first different at a user turn: the prompt ends with the shared answer, without a generation prompt
+    [3, "<user>a\n<assistant>b\n", "<user>c\n<assistant>d\n", "<user>e\n<assistant>y\n"],
+  ]);
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -451,7 +459,7 @@ describe("end to end on stories260K", () => {
   const cases: [string, string, Record<string, unknown>, string, number][] = [
     ["Chatbot Arena (Parquet)", ARENA, { model: hf }, "5 usable pairs", 5],
     ["WebGPT (JSONL, with quotes)", WEBGPT, { webgpt_quotes: true }, "8 usable pairs", 3],
-    ["HH-RLHF (JSONL.gz)", HH, {}, "10 usable pairs", 2],
+    ["HH-RLHF (JSONL.gz)", HH, {}, "11 usable pairs", 1],
   ];
   for (const [name, data, extra, usable, dropped] of cases)
     test(`train reads ${name} as published: one step, and the summary says what was recognised`, async () => {

@@ -449,7 +449,7 @@ test("skipInvalid collects malformed rows into a count and a JSONL report; ident
   ]);
 });
 
-test("dialogues that differ before their final assistant answer are dropped with a reason, not errors", async () => {
+test("dialogues that differ before their final assistant answer load, each answer the rest of its dialogue", async () => {
   const path = tmpFile(
     "diverge.jsonl",
     [
@@ -459,19 +459,21 @@ test("dialogues that differ before their final assistant answer are dropped with
         chosen: [m("user", "a"), m("assistant", "b"), m("user", "c"), m("assistant", "d")],
         rejected: [m("user", "a"), m("assistant", "b"), m("user", "e"), m("assistant", "f")],
       }),
+      // text dialogues first different inside a Human turn: the shared answer before it is prompt, as for messages
+      JSON.stringify({ chosen: "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: d", rejected: "\n\nHuman: a\n\nAssistant: b\n\nHuman: e\n\nAssistant: f" }),
     ].join("\n"),
   );
   const loaded = await loadPreferences(path, { chat: chatml });
-  assert.equal(loaded.pairs.length, 1);
-  assert.deepEqual(
-    loaded.drops.map((d) => [d.line, d.reason, d.detail]),
+  assert.deepEqual(loaded.drops, []);
+  assert.deepEqual(triples(loaded.pairs.slice(1)), [
+    ["\n\nHuman: a\n\nAssistant:", " b\n\nHuman: c\n\nAssistant: d", " x"],
     [
-      [2, "diverges-before-last-turn",
-        `chosen holds a further "\\n\\nAssistant:" turn after the shared prompt; only the final assistant answer may differ between the two (add a "prompt" field to say where the answer starts)`],
-      [3, "diverges-before-last-turn",
-        `chosen and rejected first differ at message 2, whose role in chosen is "user", not "assistant"; only the final assistant answer may differ between the two (add a "prompt" field to say where the answer starts)`],
+      "<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n",
+      "<|im_start|>user\nc<|im_end|>\n<|im_start|>assistant\nd<|im_end|>\n",
+      "<|im_start|>user\ne<|im_end|>\n<|im_start|>assistant\nf<|im_end|>\n",
     ],
-  );
+    ["\n\nHuman: a\n\nAssistant: b", "\n\nHuman: c\n\nAssistant: d", "\n\nHuman: e\n\nAssistant: f"],
+  ]);
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -708,14 +710,19 @@ test("eval split: deterministic by seed, disjoint, file order kept; a count, a f
 const HH = asset("data", "hh-rlhf", "harmless-base-test.jsonl.gz");
 const MARKER = "\n\nAssistant:";
 
-test("HH-RLHF loads as is with the implicit prompt rule and every dropped pair has a reason", async (t) => {
+test("HH-RLHF loads as is with the implicit prompt rule, every row a pair", async (t) => {
   const loaded = await loadPreferences(HH);
   assert.equal(loaded.rows, 2312);
   assert.equal(loaded.invalid.length, 0);
-  // Five rows whose dialogues differ before the final answer (found by reading the file independently).
-  const diverging = [1255, 1689, 1951, 1953, 2037];
-  assert.deepEqual(loaded.drops.map((d) => [d.line, d.reason]), diverging.map((l) => [l, "diverges-before-last-turn"]));
-  assert.equal(loaded.pairs.length, 2312 - 5);
+  assert.deepEqual(loaded.drops, []);
+  assert.equal(loaded.pairs.length, 2312);
+  // Five rows whose chosen answer holds a second Assistant turn after the shared prompt (found by reading the file
+  // independently): they load, that turn part of the answer.
+  const longer = [1255, 1689, 1951, 1953, 2037];
+  assert.deepEqual(
+    loaded.pairs.filter((p) => p.chosen.includes(MARKER) || p.rejected.includes(MARKER)).map((p) => [p.source.line, p.chosen.includes(MARKER), p.rejected.includes(MARKER)]),
+    longer.map((l) => [l, l !== 1951, l === 1951]),
+  );
   // Four chosen answers are a single space (found by reading the file independently): kept, with a warning.
   assert.deepEqual(loaded.warnings.map((w) => [w.line, w.field]), [[87, "chosen"], [517, "chosen"], [926, "chosen"], [1104, "chosen"]]);
   for (const p of loaded.pairs) {
@@ -723,19 +730,20 @@ test("HH-RLHF loads as is with the implicit prompt rule and every dropped pair h
     assert.ok(!p.chosen.includes("\n\nHuman:") && !p.rejected.includes("\n\nHuman:"));
   }
 
-  // Independent expectation for a byte tokenizer with BOS: prompt = chosen up to its last marker (the answers hold
-  // no marker), P = 1 + bytes, answers = bytes + EOS, cut to maxLength − P, drop when P >= maxLength or equal.
+  // Independent expectation for a byte tokenizer with BOS: prompt = the two dialogues' common start up to its last
+  // marker, P = 1 + bytes, answers = bytes + EOS, cut to maxLength − P, drop when P >= maxLength or equal.
   const raw = gunzipSync(readFileSync(HH))
     .toString("utf8")
     .split("\n")
-    .map((l, i) => ({ l, line: i + 1 }))
-    .filter(({ l, line }) => l !== "" && !diverging.includes(line))
-    .map(({ l }) => JSON.parse(l));
-  assert.equal(raw.length, 2307);
+    .filter((l) => l !== "")
+    .map((l) => JSON.parse(l));
+  assert.equal(raw.length, 2312);
   const expect = (maxLength: number, maxPrompt: number | null) => {
     const counts = { "no-room-for-completion": 0, "identical-after-truncation": 0, truncated: 0 };
     for (const { chosen, rejected } of raw) {
-      const cut = chosen.lastIndexOf(MARKER) + MARKER.length;
+      let n = 0;
+      while (n < chosen.length && chosen[n] === rejected[n]) n++;
+      const cut = chosen.lastIndexOf(MARKER, n - MARKER.length) + MARKER.length;
       let P = 1 + Buffer.byteLength(chosen.slice(0, cut));
       let truncated = false;
       if (maxPrompt !== null && P > maxPrompt) (P = maxPrompt), (truncated = true);
@@ -767,7 +775,6 @@ test("HH-RLHF loads as is with the implicit prompt rule and every dropped pair h
     assert.equal(stats.droppedByReason["identical-after-truncation"], want["identical-after-truncation"]);
     assert.equal(stats.truncated, want.truncated);
     assert.equal(stats.rows, stats.usable + stats.invalid + stats.dropped);
-    assert.equal(stats.droppedByReason["diverges-before-last-turn"], 5);
     assert.ok(stats.drops.every((d) => d.detail.length > 0 && d.where.startsWith(`${HH}:`)));
     if (opts.maxPromptLength !== undefined || opts.maxLength === undefined) assert.ok(stats.usable >= 2300, `usable ${stats.usable}`);
   }

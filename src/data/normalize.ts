@@ -20,12 +20,15 @@
 //   after the prompt, which is what HH-RLHF's four such rows mean.
 // - chosen identical to rejected is not an error but a counted drop ("identical"): public datasets contain such
 //   rows and they carry no DPO signal (the policy and reference log-ratios cancel exactly).
-// - Two full dialogues that differ before their final assistant answer are a counted drop too
-//   ("diverges-before-last-turn"): the row is well-formed, but the "answer" would contain further turns. HH-RLHF's
-//   harmless-base test split has five such rows; failing the whole file over them would help nobody. Message lists
-//   whose answers go on with further user turns are the same case; when both sides share those user turns (Chatbot
-//   Arena's multi-turn rows: the same user messages, two models answering each) the drop is "multi-turn" instead,
-//   because those rows will be usable once the layout that scores every assistant turn lands.
+// - Two full dialogues may differ at any turn, as in TRL: the prompt is everything before the first message (or, in
+//   text rows, the first turn) where they differ, rendered exactly as the full conversation renders it, and each
+//   answer is the rest of its own dialogue, further turns included. HH-RLHF's harmless-base test split has five rows
+//   whose answers hold a second "Assistant:" turn; they load as such pairs. When the first differing message is not
+//   an assistant answer (a user turn), the prompt ends with the shared assistant turn before it and no generation
+//   prompt, and the answers start with the differing turn (the template's own text for it).
+// - Message lists whose answers go on with the same user turns on both sides (Chatbot Arena's multi-turn rows: the
+//   same user messages, two models answering each) are a counted drop, "multi-turn": those rows wait for the layout
+//   that scores every assistant turn on its own, not the whole rest of the conversation as one answer.
 // - The prompt is inferred only when nothing in the row could be it. With prompt_field unset and no "prompt" key, a
 //   row with another key that could hold a prompt ("question", "instruction", "system", …) fails to load: a renamed
 //   prompt column must not be silently replaced by a guess from the answers' shared start. Keys that cannot be the
@@ -65,6 +68,8 @@ export interface NormalizeOptions {
 }
 
 export const DEFAULT_ASSISTANT_MARKER = "\n\nAssistant:";
+/** The turn marker before each human turn in HH-RLHF's dialogues; it goes with DEFAULT_ASSISTANT_MARKER. */
+const HH_USER_MARKER = "\n\nHuman:";
 
 /** A malformed row: which field, what is wrong and how to fix it. Callers add the position. */
 export class RowProblem extends Error {
@@ -205,13 +210,8 @@ export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): Norma
     if (r === "") throw emptyAnswer(rf, cells);
     if (prompt === undefined) {
       if (c === r) return identical();
-      const marker = options.assistantMarker ?? DEFAULT_ASSISTANT_MARKER;
-      const split = inferTextPrompt(c, r, cf, rf, marker);
-      if (marker !== "" && split.prompt.endsWith(marker))
-        for (const [field, text] of [[cf, split.chosen], [rf, split.rejected]] as const)
-          if (text.includes(marker))
-            return divergesEarly(`${field} holds a further ${JSON.stringify(marker)} turn after the shared prompt`);
-      out = { ...split, shape: "implicit" };
+      // Dialogues that go on after differing keep their further turns in the answers (see inferTextPrompt).
+      out = { ...inferTextPrompt(c, r, cf, rf, options.assistantMarker ?? DEFAULT_ASSISTANT_MARKER), shape: "implicit" };
     } else {
       if (prompt === "")
         throw new RowProblem(
@@ -247,28 +247,28 @@ export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): Norma
         const short = k === c.length ? cf : rf;
         throw new RowProblem(short, `is the shared conversation with no answer of its own (the other answer continues it); each must end with its own assistant message`);
       }
-      for (const [field, msgs] of [[cf, c], [rf, r]] as const)
-        if (msgs[k]!.role !== "assistant")
-          return divergesEarly(`${cf} and ${rf} first differ at message ${k}, whose role in ${field} is "${msgs[k]!.role}", not "assistant"`);
-      // An answer that goes on with further user turns is not one answer: the preference is over the rest of the
-      // conversation (Chatbot Arena's multi-turn rows). Counted apart when both sides share those user turns, as
-      // the layout that scores every assistant turn will use such rows.
+      if (c[k]!.role !== r[k]!.role)
+        throw new RowProblem(
+          `${cf}[${k}].role`,
+          `is "${c[k]!.role}" but ${rf}[${k}].role is "${r[k]!.role}": after their shared start the two conversations ` +
+            `must go on with the same speaker; fix the row or add a "${pf ?? "prompt"}" field`,
+        );
+      // Answers that go on with the same user turns on both sides wait for the layout that scores every assistant
+      // turn on its own (Chatbot Arena's multi-turn rows); with different user turns the preference is over the whole
+      // rest of each conversation, which is one answer per side.
       const userTurns = (msgs: ChatMessage[]): string[] => msgs.filter((m) => m.role === "user").map((m) => m.content);
       const cu = userTurns(c.slice(k));
       const ru = userTurns(r.slice(k));
-      if (cu.length > 0 || ru.length > 0) {
-        if (cu.length === ru.length && cu.every((u, i) => u === ru[i])) {
-          const turns = userTurns(c).length;
-          return {
-            kind: "drop",
-            reason: "multi-turn",
-            detail:
-              `${cf} and ${rf} share their ${turns} user turns but differ from message ${k} (an assistant answer) on, so ` +
-              `the preference is over whole ${turns}-turn conversations; a pair holds one final answer per side and the ` +
-              `layout that scores every assistant turn has not landed, so only conversations that differ in their last answer load`,
-          };
-        }
-        return divergesEarly(`${cf} and ${rf} first differ at message ${k}, an assistant answer, and then go on with different user turns`);
+      if (cu.length > 0 && cu.length === ru.length && cu.every((u, i) => u === ru[i])) {
+        const turns = userTurns(c).length;
+        return {
+          kind: "drop",
+          reason: "multi-turn",
+          detail:
+            `${cf} and ${rf} share their ${turns} user turns but differ from message ${k} (an assistant answer) on, so ` +
+            `the preference is over whole ${turns}-turn conversations; such rows wait for the layout that scores ` +
+            `every assistant turn on its own (rows whose later user turns differ, or that differ in their last answer, load)`,
+        };
       }
       const promptMsgs = c.slice(0, k);
       out = { ...renderPair(chat, promptMsgs, c.slice(k), r.slice(k), cf, rf), shape: "conversational-implicit" };
@@ -290,9 +290,14 @@ export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): Norma
  * when both answers start alike ("\n\nAssistant: I think…" / "\n\nAssistant: I don't…"): the shared "I" belongs to
  * the answers, not the prompt.
  *
+ * Dialogues that differ before their last turn are cut the same way: the prompt ends at the turn where they first
+ * differ and each answer holds the rest of its dialogue, further turns and markers included (TRL's extract_prompt
+ * keeps them too). When that turn is a Human turn after a shared Assistant one (HH's own "\n\nHuman:" marker, with
+ * the default assistant marker), the cut is at the start of that "\n\nHuman:": the shared assistant turn is
+ * prompt, as in a message list that first differs at a user message.
+ *
  * Without a marker in the common prefix, the cut goes back to the start of the last whitespace run in it, so no
  * word is split and the answer keeps its leading space (as TRL's extract_prompt does). No whitespace: error.
- * The answers must not contain the marker: that would mean the texts diverge before their last assistant turn.
  */
 export function inferTextPrompt(
   chosen: string,
@@ -307,7 +312,10 @@ export function inferTextPrompt(
   const common = chosen.slice(0, n);
   let cut: number;
   const m = marker === "" ? -1 : common.lastIndexOf(marker);
-  if (m >= 0) {
+  const u = marker === DEFAULT_ASSISTANT_MARKER ? common.lastIndexOf(HH_USER_MARKER) : -1;
+  if (m >= 0 && u > m) {
+    cut = u;
+  } else if (m >= 0) {
     cut = m + marker.length;
   } else {
     cut = -1;
@@ -339,7 +347,11 @@ function renderPair(
   cf: string,
   rf: string,
 ): { prompt: string; chosen: string; rejected: string } {
-  const p = runTemplate(chat, prompt, true, cf);
+  // The generation prompt opens an assistant turn, so the prompt has it when an answer starts with one (always,
+  // unless the two conversations first differ at a user turn: then the prompt ends with the assistant's turn before
+  // it, as the full conversation renders it, and each answer opens its own user turn).
+  const gen = chosen[0]!.role === "assistant" || rejected[0]!.role === "assistant";
+  const p = runTemplate(chat, prompt, gen, cf);
   const answer = (msgs: ChatMessage[], field: string): string => {
     const full = runTemplate(chat, [...prompt, ...msgs], false, field);
     if (!full.startsWith(p)) {
@@ -415,14 +427,6 @@ function sharedMessages(a: ChatMessage[], b: ChatMessage[]): number {
 
 function identical(): NormalizeResult {
   return { kind: "drop", reason: "identical", detail: "chosen and rejected are the same text, which gives DPO no signal" };
-}
-
-function divergesEarly(detail: string): NormalizeResult {
-  return {
-    kind: "drop",
-    reason: "diverges-before-last-turn",
-    detail: `${detail}; only the final assistant answer may differ between the two (add a "prompt" field to say where the answer starts)`,
-  };
 }
 
 function emptyAnswer(field: string, cell = false): RowProblem {

@@ -101,10 +101,8 @@ export interface RowIssue {
  * - tie: the row's verdict says neither answer is preferred (winner_values' "tie" list, e.g. Chatbot Arena's "tie"
  *   and "tie (bothbad)"; equal scores, e.g. WebGPT's 0 and 0); DPO needs a preferred answer.
  * - multi-turn: two conversations that share their user turns but differ from an earlier assistant answer on
- *   (Chatbot Arena rows with more than one turn): a pair holds one final answer per side, and the layout that scores
- *   every assistant turn has not landed.
- * - diverges-before-last-turn: the two dialogues differ before their final assistant answer (an answer would hold
- *   further turns, teaching the model to write the other speaker's lines); five HH-RLHF test rows are like this.
+ *   (Chatbot Arena rows with more than one turn): they wait for the layout that scores every assistant turn on its
+ *   own. (Dialogues that differ before their last turn otherwise load: each answer is the rest of its dialogue.)
  * - overlong: the pair is longer than the limits and the options say to drop rather than truncate.
  * - no-room-for-completion: the (truncated) prompt alone fills maxLength, so no answer token would remain.
  * - identical-after-truncation: the answers differ only after the point where truncation cut them.
@@ -113,7 +111,6 @@ export type DropReason =
   | "identical"
   | "tie"
   | "multi-turn"
-  | "diverges-before-last-turn"
   | "overlong"
   | "no-room-for-completion"
   | "identical-after-truncation";
@@ -121,7 +118,6 @@ export const DROP_REASONS: readonly DropReason[] = [
   "identical",
   "tie",
   "multi-turn",
-  "diverges-before-last-turn",
   "overlong",
   "no-room-for-completion",
   "identical-after-truncation",
