@@ -93,8 +93,8 @@ if (native.ok) {
   const dq = new Float32Array(q.length), dk = new Float32Array(k.length), dv = new Float32Array(v.length);
   console.log(`\nnative fused attention, T = ${AT}, NH = ${NH}, NKV = ${NKV}, HS = ${HS}, ms (median)`);
   for (const branch of [null, Int32Array.from([128, 256])]) {
-    const f = time(() => be.attentionForward(out, lse, q, k, v, branch, 1, AT, NH, NKV, HS, 0));
-    const b = time(() => be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, branch, 1, AT, NH, NKV, HS, 0));
+    const f = time(() => be.attentionForward(out, lse, q, k, v, branch, 1, AT, NH, NKV, HS, 0, 1 / Math.sqrt(HS), 0));
+    const b = time(() => be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, branch, 1, AT, NH, NKV, HS, 0, 1 / Math.sqrt(HS), 0));
     console.log(`${(branch ? "packed pair [P, S] = [128, 256]" : "plain causal").padEnd(32)} forward ${f.toFixed(2)}   backward ${b.toFixed(2)}`);
   }
   const M = 256, V = 49152;
@@ -103,8 +103,8 @@ if (native.ok) {
   const targets = Int32Array.from({ length: M }, () => Math.floor(rng.next() * V));
   const logp = new Float32Array(M), hlse = new Float32Array(M), logitSum = new Float32Array(M), logSumSq = new Float32Array(M);
   const dx = new Float32Array(M * C), dW = new Float32Array(V * C), dlogp = new Float32Array(M).fill(-1 / M);
-  const f = time(() => be.lmHeadLogprobForward(logp, hlse, logitSum, logSumSq, x, rows, targets, W, M, C, V), Math.min(reps, 5));
-  const b = time(() => be.lmHeadLogprobBackward(dx, dW, dlogp, x, rows, targets, W, hlse, M, C, V), Math.min(reps, 5));
+  const f = time(() => be.lmHeadLogprobForward(logp, hlse, logitSum, logSumSq, x, rows, targets, W, M, C, V, 0), Math.min(reps, 5));
+  const b = time(() => be.lmHeadLogprobBackward(dx, dW, dlogp, x, rows, targets, W, hlse, M, C, V, 0), Math.min(reps, 5));
   const gf = (2 * M * C * V) / 1e6; // one (M,C)·(C,V) product, in MFLOP: forward does one, backward three
   console.log(`\nnative fused LM head, M = ${M}, C = ${C}, V = ${V}, ms (median)`);
   console.log(`forward ${f.toFixed(1)} (${(gf / f).toFixed(0)} GFLOP/s)   backward with dW ${b.toFixed(1)} (${((3 * gf) / b).toFixed(0)} GFLOP/s)`);

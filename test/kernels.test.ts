@@ -69,17 +69,17 @@ test("rmsnorm forward matches the formula and backward matches finite difference
     const weight = f64(C, r);
     const out = new Float64Array(N * C);
     const rstd = new Float64Array(N);
-    be.rmsnormForward(out, rstd, inp, weight, N, C, 1e-5);
+    be.rmsnormForward(out, rstd, inp, weight, N, C, 1e-5, 0);
     for (let n = 0; n < N; n++) {
       let ms = 0;
       for (let c = 0; c < C; c++) ms += inp[n * C + c]! ** 2 / C;
       for (let c = 0; c < C; c++)
         assert.ok(Math.abs(out[n * C + c]! - (inp[n * C + c]! / Math.sqrt(ms + 1e-5)) * weight[c]!) < 1e-12);
     }
-    checkGradients(`rmsnorm ${N}x${C}`, { inp, weight }, () => (be.rmsnormForward(out, rstd, inp, weight, N, C, 1e-5), out), (dout) => {
+    checkGradients(`rmsnorm ${N}x${C}`, { inp, weight }, () => (be.rmsnormForward(out, rstd, inp, weight, N, C, 1e-5, 0), out), (dout) => {
       const dinp = new Float64Array(N * C);
       const dweight = new Float64Array(C);
-      be.rmsnormBackward(dinp, dweight, dout, inp, weight, rstd, N, C);
+      be.rmsnormBackward(dinp, dweight, dout, inp, weight, rstd, N, C, 0);
       return { inp: dinp, weight: dweight };
     }, r);
   }
@@ -172,7 +172,7 @@ for (const [R, T, NH, NKV, HS, window] of [
     const q = f64(R * T * NH * HS, r, 2), k = f64(R * T * NKV * HS, r, 2), v = f64(R * T * NKV * HS, r);
     const out = new Float64Array(R * T * NH * HS);
     const lse = new Float64Array(R * NH * T);
-    be.attentionForward(out, lse, q, k, v, null, R, T, NH, NKV, HS, window);
+    be.attentionForward(out, lse, q, k, v, null, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
     // Direct check of one query: last row, last head.
     const rr = R - 1, h = NH - 1, t = T - 1, kvh = Math.floor(h / (NH / NKV));
     const first = window > 0 ? Math.max(0, t - window + 1) : 0;
@@ -191,10 +191,10 @@ for (const [R, T, NH, NKV, HS, window] of [
       for (let j = first; j <= t; j++) want += (e[j - first]! / z) * v[((rr * T + j) * NKV + kvh) * HS + i]!;
       assert.ok(Math.abs(out[((rr * T + t) * NH + h) * HS + i]! - want) < 1e-12, "attention output");
     }
-    checkGradients("attention", { q, k, v }, () => (be.attentionForward(out, lse, q, k, v, null, R, T, NH, NKV, HS, window), out), (dout) => {
-      be.attentionForward(out, lse, q, k, v, null, R, T, NH, NKV, HS, window);
+    checkGradients("attention", { q, k, v }, () => (be.attentionForward(out, lse, q, k, v, null, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0), out), (dout) => {
+      be.attentionForward(out, lse, q, k, v, null, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
       const dq = new Float64Array(q.length), dk = new Float64Array(k.length), dv = new Float64Array(v.length);
-      be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, null, R, T, NH, NKV, HS, window);
+      be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, null, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
       return { q: dq, k: dk, v: dv };
     }, r);
   });
@@ -219,9 +219,9 @@ for (const [P, Cw, Cl, NH, NKV, HS, window] of [
     const q = f64(T * qw, r, 2), k = f64(T * kw, r, 2), v = f64(T * kw, r), dout = f64(T * qw, r);
     const branch = Int32Array.from([P, P + Cw]);
     const out = new Float64Array(T * qw), lse = new Float64Array(NH * T);
-    be.attentionForward(out, lse, q, k, v, branch, 1, T, NH, NKV, HS, window);
+    be.attentionForward(out, lse, q, k, v, branch, 1, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
     const dq = new Float64Array(q.length), dk = new Float64Array(k.length), dv = new Float64Array(v.length);
-    be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, branch, 1, T, NH, NKV, HS, window);
+    be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, branch, 1, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
     const wantDq = new Float64Array(q.length), wantDk = new Float64Array(k.length), wantDv = new Float64Array(v.length);
     for (const [start, len] of [[P, Cw], [P + Cw, Cl]] as const) {
       // the unpacked sequence: prompt rows, then this answer's rows
@@ -234,11 +234,11 @@ for (const [P, Cw, Cl, NH, NKV, HS, window] of [
       // the prompt's output gradient counts once: only the chosen pass carries it
       if (start !== P) sd.fill(0, 0, P * qw);
       const so = new Float64Array(n * qw), sl = new Float64Array(NH * n);
-      be.attentionForward(so, sl, sq, sk, sv, null, 1, n, NH, NKV, HS, window);
+      be.attentionForward(so, sl, sq, sk, sv, null, 1, n, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
       assertAllClose(out.subarray(start * qw, (start + len) * qw), so.subarray(P * qw), 1e-13, 0, "answer outputs");
       assertAllClose(out.subarray(0, P * qw), so.subarray(0, P * qw), 1e-13, 0, "prompt outputs");
       const gq = new Float64Array(sq.length), gk = new Float64Array(sk.length), gv = new Float64Array(sv.length);
-      be.attentionBackward(gq, gk, gv, sd, sq, sk, sv, so, sl, null, 1, n, NH, NKV, HS, window);
+      be.attentionBackward(gq, gk, gv, sd, sq, sk, sv, so, sl, null, 1, n, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
       for (const [want, got, w] of [[wantDq, gq, qw], [wantDk, gk, kw], [wantDv, gv, kw]] as const) {
         for (let i = 0; i < P * w; i++) want[i] += got[i]!;
         for (let i = 0; i < len * w; i++) want[start * w + i] += got[P * w + i]!;
@@ -247,10 +247,10 @@ for (const [P, Cw, Cl, NH, NKV, HS, window] of [
     assertAllClose(dq, wantDq, 1e-12, 0, "dq");
     assertAllClose(dk, wantDk, 1e-12, 0, "dk");
     assertAllClose(dv, wantDv, 1e-12, 0, "dv");
-    checkGradients("branched attention", { q, k, v }, () => (be.attentionForward(out, lse, q, k, v, branch, 1, T, NH, NKV, HS, window), out), (d) => {
-      be.attentionForward(out, lse, q, k, v, branch, 1, T, NH, NKV, HS, window);
+    checkGradients("branched attention", { q, k, v }, () => (be.attentionForward(out, lse, q, k, v, branch, 1, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0), out), (d) => {
+      be.attentionForward(out, lse, q, k, v, branch, 1, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
       const gq = new Float64Array(q.length), gk = new Float64Array(k.length), gv = new Float64Array(v.length);
-      be.attentionBackward(gq, gk, gv, d, q, k, v, out, lse, branch, 1, T, NH, NKV, HS, window);
+      be.attentionBackward(gq, gk, gv, d, q, k, v, out, lse, branch, 1, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
       return { q: gq, k: gk, v: gv };
     }, r);
   });
@@ -262,12 +262,12 @@ test("attentionDecode over a KV cache equals the training attention row by row",
   for (const window of [0, 3]) {
     const q = f64(T * NH * HS, r), k = f64(T * NKV * HS, r), v = f64(T * NKV * HS, r);
     const out = new Float64Array(T * NH * HS), lse = new Float64Array(NH * T);
-    be.attentionForward(out, lse, q, k, v, null, 1, T, NH, NKV, HS, window);
+    be.attentionForward(out, lse, q, k, v, null, 1, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
     // first 4 positions in one call, then one at a time
     const dec = new Float64Array(T * NH * HS);
-    be.attentionDecode(dec.subarray(0, 4 * NH * HS), q.subarray(0, 4 * NH * HS), k, v, 4, 0, NH, NKV, HS, window);
+    be.attentionDecode(dec.subarray(0, 4 * NH * HS), q.subarray(0, 4 * NH * HS), k, v, 4, 0, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
     for (let t = 4; t < T; t++)
-      be.attentionDecode(dec.subarray(t * NH * HS, (t + 1) * NH * HS), q.subarray(t * NH * HS, (t + 1) * NH * HS), k, v, 1, t, NH, NKV, HS, window);
+      be.attentionDecode(dec.subarray(t * NH * HS, (t + 1) * NH * HS), q.subarray(t * NH * HS, (t + 1) * NH * HS), k, v, 1, t, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
     assertAllClose(dec, out, 1e-13, 0, `decode window=${window}`);
   }
 });
@@ -302,7 +302,7 @@ test("fused LM head log-prob: values against logits built by hand, stable at lar
   const rows = Int32Array.from([1, 3, 1, 4]); // row 1 asked twice (the rejected answer's first token does that)
   const targets = Int32Array.from([0, 2, 8, 5]);
   const logp = new Float64Array(M), lse = new Float64Array(M), logitSum = new Float64Array(M), lss = new Float64Array(M);
-  be.lmHeadLogprobForward(logp, lse, logitSum, lss, x, rows, targets, W, M, C, V);
+  be.lmHeadLogprobForward(logp, lse, logitSum, lss, x, rows, targets, W, M, C, V, 0);
   for (let m = 0; m < M; m++) {
     const z = Array.from({ length: V }, (_, v) => {
       let d = 0;
@@ -318,10 +318,10 @@ test("fused LM head log-prob: values against logits built by hand, stable at lar
   assert.ok(Number.isFinite(logp[1]!), "stable at large logits");
   const x0 = Float64Array.from(x);
   x.set(x0.map((a, i) => (i === 3 * C ? 0.5 : a))); // finite differences on moderate values
-  checkGradients("lm head", { x, W }, () => (be.lmHeadLogprobForward(logp, lse, logitSum, null, x, rows, targets, W, M, C, V), logp), (dout) => {
-    be.lmHeadLogprobForward(logp, lse, logitSum, null, x, rows, targets, W, M, C, V);
+  checkGradients("lm head", { x, W }, () => (be.lmHeadLogprobForward(logp, lse, logitSum, null, x, rows, targets, W, M, C, V, 0), logp), (dout) => {
+    be.lmHeadLogprobForward(logp, lse, logitSum, null, x, rows, targets, W, M, C, V, 0);
     const dx = new Float64Array(x.length), dW = new Float64Array(W.length);
-    be.lmHeadLogprobBackward(dx, dW, dout, x, rows, targets, W, lse, M, C, V);
+    be.lmHeadLogprobBackward(dx, dW, dout, x, rows, targets, W, lse, M, C, V, 0);
     return { x: dx, W: dW };
   }, r);
 });
@@ -375,13 +375,13 @@ test("fast js matmul, attention and LM head equal the reference kernels on odd s
     const q = f64(R * T * NH * HS, r, 3), k = f64(R * T * NKV * HS, r, 3), v = f64(R * T * NKV * HS, r, 3), dout = f64(R * T * NH * HS, r);
     const outs = [new Float64Array(q.length), new Float64Array(q.length)];
     const lses = [new Float64Array(R * NH * T), new Float64Array(R * NH * T)];
-    be.attentionForward(outs[0]!, lses[0]!, q, k, v, branch, R, T, NH, NKV, HS, window);
-    jsBackend.attentionForward(outs[1]!, lses[1]!, q, k, v, branch, R, T, NH, NKV, HS, window);
+    be.attentionForward(outs[0]!, lses[0]!, q, k, v, branch, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
+    jsBackend.attentionForward(outs[1]!, lses[1]!, q, k, v, branch, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
     assertAllClose(outs[1]!, outs[0]!, 1e-12, 1e-12, `attention out T=${T}`);
     assertAllClose(lses[1]!, lses[0]!, 1e-12, 1e-12, `attention lse T=${T}`);
     const grads = [0, 1].map(() => [new Float64Array(q.length), new Float64Array(k.length), new Float64Array(v.length)]);
-    be.attentionBackward(grads[0]![0]!, grads[0]![1]!, grads[0]![2]!, dout, q, k, v, outs[0]!, lses[0]!, branch, R, T, NH, NKV, HS, window);
-    jsBackend.attentionBackward(grads[1]![0]!, grads[1]![1]!, grads[1]![2]!, dout, q, k, v, outs[0]!, lses[0]!, branch, R, T, NH, NKV, HS, window);
+    be.attentionBackward(grads[0]![0]!, grads[0]![1]!, grads[0]![2]!, dout, q, k, v, outs[0]!, lses[0]!, branch, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
+    jsBackend.attentionBackward(grads[1]![0]!, grads[1]![1]!, grads[1]![2]!, dout, q, k, v, outs[0]!, lses[0]!, branch, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
     for (let i = 0; i < 3; i++) assertAllClose(grads[1]![i]!, grads[0]![i]!, 1e-12, 1e-10, `attention grad ${"qkv"[i]} T=${T}`);
   }
   for (const [N, C, V, M] of [[1, 1, 1, 1], [3, 5, 7, 4], [40, 9, 37, 35]] as const) {
@@ -389,15 +389,15 @@ test("fast js matmul, attention and LM head equal the reference kernels on odd s
     const rows = Int32Array.from({ length: M }, (_, m) => (m * 7) % N);
     const targets = Int32Array.from({ length: M }, (_, m) => (m * 5 + 1) % V);
     const o = [0, 1].map(() => [new Float64Array(M), new Float64Array(M), new Float64Array(M), new Float64Array(M)]);
-    be.lmHeadLogprobForward(o[0]![0]!, o[0]![1]!, o[0]![2]!, o[0]![3]!, x, rows, targets, W, M, C, V);
-    jsBackend.lmHeadLogprobForward(o[1]![0]!, o[1]![1]!, o[1]![2]!, o[1]![3]!, x, rows, targets, W, M, C, V);
+    be.lmHeadLogprobForward(o[0]![0]!, o[0]![1]!, o[0]![2]!, o[0]![3]!, x, rows, targets, W, M, C, V, 0);
+    jsBackend.lmHeadLogprobForward(o[1]![0]!, o[1]![1]!, o[1]![2]!, o[1]![3]!, x, rows, targets, W, M, C, V, 0);
     for (let i = 0; i < 4; i++) assertAllClose(o[1]![i]!, o[0]![i]!, 1e-11, 1e-11, `lm head output ${i} M=${M}`);
     const g = [0, 1].map(() => [new Float64Array(N * C).fill(1), new Float64Array(V * C).fill(1)]);
-    be.lmHeadLogprobBackward(g[0]![0]!, g[0]![1]!, dlogp, x, rows, targets, W, o[0]![1]!, M, C, V);
-    jsBackend.lmHeadLogprobBackward(g[1]![0]!, g[1]![1]!, dlogp, x, rows, targets, W, o[0]![1]!, M, C, V);
+    be.lmHeadLogprobBackward(g[0]![0]!, g[0]![1]!, dlogp, x, rows, targets, W, o[0]![1]!, M, C, V, 0);
+    jsBackend.lmHeadLogprobBackward(g[1]![0]!, g[1]![1]!, dlogp, x, rows, targets, W, o[0]![1]!, M, C, V, 0);
     for (let i = 0; i < 2; i++) assertAllClose(g[1]![i]!, g[0]![i]!, 1e-11, 1e-11, `lm head grad ${i} M=${M}`);
     const dxOnly = new Float64Array(N * C).fill(1);
-    jsBackend.lmHeadLogprobBackward(dxOnly, null, dlogp, x, rows, targets, W, o[0]![1]!, M, C, V);
+    jsBackend.lmHeadLogprobBackward(dxOnly, null, dlogp, x, rows, targets, W, o[0]![1]!, M, C, V, 0);
     assertAllClose(dxOnly, g[0]![0]!, 1e-11, 1e-11, "dW null leaves dx unchanged");
   }
 });

@@ -125,15 +125,15 @@ for (const level of ["avx512", "avx2", "portable"]) {
       const inp = f32(N * C, r, scale), w = f32(C, r, 2), dout = f32(N * C, r, 5);
       const out = new Float32Array(N * C), rstd = new Float32Array(N);
       const out64 = new Float64Array(N * C), rstd64 = new Float64Array(N);
-      nb.rmsnormForward(out, rstd, inp, w, N, C, 1e-5);
-      ref.rmsnormForward(out64, rstd64, wide(inp), wide(w), N, C, 1e-5);
+      nb.rmsnormForward(out, rstd, inp, w, N, C, 1e-5, 0);
+      ref.rmsnormForward(out64, rstd64, wide(inp), wide(w), N, C, 1e-5, 0);
       assertAllClose(rstd, rstd64, 0, 1e-6, `rstd ${N}x${C}`);
       assertAllClose(out, out64, 1e-6 * maxAbs(out64), 1e-6, `rmsnorm out ${N}x${C}`);
       // backward from the same (float32) rstd on both sides
       const dinp = f32(N * C, r), dw = f32(C, r);
       const dinp64 = wide(dinp), dw64 = wide(dw);
-      nb.rmsnormBackward(dinp, dw, dout, inp, w, rstd, N, C);
-      ref.rmsnormBackward(dinp64, dw64, wide(dout), wide(inp), wide(w), wide(rstd), N, C);
+      nb.rmsnormBackward(dinp, dw, dout, inp, w, rstd, N, C, 0);
+      ref.rmsnormBackward(dinp64, dw64, wide(dout), wide(inp), wide(w), wide(rstd), N, C, 0);
       // dx = r w dy − (r³/C) x Σ dy w x cancels (completely when C = 1), so the error scale is that of the two terms
       let terms = 0;
       for (let n = 0; n < N; n++) {
@@ -146,9 +146,9 @@ for (const level of ["avx512", "avx2", "portable"]) {
       assertAllClose(dinp, dinp64, 1e-5 * Math.max(terms, maxAbs(dinp64)), 1e-5, `rmsnorm dinp ${N}x${C}`);
       close(dw, dw64, `rmsnorm dweight ${N}x${C}`);
       const dinp2 = new Float32Array(N * C);
-      nb.rmsnormBackward(dinp2, null, dout, inp, w, rstd, N, C);
+      nb.rmsnormBackward(dinp2, null, dout, inp, w, rstd, N, C, 0);
       const dinp2ref = new Float64Array(N * C);
-      ref.rmsnormBackward(dinp2ref, null, wide(dout), wide(inp), wide(w), wide(rstd), N, C);
+      ref.rmsnormBackward(dinp2ref, null, wide(dout), wide(inp), wide(w), wide(rstd), N, C, 0);
       assertAllClose(dinp2, dinp2ref, 1e-5 * terms, 1e-5, `rmsnorm dinp without dweight ${N}x${C}`);
     }
   });
@@ -225,16 +225,16 @@ for (const level of ["avx512", "avx2", "portable"]) {
       const q = f32(R * T * NH * HS, r, s), k = f32(R * T * NKV * HS, r, s), v = f32(R * T * NKV * HS, r, 10);
       const dout = f32(R * T * NH * HS, r);
       const out64 = new Float64Array(q.length), lse64 = new Float64Array(R * NH * T);
-      ref.attentionForward(out64, lse64, wide(q), wide(k), wide(v), branch, R, T, NH, NKV, HS, window);
+      ref.attentionForward(out64, lse64, wide(q), wide(k), wide(v), branch, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
       // backward onto non-zero gradients; the reference from its own forward, native from its own
       const g0 = [f32(q.length, r), f32(k.length, r), f32(v.length, r)];
       const g64 = g0.map(wide);
-      ref.attentionBackward(g64[0]!, g64[1]!, g64[2]!, wide(dout), wide(q), wide(k), wide(v), out64, lse64, branch, R, T, NH, NKV, HS, window);
+      ref.attentionBackward(g64[0]!, g64[1]!, g64[2]!, wide(dout), wide(q), wide(k), wide(v), out64, lse64, branch, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
       const run = (): Float32Array[] => {
         const out = new Float32Array(q.length).fill(NaN), lse = new Float32Array(R * NH * T).fill(NaN);
-        nb.attentionForward(out, lse, q, k, v, branch, R, T, NH, NKV, HS, window);
+        nb.attentionForward(out, lse, q, k, v, branch, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
         const g = g0.map((a) => Float32Array.from(a));
-        nb.attentionBackward(g[0]!, g[1]!, g[2]!, dout, q, k, v, out, lse, branch, R, T, NH, NKV, HS, window);
+        nb.attentionBackward(g[0]!, g[1]!, g[2]!, dout, q, k, v, out, lse, branch, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
         return [out, lse, ...g];
       };
       // Scores q·k/√HS come out of float32 with an absolute error of ~√HS·u·max|q|·max|k| (u = 2^-24), and each
@@ -256,9 +256,9 @@ for (const level of ["avx512", "avx2", "portable"]) {
       const qs = NH * HS, kvs = NKV * HS;
       const dec = new Float32Array(T * qs);
       const first = Math.min(3, T);
-      nb.attentionDecode(dec.subarray(0, first * qs), q.subarray(0, first * qs), k, v, first, 0, NH, NKV, HS, window);
+      nb.attentionDecode(dec.subarray(0, first * qs), q.subarray(0, first * qs), k, v, first, 0, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
       for (let t = first; t < T; t++)
-        nb.attentionDecode(dec.subarray(t * qs, (t + 1) * qs), q.subarray(t * qs, (t + 1) * qs), k.subarray(0, T * kvs), v.subarray(0, T * kvs), 1, t, NH, NKV, HS, window);
+        nb.attentionDecode(dec.subarray(t * qs, (t + 1) * qs), q.subarray(t * qs, (t + 1) * qs), k.subarray(0, T * kvs), v.subarray(0, T * kvs), 1, t, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
       close(dec, out64.subarray(0, T * qs), "decode");
     });
   }
@@ -342,19 +342,19 @@ for (const level of ["avx512", "avx2", "portable"]) {
           zScale = Math.max(zScale, a);
         }
       const want = [0, 1, 2, 3].map(() => new Float64Array(M));
-      ref.lmHeadLogprobForward(want[0]!, want[1]!, want[2]!, want[3]!, wide(x), rows, targets, wide(W), M, C, V);
+      ref.lmHeadLogprobForward(want[0]!, want[1]!, want[2]!, want[3]!, wide(x), rows, targets, wide(W), M, C, V, 0);
       const dx0 = f32(N * C, r), dW0 = f32(V * C, r);
       const dx64 = wide(dx0), dW64 = wide(dW0);
-      ref.lmHeadLogprobBackward(dx64, dW64, wide(dlogp), wide(x), rows, targets, wide(W), want[1]!, M, C, V);
+      ref.lmHeadLogprobBackward(dx64, dW64, wide(dlogp), wide(x), rows, targets, wide(W), want[1]!, M, C, V, 0);
       const run = (): Float32Array[] => {
         const o = [0, 1, 2, 3].map(() => new Float32Array(M).fill(NaN));
-        nb.lmHeadLogprobForward(o[0]!, o[1]!, o[2]!, o[3]!, x, rows, targets, W, M, C, V);
+        nb.lmHeadLogprobForward(o[0]!, o[1]!, o[2]!, o[3]!, x, rows, targets, W, M, C, V, 0);
         const lss = Float32Array.from(o[3]!);
-        nb.lmHeadLogprobForward(o[0]!, o[1]!, o[2]!, null, x, rows, targets, W, M, C, V);
+        nb.lmHeadLogprobForward(o[0]!, o[1]!, o[2]!, null, x, rows, targets, W, M, C, V, 0);
         bitEqual(o[3]!, lss, "logSumSq null leaves it untouched");
         const dx = Float32Array.from(dx0), dW = Float32Array.from(dW0), dxAlone = Float32Array.from(dx0);
-        nb.lmHeadLogprobBackward(dx, dW, dlogp, x, rows, targets, W, o[1]!, M, C, V);
-        nb.lmHeadLogprobBackward(dxAlone, null, dlogp, x, rows, targets, W, o[1]!, M, C, V);
+        nb.lmHeadLogprobBackward(dx, dW, dlogp, x, rows, targets, W, o[1]!, M, C, V, 0);
+        nb.lmHeadLogprobBackward(dxAlone, null, dlogp, x, rows, targets, W, o[1]!, M, C, V, 0);
         return [...o, dx, dW, dxAlone];
       };
       for (const threads of threadCounts) {
@@ -372,7 +372,7 @@ for (const level of ["avx512", "avx2", "portable"]) {
         close(dx!, dx64, `dx ${at}`, rel);
         close(dW!, dW64, `dW ${at}`, rel);
         const dxWithout = wide(dx0);
-        ref.lmHeadLogprobBackward(dxWithout, null, wide(dlogp), wide(x), rows, targets, wide(W), want[1]!, M, C, V);
+        ref.lmHeadLogprobBackward(dxWithout, null, wide(dlogp), wide(x), rows, targets, wide(W), want[1]!, M, C, V, 0);
         close(dxAlone!, dxWithout, `dx with dW null ${at}`, rel);
       }
       const once = run(), again = run();
@@ -423,14 +423,14 @@ test("bad arguments are exceptions, not accesses past a buffer: float64, short b
   assert.throws(() => nb.matmulForward(a, a, a, null, 2, 3, 3), /weight has 6 elements but the sizes need 9/);
   assert.throws(() => nb.embeddingForward(a, Int32Array.from([0, 3]), a, 2, 3), /ids\[1\] = 3 is outside 0..1/);
   const one = Int32Array.from([0]);
-  assert.throws(() => nb.lmHeadLogprobForward(a, a, a, null, a, one, Int32Array.from([5]), a, 1, 2, 3), /targets\[0\] = 5 is outside 0..2/);
-  assert.throws(() => nb.lmHeadLogprobForward(a, a, a, null, a, Int32Array.from([3]), one, a, 1, 2, 3), /rows\[0\] = 3 is outside 0..2 \(the rows of x\)/);
-  assert.throws(() => nb.lmHeadLogprobBackward(new Float32Array(4), null, a, a, Int32Array.from([2]), one, a, a, 1, 2, 3), /rows\[0\] = 2 is outside 0..1 \(the rows of x and dx\)/);
-  assert.throws(() => nb.lmHeadLogprobForward(a, a, a, null, a, one, one, a, 1, 2, 4), /W has 6 elements but the sizes need 8/);
-  assert.throws(() => nb.attentionForward(a, a, a, a, a, null, 1, 1, 3, 2, 2, 0), /NH must be a multiple of NKV/);
-  assert.throws(() => nb.attentionForward(a, a, a, a, a, Int32Array.from([2, 1]), 1, 1, 1, 1, 2, 0), /branch row 0 is \[P, S\] = \[2, 1\]; it needs 0 <= P <= S/);
-  assert.throws(() => nb.attentionForward(a, a, a, a, a, Int32Array.from([0]), 1, 1, 1, 1, 2, 0), /branch has 1 elements but the sizes need 2/);
-  assert.throws(() => nb.attentionBackward(a, a, a, a, a, a, a, a, new Float32Array(1), null, 1, 2, 1, 1, 2, 0), /lse has 1 elements but the sizes need 2/);
+  assert.throws(() => nb.lmHeadLogprobForward(a, a, a, null, a, one, Int32Array.from([5]), a, 1, 2, 3, 0), /targets\[0\] = 5 is outside 0..2/);
+  assert.throws(() => nb.lmHeadLogprobForward(a, a, a, null, a, Int32Array.from([3]), one, a, 1, 2, 3, 0), /rows\[0\] = 3 is outside 0..2 \(the rows of x\)/);
+  assert.throws(() => nb.lmHeadLogprobBackward(new Float32Array(4), null, a, a, Int32Array.from([2]), one, a, a, 1, 2, 3, 0), /rows\[0\] = 2 is outside 0..1 \(the rows of x and dx\)/);
+  assert.throws(() => nb.lmHeadLogprobForward(a, a, a, null, a, one, one, a, 1, 2, 4, 0), /W has 6 elements but the sizes need 8/);
+  assert.throws(() => nb.attentionForward(a, a, a, a, a, null, 1, 1, 3, 2, 2, 0, 1, 0), /NH must be a multiple of NKV/);
+  assert.throws(() => nb.attentionForward(a, a, a, a, a, Int32Array.from([2, 1]), 1, 1, 1, 1, 2, 0, 1, 0), /branch row 0 is \[P, S\] = \[2, 1\]; it needs 0 <= P <= S/);
+  assert.throws(() => nb.attentionForward(a, a, a, a, a, Int32Array.from([0]), 1, 1, 1, 1, 2, 0, 1, 0), /branch has 1 elements but the sizes need 2/);
+  assert.throws(() => nb.attentionBackward(a, a, a, a, a, a, a, a, new Float32Array(1), null, 1, 2, 1, 1, 2, 0, 1, 0), /lse has 1 elements but the sizes need 2/);
   assert.throws(() => nb.ropeForward(a, a, a, one, 1, 1, 3), /HS must be even/);
   assert.throws(() => nb.ropeForward(a, a, a, Int32Array.from([0, 6]), 2, 1, 2), /pos\[1\] = 6 is outside 0..5 \(the rows of the cos\/sin tables\)/);
   if (native.ok) assert.throws(() => native.fmaPeakGflops(0), /ms must be a number of milliseconds/);

@@ -264,11 +264,11 @@ test("the native fused quantised products and LM head have the bits of the float
         const outs = [0, 1].map(() => ({ logp: new Float32Array(M), lse: new Float32Array(M), sum: new Float32Array(M), sq: new Float32Array(M), dx: new Float32Array(X * C) }));
         const dlogp = Float32Array.from([1, -0.5, 0, 2, 0.25, -1]);
         const [a, b] = outs as [(typeof outs)[0], (typeof outs)[0]];
-        nb.lmHeadLogprobForward(a.logp, a.lse, a.sum, a.sq, x, rows, targets, f, M, C, V);
-        nb.lmHeadLogprobForwardQuant!(b.logp, b.lse, b.sum, b.sq, x, rows, targets, q, GGML_TYPE_ID[type], M, C, V);
+        nb.lmHeadLogprobForward(a.logp, a.lse, a.sum, a.sq, x, rows, targets, f, M, C, V, 0);
+        nb.lmHeadLogprobForwardQuant!(b.logp, b.lse, b.sum, b.sq, x, rows, targets, q, GGML_TYPE_ID[type], M, C, V, 0);
         for (const k of ["logp", "lse", "sum", "sq"] as const) same(a[k], b[k], `${level} ${type} head ${k}, ${threads} threads`);
-        nb.lmHeadLogprobBackward(a.dx, null, dlogp, x, rows, targets, f, a.lse, M, C, V);
-        nb.lmHeadLogprobBackwardQuant!(b.dx, dlogp, x, rows, targets, q, GGML_TYPE_ID[type], b.lse, M, C, V);
+        nb.lmHeadLogprobBackward(a.dx, null, dlogp, x, rows, targets, f, a.lse, M, C, V, 0);
+        nb.lmHeadLogprobBackwardQuant!(b.dx, dlogp, x, rows, targets, q, GGML_TYPE_ID[type], b.lse, M, C, V, 0);
         same(a.dx, b.dx, `${level} ${type} head dx, ${threads} threads`);
       }
     } finally {

@@ -18,9 +18,13 @@ export interface Backend {
   /** dtable[ids[n],:] += dout[n,:] */
   embeddingBackward(dtable: Buf /* (V,C) */, dout: Buf /* (N,C) */, ids: Int32Array /* (N) */, N: number, C: number): void;
 
-  /** out = x / sqrt(mean(x²) + eps) · weight, per row; rstd saved for backward */
-  rmsnormForward(out: Buf /* (N,C) */, rstd: Buf /* (N) */, inp: Buf /* (N,C) */, weight: Buf /* (C) */, N: number, C: number, eps: number): void;
-  rmsnormBackward(dinp: Buf /* (N,C) */, dweight: Buf | null /* (C) */, dout: Buf /* (N,C) */, inp: Buf, weight: Buf, rstd: Buf, N: number, C: number): void;
+  /**
+   * out = x / sqrt(mean(x²) + eps) · (offset + weight), per row; rstd saved for backward. offset is 0 for Llama-family
+   * norms and 1 for Gemma's, which store the weight as a deviation from 1 (HF Gemma*RMSNorm: x̂ · (1 + w)).
+   */
+  rmsnormForward(out: Buf /* (N,C) */, rstd: Buf /* (N) */, inp: Buf /* (N,C) */, weight: Buf /* (C) */, N: number, C: number, eps: number, offset: number): void;
+  /** dinp += the input gradient through (offset + weight); dweight += Σ_n dout · x · rstd (the same form for any offset). */
+  rmsnormBackward(dinp: Buf /* (N,C) */, dweight: Buf | null /* (C) */, dout: Buf /* (N,C) */, inp: Buf, weight: Buf, rstd: Buf, N: number, C: number, offset: number): void;
 
   /** out = inp · weightᵀ + bias (nn.Linear) */
   matmulForward(out: Buf /* (N,OC) */, inp: Buf /* (N,IC) */, weight: Buf /* (OC,IC) */, bias: Buf | null /* (OC) */, N: number, IC: number, OC: number): void;
@@ -39,7 +43,10 @@ export interface Backend {
   ropeBackward(dx: Buf /* (N, H·HS) */, cos: Buf, sin: Buf, pos: Int32Array /* (N) */, N: number, H: number, HS: number): void;
 
   /**
-   * Causal grouped-query attention. Query head h reads KV head floor(h / (NH/NKV)). scale = 1/sqrt(HS).
+   * Causal grouped-query attention. Query head h reads KV head floor(h / (NH/NKV)). The score of query i and key j is
+   * s = scale · q_i·k_j (callers pass scale = 1/sqrt(HS); Gemma passes 1/sqrt(query_pre_attn_scalar)); with
+   * softcap > 0 it becomes softcap · tanh(s / softcap) (Gemma 2's attn_logit_softcapping) before masking and softmax,
+   * and the backward multiplies by its derivative 1 − tanh²(s / softcap). softcap 0: no capping.
    *
    * branch (R,2), when given, packs one preference pair per row as prompt ++ chosen ++ rejected: with [P, S] =
    * branch[r], queries at index i ≥ S (the rejected answer) do not see keys P..S−1 (the chosen answer), so both
@@ -53,24 +60,33 @@ export interface Backend {
   attentionForward(
     out: Buf /* (R,T,NH·HS) */, lse: Buf /* (R,NH,T) */, q: Buf /* (R,T,NH·HS) */, k: Buf /* (R,T,NKV·HS) */, v: Buf /* (R,T,NKV·HS) */,
     branch: Int32Array | null /* (R,2) */, R: number, T: number, NH: number, NKV: number, HS: number, window: number,
+    scale: number, softcap: number,
   ): void;
   attentionBackward(
     dq: Buf, dk: Buf, dv: Buf, dout: Buf /* (R,T,NH·HS) */, q: Buf, k: Buf, v: Buf, out: Buf, lse: Buf,
     branch: Int32Array | null, R: number, T: number, NH: number, NKV: number, HS: number, window: number,
+    scale: number, softcap: number,
   ): void;
 
   /**
    * Attention of T new queries at positions pos0..pos0+T−1 against a KV cache that already holds positions
-   * 0..pos0+T−1 (generation). No probabilities are saved: this path has no backward.
+   * 0..pos0+T−1 (generation), with the scores of attentionForward (scale, softcap). No probabilities are saved: this
+   * path has no backward.
    */
   attentionDecode(
     out: Buf /* (T,NH·HS) */, q: Buf /* (T,NH·HS) */, kCache: Buf /* (maxT,NKV·HS) */, vCache: Buf /* (maxT,NKV·HS) */,
-    T: number, pos0: number, NH: number, NKV: number, HS: number, window: number,
+    T: number, pos0: number, NH: number, NKV: number, HS: number, window: number, scale: number, softcap: number,
   ): void;
 
   /** out = silu(gate) ⊙ up, elementwise (out may alias gate or up) */
   swigluForward(out: Buf /* (n) */, gate: Buf /* (n) */, up: Buf /* (n) */, n: number): void;
   swigluBackward(dgate: Buf, dup: Buf, dout: Buf, gate: Buf, up: Buf, n: number): void;
+  /**
+   * out = gelu_tanh(gate) ⊙ up, elementwise (out may alias gate or up): Gemma's MLP (HF gelu_pytorch_tanh), with
+   * gelu_tanh(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+   */
+  gegluForward(out: Buf /* (n) */, gate: Buf /* (n) */, up: Buf /* (n) */, n: number): void;
+  gegluBackward(dgate: Buf, dup: Buf, dout: Buf, gate: Buf, up: Buf, n: number): void;
 
   /** out = a + b (the residual stream); its backward is `accumulate` of the same gradient into both branches */
   addForward(out: Buf, a: Buf, b: Buf, n: number): void;
@@ -83,22 +99,26 @@ export interface Backend {
 
   /**
    * The language-model head fused with log-softmax and gather, over chosen rows of x only: for m < M, with
-   * z = x[rows[m],:] · Wᵀ (the V logits of that position),
-   *   logp[m] = z[targets[m]] − lse[m],  lse[m] = logsumexp(z),  logitSum[m] = Σ_v z[v] (TRL's `logits/*` metrics),
+   * z = x[rows[m],:] · Wᵀ (the V logits of that position), capped to z = softcap · tanh(z / softcap) when softcap > 0
+   * (Gemma 2's final_logit_softcapping; 0: no capping),
+   *   logp[m] = z[targets[m]] − lse[m],  lse[m] = logsumexp(z),  logitSum[m] = Σ_v z[v] (TRL's `logits/*` metrics,
+   *   which see the model's output logits, so the capped ones),
    *   logSumSq[m] = log Σ_v softmax(z)[v]² (WPO's weights; skipped when null).
    * The (M,V) logits are never stored: backends work through the rows in chunks.
    */
   lmHeadLogprobForward(
     logp: Buf /* (M) */, lse: Buf /* (M) */, logitSum: Buf /* (M) */, logSumSq: Buf | null /* (M) */,
     x: Buf /* (N,C) */, rows: Int32Array /* (M) */, targets: Int32Array /* (M) */, W: Buf /* (V,C) */, M: number, C: number, V: number,
+    softcap: number,
   ): void;
   /**
-   * With dz[v] = dlogp[m] · (1[v = targets[m]] − softmax(z)[v]), recomputed from x, W and lse:
+   * With dz[v] = dlogp[m] · (1[v = targets[m]] − softmax(z)[v]) · (1 − tanh²(z_raw[v] / softcap)) (the last factor
+   * only when softcap > 0), recomputed from x, W and lse:
    * dx[rows[m],:] += dz · W and dW += dzᵀ · x[rows[m],:] (dW null: frozen). Rows may repeat.
    */
   lmHeadLogprobBackward(
     dx: Buf /* (N,C) */, dW: Buf | null /* (V,C) */, dlogp: Buf /* (M) */, x: Buf, rows: Int32Array, targets: Int32Array, W: Buf,
-    lse: Buf, M: number, C: number, V: number,
+    lse: Buf, M: number, C: number, V: number, softcap: number,
   ): void;
 
   /**
@@ -122,10 +142,11 @@ export interface Backend {
    */
   lmHeadLogprobForwardQuant?(
     logp: Buf, lse: Buf, logitSum: Buf, logSumSq: Buf | null, x: Buf, rows: Int32Array, targets: Int32Array, w: Uint8Array, type: number,
-    M: number, C: number, V: number,
+    M: number, C: number, V: number, softcap: number,
   ): void;
   lmHeadLogprobBackwardQuant?(
     dx: Buf, dlogp: Buf, x: Buf, rows: Int32Array, targets: Int32Array, w: Uint8Array, type: number, lse: Buf, M: number, C: number, V: number,
+    softcap: number,
   ): void;
 
   /**

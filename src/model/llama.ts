@@ -510,10 +510,10 @@ export function forwardPacked(be: Backend, model: Model, acts: Activations, inpu
 
   embeddingForwardW(be, acts.x[0]!, acts.ids, p.tokEmbd, N, C);
   for (let l = 0; l < cfg.L; l++) layerForward(be, model, acts, l, false);
-  be.rmsnormForward(acts.lnf, acts.rstdf, acts.x[cfg.L]!, p.outNorm, N, C, rmsEps);
+  be.rmsnormForward(acts.lnf, acts.rstdf, acts.x[cfg.L]!, p.outNorm, N, C, rmsEps, 0);
   lmHeadLogprobForwardW(
     be, acts.logp, acts.lse, acts.logitSum, acts.wantLogSumSq ? acts.logSumSq : null,
-    acts.lnf, acts.rows, acts.targets, p.lmHead, M, C, V,
+    acts.lnf, acts.rows, acts.targets, p.lmHead, M, C, V, 0,
   );
   return acts.logp.subarray(0, M);
 }
@@ -533,12 +533,12 @@ function layerForward(be: Backend, model: Model, acts: Activations, l: number, r
   const w = p.layers[l]!;
   const a = acts.layers[l]!;
   const x = acts.x[l]!;
-  be.rmsnormForward(a.ln1, a.rstd1, x, w.attnNorm, N, C, rmsEps);
+  be.rmsnormForward(a.ln1, a.rstd1, x, w.attnNorm, N, C, rmsEps, 0);
   if (cfg.qkNorm) {
     linearForward(be, model, acts, l, "wq", a.qPre!, a.ln1, w.wq, w.bq, N, C, NH * HS, replay);
     linearForward(be, model, acts, l, "wk", a.kPre!, a.ln1, w.wk, w.bk, N, C, NKV * HS, replay);
-    be.rmsnormForward(a.q, a.qRstd!, a.qPre!, w.qNorm!, N * NH, HS, rmsEps);
-    be.rmsnormForward(a.k, a.kRstd!, a.kPre!, w.kNorm!, N * NKV, HS, rmsEps);
+    be.rmsnormForward(a.q, a.qRstd!, a.qPre!, w.qNorm!, N * NH, HS, rmsEps, 0);
+    be.rmsnormForward(a.k, a.kRstd!, a.kPre!, w.kNorm!, N * NKV, HS, rmsEps, 0);
   } else {
     linearForward(be, model, acts, l, "wq", a.q, a.ln1, w.wq, w.bq, N, C, NH * HS, replay);
     linearForward(be, model, acts, l, "wk", a.k, a.ln1, w.wk, w.bk, N, C, NKV * HS, replay);
@@ -548,10 +548,10 @@ function layerForward(be: Backend, model: Model, acts: Activations, l: number, r
     be.ropeForward(a.q, rope.cos, rope.sin, acts.pos, N, NH, HS);
     be.ropeForward(a.k, rope.cos, rope.sin, acts.pos, N, NKV, HS);
   }
-  be.attentionForward(a.atty, a.attLse, a.q, a.k, a.v, acts.branch, R, T, NH, NKV, HS, window);
+  be.attentionForward(a.atty, a.attLse, a.q, a.k, a.v, acts.branch, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
   linearForward(be, model, acts, l, "wo", acts.tmp, a.atty, w.wo, null, N, NH * HS, C, replay);
   be.addForward(a.xMid, x, acts.tmp, N * C);
-  be.rmsnormForward(a.ln2, a.rstd2, a.xMid, w.ffnNorm, N, C, rmsEps);
+  be.rmsnormForward(a.ln2, a.rstd2, a.xMid, w.ffnNorm, N, C, rmsEps, 0);
   linearForward(be, model, acts, l, "w_gate", a.gate, a.ln2, w.wGate, null, N, C, FF, replay);
   linearForward(be, model, acts, l, "w_up", a.up, a.ln2, w.wUp, null, N, C, FF, replay);
   be.swigluForward(a.h, a.gate, a.up, N * FF);
@@ -585,9 +585,9 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
   const zero = (b: Buf, n: number): void => void b.fill(0, 0, n);
 
   zero(acts.dln, N * C);
-  lmHeadLogprobBackwardW(be, acts.dln, g ? g.lmHead : null, dlogp, acts.lnf, acts.rows, acts.targets, p.lmHead, acts.lse, acts.M, C, V);
+  lmHeadLogprobBackwardW(be, acts.dln, g ? g.lmHead : null, dlogp, acts.lnf, acts.rows, acts.targets, p.lmHead, acts.lse, acts.M, C, V, 0);
   zero(acts.dx, N * C);
-  be.rmsnormBackward(acts.dx, g ? g.outNorm : null, acts.dln, acts.x[cfg.L]!, p.outNorm, acts.rstdf, N, C);
+  be.rmsnormBackward(acts.dx, g ? g.outNorm : null, acts.dln, acts.x[cfg.L]!, p.outNorm, acts.rstdf, N, C, 0);
 
   for (let l = cfg.L - 1; l >= 0; l--) {
     const w = p.layers[l]!;
@@ -603,7 +603,7 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     zero(acts.dln, N * C);
     linearBackward(be, model, acts, l, "w_gate", acts.dln, dw ? dw.wGate : null, null, acts.dgate, a.ln2, w.wGate, N, C, FF);
     linearBackward(be, model, acts, l, "w_up", acts.dln, dw ? dw.wUp : null, null, acts.dup, a.ln2, w.wUp, N, C, FF);
-    be.rmsnormBackward(acts.dx, dw ? dw.ffnNorm : null, acts.dln, a.xMid, w.ffnNorm, a.rstd2, N, C);
+    be.rmsnormBackward(acts.dx, dw ? dw.ffnNorm : null, acts.dln, a.xMid, w.ffnNorm, a.rstd2, N, C, 0);
     // xMid = x + o(atty)
     zero(acts.datty, N * NH * HS);
     linearBackward(be, model, acts, l, "wo", acts.datty, dw ? dw.wo : null, null, acts.dx, a.atty, w.wo, N, NH * HS, C);
@@ -611,7 +611,7 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     zero(acts.dk, N * NKV * HS);
     zero(acts.dv, N * NKV * HS);
     const window = layerAttention(cfg, l).window ?? 0;
-    be.attentionBackward(acts.dq, acts.dk, acts.dv, acts.datty, a.q, a.k, a.v, a.atty, a.attLse, acts.branch, R, T, NH, NKV, HS, window);
+    be.attentionBackward(acts.dq, acts.dk, acts.dv, acts.datty, a.q, a.k, a.v, a.atty, a.attLse, acts.branch, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
     const rope = acts.rope[l];
     if (rope) {
       be.ropeBackward(acts.dq, rope.cos, rope.sin, acts.pos, N, NH, HS);
@@ -622,8 +622,8 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     if (cfg.qkNorm) {
       zero(acts.dqPre, N * NH * HS);
       zero(acts.dkPre, N * NKV * HS);
-      be.rmsnormBackward(acts.dqPre, dw ? dw.qNorm : null, acts.dq, a.qPre!, w.qNorm!, a.qRstd!, N * NH, HS);
-      be.rmsnormBackward(acts.dkPre, dw ? dw.kNorm : null, acts.dk, a.kPre!, w.kNorm!, a.kRstd!, N * NKV, HS);
+      be.rmsnormBackward(acts.dqPre, dw ? dw.qNorm : null, acts.dq, a.qPre!, w.qNorm!, a.qRstd!, N * NH, HS, 0);
+      be.rmsnormBackward(acts.dkPre, dw ? dw.kNorm : null, acts.dk, a.kPre!, w.kNorm!, a.kRstd!, N * NKV, HS, 0);
       dqProj = acts.dqPre;
       dkProj = acts.dkPre;
     }
@@ -631,7 +631,7 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     linearBackward(be, model, acts, l, "wq", acts.dln, dw ? dw.wq : null, dw ? dw.bq : null, dqProj, a.ln1, w.wq, N, C, NH * HS);
     linearBackward(be, model, acts, l, "wk", acts.dln, dw ? dw.wk : null, dw ? dw.bk : null, dkProj, a.ln1, w.wk, N, C, NKV * HS);
     linearBackward(be, model, acts, l, "wv", acts.dln, dw ? dw.wv : null, dw ? dw.bv : null, acts.dv, a.ln1, w.wv, N, C, NKV * HS);
-    be.rmsnormBackward(acts.dx, dw ? dw.attnNorm : null, acts.dln, acts.x[l]!, w.attnNorm, a.rstd1, N, C);
+    be.rmsnormBackward(acts.dx, dw ? dw.attnNorm : null, acts.dln, acts.x[l]!, w.attnNorm, a.rstd1, N, C, 0);
   }
   if (g) be.embeddingBackward(g.tokEmbd, acts.dx, acts.ids, N, C);
 }
@@ -722,12 +722,12 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
     const w = p.layers[l]!;
     const kDst = cache.k[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
     const vDst = cache.v[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
-    be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.attnNorm, T, C, rmsEps);
+    be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.attnNorm, T, C, rmsEps, 0);
     if (cfg.qkNorm) {
       decodeLinear(be, model, cache, l, "wq", cache.qkTmp, cache.ln, w.wq, w.bq, T, C, NH * HS);
-      be.rmsnormForward(cache.q, cache.rstd, cache.qkTmp, w.qNorm!, T * NH, HS, rmsEps);
+      be.rmsnormForward(cache.q, cache.rstd, cache.qkTmp, w.qNorm!, T * NH, HS, rmsEps, 0);
       decodeLinear(be, model, cache, l, "wk", cache.qkTmp, cache.ln, w.wk, w.bk, T, C, kv);
-      be.rmsnormForward(kDst, cache.rstd, cache.qkTmp, w.kNorm!, T * NKV, HS, rmsEps);
+      be.rmsnormForward(kDst, cache.rstd, cache.qkTmp, w.kNorm!, T * NKV, HS, rmsEps, 0);
     } else {
       decodeLinear(be, model, cache, l, "wq", cache.q, cache.ln, w.wq, w.bq, T, C, NH * HS);
       decodeLinear(be, model, cache, l, "wk", kDst, cache.ln, w.wk, w.bk, T, C, kv);
@@ -738,10 +738,10 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
       be.ropeForward(cache.q, rope.cos, rope.sin, cache.pos, T, NH, HS);
       be.ropeForward(kDst, rope.cos, rope.sin, cache.pos, T, NKV, HS);
     }
-    be.attentionDecode(cache.atty, cache.q, cache.k[l]!, cache.v[l]!, T, pos0, NH, NKV, HS, layerAttention(cfg, l).window ?? 0);
+    be.attentionDecode(cache.atty, cache.q, cache.k[l]!, cache.v[l]!, T, pos0, NH, NKV, HS, layerAttention(cfg, l).window ?? 0, 1 / Math.sqrt(HS), 0);
     decodeLinear(be, model, cache, l, "wo", cache.tmp, cache.atty, w.wo, null, T, NH * HS, C);
     be.accumulate(cache.x, cache.tmp, T * C);
-    be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.ffnNorm, T, C, rmsEps);
+    be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.ffnNorm, T, C, rmsEps, 0);
     decodeLinear(be, model, cache, l, "w_gate", cache.gate, cache.ln, w.wGate, null, T, C, FF);
     decodeLinear(be, model, cache, l, "w_up", cache.up, cache.ln, w.wUp, null, T, C, FF);
     be.swigluForward(cache.gate, cache.gate, cache.up, T * FF);
@@ -750,7 +750,7 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
   }
   // Only the last position's logits are needed to choose the next token.
   const last = cache.x.subarray((T - 1) * C, T * C);
-  be.rmsnormForward(cache.ln, cache.rstd, last, p.outNorm, 1, C, rmsEps);
+  be.rmsnormForward(cache.ln, cache.rstd, last, p.outNorm, 1, C, rmsEps, 0);
   matmulForwardW(be, cache.logits, cache.ln, p.lmHead, null, 1, C, V);
   cache.len += T;
 }

@@ -114,13 +114,15 @@ function chunkLogits(be: Backend, z: Float32Array, xr: Float32Array, W: QuantWei
 /**
  * Backend.lmHeadLogprobForward for any weight. A quantised head works through the vocabulary a chunk at a time,
  * carrying each row's running max, Σ e^(z−max), Σ e^(2(z−max)) and Σ z across chunks (the online log-sum-exp).
+ * softcap > 0 caps each chunk's logits first (z → softcap·tanh(z/softcap)), as the backends' heads do.
  */
 export function lmHeadLogprobForwardW(
   be: Backend, logp: Buf, lse: Buf, logitSum: Buf, logSumSq: Buf | null, x: Buf, rows: Int32Array, targets: Int32Array, W: Weight,
-  M: number, C: number, V: number,
+  M: number, C: number, V: number, softcap: number,
 ): void {
-  if (!isQuant(W)) return be.lmHeadLogprobForward(logp, lse, logitSum, logSumSq, x, rows, targets, W, M, C, V);
-  if (be.lmHeadLogprobForwardQuant) return be.lmHeadLogprobForwardQuant(logp, lse, logitSum, logSumSq, x, rows, targets, W.data, GGML_TYPE_ID[W.type], M, C, V);
+  if (!isQuant(W)) return be.lmHeadLogprobForward(logp, lse, logitSum, logSumSq, x, rows, targets, W, M, C, V, softcap);
+  if (be.lmHeadLogprobForwardQuant)
+    return be.lmHeadLogprobForwardQuant(logp, lse, logitSum, logSumSq, x, rows, targets, W.data, GGML_TYPE_ID[W.type], M, C, V, softcap);
   const xr = gatherRows(x, rows, M, C);
   const mx = new Float64Array(M).fill(-Infinity), se = new Float64Array(M), se2 = new Float64Array(M), sum = new Float64Array(M);
   const zt = new Float64Array(M);
@@ -129,6 +131,7 @@ export function lmHeadLogprobForwardW(
   for (let v0 = 0; v0 < V; v0 += VCHUNK) {
     const ch = Math.min(VCHUNK, V - v0);
     chunkLogits(be, oScratch, xr, W, v0, ch, M, C);
+    if (softcap > 0) for (let i = 0; i < M * ch; i++) oScratch[i] = softcap * Math.tanh(oScratch[i]! / softcap);
     for (let m = 0; m < M; m++) {
       const z = oScratch.subarray(m * ch, m * ch + ch);
       let cmax = -Infinity;
@@ -165,11 +168,12 @@ export function lmHeadLogprobForwardW(
 /** Backend.lmHeadLogprobBackward for any weight; dW must be null for a quantised head. */
 export function lmHeadLogprobBackwardW(
   be: Backend, dx: Buf, dW: Buf | null, dlogp: Buf, x: Buf, rows: Int32Array, targets: Int32Array, W: Weight, lse: Buf,
-  M: number, C: number, V: number,
+  M: number, C: number, V: number, softcap: number,
 ): void {
-  if (!isQuant(W)) return be.lmHeadLogprobBackward(dx, dW, dlogp, x, rows, targets, W, lse, M, C, V);
+  if (!isQuant(W)) return be.lmHeadLogprobBackward(dx, dW, dlogp, x, rows, targets, W, lse, M, C, V, softcap);
   if (dW) throw new Error("internal: a quantised weight is frozen; it has no gradient");
-  if (be.lmHeadLogprobBackwardQuant) return be.lmHeadLogprobBackwardQuant(dx, dlogp, x, rows, targets, W.data, GGML_TYPE_ID[W.type], lse, M, C, V);
+  if (be.lmHeadLogprobBackwardQuant)
+    return be.lmHeadLogprobBackwardQuant(dx, dlogp, x, rows, targets, W.data, GGML_TYPE_ID[W.type], lse, M, C, V, softcap);
   const xr = gatherRows(x, rows, M, C); // (the chunks below use the weight and logit scratch, not this one)
   const dxr = new Float32Array(M * C);
   wScratch = grow(wScratch, VCHUNK * C);
@@ -183,7 +187,11 @@ export function lmHeadLogprobBackwardW(
       const t = targets[m]! - v0;
       for (let j = 0; j < ch; j++) {
         const i = m * ch + j;
-        oScratch[i] = g === 0 ? 0 : g * ((j === t ? 1 : 0) - Math.exp(oScratch[i]! - l));
+        if (softcap > 0) {
+          // through the cap: the capped logit's gradient times 1 − tanh²(z / softcap)
+          const th = Math.tanh(oScratch[i]! / softcap);
+          oScratch[i] = g === 0 ? 0 : g * ((j === t ? 1 : 0) - Math.exp(softcap * th - l)) * (1 - th * th);
+        } else oScratch[i] = g === 0 ? 0 : g * ((j === t ? 1 : 0) - Math.exp(oScratch[i]! - l));
       }
     }
     if (be.matmulBackwardQuant) be.matmulBackwardQuant(dxr, oScratch, W.data, GGML_TYPE_ID[W.type], v0 * W.rowBytes, M, C, ch);

@@ -307,8 +307,8 @@ export function calibrate(be: Backend, spec: PlanSpec): Rates {
   const k = new Float32Array(T * NKV * HS).map((_, i) => ((i % 7) - 3) * 0.05), v = k.slice();
   const out = new Float32Array(T * NH * HS), lse = new Float32Array(T * NH), dout = q.slice();
   const dq = new Float32Array(q.length), dk = new Float32Array(k.length), dv = new Float32Array(v.length);
-  const fwd = timeIt(() => be.attentionForward(out, lse, q, k, v, null, 1, T, NH, NKV, HS, 0));
-  const bwd = timeIt(() => be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, null, 1, T, NH, NKV, HS, 0));
+  const fwd = timeIt(() => be.attentionForward(out, lse, q, k, v, null, 1, T, NH, NKV, HS, 0, 1 / Math.sqrt(HS), 0));
+  const bwd = timeIt(() => be.attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, null, 1, T, NH, NKV, HS, 0, 1 / Math.sqrt(HS), 0));
   return {
     gemmGflops: calibrateGemm(be, spec.cfg, spec.rows * spec.T, dominantStorage(spec)), lora,
     attentionSeconds: { fwd, bwd }, elementwiseFloatsPerSecond: calibrateElementwise(be),

@@ -8,6 +8,7 @@
 import type { Buf } from "../contract.js";
 import { gemm } from "./gemm.js";
 import { attentionVisible, branchOf } from "./mask.js";
+import { softcapped } from "./softcap.js";
 
 export function matmulForward(out: Buf, inp: Buf, weight: Buf, bias: Buf | null, N: number, IC: number, OC: number): void {
   gemm(out, 0, OC, inp, 0, IC, 1, weight, 0, IC, 1, N, OC, IC, false, bias);
@@ -39,32 +40,49 @@ function blockScratch(n: number): [Float64Array, Float64Array] {
 
 const QUERY_BLOCK = 4;
 
+// The backward's (4, T) tile of 1 − tanh² factors, only with a soft cap.
+let scratchC = new Float64Array(0);
+function capScratch(n: number): Float64Array {
+  if (scratchC.length < n) scratchC = new Float64Array(n);
+  return scratchC;
+}
+
 /**
- * Softmax probabilities of query t over keys 0..kEnd−1 in place in s (scores · scale − lse, masked), where s holds
- * unscaled scores. Keys outside attentionVisible are zeroed.
+ * Softmax probabilities of query t over keys 0..kEnd−1 in place in s (cap(scores · scale) − lse, masked), where s
+ * holds unscaled scores. Keys outside attentionVisible are zeroed. With a cap, dcap (when given) receives each
+ * key's 1 − tanh²(scores · scale / softcap), the factor the backward multiplies by.
  */
-function probabilities(s: Float64Array, so: number, kEnd: number, t: number, P: number, S: number, window: number, scale: number, lse: number): void {
+function probabilities(
+  s: Float64Array, so: number, kEnd: number, t: number, P: number, S: number, window: number, scale: number, softcap: number, lse: number,
+  dcap: Float64Array | null,
+): void {
   const [a0, a1, b0, b1] = attentionVisible(t, P, S, window);
-  for (let j = 0; j < kEnd; j++) s[so + j] = (j >= a0 && j < a1) || (j >= b0 && j < b1) ? Math.exp(s[so + j]! * scale - lse) : 0;
+  if (softcap > 0 && dcap)
+    for (let j = 0; j < kEnd; j++) {
+      const th = Math.tanh((s[so + j]! * scale) / softcap);
+      dcap[so + j] = 1 - th * th;
+    }
+  for (let j = 0; j < kEnd; j++)
+    s[so + j] = (j >= a0 && j < a1) || (j >= b0 && j < b1) ? Math.exp(softcapped(s[so + j]! * scale, softcap) - lse) : 0;
 }
 
 /** lse of query t from its unscaled scores s[so..so+kEnd) over the visible keys. */
-function logNormaliser(s: Float64Array, so: number, t: number, P: number, S: number, window: number, scale: number): number {
+function logNormaliser(s: Float64Array, so: number, t: number, P: number, S: number, window: number, scale: number, softcap: number): number {
   const [a0, a1, b0, b1] = attentionVisible(t, P, S, window);
+  const score = (j: number): number => softcapped(s[so + j]! * scale, softcap);
   let max = -Infinity;
-  for (let j = a0; j < a1; j++) max = Math.max(max, s[so + j]! * scale);
-  for (let j = b0; j < b1; j++) max = Math.max(max, s[so + j]! * scale);
+  for (let j = a0; j < a1; j++) max = Math.max(max, score(j));
+  for (let j = b0; j < b1; j++) max = Math.max(max, score(j));
   let sum = 0;
-  for (let j = a0; j < a1; j++) sum += Math.exp(s[so + j]! * scale - max);
-  for (let j = b0; j < b1; j++) sum += Math.exp(s[so + j]! * scale - max);
+  for (let j = a0; j < a1; j++) sum += Math.exp(score(j) - max);
+  for (let j = b0; j < b1; j++) sum += Math.exp(score(j) - max);
   return max + Math.log(sum);
 }
 
 export function attentionForward(
   out: Buf, lse: Buf, q: Buf, k: Buf, v: Buf, branch: Int32Array | null,
-  R: number, T: number, NH: number, NKV: number, HS: number, window: number,
+  R: number, T: number, NH: number, NKV: number, HS: number, window: number, scale: number, softcap: number,
 ): void {
-  const scale = 1 / Math.sqrt(HS);
   const group = NH / NKV;
   const qStride = NH * HS;
   const kvStride = NKV * HS;
@@ -79,9 +97,9 @@ export function attentionForward(
         const kEnd = m + mb; // causal: no query of the block sees a later key
         gemm(s, 0, T, q, qOff + m * qStride, qStride, 1, k, kOff, kvStride, 1, mb, kEnd, HS, false, null);
         for (let i = 0; i < mb; i++) {
-          const l = logNormaliser(s, i * T, m + i, P, S, window, scale);
+          const l = logNormaliser(s, i * T, m + i, P, S, window, scale, softcap);
           lse[(r * NH + h) * T + m + i] = l;
-          probabilities(s, i * T, kEnd, m + i, P, S, window, scale, l);
+          probabilities(s, i * T, kEnd, m + i, P, S, window, scale, softcap, l, null);
         }
         gemm(out, qOff + m * qStride, qStride, s, 0, T, 1, v, kOff, 1, kvStride, mb, HS, kEnd, false, null);
       }
@@ -91,13 +109,13 @@ export function attentionForward(
 
 export function attentionBackward(
   dq: Buf, dk: Buf, dv: Buf, dout: Buf, q: Buf, k: Buf, v: Buf, out: Buf, lse: Buf, branch: Int32Array | null,
-  R: number, T: number, NH: number, NKV: number, HS: number, window: number,
+  R: number, T: number, NH: number, NKV: number, HS: number, window: number, scale: number, softcap: number,
 ): void {
-  const scale = 1 / Math.sqrt(HS);
   const group = NH / NKV;
   const qStride = NH * HS;
   const kvStride = NKV * HS;
   const [p, ds] = blockScratch(QUERY_BLOCK * T);
+  const dcap = softcap > 0 ? capScratch(QUERY_BLOCK * T) : null;
   for (let r = 0; r < R; r++) {
     const [P, S] = branchOf(branch, r, T);
     for (let h = 0; h < NH; h++) {
@@ -110,10 +128,11 @@ export function attentionBackward(
         gemm(ds, 0, T, dout, qOff + m * qStride, qStride, 1, v, kOff, kvStride, 1, mb, kEnd, HS, false, null);
         for (let i = 0; i < mb; i++) {
           const t = m + i;
-          probabilities(p, i * T, kEnd, t, P, S, window, scale, lse[(r * NH + h) * T + t]!);
+          probabilities(p, i * T, kEnd, t, P, S, window, scale, softcap, lse[(r * NH + h) * T + t]!, dcap);
           let D = 0; // Σ_j p_j dp_j = dout · out
           for (let c = 0; c < HS; c++) D += dout[qOff + t * qStride + c]! * out[qOff + t * qStride + c]!;
-          for (let j = 0; j < kEnd; j++) ds[i * T + j] = p[i * T + j]! * (ds[i * T + j]! - D) * scale;
+          if (dcap) for (let j = 0; j < kEnd; j++) ds[i * T + j] = p[i * T + j]! * (ds[i * T + j]! - D) * dcap[i * T + j]! * scale;
+          else for (let j = 0; j < kEnd; j++) ds[i * T + j] = p[i * T + j]! * (ds[i * T + j]! - D) * scale;
         }
         // dq[t] += Σ_j ds[t,j] k[j];  dk[j] += Σ_t ds[t,j] q[t];  dv[j] += Σ_t p[t,j] dout[t]
         gemm(dq, qOff + m * qStride, qStride, ds, 0, T, 1, k, kOff, 1, kvStride, mb, HS, kEnd, true, null);
@@ -137,12 +156,13 @@ function headLogits(z: Float64Array, xs: Float64Array, x: Buf, rows: Int32Array,
 
 export function lmHeadLogprobForward(
   logp: Buf, lse: Buf, logitSum: Buf, logSumSq: Buf | null, x: Buf, rows: Int32Array, targets: Int32Array, W: Buf,
-  M: number, C: number, V: number,
+  M: number, C: number, V: number, softcap: number,
 ): void {
   const [z, xs] = blockScratch(HEAD_CHUNK * Math.max(V, C));
   for (let m0 = 0; m0 < M; m0 += HEAD_CHUNK) {
     const mb = Math.min(HEAD_CHUNK, M - m0);
     headLogits(z, xs, x, rows, W, m0, mb, C, V);
+    if (softcap > 0) for (let i = 0; i < mb * V; i++) z[i] = softcapped(z[i]!, softcap);
     for (let i = 0; i < mb; i++) {
       const o = i * V;
       let max = -Infinity, sum = 0;
@@ -168,7 +188,7 @@ export function lmHeadLogprobForward(
 
 export function lmHeadLogprobBackward(
   dx: Buf, dW: Buf | null, dlogp: Buf, x: Buf, rows: Int32Array, targets: Int32Array, W: Buf, lse: Buf,
-  M: number, C: number, V: number,
+  M: number, C: number, V: number, softcap: number,
 ): void {
   const [z, xs] = blockScratch(HEAD_CHUNK * Math.max(V, C));
   const dxs = new Float64Array(HEAD_CHUNK * C);
@@ -180,6 +200,15 @@ export function lmHeadLogprobBackward(
       const m = m0 + i;
       const g = dlogp[m]!;
       const l = lse[m]!;
+      if (softcap > 0) {
+        // dz with respect to the capped logit, then through the cap: × (1 − tanh²(z / softcap))
+        const t = targets[m]!;
+        for (let v = 0; v < V; v++) {
+          const th = Math.tanh(z[o + v]! / softcap);
+          z[o + v] = g === 0 ? 0 : g * ((v === t ? 1 : 0) - Math.exp(softcap * th - l)) * (1 - th * th);
+        }
+        continue;
+      }
       for (let v = 0; v < V; v++) z[o + v] = g === 0 ? 0 : -g * Math.exp(z[o + v]! - l);
       z[o + targets[m]!] += g;
     }

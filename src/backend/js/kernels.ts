@@ -6,6 +6,7 @@ import type { Backend, Buf } from "../contract.js";
 import * as fast from "./fast.js";
 import { GGML_TYPE_ID, type QuantType, dequantizeRow, rowBytes } from "../../quant/ggml.js";
 import { attentionVisible, branchOf } from "./mask.js";
+import { softcapped } from "./softcap.js";
 
 export function embeddingForward(out: Buf, ids: Int32Array, table: Buf, N: number, C: number): void {
   for (let n = 0; n < N; n++) {
@@ -23,7 +24,8 @@ export function embeddingBackward(dtable: Buf, dout: Buf, ids: Int32Array, N: nu
   }
 }
 
-export function rmsnormForward(out: Buf, rstd: Buf, inp: Buf, weight: Buf, N: number, C: number, eps: number): void {
+// y_c = x_c r (offset + w_c). With offset 0 the weight is used as stored (0 + w would turn a −0 weight into +0).
+export function rmsnormForward(out: Buf, rstd: Buf, inp: Buf, weight: Buf, N: number, C: number, eps: number, offset: number): void {
   for (let n = 0; n < N; n++) {
     const o = n * C;
     let ss = 0; // sum of squares in double precision: JS numbers are doubles
@@ -31,21 +33,24 @@ export function rmsnormForward(out: Buf, rstd: Buf, inp: Buf, weight: Buf, N: nu
     const r = 1 / Math.sqrt(ss / C + eps);
     rstd[n] = r;
     const rs = rstd[n]!; // use the stored (possibly float32-rounded) value, as backward will
-    for (let c = 0; c < C; c++) out[o + c] = inp[o + c]! * rs * weight[c]!;
+    for (let c = 0; c < C; c++) out[o + c] = inp[o + c]! * rs * (offset === 0 ? weight[c]! : offset + weight[c]!);
   }
 }
 
-// y_c = w_c x_c r, r = (mean(x²)+eps)^(-1/2), dr/dx_j = -r³ x_j / C
-// dx_j = r w_j dy_j − (r³/C) x_j Σ_c dy_c w_c x_c
-export function rmsnormBackward(dinp: Buf, dweight: Buf | null, dout: Buf, inp: Buf, weight: Buf, rstd: Buf, N: number, C: number): void {
+// y_c = a_c x_c r with a_c = offset + w_c, r = (mean(x²)+eps)^(-1/2), dr/dx_j = -r³ x_j / C
+// dx_j = r a_j dy_j − (r³/C) x_j Σ_c dy_c a_c x_c;  dw_j = Σ_n dy_j x_j r (da/dw = 1 whatever the offset)
+export function rmsnormBackward(
+  dinp: Buf, dweight: Buf | null, dout: Buf, inp: Buf, weight: Buf, rstd: Buf, N: number, C: number, offset: number,
+): void {
+  const a = (c: number): number => (offset === 0 ? weight[c]! : offset + weight[c]!);
   for (let n = 0; n < N; n++) {
     const o = n * C;
     const r = rstd[n]!;
     let dot = 0;
-    for (let c = 0; c < C; c++) dot += dout[o + c]! * weight[c]! * inp[o + c]!;
+    for (let c = 0; c < C; c++) dot += dout[o + c]! * a(c) * inp[o + c]!;
     const k = (r * r * r * dot) / C;
     for (let c = 0; c < C; c++) {
-      dinp[o + c] += r * weight[c]! * dout[o + c]! - k * inp[o + c]!;
+      dinp[o + c] += r * a(c) * dout[o + c]! - k * inp[o + c]!;
       if (dweight) dweight[c] += dout[o + c]! * inp[o + c]! * r;
     }
   }
@@ -121,13 +126,13 @@ export function ropeBackward(dx: Buf, cos: Buf, sin: Buf, pos: Int32Array, N: nu
   rope(dx, cos, sin, pos, N, H, HS, -1);
 }
 
-// Straight from the definition: per (row, head, query) the scores of the visible keys, their softmax, the weighted
-// sum of values, and the log-normaliser lse = max + log Σ exp(s − max) the backward recomputes p from.
+// Straight from the definition: per (row, head, query) the scores of the visible keys (scaled, then capped), their
+// softmax, the weighted sum of values, and the log-normaliser lse = max + log Σ exp(s − max) the backward
+// recomputes p from.
 export function attentionForward(
   out: Buf, lse: Buf, q: Buf, k: Buf, v: Buf, branch: Int32Array | null,
-  R: number, T: number, NH: number, NKV: number, HS: number, window: number,
+  R: number, T: number, NH: number, NKV: number, HS: number, window: number, scale: number, softcap: number,
 ): void {
-  const scale = 1 / Math.sqrt(HS);
   const group = NH / NKV;
   const qStride = NH * HS;
   const kvStride = NKV * HS;
@@ -144,7 +149,7 @@ export function attentionForward(
           const ko = (r * T + j) * kvStride + kvh * HS;
           let d = 0;
           for (let i = 0; i < HS; i++) d += q[qo + i]! * k[ko + i]!;
-          s[j] = d * scale;
+          s[j] = softcapped(d * scale, softcap);
           if (s[j]! > max) max = s[j]!;
         };
         for (let j = a0; j < a1; j++) score(j);
@@ -174,14 +179,14 @@ function attentionScratch(T: number): Float64Array {
   return scratch;
 }
 
-// With p_j = exp(s_j − lse), s_j = scale·q·k_j, out = Σ p_j v_j:
+// With p_j = exp(s_j − lse), s_j = cap(scale·q·k_j), out = Σ p_j v_j:
 // dp_j = dout·v_j; ds_j = p_j (dp_j − Σ_k p_k dp_k), and Σ_k p_k dp_k = dout·out;
-// dq += scale Σ_j ds_j k_j; dk_j += scale ds_j q; dv_j += p_j dout.
+// cap(x) = c·tanh(x/c) has cap' = 1 − tanh²(x/c) (1 without a cap), so with ds'_j = ds_j · cap'_j:
+// dq += scale Σ_j ds'_j k_j; dk_j += scale ds'_j q; dv_j += p_j dout.
 export function attentionBackward(
   dq: Buf, dk: Buf, dv: Buf, dout: Buf, q: Buf, k: Buf, v: Buf, out: Buf, lse: Buf, branch: Int32Array | null,
-  R: number, T: number, NH: number, NKV: number, HS: number, window: number,
+  R: number, T: number, NH: number, NKV: number, HS: number, window: number, scale: number, softcap: number,
 ): void {
-  const scale = 1 / Math.sqrt(HS);
   const group = NH / NKV;
   const qStride = NH * HS;
   const kvStride = NKV * HS;
@@ -202,8 +207,9 @@ export function attentionBackward(
             sc += q[qo + i]! * k[ko + i]!;
             dp += dout[qo + i]! * v[ko + i]!;
           }
-          const p = Math.exp(sc * scale - l);
-          const ds = p * (dp - D) * scale;
+          const th = softcap > 0 ? Math.tanh((sc * scale) / softcap) : 0;
+          const p = Math.exp(softcapped(sc * scale, softcap) - l);
+          const ds = p * (dp - D) * (1 - th * th) * scale;
           for (let i = 0; i < HS; i++) {
             dv[ko + i] += p * dout[qo + i]!;
             dq[qo + i] += ds * k[ko + i]!;
@@ -219,8 +225,8 @@ export function attentionBackward(
 
 export function attentionDecode(
   out: Buf, q: Buf, kCache: Buf, vCache: Buf, T: number, pos0: number, NH: number, NKV: number, HS: number, window: number,
+  scale: number, softcap: number,
 ): void {
-  const scale = 1 / Math.sqrt(HS);
   const group = NH / NKV;
   const qStride = NH * HS;
   const kvStride = NKV * HS;
@@ -236,7 +242,7 @@ export function attentionDecode(
         const ko = j * kvStride + kvh * HS;
         let s = 0;
         for (let i = 0; i < HS; i++) s += q[qo + i]! * kCache[ko + i]!;
-        s *= scale;
+        s = softcapped(s * scale, softcap);
         p[j] = s;
         if (s > max) max = s;
       }
@@ -272,6 +278,31 @@ export function swigluBackward(dgate: Buf, dup: Buf, dout: Buf, gate: Buf, up: B
   }
 }
 
+const GELU_K = Math.sqrt(2 / Math.PI);
+
+// gelu_tanh(g) = 0.5 g (1 + tanh u), u = √(2/π) (g + 0.044715 g³), torch's approximate="tanh". Evaluated as g σ(2u),
+// the same function (0.5 (1 + tanh u) = σ(2u)): for negative g, 1 + tanh u cancels to a relative error of
+// ~1e-16 / σ(2u) (1e-4 at g = −5.5), while σ(2u) = 1/(1 + e^(−2u)) stays accurate to the last bits.
+// test/gemma-kernels.test.ts checks it against the tanh form written out.
+export function gegluForward(out: Buf, gate: Buf, up: Buf, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i]!;
+    out[i] = (g / (1 + Math.exp(-2 * GELU_K * (g + 0.044715 * g * g * g)))) * up[i]!;
+  }
+}
+
+// gelu_tanh'(g) = 0.5 (1 + tanh u) + 0.5 g (1 − tanh² u) u' = s + 2 g s (1 − s) u', with s = σ(2u) and
+// u' = √(2/π) (1 + 3·0.044715 g²) (1 − tanh² u = 4 s (1 − s)).
+export function gegluBackward(dgate: Buf, dup: Buf, dout: Buf, gate: Buf, up: Buf, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i]!;
+    const s = 1 / (1 + Math.exp(-2 * GELU_K * (g + 0.044715 * g * g * g)));
+    const dgelu = s + 2 * g * s * (1 - s) * GELU_K * (1 + 3 * 0.044715 * g * g);
+    dgate[i] += dout[i]! * up[i]! * dgelu;
+    dup[i] += dout[i]! * g * s;
+  }
+}
+
 export function addForward(out: Buf, a: Buf, b: Buf, n: number): void {
   for (let i = 0; i < n; i++) out[i] = a[i]! + b[i]!;
 }
@@ -290,14 +321,16 @@ export function sumSquares(x: Buf, n: number): number {
   return s;
 }
 
-// One row of logits at a time, in double: z_v = x·W_v, then the same reductions as a log-softmax would do.
+// One row of logits at a time, in double: z_v = x·W_v (capped when softcap > 0), then the same reductions as a
+// log-softmax would do.
 export function lmHeadLogprobForward(
   logp: Buf, lse: Buf, logitSum: Buf, logSumSq: Buf | null, x: Buf, rows: Int32Array, targets: Int32Array, W: Buf,
-  M: number, C: number, V: number,
+  M: number, C: number, V: number, softcap: number,
 ): void {
   const z = lmHeadScratch(V);
   for (let m = 0; m < M; m++) {
     lmHeadRow(z, x, rows[m]! * C, W, C, V);
+    if (softcap > 0) for (let v = 0; v < V; v++) z[v] = softcapped(z[v]!, softcap);
     let max = -Infinity, sum = 0;
     for (let v = 0; v < V; v++) {
       if (z[v]! > max) max = z[v]!;
@@ -317,9 +350,10 @@ export function lmHeadLogprobForward(
   }
 }
 
+// dz_v = g (1[v = target] − p_v) with respect to the (capped) logit, times 1 − tanh²(z_v / softcap) for the raw one.
 export function lmHeadLogprobBackward(
   dx: Buf, dW: Buf | null, dlogp: Buf, x: Buf, rows: Int32Array, targets: Int32Array, W: Buf, lse: Buf,
-  M: number, C: number, V: number,
+  M: number, C: number, V: number, softcap: number,
 ): void {
   const z = lmHeadScratch(V);
   for (let m = 0; m < M; m++) {
@@ -329,7 +363,8 @@ export function lmHeadLogprobBackward(
     lmHeadRow(z, x, xo, W, C, V);
     const l = lse[m]!;
     for (let v = 0; v < V; v++) {
-      const dz = g * ((v === targets[m] ? 1 : 0) - Math.exp(z[v]! - l));
+      const th = softcap > 0 ? Math.tanh(z[v]! / softcap) : 0;
+      const dz = g * ((v === targets[m] ? 1 : 0) - Math.exp(softcapped(z[v]!, softcap) - l)) * (1 - th * th);
       const wo = v * C;
       for (let c = 0; c < C; c++) {
         dx[xo + c] += dz * W[wo + c]!;
@@ -392,6 +427,7 @@ export const referenceBackend: Backend = {
   ropeForward, ropeBackward,
   attentionForward, attentionBackward, attentionDecode,
   swigluForward, swigluBackward,
+  gegluForward, gegluBackward,
   addForward, accumulate, scale, sumSquares,
   lmHeadLogprobForward, lmHeadLogprobBackward,
   adamwStep,

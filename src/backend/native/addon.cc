@@ -156,6 +156,16 @@ Heads heads(Args& a, size_t i) {
   return h;
 }
 
+// A finite number (scale factors, weight offsets); with nonNegative, also ≥ 0 (soft-caps: 0 means none).
+double finite(Args& a, size_t i, const char* name, bool nonNegative = false) {
+  const double d = a.number(i, name);
+  if (!std::isfinite(d) || (nonNegative && d < 0))
+    a.fail(std::string(name) + " must be a finite number" + (nonNegative ? " >= 0 (0: none)" : "") + ", got " +
+               std::to_string(d),
+           false);
+  return d;
+}
+
 // ------------------------------------------------------------------------------------------------------------------
 
 napi_value EmbeddingForward(napi_env env, napi_callback_info info) {
@@ -183,19 +193,20 @@ napi_value EmbeddingBackward(napi_env env, napi_callback_info info) {
 }
 
 napi_value RmsnormForward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "rmsnormForward", 7, [](Args& a) {
+  return guarded(env, info, "rmsnormForward", 8, [](Args& a) {
     const i64 N = a.size(4, "N"), C = a.size(5, "C", 1);
-    const double eps = a.number(6, "eps");
+    const double eps = a.number(6, "eps"), offset = finite(a, 7, "offset");
     tsdpo::rmsnorm_forward(a.f32(0, "out", mul(N, C)), a.f32(1, "rstd", N), a.f32(2, "inp", mul(N, C)), a.f32(3, "weight", C),
-                           N, C, static_cast<float>(eps));
+                           N, C, static_cast<float>(eps), offset);
   });
 }
 
 napi_value RmsnormBackward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "rmsnormBackward", 8, [](Args& a) {
+  return guarded(env, info, "rmsnormBackward", 9, [](Args& a) {
     const i64 N = a.size(6, "N"), C = a.size(7, "C", 1);
+    const double offset = finite(a, 8, "offset");
     tsdpo::rmsnorm_backward(a.f32(0, "dinp", mul(N, C)), a.f32(1, "dweight", C, true), a.f32(2, "dout", mul(N, C)),
-                            a.f32(3, "inp", mul(N, C)), a.f32(4, "weight", C), a.f32(5, "rstd", N), N, C);
+                            a.f32(3, "inp", mul(N, C)), a.f32(4, "weight", C), a.f32(5, "rstd", N), N, C, offset);
   });
 }
 
@@ -253,37 +264,41 @@ int32_t* branch_arg(Args& a, size_t i, i64 R) {
 }
 
 napi_value AttentionForward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "attentionForward", 12, [](Args& a) {
+  return guarded(env, info, "attentionForward", 14, [](Args& a) {
     const i64 R = a.size(6, "R"), T = a.size(7, "T");
     const Heads h = heads(a, 8);
     const i64 window = a.size(11, "window");
+    const float scale = static_cast<float>(finite(a, 12, "scale")), softcap = static_cast<float>(finite(a, 13, "softcap", true));
     const i64 nq = mul(R, T, h.NH, h.HS), nkv = mul(R, T, h.NKV, h.HS);
     tsdpo::attention_forward(a.f32(0, "out", nq), a.f32(1, "lse", mul(R, h.NH, T)), a.f32(2, "q", nq),
                              a.f32(3, "k", nkv), a.f32(4, "v", nkv), branch_arg(a, 5, R), R, T, h.NH, h.NKV, h.HS,
-                             window);
+                             window, scale, softcap);
   });
 }
 
 napi_value AttentionBackward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "attentionBackward", 16, [](Args& a) {
+  return guarded(env, info, "attentionBackward", 18, [](Args& a) {
     const i64 R = a.size(10, "R"), T = a.size(11, "T");
     const Heads h = heads(a, 12);
     const i64 window = a.size(15, "window");
+    const float scale = static_cast<float>(finite(a, 16, "scale")), softcap = static_cast<float>(finite(a, 17, "softcap", true));
     const i64 nq = mul(R, T, h.NH, h.HS), nkv = mul(R, T, h.NKV, h.HS);
     tsdpo::attention_backward(a.f32(0, "dq", nq), a.f32(1, "dk", nkv), a.f32(2, "dv", nkv), a.f32(3, "dout", nq),
                               a.f32(4, "q", nq), a.f32(5, "k", nkv), a.f32(6, "v", nkv), a.f32(7, "out", nq),
-                              a.f32(8, "lse", mul(R, h.NH, T)), branch_arg(a, 9, R), R, T, h.NH, h.NKV, h.HS, window);
+                              a.f32(8, "lse", mul(R, h.NH, T)), branch_arg(a, 9, R), R, T, h.NH, h.NKV, h.HS, window,
+                              scale, softcap);
   });
 }
 
 napi_value AttentionDecode(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "attentionDecode", 10, [](Args& a) {
+  return guarded(env, info, "attentionDecode", 12, [](Args& a) {
     const i64 T = a.size(4, "T"), pos0 = a.size(5, "pos0");
     const Heads h = heads(a, 6);
     const i64 window = a.size(9, "window");
+    const float scale = static_cast<float>(finite(a, 10, "scale")), softcap = static_cast<float>(finite(a, 11, "softcap", true));
     const i64 nq = mul(T, h.NH, h.HS), cache = mul(pos0 + T, h.NKV, h.HS);
     tsdpo::attention_decode(a.f32(0, "out", nq), a.f32(1, "q", nq), a.f32(2, "kCache", cache),
-                            a.f32(3, "vCache", cache), T, pos0, h.NH, h.NKV, h.HS, window);
+                            a.f32(3, "vCache", cache), T, pos0, h.NH, h.NKV, h.HS, window, scale, softcap);
   });
 }
 
@@ -299,6 +314,21 @@ napi_value SwigluBackward(napi_env env, napi_callback_info info) {
     const i64 n = a.size(5, "n");
     tsdpo::swiglu_backward(a.f32(0, "dgate", n), a.f32(1, "dup", n), a.f32(2, "dout", n), a.f32(3, "gate", n),
                            a.f32(4, "up", n), n);
+  });
+}
+
+napi_value GegluForward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "gegluForward", 4, [](Args& a) {
+    const i64 n = a.size(3, "n");
+    tsdpo::geglu_forward(a.f32(0, "out", n), a.f32(1, "gate", n), a.f32(2, "up", n), n);
+  });
+}
+
+napi_value GegluBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "gegluBackward", 6, [](Args& a) {
+    const i64 n = a.size(5, "n");
+    tsdpo::geglu_backward(a.f32(0, "dgate", n), a.f32(1, "dup", n), a.f32(2, "dout", n), a.f32(3, "gate", n),
+                          a.f32(4, "up", n), n);
   });
 }
 
@@ -318,7 +348,7 @@ napi_value Accumulate(napi_env env, napi_callback_info info) {
 
 // x (N, C) is a view into a larger arena, so N is what its length holds: rows[m] must index a whole row of it.
 napi_value LmHeadLogprobForward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "lmHeadLogprobForward", 11, [](Args& a) {
+  return guarded(env, info, "lmHeadLogprobForward", 12, [](Args& a) {
     const i64 M = a.size(8, "M"), C = a.size(9, "C", 1), V = a.size(10, "V", 1);
     i64 xLen = 0;
     float* x = a.f32(4, "x", 0, false, &xLen);
@@ -327,12 +357,13 @@ napi_value LmHeadLogprobForward(napi_env env, napi_callback_info info) {
     check_ids(a, rows, M, xLen / C, "rows", "the rows of x");
     check_ids(a, targets, M, V, "targets");
     tsdpo::lm_head_logprob_forward(a.f32(0, "logp", M), a.f32(1, "lse", M), a.f32(2, "logitSum", M),
-                                   a.f32(3, "logSumSq", M, true), x, rows, targets, a.f32(7, "W", mul(V, C)), M, C, V);
+                                   a.f32(3, "logSumSq", M, true), x, rows, targets, a.f32(7, "W", mul(V, C)), M, C, V,
+                                   static_cast<float>(finite(a, 11, "softcap", true)));
   });
 }
 
 napi_value LmHeadLogprobBackward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "lmHeadLogprobBackward", 11, [](Args& a) {
+  return guarded(env, info, "lmHeadLogprobBackward", 12, [](Args& a) {
     const i64 M = a.size(8, "M"), C = a.size(9, "C", 1), V = a.size(10, "V", 1);
     i64 dxLen = 0, xLen = 0;
     float* dx = a.f32(0, "dx", 0, false, &dxLen);
@@ -342,7 +373,8 @@ napi_value LmHeadLogprobBackward(napi_env env, napi_callback_info info) {
     check_ids(a, rows, M, std::min(dxLen, xLen) / C, "rows", "the rows of x and dx");
     check_ids(a, targets, M, V, "targets");
     tsdpo::lm_head_logprob_backward(dx, a.f32(1, "dW", mul(V, C), true), a.f32(2, "dlogp", M), x, rows, targets,
-                                    a.f32(6, "W", mul(V, C)), a.f32(7, "lse", M), M, C, V);
+                                    a.f32(6, "W", mul(V, C)), a.f32(7, "lse", M), M, C, V,
+                                    static_cast<float>(finite(a, 11, "softcap", true)));
   });
 }
 
@@ -417,11 +449,11 @@ napi_value MatmulBackwardQuant(napi_env env, napi_callback_info info) {
   });
 }
 
-// lmHeadLogprobForwardQuant(logp, lse, logitSum, logSumSq, x, rows, targets, w, type, M, C, V) and
-// lmHeadLogprobBackwardQuant(dx, dlogp, x, rows, targets, w, type, lse, M, C, V): the fused head with a frozen W
+// lmHeadLogprobForwardQuant(logp, lse, logitSum, logSumSq, x, rows, targets, w, type, M, C, V, softcap) and
+// lmHeadLogprobBackwardQuant(dx, dlogp, x, rows, targets, w, type, lse, M, C, V, softcap): the fused head with a frozen W
 // (V, C) in GGML blocks, as the float ones otherwise (no dW: quantised weights are frozen).
 napi_value LmHeadLogprobForwardQuant(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "lmHeadLogprobForwardQuant", 12, [](Args& a) {
+  return guarded(env, info, "lmHeadLogprobForwardQuant", 13, [](Args& a) {
     const int type = static_cast<int>(a.size(8, "type"));
     const i64 M = a.size(9, "M"), C = a.size(10, "C", 1), V = a.size(11, "V", 1);
     i64 xLen = 0;
@@ -432,12 +464,13 @@ napi_value LmHeadLogprobForwardQuant(napi_env env, napi_callback_info info) {
     check_ids(a, targets, M, V, "targets");
     const uint8_t* w = a.u8(7, "w", quant_weight_bytes(a, type, C, V));
     tsdpo::lm_head_logprob_forward_quant(a.f32(0, "logp", M), a.f32(1, "lse", M), a.f32(2, "logitSum", M),
-                                         a.f32(3, "logSumSq", M, true), x, rows, targets, w, type, M, C, V);
+                                         a.f32(3, "logSumSq", M, true), x, rows, targets, w, type, M, C, V,
+                                         static_cast<float>(finite(a, 12, "softcap", true)));
   });
 }
 
 napi_value LmHeadLogprobBackwardQuant(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "lmHeadLogprobBackwardQuant", 11, [](Args& a) {
+  return guarded(env, info, "lmHeadLogprobBackwardQuant", 12, [](Args& a) {
     const int type = static_cast<int>(a.size(6, "type"));
     const i64 M = a.size(8, "M"), C = a.size(9, "C", 1), V = a.size(10, "V", 1);
     i64 dxLen = 0, xLen = 0;
@@ -449,7 +482,7 @@ napi_value LmHeadLogprobBackwardQuant(napi_env env, napi_callback_info info) {
     check_ids(a, targets, M, V, "targets");
     const uint8_t* w = a.u8(5, "w", quant_weight_bytes(a, type, C, V));
     tsdpo::lm_head_logprob_backward_quant(dx, a.f32(1, "dlogp", M), x, rows, targets, w, type, a.f32(7, "lse", M), M, C,
-                                          V);
+                                          V, static_cast<float>(finite(a, 11, "softcap", true)));
   });
 }
 
@@ -537,7 +570,8 @@ napi_value Init(napi_env env, napi_value exports) {
       FN("ropeForward", RopeForward),             FN("ropeBackward", RopeBackward),
       FN("attentionForward", AttentionForward),   FN("attentionBackward", AttentionBackward),
       FN("attentionDecode", AttentionDecode),     FN("swigluForward", SwigluForward),
-      FN("swigluBackward", SwigluBackward),       FN("addForward", AddForward),
+      FN("swigluBackward", SwigluBackward),       FN("gegluForward", GegluForward),
+      FN("gegluBackward", GegluBackward),         FN("addForward", AddForward),
       FN("accumulate", Accumulate),             FN("scale", Scale),
       FN("sumSquares", SumSquares),
       FN("dequantizeRows", DequantizeRows),

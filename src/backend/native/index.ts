@@ -131,6 +131,7 @@ function load(): NativeLoad {
     attentionForward: addon.attentionForward, attentionBackward: addon.attentionBackward,
     attentionDecode: addon.attentionDecode,
     swigluForward: addon.swigluForward, swigluBackward: addon.swigluBackward,
+    gegluForward: addon.gegluForward, gegluBackward: addon.gegluBackward,
     addForward: addon.addForward, accumulate: addon.accumulate, scale: addon.scale, sumSquares: addon.sumSquares,
     lmHeadLogprobForward: addon.lmHeadLogprobForward, lmHeadLogprobBackward: addon.lmHeadLogprobBackward,
     adamwStep: addon.adamwStep,

@@ -71,9 +71,11 @@ void parallel_ranges(i64 n, i64 work, F&& f) {
 #define TSDPO_SIMD_FUNCTIONS(X, ns) \
   X(ns, embedding_backward_cols) X(ns, rmsnorm_forward_rows) X(ns, rmsnorm_backward_rows) \
   X(ns, rmsnorm_dweight_cols) X(ns, column_sums) X(ns, rope_rows) X(ns, softmax_causal_row) \
-  X(ns, softmax_spans_row) X(ns, probs_from_lse_row) X(ns, softmax_grad_row) X(ns, dot_f32) X(ns, dot_f64) \
-  X(ns, axpy_f32) X(ns, swiglu_forward_range) X(ns, swiglu_backward_range) X(ns, add_range) \
-  X(ns, accumulate_range) X(ns, scale_range) X(ns, sum_squares_range) X(ns, lm_head_tile_stats) X(ns, lm_head_tile_grad) X(ns, adamw_range) X(ns, fma_burst)
+  X(ns, softmax_spans_row) X(ns, probs_from_lse_row) X(ns, softmax_grad_row) X(ns, softcap_range) \
+  X(ns, softcap_grad_range) X(ns, mul_range) X(ns, dot_f32) X(ns, dot_f64) \
+  X(ns, axpy_f32) X(ns, swiglu_forward_range) X(ns, swiglu_backward_range) X(ns, geglu_forward_range) \
+  X(ns, geglu_backward_range) X(ns, add_range) X(ns, accumulate_range) X(ns, scale_range) X(ns, sum_squares_range) \
+  X(ns, lm_head_tile_stats) X(ns, lm_head_tile_grad) X(ns, lm_head_tile_grad_softcap) X(ns, adamw_range) X(ns, fma_burst)
 
 struct SimdTable {
   const char* name;
@@ -223,16 +225,23 @@ void embedding_backward(float* dtable, const float* dout, const int32_t* ids, i6
   parallel_ranges(C, N * C, [&](i64 c0, i64 c1) { g_simd->embedding_backward_cols(dtable, dout, ids, N, C, c0, c1); });
 }
 
-void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, i64 N, i64 C, float eps) {
+// offset 0 goes to the row loops as −0.0, which adds to any weight without changing a bit (see rmsnorm_forward_rows).
+inline double weight_offset(double offset) { return offset == 0 ? -0.0 : offset; }
+
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, i64 N, i64 C, float eps,
+                     double offset) {
+  const double off = weight_offset(offset);
   parallel_ranges(N, N * C, [&](i64 n0, i64 n1) {
-    g_simd->rmsnorm_forward_rows(out, rstd, inp, weight, n0, n1, C, eps);
+    g_simd->rmsnorm_forward_rows(out, rstd, inp, weight, n0, n1, C, eps, off);
   });
 }
 
+// The weight gradient dy · x · rstd does not depend on the offset.
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
-                      const float* rstd, i64 N, i64 C) {
+                      const float* rstd, i64 N, i64 C, double offset) {
+  const double off = weight_offset(offset);
   parallel_ranges(N, N * C, [&](i64 n0, i64 n1) {
-    g_simd->rmsnorm_backward_rows(dinp, dout, inp, weight, rstd, n0, n1, C);
+    g_simd->rmsnorm_backward_rows(dinp, dout, inp, weight, rstd, n0, n1, C, off);
   });
   if (dweight)
     parallel_ranges(C, N * C, [&](i64 c0, i64 c1) {
@@ -292,10 +301,10 @@ void rope(float* x, const float* cos, const float* sin, const int32_t* pos, i64 
 }
 
 // One task per (row, head, query block): each block's scores against its key spans by sgemm into a (kBlock, ≤ T)
-// per-thread tile, softmax per query row there (saving lse), then out = p · v by sgemm. Nothing (T, T) exists.
+// per-thread tile (scaled, then soft-capped when softcap > 0), softmax per query row there (saving lse), then
+// out = p · v by sgemm. Nothing (T, T) exists.
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* branch,
-                       i64 R, i64 T, i64 NH, i64 NKV, i64 HS, i64 window) {
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HS)));
+                       i64 R, i64 T, i64 NH, i64 NKV, i64 HS, i64 window, float scale, float softcap) {
   const i64 group = NH / NKV, qStride = NH * HS, kvStride = NKV * HS, blocks = max_blocks(T);
   parallel_tasks(R * NH * blocks, R * NH * T * T * HS, [&](i64 task) {
     const i64 r = task / (NH * blocks), h = task / blocks % NH, b = task % blocks;
@@ -312,6 +321,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
     if (blk.nA > 0) sgemm(false, true, mb, blk.nA, HS, scale, qb, qStride, kh + blk.A0 * kvStride, kvStride, 0.0f, tile, ld);
     if (blk.nB > 0)
       sgemm(false, true, mb, blk.nB, HS, scale, qb, qStride, kh + blk.B0 * kvStride, kvStride, 0.0f, tile + blk.nA, ld);
+    if (softcap > 0) g_simd->softcap_range(tile, mb * ld, softcap);
     for (i64 i = blk.m0; i < blk.m1; i++) {
       const KeyRanges c = tile_columns(blk, i, P, S, window);
       lseRow[i] = static_cast<float>(g_simd->softmax_spans_row(tile + (i - blk.m0) * ld, ld, c.a0, c.a1, c.b0, c.b1));
@@ -325,18 +335,19 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 
 // One task per (row, KV head): the query heads that share a KV head all add into its dk and dv, so they run in the
 // same task, in order, and no two threads ever write the same gradient element. Per query block, on the same key
-// spans as the forward: p = exp(scale·q·kᵀ − lse) and dp = dout·vᵀ recomputed in two per-thread tiles, then
-// ds = p ⊙ (dp − D)·scale with D = dout·out, and dq += ds·k, dk += dsᵀ·q, dv += pᵀ·dout, each span by sgemm.
+// spans as the forward: p = exp(cap(scale·q·kᵀ) − lse) and dp = dout·vᵀ recomputed in two per-thread tiles, then
+// ds = p ⊙ (dp − D)·scale with D = dout·out (times cap' = 1 − tanh² from a third tile when softcap > 0), and
+// dq += ds·k, dk += dsᵀ·q, dv += pᵀ·dout, each span by sgemm.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const int32_t* branch, i64 R, i64 T,
-                        i64 NH, i64 NKV, i64 HS, i64 window) {
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HS)));
+                        i64 NH, i64 NKV, i64 HS, i64 window, float scale, float softcap) {
   const i64 group = NH / NKV, qStride = NH * HS, kvStride = NKV * HS, blocks = max_blocks(T);
   parallel_tasks(R * NKV, R * NH * T * T * HS, [&](i64 task) {
     const i64 r = task / NKV, kvh = task % NKV;
     const i64 P = branch ? branch[2 * r] : T, S = branch ? branch[2 * r + 1] : T;
-    float* p = thread_scratch(2 * kBlock * T);
+    float* p = thread_scratch((softcap > 0 ? 3 : 2) * kBlock * T);
     float* ds = p + kBlock * T;
+    float* dcap = ds + kBlock * T;  // only with a soft cap
     const float* kh = k + r * T * kvStride + kvh * HS;
     const float* vh = v + r * T * kvStride + kvh * HS;
     float* dkh = dk + r * T * kvStride + kvh * HS;
@@ -360,6 +371,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
           sgemm(false, true, mb, sp.n, HS, scale, qb, qStride, kh + sp.key * kvStride, kvStride, 0.0f, p + sp.col, ld);
           sgemm(false, true, mb, sp.n, HS, 1.0f, dob, qStride, vh + sp.key * kvStride, kvStride, 0.0f, ds + sp.col, ld);
         }
+        if (softcap > 0) g_simd->softcap_grad_range(p, dcap, mb * ld, softcap);
         for (i64 i = blk.m0; i < blk.m1; i++) {
           const KeyRanges c = tile_columns(blk, i, P, S, window);
           float* pr = p + (i - blk.m0) * ld;
@@ -367,6 +379,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
           const i64 o = (i - blk.m0) * qStride;
           const float D = static_cast<float>(g_simd->dot_f64(dob + o, outb + o, HS));
           g_simd->softmax_grad_row(ds + (i - blk.m0) * ld, pr, ld, D, scale);
+          if (softcap > 0) g_simd->mul_range(ds + (i - blk.m0) * ld, dcap + (i - blk.m0) * ld, ld);
         }
         for (const Span& sp : spans) {
           if (sp.n == 0) continue;
@@ -383,8 +396,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 }
 
 void attention_decode(float* out, const float* q, const float* kCache, const float* vCache, i64 T, i64 pos0, i64 NH,
-                      i64 NKV, i64 HS, i64 window) {
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(HS)));
+                      i64 NKV, i64 HS, i64 window, float scale, float softcap) {
   const i64 group = NH / NKV, qStride = NH * HS, kvStride = NKV * HS;
   parallel_ranges(T * NH, T * NH * (pos0 + T) * HS, [&](i64 task0, i64 task1) {
     float* s = thread_scratch(pos0 + T);
@@ -393,6 +405,7 @@ void attention_decode(float* out, const float* q, const float* kCache, const flo
       const float* qh = q + t * qStride + h * HS;
       const i64 kvOff = (h / group) * HS;
       for (i64 j = first; j <= pos; j++) s[j] = scale * g_simd->dot_f32(qh, kCache + j * kvStride + kvOff, HS);
+      if (softcap > 0) g_simd->softcap_range(s + first, pos + 1 - first, softcap);
       g_simd->softmax_causal_row(s, first, pos, pos + 1);
       float* o = out + t * qStride + h * HS;
       std::memset(o, 0, sizeof(float) * HS);
@@ -407,6 +420,14 @@ void swiglu_forward(float* out, const float* gate, const float* up, i64 n) {
 
 void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, i64 n) {
   parallel_ranges(n, n, [&](i64 i0, i64 i1) { g_simd->swiglu_backward_range(dgate, dup, dout, gate, up, i0, i1); });
+}
+
+void geglu_forward(float* out, const float* gate, const float* up, i64 n) {
+  parallel_ranges(n, n, [&](i64 i0, i64 i1) { g_simd->geglu_forward_range(out, gate, up, i0, i1); });
+}
+
+void geglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, i64 n) {
+  parallel_ranges(n, n, [&](i64 i0, i64 i1) { g_simd->geglu_backward_range(dgate, dup, dout, gate, up, i0, i1); });
 }
 
 void add_forward(float* out, const float* a, const float* b, i64 n) {
@@ -493,8 +514,9 @@ void gather_rows(float* xg, const float* x, const int32_t* row, i64 mb, i64 C) {
   });
 }
 
+// softcap > 0 caps each tile of logits in place before it is folded in, so every statistic sees the capped logits.
 void head_forward(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x, const int32_t* rows,
-                  const int32_t* targets, const HeadWeight& W, i64 M, i64 C, i64 V) {
+                  const int32_t* targets, const HeadWeight& W, i64 M, i64 C, i64 V, float softcap) {
   HeadScratch& hs = head_scratch();
   const i64 rowBlock = std::min(M, head_row_block());
   float* xg = grow(hs.xg, rowBlock * C);
@@ -515,6 +537,7 @@ void head_forward(float* logp, float* lse, float* logitSum, float* logSumSq, con
       const i64 nb = std::min(kVocabTile, V - v0);
       head_logits(z, xg, W, v0, mb, nb, C);
       parallel_ranges(mb, mb * nb, [&](i64 r0, i64 r1) {
+        if (softcap > 0) g_simd->softcap_range(z + r0 * nb, (r1 - r0) * nb, softcap);
         g_simd->lm_head_tile_stats(z, nb, v0, targets + m0, r0, r1, runMax, sumExp, sumExp2, sumZ, targetLogit);
       });
     }
@@ -530,7 +553,7 @@ void head_forward(float* logp, float* lse, float* logitSum, float* logSumSq, con
 
 // Rows whose dlogp is 0 (masked positions) contribute nothing and are left out before the gather.
 void head_backward(float* dx, float* dW, const float* dlogp, const float* x, const int32_t* rows, const int32_t* targets,
-                   const HeadWeight& W, const float* lse, i64 M, i64 C, i64 V) {
+                   const HeadWeight& W, const float* lse, i64 M, i64 C, i64 V, float softcap) {
   HeadScratch& hs = head_scratch();
   i64 live = 0;
   for (i64 m = 0; m < M; m++) live += dlogp[m] != 0;
@@ -558,7 +581,10 @@ void head_backward(float* dx, float* dW, const float* dlogp, const float* x, con
       const i64 nb = std::min(kVocabTile, V - v0);
       head_logits(z, xg, W, v0, mb, nb, C);  // z = Xg · Wtᵀ
       parallel_ranges(mb, mb * nb, [&](i64 r0, i64 r1) {
-        g_simd->lm_head_tile_grad(z, nb, v0, g + m0, target + m0, lseLive + m0, r0, r1);
+        if (softcap > 0)
+          g_simd->lm_head_tile_grad_softcap(z, nb, v0, g + m0, target + m0, lseLive + m0, r0, r1, softcap);
+        else
+          g_simd->lm_head_tile_grad(z, nb, v0, g + m0, target + m0, lseLive + m0, r0, r1);
       });
       head_dinput(dxg, z, W, v0, mb, nb, C);                                             // dXg += dz · Wt
       if (dW) sgemm(true, false, nb, C, mb, 1.0f, z, nb, xg, C, 1.0f, dW + v0 * C, C);  // dWt += dzᵀ · Xg
@@ -577,27 +603,29 @@ void head_backward(float* dx, float* dW, const float* dlogp, const float* x, con
 }  // namespace
 
 void lm_head_logprob_forward(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x,
-                             const int32_t* rows, const int32_t* targets, const float* W, i64 M, i64 C, i64 V) {
-  head_forward(logp, lse, logitSum, logSumSq, x, rows, targets, HeadWeight{W, nullptr, 0, 0}, M, C, V);
+                             const int32_t* rows, const int32_t* targets, const float* W, i64 M, i64 C, i64 V,
+                             float softcap) {
+  head_forward(logp, lse, logitSum, logSumSq, x, rows, targets, HeadWeight{W, nullptr, 0, 0}, M, C, V, softcap);
 }
 
 void lm_head_logprob_backward(float* dx, float* dW, const float* dlogp, const float* x, const int32_t* rows,
-                              const int32_t* targets, const float* W, const float* lse, i64 M, i64 C, i64 V) {
-  head_backward(dx, dW, dlogp, x, rows, targets, HeadWeight{W, nullptr, 0, 0}, lse, M, C, V);
+                              const int32_t* targets, const float* W, const float* lse, i64 M, i64 C, i64 V,
+                              float softcap) {
+  head_backward(dx, dW, dlogp, x, rows, targets, HeadWeight{W, nullptr, 0, 0}, lse, M, C, V, softcap);
 }
 
 void lm_head_logprob_forward_quant(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x,
                                    const int32_t* rows, const int32_t* targets, const uint8_t* W, int type, i64 M,
-                                   i64 C, i64 V) {
+                                   i64 C, i64 V, float softcap) {
   head_forward(logp, lse, logitSum, logSumSq, x, rows, targets, HeadWeight{nullptr, W, type, quant_row_bytes(type, C)},
-               M, C, V);
+               M, C, V, softcap);
 }
 
 void lm_head_logprob_backward_quant(float* dx, const float* dlogp, const float* x, const int32_t* rows,
                                     const int32_t* targets, const uint8_t* W, int type, const float* lse, i64 M, i64 C,
-                                    i64 V) {
+                                    i64 V, float softcap) {
   head_backward(dx, nullptr, dlogp, x, rows, targets, HeadWeight{nullptr, W, type, quant_row_bytes(type, C)}, lse, M,
-                C, V);
+                C, V, softcap);
 }
 
 i64 quant_row_bytes(int type, i64 cols) {

@@ -21,9 +21,11 @@ bool set_simd(const char* level);
 void embedding_forward(float* out, const int32_t* ids, const float* table, i64 N, i64 C);
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, i64 N, i64 C);
 
-void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, i64 N, i64 C, float eps);
+// y = x · rstd · (offset + weight): offset 0 (Llama) or 1 (Gemma).
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, i64 N, i64 C, float eps,
+                     double offset);
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
-                      const float* rstd, i64 N, i64 C);
+                      const float* rstd, i64 N, i64 C, double offset);
 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, i64 N, i64 IC, i64 OC);
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
@@ -32,28 +34,35 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
 // sign +1 rotates (forward), −1 rotates back (backward). Row n is at position pos[n].
 void rope(float* x, const float* cos, const float* sin, const int32_t* pos, i64 N, i64 H, i64 HS, float sign);
 
-// branch (R,2) or nullptr: [P, S] per row, as attentionVisible in src/backend/js/mask.ts.
+// branch (R,2) or nullptr: [P, S] per row, as attentionVisible in src/backend/js/mask.ts. Scores are scale·q·k, then
+// softcap·tanh(s/softcap) when softcap > 0.
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const int32_t* branch,
-                       i64 R, i64 T, i64 NH, i64 NKV, i64 HS, i64 window);
+                       i64 R, i64 T, i64 NH, i64 NKV, i64 HS, i64 window, float scale, float softcap);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const int32_t* branch, i64 R, i64 T,
-                        i64 NH, i64 NKV, i64 HS, i64 window);
+                        i64 NH, i64 NKV, i64 HS, i64 window, float scale, float softcap);
 void attention_decode(float* out, const float* q, const float* kCache, const float* vCache, i64 T, i64 pos0,
-                      i64 NH, i64 NKV, i64 HS, i64 window);
+                      i64 NH, i64 NKV, i64 HS, i64 window, float scale, float softcap);
 
 void swiglu_forward(float* out, const float* gate, const float* up, i64 n);
 void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, i64 n);
+// out = gelu_tanh(gate) · up (out may alias gate or up)
+void geglu_forward(float* out, const float* gate, const float* up, i64 n);
+void geglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, i64 n);
 
 void add_forward(float* out, const float* a, const float* b, i64 n);
 void accumulate(float* dst, const float* src, i64 n);
 void scale(float* x, double s, i64 n);
 double sum_squares(const float* x, i64 n);
 
-// The LM head fused with log-softmax and gather over rows[0..M) of x; logSumSq and dW may be nullptr.
+// The LM head fused with log-softmax and gather over rows[0..M) of x; logSumSq and dW may be nullptr. softcap > 0
+// caps the logits (softcap·tanh(z/softcap)) before everything else.
 void lm_head_logprob_forward(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x,
-                             const int32_t* rows, const int32_t* targets, const float* W, i64 M, i64 C, i64 V);
+                             const int32_t* rows, const int32_t* targets, const float* W, i64 M, i64 C, i64 V,
+                             float softcap);
 void lm_head_logprob_backward(float* dx, float* dW, const float* dlogp, const float* x, const int32_t* rows,
-                              const int32_t* targets, const float* W, const float* lse, i64 M, i64 C, i64 V);
+                              const int32_t* targets, const float* W, const float* lse, i64 M, i64 C, i64 V,
+                              float softcap);
 
 // dst (rows, cols) = rows of a matrix stored in GGML blocks of ggml type `type` (quant.inc), starting at src.
 // False when the type is not one quant.inc knows. cols must be a whole number of blocks (the caller checks).
@@ -68,10 +77,10 @@ void matmul_backward_quant(float* dinp, const float* dout, const uint8_t* w, int
 // dequantised W: the GEMM dequantises inside its packing.
 void lm_head_logprob_forward_quant(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x,
                                    const int32_t* rows, const int32_t* targets, const uint8_t* W, int type, i64 M,
-                                   i64 C, i64 V);
+                                   i64 C, i64 V, float softcap);
 void lm_head_logprob_backward_quant(float* dx, const float* dlogp, const float* x, const int32_t* rows,
                                     const int32_t* targets, const uint8_t* W, int type, const float* lse, i64 M, i64 C,
-                                    i64 V);
+                                    i64 V, float softcap);
 
 void adamw_step(float* params, const float* grads, float* m, float* v, i64 n, double lr, double beta1, double beta2,
                 double eps, double weightDecay, double step);
