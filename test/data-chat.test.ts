@@ -7,12 +7,13 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { chatRendererFor, loadPreferences, tokenizePairs } from "../src/data/index.js";
+import { chatRendererFor, dataOptionsFromConfig, loadPreferences, tokenizePairs } from "../src/data/index.js";
 import type { ChatMessage } from "../src/data/index.js";
 import { loadModel } from "../src/io/load.js";
 import { renderChat } from "../src/tokenizer/chat.js";
+import { resolveTrainConfig } from "../src/train/config.js";
 import { pairLogps } from "../src/train/logps.js";
-import { scratchFiles, triples } from "./data-helpers.js";
+import { rejectsWith, scratchFiles, triples } from "./data-helpers.js";
 import { storiesGguf, testBackend } from "./helpers.js";
 
 const tmpFile = scratchFiles("data-chat");
@@ -24,8 +25,10 @@ const CHATML =
   "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
   "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
+const stories = loadModel(storiesGguf);
+
 test("a preference at turn 2 of 3 scores as the conversation cut there by hand, shared prefix and concatenated", async () => {
-  const { model, tokenizer } = loadModel(storiesGguf);
+  const { model, tokenizer } = stories;
   const chat = chatRendererFor(renderChat, tokenizer, CHATML)!;
   const first = [u("Tom has a red ball."), a("That is nice."), u("Where did he find it?")];
   const chosen = [a("In the park."), u("Was it big?"), a("Yes, very big.")];
@@ -59,4 +62,91 @@ test("a preference at turn 2 of 3 scores as the conversation cut there by hand, 
   for (let i = 0; i < 2; i++)
     for (const k of ["chosen_logps", "rejected_logps"] as const)
       assert.ok(Math.abs(shared![i]![k] - cat![i]![k]) < 1e-3, `${k} of pair ${i}: shared ${shared![i]![k]} vs concatenated ${cat![i]![k]}`);
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// tools
+
+/**
+ * Like Qwen2.5's and Llama 3.1's templates: a system block listing each function's name and description. (As in
+ * transformers, a newline right after a block tag is dropped, so each line ends before its {% endfor %}.)
+ */
+const TOOLS_TEMPLATE =
+  "{% if tools %}<|im_start|>system\nYou may call:\n{% for tool in tools %}- {{ tool.function.name }}: " +
+  "{{ tool.function.description }}\n{% endfor %}<|im_end|>\n{% endif %}" +
+  "{% if tools is defined %}(tools is defined)\n{% endif %}" + // a template that tells "no tools" from "none given"
+  CHATML;
+const jsonError = (text: string): string => {
+  try {
+    JSON.parse(text);
+  } catch (e) {
+    return (e as Error).message;
+  }
+  throw new Error("parses");
+};
+const fn = (name: string, description: string) => ({
+  type: "function",
+  function: { name, description, parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] } },
+});
+const WEATHER = fn("get_weather", "Current weather in a city.");
+const TIME = fn("get_time", "Local time in a city.");
+const ASK = [u("Weather in Paris?")];
+const CALL = [a('{"name": "get_weather", "arguments": {"city": "Paris"}}')];
+const GUESS = [a("Sunny.")];
+
+test("a row's tools reach the chat template; rows without tools render exactly as before", async () => {
+  const chat = chatRendererFor(renderChat, stories.tokenizer, TOOLS_TEMPLATE)!;
+  const path = tmpFile("tools.jsonl", jsonl([
+    { prompt: ASK, chosen: CALL, rejected: GUESS, tools: [WEATHER, TIME] },
+    { prompt: ASK, chosen: CALL, rejected: GUESS },
+    { prompt: ASK, chosen: CALL, rejected: GUESS, tools: JSON.stringify([WEATHER, TIME]) }, // as HF datasets store it
+    { chosen: [...ASK, ...CALL], rejected: [...ASK, ...GUESS], tools: [WEATHER, TIME] }, // implicit prompt
+    { prompt: ASK, chosen: CALL, rejected: GUESS, tools: null }, // a Parquet row without tools
+  ]));
+  const withTools =
+    "<|im_start|>system\nYou may call:\n- get_weather: Current weather in a city.\n- get_time: Local time in a city.\n<|im_end|>\n" +
+    "(tools is defined)\n<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n";
+  const without = "<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n";
+  const answers = ['{"name": "get_weather", "arguments": {"city": "Paris"}}<|im_end|>\n', "Sunny.<|im_end|>\n"];
+  const loaded = await loadPreferences(path, { chat });
+  assert.deepEqual(triples(loaded.pairs), [
+    [withTools, ...answers],
+    [without, ...answers],
+    [withTools, ...answers],
+    [withTools, ...answers],
+    [without, ...answers],
+  ]);
+  // Without tools, the template renders what it rendered before tools were passed at all.
+  assert.equal(renderChat(TOOLS_TEMPLATE, ASK, { addGenerationPrompt: true }), without);
+  assert.equal(renderChat(CHATML, ASK, { addGenerationPrompt: true }), without);
+
+  // The config's tools (TRL's DPOConfig.tools) go to every row without its own.
+  const configured = await loadPreferences(path, { chat, tools: [TIME] });
+  const timeOnly =
+    "<|im_start|>system\nYou may call:\n- get_time: Local time in a city.\n<|im_end|>\n(tools is defined)\n" +
+    "<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n";
+  assert.deepEqual(configured.pairs.map((p) => p.prompt), [withTools, timeOnly, withTools, withTools, timeOnly]);
+});
+
+test("tools: the config key and the column are checked, and plain-text rows refuse them", async () => {
+  const cfg = resolveTrainConfig({ tools: [WEATHER] }, "test config");
+  assert.deepEqual(dataOptionsFromConfig(cfg).tools, [WEATHER]);
+  assert.equal(dataOptionsFromConfig(resolveTrainConfig({}, "test config")).tools, undefined);
+  assert.throws(() => resolveTrainConfig({ tools: { name: "x" } }, "cfg.json"), /^TsdpoError: cfg\.json: "tools" is an object; it must be a list of function definitions, e\.g\. \[\{"type": "function"/);
+  assert.throws(() => resolveTrainConfig({ tools: [WEATHER, "get_time"] }, "cfg.json"), /^TsdpoError: cfg\.json: "tools" item 1 is a string, not an object/);
+
+  const chat = chatRendererFor(renderChat, stories.tokenizer, TOOLS_TEMPLATE)!;
+  const bad = tmpFile("tools-bad.jsonl", jsonl([
+    { prompt: ASK, chosen: CALL, rejected: GUESS, tools: 3 },
+    { prompt: ASK, chosen: CALL, rejected: GUESS, tools: "[{" },
+    { prompt: "Weather in Paris?", chosen: " Sunny.", rejected: " Rain.", tools: [WEATHER] },
+  ]));
+  const l = await loadPreferences(bad, { chat, skipInvalid: true });
+  assert.deepEqual(l.invalid.map((i) => [i.line, i.field, i.reason.split(";")[0]]), [
+    [1, "tools", "is a number (3)"],
+    [2, "tools", `is a string that is not JSON (${jsonError("[{")})`],
+    [3, "tools", "is set but chosen and rejected are plain strings"],
+  ]);
+  const text = tmpFile("tools-text.jsonl", jsonl([{ prompt: "Weather in Paris?", chosen: " Sunny.", rejected: " Rain." }]));
+  await rejectsWith(loadPreferences(text, { tools: [WEATHER] }), /tools-text\.jsonl:1: tools is set, but chosen and rejected are plain strings/, "config");
 });

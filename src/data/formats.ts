@@ -35,7 +35,7 @@
 //   fails at once with the mapping that reads it, filled in with its own column names: every row would fail alike.
 
 import { configError, inputError } from "../errors.js";
-import { RowProblem, describeValue, isHarmlessKey } from "./normalize.js";
+import { RowProblem, TOOLS_KEY, describeValue, isHarmlessKey } from "./normalize.js";
 import type { NormalizeOptions } from "./normalize.js";
 import { listKeys, listNames } from "./read.js";
 import type { RawRow } from "./read.js";
@@ -635,7 +635,7 @@ export function candidateColumns(o: NormalizeOptions & FormatOptions): string[] 
       [
         o.chosenField ?? "chosen", o.rejectedField ?? "rejected", o.promptField === null ? undefined : (o.promptField ?? "prompt"),
         o.winnerField, o.aField, o.bField, ...(o.scoreFields ?? []),
-        ARENA.winner, ARENA.a, ARENA.b, WEBGPT.question, WEBGPT.a, WEBGPT.b, ...WEBGPT.scores,
+        ARENA.winner, ARENA.a, ARENA.b, WEBGPT.question, WEBGPT.a, WEBGPT.b, ...WEBGPT.scores, TOOLS_KEY,
       ].filter((x): x is string => typeof x === "string"),
     ),
   ];

@@ -23,7 +23,7 @@ import { dirname, resolve } from "node:path";
 import { TsdpoError, configError, inputError } from "../errors.js";
 import { renderChat } from "../tokenizer/chat.js";
 import type { Tokenizer } from "../tokenizer/types.js";
-import { RowProblem, chatRendererFor, describeMapping, nonPreferenceKind, normalizeRow, PREFERENCE_ROW_EXAMPLE } from "./normalize.js";
+import { RowProblem, chatRendererFor, describeMapping, nonPreferenceKind, normalizeRow, parseTools, PREFERENCE_ROW_EXAMPLE } from "./normalize.js";
 import type { NormalizeOptions } from "./normalize.js";
 import { candidateColumns, chooseLayout, formatConfigProblem, toWinnerValues } from "./formats.js";
 import type { DataFormat, FormatConfig, FormatOptions, Layout } from "./formats.js";
@@ -33,7 +33,7 @@ import type { EvalSplit } from "./split.js";
 import { tokenizePairs } from "./tokenize.js";
 import type { TokenizeOptions, TokenizedSet, TruncationMode } from "./tokenize.js";
 import { DROP_REASONS, dropAt, issueAt, where } from "./types.js";
-import type { DropReason, DroppedPair, FileFormat, PreferencePair, RowIssue, TokenizedPair } from "./types.js";
+import type { DropReason, DroppedPair, FileFormat, PreferencePair, RowIssue, TokenizedPair, ToolSpec } from "./types.js";
 
 export interface LoadOptions extends NormalizeOptions, FormatOptions {
   /** Skip malformed rows, collecting them in `invalid`, instead of failing at the first one. Default false. */
@@ -358,6 +358,8 @@ export interface DataConfig extends FormatConfig {
   eval_size?: number;
   /** Seeds the held-out split (default 42, as the training config). */
   seed?: number;
+  /** Tool definitions for the chat template of every message-list row without its own "tools" (TRL's DPOConfig.tools). */
+  tools?: readonly ToolSpec[] | null;
 }
 
 /** Maps config keys to loadPreferenceData's options; contextLength is the model's (model.cfg.maxSeqLen). */
@@ -388,6 +390,7 @@ export function dataOptionsFromConfig(c: DataConfig, contextLength: number | nul
     ...(c.winner_values != null ? { winnerValues: toWinnerValues(c.winner_values) } : {}),
     ...(c.score_fields != null ? { scoreFields: [c.score_fields[0]!, c.score_fields[1]!] as const } : {}),
     ...(c.webgpt_quotes === true ? { webgptQuotes: true } : {}),
+    ...(c.tools != null ? { tools: parseTools(c.tools, (reason) => configError(`"tools" ${reason}`)) } : {}),
     skipInvalid: c.skip_invalid ?? false,
     maxLength: c.max_length ?? null,
     maxPromptLength: c.max_prompt_length ?? null,

@@ -42,7 +42,7 @@ import { TsdpoError, configError, inputError } from "../errors.js";
 import type { Tokenizer } from "../tokenizer/types.js";
 import { listKeys, listNames } from "./read.js";
 import type { RawRow } from "./read.js";
-import type { ChatMessage, ChatRenderer, DropReason, PairShape, PreferencePair } from "./types.js";
+import type { ChatMessage, ChatRenderer, DropReason, PairShape, PreferencePair, ToolSpec } from "./types.js";
 import { where } from "./types.js";
 
 export interface NormalizeOptions {
@@ -60,6 +60,11 @@ export interface NormalizeOptions {
   rejectedField?: string;
   /** Chat-template renderer; required only if the file holds message lists (see chatRendererFor). */
   chat?: ChatRenderer;
+  /**
+   * Tool definitions for every message-list row's chat template (config key tools), as TRL's DPOConfig.tools. A
+   * row's own "tools" value, when not null, replaces them for that row.
+   */
+  tools?: readonly ToolSpec[];
   /**
    * The marker after which the final assistant answer starts in implicit-prompt text rows (HH-RLHF's format).
    * Default "\n\nAssistant:".
@@ -95,7 +100,7 @@ export type NormalizeResult =
 export type RenderChatFn = (
   template: string,
   messages: { role: string; content: string }[],
-  opts: { addGenerationPrompt: boolean; bosToken?: string; eosToken?: string },
+  opts: { addGenerationPrompt: boolean; bosToken?: string; eosToken?: string; tools?: readonly ToolSpec[] },
 ) => string;
 
 /**
@@ -110,11 +115,12 @@ export function chatRendererFor(
   if (template === null || template === "") return undefined;
   const bosToken = tokenizer.bosId !== null ? tokenizer.idToToken(tokenizer.bosId) : undefined;
   const eosToken = tokenizer.eosId !== null ? tokenizer.idToToken(tokenizer.eosId) : undefined;
-  return (messages, addGenerationPrompt) =>
+  return (messages, addGenerationPrompt, tools) =>
     render(
       template,
       messages.map((m) => ({ role: m.role, content: m.content })),
-      { addGenerationPrompt, bosToken, eosToken },
+      // no tools key at all without tools, so such rows render exactly as before
+      { addGenerationPrompt, bosToken, eosToken, ...(tools !== undefined ? { tools } : {}) },
     );
 }
 
@@ -172,7 +178,7 @@ export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): Norma
     );
   if (prompt === undefined && options.promptField === undefined) {
     // The prompt would be guessed: only when no key of the row could be the prompt under another name.
-    const unused = Object.keys(obj).filter((k) => k !== cf && k !== rf && !isHarmlessKey(k) && couldBePrompt(obj[k]));
+    const unused = Object.keys(obj).filter((k) => k !== cf && k !== rf && k !== TOOLS_KEY && !isHarmlessKey(k) && couldBePrompt(obj[k]));
     if (unused.length > 0)
       throw configError(
         `${where(row.pos)}: the prompt would be inferred from the answers' shared start, but the row also has ` +
@@ -199,6 +205,23 @@ export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): Norma
       pf!,
       `is ${typeof prompt === "string" ? "a string" : "a list of messages"} but ${cf} is ${cIsText ? "a string" : "a list of messages"}; ` +
         `give prompt, chosen and rejected all as strings or all as message lists`,
+    );
+
+  // The row's tool definitions (TRL's "tools" column), else the configured ones; they reach the model only through
+  // the chat template, so plain-text rows cannot use them.
+  const rawTools = obj[TOOLS_KEY];
+  const rowTools = rawTools === undefined || rawTools === "" ? null : rawTools; // "": an empty CSV cell
+  const tools = rowTools !== null ? parseTools(rowTools, (reason) => new RowProblem(TOOLS_KEY, reason)) : options.tools;
+  if (cIsText && rowTools !== null)
+    throw new RowProblem(
+      TOOLS_KEY,
+      `is set but ${cf} and ${rf} are plain strings; tool definitions reach the model only through the chat ` +
+        `template, which renders message lists, so give the conversations as {"role", "content"} messages or remove "tools"`,
+    );
+  if (cIsText && options.tools !== undefined)
+    throw configError(
+      `${where(row.pos)}: tools is set, but ${cf} and ${rf} are plain strings; tool definitions reach the model only ` +
+        `through the chat template, which renders message lists, so unset tools for this file or give its rows as messages`,
     );
 
   const warnings: RowWarning[] = [];
@@ -271,10 +294,10 @@ export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): Norma
         };
       }
       const promptMsgs = c.slice(0, k);
-      out = { ...renderPair(chat, promptMsgs, c.slice(k), r.slice(k), cf, rf), shape: "conversational-implicit" };
+      out = { ...renderPair(chat, promptMsgs, c.slice(k), r.slice(k), cf, rf, tools), shape: "conversational-implicit" };
     } else {
       const p = checkMessages(pf!, prompt as unknown[], false);
-      out = { ...renderPair(chat, p, c, r, cf, rf), shape: "conversational" };
+      out = { ...renderPair(chat, p, c, r, cf, rf, tools), shape: "conversational" };
     }
   }
   if (out.chosen === out.rejected) return identical();
@@ -346,14 +369,15 @@ function renderPair(
   rejected: ChatMessage[],
   cf: string,
   rf: string,
+  tools: readonly ToolSpec[] | undefined,
 ): { prompt: string; chosen: string; rejected: string } {
   // The generation prompt opens an assistant turn, so the prompt has it when an answer starts with one (always,
   // unless the two conversations first differ at a user turn: then the prompt ends with the assistant's turn before
   // it, as the full conversation renders it, and each answer opens its own user turn).
   const gen = chosen[0]!.role === "assistant" || rejected[0]!.role === "assistant";
-  const p = runTemplate(chat, prompt, gen, cf);
+  const p = runTemplate(chat, prompt, gen, cf, tools);
   const answer = (msgs: ChatMessage[], field: string): string => {
-    const full = runTemplate(chat, [...prompt, ...msgs], false, field);
+    const full = runTemplate(chat, [...prompt, ...msgs], false, field, tools);
     if (!full.startsWith(p)) {
       let d = 0;
       while (d < p.length && p[d] === full[d]) d++;
@@ -372,13 +396,40 @@ function renderPair(
   return { prompt: p, chosen: answer(chosen, cf), rejected: answer(rejected, rf) };
 }
 
-function runTemplate(chat: ChatRenderer, msgs: ChatMessage[], gen: boolean, field: string): string {
+function runTemplate(chat: ChatRenderer, msgs: ChatMessage[], gen: boolean, field: string, tools: readonly ToolSpec[] | undefined): string {
   try {
-    return chat(msgs, gen);
+    return chat(msgs, gen, tools);
   } catch (e) {
     if (e instanceof TsdpoError && e.kind === "config") throw e; // a broken template fails every row alike
     throw new RowProblem(field, `the chat template failed on this conversation (${(e as Error).message})`);
   }
+}
+
+/** The key of a row's tool definitions, as in TRL's datasets. */
+export const TOOLS_KEY = "tools";
+
+/**
+ * Tool definitions as the chat template gets them: a list of JSON objects (one per function, usually
+ * {"type": "function", "function": {"name", "description", "parameters"}}), or that list as a JSON string, as Hugging
+ * Face datasets store a column whose rows differ in shape (TRL parses it the same way). What each object holds is the
+ * template's business; anything else is an error made by `fail` (a row's problem, or the config's).
+ */
+export function parseTools(v: unknown, fail: (reason: string) => Error): ToolSpec[] {
+  const example = `e.g. [{"type": "function", "function": {"name": "get_weather", "description": "...", "parameters": {...}}}]`;
+  let list = v;
+  if (typeof v === "string") {
+    try {
+      list = JSON.parse(v);
+    } catch (e) {
+      throw fail(`is a string that is not JSON (${(e as Error).message}); give a list of function definitions, ${example}`);
+    }
+  }
+  if (!Array.isArray(list)) throw fail(`is ${describe(list)}; it must be a list of function definitions, ${example}`);
+  list.forEach((t, i) => {
+    if (t === null || typeof t !== "object" || Array.isArray(t))
+      throw fail(`item ${i} is ${describe(t)}, not an object; each tool is a JSON-schema function definition, ${example}`);
+  });
+  return list as ToolSpec[];
 }
 
 function checkAnswerType(field: string, v: unknown): void {

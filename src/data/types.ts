@@ -43,11 +43,15 @@ export interface ChatMessage {
   content: string;
 }
 
+/** One tool (function) definition for the chat template's `tools` variable: a JSON object, passed as is. */
+export type ToolSpec = { readonly [key: string]: unknown };
+
 /**
- * Renders messages to text with the model's chat template. normalize.ts takes it as a parameter, so that tests can
- * pass a stand-in; loadPreferences builds the real one from the model's tokenizer (chatRendererFor + renderChat).
+ * Renders messages to text with the model's chat template, with the row's tool definitions when it has any (absent:
+ * the template sees no `tools` at all). normalize.ts takes it as a parameter, so that tests can pass a stand-in;
+ * loadPreferences builds the real one from the model's tokenizer (chatRendererFor + renderChat).
  */
-export type ChatRenderer = (messages: readonly ChatMessage[], addGenerationPrompt: boolean) => string;
+export type ChatRenderer = (messages: readonly ChatMessage[], addGenerationPrompt: boolean, tools?: readonly ToolSpec[]) => string;
 
 export type PairShape = "standard" | "implicit" | "conversational" | "conversational-implicit";
 

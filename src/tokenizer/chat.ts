@@ -1,7 +1,8 @@
 // Chat templates: the Jinja source a model ships (tokenizer.chat_template in GGUF, chat_template in
 // tokenizer_config.json / chat_template.jinja) rendered with @huggingface/jinja, the engine transformers.js uses.
-// The variables are the ones transformers passes: messages, add_generation_prompt, bos_token, eos_token
-// (raise_exception, range and strftime_now are the engine's globals, set up here as its Template.render does).
+// The variables are the ones transformers passes: messages, add_generation_prompt, bos_token, eos_token, and tools
+// when there are any (raise_exception, range and strftime_now are the engine's globals, set up here as its
+// Template.render does).
 //
 // A template is code from a model repository or a --chat-template file, and the engine runs it without limits:
 // `range(2**31)` builds a list of 2^31 numbers, nested loops can run for hours and a doubling `set` in a loop
@@ -25,7 +26,17 @@ export interface RenderChatOptions {
   eosToken?: string;
   /** Where the template came from (a file, or "--chat-template"), named in error messages. */
   source?: string;
+  /**
+   * Function definitions for the template's `tools` variable (JSON-schema specs, as transformers' apply_chat_template
+   * takes them: {"type": "function", "function": {"name", "description", "parameters"}}). Absent: `tools` is left
+   * undefined, so a conversation without tools renders exactly as it did before tools existed. (transformers sets
+   * it to None instead; the two differ only for a template that tests `tools is defined`.)
+   */
+  tools?: readonly ToolSpec[];
 }
+
+/** One tool definition: a JSON object, passed to the template as is. */
+export type ToolSpec = { readonly [key: string]: unknown };
 
 const LIMITS = {
   /**
@@ -178,6 +189,7 @@ export function renderChat(template: string, messages: ChatMessage[], opts: Rend
   }
   let inputChars = 0;
   for (const m of messages) inputChars += String(m.content).length + String(m.role).length;
+  if (opts.tools !== undefined) inputChars += JSON.stringify(opts.tools).length; // a template prints them, often as JSON
   const budget = new Budget(
     LIMITS.steps + LIMITS.perMessageSteps * messages.length,
     LIMITS.chars + LIMITS.perInputChar * inputChars,
@@ -195,6 +207,7 @@ export function renderChat(template: string, messages: ChatMessage[], opts: Rend
   env.set("add_generation_prompt", opts.addGenerationPrompt);
   env.set("bos_token", opts.bosToken ?? "");
   env.set("eos_token", opts.eosToken ?? "");
+  if (opts.tools !== undefined) env.set("tools", opts.tools);
   try {
     const out = new BoundedInterpreter(env, budget).run(t.parsed).value;
     return String(out);

@@ -14,7 +14,7 @@ export { SpmTokenizer, type SpmVocab } from "./spm.js";
 export { BpeTokenizer, type BpeVocab, SUPPORTED_BPE_PRE } from "./bpe.js";
 export { tokenizerFromGguf } from "./gguf.js";
 export { HfTokenizer, loadHfTokenizer } from "./hf.js";
-export { renderChat, type ChatMessage, type RenderChatOptions } from "./chat.js";
+export { renderChat, type ChatMessage, type RenderChatOptions, type ToolSpec } from "./chat.js";
 
 /**
  * What every tokenizer in this folder offers beyond the Tokenizer contract: encoding text in which special-token

@@ -12,6 +12,8 @@ import { defaultDataPath, defaultModelPath, hubIdHint } from "../paths.js";
 import { closest } from "../suggest.js";
 import { DATA_FORMATS, formatConfigProblem } from "../data/formats.js";
 import type { WinnerValuesConfig } from "../data/formats.js";
+import { parseTools } from "../data/normalize.js";
+import type { ToolSpec } from "../data/types.js";
 
 export interface TrainConfig {
   /** Policy and reference start: a .gguf file or HF folder. Default: the shipped stories260K. */
@@ -48,6 +50,8 @@ export interface TrainConfig {
   score_fields: string[] | null;
   /** WebGPT: put each answer's quotes in front of it as the model had them (they become part of the answer). */
   webgpt_quotes: boolean;
+  /** Function definitions for the chat template's `tools` (TRL's DPOConfig.tools); a row's own "tools" wins. */
+  tools: ToolSpec[] | null;
   /** Malformed rows are counted and reported in invalid_rows.jsonl instead of stopping the run. */
   skip_invalid: boolean;
   /** Cap on prompt + longer answer (tokens). TRL default 1024; smaller models have shorter contexts. */
@@ -158,6 +162,7 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   winner_values: null,
   score_fields: null,
   webgpt_quotes: false, // the quotes make each answer much longer and are scored with it; opt in
+  tools: null, // most preference data has no tools; a row's own "tools" column needs no config
   skip_invalid: false,
   max_length: 1024,
   max_prompt_length: 512,
@@ -204,12 +209,12 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   force: false,
 };
 
-type Kind = "string?" | "string" | "number" | "number?" | "int" | "int?" | "bool" | "bool?" | "strings" | "strings?" | "object?" | { oneOf: readonly string[] };
+type Kind = "string?" | "string" | "number" | "number?" | "int" | "int?" | "bool" | "bool?" | "strings" | "strings?" | "object?" | "tools?" | { oneOf: readonly string[] };
 const KINDS: { [K in keyof Rest]-?: Kind } = {
   model: "string?", data: "string?", eval_data: "string?", eval_size: "number", prompt_field: "string?",
   chosen_field: "string", rejected_field: "string",
   data_format: { oneOf: DATA_FORMATS }, winner_field: "string?", a_field: "string?", b_field: "string?", winner_values: "object?",
-  score_fields: "strings?", webgpt_quotes: "bool", skip_invalid: "bool", max_length: "int?", max_prompt_length: "int?",
+  score_fields: "strings?", webgpt_quotes: "bool", tools: "tools?", skip_invalid: "bool", max_length: "int?", max_prompt_length: "int?",
   max_completion_length: "int?", truncation_mode: { oneOf: ["keep_end", "keep_start"] }, output_dir: "string?",
   seed: "int", per_device_train_batch_size: "int", per_device_eval_batch_size: "int", gradient_accumulation_steps: "int",
   num_train_epochs: "number", max_steps: "int", learning_rate: "number",
@@ -237,6 +242,7 @@ function checkValue(key: string, kind: Kind, v: unknown, where: string): Scalar 
     if (v !== null && (typeof v !== "object" || Array.isArray(v))) bad('an object or null, e.g. {"a": ["model_a"], "b": ["model_b"], "tie": ["tie"]}');
     return v === null ? null : (JSON.parse(JSON.stringify(v)) as Record<string, unknown>);
   }
+  if (kind === "tools?") return v === null ? null : parseTools(v, (reason) => configError(`${where}: "${key}" ${reason}`));
   if (kind === "strings?" && v === null) return null;
   if (kind === "strings" || kind === "strings?") {
     if (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== "string" || x === ""))
@@ -471,6 +477,7 @@ const KEY_HELP: { [K in keyof Rest]-?: string } = {
   winner_values: "what winner_field's values mean: {\"a\": [...], \"b\": [...], \"tie\": [...]} (null: model_a/a, model_b/b, tie)",
   score_fields: "two score fields [a's, b's]: the higher score wins, equal is a tie (dropped)",
   webgpt_quotes: "WebGPT: put each answer's quotes in front of it, as the model had them",
+  tools: "function definitions (JSON-schema list) for the chat template of rows without their own \"tools\"",
   skip_invalid: "count and report malformed rows (invalid_rows.jsonl) instead of stopping",
   max_length: "cap on prompt + answer, in tokens (also capped at the model's context)",
   max_prompt_length: "cap on the prompt, in tokens",
