@@ -64,6 +64,15 @@ test("a preference at turn 2 of 3 scores as the conversation cut there by hand, 
       assert.ok(Math.abs(shared![i]![k] - cat![i]![k]) < 1e-3, `${k} of pair ${i}: shared ${shared![i]![k]} vs concatenated ${cat![i]![k]}`);
 });
 
+test("conversations that go on with different speakers after their shared start are an error naming both roles", async () => {
+  const chat = chatRendererFor(renderChat, stories.tokenizer, CHATML)!;
+  const path = tmpFile("speakers.jsonl", jsonl([{ chosen: [u("a"), a("b")], rejected: [u("a"), u("c"), a("d")] }]));
+  const l = await loadPreferences(path, { chat, skipInvalid: true });
+  assert.deepEqual(l.invalid.map((i) => [i.field, i.reason]), [
+    ["chosen[1].role", `is "assistant" but rejected[1].role is "user": after their shared start the two conversations must go on with the same speaker; fix the row or add a "prompt" field`],
+  ]);
+});
+
 // ---------------------------------------------------------------------------------------------------------------
 // tools
 

@@ -7,7 +7,9 @@
 //   conversational           {"prompt": [msg…], "chosen": [msg…], "rejected": [msg…]}
 //   conversational-implicit  {"chosen": [msg…], "rejected": [msg…]}      full conversations, shared leading
 //                                                                          messages are the prompt
-//   where msg = {"role": str, "content": str}.
+//   where msg = {"role": str, "content": str}. A message-list row may also carry "tools" (TRL's column: a list of
+//   JSON-schema function definitions, or that list as a JSON string), which the chat template gets as `tools`;
+//   NormalizeOptions.tools (config key tools) stands in for rows without it.
 //
 // Message lists become text through the model's chat template, as TRL does: prompt = render(prompt messages,
 // add_generation_prompt) and answer = render(prompt + answer messages) with that prompt text removed from its
