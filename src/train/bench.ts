@@ -148,7 +148,7 @@ export function benchDpoStep(
     be, policy, acts, grads: loraR !== null ? null : createGradients(policy),
     // the reference runs first and shares the policy's activations, as in the trainer
     ref: { model: ref, acts, adaptersOff: loraR !== null },
-    refLogps: null, loss, sharedPrefix: o.sharedPrefix, dropoutSeed: null, timings,
+    refLogps: null, referenceFree: false, loss, sharedPrefix: o.sharedPrefix, dropoutSeed: null, timings,
   };
   const trainable = policy.lora ? policy.lora.params : policy.params;
   const grads = policy.lora ? policy.lora.grads : engine.grads!.grads;

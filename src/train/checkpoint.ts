@@ -4,6 +4,9 @@
 //   optimizer.safetensors   AdamW moments exp_avg / exp_avg_sq as flat arenas (same layout as the parameters)
 //   trainer_state.json      step, epoch position and data order, RNG state, loss state, metrics counters
 //   train_config.json       the resolved training config
+//   ref_adapter/, ref_model/  TR-DPO (sync_ref_model) only: the reference as it is now, which the run has mixed
+//                           from the policy (a PEFT adapter folder for LoRA, a Hugging Face model folder otherwise),
+//                           so that a resumed run goes on from the same reference bits
 // Every file is written, fsynced and renamed, and the folder itself is built under a temporary name and renamed
 // into place last, so a checkpoint folder either exists complete or not at all, whatever kills the process.
 
@@ -15,6 +18,8 @@ import { fsyncDir, writeFileAtomic } from "../io/atomic.js";
 import type { LoadedModel } from "../io/load.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
 import { type PeftWriteOptions, writePeftAdapter } from "../io/peft.js";
+import type { Lora } from "../model/lora.js";
+import type { Model } from "../model/llama.js";
 import type { LossState } from "../loss/losses.js";
 import type { RngState } from "../rng.js";
 
@@ -32,6 +37,10 @@ export interface TrainerState {
   best?: { step: number; value: number } | null;
 }
 
+/** Where a checkpoint keeps TR-DPO's current reference. */
+export const REF_ADAPTER_DIR = "ref_adapter";
+export const REF_MODEL_DIR = "ref_model";
+
 export function checkpointDirName(step: number): string {
   return `step-${step}`;
 }
@@ -45,6 +54,8 @@ export function writeCheckpoint(
   state: TrainerState,
   configJson: Record<string, unknown>,
   peft: PeftWriteOptions | null = null,
+  /** TR-DPO's moving reference: its adapter (LoRA) or its model (full fine-tuning); null when it never changes. */
+  ref: { lora: Lora } | { model: Model } | null = null,
 ): void {
   const parent = join(dir, "..");
   const tmp = `${dir}.tmp-${process.pid}`;
@@ -55,6 +66,8 @@ export function writeCheckpoint(
     // LoRA runs save the adapter (PEFT's format); full fine-tuning saves a Hugging Face model folder.
     if (peft && loaded.model.lora) writePeftAdapter(tmp, loaded.model.lora, peft);
     else exportHf(loaded, tmp);
+    if (ref && "lora" in ref) writePeftAdapter(join(tmp, REF_ADAPTER_DIR), ref.lora, peft ?? { baseModel: loaded.path, baseFingerprint: null });
+    else if (ref) exportHf({ ...loaded, model: ref.model }, join(tmp, REF_MODEL_DIR));
     writeSafetensors(join(tmp, "optimizer.safetensors"), [
       { name: "exp_avg", shape: [m.length], data: m },
       { name: "exp_avg_sq", shape: [v.length], data: v },

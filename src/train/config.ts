@@ -4,10 +4,10 @@
 // the run folder and every checkpoint.
 
 import { existsSync, readFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { defaultBackendName } from "../backend/select.js";
 import { configError, describeJsonError, inputError } from "../errors.js";
-import { LOSS_KEYS, PAIR_LOSS_TYPES, type LossConfig, lossConfigFromJson, lossConfigToJson } from "../loss/config.js";
+import { LOSS_KEYS, PAIR_LOSS_TYPES, type LossConfig, lossConfigFromJson, lossConfigToJson, needsReference } from "../loss/config.js";
 import { defaultDataPath, defaultModelPath, hubIdHint } from "../paths.js";
 import { closest } from "../suggest.js";
 import { DATA_FORMATS, formatConfigProblem } from "../data/formats.js";
@@ -117,6 +117,23 @@ export interface TrainConfig {
   shared_prefix: boolean;
   /** A different reference model; null = the starting policy. */
   ref_model: string | null;
+  /**
+   * LoRA's reference as base + a frozen adapter (TRL's "ref" adapter): a PEFT adapter folder, or true for the
+   * adapter being continued (`adapter`). null (unset): true when `adapter` is set and no ref_model is given (the SFT
+   * adapter DPO continues is where the policy starts, so it is the reference TRL users expect), else false;
+   * false: the base with the adapters switched off.
+   */
+  ref_adapter: string | boolean | null;
+  /** TR-DPO (Gorbatovski et al. 2024): every ref_model_sync_steps optimizer steps, ref ← α·policy + (1−α)·ref on the
+   *  parameters (for LoRA, on a separate copy of the adapter's A and B). */
+  sync_ref_model: boolean;
+  /** α of the TR-DPO update; 1 is a hard copy. TRL's default 0.6. */
+  ref_model_mixup_alpha: number;
+  /** Optimizer steps between TR-DPO updates. TRL's default 512. */
+  ref_model_sync_steps: number;
+  /** π_ref uniform, so log π_ref = 0 for every sequence (TRL ≤ 0.26's reference_free, torchtune's): no reference is
+   *  loaded or run, and the rewards are β·log π. */
+  reference_free: boolean;
   /** Storage of the frozen reference copy in full fine-tuning: f32, or bf16 / q8_0 blocks (half or a quarter of
    *  the memory, at the log-prob error README quotes). LoRA's reference is the base itself, so this does not apply. */
   ref_dtype: "f32" | "bf16" | "q8_0";
@@ -196,6 +213,11 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   precompute_ref_log_probs: false,
   shared_prefix: true,
   ref_model: null,
+  ref_adapter: null, // resolved by train(): continuing an adapter makes it the reference (with a notice)
+  sync_ref_model: false,
+  ref_model_mixup_alpha: 0.6, // TRL's DPOConfig
+  ref_model_sync_steps: 512, // TRL's DPOConfig
+  reference_free: false,
   ref_dtype: "f32",
   backend: "auto",
   use_peft: false,
@@ -209,7 +231,7 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   force: false,
 };
 
-type Kind = "string?" | "string" | "number" | "number?" | "int" | "int?" | "bool" | "bool?" | "strings" | "strings?" | "object?" | "tools?" | { oneOf: readonly string[] };
+type Kind = "path|bool?" | "string?" | "string" | "number" | "number?" | "int" | "int?" | "bool" | "bool?" | "strings" | "strings?" | "object?" | "tools?" | { oneOf: readonly string[] };
 const KINDS: { [K in keyof Rest]-?: Kind } = {
   model: "string?", data: "string?", eval_data: "string?", eval_size: "number", prompt_field: "string?",
   chosen_field: "string", rejected_field: "string",
@@ -221,7 +243,9 @@ const KINDS: { [K in keyof Rest]-?: Kind } = {
   lr_scheduler_type: { oneOf: ["constant", "linear", "cosine"] }, warmup_steps: "int", warmup_ratio: "number",
   weight_decay: "number", adam_beta1: "number", adam_beta2: "number", adam_epsilon: "number", max_grad_norm: "number",
   logging_steps: "int", eval_steps: "int", eval_on_start: "bool", save_steps: "int", save_minutes: "number", save_total_limit: "int?",
-  metric_for_best_model: "string?", greater_is_better: "bool?", load_best_model_at_end: "bool", precompute_ref_log_probs: "bool", shared_prefix: "bool", ref_model: "string?", ref_dtype: { oneOf: ["f32", "bf16", "q8_0"] },
+  metric_for_best_model: "string?", greater_is_better: "bool?", load_best_model_at_end: "bool", precompute_ref_log_probs: "bool", shared_prefix: "bool", ref_model: "string?",
+  ref_adapter: "path|bool?", sync_ref_model: "bool", ref_model_mixup_alpha: "number", ref_model_sync_steps: "int", reference_free: "bool",
+  ref_dtype: { oneOf: ["f32", "bf16", "q8_0"] },
   backend: { oneOf: ["auto", "js", "native"] },
   use_peft: "bool", lora_r: "int", lora_alpha: "number", lora_dropout: "number", lora_target_modules: "strings",
   adapter: "string?", dequantize: "bool", gradient_checkpointing: "bool", force: "bool",
@@ -243,6 +267,10 @@ function checkValue(key: string, kind: Kind, v: unknown, where: string): Scalar 
     return v === null ? null : (JSON.parse(JSON.stringify(v)) as Record<string, unknown>);
   }
   if (kind === "tools?") return v === null ? null : parseTools(v, (reason) => configError(`${where}: "${key}" ${reason}`));
+  if (kind === "path|bool?") {
+    if (v === null || typeof v === "boolean" || (typeof v === "string" && v !== "")) return v;
+    return bad("a PEFT adapter folder, true (the adapter being continued), false (the base) or null");
+  }
   if (kind === "strings?" && v === null) return null;
   if (kind === "strings" || kind === "strings?") {
     if (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== "string" || x === ""))
@@ -314,6 +342,46 @@ function checkRanges(c: TrainConfig, where: string): void {
     throw configError(`${where}: "load_best_model_at_end" needs held-out pairs to rank the checkpoints; set "eval_size" or "eval_data"`);
   if (c.eval_data !== null && c.eval_size > 0)
     throw configError(`${where}: set either "eval_data" (a file) or "eval_size" (held out of data), not both`);
+  checkReferenceKeys(c, where);
+}
+
+/** The reference keys together: each refusal names the key and says why the combination cannot work. */
+function checkReferenceKeys(c: TrainConfig, where: string): void {
+  const no = (msg: string): never => {
+    throw configError(`${where}: ${msg}`);
+  };
+  const lossName = c.loss.kind === "dpo" ? JSON.stringify(c.loss.loss_type) : `"${c.loss.kind}"`;
+  const refUsed = needsReference(c.loss);
+  if (c.reference_free) {
+    if (!refUsed) no(`"reference_free": loss_type ${lossName} uses no reference already; remove the key`);
+    if (c.ref_model !== null) no(`"reference_free" takes log π_ref = 0 with no reference model, so "ref_model" cannot be set as well; remove one`);
+    if (c.precompute_ref_log_probs) no(`"reference_free" runs no reference, so there is nothing for "precompute_ref_log_probs" to cache; remove one`);
+    if (c.ref_adapter !== null && c.ref_adapter !== false) no(`"reference_free" runs no reference, so "ref_adapter" cannot be set as well; remove one`);
+    if (c.sync_ref_model) no(`"reference_free" has no reference parameters for "sync_ref_model" to update; remove one`);
+  }
+  if (c.ref_adapter !== null && c.ref_adapter !== false) {
+    if (!refUsed) no(`"ref_adapter": loss_type ${lossName} uses no reference; remove the key`);
+    if (c.ref_model !== null) no(`"ref_adapter" puts an adapter on the base model as the reference, but "ref_model" names another reference model; remove one`);
+    if (c.ref_adapter === true && c.adapter === null)
+      no(`"ref_adapter": true means the adapter being continued, but "adapter" is not set; give ref_adapter an adapter folder, or set adapter`);
+    if (typeof c.ref_adapter === "string" && !existsSync(join(c.ref_adapter, "adapter_config.json")))
+      no(`"ref_adapter": ${JSON.stringify(c.ref_adapter)} ${existsSync(c.ref_adapter) ? "is not a PEFT adapter folder (it has no adapter_config.json)" : "does not exist"}; give the folder of a LoRA adapter (a run's final/ or a checkpoint)`);
+  }
+  req(c.ref_model_mixup_alpha > 0 && c.ref_model_mixup_alpha <= 1, "ref_model_mixup_alpha", "in (0, 1] (1 copies the policy into the reference)");
+  req(c.ref_model_sync_steps >= 1, "ref_model_sync_steps", "≥ 1");
+  if (c.sync_ref_model) {
+    if (!refUsed) no(`"sync_ref_model": loss_type ${lossName} uses no reference to update; remove the key`);
+    if (c.precompute_ref_log_probs)
+      no(`"sync_ref_model" changes the reference every ref_model_sync_steps steps, so log-probs cached from the starting reference ("precompute_ref_log_probs") would be stale; remove one`);
+    if ((c.use_peft || c.adapter !== null) && c.ref_model !== null)
+      no(`"sync_ref_model" with LoRA mixes adapters (the reference is the base + its own copy of A and B), so "ref_model" cannot be set as well; remove one`);
+    if (!c.use_peft && c.adapter === null && c.ref_dtype !== "f32")
+      no(`"sync_ref_model" mixes the policy's float32 parameters into the reference, which needs "ref_dtype": "f32" (got "${c.ref_dtype}")`);
+  }
+
+  function req(ok: boolean, key: keyof TrainConfig, what: string): void {
+    if (!ok) no(`"${key}" must be ${what}, got ${describe(c[key])}`);
+  }
 }
 
 const TRAINER_KEYS = Object.keys(DEFAULT_TRAIN_CONFIG) as (keyof Rest)[];
@@ -363,6 +431,7 @@ export function resolveTrainConfig(obj: unknown, where: string): TrainConfig {
   cfg.model = resolve(cfg.model ?? defaultModelPath);
   cfg.data = resolve(cfg.data ?? defaultDataPath);
   for (const key of ["eval_data", "ref_model", "adapter", "output_dir"] as const) if (cfg[key] !== null) cfg[key] = resolve(cfg[key]);
+  if (typeof cfg.ref_adapter === "string") cfg.ref_adapter = resolve(cfg.ref_adapter);
   checkRanges(cfg, where);
   return cfg;
 }
@@ -381,7 +450,7 @@ export function trainConfigToJson(cfg: TrainConfig): Record<string, unknown> {
 // folder, holds absolute paths, so `eval --model <run>` and `train --resume` work from any folder.
 
 /** Keys naming files or folders that must exist before a run starts. */
-const INPUT_PATH_KEYS = ["model", "data", "eval_data", "ref_model", "adapter"] as const;
+const INPUT_PATH_KEYS = ["model", "data", "eval_data", "ref_model", "adapter", "ref_adapter"] as const;
 
 /**
  * Resolves the path keys of `obj` against `baseDir` (output_dir against the current folder) and checks that inputs
@@ -454,7 +523,8 @@ export function applyOverrides(base: Record<string, unknown>, settings: Readonly
     }
     if ((TRAINER_KEYS as string[]).includes(key)) checkValue(key, KINDS[key as keyof Rest], value, where);
     // A path typed as a number-like JSON value (a file called 1) is still a path.
-    given[key] = (INPUT_PATH_KEYS as readonly string[]).includes(key) || key === "output_dir" ? String(raw) : value;
+    given[key] = key === "ref_adapter" && (typeof value === "boolean" || value === null) ? value // not paths
+      : (INPUT_PATH_KEYS as readonly string[]).includes(key) || key === "output_dir" ? String(raw) : value;
   }
   return { ...base, ...resolvePathKeys(given, process.cwd(), "command line", "command line") };
 }
@@ -511,6 +581,11 @@ const KEY_HELP: { [K in keyof Rest]-?: string } = {
   precompute_ref_log_probs: "compute the reference log-probs once (cached) instead of keeping a frozen copy",
   shared_prefix: "pack prompt ++ chosen ++ rejected so the prompt is computed once (false: TRL's 2B rows)",
   ref_model: "a different reference model (null: the starting policy)",
+  ref_adapter: "LoRA reference = base + this frozen PEFT adapter; true: the one being continued (unset: true when adapter is set)",
+  sync_ref_model: "TR-DPO: every ref_model_sync_steps steps, ref ← α·policy + (1−α)·ref (LoRA: on A and B)",
+  ref_model_mixup_alpha: "TR-DPO's α (1: copy the policy into the reference)",
+  ref_model_sync_steps: "TR-DPO: optimizer steps between reference updates",
+  reference_free: "log π_ref = 0 for every sequence: no reference is loaded or run",
   ref_dtype: "full fine-tuning: keep the frozen reference as f32, bf16 or q8_0 (less memory)",
   backend: "auto, js or native (without the key: $TSDPO_BACKEND, else auto)",
   use_peft: "LoRA instead of full fine-tuning",

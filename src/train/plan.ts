@@ -25,7 +25,7 @@ import type { TokenizedPair } from "../data/types.js";
 import { configError } from "../errors.js";
 import type { ModelHeader } from "../io/load.js";
 import { loraTargetsFromPeft } from "../io/peft.js";
-import { needsReference } from "../loss/config.js";
+import { referenceUsed } from "./reference.js";
 import type { TrainConfig } from "./config.js";
 
 /** How each parameter is held in memory: "F32" in the float arena, or a block type kept frozen as stored. */
@@ -450,7 +450,7 @@ export function runPlanSpec(
   const { T } = packedShape(pairs.length ? pairs : [], cfg.shared_prefix);
   const rows = cfg.shared_prefix ? maxB : 2 * maxB;
   const meanAnswers = trainPairs.length ? trainPairs.reduce((a, p) => a + p.chosenIds.length + p.rejectedIds.length, 0) / trainPairs.length : T;
-  const reference = needsReference(cfg.loss);
+  const reference = referenceUsed(cfg);
   const separateRef = reference && refHeader !== null;
   let refExtra = 0;
   if (separateRef) {

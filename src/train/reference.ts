@@ -7,15 +7,62 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import type { Backend } from "../backend/contract.js";
+import type { Backend, Buf } from "../backend/contract.js";
 import type { TokenizedPair } from "../data/types.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { modelFingerprint } from "../io/fingerprint.js";
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS } from "../io/peft.js";
 
 export { modelFingerprint };
+import { needsReference } from "../loss/config.js";
 import { reduceLogps } from "../loss/reduce.js";
 import type { Model } from "../model/llama.js";
+import type { TrainConfig } from "./config.js";
 import { forEachPairBatch } from "./logps.js";
+
+/** Whether the run computes reference log-probs at all (reference_free: log π_ref = 0, nothing is run). */
+export function referenceUsed(cfg: Pick<TrainConfig, "loss" | "reference_free">): boolean {
+  return needsReference(cfg.loss) && !cfg.reference_free;
+}
+
+/**
+ * ref_adapter resolved: the adapter folder whose frozen copy sits on the base as LoRA's reference, or null (the base
+ * with adapters off, or full fine-tuning's frozen copy). `defaulted`: unset in the config and made the adapter
+ * being continued, which changed with this key (the trainer says so once, on a fresh run).
+ */
+export function resolveRefAdapter(
+  cfg: Pick<TrainConfig, "loss" | "reference_free" | "ref_adapter" | "adapter" | "ref_model">,
+): { dir: string | null; defaulted: boolean } {
+  if (typeof cfg.ref_adapter === "string") return { dir: cfg.ref_adapter, defaulted: false };
+  if (cfg.ref_adapter === true) return { dir: cfg.adapter, defaulted: false };
+  if (cfg.ref_adapter === false || cfg.adapter === null || cfg.ref_model !== null || !referenceUsed(cfg)) return { dir: null, defaulted: false };
+  return { dir: cfg.adapter, defaulted: true };
+}
+
+/** sha256 of an adapter folder's config and weights: part of the cache key when the reference carries one. */
+export function adapterFingerprint(dir: string): string {
+  const h = createHash("sha256");
+  for (const f of [ADAPTER_CONFIG, ADAPTER_WEIGHTS]) {
+    h.update(f);
+    h.update(readFileSync(join(dir, f)));
+  }
+  return h.digest("hex");
+}
+
+/**
+ * TR-DPO's soft update (Gorbatovski et al. 2024, Eq. 2; TRL's SyncRefModelCallback), element by element on two
+ * arenas of one layout: ref ← α·policy + (1−α)·ref, with α = 1 a hard copy. Computed in float64 and rounded once, so
+ * a test can rebuild it from the saved arrays bit for bit.
+ */
+export function mixReference(ref: Buf, policy: Buf, alpha: number): void {
+  if (ref.length !== policy.length) throw new Error(`internal: TR-DPO mixes arenas of ${ref.length} and ${policy.length} elements`);
+  if (alpha === 1) {
+    ref.set(policy);
+    return;
+  }
+  const keep = 1 - alpha;
+  for (let i = 0; i < ref.length; i++) ref[i] = alpha * policy[i]! + keep * ref[i]!;
+}
 
 export interface RefLogps {
   chosen: Float64Array; // (n) reference Σ log-probs of each pair's chosen answer (LD-reduced when ld_alpha)
@@ -60,9 +107,11 @@ export function computeRefLogps(
 /** Cached computeRefLogps. Returns the numbers and whether they came from the cache. */
 export function precomputedRefLogps(
   be: Backend, ref: Model, refPath: string, pairs: readonly TokenizedPair[], batchSize: number, ldAlpha: number | null,
-  shared = true,
+  shared = true, refAdapter: string | null = null,
 ): { logps: RefLogps; cached: boolean; file: string } {
-  const key = refCacheKey(modelFingerprint(refPath), pairs, ldAlpha, shared);
+  // base + a frozen adapter is another reference than the base: the adapter's bytes are part of the key
+  const refHash = modelFingerprint(refPath) + (refAdapter !== null ? `+${adapterFingerprint(refAdapter)}` : "");
+  const key = refCacheKey(refHash, pairs, ldAlpha, shared);
   const dir = cacheDir();
   const file = join(dir, `ref-logps-${key}.json`);
   if (existsSync(file)) {

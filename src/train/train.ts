@@ -24,7 +24,7 @@ import { appendFileLogged, writeFileAtomic } from "../io/atomic.js";
 import { type LoadedModel, type ModelHeader, loadModel, readModelHeader } from "../io/load.js";
 import { modelFingerprint } from "../io/fingerprint.js";
 import { loadPeftAdapter, loraTargetsFromPeft } from "../io/peft.js";
-import { createLora } from "../model/lora.js";
+import { type Lora, createLora } from "../model/lora.js";
 import { quantisedCopy } from "../model/quantise.js";
 import { needsReference, type LossConfig } from "../loss/config.js";
 import { type LossOutput, type LossState, type PairBatch, computeLoss, initialLossState } from "../loss/losses.js";
@@ -36,7 +36,7 @@ import {
 import { defaultDataPath, defaultModelPath } from "../paths.js";
 import { Rng } from "../rng.js";
 import {
-  type TrainerState, checkpointDirName, latestCheckpoint, pruneCheckpoints, removeStaleCheckpointTemps, readOptimizer, writeCheckpoint,
+  type TrainerState, REF_ADAPTER_DIR, REF_MODEL_DIR, checkpointDirName, latestCheckpoint, pruneCheckpoints, removeStaleCheckpointTemps, readOptimizer, writeCheckpoint,
 } from "./checkpoint.js";
 import { acquireRunLock } from "./lock.js";
 import { type TrainConfig, bestModelMetric, trainConfigToJson } from "./config.js";
@@ -44,7 +44,7 @@ import { readMetricsRows, runSummary } from "./summary.js";
 import { activationsForPairs, forwardPairs, rowSums } from "./logps.js";
 import { checkPlan, runPlanSpec } from "./plan.js";
 import { createProgress, etaSeconds } from "./progress.js";
-import { type RefLogps, precomputedRefLogps } from "./reference.js";
+import { type RefLogps, mixReference, precomputedRefLogps, referenceUsed, resolveRefAdapter } from "./reference.js";
 import { lrAt, warmupSteps } from "./schedule.js";
 import { writeRunReport } from "../report/report.js";
 
@@ -107,9 +107,12 @@ export interface Engine {
   grads: Gradients | null; // null with LoRA: the base weights are frozen and the adapters hold their own gradients
   /** Seeds LoRA dropout per micro-batch (null: no dropout); a function of the step so a resumed run redraws the same masks. */
   dropoutSeed: ((micro: number) => number) | null;
-  /** frozen reference, or null when precomputed / not needed; adaptersOff: the policy itself with LoRA switched off */
+  /** frozen reference, or null when precomputed / not needed; adaptersOff: the policy itself with LoRA switched off.
+   *  With a reference adapter (ref_adapter, TR-DPO on LoRA) `model` is the base's weights with that adapter on. */
   ref: { model: Model; acts: Activations; adaptersOff: boolean } | null;
   refLogps: { train: RefLogps; eval: RefLogps } | null;
+  /** reference_free: log π_ref = 0 for every sequence (π_ref uniform); neither of the two above is set. */
+  referenceFree: boolean;
   loss: LossConfig;
   /** Pack each pair's prompt once for both answers (src/data/pack.ts); false: TRL's concatenated 2B rows. */
   sharedPrefix: boolean;
@@ -157,13 +160,14 @@ export function microBatch(
       const g = forwardPairs(be, e.ref.model, e.ref.acts, pk);
       if (e.ref.adaptersOff) policy.lora!.enabled = true;
       reduceLogps(refSums, lengths, g.logp, pk.mask, B, Tc, ldAlpha);
-    } else {
-      const pre = e.refLogps![split];
+    } else if (e.refLogps) {
+      const pre = e.refLogps[split];
       for (let i = 0; i < B; i++) {
         refSums[i] = pre.chosen[pairIndex[i]!]!;
         refSums[B + i] = pre.rejected[pairIndex[i]!]!;
       }
-    }
+    } else if (!e.referenceFree) throw new Error("internal: the loss needs a reference and the engine has none");
+    // reference_free: refSums stays 0, log π_ref of a uniform reference
   }
   const afterRef = e.timings ? performance.now() : 0;
 
@@ -326,7 +330,7 @@ export async function planTrain(cfg: TrainConfig, log: (line: string) => void): 
   const refPath = resolve(cfg.ref_model ?? modelPath);
   checkPlan(
     be,
-    runPlanSpec(cfg, header, [...data.train, ...data.eval], data.train, be.name, availableParallelism(), refPath !== modelPath && needsReference(cfg.loss) ? readModelHeader(refPath) : null),
+    runPlanSpec(cfg, header, [...data.train, ...data.eval], data.train, be.name, availableParallelism(), refPath !== modelPath && referenceUsed(cfg) ? readModelHeader(refPath) : null),
     { force: cfg.force, batch: cfg.per_device_train_batch_size, evalBatch: cfg.per_device_eval_batch_size, maxLength: cfg.max_length, say: log, withTime: true },
   );
 }
@@ -372,7 +376,7 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
   const planLines: string[] = []; // printed after the data summary; a refusal prints them at once
   const plan = checkPlan(
     be,
-    runPlanSpec(cfg, header, [...data.train, ...data.eval], data.train, be.name, availableParallelism(), refPath !== modelPath && needsReference(cfg.loss) ? readModelHeader(refPath) : null),
+    runPlanSpec(cfg, header, [...data.train, ...data.eval], data.train, be.name, availableParallelism(), refPath !== modelPath && referenceUsed(cfg) ? readModelHeader(refPath) : null),
     { force: cfg.force, batch: cfg.per_device_train_batch_size, evalBatch: cfg.per_device_eval_batch_size, maxLength: cfg.max_length, say, withTime: true, print: (line) => planLines.push(line) },
   );
   const base = loadModel(modelPath, Float32Array, loadOptions);
@@ -390,15 +394,54 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
         targets: loraTargetsFromPeft(cfg.lora_target_modules, "training config: lora_target_modules"),
       }, cfg.seed);
   }
-  // The reference is always the untouched starting model (or ref_model), also when resuming.
-  const refIsAdaptersOff = usePeft && refPath === modelPath;
-  const refModel = !needsReference(cfg.loss)
+  // The reference is the untouched starting model (or ref_model), also when resuming; with LoRA, the base with the
+  // adapters off or (ref_adapter) the base with a frozen adapter of its own. TR-DPO moves it: a resumed run takes
+  // it from the checkpoint.
+  const refAdapter = resolveRefAdapter(cfg);
+  // The saved config (and so a resume) holds the resolved value: the notice below is printed once per run.
+  cfg = { ...cfg, ref_adapter: refAdapter.dir === null ? cfg.ref_adapter ?? false : cfg.ref_adapter ?? true };
+  const refNote = refAdapter.defaulted && !resumeFrom
+    ? [`note: the reference is the base + a frozen copy of the adapter being continued (${refAdapter.dir}), TRL's "ref" adapter; ` +
+      `before ref_adapter existed it was the bare base. Set ref_adapter: false (--ref_adapter false) for that`]
+    : [];
+  const refLora = usePeft && refPath === modelPath && referenceUsed(cfg) && (refAdapter.dir !== null || cfg.sync_ref_model);
+  const refIsAdaptersOff = usePeft && refPath === modelPath && !refLora;
+  let refModel: Model | null = !referenceUsed(cfg)
     ? null
     : refPath !== modelPath ? loadModel(refPath).model
     : refIsAdaptersOff ? base.model
+    : refLora ? { ...base.model, lora: null } // the base's weights, shared; its own adapter is attached below
     // full fine-tuning: a frozen copy, in less memory when ref_dtype asks (dequantised a panel at a time, weights.ts)
     : cfg.ref_dtype !== "f32" ? quantisedCopy(base.model, cfg.ref_dtype === "bf16" ? "BF16" : "Q8_0")
     : resumeFrom ? base.model : cloneModel(base.model);
+  if (refModel && refLora) {
+    const policyLora = policy.lora!;
+    if (cfg.sync_ref_model && resumeFrom) loadPeftAdapter(join(resumeFrom.dir, REF_ADAPTER_DIR), refModel, baseFingerprint);
+    else if (refAdapter.dir !== null) loadPeftAdapter(refAdapter.dir, refModel, baseFingerprint);
+    else {
+      // TR-DPO from the bare base: the policy's starting A with B = 0, so B·A = 0 (the base exactly) and the first
+      // update mixes like parameters; for a fresh adapter this is a copy of the policy's start, as TRL's deep copy.
+      const copy = createLora(refModel, policyLora.cfg, 0);
+      copy.params.set(policyLora.params);
+      for (const a of copy.adapters) a.B.fill(0);
+      refModel.lora = copy;
+    }
+    const rl = refModel.lora!;
+    rl.enabled = true;
+    if (cfg.sync_ref_model && (rl.params.length !== policyLora.params.length || rl.cfg.r !== policyLora.cfg.r || rl.cfg.targets.join() !== policyLora.cfg.targets.join()))
+      throw configError(
+        `sync_ref_model mixes the reference adapter's A and B with the policy's, which needs the same rank and target modules: ` +
+          `ref_adapter ${refAdapter.dir} has r=${rl.cfg.r} on ${rl.cfg.targets.join(", ")}, the policy r=${policyLora.cfg.r} on ${policyLora.cfg.targets.join(", ")}`,
+      );
+  } else if (refModel && cfg.sync_ref_model) {
+    if (refModel.params.length !== policy.params.length || refModel.quant.size > 0 || JSON.stringify(refModel.cfg) !== JSON.stringify(policy.cfg))
+      throw configError(`sync_ref_model mixes the policy's parameters into the reference, so ref_model ${refPath} must have the policy's architecture and float32 weights`);
+    if (resumeFrom) {
+      const saved = loadModel(join(resumeFrom.dir, REF_MODEL_DIR)).model;
+      if (saved.params.length !== refModel.params.length) throw new TsdpoError("input", `${resumeFrom.dir}: ${REF_MODEL_DIR} does not match the reference model`);
+      refModel.params.set(saved.params);
+    }
+  }
 
   mkdirSync(runDir, { recursive: true });
   // From here on the run folder is ours alone (lock.ts), and Ctrl-C or SIGTERM stop it cleanly at a step's end.
@@ -419,7 +462,7 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
     if (data.invalid.length > 0) writeInvalidReport(join(runDir, "invalid_rows.jsonl"), data.invalid);
     if (data.warnings.length > 0) writeWarningsReport(join(runDir, "data_warnings.jsonl"), data.warnings);
     writeFileAtomic(join(runDir, "prompts.jsonl"), data.prompts.map((p) => JSON.stringify({ prompt: p }) + "\n").join(""));
-    for (const line of [...(opts.notes ?? []), ...data.summary, ...planLines]) say(line);
+    for (const line of [...(opts.notes ?? []), ...refNote, ...data.summary, ...planLines]) say(line);
 
     const B = cfg.per_device_train_batch_size;
     const evalB = cfg.per_device_eval_batch_size;
@@ -440,13 +483,16 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
       const ldAlpha = cfg.loss.kind === "dpo" ? cfg.loss.ld_alpha : null;
       if (cfg.precompute_ref_log_probs) {
         if (refIsAdaptersOff) policy.lora!.enabled = false;
-        const t = precomputedRefLogps(be, refModel, refPath, data.train, evalB, ldAlpha, sharedPrefix);
-        const ev = precomputedRefLogps(be, refModel, refPath, data.eval, evalB, ldAlpha, sharedPrefix);
+        const t = precomputedRefLogps(be, refModel, refPath, data.train, evalB, ldAlpha, sharedPrefix, refAdapter.dir);
+        const ev = precomputedRefLogps(be, refModel, refPath, data.eval, evalB, ldAlpha, sharedPrefix, refAdapter.dir);
         if (refIsAdaptersOff) policy.lora!.enabled = true;
         say(`reference log-probs: ${t.cached ? "from cache" : "computed"} ${t.file}`);
         refLogps = { train: t.logps, eval: ev.logps };
       } else {
-        const sameShape = JSON.stringify(refModel.cfg) === JSON.stringify(policy.cfg);
+        // A reference adapter of another rank or on other projections needs LoRA scratch of its own.
+        const sameLora = !refModel.lora || refModel.lora === policy.lora ||
+          (refModel.lora.cfg.r === policy.lora?.cfg.r && refModel.lora.cfg.targets.join() === policy.lora.cfg.targets.join());
+        const sameShape = JSON.stringify(refModel.cfg) === JSON.stringify(policy.cfg) && sameLora;
         ref = {
           model: refModel,
           acts: sameShape ? acts : activationsForPairs(refModel, allPairs, maxB, sharedPrefix, true),
@@ -455,7 +501,8 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
       }
     }
     const engine: Engine = {
-      be, policy, acts, grads, ref, refLogps, loss: cfg.loss, sharedPrefix, dropoutSeed: null, timings: null,
+      be, policy, acts, grads, ref, refLogps, referenceFree: cfg.reference_free && needsReference(cfg.loss), loss: cfg.loss, sharedPrefix,
+      dropoutSeed: null, timings: null,
     };
 
     // Schedule
@@ -515,9 +562,11 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
 
     const writeMetrics = (row: Record<string, number>): void => appendFileLogged(metricsPath, JSON.stringify(row) + "\n");
     let lastSave = Date.now();
+    // TR-DPO's reference moves, so checkpoints carry it; otherwise it is rebuilt from the config's paths.
+    const syncedRef: { lora: Lora } | { model: Model } | null = !cfg.sync_ref_model || !refModel ? null : refModel.lora ? { lora: refModel.lora } : { model: refModel };
     const checkpoint = (dir: string): void => {
       try {
-        writeCheckpoint(dir, loaded, m, v, state, configJson, usePeft ? { baseModel: modelPath, baseFingerprint } : null);
+        writeCheckpoint(dir, loaded, m, v, state, configJson, usePeft ? { baseModel: modelPath, baseFingerprint } : null, syncedRef);
       } catch (e) {
         if (!(e instanceof TsdpoError)) throw e;
         throw new TsdpoError(
@@ -604,6 +653,12 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
             `Lower learning_rate (now ${cfg.learning_rate})${cfg.max_grad_norm > 0 ? "" : ", or set max_grad_norm"}.`,
         );
       state.step++;
+      // TR-DPO, after the optimizer step as TRL's SyncRefModelCallback.on_step_end (so this step's evaluation and
+      // checkpoint see the updated reference): the parameters mix, LoRA's A and B each on their own (not B·A).
+      if (syncedRef && state.step % cfg.ref_model_sync_steps === 0) {
+        if ("lora" in syncedRef) mixReference(syncedRef.lora.params, policy.lora!.params, cfg.ref_model_mixup_alpha);
+        else mixReference(syncedRef.model.params, policy.params, cfg.ref_model_mixup_alpha);
+      }
       clock.trainSeconds += (performance.now() - stepStart) / 1000;
       clock.trainSteps++;
 
