@@ -8,10 +8,11 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { loadModel } from "../src/io/load.js";
 import { readSafetensors } from "../src/io/safetensors.js";
 import { applyOverrides, resolveTrainConfig } from "../src/train/config.js";
@@ -93,7 +94,25 @@ test("ref_adapter: continuing an adapter, the reference is base + a frozen copy 
   assert.ok(Math.abs(wantBase) > 1, "and it is not the zero of a reference equal to the policy");
 });
 
-/** Every tensor of two safetensors files, by name. */
+test("ref_adapter with precompute_ref_log_probs: the cache is keyed by the adapter too, so the base's cached numbers are not reused", async () => {
+  const saved = process.env.TSDPO_CACHE_DIR;
+  process.env.TSDPO_CACHE_DIR = join(tmp, "cache");
+  try {
+    // First the bare base's log-probs are cached for these pairs, then base + adapter must get an entry of its own.
+    const off = join(tmp, "pre-base"), on = join(tmp, "pre-adapter");
+    await run(off, { adapter: sftAdapter, max_steps: 1, ref_adapter: false, precompute_ref_log_probs: true });
+    await run(on, { adapter: sftAdapter, max_steps: 1, precompute_ref_log_probs: true });
+    assert.ok(Math.abs(metricRows(off)[0]!["rewards/chosen"]!) > 1, "the base is not the policy's start");
+    assert.equal(metricRows(on)[0]!["rewards/chosen"], 0, "cached reference = base + the adapter = the policy's start");
+    // two references × (train split, eval split)
+    assert.equal(readdirSync(join(tmp, "cache")).filter((f) => f.startsWith("ref-logps-")).length, 4);
+  } finally {
+    if (saved === undefined) delete process.env.TSDPO_CACHE_DIR;
+    else process.env.TSDPO_CACHE_DIR = saved;
+  }
+});
+
+/** Every tensor of a safetensors file, by name. */
 function tensors(path: string): Map<string, Float32Array> {
   return new Map([...readSafetensors(path).tensors].map(([k, t]) => [k, t.data as Float32Array]));
 }
@@ -173,6 +192,34 @@ test("TR-DPO: a run resumed before or after a sync step ends with the bytes of a
   await assertResumeAcrossSync("full", { learning_rate: 1e-3 }, ["model.safetensors", join("ref_model", "model.safetensors")]);
   assert.ok(existsSync(join(tmp, "full-whole", "final", "ref_model", "config.json")), "the reference is a model folder");
   assert.ok(readdirSync(join(tmp, "lora-whole", "final", "ref_adapter")).includes("adapter_config.json"), "the reference is a PEFT folder");
+});
+
+test("TR-DPO: a run killed with SIGKILL after a sync step and resumed ends with the bytes of an uninterrupted one", async () => {
+  const config = join(tmp, "kill.json");
+  writeFileSync(config, JSON.stringify({
+    ...base, per_device_train_batch_size: 4, learning_rate: 1e-3, max_steps: 6, save_steps: 1, sync_ref_model: true, ref_model_sync_steps: 2, ref_model_mixup_alpha: ALPHA,
+  }));
+  const whole = join(tmp, "kill-whole");
+  runCli("train", config, `--output_dir=${whole}`, "--quiet");
+  // Killed once step 3 is logged: the sync of step 2 is behind it and those of steps 4 and 6 are ahead.
+  const cut = join(tmp, "kill-cut");
+  const child = spawn(process.execPath, [cli, "train", config, `--output_dir=${cut}`, "--quiet"], { stdio: "ignore" });
+  const exited = new Promise((res) => child.on("exit", res));
+  let killedEarly = false;
+  while (child.exitCode === null && child.signalCode === null) {
+    if (existsSync(join(cut, "metrics.jsonl")) && readFileSync(join(cut, "metrics.jsonl"), "utf8").split("\n").length > 3) {
+      child.kill("SIGKILL");
+      killedEarly = !existsSync(join(cut, "final"));
+      break;
+    }
+    await sleep(5);
+  }
+  await exited;
+  assert.ok(killedEarly, "the run was killed before it finished");
+  runCli("train", "--resume", cut, "--quiet");
+  for (const f of ["model.safetensors", join("ref_model", "model.safetensors")])
+    assert.ok(readFileSync(join(cut, "final", f)).equals(readFileSync(join(whole, "final", f))), `final/${f} differs`);
+  assert.deepEqual(withoutClock(metricRows(cut)), withoutClock(metricRows(whole)));
 });
 
 test("reference_free: the loss is −log σ(β·(log π_w − log π_l)) from the policy's log-probs alone", async () => {
