@@ -336,9 +336,24 @@ export async function planTrain(cfg: TrainConfig, log: (line: string) => void): 
 }
 
 export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: TrainOptions = {}): Promise<TrainResult> {
+  const runDir = resolve(runDirOpt ?? cfg.output_dir ?? join("runs", new Date().toISOString().replace(/[:.]/g, "-")));
+  // Resuming an existing folder: another trainer may still be writing (and pruning) its checkpoints, so the folder's
+  // lock is taken before its newest checkpoint is even looked up. A new run takes it once its inputs have passed
+  // their checks, so that a run which cannot start leaves nothing behind.
+  if (opts.resume && existsSync(runDir)) {
+    const release = acquireRunLock(runDir, opts.quiet ? () => {} : (opts.log ?? ((line: string) => process.stderr.write(line + "\n"))));
+    try {
+      return await trainIn(cfg, runDir, opts, true);
+    } finally {
+      release();
+    }
+  }
+  return trainIn(cfg, runDir, opts, false);
+}
+
+async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, lockHeld: boolean): Promise<TrainResult> {
   const log = opts.log ?? ((line: string) => process.stderr.write(line + "\n"));
   const say = opts.quiet ? (_: string) => {} : log;
-  const runDir = resolve(runDirOpt ?? cfg.output_dir ?? join("runs", new Date().toISOString().replace(/[:.]/g, "-")));
   const resumeFrom = opts.resume ? latestCheckpoint(runDir) : null;
   if (!opts.resume && (existsSync(join(runDir, "checkpoints")) || existsSync(join(runDir, "final"))))
     throw configError(`${runDir}: already holds a run; continue it with \`tsdpo train --resume ${runDir}\` or choose another output_dir`);
@@ -445,7 +460,7 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
 
   mkdirSync(runDir, { recursive: true });
   // From here on the run folder is ours alone (lock.ts), and Ctrl-C or SIGTERM stop it cleanly at a step's end.
-  const releaseLock = acquireRunLock(runDir, say);
+  const releaseLock = lockHeld ? () => {} : acquireRunLock(runDir, say);
   const stop: { signal: NodeJS.Signals | null } = { signal: null };
   const onSignal = (signal: NodeJS.Signals): void => {
     stop.signal = signal;
