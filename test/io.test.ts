@@ -515,6 +515,11 @@ describe("config.json", () => {
     const smol = JSON.parse(readFileSync(fixture("io", "smollm-135m.config.json"), "utf8"));
     throwsTsdpo(() => llamaConfigFromHf({ ...smol, model_type: "gpt2" }, "/m/config.json"), "unsupported",
       "/m/config.json", 'model_type "gpt2" is not supported', "llama, mistral, qwen2, qwen3");
+    // mixture-of-experts, state-space and hybrid models are named as such, from config.json and from GGUF
+    for (const [name, kind] of [["mixtral", "a mixture-of-experts model"], ["qwen3_moe", "a mixture-of-experts model"], ["mamba", "a state-space (recurrent) model"], ["jamba", "a hybrid attention/state-space model"]]) {
+      throwsTsdpo(() => llamaConfigFromHf({ ...smol, model_type: name }, "/m/config.json"), "unsupported", `model_type "${name}" is ${kind}`, "dense decoders only");
+      throwsTsdpo(() => llamaConfigFromGguf(fakeGguf(name.replace("_", ""), {}, {})), "unsupported", `general.architecture "${name.replace("_", "")}" is ${kind}`);
+    }
     const { hidden_size: _, ...noHidden } = smol;
     throwsTsdpo(() => llamaConfigFromHf(noHidden, "/m/config.json"), "input", "/m/config.json", 'required key "hidden_size" is missing');
     throwsTsdpo(() => llamaConfigFromHf({ ...smol, hidden_size: "576" }, "/m/config.json"), "input", 'key "hidden_size" must be a positive integer, got "576"');

@@ -14,7 +14,7 @@
 import { closeSync, openSync, readSync } from "node:fs";
 import { inputError, unsupportedError } from "../errors.js";
 import { ropeFreqFactors } from "../model/rope.js";
-import type { LlamaConfig, ModelFamily, RopeScaling } from "../model/config.js";
+import { type LlamaConfig, type ModelFamily, type RopeScaling, unsupportedArchitectureKind } from "../model/config.js";
 import { type GgufFile, type GgufValue, metaArray } from "./gguf.js";
 
 export const SUPPORTED_GGUF_ARCHITECTURES: readonly ModelFamily[] = ["llama", "mistral", "qwen2", "qwen3"];
@@ -175,11 +175,14 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const archValue = f.metadata.get("general.architecture");
   if (typeof archValue !== "string")
     throw inputError(`${f.path}: GGUF metadata key general.architecture is missing or not a string`);
-  if (!(SUPPORTED_GGUF_ARCHITECTURES as readonly string[]).includes(archValue))
+  if (!(SUPPORTED_GGUF_ARCHITECTURES as readonly string[]).includes(archValue)) {
+    const kind = unsupportedArchitectureKind(archValue);
     throw unsupportedError(
-      `${f.path}: GGUF general.architecture ${JSON.stringify(archValue)} is not supported; tsdpo supports ` +
-        `${SUPPORTED_GGUF_ARCHITECTURES.join(", ")}`,
+      kind
+        ? `${f.path}: GGUF general.architecture ${JSON.stringify(archValue)} is ${kind}; tsdpo trains dense decoders only (${SUPPORTED_GGUF_ARCHITECTURES.join(", ")})`
+        : `${f.path}: GGUF general.architecture ${JSON.stringify(archValue)} is not supported; tsdpo supports ${SUPPORTED_GGUF_ARCHITECTURES.join(", ")}`,
     );
+  }
   const family = archValue as ModelFamily;
   const m = new Meta(f, family);
 

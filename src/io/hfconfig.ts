@@ -12,7 +12,7 @@
 
 import { readFileSync } from "node:fs";
 import { describeJsonError, describeValue, inputError, TsdpoError, unsupportedError } from "../errors.js";
-import type { LlamaConfig, ModelFamily, RopeScaling } from "../model/config.js";
+import { type LlamaConfig, type ModelFamily, type RopeScaling, unsupportedArchitectureKind } from "../model/config.js";
 
 export const SUPPORTED_MODEL_TYPES: readonly ModelFamily[] = ["llama", "mistral", "qwen2", "qwen3"];
 
@@ -152,11 +152,14 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
   const modelType = configJson["model_type"];
   if (typeof modelType !== "string")
     throw inputError(`${path}: key "model_type" is missing or not a string; is this a transformers config.json?`);
-  if (!(SUPPORTED_MODEL_TYPES as readonly string[]).includes(modelType))
+  if (!(SUPPORTED_MODEL_TYPES as readonly string[]).includes(modelType)) {
+    const kind = unsupportedArchitectureKind(modelType);
     throw unsupportedError(
-      `${path}: model_type ${JSON.stringify(modelType)} is not supported; tsdpo supports ` +
-        `${SUPPORTED_MODEL_TYPES.join(", ")} (SmolLM is "llama")`,
+      kind
+        ? `${path}: model_type ${JSON.stringify(modelType)} is ${kind}; tsdpo trains dense decoders only (${SUPPORTED_MODEL_TYPES.join(", ")})`
+        : `${path}: model_type ${JSON.stringify(modelType)} is not supported; tsdpo supports ${SUPPORTED_MODEL_TYPES.join(", ")} (SmolLM is "llama")`,
     );
+  }
   const family = modelType as ModelFamily;
   const d = DEFAULTS[family];
 

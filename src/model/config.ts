@@ -98,3 +98,19 @@ export function paramSpecs(cfg: LlamaConfig): ParamSpec[] {
 }
 
 export const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
+
+/**
+ * The kind of an architecture tsdpo does not train, by its HF model_type or GGUF general.architecture (the two
+ * spell most names alike, with or without `_`), so that the refusal says what the model is rather than only that
+ * its name is unknown. null: not a known mixture-of-experts, state-space or hybrid architecture.
+ */
+export function unsupportedArchitectureKind(name: string): string | null {
+  const n = name.toLowerCase().replace(/[-_]/g, "");
+  const moe = ["mixtral", "qwen2moe", "qwen3moe", "deepseekv2", "deepseekv3", "deepseek2", "dbrx", "olmoe", "granitemoe", "phimoe", "jetmoe", "arctic", "gptoss", "llama4", "grok", "minimax", "ernie45moe", "hunyuanmoe", "glm4moe", "bailingmoe"];
+  const ssm = ["mamba", "mamba2", "rwkv", "rwkv5", "rwkv6", "rwkv7", "xlstm"];
+  const hybrid = ["jamba", "zamba", "zamba2", "falconh1", "granitemoehybrid", "nemotronh", "bamba", "lfm2", "plamo2", "recurrentgemma", "minimaxm1"];
+  if (hybrid.includes(n)) return "a hybrid attention/state-space model";
+  if (ssm.includes(n)) return "a state-space (recurrent) model";
+  if (moe.includes(n) || /moe$/.test(n)) return "a mixture-of-experts model";
+  return null;
+}
