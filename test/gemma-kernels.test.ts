@@ -17,7 +17,7 @@ import { jsBackend, referenceBackend as ref } from "../src/backend/js/kernels.js
 import { loadNative, SIMD_LEVELS } from "../src/backend/native/index.js";
 import { GGML_TYPE_ID, dequantizeRow, quantizeRow, rowBytes } from "../src/quant/ggml.js";
 import { lmHeadLogprobBackwardW, lmHeadLogprobForwardW, quantWeight } from "../src/model/weights.js";
-import { assertAllClose, nativeSimdRuns, rng } from "./helpers.js";
+import { assertAllClose, checkGradients, nativeSimdRuns, rng } from "./helpers.js";
 
 const u = 2 ** -24;
 const f64 = (n: number, r: () => number, scale = 1): Float64Array => Float64Array.from({ length: n }, () => (r() * 2 - 1) * scale);
@@ -34,42 +34,6 @@ const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   return m;
 };
 const cap = (s: number, c: number): number => (c > 0 ? c * Math.tanh(s / c) : s);
-
-/**
- * Central differences of L = Σ w·fwd() for every element of every input against the analytic gradients bwd(w)
- * returns (freshly computed, from zero). Returns the largest absolute error seen.
- */
-function checkGradients(
-  name: string, inputs: Record<string, Float64Array>, fwd: () => Buf, bwd: (dout: Float64Array) => Record<string, Buf>,
-  r: () => number, h = 1e-5, tol = 1e-7,
-): number {
-  const w = f64(fwd().length, r);
-  const objective = (): number => {
-    const o = fwd();
-    let s = 0;
-    for (let i = 0; i < o.length; i++) s += w[i]! * o[i]!;
-    return s;
-  };
-  const analytic = bwd(w);
-  let worst = 0;
-  for (const [key, arr] of Object.entries(inputs)) {
-    const g = analytic[key];
-    assert.ok(g, `${name}: no gradient for ${key}`);
-    const numeric = new Float64Array(arr.length);
-    for (let i = 0; i < arr.length; i++) {
-      const x = arr[i]!;
-      arr[i] = x + h;
-      const lp = objective();
-      arr[i] = x - h;
-      const lm = objective();
-      arr[i] = x;
-      numeric[i] = (lp - lm) / (2 * h);
-    }
-    assertAllClose(g, numeric, tol, 1e-6, `${name} d${key}`);
-    worst = Math.max(worst, maxDiff(g, numeric));
-  }
-  return worst;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Attention: direct from the definition

@@ -81,3 +81,40 @@ export function nativeSimdRuns(level: SimdLevel): boolean {
   native.setSimd(current);
   return ok;
 }
+
+/**
+ * Checks analytic gradients of L = Σ w·fwd() (w random) against central differences for every element of every input
+ * (inputs are small). `bwd(w)` must return freshly computed gradients (from zero) for the named inputs. Returns the
+ * largest absolute difference seen, for tests that report it.
+ */
+export function checkGradients(
+  name: string, inputs: Record<string, Float64Array>, fwd: () => Num, bwd: (dout: Float64Array) => Record<string, Num>,
+  r: () => number, h = 1e-5, tol = 1e-7,
+): number {
+  const w = randomArray(fwd().length, r, 1, Float64Array) as Float64Array;
+  const objective = (): number => {
+    const o = fwd();
+    let s = 0;
+    for (let i = 0; i < o.length; i++) s += w[i]! * o[i]!;
+    return s;
+  };
+  const analytic = bwd(w);
+  let worst = 0;
+  for (const [key, arr] of Object.entries(inputs)) {
+    const g = analytic[key];
+    assert.ok(g, `${name}: no gradient for ${key}`);
+    const numeric = new Float64Array(arr.length);
+    for (let i = 0; i < arr.length; i++) {
+      const x = arr[i]!;
+      arr[i] = x + h;
+      const lp = objective();
+      arr[i] = x - h;
+      const lm = objective();
+      arr[i] = x;
+      numeric[i] = (lp - lm) / (2 * h);
+    }
+    assertAllClose(g, numeric, tol, 1e-6, `${name} d${key}`);
+    worst = Math.max(worst, maxAbsDiff(g, numeric));
+  }
+  return worst;
+}

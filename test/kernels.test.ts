@@ -4,50 +4,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { jsBackend, referenceBackend as be } from "../src/backend/js/kernels.js";
-import type { Buf } from "../src/backend/contract.js";
 import { ropeTables, ropeInvFreq } from "../src/model/rope.js";
-import { assertAllClose, randomArray, rng } from "./helpers.js";
+import { assertAllClose, checkGradients, randomArray, rng } from "./helpers.js";
 
 const f64 = (n: number, r: () => number, scale = 1): Float64Array => randomArray(n, r, scale, Float64Array) as Float64Array;
-
-/**
- * Checks analytic gradients of L = Σ w·fwd() against central differences for every element of every input
- * (inputs are small). `bwd(dout)` must return freshly computed gradients for the named inputs.
- */
-function checkGradients(
-  name: string,
-  inputs: Record<string, Float64Array>,
-  fwd: () => Buf,
-  bwd: (dout: Float64Array) => Record<string, Buf>,
-  r: () => number,
-  h = 1e-5,
-  tol = 1e-7,
-): void {
-  const out0 = Float64Array.from(fwd());
-  const w = f64(out0.length, r);
-  const objective = (): number => {
-    const o = fwd();
-    let s = 0;
-    for (let i = 0; i < o.length; i++) s += w[i]! * o[i]!;
-    return s;
-  };
-  const analytic = bwd(w);
-  for (const [key, arr] of Object.entries(inputs)) {
-    const g = analytic[key];
-    assert.ok(g, `${name}: no gradient for ${key}`);
-    const numeric = new Float64Array(arr.length);
-    for (let i = 0; i < arr.length; i++) {
-      const x = arr[i]!;
-      arr[i] = x + h;
-      const lp = objective();
-      arr[i] = x - h;
-      const lm = objective();
-      arr[i] = x;
-      numeric[i] = (lp - lm) / (2 * h);
-    }
-    assertAllClose(g, numeric, tol, 1e-6, `${name} d${key}`);
-  }
-}
 
 test("embedding backward matches finite differences (repeated ids accumulate)", () => {
   const r = rng(1);
