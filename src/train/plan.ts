@@ -17,7 +17,7 @@ import { readFileSync } from "node:fs";
 import type { Backend } from "../backend/contract.js";
 import { type LlamaConfig, layerAttention, numel, paramSpecs } from "../model/config.js";
 import { activationLayout, loraActivationFloats } from "../model/llama.js";
-import { type LoraTarget } from "../model/lora.js";
+import { type LoraTarget, targetShape } from "../model/lora.js";
 import { BLOCK, GGML_TYPE_ID, type QuantType, rowBytes } from "../quant/ggml.js";
 import { typeForRows } from "../model/quantise.js";
 import { packedShape } from "../data/pack.js";
@@ -86,16 +86,15 @@ export function weightBytes(spec: PlanSpec): { arena: number; blocks: number } {
   return { arena: arena * F32, blocks };
 }
 
-const LORA_SHAPES = (cfg: LlamaConfig): Record<LoraTarget, [number, number]> => ({
-  wq: [cfg.C, cfg.NH * cfg.HS], wk: [cfg.C, cfg.NKV * cfg.HS], wv: [cfg.C, cfg.NKV * cfg.HS], wo: [cfg.NH * cfg.HS, cfg.C],
-  w_gate: [cfg.C, cfg.FF], w_up: [cfg.C, cfg.FF], w_down: [cfg.FF, cfg.C],
-});
+/** Σ (IN + OUT) over one layer's adapted projections: A is (r, IN) and B (OUT, r), so r times this per layer. */
+function loraWidth(cfg: LlamaConfig, targets: readonly LoraTarget[]): number {
+  return targets.reduce((a, t) => a + targetShape(cfg, t)[0] + targetShape(cfg, t)[1], 0);
+}
 
 /** Trainable parameter count: the adapters' A and B, or every float parameter. */
 export function trainableCount(spec: PlanSpec): number {
   if (!spec.lora) return paramSpecs(spec.cfg).reduce((a, s) => a + numel(s.shape), 0);
-  const shapes = LORA_SHAPES(spec.cfg);
-  return spec.cfg.L * spec.lora.targets.reduce((a, t) => a + spec.lora!.r * (shapes[t][0] + shapes[t][1]), 0);
+  return spec.cfg.L * spec.lora.r * loraWidth(spec.cfg, spec.lora.targets);
 }
 
 /** Bytes of full fine-tuning's frozen reference copy in its dtype (quantisedCopy keeps norms in float32). */
@@ -142,9 +141,8 @@ export function planMemory(spec: PlanSpec, baselineBytes: number): MemoryPlan {
   const n = trainableCount(spec);
   const N = spec.rows * spec.T;
   const acts = activationLayout(cfg, spec.rows, spec.T, spec.checkpointing).reduce((a, [, k]) => a + k, 0);
-  const shapes = LORA_SHAPES(cfg);
   const loraActs = spec.lora
-    ? loraActivationFloats(cfg, spec.rows, spec.T, spec.lora.r, spec.lora.dropout, Array.from({ length: cfg.L }, () => spec.lora!.targets.map((t) => shapes[t][0])).flat())
+    ? loraActivationFloats(cfg, spec.rows, spec.T, spec.lora.r, spec.lora.dropout, Array.from({ length: cfg.L }, () => spec.lora!.targets.map((t) => targetShape(cfg, t)[1])).flat())
     : 0;
   const items: Record<string, number> = {
     baseline: baselineBytes,
@@ -163,24 +161,32 @@ export function planMemory(spec: PlanSpec, baselineBytes: number): MemoryPlan {
   return { items, peak: Object.values(items).reduce((a, b) => a + b, 0) };
 }
 
-/** FLOPs of one optimizer step's micro-batch: the matrix products (attention's included) that dominate it. */
-export function stepFlops(spec: PlanSpec): number {
+/**
+ * FLOPs of one micro-batch (reference forward, policy forward and backward, the recomputation under checkpointing),
+ * in the three parts the time model rates differently: the dense products (projections and LM head), attention's
+ * score and value products, and the LoRA branches.
+ */
+export function stepFlopParts(spec: PlanSpec): { dense: number; attention: number; lora: number } {
   const { cfg } = spec;
   const { C, NH, NKV, HS, FF, V, L } = cfg;
   const N = spec.rows * spec.T, M = spec.answerTokens;
   const proj = C * NH * HS + 2 * C * NKV * HS + NH * HS * C + 3 * C * FF; // Σ IN·OUT of a layer's seven projections
   const attn = 2 * NH * HS * spec.T * spec.T * spec.rows; // QKᵀ and PV over a causal T×T half, per layer
-  const fwd = L * (2 * N * proj + attn) + 2 * M * C * V;
   const full = !spec.lora;
-  // backward: dinp of every product (and dW when full), attention's ≈ 2.5× its forward, the head's logits again
-  const bwd = L * (2 * N * proj * (full ? 2 : 1) + 2.5 * attn) + 2 * M * C * V * (full ? 3 : 2);
-  const recompute = spec.checkpointing ? L * (2 * N * (proj - C * FF) + attn) : 0;
-  let lora = 0;
-  if (spec.lora) {
-    const sh = LORA_SHAPES(cfg);
-    lora = 3 * L * spec.lora.targets.reduce((a, t) => a + 2 * N * spec.lora!.r * (sh[t][0] + sh[t][1]), 0);
-  }
-  return fwd * (spec.refForward ? 2 : 1) + bwd + recompute + lora;
+  const forwards = spec.refForward ? 2 : 1;
+  // forward: every product and the head; backward: dinp of every product (and dW when full), the head's logits
+  // again, and attention at ≈ 2.5× its forward; checkpointing recomputes each layer up to its MLP's down projection
+  const dense = forwards * (L * 2 * N * proj + 2 * M * C * V) + L * 2 * N * proj * (full ? 2 : 1) + 2 * M * C * V * (full ? 3 : 2) +
+    (spec.checkpointing ? L * 2 * N * (proj - C * FF) : 0);
+  const attention = L * attn * (forwards + 2.5 + (spec.checkpointing ? 1 : 0));
+  const lora = spec.lora ? 3 * L * 2 * N * spec.lora.r * loraWidth(cfg, spec.lora.targets) : 0;
+  return { dense, attention, lora };
+}
+
+/** FLOPs of one micro-batch: the matrix products (attention's included) that dominate it. */
+export function stepFlops(spec: PlanSpec): number {
+  const p = stepFlopParts(spec);
+  return p.dense + p.attention + p.lora;
 }
 
 /** The matrices' dominant frozen storage (by bytes), which sets the product the GEMM rate is measured on. */
@@ -321,26 +327,21 @@ export function calibrate(be: Backend, spec: PlanSpec): Rates {
  * once), and the elementwise traffic at memory speed.
  */
 export function planTime(spec: PlanSpec, rates: Rates): TimePlan {
-  const flops = stepFlops(spec);
   const { L } = spec.cfg;
-  const N = spec.rows * spec.T;
-  const attnFlops = 2 * spec.cfg.NH * spec.cfg.HS * spec.T * spec.T * spec.rows; // as stepFlops counts it, per layer
+  const parts = stepFlopParts(spec);
+  // attention runs in each forward (the reference's, the policy's, the recomputation) and once backward
   const forwards = (spec.refForward ? 2 : 1) + (spec.checkpointing ? 1 : 0);
-  const attnCounted = L * attnFlops * (forwards + 2.5);
-  let loraFlops = 0, loraSeconds = 0;
+  let loraSeconds = 0;
   if (spec.lora) {
-    const sh = LORA_SHAPES(spec.cfg);
-    loraFlops = 3 * L * spec.lora.targets.reduce((a, t) => a + 2 * N * spec.lora!.r * (sh[t][0] + sh[t][1]), 0);
     // adapters run in the policy's forward (and its recomputation), not in the reference's (adapters off)
-    const widths = L * spec.lora.targets.reduce((a, t) => a + sh[t][0] + sh[t][1], 0) / rates.lora.width;
+    const widths = (L * loraWidth(spec.cfg, spec.lora.targets)) / rates.lora.width;
     loraSeconds = widths * ((spec.checkpointing ? 2 : 1) * rates.lora.fwd + rates.lora.bwd);
   }
-  const dense = flops - attnCounted - loraFlops;
   const seconds =
-    dense / (rates.gemmGflops * 1e9) + loraSeconds +
+    parts.dense / (rates.gemmGflops * 1e9) + loraSeconds +
     L * spec.rows * (forwards * rates.attentionSeconds.fwd + rates.attentionSeconds.bwd) +
     stepElementwiseFloats(spec) / rates.elementwiseFloatsPerSecond;
-  return { flops, gemmGflops: rates.gemmGflops, seconds };
+  return { flops: parts.dense + parts.attention + parts.lora, gemmGflops: rates.gemmGflops, seconds };
 }
 
 /** min(MemAvailable, the cgroup's limit): what this process may still use, in bytes, and where it was read. */
