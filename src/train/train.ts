@@ -321,18 +321,46 @@ function decays(name: string): boolean {
  * refused with the same error train gives.
  */
 export async function planTrain(cfg: TrainConfig, log: (line: string) => void): Promise<void> {
+  // the data summary first, then the plan (or the refusal), as the run would print them
+  await beforeWeights(cfg, null, log, log, (summary) => summary.forEach((line) => log(line)));
+}
+
+/**
+ * What a run settles before any weights are read, for `train` and `plan` alike: the backend, the model's header
+ * (config, tokenizer, each tensor's storage), the refusal of full fine-tuning on quantised blocks, the tokenised
+ * data (its summary to `showData`), and the fit planner's check, which refuses a run that cannot fit. The plan's lines
+ * go to `print`; a refusal's to `say` at once. runDir null: a plan, which names no report files.
+ */
+async function beforeWeights(
+  cfg: TrainConfig, runDir: string | null, say: (line: string) => void, print: (line: string) => void,
+  showData: (summary: string[]) => void = () => {},
+) {
   const be = selectBackend(cfg.backend);
   const modelPath = resolve(cfg.model ?? defaultModelPath);
   const usePeft = cfg.use_peft || cfg.adapter !== null;
-  const header = readModelHeader(modelPath, { dequantize: cfg.dequantize, halvesAsFloat: !usePeft });
-  const data = await prepareData(cfg, header, null);
-  for (const line of data.summary) log(line);
+  // LoRA reads the frozen base as stored (halves, quantised blocks); full fine-tuning trains float32 weights.
+  const loadOptions = { dequantize: cfg.dequantize, halvesAsFloat: !usePeft };
+  // The header comes first: the data is tokenised with it and the fit planner sizes the run from it.
+  const header = readModelHeader(modelPath, loadOptions);
+  // Full fine-tuning updates every weight, which needs them in float32; a quantised base is LoRA's (QLoRA-style).
+  const storedBlocks = [...header.storage.values()].filter((t) => t !== "F32");
+  if (!usePeft && storedBlocks.length > 0) {
+    const types = [...new Set(storedBlocks)].join(", ");
+    throw configError(
+      `${modelPath}: holds quantised weights (${types}), which full fine-tuning cannot update. Train LoRA adapters on ` +
+        `it as it is (use_peft: true, or --use_peft), or set dequantize: true (--dequantize) to train float32 weights ` +
+        `that start from the dequantised values`,
+    );
+  }
+  const data = await prepareData(cfg, header, runDir);
+  showData(data.summary);
   const refPath = resolve(cfg.ref_model ?? modelPath);
-  checkPlan(
+  const plan = checkPlan(
     be,
     runPlanSpec(cfg, header, [...data.train, ...data.eval], data.train, be.name, availableParallelism(), refPath !== modelPath && referenceUsed(cfg) ? readModelHeader(refPath) : null),
-    { force: cfg.force, batch: cfg.per_device_train_batch_size, evalBatch: cfg.per_device_eval_batch_size, maxLength: cfg.max_length, say: log, withTime: true },
+    { force: cfg.force, batch: cfg.per_device_train_batch_size, evalBatch: cfg.per_device_eval_batch_size, maxLength: cfg.max_length, say, withTime: true, print },
   );
+  return { be, modelPath, usePeft, loadOptions, data, refPath, plan };
 }
 
 export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: TrainOptions = {}): Promise<TrainResult> {
@@ -366,34 +394,10 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
         `Start it again with \`tsdpo train\` and a new output_dir, or delete the folder`,
     );
 
-  // Everything the user's input can break (backend, models, data) is checked before the run folder is created,
-  // so a run that cannot start leaves nothing behind.
-  const be = selectBackend(cfg.backend);
-  const modelPath = resolve(cfg.model ?? defaultModelPath);
-  const usePeft = cfg.use_peft || cfg.adapter !== null;
-  // LoRA reads the frozen base as stored (halves, quantised blocks); full fine-tuning trains float32 weights.
-  const loadOptions = { dequantize: cfg.dequantize, halvesAsFloat: !usePeft };
-  // The model's header (config, tokenizer, each tensor's storage) comes first: the data is tokenised with it and the
-  // fit planner sizes the run from it, so a run that cannot fit is refused before any weights are read.
-  const header = readModelHeader(modelPath, loadOptions);
-  // Full fine-tuning updates every weight, which needs them in float32; a quantised base is LoRA's (QLoRA-style).
-  const storedBlocks = [...header.storage.values()].filter((t) => t !== "F32");
-  if (!usePeft && storedBlocks.length > 0) {
-    const types = [...new Set(storedBlocks)].join(", ");
-    throw configError(
-      `${modelPath}: holds quantised weights (${types}), which full fine-tuning cannot update. Train LoRA adapters on ` +
-        `it as it is (use_peft: true, or --use_peft), or set dequantize: true (--dequantize) to train float32 weights ` +
-        `that start from the dequantised values`,
-    );
-  }
-  const data = await prepareData(cfg, header, runDir);
-  const refPath = resolve(cfg.ref_model ?? modelPath);
+  // Everything the user's input can break (backend, models, data, the fit) is checked before the run folder is
+  // created, so a run that cannot start leaves nothing behind.
   const planLines: string[] = []; // printed after the data summary; a refusal prints them at once
-  const plan = checkPlan(
-    be,
-    runPlanSpec(cfg, header, [...data.train, ...data.eval], data.train, be.name, availableParallelism(), refPath !== modelPath && referenceUsed(cfg) ? readModelHeader(refPath) : null),
-    { force: cfg.force, batch: cfg.per_device_train_batch_size, evalBatch: cfg.per_device_eval_batch_size, maxLength: cfg.max_length, say, withTime: true, print: (line) => planLines.push(line) },
-  );
+  const { be, modelPath, usePeft, loadOptions, data, refPath, plan } = await beforeWeights(cfg, runDir, say, (line) => planLines.push(line));
   const base = loadModel(modelPath, Float32Array, loadOptions);
   // Full fine-tuning trains a copy of the weights (the checkpoint's when resuming); LoRA trains adapters on the
   // loaded base, which stays frozen and also serves as the reference with the adapters switched off.
