@@ -40,6 +40,11 @@ export interface LoadOptions {
   halvesAsFloat?: boolean;
 }
 
+/** Whether an HF safetensors tensor stays in its stored halves (a frozen F16/BF16 matrix) under `opts`. */
+function keepsHfHalves(dtype: string | undefined, shape: readonly number[], opts: LoadOptions): dtype is "F16" | "BF16" {
+  return (dtype === "F16" || dtype === "BF16") && shape.length === 2 && opts.halvesAsFloat !== true;
+}
+
 /** Whether a matrix stored as `type` stays in its blocks (frozen) under `opts`. */
 function keepsBlocks(type: QuantType, opts: LoadOptions): boolean {
   return type === "F16" || type === "BF16" ? opts.halvesAsFloat !== true : opts.dequantize !== true;
@@ -201,10 +206,10 @@ export function loadHfFolder(folder: string, ctor: FloatCtor = Float32Array, opt
   }
   // bf16/f16 matrices stay as stored (frozen), byte for byte: a safetensors half is a one-element GGML block
   const halves = new Map<string, QuantWeight>();
-  if (ctor === Float32Array && opts.halvesAsFloat !== true)
+  if (ctor === Float32Array)
     for (const s of paramSpecs(cfg)) {
       const t = st.tensors.get(hfTensorName(s.name))!;
-      if (s.shape.length !== 2 || (t.entry.dtype !== "F16" && t.entry.dtype !== "BF16")) continue;
+      if (!keepsHfHalves(t.entry.dtype, s.shape, opts)) continue;
       const bytes = readBytes(t.file.path, t.file.dataStart + t.entry.begin, t.entry.end - t.entry.begin);
       halves.set(s.name, quantWeight(t.entry.dtype, bytes, s.shape[0]!, s.shape[1]!));
     }
@@ -264,7 +269,7 @@ export function readModelHeader(path: string, opts: LoadOptions = {}): ModelHead
     let loaderTransient = 0;
     for (const s of paramSpecs(cfg)) {
       const dtype = st.entries.get(hfTensorName(s.name))?.dtype;
-      const half = (dtype === "F16" || dtype === "BF16") && s.shape.length === 2 && opts.halvesAsFloat !== true;
+      const half = keepsHfHalves(dtype, s.shape, opts);
       storage.set(s.name, half ? dtype : "F32");
       if (!half) loaderTransient = Math.max(loaderTransient, 4 * s.shape.reduce((a, b) => a * b, 1));
     }
