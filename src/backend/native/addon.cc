@@ -302,34 +302,36 @@ napi_value AttentionDecode(napi_env env, napi_callback_info info) {
   });
 }
 
+// A gated activation (SwiGLU, GeGLU): forward(out, gate, up, n) and backward(dgate, dup, dout, gate, up, n).
+using GatedForward = void (*)(float*, const float*, const float*, i64);
+using GatedBackward = void (*)(float*, float*, const float*, const float*, const float*, i64);
+
+template <GatedForward F>
+void gated_forward(Args& a) {
+  const i64 n = a.size(3, "n");
+  F(a.f32(0, "out", n), a.f32(1, "gate", n), a.f32(2, "up", n), n);
+}
+
+template <GatedBackward F>
+void gated_backward(Args& a) {
+  const i64 n = a.size(5, "n");
+  F(a.f32(0, "dgate", n), a.f32(1, "dup", n), a.f32(2, "dout", n), a.f32(3, "gate", n), a.f32(4, "up", n), n);
+}
+
 napi_value SwigluForward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "swigluForward", 4, [](Args& a) {
-    const i64 n = a.size(3, "n");
-    tsdpo::swiglu_forward(a.f32(0, "out", n), a.f32(1, "gate", n), a.f32(2, "up", n), n);
-  });
+  return guarded(env, info, "swigluForward", 4, gated_forward<tsdpo::swiglu_forward>);
 }
 
 napi_value SwigluBackward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "swigluBackward", 6, [](Args& a) {
-    const i64 n = a.size(5, "n");
-    tsdpo::swiglu_backward(a.f32(0, "dgate", n), a.f32(1, "dup", n), a.f32(2, "dout", n), a.f32(3, "gate", n),
-                           a.f32(4, "up", n), n);
-  });
+  return guarded(env, info, "swigluBackward", 6, gated_backward<tsdpo::swiglu_backward>);
 }
 
 napi_value GegluForward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "gegluForward", 4, [](Args& a) {
-    const i64 n = a.size(3, "n");
-    tsdpo::geglu_forward(a.f32(0, "out", n), a.f32(1, "gate", n), a.f32(2, "up", n), n);
-  });
+  return guarded(env, info, "gegluForward", 4, gated_forward<tsdpo::geglu_forward>);
 }
 
 napi_value GegluBackward(napi_env env, napi_callback_info info) {
-  return guarded(env, info, "gegluBackward", 6, [](Args& a) {
-    const i64 n = a.size(5, "n");
-    tsdpo::geglu_backward(a.f32(0, "dgate", n), a.f32(1, "dup", n), a.f32(2, "dout", n), a.f32(3, "gate", n),
-                          a.f32(4, "up", n), n);
-  });
+  return guarded(env, info, "gegluBackward", 6, gated_backward<tsdpo::geglu_backward>);
 }
 
 napi_value AddForward(napi_env env, napi_callback_info info) {
@@ -346,18 +348,35 @@ napi_value Accumulate(napi_env env, napi_callback_info info) {
   });
 }
 
-// x (N, C) is a view into a larger arena, so N is what its length holds: rows[m] must index a whole row of it.
+// The LM head's gathered rows. x (N, C) is a view into a larger arena, so N is what its length holds (and, with dx,
+// what both hold): rows[m] must index a whole row of it, targets[m] an entry of the vocabulary. dxArg < 0: no dx.
+struct HeadRows {
+  float* dx;
+  float* x;
+  int32_t* rows;
+  int32_t* targets;
+};
+HeadRows head_rows(Args& a, int dxArg, int xArg, int rowsArg, int targetsArg, i64 M, i64 C, i64 V) {
+  i64 dxLen = 0, xLen = 0;
+  HeadRows h{};
+  if (dxArg >= 0) h.dx = a.f32(dxArg, "dx", 0, false, &dxLen);
+  h.x = a.f32(xArg, "x", 0, false, &xLen);
+  h.rows = a.i32(rowsArg, "rows", M);
+  h.targets = a.i32(targetsArg, "targets", M);
+  if (dxArg >= 0)
+    check_ids(a, h.rows, M, std::min(dxLen, xLen) / C, "rows", "the rows of x and dx");
+  else
+    check_ids(a, h.rows, M, xLen / C, "rows", "the rows of x");
+  check_ids(a, h.targets, M, V, "targets");
+  return h;
+}
+
 napi_value LmHeadLogprobForward(napi_env env, napi_callback_info info) {
   return guarded(env, info, "lmHeadLogprobForward", 12, [](Args& a) {
     const i64 M = a.size(8, "M"), C = a.size(9, "C", 1), V = a.size(10, "V", 1);
-    i64 xLen = 0;
-    float* x = a.f32(4, "x", 0, false, &xLen);
-    int32_t* rows = a.i32(5, "rows", M);
-    int32_t* targets = a.i32(6, "targets", M);
-    check_ids(a, rows, M, xLen / C, "rows", "the rows of x");
-    check_ids(a, targets, M, V, "targets");
+    const HeadRows h = head_rows(a, -1, 4, 5, 6, M, C, V);
     tsdpo::lm_head_logprob_forward(a.f32(0, "logp", M), a.f32(1, "lse", M), a.f32(2, "logitSum", M),
-                                   a.f32(3, "logSumSq", M, true), x, rows, targets, a.f32(7, "W", mul(V, C)), M, C, V,
+                                   a.f32(3, "logSumSq", M, true), h.x, h.rows, h.targets, a.f32(7, "W", mul(V, C)), M, C, V,
                                    static_cast<float>(finite(a, 11, "softcap", true)));
   });
 }
@@ -365,14 +384,8 @@ napi_value LmHeadLogprobForward(napi_env env, napi_callback_info info) {
 napi_value LmHeadLogprobBackward(napi_env env, napi_callback_info info) {
   return guarded(env, info, "lmHeadLogprobBackward", 12, [](Args& a) {
     const i64 M = a.size(8, "M"), C = a.size(9, "C", 1), V = a.size(10, "V", 1);
-    i64 dxLen = 0, xLen = 0;
-    float* dx = a.f32(0, "dx", 0, false, &dxLen);
-    float* x = a.f32(3, "x", 0, false, &xLen);
-    int32_t* rows = a.i32(4, "rows", M);
-    int32_t* targets = a.i32(5, "targets", M);
-    check_ids(a, rows, M, std::min(dxLen, xLen) / C, "rows", "the rows of x and dx");
-    check_ids(a, targets, M, V, "targets");
-    tsdpo::lm_head_logprob_backward(dx, a.f32(1, "dW", mul(V, C), true), a.f32(2, "dlogp", M), x, rows, targets,
+    const HeadRows h = head_rows(a, 0, 3, 4, 5, M, C, V);
+    tsdpo::lm_head_logprob_backward(h.dx, a.f32(1, "dW", mul(V, C), true), a.f32(2, "dlogp", M), h.x, h.rows, h.targets,
                                     a.f32(6, "W", mul(V, C)), a.f32(7, "lse", M), M, C, V,
                                     static_cast<float>(finite(a, 11, "softcap", true)));
   });
@@ -456,15 +469,10 @@ napi_value LmHeadLogprobForwardQuant(napi_env env, napi_callback_info info) {
   return guarded(env, info, "lmHeadLogprobForwardQuant", 13, [](Args& a) {
     const int type = static_cast<int>(a.size(8, "type"));
     const i64 M = a.size(9, "M"), C = a.size(10, "C", 1), V = a.size(11, "V", 1);
-    i64 xLen = 0;
-    float* x = a.f32(4, "x", 0, false, &xLen);
-    int32_t* rows = a.i32(5, "rows", M);
-    int32_t* targets = a.i32(6, "targets", M);
-    check_ids(a, rows, M, xLen / C, "rows", "the rows of x");
-    check_ids(a, targets, M, V, "targets");
+    const HeadRows h = head_rows(a, -1, 4, 5, 6, M, C, V);
     const uint8_t* w = a.u8(7, "w", quant_weight_bytes(a, type, C, V));
     tsdpo::lm_head_logprob_forward_quant(a.f32(0, "logp", M), a.f32(1, "lse", M), a.f32(2, "logitSum", M),
-                                         a.f32(3, "logSumSq", M, true), x, rows, targets, w, type, M, C, V,
+                                         a.f32(3, "logSumSq", M, true), h.x, h.rows, h.targets, w, type, M, C, V,
                                          static_cast<float>(finite(a, 12, "softcap", true)));
   });
 }
@@ -473,15 +481,9 @@ napi_value LmHeadLogprobBackwardQuant(napi_env env, napi_callback_info info) {
   return guarded(env, info, "lmHeadLogprobBackwardQuant", 12, [](Args& a) {
     const int type = static_cast<int>(a.size(6, "type"));
     const i64 M = a.size(8, "M"), C = a.size(9, "C", 1), V = a.size(10, "V", 1);
-    i64 dxLen = 0, xLen = 0;
-    float* dx = a.f32(0, "dx", 0, false, &dxLen);
-    float* x = a.f32(2, "x", 0, false, &xLen);
-    int32_t* rows = a.i32(3, "rows", M);
-    int32_t* targets = a.i32(4, "targets", M);
-    check_ids(a, rows, M, std::min(dxLen, xLen) / C, "rows", "the rows of x and dx");
-    check_ids(a, targets, M, V, "targets");
+    const HeadRows h = head_rows(a, 0, 2, 3, 4, M, C, V);
     const uint8_t* w = a.u8(5, "w", quant_weight_bytes(a, type, C, V));
-    tsdpo::lm_head_logprob_backward_quant(dx, a.f32(1, "dlogp", M), x, rows, targets, w, type, a.f32(7, "lse", M), M, C,
+    tsdpo::lm_head_logprob_backward_quant(h.dx, a.f32(1, "dlogp", M), h.x, h.rows, h.targets, w, type, a.f32(7, "lse", M), M, C,
                                           V, static_cast<float>(finite(a, 11, "softcap", true)));
   });
 }
