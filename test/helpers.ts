@@ -118,3 +118,22 @@ export function checkGradients(
   }
   return worst;
 }
+
+/**
+ * Central differences of S() at params[j] (h = 1e-6, float64 models) against the analytic grads[j], for each picked
+ * parameter index; `what` names it in the failure. Tolerance 1e-7 + 1e-6·|numeric|.
+ */
+export function assertParamGradients(
+  params: Float32Array | Float64Array, grads: ArrayLike<number>, S: () => number, picks: Iterable<{ j: number; what: string }>, h = 1e-6,
+): void {
+  for (const { j, what } of picks) {
+    const x = params[j]!;
+    params[j] = x + h;
+    const sp = S();
+    params[j] = x - h;
+    const sm = S();
+    params[j] = x;
+    const numeric = (sp - sm) / (2 * h), analytic = grads[j]!;
+    assert.ok(Math.abs(analytic - numeric) <= 1e-7 + 1e-6 * Math.abs(numeric), `${what}: analytic ${analytic} vs numeric ${numeric}`);
+  }
+}

@@ -3,11 +3,10 @@
 // against the training forward.
 
 import { test } from "node:test";
-import assert from "node:assert/strict";
 import { jsBackend as be } from "../src/backend/js/kernels.js";
 import type { LlamaConfig } from "../src/model/config.js";
 import { backward, createActivations, createGradients, createKvCache, createModel, decode, forward, logitsOf, type Model } from "../src/model/llama.js";
-import { assertAllClose, rng } from "./helpers.js";
+import { assertAllClose, assertParamGradients, rng } from "./helpers.js";
 
 const base: LlamaConfig = {
   family: "llama", V: 13, C: 8, L: 2, NH: 4, NKV: 2, HS: 4, FF: 12, ropeTheta: 10000, ropeScaling: { type: "none" },
@@ -57,24 +56,11 @@ for (const [name, cfg] of variants) {
     const grads = createGradients(model);
     backward(be, model, acts, grads, mask);
     const r = rng(3);
-    const h = 1e-6;
     for (const e of model.entries) {
       // a handful of entries per tensor keeps this fast; every tensor is covered
       const picks = new Set<number>([0, e.size - 1]);
       while (picks.size < Math.min(5, e.size)) picks.add(Math.floor(r() * e.size));
-      for (const i of picks) {
-        const j = e.offset + i;
-        const x = model.params[j]!;
-        model.params[j] = x + h;
-        const sp = S();
-        model.params[j] = x - h;
-        const sm = S();
-        model.params[j] = x;
-        const numeric = (sp - sm) / (2 * h);
-        const analytic = grads.grads[j]!;
-        assert.ok(Math.abs(analytic - numeric) <= 1e-7 + 1e-6 * Math.abs(numeric),
-          `${e.name}[${i}]: analytic ${analytic} vs numeric ${numeric}`);
-      }
+      assertParamGradients(model.params, grads.grads, S, [...picks].map((i) => ({ j: e.offset + i, what: `${e.name}[${i}]` })));
     }
   });
 }
