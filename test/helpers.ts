@@ -137,3 +137,15 @@ export function assertParamGradients(
     assert.ok(Math.abs(analytic - numeric) <= 1e-7 + 1e-6 * Math.abs(numeric), `${what}: analytic ${analytic} vs numeric ${numeric}`);
   }
 }
+
+/** max over (m, v) of Σ_c |x[rows[m], c]·W[v, c]|: the scale of a float32 logit's rounding error (≈ √C·u times it). */
+export function logitScale(x: ArrayLike<number>, rows: Int32Array, W: ArrayLike<number>, M: number, C: number, V: number): number {
+  let zScale = 0;
+  for (let m = 0; m < M; m++)
+    for (let v = 0; v < V; v++) {
+      let a = 0;
+      for (let c = 0; c < C; c++) a += Math.abs(x[rows[m]! * C + c]! * W[v * C + c]!);
+      zScale = Math.max(zScale, a);
+    }
+  return zScale;
+}

@@ -34,7 +34,7 @@ import { computeLoss } from "../src/loss/losses.js";
 import { defaultLossConfig } from "../src/loss/config.js";
 import { backward, cloneModel, createActivations, createGradients, createModel, forward, logitsOf, type Model } from "../src/model/llama.js";
 import { ropeTables } from "../src/model/rope.js";
-import { assertAllClose, fixture, maxAbsDiff, nativeSimdRuns, rng, storiesGguf } from "./helpers.js";
+import { assertAllClose, fixture, logitScale, maxAbsDiff, nativeSimdRuns, rng, storiesGguf } from "./helpers.js";
 
 const native = loadNative();
 const skip = native.ok ? false : `native addon not available: ${native.reason}`;
@@ -334,13 +334,7 @@ for (const level of ["avx512", "avx2", "portable"]) {
       const dlogp = f32(M, r);
       for (let m = 1; m < M; m += 3) dlogp[m] = 0; // masked positions
       // float32 logits z = x·W carry an error up to ~√C·u·Σ_c|x_c W_vc|; zScale is the largest such sum
-      let zScale = 0;
-      for (let m = 0; m < M; m++)
-        for (let v = 0; v < V; v++) {
-          let a = 0;
-          for (let c = 0; c < C; c++) a += Math.abs(x[rows[m]! * C + c]! * W[v * C + c]!);
-          zScale = Math.max(zScale, a);
-        }
+      const zScale = logitScale(x, rows, W, M, C, V);
       const want = [0, 1, 2, 3].map(() => new Float64Array(M));
       ref.lmHeadLogprobForward(want[0]!, want[1]!, want[2]!, want[3]!, wide(x), rows, targets, wide(W), M, C, V, 0);
       const dx0 = f32(N * C, r), dW0 = f32(V * C, r);
