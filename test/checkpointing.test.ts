@@ -10,12 +10,12 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { LlamaConfig } from "../src/model/config.js";
-import { type Activations, backward, createActivations, createGradients, createModel, forward, forwardPacked, type Model } from "../src/model/llama.js";
+import { type Activations, backward, createActivations, createGradients, forward, forwardPacked, type Model } from "../src/model/llama.js";
 import { LORA_TARGETS, createLora } from "../src/model/lora.js";
 import { Rng } from "../src/rng.js";
 import { resolveTrainConfig } from "../src/train/config.js";
 import { train } from "../src/train/train.js";
-import { fixture, rng, testBackend } from "./helpers.js";
+import { fixture, randomModel, rng, testBackend } from "./helpers.js";
 
 const be = testBackend();
 const tmp = mkdtempSync(join(tmpdir(), "tsdpo-checkpointing-"));
@@ -27,13 +27,7 @@ const cfg: LlamaConfig = {
   rmsEps: 1e-5, tiedEmbeddings: false, qkvBias: true, qkNorm: true, maxSeqLen: 32, slidingWindow: null,
 };
 
-function randomModel(seed: number): Model {
-  const model = createModel(cfg, Float32Array);
-  const r = rng(seed);
-  for (const e of model.entries)
-    for (let i = 0; i < e.size; i++) model.params[e.offset + i] = /norm/.test(e.name) ? 1 + 0.2 * (r() - 0.5) : 0.6 * (r() - 0.5);
-  return model;
-}
+const model32 = (seed: number): Model => randomModel(cfg, Float32Array, seed, 0.6);
 
 const R = 2, T = 7;
 const r0 = rng(3);
@@ -50,7 +44,7 @@ function arenaFloats(acts: Activations): number {
 }
 
 test("full fine-tuning: log-probs and every parameter gradient are bit-identical with checkpointing", () => {
-  const model = randomModel(1);
+  const model = model32(1);
   const run = (checkpointing: boolean): { logp: Float32Array; grads: Float32Array; floats: number } => {
     const acts = createActivations(model, R, T, checkpointing);
     const logp = Float32Array.from(forward(be, model, acts, ids, targets, R, T));
@@ -71,7 +65,7 @@ test("full fine-tuning: log-probs and every parameter gradient are bit-identical
 });
 
 test("LoRA with dropout, on the shared-prefix layout: the recomputation reuses the forward's masks", () => {
-  const model = randomModel(2);
+  const model = model32(2);
   model.lora = createLora(model, { r: 3, alpha: 6, dropout: 0.3, targets: [...LORA_TARGETS] }, 7);
   const rb = rng(4);
   for (const a of model.lora.adapters) for (let i = 0; i < a.B.length; i++) a.B[i] = 0.5 * (rb() - 0.5);

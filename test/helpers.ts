@@ -8,6 +8,8 @@ import type { Backend } from "../src/backend/contract.js";
 import { loadNative, type SimdLevel } from "../src/backend/native/index.js";
 import { type BackendName, defaultBackendName, selectBackend } from "../src/backend/select.js";
 import { mulberry32 } from "../src/rng.js";
+import type { LlamaConfig } from "../src/model/config.js";
+import { type FloatCtor, type Model, createModel } from "../src/model/llama.js";
 
 type Num = ArrayLike<number>;
 
@@ -148,4 +150,13 @@ export function logitScale(x: ArrayLike<number>, rows: Int32Array, W: ArrayLike<
       zScale = Math.max(zScale, a);
     }
   return zScale;
+}
+
+/** A model of `cfg` with seeded random weights: norms 1 ± 0.1, everything else uniform in ±scale/2. */
+export function randomModel(cfg: LlamaConfig, ctor: FloatCtor, seed: number, scale = 0.8): Model {
+  const model = createModel(cfg, ctor);
+  const r = rng(seed);
+  for (const e of model.entries)
+    for (let i = 0; i < e.size; i++) model.params[e.offset + i] = /norm/.test(e.name) ? 1 + 0.2 * (r() - 0.5) : scale * (r() - 0.5);
+  return model;
 }

@@ -8,8 +8,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { jsBackend as be } from "../src/backend/js/kernels.js";
 import type { LayerAttention, LlamaConfig } from "../src/model/config.js";
-import { backward, createActivations, createGradients, createKvCache, createModel, decode, forward, logitsOf, type Model } from "../src/model/llama.js";
-import { assertAllClose, assertParamGradients, rng } from "./helpers.js";
+import { backward, createActivations, createGradients, createKvCache, decode, forward, logitsOf, type Model } from "../src/model/llama.js";
+import { assertAllClose, assertParamGradients, randomModel, rng } from "./helpers.js";
 
 const base: LlamaConfig = {
   family: "llama", V: 13, C: 8, L: 3, NH: 2, NKV: 1, HS: 4, FF: 12, ropeTheta: 10000, ropeScaling: { type: "none" },
@@ -22,13 +22,7 @@ const mixed: LayerAttention[] = [
   { window: null, rope: true, ropeTheta: 1e6, ropeScaling: { type: "linear", factor: 2 } },
 ];
 
-function modelWith(cfg: LlamaConfig, seed: number): Model {
-  const model = createModel(cfg, Float64Array);
-  const r = rng(seed);
-  for (const e of model.entries)
-    for (let i = 0; i < e.size; i++) model.params[e.offset + i] = /norm/.test(e.name) ? 1 + 0.2 * (r() - 0.5) : 0.8 * (r() - 0.5);
-  return model;
-}
+const modelWith = (cfg: LlamaConfig, seed: number): Model => randomModel(cfg, Float64Array, seed);
 
 const R = 2, T = 7;
 const r0 = rng(11);

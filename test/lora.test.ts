@@ -5,23 +5,17 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { jsBackend as be } from "../src/backend/js/kernels.js";
 import type { LlamaConfig } from "../src/model/config.js";
-import { backward, cloneModel, createActivations, createKvCache, createModel, decode, forward, logitsOf, type Model } from "../src/model/llama.js";
+import { backward, cloneModel, createActivations, createKvCache, decode, forward, logitsOf, type Model } from "../src/model/llama.js";
 import { LORA_TARGETS, createLora, mergeLora } from "../src/model/lora.js";
 import { Rng } from "../src/rng.js";
-import { assertAllClose, assertParamGradients, rng } from "./helpers.js";
+import { assertAllClose, assertParamGradients, randomModel, rng } from "./helpers.js";
 
 const cfg: LlamaConfig = {
   family: "qwen3", V: 11, C: 8, L: 2, NH: 4, NKV: 2, HS: 4, FF: 12, ropeTheta: 10000, ropeScaling: { type: "none" },
   rmsEps: 1e-5, tiedEmbeddings: true, qkvBias: false, qkNorm: true, maxSeqLen: 32, slidingWindow: null,
 };
 
-function randomModel(seed: number): Model {
-  const model = createModel(cfg, Float64Array);
-  const r = rng(seed);
-  for (const e of model.entries)
-    for (let i = 0; i < e.size; i++) model.params[e.offset + i] = /norm/.test(e.name) ? 1 + 0.2 * (r() - 0.5) : 0.8 * (r() - 0.5);
-  return model;
-}
+const model64 = (seed: number): Model => randomModel(cfg, Float64Array, seed);
 
 function randomizeB(model: Model, seed: number): void {
   const r = rng(seed);
@@ -35,7 +29,7 @@ const mask = Float64Array.from([0, 1, 1, 1, 0, 0, 0, 1, 1, 0]);
 
 for (const dropout of [0, 0.3]) {
   test(`LoRA A and B gradients match finite differences, all seven targets, dropout ${dropout}`, () => {
-    const model = randomModel(1);
+    const model = model64(1);
     model.lora = createLora(model, { r: 3, alpha: 6, dropout, targets: [...LORA_TARGETS] }, 7);
     randomizeB(model, 2);
     const acts = createActivations(model, R, T);
@@ -61,7 +55,7 @@ for (const dropout of [0, 0.3]) {
 }
 
 test("a fresh adapter (B = 0) leaves the model unchanged; adapters off is the base model", () => {
-  const base = randomModel(3);
+  const base = model64(3);
   const model = cloneModel(base);
   model.lora = createLora(model, { r: 4, alpha: 8, dropout: 0, targets: ["wq", "wk", "wv", "wo"] }, 1);
   const a0 = createActivations(base, R, T), a1 = createActivations(model, R, T);
@@ -75,7 +69,7 @@ test("a fresh adapter (B = 0) leaves the model unchanged; adapters off is the ba
 });
 
 test("merging B·A into the base weights computes the same function", () => {
-  const model = randomModel(5);
+  const model = model64(5);
   model.lora = createLora(model, { r: 2, alpha: 5, dropout: 0, targets: ["wq", "wv", "w_up", "w_down"] }, 3);
   randomizeB(model, 6);
   const acts = createActivations(model, R, T);
@@ -87,7 +81,7 @@ test("merging B·A into the base weights computes the same function", () => {
 });
 
 test("generation with adapters: KV-cache decode equals the training forward", () => {
-  const model = randomModel(8);
+  const model = model64(8);
   model.lora = createLora(model, { r: 2, alpha: 4, dropout: 0, targets: [...LORA_TARGETS] }, 9);
   randomizeB(model, 10);
   const acts = createActivations(model, 1, T);

@@ -5,8 +5,8 @@
 import { test } from "node:test";
 import { jsBackend as be } from "../src/backend/js/kernels.js";
 import type { LlamaConfig } from "../src/model/config.js";
-import { backward, createActivations, createGradients, createKvCache, createModel, decode, forward, logitsOf, type Model } from "../src/model/llama.js";
-import { assertAllClose, assertParamGradients, rng } from "./helpers.js";
+import { backward, createActivations, createGradients, createKvCache, decode, forward, logitsOf } from "../src/model/llama.js";
+import { assertAllClose, assertParamGradients, randomModel, rng } from "./helpers.js";
 
 const base: LlamaConfig = {
   family: "llama", V: 13, C: 8, L: 2, NH: 4, NKV: 2, HS: 4, FF: 12, ropeTheta: 10000, ropeScaling: { type: "none" },
@@ -18,14 +18,6 @@ const variants: [string, LlamaConfig][] = [
   ["qwen3 q/k norm + HS ≠ C/NH + linear rope", { ...base, family: "qwen3", tiedEmbeddings: true, qkNorm: true, HS: 6, ropeScaling: { type: "linear", factor: 2 } }],
   ["mistral sliding window", { ...base, family: "mistral", slidingWindow: 3 }],
 ];
-
-function initRandom(model: Model, seed: number): void {
-  const r = rng(seed);
-  for (const e of model.entries) {
-    const isNorm = e.shape.length === 1 && /norm/.test(e.name);
-    for (let i = 0; i < e.size; i++) model.params[e.offset + i] = isNorm ? 1 + 0.2 * (r() - 0.5) : 0.8 * (r() - 0.5);
-  }
-}
 
 function batch(cfg: LlamaConfig, R: number, T: number, seed: number): { ids: Int32Array; targets: Int32Array; mask: Float64Array } {
   const r = rng(seed);
@@ -41,8 +33,7 @@ function batch(cfg: LlamaConfig, R: number, T: number, seed: number): { ids: Int
 
 for (const [name, cfg] of variants) {
   test(`model gradients match finite differences: ${name}`, () => {
-    const model = createModel(cfg, Float64Array);
-    initRandom(model, 42);
+    const model = randomModel(cfg, Float64Array, 42);
     const R = 2, T = 6;
     const { ids, targets, mask } = batch(cfg, R, T, 7);
     const acts = createActivations(model, R, T);
@@ -67,8 +58,7 @@ for (const [name, cfg] of variants) {
 
 test("padding invariance: right padding does not change the log-probs of earlier positions", () => {
   const cfg = variants[2]![1];
-  const model = createModel(cfg, Float64Array);
-  initRandom(model, 5);
+  const model = randomModel(cfg, Float64Array, 5);
   const { ids, targets } = batch(cfg, 1, 8, 9);
   const acts = createActivations(model, 2, 8);
   const full = Float64Array.from(forward(be, model, acts, ids, targets, 1, 8));
@@ -80,8 +70,7 @@ test("padding invariance: right padding does not change the log-probs of earlier
 
 for (const [name, cfg] of variants) {
   test(`KV-cache decode reproduces the training forward's logits: ${name}`, () => {
-    const model = createModel(cfg, Float64Array);
-    initRandom(model, 11);
+    const model = randomModel(cfg, Float64Array, 11);
     const T = 9;
     const { ids, targets } = batch(cfg, 1, T, 13);
     const acts = createActivations(model, 1, T);

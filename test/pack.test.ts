@@ -9,9 +9,9 @@ import type { Backend } from "../src/backend/contract.js";
 import { packPairs } from "../src/data/pack.js";
 import type { TokenizedPair } from "../src/data/types.js";
 import type { LlamaConfig } from "../src/model/config.js";
-import { backward, createGradients, createModel, type FloatCtor, type Model } from "../src/model/llama.js";
+import { backward, createGradients, type Model } from "../src/model/llama.js";
 import { activationsForPairs, forwardPairs } from "../src/train/logps.js";
-import { assertAllClose, maxAbsDiff, rng, testBackend } from "./helpers.js";
+import { assertAllClose, maxAbsDiff, randomModel, rng, testBackend } from "./helpers.js";
 
 const pair = (index: number, prompt: number[], chosen: number[], rejected: number[]): TokenizedPair => ({
   source: { file: "test", format: "jsonl", index, line: index + 1 },
@@ -56,15 +56,7 @@ const variants: [string, LlamaConfig][] = [
   ["mistral sliding window 4", { ...base, family: "mistral", slidingWindow: 4 }],
 ];
 
-function randomModel(cfg: LlamaConfig, ctor: FloatCtor, seed: number): Model {
-  const model = createModel(cfg, ctor);
-  const r = rng(seed);
-  for (const e of model.entries) {
-    const isNorm = /norm$/.test(e.name);
-    for (let i = 0; i < e.size; i++) model.params[e.offset + i] = isNorm ? 1 + 0.2 * (r() - 0.5) : 0.8 * (r() - 0.5);
-  }
-  return model;
-}
+
 
 /** Pairs of unequal prompt and answer lengths, so rows pad differently in the two layouts. */
 function randomPairs(V: number, seed: number, lengths: [number, number, number][]): TokenizedPair[] {
