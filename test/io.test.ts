@@ -544,7 +544,7 @@ describe("config.json", () => {
       base({ family: "qwen2", V: 50, C: 32, L: 3, NH: 4, NKV: 1, HS: 8, FF: 40, qkvBias: true, slidingWindow: 128 }),
       base({ family: "qwen3", V: 151936, C: 1024, L: 28, NH: 16, NKV: 8, HS: 128, FF: 3072, ropeTheta: 1e6, tiedEmbeddings: true, qkNorm: true, maxSeqLen: 40960 }),
     ];
-    const arch = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM" };
+    const arch: Record<string, string> = { llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM", qwen3: "Qwen3ForCausalLM" };
     for (const cfg of cases) {
       const hf = hfConfigFromLlama(cfg, { bosTokenId: 1, eosTokenId: [2, 3], torchDtype: "bfloat16" });
       const json = JSON.parse(JSON.stringify(hf));
@@ -630,21 +630,21 @@ describe("GGUF config", () => {
 
 describe("tensor names", () => {
   test("examples both ways", () => {
-    assert.equal(hfTensorName("tok_embd"), "model.embed_tokens.weight");
-    assert.equal(hfTensorName("layers.12.wq"), "model.layers.12.self_attn.q_proj.weight");
-    assert.equal(hfTensorName("layers.0.bk"), "model.layers.0.self_attn.k_proj.bias");
-    assert.equal(hfTensorName("layers.3.ffn_norm"), "model.layers.3.post_attention_layernorm.weight");
-    assert.equal(hfTensorName("lm_head"), "lm_head.weight");
+    assert.equal(hfTensorName("tok_embd", "llama"), "model.embed_tokens.weight");
+    assert.equal(hfTensorName("layers.12.wq", "llama"), "model.layers.12.self_attn.q_proj.weight");
+    assert.equal(hfTensorName("layers.0.bk", "llama"), "model.layers.0.self_attn.k_proj.bias");
+    assert.equal(hfTensorName("layers.3.ffn_norm", "llama"), "model.layers.3.post_attention_layernorm.weight");
+    assert.equal(hfTensorName("lm_head", "llama"), "lm_head.weight");
     assert.equal(ggufTensorName("layers.12.wo"), "blk.12.attn_output.weight");
     assert.equal(ggufTensorName("layers.1.k_norm"), "blk.1.attn_k_norm.weight");
     assert.equal(ggufTensorName("out_norm"), "output_norm.weight");
-    assert.equal(tsdpoNameFromHf("model.layers.7.mlp.down_proj.weight"), "layers.7.w_down");
+    assert.equal(tsdpoNameFromHf("model.layers.7.mlp.down_proj.weight", "llama"), "layers.7.w_down");
     assert.equal(tsdpoNameFromGguf("blk.7.ffn_gate.weight"), "layers.7.w_gate");
-    assert.equal(tsdpoNameFromHf("model.layers.0.self_attn.rotary_emb.inv_freq"), null);
-    assert.equal(tsdpoNameFromHf("model.layers.01.mlp.up_proj.weight"), null);
+    assert.equal(tsdpoNameFromHf("model.layers.0.self_attn.rotary_emb.inv_freq", "llama"), null);
+    assert.equal(tsdpoNameFromHf("model.layers.01.mlp.up_proj.weight", "llama"), null);
     assert.equal(tsdpoNameFromGguf("rope_freqs.weight"), null);
     assert.ok(isIgnorableHfTensor("model.layers.0.self_attn.rotary_emb.inv_freq"));
-    assert.throws(() => hfTensorName("layers.0.nope"), /not a tsdpo parameter name/);
+    assert.throws(() => hfTensorName("layers.0.nope", "llama"), /not a tsdpo parameter name/);
   });
 
   test("every parameter of a config with biases, q/k norms and an lm_head maps both ways, injectively", () => {
@@ -653,21 +653,21 @@ describe("tensor names", () => {
       rmsEps: 1e-6, tiedEmbeddings: false, qkvBias: true, qkNorm: true, maxSeqLen: 16, slidingWindow: null,
     };
     const names = paramSpecs(cfg).map((s) => s.name);
-    const hf = names.map(hfTensorName);
+    const hf = names.map((n) => hfTensorName(n, cfg.family));
     const gg = names.map(ggufTensorName);
     assert.equal(new Set(hf).size, names.length);
     assert.equal(new Set(gg).size, names.length);
-    assert.deepEqual(hf.map(tsdpoNameFromHf), names);
+    assert.deepEqual(hf.map((n) => tsdpoNameFromHf(n, cfg.family)), names);
     assert.deepEqual(gg.map(tsdpoNameFromGguf), names);
   });
 
-  for (const family of ["llama", "qwen2", "qwen3"]) {
+  for (const family of ["llama", "qwen2", "qwen3", "gemma2", "gemma3"]) {
     test(`the PyTorch ${family} fixture's HF weights are exactly paramSpecs of its config, same shapes`, () => {
       const h = readSafetensorsHeader(fixture("torch", `${family}.safetensors`));
       const cfg = llamaConfigFromHf(JSON.parse(h.metadata["config"]!), "fixture config");
-      const weights = [...h.tensors.values()].filter((e) => !/^(logits|logp|grad\.|adamw_final\.)/.test(e.name));
-      const got = new Map(weights.map((e) => [tsdpoNameFromHf(e.name), e.shape]));
-      assert.ok(!got.has(null), `unmapped: ${weights.filter((e) => !tsdpoNameFromHf(e.name)).map((e) => e.name)}`);
+      const weights = [...h.tensors.values()].filter((e) => !/^(logits|logp|grad\.|adamw_final\.|dpo|logits64|logp64)/.test(e.name));
+      const got = new Map(weights.map((e) => [tsdpoNameFromHf(e.name, cfg.family), e.shape]));
+      assert.ok(!got.has(null), `unmapped: ${weights.filter((e) => !tsdpoNameFromHf(e.name, cfg.family)).map((e) => e.name)}`);
       assert.deepEqual(got, new Map(paramSpecs(cfg).map((s) => [s.name, s.shape])));
     });
   }

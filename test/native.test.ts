@@ -437,7 +437,7 @@ function loadFixture(name: string): { model: Model; st: ReturnType<typeof readSa
   const path = fixture("torch", `${name}.safetensors`);
   const st = readSafetensors(path);
   const model = createModel(llamaConfigFromHf(JSON.parse(st.metadata.config!), path), Float32Array);
-  for (const e of model.entries) model.params.set(st.tensors.get(hfTensorName(e.name))!.data as Float32Array, e.offset);
+  for (const e of model.entries) model.params.set(st.tensors.get(hfTensorName(e.name, model.cfg.family))!.data as Float32Array, e.offset);
   const inputs = JSON.parse(st.metadata.inputs!) as { ids: number[][]; targets: number[][]; mask: number[][] };
   return {
     model, st, R: inputs.ids.length, T: inputs.ids[0]!.length,
@@ -455,7 +455,7 @@ for (const name of ["llama", "qwen2", "qwen3"]) {
     const grads = createGradients(model);
     backward(nb, model, acts, grads, mask);
     for (const e of model.entries)
-      assertAllClose(grads.grads.subarray(e.offset, e.offset + e.size), st.tensors.get(`grad.${hfTensorName(e.name)}`)!.data as Float32Array, 1e-4, 1e-3, `${name} grad ${e.name}`);
+      assertAllClose(grads.grads.subarray(e.offset, e.offset + e.size), st.tensors.get(`grad.${hfTensorName(e.name, model.cfg.family)}`)!.data as Float32Array, 1e-4, 1e-3, `${name} grad ${e.name}`);
     // The trajectory. qwen2 and qwen3 follow PyTorch to 1e-4. On llama, float32 rounding noise on a coordinate of
     // layers.0.wq whose true gradient is ~6e-9 is blown up by Adam's first step (test/torch-fixtures.test.ts explains
     // it), and the loss then wanders by a few 1e-3 depending on rounding alone: measured on this kernel set, −3.0e-3

@@ -25,8 +25,8 @@ function load(name: string, ctor: Float32ArrayConstructor | Float64ArrayConstruc
   const cfg = llamaConfigFromHf(JSON.parse(st.metadata.config!), path);
   const model = createModel(cfg, ctor);
   for (const e of model.entries) {
-    const t = st.tensors.get(hfTensorName(e.name));
-    assert.ok(t, `fixture lacks ${hfTensorName(e.name)}`);
+    const t = st.tensors.get(hfTensorName(e.name, model.cfg.family));
+    assert.ok(t, `fixture lacks ${hfTensorName(e.name, model.cfg.family)}`);
     assert.deepEqual(t.shape, e.shape, e.name);
     model.params.set(t.data as Float32Array, e.offset);
   }
@@ -52,7 +52,7 @@ for (const name of ["llama", "qwen2", "qwen3"]) {
     const grads = createGradients(model);
     backward(be, model, acts, grads, mask);
     for (const e of model.entries) {
-      const want = st.tensors.get(`grad.${hfTensorName(e.name)}`)!.data as Float32Array;
+      const want = st.tensors.get(`grad.${hfTensorName(e.name, model.cfg.family)}`)!.data as Float32Array;
       assertAllClose(grads.grads.subarray(e.offset, e.offset + e.size), want, 1e-4, 1e-3, `${name} grad ${e.name}`);
     }
   });
@@ -96,9 +96,9 @@ for (const name of ["llama", "qwen2", "qwen3"]) {
       assert.equal(losses.length, 10);
       assertAllClose(losses, adamw.losses, tol, 0, `${name} AdamW losses`);
       if (ctor === Float64Array) assert.ok(Math.abs(lossNow() - adamw.loss_after) < tol, "loss after the last step");
-      if (ctor === Float64Array && st.tensors.has(`adamw_final.${hfTensorName("tok_embd")}`))
+      if (ctor === Float64Array && st.tensors.has(`adamw_final.${hfTensorName("tok_embd", model.cfg.family)}`))
         for (const e of model.entries)
-          assertAllClose(model.params.subarray(e.offset, e.offset + e.size), st.tensors.get(`adamw_final.${hfTensorName(e.name)}`)!.data as Float32Array, 1e-6, 0, `${name} final ${e.name}`);
+          assertAllClose(model.params.subarray(e.offset, e.offset + e.size), st.tensors.get(`adamw_final.${hfTensorName(e.name, model.cfg.family)}`)!.data as Float32Array, 1e-6, 0, `${name} final ${e.name}`);
     });
   }
 }

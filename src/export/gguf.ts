@@ -14,9 +14,12 @@
 // - RoPE scaling: linear is written as rope.scaling.type/factor. Llama-3 scaling ("llama3", Llama 3.1+) has no
 //   metadata key in llama.cpp: its converter writes a rope_freqs.weight tensor of HS/2 per-frequency divisors, and
 //   llama.cpp divides each rotation frequency by them. We write the same tensor, computed from tsdpo's own RoPE
-//   frequencies (model/rope.ts) as unscaled / scaled, so llama.cpp rotates exactly as tsdpo does. tsdpo's own GGUF
-//   loader refuses such files (it cannot recover the scaling parameters from the tensor), so a Llama-3.1-style
-//   export is for llama.cpp only; load the Hugging Face folder in tsdpo.
+//   frequencies (model/rope.ts) as unscaled / scaled, so llama.cpp rotates exactly as tsdpo does; tsdpo's GGUF loader
+//   reads the tensor back as the llama3 scaling it encodes (io/ggufconfig.ts).
+// - Gemma 2 / Gemma 3 are written as llama.cpp's gemma2 / gemma3: norms as 1 + w (llama.cpp multiplies by the stored
+//   weight), the local layers' window and pattern, the soft-caps, and Gemma 3's local RoPE base (rope.freq_base_swa);
+//   rope.freq_base and any linear scaling belong to the global layers. llama.cpp derives the attention scale from
+//   the shapes (1/√HS, or 1/√(C/NH) for the 27B models); a model whose query_pre_attn_scalar says otherwise is refused.
 // - F16 export stores matrices in F16 and keeps 1-D tensors (norms, biases, rope_freqs) in F32, as llama.cpp's
 //   converter does for --outtype f16; general.file_type says which (0 all F32, 1 mostly F16).
 // - LoRA: a model whose adapters are on is written merged, as the Hugging Face export does.
@@ -31,8 +34,9 @@ import { inputError, unsupportedError } from "../errors.js";
 import { metaString, readGguf } from "../io/gguf.js";
 import { type GgufMetaValue, type GgufTensorToWrite, gv, writeGguf } from "../io/ggufwriter.js";
 import type { LoadedModel } from "../io/load.js";
-import { ggufQkPermuted, ggufTensorName, hfToGgufQkRows } from "../io/names.js";
-import type { LlamaConfig, ModelFamily } from "../model/config.js";
+import { llamaCppGemmaAttnScale } from "../io/ggufconfig.js";
+import { ggufNormShift, ggufQkPermuted, ggufTensorName, hfToGgufQkRows } from "../io/names.js";
+import { type LlamaConfig, type ModelFamily, decoderOptions, gemmaLayerIsLocal, layerAttention } from "../model/config.js";
 import { exportedWeights } from "./hf.js";
 import { type QuantMix, quantTypeFor } from "./quanttypes.js";
 import { GGML_TYPE_ID, type QuantType, quantizeRow, rowBytes } from "../quant/ggml.js";
@@ -57,15 +61,16 @@ export interface GgufExportResult {
 const F16_MAX = 65504; // the largest finite half; from 65520 up, values round to infinity
 
 /** GGUF architecture name for a family (see the header for why mistral is llama). */
-export function ggufArchitecture(family: ModelFamily): "llama" | "qwen2" | "qwen3" {
+export function ggufArchitecture(family: ModelFamily): "llama" | "qwen2" | "qwen3" | "gemma2" | "gemma3" {
   switch (family) {
     case "llama":
     case "mistral":
       return "llama";
     case "qwen2":
-      return "qwen2";
     case "qwen3":
-      return "qwen3";
+    case "gemma2":
+    case "gemma3":
+      return family;
     default: {
       const never: never = family;
       throw unsupportedError(`GGUF export of model family ${String(never)} is not supported`);
@@ -106,6 +111,46 @@ function hyperparameters(cfg: LlamaConfig, arch: string): Array<[string, GgufMet
       throw unsupportedError(`GGUF export: RoPE scaling ${JSON.stringify(never)} is not supported`);
     }
   }
+  if (cfg.family === "gemma2" || cfg.family === "gemma3") out.push(...gemmaHyperparameters(cfg, cfg.family, k));
+  return out;
+}
+
+/** gemma2/gemma3 keys, or a refusal naming what llama.cpp's architecture cannot express. */
+function gemmaHyperparameters(cfg: LlamaConfig, family: "gemma2" | "gemma3", k: (s: string) => string): Array<[string, GgufMetaValue]> {
+  const o = decoderOptions(cfg);
+  const cannot = (why: string): never => {
+    throw unsupportedError(`GGUF export: llama.cpp's ${family} architecture cannot express this model: ${why}`);
+  };
+  const want = llamaCppGemmaAttnScale(family, cfg.L, cfg.C, cfg.NH, cfg.HS);
+  if (Math.abs(o.attnScale - want) > 1e-7 * want)
+    cannot(`its attention scale ${o.attnScale} (query_pre_attn_scalar ${(1 / o.attnScale ** 2).toPrecision(6)}) is not the ${want} llama.cpp derives from the shapes`);
+  if (o.norms !== "sandwich" || o.normOffset !== 1 || o.activation !== "gelu_tanh" || !cfg.tiedEmbeddings)
+    cannot("its norms, activation or untied output layer are not Gemma's");
+  const layers = Array.from({ length: cfg.L }, (_, l) => layerAttention(cfg, l));
+  const local = layers.filter((a) => a.window !== null), global = layers.filter((a) => a.window === null);
+  let pattern = 0;
+  for (let p = 1; p <= cfg.L + 1 && pattern === 0; p++) if (layers.every((a, l) => (a.window !== null) === gemmaLayerIsLocal(l, p))) pattern = p;
+  if (pattern === 0) cannot("its local and global layers do not follow one repeating pattern");
+  if (local.some((a) => a.window !== local[0]!.window)) cannot("its local layers have different windows");
+  const g = global[0] ?? { ropeTheta: cfg.ropeTheta, ropeScaling: cfg.ropeScaling };
+  if (global.some((a) => a.ropeTheta !== g.ropeTheta || JSON.stringify(a.ropeScaling) !== JSON.stringify(g.ropeScaling)) ||
+      local.some((a) => a.ropeTheta !== local[0]!.ropeTheta || a.ropeScaling.type !== "none" && family === "gemma3"))
+    cannot("layers of one kind have different RoPE settings");
+  if (g.ropeTheta !== cfg.ropeTheta || JSON.stringify(g.ropeScaling) !== JSON.stringify(cfg.ropeScaling))
+    cannot("rope_theta / rope_scaling must describe the global layers");
+  const out: Array<[string, GgufMetaValue]> = [];
+  if (local.length > 0)
+    out.push([k("attention.sliding_window"), gv.u32(local[0]!.window!)], [k("attention.sliding_window_pattern"), gv.u32(pattern)]);
+  if (family === "gemma2") {
+    if (o.attnSoftcap <= 0 || o.finalSoftcap <= 0) cannot("llama.cpp always soft-caps Gemma 2's scores and logits; the model has no cap");
+    if (local[0] && (local[0].ropeTheta !== g.ropeTheta || JSON.stringify(local[0].ropeScaling) !== JSON.stringify(g.ropeScaling)))
+      cannot("Gemma 2's local and global layers share one RoPE in llama.cpp");
+    out.push([k("attn_logit_softcapping"), gv.f32(o.attnSoftcap)], [k("final_logit_softcapping"), gv.f32(o.finalSoftcap)]);
+  } else {
+    if (o.attnSoftcap > 0) cannot("llama.cpp's gemma3 has no attention soft-cap");
+    if (o.finalSoftcap > 0) out.push([k("final_logit_softcapping"), gv.f32(o.finalSoftcap)]);
+    if (local[0]) out.push([k("rope.freq_base_swa"), gv.f32(local[0].ropeTheta)]);
+  }
   return out;
 }
 
@@ -129,15 +174,10 @@ export function exportGguf(loaded: LoadedModel, outPath: string, opts: GgufExpor
   const mix: QuantMix | null = opts.dtype === "Q8_0" ? "q8_0" : opts.dtype === "Q4_K_M" ? "q4_k_m" : opts.dtype === "Q6_K" ? "q6_k" : null;
   const arch = ggufArchitecture(cfg.family);
   const notes: string[] = [];
-  if (cfg.slidingWindow !== null && cfg.slidingWindow < cfg.maxSeqLen)
+  if (cfg.slidingWindow !== null && cfg.slidingWindow < cfg.maxSeqLen && arch !== "gemma2" && arch !== "gemma3")
     notes.push(
       `the model's sliding window (${cfg.slidingWindow} tokens) is not in the GGUF: llama.cpp's llama architecture ` +
         `attends to the whole context, so outputs differ from tsdpo's beyond ${cfg.slidingWindow} tokens`,
-    );
-  if (cfg.ropeScaling.type === "llama3")
-    notes.push(
-      "Llama-3 RoPE scaling is written as a rope_freqs.weight tensor, as llama.cpp's converter does; llama.cpp runs " +
-        "the file, but tsdpo's own GGUF loader does not read it back (use the Hugging Face folder in tsdpo)",
     );
 
   let vocab: Array<[string, GgufMetaValue]>;
@@ -172,6 +212,8 @@ export function exportGguf(loaded: LoadedModel, outPath: string, opts: GgufExpor
       const heads = /\.(wq|bq)$/.test(e.name) ? cfg.NH : cfg.NKV;
       data = hfToGgufQkRows(Float32Array.from(data), heads, cfg.HS, cols);
     }
+    const shift = ggufNormShift(cfg.family, e.name); // Gemma's norms are stored as 1 + w
+    if (shift !== 0) data = Float32Array.from(data, (x) => x + shift);
     const f32 = data instanceof Float32Array ? data : Float32Array.from(data);
     const dims = [...e.shape].reverse();
     if (mix) {

@@ -50,7 +50,7 @@ export function exportHf(loaded: LoadedModel, outDir: string, opts: HfExportOpti
   const model = exportedWeights(loaded.model);
   mkdirSync(outDir, { recursive: true });
   const tensors: TensorToWrite[] = model.entries.map((e) => ({
-    name: hfTensorName(e.name),
+    name: hfTensorName(e.name, model.cfg.family),
     shape: e.shape,
     data: Float32Array.from(model.params.subarray(e.offset, e.offset + e.size)),
   }));

@@ -1,5 +1,5 @@
 // GGUF metadata -> LlamaConfig, for general.architecture llama (also Mistral models, which llama.cpp's converter
-// writes as llama), mistral, qwen2 and qwen3.
+// writes as llama), mistral, qwen2, qwen3, gemma2 and gemma3.
 //
 // We read the keys the way llama.cpp does (src/llama-model.cpp, llm_load_hparams), because GGUF files are made to
 // be run by llama.cpp: what it ignores we ignore too (e.g. no sliding window for these architectures), and what
@@ -14,10 +14,10 @@
 import { closeSync, openSync, readSync } from "node:fs";
 import { inputError, unsupportedError } from "../errors.js";
 import { ropeFreqFactors } from "../model/rope.js";
-import { type LlamaConfig, type ModelFamily, type RopeScaling, unsupportedArchitectureKind } from "../model/config.js";
+import { type LayerAttention, type LlamaConfig, type ModelFamily, type RopeScaling, gemmaLayerIsLocal, unsupportedArchitectureKind } from "../model/config.js";
 import { type GgufFile, type GgufValue, metaArray } from "./gguf.js";
 
-export const SUPPORTED_GGUF_ARCHITECTURES: readonly ModelFamily[] = ["llama", "mistral", "qwen2", "qwen3"];
+export const SUPPORTED_GGUF_ARCHITECTURES: readonly ModelFamily[] = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3"];
 const DEFAULT_ROPE_THETA = 10000; // llama.cpp's default when rope.freq_base is absent
 
 function describe(v: GgufValue | undefined): string {
@@ -226,7 +226,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
       `${f.path}: tokenizer.ggml.tokens has ${tokens.length} tokens but ${embd.name} has only ${V} rows`,
     );
 
-  return {
+  const cfg: LlamaConfig = {
     family,
     V,
     C,
@@ -243,5 +243,60 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     qkNorm: f.tensors.has("blk.0.attn_q_norm.weight"),
     maxSeqLen: m.posInt("context_length"),
     slidingWindow: null,
+  };
+  return family === "gemma2" || family === "gemma3" ? gemmaFromGguf(m, cfg, family) : cfg;
+}
+
+/**
+ * The attention scale llama.cpp uses for a gemma2/gemma3 GGUF, which has no key for query_pre_attn_scalar: 1/√(C/NH)
+ * for the 27B models (46 and 62 layers), else 1/√HS. The exporter refuses a model this rule would misdescribe.
+ */
+export function llamaCppGemmaAttnScale(family: "gemma2" | "gemma3", L: number, C: number, NH: number, HS: number): number {
+  return L === (family === "gemma2" ? 46 : 62) ? 1 / Math.sqrt(C / NH) : 1 / Math.sqrt(HS);
+}
+
+/**
+ * llama.cpp's reading of a gemma2/gemma3 file (src/models/gemma2.cpp, gemma3.cpp): local layers every
+ * sliding_window_pattern (default 2 and 6) with window attention.sliding_window (Gemma 2 default 4096; a Gemma 3
+ * without the key has no local layers), Gemma 2's soft-caps (defaults 50 and 30), Gemma 3's local RoPE base
+ * rope.freq_base_swa (default 10000, unscaled), and the attention scale it derives from the shapes.
+ */
+function gemmaFromGguf(m: Meta, cfg: LlamaConfig, family: "gemma2" | "gemma3"): LlamaConfig {
+  const { f } = m;
+  if (!cfg.tiedEmbeddings) throw unsupportedError(`${f.path}: a ${family} GGUF with an output.weight tensor is not supported (Gemma ties its output layer to token_embd)`);
+  if (cfg.qkNorm !== (family === "gemma3"))
+    throw inputError(`${f.path}: a ${family} GGUF ${family === "gemma3" ? "needs" : "must not have"} attn_q_norm / attn_k_norm tensors`);
+  const window = family === "gemma2" ? m.posInt("attention.sliding_window", 4096) : m.optNumber("attention.sliding_window");
+  const patternValue = f.metadata.get(`${family}.attention.sliding_window_pattern`);
+  if (Array.isArray(patternValue))
+    throw unsupportedError(`${f.path}: ${family}.attention.sliding_window_pattern is a per-layer array; tsdpo reads the repeating pattern (a number) only`);
+  const pattern = m.posInt("attention.sliding_window_pattern", family === "gemma2" ? 2 : 6);
+  const hasLocal = window !== undefined && window > 0;
+  if (hasLocal && !Number.isSafeInteger(window)) throw inputError(`${f.path}: ${family}.attention.sliding_window must be a positive integer, got ${window}`);
+  const localTheta = family === "gemma3" ? m.posNumber("rope.freq_base_swa", 10000) : cfg.ropeTheta;
+  const localScaling: RopeScaling = family === "gemma3" ? { type: "none" } : cfg.ropeScaling;
+  const layers: LayerAttention[] = Array.from({ length: cfg.L }, (_, l) =>
+    hasLocal && gemmaLayerIsLocal(l, pattern)
+      ? { window: window!, rope: true, ropeTheta: localTheta, ropeScaling: localScaling }
+      : { window: null, rope: true, ropeTheta: cfg.ropeTheta, ropeScaling: cfg.ropeScaling },
+  );
+  const cap = (key: string, def: number): number => {
+    const v = m.optNumber(key);
+    if (v === undefined) return def;
+    if (!(Number.isFinite(v) && v >= 0)) throw inputError(`${f.path}: GGUF key ${family}.${key} must be a number ≥ 0, got ${v}`);
+    return v;
+  };
+  const attnScale = llamaCppGemmaAttnScale(family, cfg.L, cfg.C, cfg.NH, cfg.HS);
+  return {
+    ...cfg,
+    slidingWindow: hasLocal ? window! : null,
+    layers,
+    norms: "sandwich",
+    normOffset: 1,
+    activation: "gelu_tanh",
+    embedScale: Math.sqrt(cfg.C),
+    attnScale,
+    attnSoftcap: family === "gemma2" ? cap("attn_logit_softcapping", 50) : 0,
+    finalSoftcap: cap("final_logit_softcapping", family === "gemma2" ? 30 : 0),
   };
 }

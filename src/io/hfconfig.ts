@@ -1,4 +1,5 @@
-// Hugging Face config.json <-> LlamaConfig, for model_type llama (also SmolLM), mistral, qwen2 and qwen3.
+// Hugging Face config.json <-> LlamaConfig, for model_type llama (also SmolLM), mistral, qwen2, qwen3, gemma2,
+// gemma3_text, and gemma3 (the multimodal checkpoint, whose text_config is read and whose vision tower is skipped).
 //
 // Defaults are the ones transformers' LlamaConfig / MistralConfig / Qwen2Config / Qwen3Config constructors apply,
 // so a config.json that transformers loads means the same model here. The five sizes (vocab_size, hidden_size,
@@ -12,15 +13,25 @@
 
 import { readFileSync } from "node:fs";
 import { describeJsonError, describeValue, inputError, TsdpoError, unsupportedError } from "../errors.js";
-import { type LlamaConfig, type ModelFamily, type RopeScaling, unsupportedArchitectureKind } from "../model/config.js";
+import {
+  type LayerAttention, type LlamaConfig, type ModelFamily, type RopeScaling, decoderOptions, gemmaLayerIsLocal, layerAttention,
+  unsupportedArchitectureKind,
+} from "../model/config.js";
 
-export const SUPPORTED_MODEL_TYPES: readonly ModelFamily[] = ["llama", "mistral", "qwen2", "qwen3"];
+/** The model_type values read (gemma3_text and gemma3 both become family gemma3). */
+export const SUPPORTED_MODEL_TYPES: readonly string[] = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3"];
 
 const ARCHITECTURES: Record<ModelFamily, string> = {
   llama: "LlamaForCausalLM",
   mistral: "MistralForCausalLM",
   qwen2: "Qwen2ForCausalLM",
   qwen3: "Qwen3ForCausalLM",
+  gemma2: "Gemma2ForCausalLM",
+  gemma3: "Gemma3ForCausalLM",
+};
+/** The model_type a family is written as (a multimodal gemma3 checkpoint is exported as its text model). */
+const MODEL_TYPE: Record<ModelFamily, string> = {
+  llama: "llama", mistral: "mistral", qwen2: "qwen2", qwen3: "qwen3", gemma2: "gemma2", gemma3: "gemma3_text",
 };
 
 // transformers' constructor defaults for the keys we let default.
@@ -29,7 +40,16 @@ const DEFAULTS: Record<ModelFamily, { maxPos: number; headDim: number | null; sl
   mistral: { maxPos: 4096 * 32, headDim: null, slidingWindow: 4096 },
   qwen2: { maxPos: 32768, headDim: null, slidingWindow: 4096 },
   qwen3: { maxPos: 32768, headDim: 128, slidingWindow: 4096 },
+  gemma2: { maxPos: 8192, headDim: 256, slidingWindow: 4096 },
+  gemma3: { maxPos: 131072, headDim: 256, slidingWindow: 4096 },
 };
+// Gemma2Config / Gemma3TextConfig defaults that real checkpoints rely on: a multimodal Gemma 3's text_config often
+// leaves out vocab_size, the head counts and query_pre_attn_scalar.
+const GEMMA_DEFAULTS = {
+  gemma2: { vocab: 256000, heads: 8, kvHeads: 4, queryPreAttnScalar: 256, attnSoftcap: 50, finalSoftcap: 30, pattern: 2 },
+  gemma3: { vocab: 262208, heads: 8, kvHeads: 4, queryPreAttnScalar: 256, attnSoftcap: null, finalSoftcap: null, pattern: 6 },
+} as const;
+const GEMMA3_LOCAL_ROPE_THETA = 10000; // Gemma3TextConfig.rope_local_base_freq
 const DEFAULT_RMS_EPS = 1e-6;
 const DEFAULT_ROPE_THETA = 10000;
 const DEFAULT_MAX_WINDOW_LAYERS = 28; // Qwen2Config / Qwen3Config
@@ -85,6 +105,29 @@ class Reader {
     if (v === undefined) return def;
     if (v === null) return null;
     return this.posInt(key);
+  }
+  /** A positive number, null (none, returned as 0) or absent (def; null means none). */
+  capOrNone(key: string, def: number | null): number {
+    const v = this.obj[key];
+    if (v === undefined) return def ?? 0;
+    if (v === null) return 0;
+    return this.posNumber(key);
+  }
+}
+
+/** rope_scaling as config.json writes it (null: none). */
+function ropeScalingJson(s: RopeScaling): Record<string, unknown> | null {
+  switch (s.type) {
+    case "none": return null;
+    case "linear": return { rope_type: "linear", factor: s.factor };
+    case "llama3":
+      return {
+        rope_type: "llama3",
+        factor: s.factor,
+        low_freq_factor: s.lowFreqFactor,
+        high_freq_factor: s.highFreqFactor,
+        original_max_position_embeddings: s.originalMaxPositionEmbeddings,
+      };
   }
 }
 
@@ -152,13 +195,19 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
   const modelType = configJson["model_type"];
   if (typeof modelType !== "string")
     throw inputError(`${path}: key "model_type" is missing or not a string; is this a transformers config.json?`);
-  if (!(SUPPORTED_MODEL_TYPES as readonly string[]).includes(modelType)) {
+  if (!SUPPORTED_MODEL_TYPES.includes(modelType)) {
     const kind = unsupportedArchitectureKind(modelType);
     throw unsupportedError(
       kind
         ? `${path}: model_type ${JSON.stringify(modelType)} is ${kind}; tsdpo trains dense decoders only (${SUPPORTED_MODEL_TYPES.join(", ")})`
         : `${path}: model_type ${JSON.stringify(modelType)} is not supported; tsdpo supports ${SUPPORTED_MODEL_TYPES.join(", ")} (SmolLM is "llama")`,
     );
+  }
+  if (modelType === "gemma2" || modelType === "gemma3_text") return gemmaConfigFromHf(r, modelType === "gemma2" ? "gemma2" : "gemma3");
+  if (modelType === "gemma3") {
+    const text = configJson["text_config"];
+    if (!isObject(text)) throw inputError(`${path}: model_type "gemma3" needs a "text_config" object (the language model's settings); fix config.json`);
+    return gemmaConfigFromHf(new Reader(text, path, "text_config."), "gemma3");
   }
   const family = modelType as ModelFamily;
   const d = DEFAULTS[family];
@@ -238,6 +287,172 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
   };
 }
 
+/** Whether a config.json is a multimodal Gemma 3 (its vision tower is not loaded; see loadHfFolder). */
+export const isMultimodalGemma3 = (configJson: unknown): boolean => isObject(configJson) && configJson["model_type"] === "gemma3";
+
+/**
+ * Gemma 2 and Gemma 3 text models (Gemma2Config / Gemma3TextConfig): Llama's layout plus √C-scaled embeddings,
+ * (1 + w) RMSNorms before and after each sublayer, GeGLU with tanh-GELU, scores scaled by query_pre_attn_scalar^−½,
+ * Gemma 2's soft-caps, and alternating local (sliding) and global layers, which in Gemma 3 have their own RoPE bases.
+ */
+function gemmaConfigFromHf(r: Reader, family: "gemma2" | "gemma3"): LlamaConfig {
+  const path = r.path;
+  const g = GEMMA_DEFAULTS[family];
+  const d = DEFAULTS[family];
+  const V = r.posInt("vocab_size", g.vocab);
+  const C = r.posInt("hidden_size");
+  const FF = r.posInt("intermediate_size");
+  const L = r.posInt("num_hidden_layers");
+  const NH = r.posInt("num_attention_heads", g.heads);
+  const NKV = r.posInt("num_key_value_heads", g.kvHeads);
+  if (NH % NKV !== 0)
+    throw inputError(`${path}: key "${r.prefix}num_attention_heads" ${NH} is not a multiple of num_key_value_heads ${NKV}; fix config.json`);
+  const HS = r.posInt("head_dim", d.headDim!);
+  if (HS % 2 !== 0) throw inputError(`${path}: head size ${HS} must be even for RoPE; fix config.json`);
+  // Gemma configs carry hidden_activation (and sometimes hidden_act too); gelu_pytorch_tanh is the published value.
+  for (const key of ["hidden_activation", "hidden_act"]) {
+    if (!r.has(key)) continue;
+    const act = r.str(key);
+    if (act !== "gelu_pytorch_tanh" && act !== "gelu_tanh" && !(key === "hidden_act" && r.has("hidden_activation")))
+      throw unsupportedError(`${path}: ${r.prefix}${key} ${JSON.stringify(act)} is not supported; tsdpo implements Gemma's GeGLU with tanh-GELU ("gelu_pytorch_tanh")`);
+  }
+  if (r.bool("attention_bias", false)) throw unsupportedError(`${path}: ${r.prefix}attention_bias true is not supported for ${family}`);
+
+  // RoPE: one base for every layer (Gemma 2), or global layers at rope_theta with rope_scaling and local layers at
+  // rope_local_base_freq unscaled (Gemma 3). transformers 5 writes rope_parameters, per layer type for Gemma 3.
+  let globalTheta = r.posNumber("rope_theta", family === "gemma3" ? 1000000 : 10000);
+  let globalScaling = ropeScalingFrom(r, "rope_scaling", r.obj["rope_scaling"]);
+  let localTheta = family === "gemma3" ? r.posNumber("rope_local_base_freq", GEMMA3_LOCAL_ROPE_THETA) : globalTheta;
+  let localScaling: RopeScaling = family === "gemma3" ? { type: "none" } : globalScaling;
+  const params = r.obj["rope_parameters"];
+  if (params !== undefined && params !== null) {
+    if (!isObject(params)) throw inputError(`${path}: key "${r.prefix}rope_parameters" must be an object; fix config.json`);
+    const byType = Object.values(params).some(isObject);
+    const read = (obj: unknown, key: string, def: number): [number, RopeScaling] => {
+      if (!isObject(obj)) throw inputError(`${path}: key "${r.prefix}${key}" must be an object; fix config.json`);
+      return [new Reader(obj, path, `${r.prefix}${key}.`).posNumber("rope_theta", def), ropeScalingFrom(r, `${r.prefix}${key}`, obj)];
+    };
+    if (byType) {
+      [globalTheta, globalScaling] = read(params["full_attention"], "rope_parameters.full_attention", globalTheta);
+      if (params["sliding_attention"] !== undefined) [localTheta, localScaling] = read(params["sliding_attention"], "rope_parameters.sliding_attention", localTheta);
+    } else {
+      [globalTheta, globalScaling] = read(params, "rope_parameters", globalTheta);
+      if (family === "gemma2") [localTheta, localScaling] = [globalTheta, globalScaling];
+    }
+  }
+
+  const window = r.posInt("sliding_window", d.slidingWindow!);
+  const local = layerKinds(r, L, family);
+  const layers: LayerAttention[] = local.map((isLocal) =>
+    isLocal
+      ? { window, rope: true, ropeTheta: localTheta, ropeScaling: localScaling }
+      : { window: null, rope: true, ropeTheta: globalTheta, ropeScaling: globalScaling },
+  );
+  return {
+    family, V, C, L, NH, NKV, HS, FF,
+    // the model-wide values describe the global layers (what export writes as rope_theta / rope_scaling)
+    ropeTheta: globalTheta,
+    ropeScaling: globalScaling,
+    rmsEps: r.posNumber("rms_norm_eps", DEFAULT_RMS_EPS),
+    tiedEmbeddings: r.bool("tie_word_embeddings", true),
+    qkvBias: false,
+    qkNorm: family === "gemma3",
+    maxSeqLen: r.posInt("max_position_embeddings", d.maxPos),
+    slidingWindow: local.some((x) => x) ? window : null, // the local layers' window; `layers` says which they are
+    layers,
+    norms: "sandwich",
+    normOffset: 1,
+    activation: "gelu_tanh",
+    embedScale: Math.sqrt(C),
+    attnScale: 1 / Math.sqrt(r.posNumber("query_pre_attn_scalar", g.queryPreAttnScalar)),
+    attnSoftcap: r.capOrNone("attn_logit_softcapping", g.attnSoftcap),
+    finalSoftcap: r.capOrNone("final_logit_softcapping", g.finalSoftcap),
+  };
+}
+
+/** Per layer, whether it is local (sliding): layer_types when given, else the family's pattern. */
+function layerKinds(r: Reader, L: number, family: "gemma2" | "gemma3"): boolean[] {
+  const layerTypes = r.obj["layer_types"];
+  if (Array.isArray(layerTypes)) {
+    if (layerTypes.length !== L)
+      throw inputError(`${r.path}: key "${r.prefix}layer_types" has ${layerTypes.length} entries but num_hidden_layers is ${L}; fix config.json`);
+    return layerTypes.map((k, i) => {
+      if (k === "sliding_attention") return true;
+      if (k === "full_attention") return false;
+      throw inputError(`${r.path}: key "${r.prefix}layer_types[${i}]" must be "sliding_attention" or "full_attention", got ${describeValue(k)}; fix config.json`);
+    });
+  }
+  // Gemma 2's pattern is fixed (every other layer, starting local); Gemma 3 names it sliding_window_pattern.
+  const pattern = family === "gemma3" ? r.posInt("sliding_window_pattern", GEMMA_DEFAULTS.gemma3.pattern) : GEMMA_DEFAULTS.gemma2.pattern;
+  return Array.from({ length: L }, (_, l) => gemmaLayerIsLocal(l, pattern));
+}
+
+/**
+ * A Gemma 2 or Gemma 3 text config. What config.json cannot say is refused: local layers need one window and (Gemma
+ * 2) the global layers' RoPE, (Gemma 3) their own unscaled base; every option must be Gemma's.
+ */
+function gemmaHfConfig(cfg: LlamaConfig, family: "gemma2" | "gemma3", opts: HfExportOptions): Record<string, unknown> {
+  const o = decoderOptions(cfg);
+  const cannot = (why: string): never => {
+    throw unsupportedError(`cannot write a transformers ${MODEL_TYPE[family]} config: ${why}`);
+  };
+  if (o.norms !== "sandwich" || o.normOffset !== 1 || o.activation !== "gelu_tanh" || Math.abs(o.embedScale - Math.sqrt(cfg.C)) > 1e-9 * Math.sqrt(cfg.C))
+    cannot("the model's norms, activation or embedding scale are not Gemma's");
+  if (cfg.qkvBias || cfg.qkNorm !== (family === "gemma3")) cannot(`q/k/v biases or q/k norms differ from ${family}'s`);
+  if (!cfg.tiedEmbeddings) cannot("Gemma ties its output layer to the embeddings");
+  if (family === "gemma3" && o.attnSoftcap > 0) cannot("Gemma 3 has no attention soft-cap");
+  const layers = Array.from({ length: cfg.L }, (_, l) => layerAttention(cfg, l));
+  const local = layers.filter((a) => a.window !== null), global = layers.filter((a) => a.window === null);
+  const same = (a: LayerAttention, b: LayerAttention): boolean => a.rope === b.rope && a.ropeTheta === b.ropeTheta && JSON.stringify(a.ropeScaling) === JSON.stringify(b.ropeScaling);
+  if (layers.some((a) => !a.rope)) cannot("every Gemma layer uses RoPE");
+  if (local.some((a) => a.window !== local[0]!.window)) cannot("the local layers have different windows");
+  if (global.some((a) => !same(a, global[0] ?? a)) || local.some((a) => !same(a, local[0]!))) cannot("layers of one kind have different RoPE settings");
+  const g = global[0] ?? { window: null, rope: true, ropeTheta: cfg.ropeTheta, ropeScaling: cfg.ropeScaling };
+  if (family === "gemma2" && local[0] && !same(local[0], g)) cannot("Gemma 2's local and global layers share one RoPE");
+  if (family === "gemma3" && local[0]?.ropeScaling.type !== undefined && local[0].ropeScaling.type !== "none") cannot("Gemma 3's local layers have unscaled RoPE");
+  const qpas = 1 / (o.attnScale * o.attnScale);
+  const out: Record<string, unknown> = {
+    architectures: [ARCHITECTURES[family]],
+    model_type: MODEL_TYPE[family],
+    vocab_size: cfg.V,
+    hidden_size: cfg.C,
+    intermediate_size: cfg.FF,
+    num_hidden_layers: cfg.L,
+    num_attention_heads: cfg.NH,
+    num_key_value_heads: cfg.NKV,
+    head_dim: cfg.HS,
+    hidden_activation: "gelu_pytorch_tanh",
+    max_position_embeddings: cfg.maxSeqLen,
+    rms_norm_eps: cfg.rmsEps,
+    rope_theta: g.ropeTheta,
+    rope_scaling: ropeScalingJson(g.ropeScaling),
+    ...(family === "gemma3" ? { rope_local_base_freq: local[0]?.ropeTheta ?? GEMMA3_LOCAL_ROPE_THETA } : {}),
+    // query_pre_attn_scalar is 1/attnScale², an integer in every real config: write it as one when it is
+    query_pre_attn_scalar: Math.abs(qpas - Math.round(qpas)) < 1e-6 * qpas ? Math.round(qpas) : qpas,
+    attn_logit_softcapping: o.attnSoftcap > 0 ? o.attnSoftcap : null,
+    final_logit_softcapping: o.finalSoftcap > 0 ? o.finalSoftcap : null,
+    sliding_window: local[0]?.window ?? cfg.slidingWindow ?? DEFAULTS[family].slidingWindow,
+    layer_types: layers.map((a) => (a.window === null ? "full_attention" : "sliding_attention")),
+    tie_word_embeddings: true,
+    attention_bias: false,
+    attention_dropout: 0.0,
+    initializer_range: 0.02,
+    use_cache: true,
+    bos_token_id: opts.bosTokenId,
+    eos_token_id: opts.eosTokenId,
+    torch_dtype: opts.torchDtype,
+  };
+  // Older transformers read the pattern rather than layer_types; write it when the layers follow one.
+  if (family === "gemma3") {
+    for (let p = 1; p <= cfg.L + 1; p++)
+      if (layers.every((a, l) => (a.window !== null) === gemmaLayerIsLocal(l, p))) {
+        out["sliding_window_pattern"] = p;
+        break;
+      }
+  }
+  return out;
+}
+
 /** Reads and parses a config.json file. */
 export function readHfConfig(path: string): LlamaConfig {
   let text: string;
@@ -264,6 +479,7 @@ export interface HfExportOptions {
 /** A config.json object that transformers loads into the same architecture. */
 export function hfConfigFromLlama(cfg: LlamaConfig, opts: HfExportOptions): Record<string, unknown> {
   const { family } = cfg;
+  if (family === "gemma2" || family === "gemma3") return gemmaHfConfig(cfg, family, opts);
   const want = { qkvBias: family === "qwen2", qkNorm: family === "qwen3" };
   if (cfg.qkvBias !== want.qkvBias || cfg.qkNorm !== want.qkNorm)
     throw unsupportedError(
@@ -274,25 +490,11 @@ export function hfConfigFromLlama(cfg: LlamaConfig, opts: HfExportOptions): Reco
   if (family === "llama" && cfg.slidingWindow !== null)
     throw unsupportedError(`cannot write a transformers llama config with a sliding window; use model_type mistral`);
 
-  let ropeScaling: Record<string, unknown> | null;
-  const s = cfg.ropeScaling;
-  switch (s.type) {
-    case "none": ropeScaling = null; break;
-    case "linear": ropeScaling = { rope_type: "linear", factor: s.factor }; break;
-    case "llama3":
-      ropeScaling = {
-        rope_type: "llama3",
-        factor: s.factor,
-        low_freq_factor: s.lowFreqFactor,
-        high_freq_factor: s.highFreqFactor,
-        original_max_position_embeddings: s.originalMaxPositionEmbeddings,
-      };
-      break;
-  }
+  const ropeScaling = ropeScalingJson(cfg.ropeScaling);
 
   const out: Record<string, unknown> = {
     architectures: [ARCHITECTURES[family]],
-    model_type: family,
+    model_type: MODEL_TYPE[family],
     vocab_size: cfg.V,
     hidden_size: cfg.C,
     intermediate_size: cfg.FF,

@@ -13,9 +13,9 @@ import { BLOCK, GGML_TYPE_ID, type QuantType, dequantizeRow, rowBytes } from "..
 import { type QuantWeight, quantWeight } from "../model/weights.js";
 import { type GgufFile, readGguf, readGgufHeader, readGgufTensor, readableGgufTensor } from "./gguf.js";
 import { llamaConfigFromGguf } from "./ggufconfig.js";
-import { llamaConfigFromHf } from "./hfconfig.js";
-import { ggufQkPermuted, ggufShape, ggufTensorName, ggufToHfQkRows, hfTensorName } from "./names.js";
-import { openSafetensorsFolder, readFolderTensorF32 } from "./safetensors.js";
+import { isMultimodalGemma3, llamaConfigFromHf } from "./hfconfig.js";
+import { ggufNormShift, ggufQkPermuted, ggufShape, ggufTensorName, ggufToHfQkRows, hfTensorName } from "./names.js";
+import { type SafetensorsFolder, openSafetensorsFolder, readFolderTensorF32 } from "./safetensors.js";
 
 export interface LoadedModel {
   model: Model;
@@ -162,6 +162,8 @@ export function loadGgufModel(path: string, ctor: FloatCtor = Float32Array, opts
       data = ggufToHfQkRows(data, heads, cfg.HS, e.shape.length === 2 ? e.shape[1]! : 1);
     }
     model.params.set(data, e.offset);
+    const shift = ggufNormShift(cfg.family, e.name); // Gemma's GGUF norms hold 1 + w
+    if (shift !== 0) for (let i = e.offset; i < e.offset + e.size; i++) model.params[i]! -= shift;
   }
   return { model, tokenizer, path, format: "gguf", hfConfig: null };
 }
@@ -194,10 +196,11 @@ export function loadHfFolder(folder: string, ctor: FloatCtor = Float32Array, opt
         `vocab_size ${cfg.V}; the tokenizer does not belong to these weights (copy the model's own tokenizer.json)`,
     );
   const st = openSafetensorsFolder(folder);
+  const hfName = hfNamer(folder, st, cfg, hfConfig);
   // As for GGUF: every tensor is checked before the arena that config.json sizes is allocated.
   checkLayerCount(configPath, cfg, st.entries.size, "num_hidden_layers");
   for (const s of paramSpecs(cfg)) {
-    const name = hfTensorName(s.name);
+    const name = hfName(s.name);
     const entry = st.entries.get(name);
     if (!entry) throw inputError(`${folder}: tensor ${name} is missing from the safetensors weights`);
     checkShape(folder, name, entry.shape, s.shape, cfg);
@@ -208,14 +211,29 @@ export function loadHfFolder(folder: string, ctor: FloatCtor = Float32Array, opt
   const halves = new Map<string, QuantWeight>();
   if (ctor === Float32Array)
     for (const s of paramSpecs(cfg)) {
-      const t = st.tensors.get(hfTensorName(s.name))!;
+      const t = st.tensors.get(hfName(s.name))!;
       if (!keepsHfHalves(t.entry.dtype, s.shape, opts)) continue;
       const bytes = readBytes(t.file.path, t.file.dataStart + t.entry.begin, t.entry.end - t.entry.begin);
       halves.set(s.name, quantWeight(t.entry.dtype, bytes, s.shape[0]!, s.shape[1]!));
     }
   const model = createModel(cfg, ctor, halves);
-  for (const e of model.entries) model.params.set(readFolderTensorF32(st, hfTensorName(e.name)), e.offset);
+  for (const e of model.entries) model.params.set(readFolderTensorF32(st, hfName(e.name)), e.offset);
   return { model, tokenizer, path: folder, format: "hf", hfConfig: hfConfig as Record<string, unknown> };
+}
+
+/**
+ * tsdpo name -> the folder's tensor name. A multimodal Gemma 3 (Gemma3ForConditionalGeneration) keeps its language
+ * model under model.language_model. (transformers ≥ 4.52) or language_model.model. (before); its vision tower and
+ * projector are not loaded, which is said once on stderr.
+ */
+function hfNamer(folder: string, st: SafetensorsFolder, cfg: LlamaConfig, configJson: unknown, quiet = false): (name: string) => string {
+  const plain = (name: string): string => hfTensorName(name, cfg.family);
+  if (!isMultimodalGemma3(configJson)) return plain;
+  const prefix = ["model.language_model.", "language_model.model.", "model."].find((p) => st.entries.has(`${p}embed_tokens.weight`));
+  if (!prefix) throw inputError(`${folder}: a gemma3 checkpoint but no language-model embeddings (model.language_model.embed_tokens.weight) in its safetensors`);
+  const skipped = [...st.entries.keys()].filter((n) => !n.startsWith(prefix) && !/(^|\.)lm_head\.weight$/.test(n)).length;
+  if (skipped > 0 && !quiet) process.stderr.write(`${folder}: gemma3 is multimodal; loading its text model only (${skipped} vision tensors skipped)\n`);
+  return (name) => prefix + plain(name).slice("model.".length);
 }
 
 /** `length` bytes of a file from `offset` (the header was checked against the file's size already). */
@@ -263,12 +281,14 @@ export function readModelHeader(path: string, opts: LoadOptions = {}): ModelHead
   if (statSync(path).isDirectory()) {
     const configPath = join(path, "config.json");
     if (!existsSync(configPath)) throw inputError(`${path}: no config.json; a Hugging Face model folder needs config.json, safetensors weights and tokenizer.json`);
-    const cfg = llamaConfigFromHf(readJsonFile(configPath), configPath);
+    const configJson = readJsonFile(configPath);
+    const cfg = llamaConfigFromHf(configJson, configPath);
     const tokenizer = loadHfTokenizer(path);
     const st = openSafetensorsFolder(path);
+    const hfName = hfNamer(path, st, cfg, configJson, true);
     let loaderTransient = 0;
     for (const s of paramSpecs(cfg)) {
-      const dtype = st.entries.get(hfTensorName(s.name))?.dtype;
+      const dtype = st.entries.get(hfName(s.name))?.dtype;
       const half = keepsHfHalves(dtype, s.shape, opts);
       storage.set(s.name, half ? dtype : "F32");
       if (!half) loaderTransient = Math.max(loaderTransient, 4 * s.shape.reduce((a, b) => a * b, 1));

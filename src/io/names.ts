@@ -1,8 +1,13 @@
 // The one place that knows external tensor names and layouts.
 //
 // tsdpo's parameter names (model/config.ts paramSpecs) map one to one to Hugging Face names (transformers'
-// LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM state dicts) and to GGUF names
-// (llama.cpp's LLM_TENSOR_NAMES for the llama, qwen2 and qwen3 architectures).
+// LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM / Gemma2ForCausalLM /
+// Gemma3ForCausalLM state dicts) and to GGUF names (llama.cpp's LLM_TENSOR_NAMES for the llama, qwen2, qwen3, gemma2
+// and gemma3 architectures). One HF name means different tensors by family: Llama's "post_attention_layernorm" is
+// the norm before the MLP (tsdpo's ffn_norm), Gemma's is the norm of the attention output (attn_post_norm), so the
+// HF mapping takes the family.
+// - Gemma's norms multiply by (1 + w) and HF stores w; llama.cpp multiplies by the stored weight, so Gemma GGUFs
+//   hold 1 + w (convert_hf_to_gguf.py adds 1 to every "norm.weight"); ggufNormShift says which tensors.
 //
 // Layout facts a loader or exporter needs:
 // - Matrices are row-major [out][in] everywhere (nn.Linear.weight). GGUF lists dims innermost first, so an
@@ -49,6 +54,15 @@ const LAYER_GGUF: Record<string, string> = {
   w_gate: "ffn_gate.weight",
   w_up: "ffn_up.weight",
   w_down: "ffn_down.weight",
+  attn_post_norm: "post_attention_norm.weight",
+  ffn_post_norm: "post_ffw_norm.weight",
+};
+// Gemma 2/3 (sandwich norms): the HF names that differ from LAYER_HF.
+const LAYER_HF_GEMMA: Record<string, string> = {
+  ...LAYER_HF,
+  attn_post_norm: "post_attention_layernorm.weight",
+  ffn_norm: "pre_feedforward_layernorm.weight",
+  ffn_post_norm: "post_feedforward_layernorm.weight",
 };
 const GLOBAL_HF: Record<string, string> = {
   tok_embd: "model.embed_tokens.weight",
@@ -63,6 +77,7 @@ const GLOBAL_GGUF: Record<string, string> = {
 
 const invert = (m: Record<string, string>): Map<string, string> => new Map(Object.entries(m).map(([k, v]) => [v, k]));
 const LAYER_HF_INV = invert(LAYER_HF);
+const LAYER_HF_GEMMA_INV = invert(LAYER_HF_GEMMA);
 const LAYER_GGUF_INV = invert(LAYER_GGUF);
 const GLOBAL_HF_INV = invert(GLOBAL_HF);
 const GLOBAL_GGUF_INV = invert(GLOBAL_GGUF);
@@ -94,13 +109,22 @@ function fromExternal(
   return suffix === undefined ? null : `layers.${m[1]}.${suffix}`;
 }
 
-/** tsdpo name (e.g. "layers.3.wq") -> Hugging Face name ("model.layers.3.self_attn.q_proj.weight"). */
-export const hfTensorName = (name: string): string => toExternal(name, GLOBAL_HF, LAYER_HF, "model.layers.");
+const isGemma = (family: ModelFamily): boolean => family === "gemma2" || family === "gemma3";
+
+/** tsdpo name (e.g. "layers.3.wq") -> Hugging Face name ("model.layers.3.self_attn.q_proj.weight") in `family`. */
+export const hfTensorName = (name: string, family: ModelFamily): string =>
+  toExternal(name, GLOBAL_HF, isGemma(family) ? LAYER_HF_GEMMA : LAYER_HF, "model.layers.");
 /** tsdpo name (e.g. "layers.3.wq") -> GGUF name ("blk.3.attn_q.weight"). */
 export const ggufTensorName = (name: string): string => toExternal(name, GLOBAL_GGUF, LAYER_GGUF, "blk.");
-/** Hugging Face name -> tsdpo name, or null when the tensor is not one tsdpo knows. */
-export const tsdpoNameFromHf = (name: string): string | null =>
-  fromExternal(name, GLOBAL_HF_INV, LAYER_HF_INV, HF_LAYER_RE);
+/** Hugging Face name in `family` -> tsdpo name, or null when the tensor is not one tsdpo knows. */
+export const tsdpoNameFromHf = (name: string, family: ModelFamily): string | null =>
+  fromExternal(name, GLOBAL_HF_INV, isGemma(family) ? LAYER_HF_GEMMA_INV : LAYER_HF_INV, HF_LAYER_RE);
+
+/**
+ * What a GGUF of `family` adds to tensor `name` (tsdpo's name) against tsdpo's weight: 1 for Gemma's norms, which
+ * GGUF stores as the multiplier 1 + w (see the header), else 0.
+ */
+export const ggufNormShift = (family: ModelFamily, name: string): number => (isGemma(family) && /norm$/.test(name) ? 1 : 0);
 /** GGUF name -> tsdpo name, or null when the tensor is not one tsdpo knows. */
 export const tsdpoNameFromGguf = (name: string): string | null =>
   fromExternal(name, GLOBAL_GGUF_INV, LAYER_GGUF_INV, GGUF_LAYER_RE);
@@ -122,6 +146,8 @@ export function ggufQkPermuted(family: ModelFamily): boolean {
       return true;
     case "qwen2":
     case "qwen3":
+    case "gemma2":
+    case "gemma3":
       return false;
     default: {
       const never: never = family;

@@ -39,7 +39,7 @@ export const peftModuleName = (t: LoraTarget): string => PEFT_MODULE[t];
 
 /** The PEFT tensor name of an adapter matrix: the HF weight name under base_model.model, with lora_A/lora_B. */
 function peftTensorName(layer: number, t: LoraTarget, which: "A" | "B"): string {
-  const hf = hfTensorName(`layers.${layer}.${t}`); // model.layers.{l}.self_attn.q_proj.weight
+  const hf = hfTensorName(`layers.${layer}.${t}`, "llama"); // model.layers.{l}.self_attn.q_proj.weight (the projections are named alike in every family)
   return `base_model.model.${hf.replace(/\.weight$/, `.lora_${which}.weight`)}`;
 }
 

@@ -15,7 +15,7 @@ export type RopeScaling =
       originalMaxPositionEmbeddings: number;
     };
 
-export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3";
+export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3" | "gemma2" | "gemma3";
 
 export interface LlamaConfig {
   family: ModelFamily; // which HF model_type / GGUF architecture to write on export
@@ -40,6 +40,45 @@ export interface LlamaConfig {
    * RoPE. Read it through layerAttention().
    */
   layers?: LayerAttention[];
+  // Options that other families set (Gemma 2 and 3 today). Each is absent on a plain Llama-family config and read
+  // through decoderOptions(), which fills in the Llama value.
+  /** "sandwich": each sublayer's output is normalised again before it joins the residual (Gemma 2/3). */
+  norms?: "pre" | "sandwich";
+  /** 1: every RMSNorm multiplies by (1 + w), its weight stored as a deviation from 1 (Gemma); 0: by w. */
+  normOffset?: 0 | 1;
+  /** The MLP's gate: SwiGLU ("silu") or GeGLU with tanh-GELU ("gelu_tanh", Gemma). */
+  activation?: "silu" | "gelu_tanh";
+  /** The embeddings are multiplied by this before the first layer (Gemma: √C). */
+  embedScale?: number;
+  /** Attention scores are q·k times this (default 1/√HS; Gemma: query_pre_attn_scalar^−½). */
+  attnScale?: number;
+  /** Attention scores are soft-capped to ±attnSoftcap before the softmax (Gemma 2); 0: no cap. */
+  attnSoftcap?: number;
+  /** Output logits are soft-capped to ±finalSoftcap (Gemma 2); 0: no cap. */
+  finalSoftcap?: number;
+}
+
+/** The family options of a config with the Llama values filled in where it leaves them out. */
+export interface DecoderOptions {
+  norms: "pre" | "sandwich";
+  normOffset: 0 | 1;
+  activation: "silu" | "gelu_tanh";
+  embedScale: number;
+  attnScale: number;
+  attnSoftcap: number;
+  finalSoftcap: number;
+}
+
+export function decoderOptions(cfg: LlamaConfig): DecoderOptions {
+  return {
+    norms: cfg.norms ?? "pre",
+    normOffset: cfg.normOffset ?? 0,
+    activation: cfg.activation ?? "silu",
+    embedScale: cfg.embedScale ?? 1,
+    attnScale: cfg.attnScale ?? 1 / Math.sqrt(cfg.HS),
+    attnSoftcap: cfg.attnSoftcap ?? 0,
+    finalSoftcap: cfg.finalSoftcap ?? 0,
+  };
 }
 
 /** One layer's attention: causal over a sliding window of `window` tokens (null: the whole prefix), and its RoPE. */
@@ -59,6 +98,13 @@ export function layerAttention(cfg: LlamaConfig, l: number): LayerAttention {
 }
 
 /**
+ * Whether layer l is local (sliding window) in a Gemma model whose every `pattern`-th layer is global: Gemma 2
+ * alternates (pattern 2, layer 0 local), Gemma 3 has five local layers to one global (pattern 6). Hugging Face's
+ * layer_types and llama.cpp's sliding_window_pattern both follow this rule.
+ */
+export const gemmaLayerIsLocal = (l: number, pattern: number): boolean => (l + 1) % pattern !== 0;
+
+/**
  * One parameter tensor of the model. Names are tsdpo's own (io/ maps them to Hugging Face and GGUF names). Shapes
  * are row-major, matrices [out][in] like nn.Linear.weight.
  */
@@ -70,6 +116,7 @@ export interface ParamSpec {
 /** Parameter tensors in arena order. */
 export function paramSpecs(cfg: LlamaConfig): ParamSpec[] {
   const { V, C, L, NH, NKV, HS, FF } = cfg;
+  const sandwich = decoderOptions(cfg).norms === "sandwich";
   const specs: ParamSpec[] = [{ name: "tok_embd", shape: [V, C] }];
   for (let l = 0; l < L; l++) {
     const p = `layers.${l}.`;
@@ -87,10 +134,12 @@ export function paramSpecs(cfg: LlamaConfig): ParamSpec[] {
       specs.push({ name: p + "k_norm", shape: [HS] });
     }
     specs.push({ name: p + "wo", shape: [C, NH * HS] });
+    if (sandwich) specs.push({ name: p + "attn_post_norm", shape: [C] });
     specs.push({ name: p + "ffn_norm", shape: [C] });
     specs.push({ name: p + "w_gate", shape: [FF, C] });
     specs.push({ name: p + "w_up", shape: [FF, C] });
     specs.push({ name: p + "w_down", shape: [C, FF] });
+    if (sandwich) specs.push({ name: p + "ffn_post_norm", shape: [C] });
   }
   specs.push({ name: "out_norm", shape: [C] });
   if (!cfg.tiedEmbeddings) specs.push({ name: "lm_head", shape: [V, C] });

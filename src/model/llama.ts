@@ -7,7 +7,8 @@
 // sized once for (maxRows, maxT); a step with R ≤ maxRows rows of T ≤ maxT tokens uses a prefix of each view.
 
 import type { Backend, Buf } from "../backend/contract.js";
-import { type LlamaConfig, type ParamSpec, layerAttention, numel, paramSpecs } from "./config.js";
+import { type LlamaConfig, type ParamSpec, decoderOptions, layerAttention, numel, paramSpecs } from "./config.js";
+import { softcapped } from "../backend/js/softcap.js";
 import { ropeTables } from "./rope.js";
 import type { Rng } from "../rng.js";
 import type { Lora, LoraAdapter, LoraTarget } from "./lora.js";
@@ -30,10 +31,12 @@ export interface LayerParams<W extends Weight = Weight> {
   qNorm: Buf | null; // (HS)   Qwen3
   kNorm: Buf | null; // (HS)
   wo: W; // (C, NH·HS)
+  attnPostNorm: Buf | null; // (C)   Gemma's norm of the attention output
   ffnNorm: Buf; // (C)
   wGate: W; // (FF, C)
   wUp: W; // (FF, C)
   wDown: W; // (C, FF)
+  ffnPostNorm: Buf | null; // (C)   Gemma's norm of the MLP output
 }
 
 export interface ParamViews<W extends Weight = Weight> {
@@ -105,9 +108,9 @@ export function viewsOf(cfg: LlamaConfig, entries: ParamEntry[], arena: Buf, qua
       wq: weight(p + "wq"), wk: weight(p + "wk"), wv: weight(p + "wv"),
       bq: opt(p + "bq"), bk: opt(p + "bk"), bv: opt(p + "bv"),
       qNorm: opt(p + "q_norm"), kNorm: opt(p + "k_norm"),
-      wo: weight(p + "wo"),
+      wo: weight(p + "wo"), attnPostNorm: opt(p + "attn_post_norm"),
       ffnNorm: get(p + "ffn_norm"),
-      wGate: weight(p + "w_gate"), wUp: weight(p + "w_up"), wDown: weight(p + "w_down"),
+      wGate: weight(p + "w_gate"), wUp: weight(p + "w_up"), wDown: weight(p + "w_down"), ffnPostNorm: opt(p + "ffn_post_norm"),
     });
   }
   const tokEmbd = weight("tok_embd");
@@ -190,12 +193,16 @@ export interface LayerActs {
   v: Buf; // (R,T,NKV·HS)
   attLse: Buf; // (R,NH,T)  attention log-normalisers (the probabilities are recomputed in backward)
   atty: Buf; // (R,T,NH·HS) attention output before o_proj
+  attOut: Buf | null; // (R,T,C)  o_proj output before its post-norm (sandwich norms)
+  attRstd: Buf | null; // (R,T)
   xMid: Buf; // (R,T,C)   residual after attention
   ln2: Buf; // (R,T,C)
   rstd2: Buf; // (R,T)
   gate: Buf; // (R,T,FF)
   up: Buf; // (R,T,FF)
-  h: Buf; // (R,T,FF)  silu(gate)·up
+  h: Buf; // (R,T,FF)  act(gate)·up
+  mlpOut: Buf | null; // (R,T,C)  down_proj output before its post-norm (sandwich norms)
+  mlpRstd: Buf | null; // (R,T)
 }
 
 export interface Activations {
@@ -264,6 +271,7 @@ const loraKey = (l: number, t: LoraTarget): string => `${l}.${t}`;
  */
 export function activationLayout(cfg: LlamaConfig, maxRows: number, maxT: number, checkpointing: boolean): [string, number][] {
   const { C, L, NH, NKV, HS, FF, qkNorm } = cfg;
+  const sandwich = decoderOptions(cfg).norms === "sandwich";
   const N = maxRows * maxT;
   const sizes: [string, number][] = [];
   const want = (name: string, n: number): void => void sizes.push([name, n]);
@@ -274,8 +282,10 @@ export function activationLayout(cfg: LlamaConfig, maxRows: number, maxT: number
     if (qkNorm) { want(`qPre.${l}`, N * NH * HS); want(`qRstd.${l}`, N * NH); want(`kPre.${l}`, N * NKV * HS); want(`kRstd.${l}`, N * NKV); }
     want(`q.${l}`, N * NH * HS); want(`k.${l}`, N * NKV * HS); want(`v.${l}`, N * NKV * HS);
     want(`attLse.${l}`, N * NH); want(`atty.${l}`, N * NH * HS);
+    if (sandwich) { want(`attOut.${l}`, N * C); want(`attRstd.${l}`, N); }
     want(`xMid.${l}`, N * C); want(`ln2.${l}`, N * C); want(`rstd2.${l}`, N);
     want(`gate.${l}`, N * FF); want(`up.${l}`, N * FF); want(`h.${l}`, N * FF);
+    if (sandwich) { want(`mlpOut.${l}`, N * C); want(`mlpRstd.${l}`, N); }
   }
   want("lnf", N * C); want("rstdf", N); want("lse", N); want("logitSum", N); want("logSumSq", N); want("logp", N);
   want("tmp", N * C); want("dx", N * C); want("dln", N * C); want("dq", N * NH * HS); want("dk", N * NKV * HS);
@@ -349,8 +359,9 @@ export function createActivations(model: Model, maxRows: number, maxT: number, c
       ln1: v(`ln1.${l}`), rstd1: v(`rstd1.${l}`),
       qPre: o(`qPre.${l}`), qRstd: o(`qRstd.${l}`), kPre: o(`kPre.${l}`), kRstd: o(`kRstd.${l}`),
       q: v(`q.${l}`), k: v(`k.${l}`), v: v(`v.${l}`), attLse: v(`attLse.${l}`), atty: v(`atty.${l}`),
+      attOut: o(`attOut.${l}`), attRstd: o(`attRstd.${l}`),
       xMid: v(`xMid.${l}`), ln2: v(`ln2.${l}`), rstd2: v(`rstd2.${l}`),
-      gate: v(`gate.${l}`), up: v(`up.${l}`), h: v(`h.${l}`),
+      gate: v(`gate.${l}`), up: v(`up.${l}`), h: v(`h.${l}`), mlpOut: o(`mlpOut.${l}`), mlpRstd: o(`mlpRstd.${l}`),
     })),
     lnf: v("lnf"), rstdf: v("rstdf"), lse: v("lse"), logitSum: v("logitSum"), logSumSq: v("logSumSq"), logp: v("logp"),
     wantLogSumSq: false,
@@ -508,12 +519,14 @@ export function forwardPacked(be: Backend, model: Model, acts: Activations, inpu
     acts.branch = acts.branchBuf.subarray(0, 2 * R);
   } else acts.branch = null;
 
+  const opts = decoderOptions(cfg);
   embeddingForwardW(be, acts.x[0]!, acts.ids, p.tokEmbd, N, C);
+  if (opts.embedScale !== 1) be.scale(acts.x[0]!, opts.embedScale, N * C);
   for (let l = 0; l < cfg.L; l++) layerForward(be, model, acts, l, false);
-  be.rmsnormForward(acts.lnf, acts.rstdf, acts.x[cfg.L]!, p.outNorm, N, C, rmsEps, 0);
+  be.rmsnormForward(acts.lnf, acts.rstdf, acts.x[cfg.L]!, p.outNorm, N, C, rmsEps, opts.normOffset);
   lmHeadLogprobForwardW(
     be, acts.logp, acts.lse, acts.logitSum, acts.wantLogSumSq ? acts.logSumSq : null,
-    acts.lnf, acts.rows, acts.targets, p.lmHead, M, C, V, 0,
+    acts.lnf, acts.rows, acts.targets, p.lmHead, M, C, V, opts.finalSoftcap,
   );
   return acts.logp.subarray(0, M);
 }
@@ -526,6 +539,7 @@ export function forwardPacked(be: Backend, model: Model, acts: Activations, inpu
 function layerForward(be: Backend, model: Model, acts: Activations, l: number, replay: boolean): void {
   const { cfg, p } = model;
   const { C, NH, NKV, HS, FF, rmsEps } = cfg;
+  const { normOffset: off, attnScale, attnSoftcap, activation } = decoderOptions(cfg);
   const { R, T } = acts;
   const N = R * T;
   const window = layerAttention(cfg, l).window ?? 0;
@@ -533,12 +547,12 @@ function layerForward(be: Backend, model: Model, acts: Activations, l: number, r
   const w = p.layers[l]!;
   const a = acts.layers[l]!;
   const x = acts.x[l]!;
-  be.rmsnormForward(a.ln1, a.rstd1, x, w.attnNorm, N, C, rmsEps, 0);
+  be.rmsnormForward(a.ln1, a.rstd1, x, w.attnNorm, N, C, rmsEps, off);
   if (cfg.qkNorm) {
     linearForward(be, model, acts, l, "wq", a.qPre!, a.ln1, w.wq, w.bq, N, C, NH * HS, replay);
     linearForward(be, model, acts, l, "wk", a.kPre!, a.ln1, w.wk, w.bk, N, C, NKV * HS, replay);
-    be.rmsnormForward(a.q, a.qRstd!, a.qPre!, w.qNorm!, N * NH, HS, rmsEps, 0);
-    be.rmsnormForward(a.k, a.kRstd!, a.kPre!, w.kNorm!, N * NKV, HS, rmsEps, 0);
+    be.rmsnormForward(a.q, a.qRstd!, a.qPre!, w.qNorm!, N * NH, HS, rmsEps, off);
+    be.rmsnormForward(a.k, a.kRstd!, a.kPre!, w.kNorm!, N * NKV, HS, rmsEps, off);
   } else {
     linearForward(be, model, acts, l, "wq", a.q, a.ln1, w.wq, w.bq, N, C, NH * HS, replay);
     linearForward(be, model, acts, l, "wk", a.k, a.ln1, w.wk, w.bk, N, C, NKV * HS, replay);
@@ -548,15 +562,26 @@ function layerForward(be: Backend, model: Model, acts: Activations, l: number, r
     be.ropeForward(a.q, rope.cos, rope.sin, acts.pos, N, NH, HS);
     be.ropeForward(a.k, rope.cos, rope.sin, acts.pos, N, NKV, HS);
   }
-  be.attentionForward(a.atty, a.attLse, a.q, a.k, a.v, acts.branch, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
-  linearForward(be, model, acts, l, "wo", acts.tmp, a.atty, w.wo, null, N, NH * HS, C, replay);
+  be.attentionForward(a.atty, a.attLse, a.q, a.k, a.v, acts.branch, R, T, NH, NKV, HS, window, attnScale, attnSoftcap);
+  // Sandwich norms (Gemma): the projection's output is normalised before it joins the residual stream.
+  if (a.attOut) {
+    linearForward(be, model, acts, l, "wo", a.attOut, a.atty, w.wo, null, N, NH * HS, C, replay);
+    be.rmsnormForward(acts.tmp, a.attRstd!, a.attOut, w.attnPostNorm!, N, C, rmsEps, off);
+  } else linearForward(be, model, acts, l, "wo", acts.tmp, a.atty, w.wo, null, N, NH * HS, C, replay);
   be.addForward(a.xMid, x, acts.tmp, N * C);
-  be.rmsnormForward(a.ln2, a.rstd2, a.xMid, w.ffnNorm, N, C, rmsEps, 0);
+  be.rmsnormForward(a.ln2, a.rstd2, a.xMid, w.ffnNorm, N, C, rmsEps, off);
   linearForward(be, model, acts, l, "w_gate", a.gate, a.ln2, w.wGate, null, N, C, FF, replay);
   linearForward(be, model, acts, l, "w_up", a.up, a.ln2, w.wUp, null, N, C, FF, replay);
-  be.swigluForward(a.h, a.gate, a.up, N * FF);
-  if (replay) return; // the backward needs nothing past h, and x[l + 1] was kept
-  linearForward(be, model, acts, l, "w_down", acts.tmp, a.h, w.wDown, null, N, FF, C);
+  if (activation === "gelu_tanh") be.gegluForward(a.h, a.gate, a.up, N * FF);
+  else be.swigluForward(a.h, a.gate, a.up, N * FF);
+  if (a.mlpOut) {
+    linearForward(be, model, acts, l, "w_down", a.mlpOut, a.h, w.wDown, null, N, FF, C, replay);
+    be.rmsnormForward(acts.tmp, a.mlpRstd!, a.mlpOut, w.ffnPostNorm!, N, C, rmsEps, off);
+  } else {
+    if (replay) return; // the backward needs nothing past h, and x[l + 1] was kept
+    linearForward(be, model, acts, l, "w_down", acts.tmp, a.h, w.wDown, null, N, FF, C);
+  }
+  if (replay) return; // x[l + 1] was kept
   be.addForward(acts.x[l + 1]!, a.xMid, acts.tmp, N * C);
 }
 
@@ -568,7 +593,13 @@ export function logitsOf(be: Backend, model: Model, acts: Activations): Buf {
   const N = acts.R * acts.T;
   const out = new model.ctor(N * model.cfg.V);
   matmulForwardW(be, out, acts.lnf, model.p.lmHead, null, N, model.cfg.C, model.cfg.V);
+  capLogits(out, decoderOptions(model.cfg).finalSoftcap);
   return out;
+}
+
+/** Gemma 2's final-logit soft-cap, in place (the fused LM head applies the same cap inside its kernel). */
+function capLogits(logits: Buf, softcap: number): void {
+  if (softcap > 0) for (let i = 0; i < logits.length; i++) logits[i] = softcapped(logits[i]!, softcap);
 }
 
 /**
@@ -580,38 +611,53 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
   const { cfg, p } = model;
   const g = grads ? grads.g : null; // null: the base weights are frozen (LoRA); adapter gradients go to model.lora
   const { C, NH, NKV, HS, FF, V } = cfg;
+  const { normOffset: off, attnScale, attnSoftcap, activation, embedScale, finalSoftcap } = decoderOptions(cfg);
   const { R, T } = acts;
   const N = R * T;
   const zero = (b: Buf, n: number): void => void b.fill(0, 0, n);
 
   zero(acts.dln, N * C);
-  lmHeadLogprobBackwardW(be, acts.dln, g ? g.lmHead : null, dlogp, acts.lnf, acts.rows, acts.targets, p.lmHead, acts.lse, acts.M, C, V, 0);
+  lmHeadLogprobBackwardW(be, acts.dln, g ? g.lmHead : null, dlogp, acts.lnf, acts.rows, acts.targets, p.lmHead, acts.lse, acts.M, C, V, finalSoftcap);
   zero(acts.dx, N * C);
-  be.rmsnormBackward(acts.dx, g ? g.outNorm : null, acts.dln, acts.x[cfg.L]!, p.outNorm, acts.rstdf, N, C, 0);
+  be.rmsnormBackward(acts.dx, g ? g.outNorm : null, acts.dln, acts.x[cfg.L]!, p.outNorm, acts.rstdf, N, C, off);
 
   for (let l = cfg.L - 1; l >= 0; l--) {
     const w = p.layers[l]!;
     const dw = g ? g.layers[l]! : null;
     const a = acts.layers[l]!;
     if (acts.checkpointing) layerForward(be, model, acts, l, true);
-    // x[l+1] = xMid + down(h): dx flows unchanged to xMid and into the MLP branch
+    // x[l+1] = xMid + down(h), or xMid + postnorm(down(h)) with sandwich norms: dx flows unchanged to xMid and
+    // into the MLP branch (acts.tmp, free in the backward, holds the gradient of down's output under a post-norm).
+    let dDown = acts.dx;
+    if (a.mlpOut) {
+      zero(acts.tmp, N * C);
+      be.rmsnormBackward(acts.tmp, dw ? dw.ffnPostNorm : null, acts.dx, a.mlpOut, w.ffnPostNorm!, a.mlpRstd!, N, C, off);
+      dDown = acts.tmp;
+    }
     zero(acts.dh, N * FF);
-    linearBackward(be, model, acts, l, "w_down", acts.dh, dw ? dw.wDown : null, null, acts.dx, a.h, w.wDown, N, FF, C);
+    linearBackward(be, model, acts, l, "w_down", acts.dh, dw ? dw.wDown : null, null, dDown, a.h, w.wDown, N, FF, C);
     zero(acts.dgate, N * FF);
     zero(acts.dup, N * FF);
-    be.swigluBackward(acts.dgate, acts.dup, acts.dh, a.gate, a.up, N * FF);
+    if (activation === "gelu_tanh") be.gegluBackward(acts.dgate, acts.dup, acts.dh, a.gate, a.up, N * FF);
+    else be.swigluBackward(acts.dgate, acts.dup, acts.dh, a.gate, a.up, N * FF);
     zero(acts.dln, N * C);
     linearBackward(be, model, acts, l, "w_gate", acts.dln, dw ? dw.wGate : null, null, acts.dgate, a.ln2, w.wGate, N, C, FF);
     linearBackward(be, model, acts, l, "w_up", acts.dln, dw ? dw.wUp : null, null, acts.dup, a.ln2, w.wUp, N, C, FF);
-    be.rmsnormBackward(acts.dx, dw ? dw.ffnNorm : null, acts.dln, a.xMid, w.ffnNorm, a.rstd2, N, C, 0);
-    // xMid = x + o(atty)
+    be.rmsnormBackward(acts.dx, dw ? dw.ffnNorm : null, acts.dln, a.xMid, w.ffnNorm, a.rstd2, N, C, off);
+    // xMid = x + o(atty), or x + postnorm(o(atty))
+    let dO = acts.dx;
+    if (a.attOut) {
+      zero(acts.tmp, N * C);
+      be.rmsnormBackward(acts.tmp, dw ? dw.attnPostNorm : null, acts.dx, a.attOut, w.attnPostNorm!, a.attRstd!, N, C, off);
+      dO = acts.tmp;
+    }
     zero(acts.datty, N * NH * HS);
-    linearBackward(be, model, acts, l, "wo", acts.datty, dw ? dw.wo : null, null, acts.dx, a.atty, w.wo, N, NH * HS, C);
+    linearBackward(be, model, acts, l, "wo", acts.datty, dw ? dw.wo : null, null, dO, a.atty, w.wo, N, NH * HS, C);
     zero(acts.dq, N * NH * HS);
     zero(acts.dk, N * NKV * HS);
     zero(acts.dv, N * NKV * HS);
     const window = layerAttention(cfg, l).window ?? 0;
-    be.attentionBackward(acts.dq, acts.dk, acts.dv, acts.datty, a.q, a.k, a.v, a.atty, a.attLse, acts.branch, R, T, NH, NKV, HS, window, 1 / Math.sqrt(HS), 0);
+    be.attentionBackward(acts.dq, acts.dk, acts.dv, acts.datty, a.q, a.k, a.v, a.atty, a.attLse, acts.branch, R, T, NH, NKV, HS, window, attnScale, attnSoftcap);
     const rope = acts.rope[l];
     if (rope) {
       be.ropeBackward(acts.dq, rope.cos, rope.sin, acts.pos, N, NH, HS);
@@ -622,8 +668,8 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     if (cfg.qkNorm) {
       zero(acts.dqPre, N * NH * HS);
       zero(acts.dkPre, N * NKV * HS);
-      be.rmsnormBackward(acts.dqPre, dw ? dw.qNorm : null, acts.dq, a.qPre!, w.qNorm!, a.qRstd!, N * NH, HS, 0);
-      be.rmsnormBackward(acts.dkPre, dw ? dw.kNorm : null, acts.dk, a.kPre!, w.kNorm!, a.kRstd!, N * NKV, HS, 0);
+      be.rmsnormBackward(acts.dqPre, dw ? dw.qNorm : null, acts.dq, a.qPre!, w.qNorm!, a.qRstd!, N * NH, HS, off);
+      be.rmsnormBackward(acts.dkPre, dw ? dw.kNorm : null, acts.dk, a.kPre!, w.kNorm!, a.kRstd!, N * NKV, HS, off);
       dqProj = acts.dqPre;
       dkProj = acts.dkPre;
     }
@@ -631,9 +677,11 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     linearBackward(be, model, acts, l, "wq", acts.dln, dw ? dw.wq : null, dw ? dw.bq : null, dqProj, a.ln1, w.wq, N, C, NH * HS);
     linearBackward(be, model, acts, l, "wk", acts.dln, dw ? dw.wk : null, dw ? dw.bk : null, dkProj, a.ln1, w.wk, N, C, NKV * HS);
     linearBackward(be, model, acts, l, "wv", acts.dln, dw ? dw.wv : null, dw ? dw.bv : null, acts.dv, a.ln1, w.wv, N, C, NKV * HS);
-    be.rmsnormBackward(acts.dx, dw ? dw.attnNorm : null, acts.dln, acts.x[l]!, w.attnNorm, a.rstd1, N, C, 0);
+    be.rmsnormBackward(acts.dx, dw ? dw.attnNorm : null, acts.dln, acts.x[l]!, w.attnNorm, a.rstd1, N, C, off);
   }
-  if (g) be.embeddingBackward(g.tokEmbd, acts.dx, acts.ids, N, C);
+  if (!g) return;
+  if (embedScale !== 1) be.scale(acts.dx, embedScale, N * C); // x[0] = embedScale · table[ids]
+  be.embeddingBackward(g.tokEmbd, acts.dx, acts.ids, N, C);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -708,6 +756,7 @@ function decodeLinear(
 function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly number[]): void {
   const { cfg, p } = model;
   const { C, NH, NKV, HS, FF, V, rmsEps } = cfg;
+  const { normOffset: off, attnScale, attnSoftcap, activation, embedScale, finalSoftcap } = decoderOptions(cfg);
   const T = tokens.length;
   const pos0 = cache.len;
   for (let t = 0; t < T; t++) {
@@ -718,16 +767,17 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
   }
   const kv = NKV * HS;
   embeddingForwardW(be, cache.x, cache.ids, p.tokEmbd, T, C);
+  if (embedScale !== 1) be.scale(cache.x, embedScale, T * C);
   for (let l = 0; l < cfg.L; l++) {
     const w = p.layers[l]!;
     const kDst = cache.k[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
     const vDst = cache.v[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
-    be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.attnNorm, T, C, rmsEps, 0);
+    be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.attnNorm, T, C, rmsEps, off);
     if (cfg.qkNorm) {
       decodeLinear(be, model, cache, l, "wq", cache.qkTmp, cache.ln, w.wq, w.bq, T, C, NH * HS);
-      be.rmsnormForward(cache.q, cache.rstd, cache.qkTmp, w.qNorm!, T * NH, HS, rmsEps, 0);
+      be.rmsnormForward(cache.q, cache.rstd, cache.qkTmp, w.qNorm!, T * NH, HS, rmsEps, off);
       decodeLinear(be, model, cache, l, "wk", cache.qkTmp, cache.ln, w.wk, w.bk, T, C, kv);
-      be.rmsnormForward(kDst, cache.rstd, cache.qkTmp, w.kNorm!, T * NKV, HS, rmsEps, 0);
+      be.rmsnormForward(kDst, cache.rstd, cache.qkTmp, w.kNorm!, T * NKV, HS, rmsEps, off);
     } else {
       decodeLinear(be, model, cache, l, "wq", cache.q, cache.ln, w.wq, w.bq, T, C, NH * HS);
       decodeLinear(be, model, cache, l, "wk", kDst, cache.ln, w.wk, w.bk, T, C, kv);
@@ -738,19 +788,27 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
       be.ropeForward(cache.q, rope.cos, rope.sin, cache.pos, T, NH, HS);
       be.ropeForward(kDst, rope.cos, rope.sin, cache.pos, T, NKV, HS);
     }
-    be.attentionDecode(cache.atty, cache.q, cache.k[l]!, cache.v[l]!, T, pos0, NH, NKV, HS, layerAttention(cfg, l).window ?? 0, 1 / Math.sqrt(HS), 0);
+    be.attentionDecode(cache.atty, cache.q, cache.k[l]!, cache.v[l]!, T, pos0, NH, NKV, HS, layerAttention(cfg, l).window ?? 0, attnScale, attnSoftcap);
     decodeLinear(be, model, cache, l, "wo", cache.tmp, cache.atty, w.wo, null, T, NH * HS, C);
-    be.accumulate(cache.x, cache.tmp, T * C);
-    be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.ffnNorm, T, C, rmsEps, 0);
+    if (w.attnPostNorm) {
+      be.rmsnormForward(cache.ln, cache.rstd, cache.tmp, w.attnPostNorm, T, C, rmsEps, off);
+      be.accumulate(cache.x, cache.ln, T * C);
+    } else be.accumulate(cache.x, cache.tmp, T * C);
+    be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.ffnNorm, T, C, rmsEps, off);
     decodeLinear(be, model, cache, l, "w_gate", cache.gate, cache.ln, w.wGate, null, T, C, FF);
     decodeLinear(be, model, cache, l, "w_up", cache.up, cache.ln, w.wUp, null, T, C, FF);
-    be.swigluForward(cache.gate, cache.gate, cache.up, T * FF);
+    if (activation === "gelu_tanh") be.gegluForward(cache.gate, cache.gate, cache.up, T * FF);
+    else be.swigluForward(cache.gate, cache.gate, cache.up, T * FF);
     decodeLinear(be, model, cache, l, "w_down", cache.tmp, cache.gate, w.wDown, null, T, FF, C);
-    be.accumulate(cache.x, cache.tmp, T * C);
+    if (w.ffnPostNorm) {
+      be.rmsnormForward(cache.ln, cache.rstd, cache.tmp, w.ffnPostNorm, T, C, rmsEps, off);
+      be.accumulate(cache.x, cache.ln, T * C);
+    } else be.accumulate(cache.x, cache.tmp, T * C);
   }
   // Only the last position's logits are needed to choose the next token.
   const last = cache.x.subarray((T - 1) * C, T * C);
-  be.rmsnormForward(cache.ln, cache.rstd, last, p.outNorm, 1, C, rmsEps, 0);
+  be.rmsnormForward(cache.ln, cache.rstd, last, p.outNorm, 1, C, rmsEps, off);
   matmulForwardW(be, cache.logits, cache.ln, p.lmHead, null, 1, C, V);
+  capLogits(cache.logits, finalSoftcap);
   cache.len += T;
 }

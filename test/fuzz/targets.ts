@@ -254,7 +254,7 @@ function hfModelSeed(family: "llama" | "qwen2"): CaseFiles {
     rope_theta: cfg.ropeTheta, rope_scaling: null, tie_word_embeddings: false, hidden_act: "silu",
     ...(family === "qwen2" ? { use_sliding_window: false, sliding_window: null, max_window_layers: 1 } : {}),
   };
-  const tensors = paramSpecs(cfg).map((s, i) => ({ name: hfTensorName(s.name), shape: s.shape, data: weights(numel(s.shape), i) }));
+  const tensors = paramSpecs(cfg).map((s, i) => ({ name: hfTensorName(s.name, cfg.family), shape: s.shape, data: weights(numel(s.shape), i) }));
   return new Map([
     ["config.json", jsonBytes(config, true)],
     ["model.safetensors", safetensorsBytes(tensors, { dtype: family === "llama" ? "F32" : "BF16" })],
