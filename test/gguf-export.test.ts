@@ -200,7 +200,7 @@ test("Llama-3 RoPE scaling becomes llama.cpp's rope_freqs tensor: 1 for short wa
   for (let i = 0; i < 4; i++) assert.ok(Math.abs(got[i]! - want[i]!) <= 1e-6 * want[i]!, `factor ${i}: ${got[i]} vs ${want[i]}`);
   const loaded = checkModels()[1]!.loaded;
   const path = join(tmp, "llama3.gguf");
-  const r = exportGguf(loaded, path);
+  exportGguf(loaded, path);
   const f = readGguf(path);
   assert.deepEqual(f.tensors.get("rope_freqs.weight")!.dims, [4]);
   assert.deepEqual(readGgufTensor(f, "rope_freqs.weight"), got);
