@@ -1,5 +1,6 @@
 // The model against PyTorch (tools/torch_fixtures.py, float64 reference): logits, per-token log-probs, the gradient
-// of the summed completion log-probs for every parameter tensor, and a ten-step AdamW trajectory.
+// of the summed completion log-probs for every parameter tensor, and a ten-step AdamW trajectory; for Gemma 2 and 3,
+// the gradient of a DPO loss (below).
 // Tolerances from the issue: gradients 1e-4 abs / 1e-3 rel; losses 1e-4.
 
 import { test } from "node:test";
@@ -10,6 +11,8 @@ import { llamaConfigFromHf } from "../src/io/hfconfig.js";
 import { hfTensorName } from "../src/io/names.js";
 import { readSafetensors, type SafetensorsContents } from "../src/io/safetensors.js";
 import { backward, createActivations, createGradients, createModel, forward, logitsOf, type Model } from "../src/model/llama.js";
+import { computeLoss } from "../src/loss/losses.js";
+import { defaultLossConfig } from "../src/loss/config.js";
 import { assertAllClose, fixture, testBackend } from "./helpers.js";
 
 // float32 runs on the backend under test; float64 on the js kernels (the native backend is float32 only).
@@ -99,6 +102,57 @@ for (const name of ["llama", "qwen2", "qwen3"]) {
       if (ctor === Float64Array && st.tensors.has(`adamw_final.${hfTensorName("tok_embd", model.cfg.family)}`))
         for (const e of model.entries)
           assertAllClose(model.params.subarray(e.offset, e.offset + e.size), st.tensors.get(`adamw_final.${hfTensorName(e.name, model.cfg.family)}`)!.data as Float32Array, 1e-6, 0, `${name} final ${e.name}`);
+    });
+  }
+}
+
+// Gemma 2 and Gemma 3 (tools/torch_fixtures.py writes them from Hugging Face's definitions, by hand): the logits,
+// log-probs and the gradient of a DPO loss (pairs (0,2) and (1,3), fixed reference log-probs, β from the fixture)
+// for every parameter, through tsdpo's own loss (computeLoss). In float64 on the js kernels the match is to 1e-9
+// against the fixture's float64 copies; in float32 on the backend under test, to the float32 tolerances above.
+interface DpoMeta { beta: number; chosen_rows: number[]; rejected_rows: number[]; ref_logps: number[]; loss: number }
+
+function dpoGradients(be: Backend, model: Model, st: SafetensorsContents, ids: Int32Array, targets: Int32Array, mask: Float32Array, R: number, T: number) {
+  const dpo = JSON.parse(st.metadata.dpo!) as DpoMeta;
+  const acts = createActivations(model, R, T);
+  const logp = forward(be, model, acts, ids, targets, R, T);
+  const rowSum = (r: number): number => {
+    let s = 0;
+    for (let t = 0; t < T; t++) s += mask[r * T + t]! * logp[r * T + t]!;
+    return s;
+  };
+  const B = dpo.chosen_rows.length;
+  const pick = (rows: number[]): Float64Array => Float64Array.from(rows, rowSum);
+  const lengths = (rows: number[]): Int32Array => Int32Array.from(rows, (r) => mask.subarray(r * T, (r + 1) * T).reduce((a, b) => a + b, 0));
+  const out = computeLoss({ ...defaultLossConfig(), beta: dpo.beta }, {
+    policyChosenLogps: pick(dpo.chosen_rows), policyRejectedLogps: pick(dpo.rejected_rows),
+    refChosenLogps: Float64Array.from(dpo.chosen_rows, (r) => dpo.ref_logps[r]!), refRejectedLogps: Float64Array.from(dpo.rejected_rows, (r) => dpo.ref_logps[r]!),
+    chosenLengths: lengths(dpo.chosen_rows), rejectedLengths: lengths(dpo.rejected_rows),
+  });
+  const dlogp = new model.ctor(R * T);
+  for (let i = 0; i < B; i++)
+    for (const [r, d] of [[dpo.chosen_rows[i]!, out.dPolicyChosenLogps[i]!], [dpo.rejected_rows[i]!, out.dPolicyRejectedLogps[i]!]] as const)
+      for (let t = 0; t < T; t++) dlogp[r * T + t] = mask[r * T + t]! * d;
+  const logits = logitsOf(be, model, acts);
+  const grads = createGradients(model);
+  backward(be, model, acts, grads, dlogp);
+  return { loss: out.loss, want: dpo.loss, logits, logp: Float64Array.from(logp), grads };
+}
+
+for (const name of ["gemma2", "gemma3"]) {
+  for (const ctor of [Float64Array, Float32Array]) {
+    const f64 = ctor === Float64Array;
+    test(`${name}: logits, log-probs and the DPO loss's gradient of every parameter match PyTorch (${f64 ? "float64, 1e-9" : "float32"})`, () => {
+      const { st, model, ids, targets, mask, R, T } = load(name, ctor);
+      const be = backendFor(ctor);
+      const got = dpoGradients(be, model, st, ids, targets, mask, R, T);
+      const t = (k: string): Float32Array | Float64Array => st.tensors.get(f64 ? k.replace(/^(logits|logp)$/, "$164").replace(/^dpo\./, "dpo64.") : k)!.data as Float32Array | Float64Array;
+      const tol = f64 ? 1e-9 : 1e-4;
+      assert.ok(Math.abs(got.loss - got.want) <= tol, `DPO loss ${got.loss} vs PyTorch ${got.want}`);
+      assertAllClose(got.logits.subarray(0, R * T * model.cfg.V), t("logits"), tol, 0, `${name} logits`);
+      assertAllClose(got.logp, t("logp"), tol, 0, `${name} logp`);
+      for (const e of model.entries)
+        assertAllClose(got.grads.grads.subarray(e.offset, e.offset + e.size), t(`dpo.grad.${hfTensorName(e.name, model.cfg.family)}`), tol, f64 ? 0 : 1e-3, `${name} DPO grad ${e.name}`);
     });
   }
 }
