@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // tsdpo's DPO step against the same step in PyTorch, on this machine, in one run.
 //
-//   npm run bench:torch -- [--preset smollm-135m|qwen2.5-0.5b|stories260k] [--prompt-len 128] [--completion-len 128]
+//   npm run bench:torch -- [--preset smollm-135m|qwen2.5-0.5b|stories260k|gemma2-2b|gemma3-1b] [--prompt-len 128] [--completion-len 128]
 //                          [--pairs 1] [--steps 5] [--warmup 1] [--threads N] [--rounds 2] [--json] [--out FILE]
 //                          [--baseline-tsdpo DIR [--baseline-label TEXT]]
 //
@@ -154,6 +154,14 @@ function torchEnvironment(threads) {
   return { env, notes };
 }
 
+/** Deep equality of two JSON values, object keys in any order. */
+function sameJson(a, b) {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null || Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a), kb = Object.keys(b);
+  return ka.length === kb.length && ka.every((k) => Object.hasOwn(b, k) && sameJson(a[k], b[k]));
+}
+
 /** Differences between tools/bench_torch.py's PRESETS and tsdpo's compiled src/model/presets.ts. */
 async function presetDifferences(preset) {
   const { PRESETS } = await import(pathToFileURL(TSDPO_PRESETS).href);
@@ -164,10 +172,25 @@ async function presetDifferences(preset) {
   const py = JSON.parse(r.stdout)[preset];
   if (!py) return [`tools/bench_torch.py has no preset ${preset}`];
   const diffs = [];
-  for (const [key, value] of Object.entries(py)) if (ts[key] !== value) diffs.push(`${key}: torch ${value}, tsdpo ${ts[key]}`);
-  // the Python model implements neither RoPE scaling nor a sliding window
-  if (ts.ropeScaling?.type !== "none") diffs.push(`ropeScaling ${JSON.stringify(ts.ropeScaling)} is not implemented in Python`);
-  if (ts.slidingWindow !== null) diffs.push(`slidingWindow ${ts.slidingWindow} is not implemented in Python`);
+  for (const [key, value] of Object.entries(py)) {
+    if (!sameJson(ts[key], value)) diffs.push(`${key}: torch ${JSON.stringify(value)}, tsdpo ${JSON.stringify(ts[key])}`);
+  }
+  // A key the Python preset leaves out must have, on tsdpo's side, the value the Python model assumes for it (or be
+  // absent there too); maxSeqLen is not used by either benchmark.
+  const assumed = {
+    ropeScaling: { type: "none" }, slidingWindow: null, norms: "pre", normOffset: 0, activation: "silu", embedScale: 1,
+    attnScale: 1 / Math.sqrt(ts.HS), attnSoftcap: 0, finalSoftcap: 0,
+  };
+  for (const [key, value] of Object.entries(assumed)) {
+    if (!(key in py) && ts[key] !== undefined && !sameJson(ts[key], value)) {
+      diffs.push(`${key}: absent from the Python preset, which assumes ${JSON.stringify(value)}; tsdpo ${JSON.stringify(ts[key])}`);
+    }
+  }
+  if (!("layers" in py) && ts.layers !== undefined) diffs.push("layers: absent from the Python preset; tsdpo has per-layer attention");
+  // the Python model implements linear RoPE scaling (and none), not llama3
+  for (const s of [ts.ropeScaling, ...(ts.layers ?? []).map((a) => a.ropeScaling)]) {
+    if (s && s.type !== "none" && s.type !== "linear") diffs.push(`ropeScaling ${JSON.stringify(s)} is not implemented in Python`);
+  }
   return diffs;
 }
 

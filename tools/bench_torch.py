@@ -11,7 +11,10 @@ rejected, each row prompt + completion; no shared prefix): the frozen reference 
 forward with the sigmoid DPO loss (beta 0.1), backward, gradient clipping to norm 1 and AdamW, as tsdpo's trainer
 step. The model is a Llama-family decoder written out below in float32 (no transformers): RMSNorm, rotate-half
 RoPE, GQA attention with a causal mask (matmul + softmax; PyTorch 1.13 has no F.scaled_dot_product_attention),
-SwiGLU MLP, Qwen2's q/k/v biases, tied or untied lm_head.
+SwiGLU MLP, Qwen2's q/k/v biases, Qwen3's q/k norms, tied or untied lm_head; and Gemma 2/3's options: embeddings
+scaled by embedScale, RMSNorm by (1 + w) (normOffset 1), sandwich norms (a second norm on each sublayer's output),
+GeGLU with tanh GELU, the attention scale attnScale, tanh soft-caps of attention scores and output logits, and
+per-layer attention (a sliding window and a RoPE base and scaling for each layer).
 
 Weights and tokens are tsdpo's (src/model/presets.ts presetModel and the bench command), so the first step's
 log-probs of both programs must agree; scripts/bench-torch.mjs checks that.
@@ -38,6 +41,11 @@ import torch.nn.functional as F
 # presets: the numbers of src/model/presets.ts (the published config.json values). scripts/bench-torch.mjs compares
 # them with tsdpo's compiled PRESETS before it runs anything.
 
+def _attention(window, theta):
+    """One entry of a preset's per-layer `layers` list (tsdpo's LayerAttention)."""
+    return dict(window=window, rope=True, ropeTheta=theta, ropeScaling=dict(type="none"))
+
+
 PRESETS = {
     # HuggingFaceTB/SmolLM-135M
     "smollm-135m": dict(
@@ -54,8 +62,27 @@ PRESETS = {
         family="llama", V=512, C=64, L=5, NH=8, NKV=4, HS=8, FF=172, ropeTheta=10000, rmsEps=1e-5,
         tiedEmbeddings=False, qkvBias=False, qkNorm=False,
     ),
+    # google/gemma-2-2b cut to 4 of its 26 layers: sliding (window 4096) and global layers alternate from a sliding
+    # layer 0, query_pre_attn_scalar 256, attention soft-cap 50, final soft-cap 30
+    "gemma2-2b": dict(
+        family="gemma2", V=256000, C=2304, L=4, NH=8, NKV=4, HS=256, FF=9216, ropeTheta=10000,
+        ropeScaling=dict(type="none"), rmsEps=1e-6, tiedEmbeddings=True, qkvBias=False, qkNorm=False, maxSeqLen=8192,
+        slidingWindow=4096, layers=[_attention(4096 if l % 2 == 0 else None, 10000) for l in range(4)],
+        norms="sandwich", normOffset=1, activation="gelu_tanh", embedScale=math.sqrt(2304), attnScale=1 / math.sqrt(256),
+        attnSoftcap=50, finalSoftcap=30,
+    ),
+    # google/gemma-3-1b-pt cut to 4 of its 26 layers: with sliding_window_pattern 6 layer 5 is the first global
+    # layer, so all four are local (window 512, RoPE base rope_local_base_freq 10000); no soft-caps
+    "gemma3-1b": dict(
+        family="gemma3", V=262144, C=1152, L=4, NH=4, NKV=1, HS=256, FF=6912, ropeTheta=1000000,
+        ropeScaling=dict(type="none"), rmsEps=1e-6, tiedEmbeddings=True, qkvBias=False, qkNorm=True, maxSeqLen=32768,
+        slidingWindow=512, layers=[_attention(512, 10000) for l in range(4)],
+        norms="sandwich", normOffset=1, activation="gelu_tanh", embedScale=math.sqrt(1152), attnScale=1 / math.sqrt(256),
+        attnSoftcap=0, finalSoftcap=0,
+    ),
 }
-# All three presets have ropeScaling none and no sliding window, so neither is implemented here.
+# The Llama-family presets leave out the Gemma keys (tsdpo's decoderOptions fills in the Llama values, as
+# decoder_options below does), and ropeScaling, maxSeqLen and slidingWindow (none, unused and null for all three).
 
 BETA = 0.1  # sigmoid DPO loss, as tsdpo bench
 LR = 1e-6  # tsdpo's default learning_rate
@@ -69,9 +96,33 @@ MAX_GRAD_NORM = 1.0  # tsdpo clips as its trainer does (and as Hugging Face's Tr
 # parameters and inputs
 
 
+NO_SCALING = dict(type="none")
+
+
+def decoder_options(cfg):
+    """The family options of a config with the Llama values where it leaves them out (tsdpo's decoderOptions)."""
+    return dict(
+        norms=cfg.get("norms", "pre"),
+        normOffset=cfg.get("normOffset", 0),
+        activation=cfg.get("activation", "silu"),
+        embedScale=cfg.get("embedScale", 1),
+        attnScale=cfg.get("attnScale", 1.0 / math.sqrt(cfg["HS"])),
+        attnSoftcap=cfg.get("attnSoftcap", 0),
+        finalSoftcap=cfg.get("finalSoftcap", 0),
+    )
+
+
+def layer_attention(cfg, l):
+    """Layer l's window (None: the whole prefix), RoPE switch, base and scaling (tsdpo's layerAttention)."""
+    if cfg.get("layers"):
+        return cfg["layers"][l]
+    return dict(window=cfg.get("slidingWindow"), rope=True, ropeTheta=cfg["ropeTheta"], ropeScaling=cfg.get("ropeScaling", NO_SCALING))
+
+
 def param_specs(cfg):
     """(name, shape) in tsdpo's paramSpecs order (src/model/config.ts); the index k in this list seeds the weights."""
     V, C, L, NH, NKV, HS, FF = (cfg[x] for x in ("V", "C", "L", "NH", "NKV", "HS", "FF"))
+    sandwich = decoder_options(cfg)["norms"] == "sandwich"
     specs = [("tok_embd", (V, C))]
     for l in range(L):
         p = f"layers.{l}."
@@ -80,19 +131,25 @@ def param_specs(cfg):
             specs += [(p + "bq", (NH * HS,)), (p + "bk", (NKV * HS,)), (p + "bv", (NKV * HS,))]
         if cfg["qkNorm"]:
             specs += [(p + "q_norm", (HS,)), (p + "k_norm", (HS,))]
-        specs += [(p + "wo", (C, NH * HS)), (p + "ffn_norm", (C,))]
+        specs += [(p + "wo", (C, NH * HS))] + ([(p + "attn_post_norm", (C,))] if sandwich else []) + [(p + "ffn_norm", (C,))]
         specs += [(p + "w_gate", (FF, C)), (p + "w_up", (FF, C)), (p + "w_down", (C, FF))]
+        specs += [(p + "ffn_post_norm", (C,))] if sandwich else []
     specs.append(("out_norm", (C,)))
     if not cfg["tiedEmbeddings"]:
         specs.append(("lm_head", (V, C)))
     return specs
 
 
-def preset_weight(name, shape, k):
+def preset_weight(name, shape, k, norm_offset=0):
     """tsdpo's presetModel: element i (row-major) of tensor k is 0.02·sin(0.37·i + 1.3·k), or 1 + 0.1·sin(…) for
-    names ending in "norm"; computed in float64 and rounded once to float32, as JS's Math.sin into a Float32Array."""
+    names ending in "norm" (0.1·sin(…) when the config's normOffset is 1: Gemma's norms multiply by 1 + w, so the
+    effective scale is the same); computed in float64 and rounded once to float32, as JS's Math.sin into a
+    Float32Array."""
     s = torch.sin(torch.arange(math.prod(shape), dtype=torch.float64) * 0.37 + 1.3 * k)
-    value = 1.0 + 0.1 * s if name.endswith("norm") else 0.02 * s
+    if name.endswith("norm"):
+        value = 0.1 * s if norm_offset else 1.0 + 0.1 * s
+    else:
+        value = 0.02 * s
     return value.to(torch.float32).view(shape)
 
 
@@ -115,11 +172,19 @@ def make_batch(cfg, prompt_len, completion_len, pairs):
 # model
 
 
-def rope_tables(cfg, T, dtype):
-    """cos, sin of shape (T, HS/2): angle = pos · theta^(−2i/HS), in float64 then cast (as src/model/rope.ts)."""
-    HS = cfg["HS"]
-    inv_freq = 1.0 / cfg["ropeTheta"] ** (torch.arange(0, HS, 2, dtype=torch.float64) / HS)
-    angles = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]
+def rope_inv_freq(HS, theta, scaling):
+    """theta^(−2i/HS), i < HS/2, then scaled (as src/model/rope.ts ropeInvFreq); llama3 scaling is not implemented."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, HS, 2, dtype=torch.float64) / HS)
+    if scaling["type"] == "linear":
+        return inv_freq / scaling["factor"]
+    if scaling["type"] != "none":
+        raise NotImplementedError(f"ropeScaling {scaling['type']} is not implemented in tools/bench_torch.py")
+    return inv_freq
+
+
+def rope_tables(HS, theta, scaling, T, dtype):
+    """cos, sin of shape (T, HS/2): angle = pos · inv_freq, in float64 then cast (as src/model/rope.ts)."""
+    angles = torch.arange(T, dtype=torch.float64)[:, None] * rope_inv_freq(HS, theta, scaling)[None, :]
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
@@ -141,10 +206,12 @@ class Llama(torch.nn.Module):
     def __init__(self, cfg, dtype=torch.float32):
         super().__init__()
         self.cfg = cfg
+        self.opts = decoder_options(cfg)
         self.names = [name for name, _ in param_specs(cfg)]
         self.index = {name: k for k, name in enumerate(self.names)}
+        offset = self.opts["normOffset"]
         self.weights = torch.nn.ParameterList(
-            [torch.nn.Parameter(preset_weight(name, shape, k).to(dtype)) for k, (name, shape) in enumerate(param_specs(cfg))]
+            [torch.nn.Parameter(preset_weight(name, shape, k, offset).to(dtype)) for k, (name, shape) in enumerate(param_specs(cfg))]
         )
         self.rope_cache = {}
 
@@ -155,42 +222,67 @@ class Llama(torch.nn.Module):
         k = self.index.get(name)
         return None if k is None else self.weights[k]
 
+    def norm(self, x, name):
+        w = self.w(name)
+        return rmsnorm(x, 1 + w if self.opts["normOffset"] else w, self.cfg["rmsEps"])
+
     def tables(self, T, dtype):
-        """RoPE tables and the additive causal mask for length T, built once per length."""
-        key = (T, dtype)
-        if key not in self.rope_cache:
-            cos, sin = rope_tables(self.cfg, T, dtype)
-            mask = torch.full((T, T), float("-inf"), dtype=dtype).triu(1)  # (T, T): key column > query row is hidden
-            self.rope_cache[key] = (cos, sin, mask)
-        return self.rope_cache[key]
+        """Per layer: RoPE cos, sin (None when the layer has no RoPE) and the additive causal mask (with the layer's
+        sliding window) for length T; tables shared by layers with equal settings, built once per length."""
+        layers = []
+        for l in range(self.cfg["L"]):
+            a = layer_attention(self.cfg, l)
+            rope_key = ("rope", T, dtype, a["ropeTheta"], json.dumps(a["ropeScaling"], sort_keys=True)) if a["rope"] else None
+            if rope_key is not None and rope_key not in self.rope_cache:
+                self.rope_cache[rope_key] = rope_tables(self.cfg["HS"], a["ropeTheta"], a["ropeScaling"], T, dtype)
+            mask_key = ("mask", T, dtype, a["window"])
+            if mask_key not in self.rope_cache:
+                mask = torch.full((T, T), float("-inf"), dtype=dtype).triu(1)  # (T, T): key column > query row is hidden
+                if a["window"] is not None:  # and so are keys `window` or more positions back
+                    mask = mask + torch.full((T, T), float("-inf"), dtype=dtype).tril(-a["window"])
+                self.rope_cache[mask_key] = mask
+            cos, sin = self.rope_cache[rope_key] if rope_key is not None else (None, None)
+            layers.append((cos, sin, self.rope_cache[mask_key]))
+        return layers
 
     def hidden(self, ids):
         """Final-norm hidden states (R, T, C) for ids (R, T)."""
-        cfg = self.cfg
-        NH, NKV, HS, eps = cfg["NH"], cfg["NKV"], cfg["HS"], cfg["rmsEps"]
+        cfg, o = self.cfg, self.opts
+        NH, NKV, HS = cfg["NH"], cfg["NKV"], cfg["HS"]
+        sandwich, cap = o["norms"] == "sandwich", o["attnSoftcap"]
         R, T = ids.shape
         dtype = self.weights[0].dtype
-        cos, sin, mask = self.tables(T, dtype)
+        tables = self.tables(T, dtype)
         x = F.embedding(ids, self.w("tok_embd"))  # (R, T, C)
+        if o["embedScale"] != 1:
+            x = x * o["embedScale"]
         for l in range(cfg["L"]):
             p = f"layers.{l}."
-            h = rmsnorm(x, self.w(p + "attn_norm"), eps)
+            cos, sin, mask = tables[l]
+            h = self.norm(x, p + "attn_norm")
             q = F.linear(h, self.w(p + "wq"), self.opt(p + "bq")).view(R, T, NH, HS).transpose(1, 2)  # (R, NH, T, HS)
             k = F.linear(h, self.w(p + "wk"), self.opt(p + "bk")).view(R, T, NKV, HS).transpose(1, 2)  # (R, NKV, T, HS)
             v = F.linear(h, self.w(p + "wv"), self.opt(p + "bv")).view(R, T, NKV, HS).transpose(1, 2)  # (R, NKV, T, HS)
             if cfg["qkNorm"]:
-                q = rmsnorm(q, self.w(p + "q_norm"), eps)
-                k = rmsnorm(k, self.w(p + "k_norm"), eps)
-            q, k = rope(q, cos, sin), rope(k, cos, sin)
+                q = self.norm(q, p + "q_norm")
+                k = self.norm(k, p + "k_norm")
+            if cos is not None:
+                q, k = rope(q, cos, sin), rope(k, cos, sin)
             if NH != NKV:  # query head h reads KV head h // (NH / NKV)
                 k = k.repeat_interleave(NH // NKV, dim=1)  # (R, NH, T, HS)
                 v = v.repeat_interleave(NH // NKV, dim=1)
-            scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(HS)) + mask  # (R, NH, T, T)
-            y = torch.matmul(scores.softmax(dim=-1), v)  # (R, NH, T, HS)
-            x = x + F.linear(y.transpose(1, 2).reshape(R, T, NH * HS), self.w(p + "wo"))
-            h = rmsnorm(x, self.w(p + "ffn_norm"), eps)
-            x = x + F.linear(F.silu(F.linear(h, self.w(p + "w_gate"))) * F.linear(h, self.w(p + "w_up")), self.w(p + "w_down"))
-        return rmsnorm(x, self.w("out_norm"), eps)
+            scores = torch.matmul(q, k.transpose(-1, -2)) * o["attnScale"]  # (R, NH, T, T)
+            if cap:
+                scores = torch.tanh(scores / cap) * cap
+            y = torch.matmul((scores + mask).softmax(dim=-1), v)  # (R, NH, T, HS)
+            out = F.linear(y.transpose(1, 2).reshape(R, T, NH * HS), self.w(p + "wo"))
+            x = x + (self.norm(out, p + "attn_post_norm") if sandwich else out)
+            h = self.norm(x, p + "ffn_norm")
+            gate = F.linear(h, self.w(p + "w_gate"))
+            gate = F.gelu(gate, approximate="tanh") if o["activation"] == "gelu_tanh" else F.silu(gate)
+            out = F.linear(gate * F.linear(h, self.w(p + "w_up")), self.w(p + "w_down"))
+            x = x + (self.norm(out, p + "ffn_post_norm") if sandwich else out)
+        return self.norm(x, "out_norm")
 
     def lm_head(self):
         return self.w("tok_embd") if self.cfg["tiedEmbeddings"] else self.w("lm_head")
@@ -201,10 +293,16 @@ class Llama(torch.nn.Module):
         tsdpo and Hugging Face do); "completion" only on those that predict a completion token."""
         h = self.hidden(ids)  # (R, T, C)
         T = ids.shape[1]
+        cap = self.opts["finalSoftcap"]
         if logits == "completion":
             pred = F.linear(h[:, prompt_len - 1 : T - 1], self.lm_head())  # (R, T−P, V)
+            if cap:
+                pred = torch.tanh(pred / cap) * cap
         else:
-            pred = F.linear(h, self.lm_head())[:, prompt_len - 1 : T - 1]  # (R, T, V) → (R, T−P, V)
+            pred = F.linear(h, self.lm_head())  # (R, T, V)
+            if cap:
+                pred = torch.tanh(pred / cap) * cap
+            pred = pred[:, prompt_len - 1 : T - 1]  # (R, T−P, V)
         targets = ids[:, prompt_len:]  # (R, T−P)
         return pred.log_softmax(dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(dim=-1)
 
@@ -370,22 +468,38 @@ def print_summary(r):
 
 def slow_completion_logp(model, ids_row, prompt_len):
     """Summed completion log-prob of one sequence, written independently of Llama.hidden: one position at a time
-    with a growing key/value list (no mask), per-head loops, RoPE as complex multiplication of the pairs
-    (i, i + HS/2), and log p = logit − logsumexp. Computes in the weights' dtype."""
+    with a growing key/value list (no mask; a sliding layer reads the last `window` entries), per-head loops, RoPE
+    as complex multiplication of the pairs (i, i + HS/2), tanh GELU and soft-caps from their formulas, and
+    log p = logit − logsumexp. Computes in the weights' dtype."""
     cfg = model.cfg
+    o = decoder_options(cfg)
     NH, NKV, HS, eps, L = cfg["NH"], cfg["NKV"], cfg["HS"], cfg["rmsEps"], cfg["L"]
     W = {name: model.weights[k].detach() for k, name in enumerate(model.names)}
     half = HS // 2
-    inv_freq = [cfg["ropeTheta"] ** (-2.0 * i / HS) for i in range(half)]
+    attention = [layer_attention(cfg, l) for l in range(L)]
+    inv_freqs = []
+    for a in attention:
+        divisor = a["ropeScaling"]["factor"] if a["ropeScaling"]["type"] == "linear" else 1.0
+        assert a["ropeScaling"]["type"] in ("none", "linear")
+        inv_freqs.append([a["ropeTheta"] ** (-2.0 * i / HS) / divisor for i in range(half)])
 
-    def norm(x, w):
+    def norm(x, name):
+        w = W[name] + 1 if o["normOffset"] else W[name]
         return x / torch.sqrt((x * x).sum() / x.numel() + eps) * w
 
-    def rotate(vec, pos):  # vec (HS,)
+    def rotate(vec, pos, inv_freq):  # vec (HS,)
         z = torch.complex(vec[:half].double(), vec[half:].double())
         angle = torch.tensor([pos * f for f in inv_freq], dtype=torch.float64)
         z = z * torch.complex(torch.cos(angle), torch.sin(angle))
         return torch.cat((z.real, z.imag)).to(vec.dtype)
+
+    def cap(x, c):
+        return c * torch.tanh(x / c) if c else x
+
+    def activation(g):
+        if o["activation"] == "gelu_tanh":
+            return 0.5 * g * (1 + torch.tanh(math.sqrt(2 / math.pi) * (g + 0.044715 * g * g * g)))
+        return g / (1 + torch.exp(-g))
 
     keys = [[[] for _ in range(NKV)] for _ in range(L)]  # keys[l][kv head] = list of (HS,) per position
     values = [[[] for _ in range(NKV)] for _ in range(L)]
@@ -393,10 +507,12 @@ def slow_completion_logp(model, ids_row, prompt_len):
     total = 0.0
     T = len(ids_row)
     for t in range(T - 1):
-        x = W["tok_embd"][ids_row[t]].clone()  # (C,)
+        x = W["tok_embd"][ids_row[t]].clone() * o["embedScale"]  # (C,)
         for l in range(L):
             p = f"layers.{l}."
-            h = norm(x, W[p + "attn_norm"])
+            a = attention[l]
+            first = 0 if a["window"] is None else max(0, t + 1 - a["window"])  # oldest position this layer reads
+            h = norm(x, p + "attn_norm")
             q = W[p + "wq"] @ h
             k = W[p + "wk"] @ h
             v = W[p + "wv"] @ h
@@ -406,25 +522,27 @@ def slow_completion_logp(model, ids_row, prompt_len):
             for kv in range(NKV):
                 kh = k[kv * HS : (kv + 1) * HS]
                 if cfg["qkNorm"]:
-                    kh = norm(kh, W[p + "k_norm"])
-                keys[l][kv].append(rotate(kh, t))
+                    kh = norm(kh, p + "k_norm")
+                keys[l][kv].append(rotate(kh, t, inv_freqs[l]) if a["rope"] else kh)
                 values[l][kv].append(v[kv * HS : (kv + 1) * HS])
             for head in range(NH):
                 kv = head * NKV // NH
                 qh = q[head * HS : (head + 1) * HS]
                 if cfg["qkNorm"]:
-                    qh = norm(qh, W[p + "q_norm"])
-                qh = rotate(qh, t)
-                scores = torch.stack([qh.dot(kj) for kj in keys[l][kv]]) / math.sqrt(HS)  # positions 0..t
+                    qh = norm(qh, p + "q_norm")
+                if a["rope"]:
+                    qh = rotate(qh, t, inv_freqs[l])
+                scores = torch.stack([cap(qh.dot(kj) * o["attnScale"], o["attnSoftcap"]) for kj in keys[l][kv][first:]])
                 weights = torch.exp(scores - scores.max())
                 weights = weights / weights.sum()
-                heads.append(sum(wj * vj for wj, vj in zip(weights, values[l][kv])))
-            x = x + W[p + "wo"] @ torch.cat(heads)
-            h = norm(x, W[p + "ffn_norm"])
-            gate = W[p + "w_gate"] @ h
-            x = x + W[p + "w_down"] @ (gate / (1 + torch.exp(-gate)) * (W[p + "w_up"] @ h))
+                heads.append(sum(wj * vj for wj, vj in zip(weights, values[l][kv][first:])))
+            out = W[p + "wo"] @ torch.cat(heads)
+            x = x + (norm(out, p + "attn_post_norm") if o["norms"] == "sandwich" else out)
+            h = norm(x, p + "ffn_norm")
+            out = W[p + "w_down"] @ (activation(W[p + "w_gate"] @ h) * (W[p + "w_up"] @ h))
+            x = x + (norm(out, p + "ffn_post_norm") if o["norms"] == "sandwich" else out)
         if t >= prompt_len - 1:
-            logits = lm_head @ norm(x, W["out_norm"])
+            logits = cap(lm_head @ norm(x, "out_norm"), o["finalSoftcap"])
             total += (logits[ids_row[t + 1]] - torch.logsumexp(logits, dim=0)).item()
     return total
 
@@ -448,16 +566,53 @@ def self_test():
     expected = ["tok_embd", "layers.0.attn_norm", "layers.0.wq", "layers.0.wk", "layers.0.wv", "layers.0.bq", "layers.0.bk",
                 "layers.0.bv", "layers.0.wo", "layers.0.ffn_norm", "layers.0.w_gate", "layers.0.w_up"]
     report("qwen2 parameter order (biases after wv)", 0.0 if qwen_names == expected else 1.0, 0.0)
+    gemma_names = [n for n, _ in param_specs(PRESETS["gemma3-1b"])][:15]
+    expected = ["tok_embd", "layers.0.attn_norm", "layers.0.wq", "layers.0.wk", "layers.0.wv", "layers.0.q_norm",
+                "layers.0.k_norm", "layers.0.wo", "layers.0.attn_post_norm", "layers.0.ffn_norm", "layers.0.w_gate",
+                "layers.0.w_up", "layers.0.w_down", "layers.0.ffn_post_norm", "layers.1.attn_norm"]
+    report("gemma3 parameter order (sandwich norms after wo and w_down)", 0.0 if gemma_names == expected else 1.0, 0.0)
+    report("gemma init: norms (normOffset 1) are 0.1·sin(…), layers.0.ffn_post_norm[3] = 0.1·sin(1.11 + 1.3·13)",
+           abs(preset_weight("layers.0.ffn_post_norm", (8,), 13, 1)[3].item() - 0.1 * math.sin(0.37 * 3 + 1.3 * 13)), 1e-8)
+    report("presets: gemma2-2b alternates sliding (4096) and global layers from layer 0; gemma3-1b is all local",
+           0.0 if [a["window"] for a in PRESETS["gemma2-2b"]["layers"]] == [4096, None, 4096, None]
+           and [(a["window"], a["ropeTheta"]) for a in PRESETS["gemma3-1b"]["layers"]] == [(512, 10000)] * 4 else 1.0, 0.0)
 
-    # stories260K as shipped, and its shapes with Qwen2's switches (q/k/v biases, tied embeddings) and Qwen3's q/k norm
+    # stories260K as shipped, its shapes with Qwen2's switches (q/k/v biases, tied embeddings) and Qwen3's q/k norm,
+    # and its shapes with Gemma 2's and Gemma 3's options. T = 11 here, so windows of 3 and 4 cut; with these weights
+    # (0.02·sin) the scores and logits are at most about 1 and 0.2, so soft-caps of 0.1 bend them well away from linear.
+    def attention(window, theta, scaling=NO_SCALING):
+        return dict(window=window, rope=True, ropeTheta=theta, ropeScaling=scaling)
+
+    gemma = dict(cfg, tiedEmbeddings=True, norms="sandwich", normOffset=1, activation="gelu_tanh", embedScale=8.0)
     variants = {
         "stories260k": cfg,
         "stories260k shapes, qkv bias + tied": dict(cfg, qkvBias=True, tiedEmbeddings=True),
         "stories260k shapes, qk norm": dict(cfg, qkNorm=True),
+        "stories260k shapes, Gemma 2 options (sandwich, 1 + w, GeGLU, scale, soft-caps 0.1, windows 3/global)": dict(
+            gemma, family="gemma2", attnScale=1 / math.sqrt(12), attnSoftcap=0.1, finalSoftcap=0.1, slidingWindow=3,
+            layers=[attention(3 if l % 2 == 0 else None, 10000) for l in range(cfg["L"])],
+        ),
+        "stories260k shapes, Gemma 3 options (q/k norm, local window 4 base 1e4, global base 1e6 linear x2)": dict(
+            gemma, family="gemma3", qkNorm=True, attnScale=1 / math.sqrt(10), slidingWindow=4,
+            layers=[attention(4, 10000) if l != 2 else attention(None, 1000000, dict(type="linear", factor=2.0))
+                    for l in range(cfg["L"])],
+        ),
     }
     P, CL, B = 5, 6, 2
     for label, vcfg in variants.items():
         print(f"{label}:")
+        if vcfg.get("layers"):
+            # each Gemma option changes the result: turning it off moves the chosen row's log-prob
+            ids = make_batch(vcfg, P, CL, B)
+            base = Llama(vcfg, torch.float64).completion_logps(ids, P)[0].item()
+            offs = {"soft-caps": dict(vcfg, attnSoftcap=0, finalSoftcap=0), "windows": dict(vcfg, layers=[dict(a, window=None) for a in vcfg["layers"]]),
+                    "RoPE bases": dict(vcfg, layers=[dict(a, ropeTheta=10000, ropeScaling=NO_SCALING) for a in vcfg["layers"]])}
+            for what, off in offs.items():
+                if off["layers"] == vcfg["layers"] and decoder_options(off) == decoder_options(vcfg):
+                    continue  # nothing to turn off in this variant
+                with torch.no_grad():
+                    moved = abs(Llama(off, torch.float64).completion_logps(ids, P)[0].item() - base)
+                report(f"{what} matter: |Δ log-prob| = {moved:.3g} when off, want > 1e-6", 0.0 if moved > 1e-6 else 1.0, 0.0)
         ids = make_batch(vcfg, P, CL, B)  # (2B, T)
         model64 = Llama(vcfg, torch.float64)
         model32 = Llama(vcfg, torch.float32)
@@ -484,6 +639,7 @@ def self_test():
                   ("layers.4.w_down", 123), ("out_norm", 9)]
         probes += [("layers.3.bq", 2), ("layers.1.bv", 6)] if vcfg["qkvBias"] else []
         probes += [("layers.2.q_norm", 1), ("layers.0.k_norm", 4)] if vcfg["qkNorm"] else []
+        probes += [("layers.1.attn_post_norm", 3), ("layers.3.ffn_post_norm", 7)] if vcfg.get("norms") == "sandwich" else []
         probes += [] if vcfg["tiedEmbeddings"] else [("lm_head", 5 * vcfg["C"] + 17)]
         h = 1e-5
         for name, j in probes:
