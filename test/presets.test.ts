@@ -58,6 +58,15 @@ test("the new presets are the published config.json shapes (as llamaConfigFromHf
     "qwen2.5-1.5b": { model_type: "qwen2", vocab_size: 151936, hidden_size: 1536, intermediate_size: 8960, num_hidden_layers: 28,
       num_attention_heads: 12, num_key_value_heads: 2, max_position_embeddings: 131072, max_window_layers: 28, rms_norm_eps: 1e-6,
       rope_theta: 1000000, sliding_window: 131072, use_sliding_window: false, tie_word_embeddings: true },
+    // the cut Gemma presets: the published config.json with num_hidden_layers 4
+    "gemma2-2b": { model_type: "gemma2", vocab_size: 256000, hidden_size: 2304, intermediate_size: 9216, num_hidden_layers: 4,
+      num_attention_heads: 8, num_key_value_heads: 4, head_dim: 256, hidden_activation: "gelu_pytorch_tanh", max_position_embeddings: 8192,
+      query_pre_attn_scalar: 256, rms_norm_eps: 1e-6, rope_theta: 10000, sliding_window: 4096, attn_logit_softcapping: 50,
+      final_logit_softcapping: 30, attention_bias: false },
+    "gemma3-1b": { model_type: "gemma3_text", vocab_size: 262144, hidden_size: 1152, intermediate_size: 6912, num_hidden_layers: 4,
+      num_attention_heads: 4, num_key_value_heads: 1, head_dim: 256, hidden_activation: "gelu_pytorch_tanh", max_position_embeddings: 32768,
+      query_pre_attn_scalar: 256, rms_norm_eps: 1e-6, rope_theta: 1000000, rope_local_base_freq: 10000, rope_scaling: null,
+      sliding_window: 512, sliding_window_pattern: 6, attn_logit_softcapping: null, final_logit_softcapping: null },
   };
   for (const [name, json] of Object.entries(hf)) assert.deepEqual(PRESETS[name], llamaConfigFromHf(json, `${name} config.json`), name);
 });

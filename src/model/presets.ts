@@ -10,7 +10,7 @@
 // (the base model, not -Instruct, whose max_position_embeddings is 32768 instead) in Lightning-AI litgpt's config
 // table and in a test that pins the file's revision 8faed761. ../shared/data holds no config.json of these models.
 
-import { type LlamaConfig, paramSpecs } from "./config.js";
+import { type LayerAttention, type LlamaConfig, decoderOptions, gemmaLayerIsLocal, paramSpecs } from "./config.js";
 import { type FloatCtor, type Model, createModel } from "./llama.js";
 
 // Llama 3's RoPE: theta 500000 and the "llama3" frequency scaling of the 3.2 models (rope_scaling in config.json).
@@ -18,6 +18,16 @@ const LLAMA32_ROPE = {
   ropeTheta: 500000,
   ropeScaling: { type: "llama3", factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 },
 } as const;
+
+/** Gemma's options (hfconfig.ts's gemmaConfigFromHf gives the same for a real config.json). */
+function gemmaLayers(L: number, pattern: number, window: number, localTheta: number, globalTheta: number): LayerAttention[] {
+  return Array.from({ length: L }, (_, l) =>
+    gemmaLayerIsLocal(l, pattern)
+      ? { window, rope: true, ropeTheta: localTheta, ropeScaling: { type: "none" } }
+      : { window: null, rope: true, ropeTheta: globalTheta, ropeScaling: { type: "none" } },
+  );
+}
+const GEMMA = { norms: "sandwich", normOffset: 1, activation: "gelu_tanh", attnScale: 1 / 16 } as const; // query_pre_attn_scalar 256
 
 export const PRESETS: Record<string, LlamaConfig> = {
   // HuggingFaceTB/SmolLM-135M
@@ -46,6 +56,20 @@ export const PRESETS: Record<string, LlamaConfig> = {
     family: "qwen2", V: 151936, C: 1536, L: 28, NH: 12, NKV: 2, HS: 128, FF: 8960, ropeTheta: 1000000, ropeScaling: { type: "none" },
     rmsEps: 1e-6, tiedEmbeddings: true, qkvBias: true, qkNorm: false, maxSeqLen: 131072, slidingWindow: null,
   },
+  // google/gemma-2-2b cut to 4 of its 26 layers (real widths and vocabulary, so a full fp32 DPO step fits 24 GB):
+  // head_dim 256, query_pre_attn_scalar 256, sliding_window 4096 on every other layer from layer 0, soft-caps 50 / 30
+  "gemma2-2b": {
+    family: "gemma2", V: 256000, C: 2304, L: 4, NH: 8, NKV: 4, HS: 256, FF: 9216, ropeTheta: 10000, ropeScaling: { type: "none" },
+    rmsEps: 1e-6, tiedEmbeddings: true, qkvBias: false, qkNorm: false, maxSeqLen: 8192, slidingWindow: 4096,
+    layers: gemmaLayers(4, 2, 4096, 10000, 10000), ...GEMMA, embedScale: Math.sqrt(2304), attnSoftcap: 50, finalSoftcap: 30,
+  },
+  // google/gemma-3-1b-pt cut to 4 of its 26 layers: head_dim 256, q/k norms, sliding_window 512 with
+  // sliding_window_pattern 6 (so the four kept layers are all local, RoPE base 10000; the global ones use 1e6)
+  "gemma3-1b": {
+    family: "gemma3", V: 262144, C: 1152, L: 4, NH: 4, NKV: 1, HS: 256, FF: 6912, ropeTheta: 1000000, ropeScaling: { type: "none" },
+    rmsEps: 1e-6, tiedEmbeddings: true, qkvBias: false, qkNorm: true, maxSeqLen: 32768, slidingWindow: 512,
+    layers: gemmaLayers(4, 6, 512, 10000, 1000000), ...GEMMA, embedScale: Math.sqrt(1152), attnSoftcap: 0, finalSoftcap: 0,
+  },
   // karpathy/tinyllamas stories260K (the shipped model's shape)
   stories260k: {
     family: "llama", V: 512, C: 64, L: 5, NH: 8, NKV: 4, HS: 8, FF: 172, ropeTheta: 10000, ropeScaling: { type: "none" },
@@ -60,7 +84,10 @@ export function presetConfig(name: string): LlamaConfig {
   return cfg;
 }
 
-/** Whether parameter `name` gets the norm formula 1 + 0.1·sin(…) rather than 0.02·sin(…). */
+/**
+ * Whether parameter `name` gets the norm formula 1 + 0.1·sin(…) (0.1·sin(…) where norms multiply by 1 + w, as
+ * Gemma's do, so that the effective weight is the same) rather than 0.02·sin(…).
+ */
 export const isPresetNorm = (name: string): boolean => /norm$/.test(name);
 
 /**
@@ -76,10 +103,11 @@ export function presetModel(name: string, ctor: FloatCtor = Float32Array): Model
 /** Fills every tensor of the arena with its preset values (tensor k is its place in paramSpecs, arena or not). */
 export function fillPresetArena(model: Model): void {
   const index = new Map(paramSpecs(model.cfg).map((s, k) => [s.name, k]));
+  const one = decoderOptions(model.cfg).normOffset === 1 ? 0 : 1;
   for (const e of model.entries) {
     const k = index.get(e.name)!;
     const v = model.params.subarray(e.offset, e.offset + e.size);
-    if (isPresetNorm(e.name)) for (let i = 0; i < e.size; i++) v[i] = 1 + 0.1 * Math.sin(0.37 * i + 1.3 * k);
+    if (isPresetNorm(e.name)) for (let i = 0; i < e.size; i++) v[i] = one + 0.1 * Math.sin(0.37 * i + 1.3 * k);
     else if (v instanceof Float32Array) presetValues(v, k, 0, e.size);
     else for (let i = 0; i < e.size; i++) v[i] = 0.02 * Math.sin(0.37 * i + 1.3 * k);
   }
