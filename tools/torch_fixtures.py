@@ -695,8 +695,6 @@ def gemma_extras(name, cfg, weights, inputs, logits):
 
     tensors = {}
     for n, g in dgrads.items():
-        tensors["dpo.grad." + n] = g.to(torch.float32)
-    for n, g in dgrads.items():
         tensors["dpo64.grad." + n] = g
     meta = {
         "beta": DPO["beta"],
@@ -739,7 +737,9 @@ def build(name, index):
     assert abs(losses[0] + S.item() / inputs["mask"].sum().item()) < 1e-12
 
     tensors = dict(weights)
-    for n, g in grads.items():
+    # Gemma files carry the DPO gradient in float64 only (the float32 checks compare with it too): it keeps the files
+    # small, and the summed-log-prob gradient is covered by the Llama-family files.
+    for n, g in ([] if gemma else grads.items()):
         tensors["grad." + n] = g.to(torch.float32)
     tensors["logits"] = logits.detach().to(torch.float32)
     tensors["logp"] = logp.detach().to(torch.float32)
@@ -776,7 +776,7 @@ def build(name, index):
     }
     if gemma:
         metadata["notes"] = (
-            "float64 compute from the float32 weights; the float32 tensors are the float64 results rounded once, "
+            "float64 compute from the float32 weights; logits and logp are the float64 results rounded once, "
             "logits64, logp64 and dpo64.grad.* are the float64 results themselves. inv_freq is computed in float64 "
             "(HF uses float32) and the embedding scale is sqrt(hidden_size) in float64 (HF rounds it to the model's "
             "dtype). logits and logp are after the final soft-cap. Sliding layers: a query at position i sees keys "
@@ -784,7 +784,7 @@ def build(name, index):
             "AdamW: one parameter group, weight decay on every tensor, loss = -S / sum(mask), losses[i] is "
             "evaluated before step i + 1. dpo: policy_logps[r] = sum_t mask * logp (rows in order), ref_logps = "
             "policy_logps + ref_offsets (constants), loss = -mean over the pairs (chosen_rows[i], rejected_rows[i]) "
-            "of logsigmoid(beta * ((pc - rc) - (pr - rr))); dpo.grad.<name> is d loss / d param."
+            "of logsigmoid(beta * ((pc - rc) - (pr - rr))); dpo64.grad.<name> is d loss / d param (float64 only)."
         )
         metadata["dpo"] = json.dumps(dpo_meta)
     path = os.path.join(OUT_DIR, f"{name}.safetensors")
