@@ -18,6 +18,22 @@ export class TsdpoError extends Error {
   }
 }
 
+/**
+ * A chat template's own raise_exception(...): the template refuses one conversation (Gemma 2's refuses a system
+ * message, most a wrong order of roles). A config error where a template is rendered by itself; the data loader
+ * tells it apart from a broken template and reports it as a problem of the row, with its file, line and field.
+ * `reason` is the template's own message, `hint` what to do (a sentence without its full stop).
+ */
+export class TemplateRefusal extends TsdpoError {
+  constructor(
+    message: string,
+    readonly reason: string,
+    readonly hint: string,
+  ) {
+    super("config", message);
+  }
+}
+
 export function inputError(message: string): TsdpoError {
   return new TsdpoError("input", message);
 }

@@ -40,7 +40,7 @@
 // - These two are TsdpoErrors (not RowProblems) for that reason: every row of such a file has the same problem, and
 //   skipping them all would only end in "no usable pairs".
 
-import { TsdpoError, configError, inputError } from "../errors.js";
+import { TemplateRefusal, TsdpoError, configError, inputError } from "../errors.js";
 import type { Tokenizer } from "../tokenizer/types.js";
 import { listKeys, listNames } from "./read.js";
 import type { RawRow } from "./read.js";
@@ -296,10 +296,11 @@ export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): Norma
         };
       }
       const promptMsgs = c.slice(0, k);
-      out = { ...renderPair(chat, promptMsgs, c.slice(k), r.slice(k), cf, rf, tools), shape: "conversational-implicit" };
+      // the prompt's messages are the start of both answers' lists; chosen's name stands for them
+      out = { ...renderPair(chat, promptMsgs, c.slice(k), r.slice(k), cf, cf, rf, tools), shape: "conversational-implicit" };
     } else {
       const p = checkMessages(pf!, prompt as unknown[], false);
-      out = { ...renderPair(chat, p, c, r, cf, rf, tools), shape: "conversational" };
+      out = { ...renderPair(chat, p, c, r, pf!, cf, rf, tools), shape: "conversational" };
     }
   }
   if (out.chosen === out.rejected) return identical();
@@ -364,11 +365,13 @@ export function inferTextPrompt(
   return out;
 }
 
+/** pf, cf, rf: the fields holding the prompt's messages and the two answers, named when the template fails on them. */
 function renderPair(
   chat: ChatRenderer,
   prompt: ChatMessage[],
   chosen: ChatMessage[],
   rejected: ChatMessage[],
+  pf: string,
   cf: string,
   rf: string,
   tools: readonly ToolSpec[] | undefined,
@@ -377,7 +380,7 @@ function renderPair(
   // unless the two conversations first differ at a user turn: then the prompt ends with the assistant's turn before
   // it, as the full conversation renders it, and each answer opens its own user turn).
   const gen = chosen[0]!.role === "assistant" || rejected[0]!.role === "assistant";
-  const p = runTemplate(chat, prompt, gen, cf, tools);
+  const p = runTemplate(chat, prompt, gen, pf, tools);
   const answer = (msgs: ChatMessage[], field: string): string => {
     const full = runTemplate(chat, [...prompt, ...msgs], false, field, tools);
     if (!full.startsWith(p)) {
@@ -402,6 +405,14 @@ function runTemplate(chat: ChatRenderer, msgs: ChatMessage[], gen: boolean, fiel
   try {
     return chat(msgs, gen, tools);
   } catch (e) {
+    // The template's raise_exception refuses this conversation (Gemma 2's template and a system message): a problem
+    // of the row, which skip_invalid may skip, not of the template.
+    if (e instanceof TemplateRefusal)
+      throw new RowProblem(
+        field,
+        `the model's chat template refuses the conversation with roles [${msgs.map((m) => m.role).join(", ")}]: ` +
+          `${e.reason}. ${e.hint}, or skip such rows with skip_invalid`,
+      );
     if (e instanceof TsdpoError && e.kind === "config") throw e; // a broken template fails every row alike
     throw new RowProblem(field, `the chat template failed on this conversation (${(e as Error).message})`);
   }

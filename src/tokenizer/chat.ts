@@ -4,6 +4,10 @@
 // when there are any (raise_exception, range and strftime_now are the engine's globals, set up here as its
 // Template.render does).
 //
+// A template's raise_exception is its refusal of one conversation (Gemma 2's template refuses a system message,
+// most refuse roles that do not alternate), not a fault of the template: it becomes a TemplateRefusal, which the
+// data loader reports as a problem of the row (file, line, field) and skip_invalid can skip.
+//
 // A template is code from a model repository or a --chat-template file, and the engine runs it without limits:
 // `range(2**31)` builds a list of 2^31 numbers, nested loops can run for hours and a doubling `set` in a loop
 // fills the memory, and a synchronous render cannot be interrupted. So rendering is bounded (see LIMITS), and a
@@ -12,7 +16,7 @@
 // characters more than the messages hold) and stop a runaway template within about a third of a second.
 
 import { Environment, Interpreter, Template } from "@huggingface/jinja";
-import { configError } from "../errors.js";
+import { TemplateRefusal, configError } from "../errors.js";
 
 export interface ChatMessage {
   role: string;
@@ -56,6 +60,9 @@ const LIMITS = {
 
 /** A bound of LIMITS exceeded; turned into a config error that names the bound. */
 class RenderLimit extends Error {}
+
+/** The template's own raise_exception(message); turned into a TemplateRefusal. */
+class TemplateRaised extends Error {}
 
 /** The work one render may do, and has done. */
 class Budget {
@@ -199,7 +206,7 @@ export function renderChat(template: string, messages: ChatMessage[], opts: Rend
   for (const [k, v] of [["false", false], ["true", true], ["none", null], ["False", false], ["True", true], ["None", null]] as const)
     env.set(k, v);
   env.set("raise_exception", (msg: string) => {
-    throw new Error(msg);
+    throw new TemplateRaised(String(msg));
   });
   env.set("range", boundedRange(budget));
   env.set("strftime_now", strftimeNow);
@@ -218,9 +225,23 @@ export function renderChat(template: string, messages: ChatMessage[], opts: Rend
           `this; fix or replace the template`,
       );
     const roles = messages.map((m) => m.role).join(", ");
+    if (e instanceof TemplateRaised) {
+      const hint = refusalHint(messages);
+      throw new TemplateRefusal(`${where}: the chat template refuses a conversation with roles [${roles}]: ${e.message}. ${hint}`, e.message, hint);
+    }
     throw configError(
       `${where}: the chat template failed on a conversation with roles [${roles}]: ${e instanceof Error ? e.message : String(e)}. ` +
         `Check that the roles and their order suit this model's template, or supply another template`,
     );
   }
+}
+
+/** What to do about a conversation the template refused; a system message is the one case with a known cause. */
+function refusalHint(messages: readonly ChatMessage[]): string {
+  if (messages.some((m) => m.role === "system"))
+    return (
+      `This template may have no system role (Gemma 2's refuses one; Gemma 3's folds it into the first user turn): ` +
+      `put the system text at the start of the first user message`
+    );
+  return `Check that the roles and their order suit this model's template (most want user and assistant turns in turn)`;
 }
