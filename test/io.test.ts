@@ -501,14 +501,24 @@ describe("config.json", () => {
     assert.deepEqual(cfg, base({ V: 10, C: 32, L: 2, NH: 4, NKV: 4, HS: 8, FF: 64 }));
   });
 
-  test("Qwen2 sliding window: all layers slide, none slide, or a mix (unsupported)", () => {
+  test("Qwen2 sliding window: all layers slide, none slide, or the layers from max_window_layers on (per-layer attention)", () => {
     const q = { ...JSON.parse(readFileSync(fixture("io", "qwen2.5-0.5b.config.json"), "utf8")), use_sliding_window: true };
     assert.equal(llamaConfigFromHf({ ...q, max_window_layers: 0 }, "q.json").slidingWindow, 32768);
+    assert.equal(llamaConfigFromHf({ ...q, max_window_layers: 0 }, "q.json").layers, undefined);
     assert.equal(llamaConfigFromHf({ ...q, max_window_layers: 24 }, "q.json").slidingWindow, null);
-    throwsTsdpo(() => llamaConfigFromHf({ ...q, max_window_layers: 12 }, "q.json"), "unsupported", "q.json", "max_window_layers 12");
+    const mixed = llamaConfigFromHf({ ...q, max_window_layers: 12 }, "q.json");
+    assert.deepEqual(mixed.layers!.map((a) => a.window), Array.from({ length: 24 }, (_, l) => (l >= 12 ? 32768 : null)));
+    assert.ok(mixed.layers!.every((a) => a.rope && a.ropeTheta === mixed.ropeTheta));
+    // written back as use_sliding_window with max_window_layers 12, and read again the same
+    const written = JSON.parse(JSON.stringify(hfConfigFromLlama(mixed, { bosTokenId: null, eosTokenId: null, torchDtype: "float32" })));
+    assert.deepEqual([written.use_sliding_window, written.sliding_window, written.max_window_layers], [true, 32768, 12]);
+    assert.deepEqual(llamaConfigFromHf(written, "out.json"), mixed);
     const layerTypes = (k: string[]): unknown => ({ ...q, layer_types: Array.from({ length: 24 }, (_, i) => k[i % k.length]) });
     assert.equal(llamaConfigFromHf(layerTypes(["full_attention"]), "q.json").slidingWindow, null);
-    throwsTsdpo(() => llamaConfigFromHf(layerTypes(["full_attention", "sliding_attention"]), "q.json"), "unsupported", "layer_types mixes");
+    const alternating = llamaConfigFromHf(layerTypes(["full_attention", "sliding_attention"]), "q.json");
+    assert.deepEqual(alternating.layers!.map((a) => a.window), Array.from({ length: 24 }, (_, l) => (l % 2 ? 32768 : null)));
+    // which transformers' Qwen2 config cannot express (only the last layers slide), so export refuses it
+    throwsTsdpo(() => hfConfigFromLlama(alternating, { bosTokenId: null, eosTokenId: null, torchDtype: "float32" }), "unsupported", "not the last ones");
   });
 
   test("errors name the file, the key and the value", () => {

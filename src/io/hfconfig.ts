@@ -158,8 +158,11 @@ function ropeScalingFrom(r: Reader, key: string, obj: unknown): RopeScaling {
   }
 }
 
-/** Qwen2/Qwen3: sliding attention applies only to layers >= max_window_layers, and only with use_sliding_window. */
-function qwenSlidingWindow(r: Reader, L: number, family: ModelFamily): number | null {
+/**
+ * Qwen2/Qwen3: sliding attention applies only to layers >= max_window_layers, and only with use_sliding_window.
+ * Returns each layer's window (null: global attention).
+ */
+function qwenLayerWindows(r: Reader, L: number, family: ModelFamily): (number | null)[] {
   const layerTypes = r.obj["layer_types"];
   if (Array.isArray(layerTypes)) {
     // Newer transformers write the per-layer outcome explicitly; it is authoritative.
@@ -169,23 +172,25 @@ function qwenSlidingWindow(r: Reader, L: number, family: ModelFamily): number | 
     for (const k of kinds)
       if (k !== "full_attention" && k !== "sliding_attention")
         throw unsupportedError(`${r.path}: layer_types entry ${describeValue(k)} is not supported`);
-    if (kinds.size > 1)
-      throw unsupportedError(
-        `${r.path}: layer_types mixes full and sliding attention; tsdpo supports one attention kind for all layers`,
-      );
-    if (!kinds.has("sliding_attention")) return null;
-    return r.posInt("sliding_window");
+    if (!kinds.has("sliding_attention")) return layerTypes.map(() => null);
+    const window = r.posInt("sliding_window");
+    return layerTypes.map((k) => (k === "sliding_attention" ? window : null));
   }
-  if (!r.bool("use_sliding_window", false)) return null;
+  if (!r.bool("use_sliding_window", false)) return Array.from({ length: L }, () => null);
   const window = r.nullablePosInt("sliding_window", DEFAULTS[family].slidingWindow);
-  if (window === null) return null;
+  if (window === null) return Array.from({ length: L }, () => null);
   const maxWindowLayers = r.int("max_window_layers", DEFAULT_MAX_WINDOW_LAYERS);
-  if (maxWindowLayers >= L) return null;
-  if (maxWindowLayers <= 0) return window;
-  throw unsupportedError(
-    `${r.path}: use_sliding_window with max_window_layers ${maxWindowLayers} < num_hidden_layers ${L} gives ` +
-      `full attention in some layers and sliding attention in others; tsdpo supports one kind for all layers`,
-  );
+  return Array.from({ length: L }, (_, l) => (l >= maxWindowLayers ? window : null));
+}
+
+/** The model-wide window and, when the layers differ, the per-layer attention that says which layers slide. */
+function windowsToConfig(windows: (number | null)[], ropeTheta: number, ropeScaling: RopeScaling): Pick<LlamaConfig, "slidingWindow" | "layers"> {
+  const first = windows[0] ?? null;
+  if (windows.every((w) => w === first)) return { slidingWindow: first };
+  return {
+    slidingWindow: windows.find((w) => w !== null) ?? null,
+    layers: windows.map((window) => ({ window, rope: true, ropeTheta, ropeScaling })),
+  };
 }
 
 /** Parses a transformers config.json object. `path` is only used in error messages. */
@@ -263,9 +268,9 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
   if (family === "llama" && r.bool("mlp_bias", false))
     throw unsupportedError(`${path}: mlp_bias true is not supported`);
 
-  let slidingWindow: number | null = null;
-  if (family === "mistral") slidingWindow = r.nullablePosInt("sliding_window", d.slidingWindow);
-  else if (family === "qwen2" || family === "qwen3") slidingWindow = qwenSlidingWindow(r, L, family);
+  let windows: (number | null)[] = Array.from({ length: L }, () => null);
+  if (family === "mistral") windows = windows.map(() => r.nullablePosInt("sliding_window", d.slidingWindow));
+  else if (family === "qwen2" || family === "qwen3") windows = qwenLayerWindows(r, L, family);
 
   return {
     family,
@@ -283,7 +288,7 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
     qkvBias: family === "qwen2",
     qkNorm: family === "qwen3",
     maxSeqLen: r.posInt("max_position_embeddings", d.maxPos),
-    slidingWindow,
+    ...windowsToConfig(windows, ropeTheta, ropeScaling),
   };
 }
 
@@ -523,16 +528,24 @@ export function hfConfigFromLlama(cfg: LlamaConfig, opts: HfExportOptions): Reco
       out["sliding_window"] = cfg.slidingWindow;
       break;
     case "qwen2":
-    case "qwen3":
+    case "qwen3": {
       if (family === "qwen3") out["attention_bias"] = false;
-      // max_window_layers 0 makes every layer slide; with use_sliding_window false it is ignored.
+      // Layers from max_window_layers on slide (0: all of them); with use_sliding_window false it is ignored.
+      const layers = Array.from({ length: cfg.L }, (_, l) => layerAttention(cfg, l));
+      const window = layers.find((a) => a.window !== null)?.window ?? null;
+      const firstSliding = layers.findIndex((a) => a.window !== null);
+      if (layers.some((a, l) => a.window !== (firstSliding >= 0 && l >= firstSliding ? window : null)))
+        throw unsupportedError(`cannot write a transformers ${family} config whose sliding layers are not the last ones, with one window`);
+      if (layers.some((a) => !a.rope || a.ropeTheta !== cfg.ropeTheta || JSON.stringify(a.ropeScaling) !== JSON.stringify(cfg.ropeScaling)))
+        throw unsupportedError(`cannot write a transformers ${family} config with per-layer RoPE settings`);
       Object.assign(
         out,
-        cfg.slidingWindow === null
+        window === null
           ? { use_sliding_window: false, sliding_window: null, max_window_layers: cfg.L }
-          : { use_sliding_window: true, sliding_window: cfg.slidingWindow, max_window_layers: 0 },
+          : { use_sliding_window: true, sliding_window: window, max_window_layers: firstSliding },
       );
       break;
+    }
   }
   return out;
 }
