@@ -1,5 +1,5 @@
 // Conversations through the chat template (src/data/normalize.ts, src/tokenizer/chat.ts): a preference at any
-// assistant turn, and a `tools` column or config value handed to the template.
+// assistant turn, a `tools` column or config value handed to the template, and chat_template_kwargs in every render.
 //
 // The log-prob check runs the shipped stories260K with a real Jinja template (ChatML, written out below) on the
 // backend under test, in both layouts: an implicit row whose two conversations first differ at turn 2 of 3 must
@@ -7,14 +7,20 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { chatRendererFor, dataOptionsFromConfig, loadPreferences, tokenizePairs } from "../src/data/index.js";
+import { mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { templateKwargsFor } from "../src/cli/templatekwargs.js";
+import { chatRendererFor, dataOptionsFromConfig, loadPreferenceData, loadPreferences, tokenizePairs } from "../src/data/index.js";
 import type { ChatMessage } from "../src/data/index.js";
 import { loadModel } from "../src/io/load.js";
+import { runLoadOptions } from "../src/report/samples.js";
+import { promptText } from "../src/sample/sideBySide.js";
 import { renderChat } from "../src/tokenizer/chat.js";
-import { resolveTrainConfig } from "../src/train/config.js";
+import { loadTokenizer } from "../src/tokenizer/index.js";
+import { applyOverrides, readConfigFile, resolveTrainConfig, trainKeyList } from "../src/train/config.js";
 import { pairLogps } from "../src/train/logps.js";
 import { rejectsWith, scratchFiles, triples } from "./data-helpers.js";
-import { storiesGguf, testBackend } from "./helpers.js";
+import { fixture, storiesGguf, testBackend } from "./helpers.js";
 
 const tmpFile = scratchFiles("data-chat");
 const jsonl = (rows: unknown[]): string => rows.map((r) => JSON.stringify(r)).join("\n") + "\n";
@@ -158,4 +164,118 @@ test("tools: the config key and the column are checked, and plain-text rows refu
   ]);
   const text = tmpFile("tools-text.jsonl", jsonl([{ prompt: "Weather in Paris?", chosen: " Sunny.", rejected: " Rain." }]));
   await rejectsWith(loadPreferences(text, { tools: [WEATHER] }), /tools-text\.jsonl:1: tools is set, but chosen and rejected are plain strings/, "config");
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// chat_template_kwargs
+
+/**
+ * ChatML with two variables a config may set: Qwen3's enable_thinking (false: an empty think block opens every
+ * assistant turn, the generation prompt's included, so it belongs to the prompt) and a header on every render. The
+ * prompt and each whole conversation must render both alike, or the answer would not extend the prompt's text.
+ */
+const NO_THINK = "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}";
+const KWARGS_TEMPLATE =
+  "{% if header is defined %}[{{ header }}]\n{% endif %}" +
+  "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' %}" + NO_THINK + "{% endif %}" +
+  "{{ m.content }}<|im_end|>\n{% endfor %}" +
+  "{% if add_generation_prompt %}<|im_start|>assistant\n" + NO_THINK + "{% endif %}";
+
+/** Qwen3's tokenizer with `template` as its chat_template.jinja (found before tokenizer_config.json's). */
+function qwen3With(template: string): ReturnType<typeof loadTokenizer> {
+  const dir = join(tmpFile.dir, `qwen3-${template.length}`);
+  mkdirSync(dir);
+  symlinkSync(fixture("tokenizers", "qwen3", "tokenizer.json"), join(dir, "tokenizer.json"));
+  writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ eos_token: "<|im_end|>" }));
+  writeFileSync(join(dir, "chat_template.jinja"), template);
+  return loadTokenizer(dir);
+}
+
+test("chat_template_kwargs reach every render of the data path: prompts, answers and the eval file", async () => {
+  const tok = qwen3With(KWARGS_TEMPLATE);
+  const row = { prompt: [u("Hi")], chosen: [a("Hello.")], rejected: [a("Go away.")] };
+  const data = tmpFile("kwargs.jsonl", jsonl([row]));
+  const evalData = tmpFile("kwargs-eval.jsonl", jsonl([{ chosen: [u("Bye"), a("Bye!")], rejected: [u("Bye"), a("No.")] }]));
+  const options = (kwargs: Record<string, unknown> | undefined) =>
+    dataOptionsFromConfig(resolveTrainConfig({ eval_data: evalData, ...(kwargs ? { chat_template_kwargs: kwargs } : {}) }, "test config"));
+
+  const plain = await loadPreferenceData(data, tok, options(undefined));
+  const thinking = await loadPreferenceData(data, tok, options({ enable_thinking: false, header: "2026-01-01" }));
+  const ids = (text: string): number[] => tok.encodeWithSpecials(text);
+  const think = "<think>\n\n</think>\n\n";
+  assert.deepEqual([...plain.pairs[0]!.promptIds], ids("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"));
+  assert.deepEqual([...thinking.pairs[0]!.promptIds], ids(`[2026-01-01]\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n${think}`));
+  // the answers are the same tokens either way: the header and the think block went to the prompt
+  assert.deepEqual([...thinking.pairs[0]!.chosenIds], [...plain.pairs[0]!.chosenIds]);
+  assert.deepEqual([...thinking.pairs[0]!.chosenIds], [...tok.encode("Hello."), tok.eosId!]);
+  assert.deepEqual([...thinking.eval[0]!.promptIds], ids(`[2026-01-01]\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n${think}`));
+  assert.equal(thinking.prompts[0], `[2026-01-01]\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n${think}`);
+
+  // tsdpo sample renders message prompts with them too
+  const prompt = { prompt: [u("Hi")], source: "prompts.jsonl:1" };
+  assert.equal(promptText(tok, prompt, { enable_thinking: false }), `<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n${think}`);
+  assert.equal(promptText(tok, prompt), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  // and so do the report's samples, from the run's saved config
+  const saved = { learning_rate: 1e-6, loss: {}, chat_template_kwargs: { enable_thinking: false } };
+  const fromRun = await loadPreferences(data, runLoadOptions(saved, tok, "run/config.json"));
+  assert.equal(fromRun.pairs[0]!.prompt, `<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n${think}`);
+  assert.throws(() => runLoadOptions({ chat_template_kwargs: 1 }, tok, "run/config.json"), /^TsdpoError: run\/config\.json: "chat_template_kwargs" must be an object/);
+});
+
+test("chat_template_kwargs with Qwen3's own template: enable_thinking false moves the empty think block into the prompt", async () => {
+  const tok = loadTokenizer(fixture("tokenizers", "qwen3"));
+  const path = tmpFile("qwen3.jsonl", jsonl([{ prompt: [u("What is 2+2?")], chosen: [a("4")], rejected: [a("5")] }]));
+  const load = async (kwargs: Record<string, unknown> | null) => (await loadPreferences(path, { tokenizer: tok, ...(kwargs ? { chatTemplateKwargs: kwargs } : {}) })).pairs;
+  const head = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n";
+  // Without the kwarg Qwen3's template writes the empty think block into the answer, where DPO would score it.
+  assert.deepEqual(triples(await load(null)), [[head, "<think>\n\n</think>\n\n4<|im_end|>\n", "<think>\n\n</think>\n\n5<|im_end|>\n"]]);
+  assert.deepEqual(triples(await load({ enable_thinking: false })), [[head + "<think>\n\n</think>\n\n", "4<|im_end|>\n", "5<|im_end|>\n"]]);
+});
+
+test("chat_template_kwargs: the config key is checked, and errors name the file (or option) and the key", () => {
+  const bad = (v: unknown, message: RegExp): void =>
+    assert.throws(() => resolveTrainConfig({ chat_template_kwargs: v }, "cfg.json"), (e: unknown) => {
+      assert.match(String(e), message);
+      assert.equal((e as { kind?: string }).kind, "config");
+      return true;
+    });
+  bad("enable_thinking=false", /^TsdpoError: cfg\.json: "chat_template_kwargs" must be an object of template variables, e\.g\. \{"enable_thinking": false\}; got the string "enable_thinking=false"$/);
+  bad([{ enable_thinking: false }], /cfg\.json: "chat_template_kwargs" must be an object .*; got a list$/);
+  bad({ messages: [] }, /cfg\.json: "chat_template_kwargs" names "messages", which tsdpo sets for every render; remove it$/);
+  bad({ tools: [] }, /cfg\.json: "chat_template_kwargs" names "tools", .*; give function definitions with the "tools" key instead$/);
+  bad({ ok: true, when: { at: [1, Number.NaN] } }, /cfg\.json: "chat_template_kwargs" "when\.at\[1\]" is NaN, not a JSON number$/);
+  bad({ f: () => 1 }, /cfg\.json: "chat_template_kwargs" "f" is function .*, not a JSON value/);
+  let deep: unknown = 1;
+  for (let i = 0; i < 100_000; i++) deep = [deep];
+  bad({ deep }, /cfg\.json: "chat_template_kwargs" "deep\[0\]\[0\]\[0\].*" is nested deeper than 32 levels$/);
+
+  // null and absent are "none"; an object is copied, so that changing the caller's object changes nothing
+  assert.equal(resolveTrainConfig({}, "cfg.json").chat_template_kwargs, null);
+  assert.equal(dataOptionsFromConfig(resolveTrainConfig({ chat_template_kwargs: null }, "cfg.json")).chatTemplateKwargs, undefined);
+  const given = { enable_thinking: false, depth: { n: 2 } };
+  const cfg = resolveTrainConfig({ chat_template_kwargs: given }, "cfg.json");
+  given.depth.n = 3;
+  assert.deepEqual(dataOptionsFromConfig(cfg).chatTemplateKwargs, { enable_thinking: false, depth: { n: 2 } });
+  assert.throws(() => dataOptionsFromConfig({ chat_template_kwargs: "x" as never }), /^TsdpoError: "chat_template_kwargs" must be an object/);
+
+  // from a config file: the message names the file; on the command line, the option as typed
+  const file = tmpFile("cfg.json", JSON.stringify({ chat_template_kwargs: { bos_token: "<s>" } }));
+  assert.throws(() => resolveTrainConfig(readConfigFile(file), file), new RegExp(`^TsdpoError: ${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: "chat_template_kwargs" names "bos_token"`));
+  assert.deepEqual(resolveTrainConfig(applyOverrides({}, { chat_template_kwargs: '{"enable_thinking": false}' }), "cli").chat_template_kwargs, { enable_thinking: false });
+  assert.throws(() => applyOverrides({}, { chat_template_kwargs: "enable_thinking" }), /^TsdpoError: --chat_template_kwargs enable_thinking: "chat_template_kwargs" must be an object/);
+  assert.match(trainKeyList(), /^  chat_template_kwargs +null +extra chat-template variables/m);
+});
+
+test("chat_template_kwargs for eval, logprobs and sample: --chat-template-kwargs, else the run's own", () => {
+  const run = join(tmpFile.dir, "run");
+  mkdirSync(run);
+  writeFileSync(join(run, "config.json"), JSON.stringify({ learning_rate: 1e-6, loss: {}, chat_template_kwargs: { enable_thinking: false } }));
+  assert.deepEqual(templateKwargsFor({}, run), { enable_thinking: false });
+  assert.deepEqual(templateKwargsFor({ chat_template_kwargs: '{"enable_thinking": true}' }, run), { enable_thinking: true });
+  assert.equal(templateKwargsFor({}, storiesGguf), null);
+  assert.equal(templateKwargsFor({}, undefined), null);
+  assert.throws(() => templateKwargsFor({ chat_template_kwargs: "{nope" }, run), /^TsdpoError: --chat-template-kwargs \{nope: not JSON/);
+  assert.throws(() => templateKwargsFor({ chat_template_kwargs: "[1]" }, run), /^TsdpoError: --chat-template-kwargs \[1\]: must be an object/);
+  writeFileSync(join(run, "config.json"), JSON.stringify({ learning_rate: 1e-6, loss: {}, chat_template_kwargs: { messages: 1 } }));
+  assert.throws(() => templateKwargsFor({}, run), /: the run's "chat_template_kwargs" names "messages"/);
 });

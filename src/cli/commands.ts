@@ -18,6 +18,7 @@ import { type PreparedData, dataOptionsFromConfig, formatPreferenceData, loadPre
 import type { LoadedModel } from "../io/load.js";
 import { createProgress } from "../train/progress.js";
 import { sampleCommand } from "./sample.js";
+import { templateKwargsFor } from "./templatekwargs.js";
 import { demoCommand } from "./demo.js";
 import { reportCommand } from "./report.js";
 import { benchCommand } from "./bench.js";
@@ -50,7 +51,7 @@ const dataOptions = {
   prompt_field: { type: "string" }, chosen_field: { type: "string" }, rejected_field: { type: "string" },
   data_format: { type: "string" }, winner_field: { type: "string" }, a_field: { type: "string" }, b_field: { type: "string" },
   winner_values: { type: "string" }, score_fields: { type: "string" }, webgpt_quotes: { type: "boolean" },
-  skip_invalid: { type: "boolean" },
+  skip_invalid: { type: "boolean" }, chat_template_kwargs: { type: "string" },
 } as const;
 const dataHelp = `  --prompt-field F, --chosen-field F, --rejected-field F
                        the fields that hold the prompt and the two answers, when a file names them differently
@@ -64,7 +65,10 @@ const dataHelp = `  --prompt-field F, --chosen-field F, --rejected-field F
   --score-fields SA,SB --a-field A --b-field B
                        two answers and their scores: the higher score wins, equal scores are a tie (dropped)
   --webgpt-quotes      WebGPT: put each answer's quotes in front of it, as the model had them
-  --skip-invalid       skip malformed rows (counted, and listed on stderr) instead of stopping at the first`;
+  --skip-invalid       skip malformed rows (counted, and listed on stderr) instead of stopping at the first
+  --chat-template-kwargs '{"enable_thinking": false}'
+                       extra variables for every chat-template render (default: those of the run that made
+                       --model, when it is a tsdpo run folder)`;
 
 /** --winner-values as JSON; --score-fields as JSON or "a,b". */
 function parseJsonOption(v: Values, key: string, example: string): unknown {
@@ -79,7 +83,7 @@ function parseJsonOption(v: Values, key: string, example: string): unknown {
 }
 
 /** Loads a preference file for `model` through the one loader train uses, with the command's data options. */
-async function loadDataFor(v: Values, path: string, model: LoadedModel, maxLength: number | null): Promise<PreparedData> {
+async function loadDataFor(v: Values, path: string, model: LoadedModel, maxLength: number | null, modelPath?: string): Promise<PreparedData> {
   const promptField = str(v, "prompt_field");
   const d = await loadPreferenceData(resolve(path), model.tokenizer, dataOptionsFromConfig({
     // --prompt-field null: infer the prompt from the answers on purpose, as prompt_field: null in a config
@@ -95,6 +99,7 @@ async function loadDataFor(v: Values, path: string, model: LoadedModel, maxLengt
     score_fields: (parseJsonOption(v, "score_fields", `score_0,score_1`) as string[] | undefined) ?? null,
     webgpt_quotes: v.webgpt_quotes === true,
     skip_invalid: v.skip_invalid === true,
+    chat_template_kwargs: templateKwargsFor(v, modelPath),
     max_length: maxLength,
   }, model.model.cfg.maxSeqLen));
   // What was skipped, truncated or flagged goes to stderr, so that stdout stays the command's result.
@@ -164,7 +169,7 @@ The sums run over completion tokens only (the completion and the EOS that ends i
     if (!data) throw configError("logprobs: --data <file> is required");
     const be = selectBackend(str(v, "backend"));
     const loaded = loadModelForUse(str(v, "model") ?? defaultModelPath, str(v, "adapter"), defaultModelPath);
-    const pairs = await loadDataFor(v, data, loaded, null);
+    const pairs = await loadDataFor(v, data, loaded, null, str(v, "model"));
     const rows = pairLogps(be, loaded.model, pairs.pairs);
     for (const r of rows) process.stdout.write(JSON.stringify(r) + "\n");
   },
@@ -352,7 +357,7 @@ Accuracy is the share of pairs whose implicit reward ranks chosen strictly above
     const policy = loadModelForUse(modelPath, str(v, "adapter"), defaultModelPath);
     const ref = loadModelForUse(refPath, null, defaultModelPath);
     const maxLength = num(v, "max-length", policy.model.cfg.maxSeqLen, (x) => isInt(x) && x >= 2, "a whole number ≥ 2");
-    const pairs = await loadDataFor(v, data, policy, maxLength);
+    const pairs = await loadDataFor(v, data, policy, maxLength, modelPath);
     const progress = createProgress("eval", 2 * pairs.pairs.length, 0, process.stderr, false, 10_000, "scored");
     const policyRows = pairLogps(be, policy.model, pairs.pairs, 4, true, (done) => progress.update(done, "(policy)"));
     const refRows = pairLogps(be, ref.model, pairs.pairs, 4, true, (done) => progress.update(pairs.pairs.length + done, "(reference)"));

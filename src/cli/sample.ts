@@ -6,6 +6,7 @@ import { loadModelForUse } from "../io/resolve.js";
 import { defaultModelPath } from "../paths.js";
 import { defaultSideBySideOptions, formatSideBySide, readPromptsFile, sideBySide } from "../sample/sideBySide.js";
 import type { Command } from "./commands.js";
+import { templateKwargsFor } from "./templatekwargs.js";
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -35,12 +36,15 @@ export const sampleCommand: Command = {
                        the same random stream for the policy and the reference
   --json               one JSON line per prompt: {"prompt": ..., "policy": [...], "reference": [...]}
   --adapter <folder>   a PEFT LoRA adapter to put on the policy
+  --chat-template-kwargs '{"enable_thinking": false}'
+                       extra variables for the chat template of message prompts (default: those the run that
+                       made --model trained with, when it is a tsdpo run folder)
   --backend js|native|auto`,
   options: {
     model: { type: "string" }, reference: { type: "string" }, prompts: { type: "string" }, n: { type: "string" },
     temperature: { type: "string" }, "max-new-tokens": { type: "string" }, "top-k": { type: "string" },
     "top-p": { type: "string" }, seed: { type: "string" }, json: { type: "boolean" }, adapter: { type: "string" },
-    backend: { type: "string" },
+    backend: { type: "string" }, chat_template_kwargs: { type: "string" },
   },
   async run(v) {
     const str = (k: string): string | undefined => (typeof v[k] === "string" ? (v[k] as string) : undefined);
@@ -56,6 +60,7 @@ export const sampleCommand: Command = {
       topK: num(v, "top-k", d.topK, (x) => Number.isInteger(x) && x >= 0, "a whole number ≥ 0"),
       topP: num(v, "top-p", d.topP, (x) => x > 0 && x <= 1, "a number in (0, 1]"),
       seed: num(v, "seed", d.seed, Number.isInteger, "a whole number"),
+      chatTemplateKwargs: templateKwargsFor(v, modelPath),
     };
     const prompts = readPromptsFile(promptsPath);
     const be = selectBackend(str("backend"));

@@ -21,7 +21,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { TsdpoError, configError, inputError } from "../errors.js";
-import { renderChat } from "../tokenizer/chat.js";
+import { type ChatTemplateKwargs, checkTemplateKwargs, renderChat } from "../tokenizer/chat.js";
 import type { Tokenizer } from "../tokenizer/types.js";
 import { RowProblem, chatRendererFor, describeMapping, nonPreferenceKind, normalizeRow, parseTools, PREFERENCE_ROW_EXAMPLE } from "./normalize.js";
 import type { NormalizeOptions } from "./normalize.js";
@@ -43,6 +43,11 @@ export interface LoadOptions extends NormalizeOptions, FormatOptions {
    * so no caller has to build the renderer. An explicit `chat` wins (tests pass their own).
    */
   tokenizer?: Tokenizer;
+  /**
+   * Extra variables for every render of the tokenizer's chat template, prompt and answers alike (config key
+   * chat_template_kwargs, e.g. {"enable_thinking": false} for Qwen3). Checked by dataOptionsFromConfig.
+   */
+  chatTemplateKwargs?: ChatTemplateKwargs;
 }
 
 export interface LoadedFile {
@@ -79,7 +84,10 @@ export async function loadPreferences(path: string, options: LoadOptions = {}): 
   const keys = read.columns ?? (first ? Object.keys(first.value as object) : null);
   const layout = chooseLayout(read.columns || !first ? path : where(first.pos), keys, options, first?.value);
   if (read.columns) checkColumns(path, read.format, read.columns, layout, options);
-  const normOpts: NormalizeOptions = options.chat !== undefined || options.tokenizer === undefined ? {} : { chat: chatRendererFor(renderChat, options.tokenizer) };
+  const normOpts: NormalizeOptions =
+    options.chat !== undefined || options.tokenizer === undefined
+      ? {}
+      : { chat: chatRendererFor(renderChat, options.tokenizer, undefined, options.chatTemplateKwargs) };
   const out: LoadedFile = {
     file: path, format: read.format, rows: read.rows.length, pairs: [], invalid: [], drops: [], warnings: [],
     dataFormat: layout.format, recognised: layout.note,
@@ -360,6 +368,8 @@ export interface DataConfig extends FormatConfig {
   seed?: number;
   /** Tool definitions for the chat template of every message-list row without its own "tools" (TRL's DPOConfig.tools). */
   tools?: readonly ToolSpec[] | null;
+  /** Extra variables for every chat-template render, e.g. {"enable_thinking": false} (null: none). */
+  chat_template_kwargs?: ChatTemplateKwargs | null;
 }
 
 /** Maps config keys to loadPreferenceData's options; contextLength is the model's (model.cfg.maxSeqLen). */
@@ -391,6 +401,9 @@ export function dataOptionsFromConfig(c: DataConfig, contextLength: number | nul
     ...(c.score_fields != null ? { scoreFields: [c.score_fields[0]!, c.score_fields[1]!] as const } : {}),
     ...(c.webgpt_quotes === true ? { webgptQuotes: true } : {}),
     ...(c.tools != null ? { tools: parseTools(c.tools, (reason) => configError(`"tools" ${reason}`)) } : {}),
+    ...(c.chat_template_kwargs != null
+      ? { chatTemplateKwargs: checkTemplateKwargs(c.chat_template_kwargs, (reason) => configError(`"chat_template_kwargs" ${reason}`)) }
+      : {}),
     skipInvalid: c.skip_invalid ?? false,
     maxLength: c.max_length ?? null,
     maxPromptLength: c.max_prompt_length ?? null,

@@ -102,17 +102,25 @@ export type NormalizeResult =
 export type RenderChatFn = (
   template: string,
   messages: { role: string; content: string }[],
-  opts: { addGenerationPrompt: boolean; bosToken?: string; eosToken?: string; tools?: readonly ToolSpec[] },
+  opts: {
+    addGenerationPrompt: boolean;
+    bosToken?: string;
+    eosToken?: string;
+    tools?: readonly ToolSpec[];
+    kwargs?: { readonly [name: string]: unknown };
+  },
 ) => string;
 
 /**
- * Binds a template renderer to a tokenizer's chat template and special-token strings. Returns undefined when there
- * is no template; loading then fails only if the file actually holds message lists.
+ * Binds a template renderer to a tokenizer's chat template and special-token strings, and to the extra template
+ * variables of every render (config key chat_template_kwargs, already checked). Returns undefined when there is no
+ * template; loading then fails only if the file actually holds message lists.
  */
 export function chatRendererFor(
   render: RenderChatFn,
   tokenizer: Tokenizer,
   template: string | null = tokenizer.chatTemplate,
+  kwargs?: { readonly [name: string]: unknown },
 ): ChatRenderer | undefined {
   if (template === null || template === "") return undefined;
   const bosToken = tokenizer.bosId !== null ? tokenizer.idToToken(tokenizer.bosId) : undefined;
@@ -121,8 +129,8 @@ export function chatRendererFor(
     render(
       template,
       messages.map((m) => ({ role: m.role, content: m.content })),
-      // no tools key at all without tools, so such rows render exactly as before
-      { addGenerationPrompt, bosToken, eosToken, ...(tools !== undefined ? { tools } : {}) },
+      // no tools or kwargs key at all without them, so such rows render exactly as before
+      { addGenerationPrompt, bosToken, eosToken, ...(tools !== undefined ? { tools } : {}), ...(kwargs !== undefined ? { kwargs } : {}) },
     );
 }
 

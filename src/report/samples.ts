@@ -7,15 +7,18 @@
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { selectBackend } from "../backend/select.js";
-import { loadPreferences, splitPreferences } from "../data/load.js";
+import { type LoadOptions, loadPreferences, splitPreferences } from "../data/load.js";
 import { pairEncoder } from "../data/tokenize.js";
 import type { PreferencePair } from "../data/types.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { loadModel } from "../io/load.js";
 import { loadModelForUse } from "../io/resolve.js";
+import { configError } from "../errors.js";
 import { defaultDataPath, defaultModelPath } from "../paths.js";
 import { Rng } from "../rng.js";
 import { sampleCompletion } from "../demo/sample.js";
+import { checkTemplateKwargs } from "../tokenizer/chat.js";
+import type { Tokenizer } from "../tokenizer/types.js";
 import type { SamplesDoc } from "./report.js";
 
 export interface RunSampleOptions {
@@ -27,6 +30,22 @@ export interface RunSampleOptions {
 }
 
 export const defaultRunSampleOptions: RunSampleOptions = { prompts: 3, maxNewTokens: 48, seed: 0, maxWeightBytes: 80e6 };
+
+/**
+ * How training read its data, from the run's saved config (`where` names it in messages): the field mapping, and the
+ * extra chat-template variables, so that a conversational prompt is sampled as training rendered it. Malformed rows
+ * are skipped: the report only needs a few prompts.
+ */
+export function runLoadOptions(config: Record<string, unknown>, tok: Tokenizer, where: string): LoadOptions {
+  const str = (k: string): string | undefined => (typeof config[k] === "string" ? (config[k] as string) : undefined);
+  const kwargs = config.chat_template_kwargs;
+  return {
+    // null (infer the prompt on purpose) must stay null, as training read it
+    promptField: config.prompt_field === null ? null : str("prompt_field"), chosenField: str("chosen_field"), rejectedField: str("rejected_field"),
+    skipInvalid: true, tokenizer: tok,
+    ...(kwargs != null ? { chatTemplateKwargs: checkTemplateKwargs(kwargs, (reason) => configError(`${where}: "chat_template_kwargs" ${reason}`)) } : {}),
+  };
+}
 
 /** Bytes of a model's weights on disk: a GGUF file, or the safetensors files of a folder. */
 function weightBytes(path: string): number {
@@ -54,11 +73,7 @@ export async function ensureRunSamples(runDir: string, config: Record<string, un
 
   // Prompts: the eval data as train() saw it, else the training data.
   const str = (k: string): string | undefined => (typeof config[k] === "string" ? (config[k] as string) : undefined);
-  const loadOpts = {
-    // null (infer the prompt on purpose) must stay null, as training read it
-    promptField: config.prompt_field === null ? null : str("prompt_field"), chosenField: str("chosen_field"), rejectedField: str("rejected_field"),
-    skipInvalid: true, tokenizer: tok,
-  };
+  const loadOpts = runLoadOptions(config, tok, join(runDir, "config.json"));
   const dataPath = resolve(str("data") ?? defaultDataPath);
   let pairs: PreferencePair[];
   let source: string;

@@ -8,7 +8,8 @@
 //
 // Prompts are encoded as training encodes them (data/tokenize.ts pairEncoder): BOS once, special-token strings
 // parsed. Chat prompts (a list of {role, content}) are rendered with each model's chat template and the assistant
-// header. A completion is the text the new tokens add to the prompt, stop token dropped.
+// header, with the run's chat_template_kwargs. A completion is the text the new tokens add to the prompt, stop token
+// dropped.
 
 import { readFileSync } from "node:fs";
 import type { Backend } from "../backend/contract.js";
@@ -16,7 +17,7 @@ import { configError, inputError, TsdpoError } from "../errors.js";
 import { pairEncoder } from "../data/tokenize.js";
 import type { Model } from "../model/llama.js";
 import { Rng } from "../rng.js";
-import { renderChat, type ChatMessage } from "../tokenizer/chat.js";
+import { renderChat, type ChatMessage, type ChatTemplateKwargs } from "../tokenizer/chat.js";
 import type { Tokenizer } from "../tokenizer/types.js";
 import { generate } from "./generate.js";
 
@@ -34,6 +35,8 @@ export interface SideBySideOptions {
   topK: number; // 0 = no limit
   topP: number; // 1 = no limit
   seed: number;
+  /** Extra variables for every chat-template render (config key chat_template_kwargs); absent: none. */
+  chatTemplateKwargs?: ChatTemplateKwargs | null;
 }
 
 export const defaultSideBySideOptions: SideBySideOptions = {
@@ -108,7 +111,7 @@ function jsonPrompt(line: string, source: string): string | ChatMessage[] {
 }
 
 /** The prompt text a model sees: the string itself, or the chat messages rendered with its template. */
-export function promptText(tok: Tokenizer, p: SamplePrompt): string {
+export function promptText(tok: Tokenizer, p: SamplePrompt, kwargs?: ChatTemplateKwargs | null): string {
   if (typeof p.prompt === "string") return p.prompt;
   if (tok.chatTemplate === null || tok.chatTemplate === "")
     throw configError(
@@ -121,6 +124,7 @@ export function promptText(tok: Tokenizer, p: SamplePrompt): string {
     bosToken: name(tok.bosId),
     eosToken: name(tok.eosId),
     source: `${p.source} (chat template)`,
+    ...(kwargs != null ? { kwargs } : {}),
   });
 }
 
@@ -138,7 +142,7 @@ export function sampleSeed(seed: number, promptIndex: number, sampleIndex: numbe
 
 /** Generates opts.n completions of one prompt. */
 function completions(be: Backend, m: SamplingModel, p: SamplePrompt, promptIndex: number, opts: SideBySideOptions): string[] {
-  const { ids } = pairEncoder(m.tokenizer).prompt(promptText(m.tokenizer, p));
+  const { ids } = pairEncoder(m.tokenizer).prompt(promptText(m.tokenizer, p, opts.chatTemplateKwargs));
   if (ids.length === 0) throw inputError(`${p.source}: the prompt is empty and the model has no BOS token to start from`);
   if (ids.length >= m.model.cfg.maxSeqLen)
     throw inputError(`${p.source}: the prompt is ${ids.length} tokens but the model's context is ${m.model.cfg.maxSeqLen}; shorten it`);

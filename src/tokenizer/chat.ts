@@ -1,8 +1,9 @@
 // Chat templates: the Jinja source a model ships (tokenizer.chat_template in GGUF, chat_template in
 // tokenizer_config.json / chat_template.jinja) rendered with @huggingface/jinja, the engine transformers.js uses.
-// The variables are the ones transformers passes: messages, add_generation_prompt, bos_token, eos_token, and tools
-// when there are any (raise_exception, range and strftime_now are the engine's globals, set up here as its
-// Template.render does).
+// The variables are the ones transformers passes: messages, add_generation_prompt, bos_token, eos_token, tools
+// when there are any, and the extra variables of the config key chat_template_kwargs (transformers'
+// apply_chat_template(**kwargs), e.g. Qwen3's enable_thinking); raise_exception, range and strftime_now are the
+// engine's globals, set up here as its Template.render does.
 //
 // A template's raise_exception is its refusal of one conversation (Gemma 2's template refuses a system message,
 // most refuse roles that do not alternate), not a fault of the template: it becomes a TemplateRefusal, which the
@@ -37,10 +38,80 @@ export interface RenderChatOptions {
    * it to None instead; the two differ only for a template that tests `tools is defined`.)
    */
   tools?: readonly ToolSpec[];
+  /**
+   * Extra template variables (config key chat_template_kwargs, checked by checkTemplateKwargs): each name becomes a
+   * variable of every render, as transformers' apply_chat_template(**kwargs) passes them. Absent or {}: the template
+   * sees only the standard variables.
+   */
+  kwargs?: ChatTemplateKwargs;
 }
 
 /** One tool definition: a JSON object, passed to the template as is. */
 export type ToolSpec = { readonly [key: string]: unknown };
+
+/** Extra variables for every render of a chat template: names to JSON values (null, booleans, numbers, strings, lists, objects). */
+export type ChatTemplateKwargs = { readonly [name: string]: unknown };
+
+/**
+ * The names renderChat sets itself. A kwarg of one of these names would replace what the template must see
+ * (transformers refuses messages, tools and add_generation_prompt as kwargs too; bos_token and eos_token decide
+ * where tsdpo finds BOS and EOS in the rendered text), so checkTemplateKwargs refuses them.
+ */
+export const STANDARD_TEMPLATE_VARIABLES: readonly string[] = [
+  "messages", "add_generation_prompt", "bos_token", "eos_token", "tools", "raise_exception", "range", "strftime_now",
+  "true", "false", "none", "True", "False", "None",
+];
+
+/** Nesting of a kwarg's value beyond this is refused: real ones are flags and short lists, and a deep nest would
+ *  overflow the stack of every recursive walk after this one (JSON.stringify, the engine's conversion). */
+const MAX_KWARG_DEPTH = 32;
+
+/**
+ * Checks chat_template_kwargs: an object whose values are JSON values, none named like a variable renderChat sets.
+ * Returns a copy. `fail` makes the error (the caller names the config file or option and the key).
+ */
+export function checkTemplateKwargs(v: unknown, fail: (reason: string) => Error): ChatTemplateKwargs {
+  const example = `e.g. {"enable_thinking": false}`;
+  if (v === null || typeof v !== "object" || Array.isArray(v))
+    throw fail(`must be an object of template variables, ${example}; got ${kindOf(v)}`);
+  for (const name of Object.keys(v)) {
+    if (STANDARD_TEMPLATE_VARIABLES.includes(name))
+      throw fail(
+        `names "${name}", which tsdpo sets for every render` +
+          (name === "tools" ? `; give function definitions with the "tools" key instead` : `; remove it`),
+      );
+    if (name === "") throw fail(`has an empty name; each key is a template variable, ${example}`);
+  }
+  // Iterative, so that a value nested 100,000 deep (JSON.parse reads it fine) is refused rather than a stack overflow.
+  const todo: [unknown, string, number][] = Object.entries(v).map(([k, x]) => [x, k, 1]);
+  while (todo.length > 0) {
+    const [x, at, depth] = todo.pop()!;
+    if (depth > MAX_KWARG_DEPTH) throw fail(`"${at.slice(0, 200)}…" is nested deeper than ${MAX_KWARG_DEPTH} levels`);
+    if (x === null || typeof x === "string" || typeof x === "boolean") continue;
+    if (typeof x === "number") {
+      if (!Number.isFinite(x)) throw fail(`"${at}" is ${x}, not a JSON number`);
+      continue;
+    }
+    if (Array.isArray(x)) {
+      x.forEach((y, i) => todo.push([y, `${at}[${i}]`, depth + 1]));
+      continue;
+    }
+    if (typeof x === "object" && Object.getPrototypeOf(x) === Object.prototype) {
+      for (const [k, y] of Object.entries(x)) todo.push([y, `${at}.${k}`, depth + 1]);
+      continue;
+    }
+    throw fail(`"${at}" is ${kindOf(x)}, not a JSON value (null, true/false, a number, a string, a list or an object)`);
+  }
+  return JSON.parse(JSON.stringify(v)) as ChatTemplateKwargs;
+}
+
+function kindOf(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "a list";
+  if (typeof v === "object") return Object.getPrototypeOf(v) === Object.prototype ? "an object" : `a ${v.constructor?.name ?? "non-JSON"} object`;
+  if (typeof v === "string") return `the string ${JSON.stringify(v.slice(0, 60))}`;
+  return `${typeof v} ${String(v)}`;
+}
 
 const LIMITS = {
   /**
@@ -197,6 +268,7 @@ export function renderChat(template: string, messages: ChatMessage[], opts: Rend
   let inputChars = 0;
   for (const m of messages) inputChars += String(m.content).length + String(m.role).length;
   if (opts.tools !== undefined) inputChars += JSON.stringify(opts.tools).length; // a template prints them, often as JSON
+  if (opts.kwargs !== undefined) inputChars += JSON.stringify(opts.kwargs).length; // and these too, possibly
   const budget = new Budget(
     LIMITS.steps + LIMITS.perMessageSteps * messages.length,
     LIMITS.chars + LIMITS.perInputChar * inputChars,
@@ -210,6 +282,8 @@ export function renderChat(template: string, messages: ChatMessage[], opts: Rend
   });
   env.set("range", boundedRange(budget));
   env.set("strftime_now", strftimeNow);
+  // Before the standard variables, so that these win should a caller pass a kwarg of the same name anyway.
+  for (const [name, value] of Object.entries(opts.kwargs ?? {})) env.set(name, value);
   env.set("messages", messages);
   env.set("add_generation_prompt", opts.addGenerationPrompt);
   env.set("bos_token", opts.bosToken ?? "");

@@ -14,6 +14,7 @@ import { DATA_FORMATS, formatConfigProblem } from "../data/formats.js";
 import type { WinnerValuesConfig } from "../data/formats.js";
 import { parseTools } from "../data/normalize.js";
 import type { ToolSpec } from "../data/types.js";
+import { type ChatTemplateKwargs, checkTemplateKwargs } from "../tokenizer/chat.js";
 
 export interface TrainConfig {
   /** Policy and reference start: a .gguf file or HF folder. Default: the shipped stories260K. */
@@ -52,6 +53,13 @@ export interface TrainConfig {
   webgpt_quotes: boolean;
   /** Function definitions for the chat template's `tools` (TRL's DPOConfig.tools); a row's own "tools" wins. */
   tools: ToolSpec[] | null;
+  /**
+   * Extra variables for every render of the chat template: the prompts and answers of conversational rows (train and
+   * eval pairs), and what `tsdpo eval`, `logprobs`, `sample` and the report render for a run made with them.
+   * transformers' apply_chat_template(**kwargs); e.g. {"enable_thinking": false} for Qwen3, whose template then puts
+   * the empty think block into the prompt. null: none.
+   */
+  chat_template_kwargs: ChatTemplateKwargs | null;
   /** Malformed rows are counted and reported in invalid_rows.jsonl instead of stopping the run. */
   skip_invalid: boolean;
   /** Cap on prompt + longer answer (tokens). TRL default 1024; smaller models have shorter contexts. */
@@ -180,6 +188,7 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   score_fields: null,
   webgpt_quotes: false, // the quotes make each answer much longer and are scored with it; opt in
   tools: null, // most preference data has no tools; a row's own "tools" column needs no config
+  chat_template_kwargs: null, // the template's own defaults, as transformers without kwargs
   skip_invalid: false,
   max_length: 1024,
   max_prompt_length: 512,
@@ -231,12 +240,12 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   force: false,
 };
 
-type Kind = "path|bool?" | "string?" | "string" | "number" | "number?" | "int" | "int?" | "bool" | "bool?" | "strings" | "strings?" | "object?" | "tools?" | { oneOf: readonly string[] };
+type Kind = "path|bool?" | "string?" | "string" | "number" | "number?" | "int" | "int?" | "bool" | "bool?" | "strings" | "strings?" | "object?" | "tools?" | "kwargs?" | { oneOf: readonly string[] };
 const KINDS: { [K in keyof Rest]-?: Kind } = {
   model: "string?", data: "string?", eval_data: "string?", eval_size: "number", prompt_field: "string?",
   chosen_field: "string", rejected_field: "string",
   data_format: { oneOf: DATA_FORMATS }, winner_field: "string?", a_field: "string?", b_field: "string?", winner_values: "object?",
-  score_fields: "strings?", webgpt_quotes: "bool", tools: "tools?", skip_invalid: "bool", max_length: "int?", max_prompt_length: "int?",
+  score_fields: "strings?", webgpt_quotes: "bool", tools: "tools?", chat_template_kwargs: "kwargs?", skip_invalid: "bool", max_length: "int?", max_prompt_length: "int?",
   max_completion_length: "int?", truncation_mode: { oneOf: ["keep_end", "keep_start"] }, output_dir: "string?",
   seed: "int", per_device_train_batch_size: "int", per_device_eval_batch_size: "int", gradient_accumulation_steps: "int",
   num_train_epochs: "number", max_steps: "int", learning_rate: "number",
@@ -267,6 +276,7 @@ function checkValue(key: string, kind: Kind, v: unknown, where: string): Scalar 
     return v === null ? null : (JSON.parse(JSON.stringify(v)) as Record<string, unknown>);
   }
   if (kind === "tools?") return v === null ? null : parseTools(v, (reason) => configError(`${where}: "${key}" ${reason}`));
+  if (kind === "kwargs?") return v === null ? null : checkTemplateKwargs(v, (reason) => configError(`${where}: "${key}" ${reason}`));
   if (kind === "path|bool?") {
     if (v === null || typeof v === "boolean" || (typeof v === "string" && v !== "")) return v;
     return bad("a PEFT adapter folder, true (the adapter being continued), false (the base) or null");
@@ -548,6 +558,7 @@ const KEY_HELP: { [K in keyof Rest]-?: string } = {
   score_fields: "two score fields [a's, b's]: the higher score wins, equal is a tie (dropped)",
   webgpt_quotes: "WebGPT: put each answer's quotes in front of it, as the model had them",
   tools: "function definitions (JSON-schema list) for the chat template of rows without their own \"tools\"",
+  chat_template_kwargs: "extra chat-template variables for every render, e.g. {\"enable_thinking\": false} (Qwen3)",
   skip_invalid: "count and report malformed rows (invalid_rows.jsonl) instead of stopping",
   max_length: "cap on prompt + answer, in tokens (also capped at the model's context)",
   max_prompt_length: "cap on the prompt, in tokens",
