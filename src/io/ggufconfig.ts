@@ -275,6 +275,8 @@ function gemmaFromGguf(m: Meta, cfg: LlamaConfig, family: "gemma2" | "gemma3"): 
   if (hasLocal && !Number.isSafeInteger(window)) throw inputError(`${f.path}: ${family}.attention.sliding_window must be a positive integer, got ${window}`);
   const localTheta = family === "gemma3" ? m.posNumber("rope.freq_base_swa", 10000) : cfg.ropeTheta;
   const localScaling: RopeScaling = family === "gemma3" ? { type: "none" } : cfg.ropeScaling;
+  // block_count is checked against the tensors only after this; a corrupt one must not become a huge allocation
+  if (cfg.L > 65536) throw inputError(`${f.path}: GGUF key ${family}.block_count is ${cfg.L}; no model has more than 65536 layers, so the file is corrupt`);
   const layers: LayerAttention[] = Array.from({ length: cfg.L }, (_, l) =>
     hasLocal && gemmaLayerIsLocal(l, pattern)
       ? { window: window!, rope: true, ropeTheta: localTheta, ropeScaling: localScaling }

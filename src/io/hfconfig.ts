@@ -159,10 +159,22 @@ function ropeScalingFrom(r: Reader, key: string, obj: unknown): RopeScaling {
 }
 
 /**
- * Qwen2/Qwen3: sliding attention applies only to layers >= max_window_layers, and only with use_sliding_window.
- * Returns each layer's window (null: global attention).
+ * A per-layer list of L entries. L is not yet checked against the weights when the config is read (the loader does
+ * that, with a better message, for models whose layers are all alike), so a corrupt count must not become a huge
+ * allocation here.
  */
-function qwenLayerWindows(r: Reader, L: number, family: ModelFamily): (number | null)[] {
+function perLayer<T>(r: Reader, L: number, f: (l: number) => T): T[] {
+  if (L > MAX_LAYERS)
+    throw inputError(`${r.path}: key "${r.prefix}num_hidden_layers" is ${L}; no model has more than ${MAX_LAYERS} layers, so the config is corrupt`);
+  return Array.from({ length: L }, (_, l) => f(l));
+}
+const MAX_LAYERS = 65536;
+
+/**
+ * Qwen2/Qwen3: sliding attention applies only to layers >= max_window_layers, and only with use_sliding_window.
+ * Returns each layer's window (null: global attention), or one window for all layers.
+ */
+function qwenLayerWindows(r: Reader, L: number, family: ModelFamily): (number | null)[] | number | null {
   const layerTypes = r.obj["layer_types"];
   if (Array.isArray(layerTypes)) {
     // Newer transformers write the per-layer outcome explicitly; it is authoritative.
@@ -172,21 +184,22 @@ function qwenLayerWindows(r: Reader, L: number, family: ModelFamily): (number | 
     for (const k of kinds)
       if (k !== "full_attention" && k !== "sliding_attention")
         throw unsupportedError(`${r.path}: layer_types entry ${describeValue(k)} is not supported`);
-    if (!kinds.has("sliding_attention")) return layerTypes.map(() => null);
+    if (!kinds.has("sliding_attention")) return null;
     const window = r.posInt("sliding_window");
-    return layerTypes.map((k) => (k === "sliding_attention" ? window : null));
+    return kinds.size === 1 ? window : layerTypes.map((k) => (k === "sliding_attention" ? window : null));
   }
-  if (!r.bool("use_sliding_window", false)) return Array.from({ length: L }, () => null);
+  if (!r.bool("use_sliding_window", false)) return null;
   const window = r.nullablePosInt("sliding_window", DEFAULTS[family].slidingWindow);
-  if (window === null) return Array.from({ length: L }, () => null);
+  if (window === null) return null;
   const maxWindowLayers = r.int("max_window_layers", DEFAULT_MAX_WINDOW_LAYERS);
-  return Array.from({ length: L }, (_, l) => (l >= maxWindowLayers ? window : null));
+  if (maxWindowLayers <= 0) return window;
+  if (maxWindowLayers >= L) return null;
+  return perLayer(r, L, (l) => (l >= maxWindowLayers ? window : null));
 }
 
 /** The model-wide window and, when the layers differ, the per-layer attention that says which layers slide. */
-function windowsToConfig(windows: (number | null)[], ropeTheta: number, ropeScaling: RopeScaling): Pick<LlamaConfig, "slidingWindow" | "layers"> {
-  const first = windows[0] ?? null;
-  if (windows.every((w) => w === first)) return { slidingWindow: first };
+function windowsToConfig(windows: (number | null)[] | number | null, ropeTheta: number, ropeScaling: RopeScaling): Pick<LlamaConfig, "slidingWindow" | "layers"> {
+  if (!Array.isArray(windows)) return { slidingWindow: windows };
   return {
     slidingWindow: windows.find((w) => w !== null) ?? null,
     layers: windows.map((window) => ({ window, rope: true, ropeTheta, ropeScaling })),
@@ -268,8 +281,8 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
   if (family === "llama" && r.bool("mlp_bias", false))
     throw unsupportedError(`${path}: mlp_bias true is not supported`);
 
-  let windows: (number | null)[] = Array.from({ length: L }, () => null);
-  if (family === "mistral") windows = windows.map(() => r.nullablePosInt("sliding_window", d.slidingWindow));
+  let windows: (number | null)[] | number | null = null;
+  if (family === "mistral") windows = r.nullablePosInt("sliding_window", d.slidingWindow);
   else if (family === "qwen2" || family === "qwen3") windows = qwenLayerWindows(r, L, family);
 
   return {
@@ -381,7 +394,8 @@ function layerKinds(r: Reader, L: number, family: "gemma2" | "gemma3"): boolean[
   if (Array.isArray(layerTypes)) {
     if (layerTypes.length !== L)
       throw inputError(`${r.path}: key "${r.prefix}layer_types" has ${layerTypes.length} entries but num_hidden_layers is ${L}; fix config.json`);
-    return layerTypes.map((k, i) => {
+    return perLayer(r, L, (i) => {
+      const k = layerTypes[i];
       if (k === "sliding_attention") return true;
       if (k === "full_attention") return false;
       throw inputError(`${r.path}: key "${r.prefix}layer_types[${i}]" must be "sliding_attention" or "full_attention", got ${describeValue(k)}; fix config.json`);
@@ -389,7 +403,7 @@ function layerKinds(r: Reader, L: number, family: "gemma2" | "gemma3"): boolean[
   }
   // Gemma 2's pattern is fixed (every other layer, starting local); Gemma 3 names it sliding_window_pattern.
   const pattern = family === "gemma3" ? r.posInt("sliding_window_pattern", GEMMA_DEFAULTS.gemma3.pattern) : GEMMA_DEFAULTS.gemma2.pattern;
-  return Array.from({ length: L }, (_, l) => gemmaLayerIsLocal(l, pattern));
+  return perLayer(r, L, (l) => gemmaLayerIsLocal(l, pattern));
 }
 
 /**
