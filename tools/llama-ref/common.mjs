@@ -1,7 +1,10 @@
 // What the llama-ref scripts share: llama.cpp's quantiser, the node-llama-cpp settings under which llama.cpp computes in float32
-// throughout, the conversion of its logits, and the fixture JSON format.
+// throughout, opening llama.cpp with a pinned CPU backend variant, the conversion of its logits, and the fixture JSON format.
 
 import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
@@ -59,15 +62,52 @@ export function failer(script) {
   };
 }
 
-/** llama.cpp with LLAMA_OPTIONS; its debug log is kept in memory to record which CPU backend variant ran. */
-export async function openLlama() {
+/**
+ * llama.cpp with LLAMA_OPTIONS; its debug log is kept in memory. `cpuBackend` is the file name of the CPU backend
+ * variant that runs (libggml-cpu-haswell.so, -zen4.so, ...), read from the process's mappings.
+ *
+ * ggml loads the best-scoring CPU variant for the machine, and variants differ in their SIMD reductions, so logits
+ * move in the last bits between machines (~1e-5 on stories260K between haswell and zen4). `cpuVariant` (e.g.
+ * "haswell") pins one: before node-llama-cpp starts, the addon is loaded once and asked to load backends from a
+ * temporary folder holding only a link to that variant, which registers it in ggml's (process-wide) backend registry;
+ * node-llama-cpp then finds a CPU backend present and loads no other. The machine must support the variant.
+ */
+export async function openLlama({ cpuVariant } = {}) {
+  if (cpuVariant !== undefined) pinCpuVariant(cpuVariant);
   const logLines = [];
   const llama = await getLlama({
     ...LLAMA_OPTIONS,
     logLevel: LlamaLogLevel.debug,
     logger: (_level, message) => logLines.push(String(message).trimEnd()),
   });
-  return { llama, logLines };
+  const cpuBackend = loadedCpuBackend();
+  if (cpuVariant !== undefined && cpuBackend !== `libggml-cpu-${cpuVariant}.so`)
+    throw new Error(`asked for llama.cpp's ${cpuVariant} CPU backend, but ${cpuBackend} was loaded`);
+  return { llama, logLines, cpuBackend };
+}
+
+function pinCpuVariant(variant) {
+  const lib = join(LIB_DIR, `libggml-cpu-${variant}.so`);
+  if (!existsSync(lib)) throw new Error(`no CPU backend variant ${variant} in ${LIB_DIR}`);
+  const dir = mkdtempSync(join(tmpdir(), "llama-ref-cpu-"));
+  try {
+    symlinkSync(lib, join(dir, `libggml-cpu-${variant}.so`));
+    createRequire(import.meta.url)(join(LIB_DIR, "llama-addon.node")).loadBackends(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The libggml-cpu-*.so this process has mapped (null if none, or not on Linux). */
+function loadedCpuBackend() {
+  let maps;
+  try {
+    maps = readFileSync("/proc/self/maps", "utf8");
+  } catch {
+    return null;
+  }
+  const libs = new Set(maps.split("\n").map((l) => /(libggml-cpu-[\w-]+\.so)$/.exec(l)?.[1]).filter(Boolean));
+  return libs.size === 1 ? [...libs][0] : null;
 }
 
 /** Shortest decimal that parses back to the same float32, so the JSON is small yet exact in float32. */
