@@ -1,15 +1,19 @@
-// The models and texts that tie tsdpo's GGUF export to llama.cpp. Shared by test/gguf-export.test.ts and
-// tools/llama-ref/check-export.mjs (which imports the compiled dist/test/gguf-export-models.js): the script exports
-// each model, runs the file in llama.cpp and commits the numbers with the file's sha256; the test exports the same
-// models, checks the sha256 (so the committed numbers belong to exactly these bytes) and compares.
+// The models and texts that tie tsdpo's GGUF export to llama.cpp. Shared by test/gguf-export.test.ts,
+// test/gemma-export.test.ts and tools/llama-ref/check-export.mjs (which imports the compiled
+// dist/test/gguf-export-models.js): the script exports each model, runs the file in llama.cpp and commits the
+// numbers with the file's sha256; the tests export the same models, check the sha256 (so the committed numbers
+// belong to exactly these bytes) and compare. Also here: llama.cpp's fp16 GeGLU (ggmlGegluForward) and the fit of
+// its rounding boundaries (fitGeluRoundings), which the Gemma comparisons need.
 //
 // Everything here is deterministic: weights are perturbed with an integer-only PRNG (no Math.sin/exp, whose last
 // bits could change between engines), so the exported bytes are the same on every machine and Node version.
 
 import { readFileSync } from "node:fs";
+import type { Backend, Buf } from "../src/backend/contract.js";
+import { f16ToF32, f32ToF16 } from "../src/io/dtype.js";
 import { loadModel, type LoadedModel } from "../src/io/load.js";
-import type { LlamaConfig } from "../src/model/config.js";
-import { createModel } from "../src/model/llama.js";
+import { gemmaLayerIsLocal, type LlamaConfig } from "../src/model/config.js";
+import { createActivations, createModel, forward, logitsOf as modelLogits, type Model } from "../src/model/llama.js";
 import { loadHfTokenizer } from "../src/tokenizer/hf.js";
 import { fixture, rng, storiesGguf } from "./helpers.js";
 
@@ -45,6 +49,183 @@ export function withLlama3Rope(base: LoadedModel): LoadedModel {
   return { ...base, model };
 }
 
+/**
+ * A tiny random-weight Gemma (2 or 3) carrying stories260K's tokenizer (V 512, so CHECK_TEXT tokenises and greedy
+ * decoding gives words): C 64, NH 4, NKV 2, HS 16, FF 128, tied embeddings, with local (sliding-window) and global
+ * layers and windows shorter than CHECK_TEXT. The config is exactly what io/ggufconfig.ts gemmaFromGguf reads back
+ * from the export (float32-rounded eps, llama.cpp's attention scale 1/√HS, soft-caps 0 where Gemma 3 has none), so
+ * the loaded-back config deep-equals it.
+ *
+ * - gemma2-tiny: 4 layers alternating local (window 6) / global, starting local; one RoPE base (10000) for both.
+ *   Soft-caps 3 (attention) and 4 (logits) instead of Gemma 2's 50 and 30, which would never bend these values: here
+ *   raw scores reach ±6.3 and raw logits ±5.4 (capped to ±3.5), so both caps bite (test/gemma-export.test.ts checks
+ *   that dropping either moves the logits).
+ * - gemma3-tiny: 6 layers with sliding_window_pattern 3 (local, local, global, ...), window 5, q/k norms, local
+ *   RoPE base 10000 unscaled, global base 1e6 with linear scaling factor 2, no soft-caps.
+ *
+ * Weights (integer PRNG, seeded per family): norms are deviations from 0 (Gemma multiplies by 1 + w) uniform in
+ * ±0.1, everything else uniform in ±0.25. The embeddings' scale sets the logits' (tied output layer: logit v is
+ * e_v · (1 + w_out)·x̂ with x̂ of RMS 1): at ±0.25 the logits have RMS ~1.1 and on CHECK_TEXT each position's most
+ * likely token has p 0.01–0.04 (gemma2, whose cap flattens the top) or 0.02–0.13 (gemma3) against 1/512 for a flat
+ * row, not one-hot either; greedy decoding's top-2 margins are ≥ 0.045 (gemma2) and ≥ 0.11 (gemma3), far above
+ * llama.cpp's deviations. Greedy text from BOS repeats one token, as random models with
+ * tied embeddings do (the input embedding leans the output towards itself); the positions still run past the windows.
+ */
+export function gemmaTiny(family: "gemma2" | "gemma3"): LoadedModel {
+  const stories = loadModel(storiesGguf);
+  const g2 = family === "gemma2";
+  const L = g2 ? 4 : 6, window = g2 ? 6 : 5, pattern = g2 ? 2 : 3;
+  const ropeTheta = g2 ? 10000 : 1000000;
+  const ropeScaling: LlamaConfig["ropeScaling"] = g2 ? { type: "none" } : { type: "linear", factor: 2 };
+  const cfg: LlamaConfig = {
+    family, V: 512, C: 64, L, NH: 4, NKV: 2, HS: 16, FF: 128,
+    ropeTheta, ropeScaling,
+    rmsEps: Math.fround(1e-6), // a GGUF f32 key
+    tiedEmbeddings: true, qkvBias: false, qkNorm: !g2, maxSeqLen: 128,
+    slidingWindow: window,
+    layers: Array.from({ length: L }, (_, l) =>
+      gemmaLayerIsLocal(l, pattern)
+        ? { window, rope: true, ropeTheta: 10000, ropeScaling: { type: "none" } }
+        : { window: null, rope: true, ropeTheta, ropeScaling },
+    ),
+    norms: "sandwich", normOffset: 1, activation: "gelu_tanh",
+    embedScale: Math.sqrt(64), attnScale: 1 / Math.sqrt(16),
+    attnSoftcap: g2 ? 3 : 0, finalSoftcap: g2 ? 4 : 0,
+  };
+  const model = createModel(cfg);
+  const r = rng(g2 ? 20250302 : 20250312);
+  for (const e of model.entries) {
+    const scale = /norm$/.test(e.name) ? 0.2 : 0.5;
+    for (let i = 0; i < e.size; i++) model.params[e.offset + i] = scale * (r() - 0.5);
+  }
+  return { model, tokenizer: stories.tokenizer, path: storiesGguf, format: "gguf", hfConfig: null };
+}
+
+/**
+ * llama.cpp's GeGLU on the CPU, for tests that compare with it: ggml builds with GGML_GELU_FP16, so
+ * ggml_vec_geglu_f32 (ggml/src/ggml-cpu/vec.h) computes gelu(x)·g for x in (−10, 10) as table[fp16(x)]·g, where
+ * the table (ggml-cpu.c, ggml_cpu_init) holds fp16(ggml_gelu_f32(h)) for every half h; x ≤ −10 gives 0 and x ≥ 10
+ * gives x·g. So the gate is rounded to half precision (relative 2^-11) and so is its GELU: llama.cpp's Gemma MLP
+ * carries ~1e-3 relative error that tsdpo's float32 kernel does not. This reproduces it (round to nearest even, as
+ * F16C's _cvtss_sh does; ggml_gelu_f32 in float32 steps with tanhf as Math.tanh rounded to float32). `flip` (see
+ * fitGeluRoundings) lists gate indices to round to the other fp16 neighbour instead.
+ */
+export function ggmlGegluForward(out: Buf, gate: Buf, up: Buf, n: number, flip?: ReadonlySet<number>): void {
+  const table = ggmlGeluTable();
+  for (let i = 0; i < n; i++) {
+    const x = gate[i]!, g = up[i]!;
+    if (x <= -10) out[i] = 0;
+    else if (x >= 10) out[i] = Math.fround(x * g);
+    else {
+      const h = f32ToF16(x);
+      out[i] = Math.fround(table[flip?.has(i) ? otherF16Neighbour(x, h) : h]! * g);
+    }
+  }
+}
+
+let geluTable: Float32Array | null = null;
+/** ggml_table_gelu_f16 as float32 values: fp16(ggml_gelu_f32(h)) for each of the 65536 halves h. */
+function ggmlGeluTable(): Float32Array {
+  if (geluTable) return geluTable;
+  const f = Math.fround;
+  const SQRT_2_OVER_PI = f(0.79788456080286535587989211986876), GELU_COEF_A = f(0.044715);
+  geluTable = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const x = f16ToF32(h);
+    // 0.5f*x*(1.0f + tanhf(SQRT_2_OVER_PI*x*(1.0f + GELU_COEF_A*x*x)))
+    const inner = f(f(SQRT_2_OVER_PI * x) * f(1 + f(f(GELU_COEF_A * x) * x)));
+    geluTable[h] = f16ToF32(f32ToF16(f(f(0.5 * x) * f(1 + f(Math.tanh(inner))))));
+  }
+  return geluTable;
+}
+
+/** The half next to half h, upwards or downwards in value. */
+const f16Step = (h: number, up: boolean): number => ((h & 0x7fff) === 0 ? (up ? 0x0001 : 0x8001) : up === !(h & 0x8000) ? h + 1 : h - 1);
+/** The fp16 neighbour of x that round-to-nearest (which gave h) did not choose. */
+const otherF16Neighbour = (x: number, h: number): number => f16Step(h, x > f16ToF32(h));
+
+/**
+ * How far x lies from the point where its rounding to fp16 changes (the midpoint between its two fp16 neighbours),
+ * in float32 units in the last place of x. Below a few dozen, float32 noise decides the rounding.
+ */
+export function ulpsFromF16Midpoint(x: number): number {
+  if (!(Math.abs(x) < 10)) return Infinity; // ggml does not round these
+  const h = f32ToF16(x), v = f16ToF32(h);
+  if (v === x) return Infinity; // exactly a half: nothing to decide
+  const mid = (v + f16ToF32(otherF16Neighbour(x, h))) / 2;
+  const ulp = 2 ** (Math.max(Math.floor(Math.log2(Math.abs(x))), -126) - 23);
+  return Math.abs(x - mid) / ulp;
+}
+
+/** One gate whose fp16 rounding llama.cpp took the other way: layer, position t, MLP unit j, and its ulps. */
+export interface GeluFlip { layer: number; t: number; j: number; ulps: number }
+
+/**
+ * tsdpo's logits (T·V) for `ids` on `be`, with llama.cpp's fp16 GeGLU (ggmlGegluForward) and the gates of `flips`
+ * rounded to their other fp16 neighbour; also every gate within `maxUlps` of an fp16 midpoint (the candidates).
+ */
+export function ggmlGeluLogits(
+  be: Backend, model: Model, ids: readonly number[], flips: readonly GeluFlip[] = [], maxUlps = 0,
+): { logits: Buf; candidates: GeluFlip[] } {
+  const T = ids.length, FF = model.cfg.FF;
+  const candidates: GeluFlip[] = [];
+  let layer = 0;
+  const hooked: Backend = {
+    ...be,
+    gegluForward(out, gate, up, n) {
+      const flip = new Set(flips.filter((f) => f.layer === layer).map((f) => f.t * FF + f.j));
+      ggmlGegluForward(out, gate, up, n, flip);
+      for (let i = 0; i < n && maxUlps > 0; i++) {
+        const ulps = ulpsFromF16Midpoint(gate[i]!);
+        if (ulps <= maxUlps && !flip.has(i)) candidates.push({ layer, t: Math.floor(i / FF), j: i % FF, ulps });
+      }
+      layer++;
+    },
+  };
+  const acts = createActivations(model, 1, T);
+  forward(hooked, model, acts, Int32Array.from(ids), Int32Array.from([...ids.slice(1), 0]), 1, T);
+  return { logits: modelLogits(hooked, model, acts).slice(0, T * model.cfg.V), candidates };
+}
+
+/**
+ * llama.cpp's logits (`ref`, T·V) explained by tsdpo's forward with ggml's fp16 GeGLU, up to the rounding of gates
+ * that sit on an fp16 rounding boundary. A gate within a few float32 ulps of the midpoint between two halves rounds
+ * one way in tsdpo and possibly the other in llama.cpp, whose float32 sums differ in order; one such flip moves the
+ * logits by up to ~5e-4. Position by position (a flip at t changes nothing before t), while position t is off by
+ * more than `target`, the candidate gate at t (within `maxUlps` of a midpoint) whose flip most reduces the error
+ * there is flipped, if it at least halves it; at most `maxFlips` in all. Returns the flips and the per-position
+ * max |Δlogit| that remains.
+ */
+export function fitGeluRoundings(
+  be: Backend, model: Model, ids: readonly number[], ref: ArrayLike<number>, { maxUlps = 32, maxFlips = 4, target = 2e-5 } = {},
+): { flips: GeluFlip[]; perPosition: number[] } {
+  const V = model.cfg.V;
+  const perPosition = (logits: Buf): number[] =>
+    ids.map((_, t) => {
+      let m = 0;
+      for (let v = 0; v < V; v++) m = Math.max(m, Math.abs(logits[t * V + v]! - ref[t * V + v]!));
+      return m;
+    });
+  const flips: GeluFlip[] = [];
+  let cur = ggmlGeluLogits(be, model, ids, flips, maxUlps);
+  let err = perPosition(cur.logits);
+  for (let t = 0; t < ids.length; t++) {
+    while (err[t]! > target && flips.length < maxFlips) {
+      let best: { flip: GeluFlip; run: typeof cur; err: number[] } | null = null;
+      for (const c of cur.candidates.filter((c) => c.t === t)) {
+        const run = ggmlGeluLogits(be, model, ids, [...flips, c], maxUlps);
+        const e = perPosition(run.logits);
+        if (e[t]! <= err[t]! / 2 && (!best || e[t]! < best.err[t]!)) best = { flip: c, run, err: e };
+      }
+      if (!best) break;
+      flips.push(best.flip);
+      cur = best.run;
+      err = best.err;
+    }
+  }
+  return { flips, perPosition: err };
+}
+
 export interface CheckModel {
   name: string;
   loaded: LoadedModel;
@@ -58,6 +239,8 @@ export function checkModels(): CheckModel[] {
   return [
     { name: "stories260K-perturbed", loaded: perturbed, loadsBack: true },
     { name: "stories260K-perturbed-llama3-rope", loaded: withLlama3Rope(perturbed), loadsBack: false },
+    { name: "gemma2-tiny", loaded: gemmaTiny("gemma2"), loadsBack: true },
+    { name: "gemma3-tiny", loaded: gemmaTiny("gemma3"), loadsBack: true },
   ];
 }
 
