@@ -229,18 +229,16 @@ export function fitGeluRoundings(
 export interface CheckModel {
   name: string;
   loaded: LoadedModel;
-  /** Whether tsdpo's GGUF loader reads the exported file back (not for llama3 RoPE; see export/gguf.ts). */
-  loadsBack: boolean;
 }
 
 /** The models whose llama.cpp logits are committed. Build them fresh each time: the loaded models are mutable. */
 export function checkModels(): CheckModel[] {
   const perturbed = perturbedStories();
   return [
-    { name: "stories260K-perturbed", loaded: perturbed, loadsBack: true },
-    { name: "stories260K-perturbed-llama3-rope", loaded: withLlama3Rope(perturbed), loadsBack: false },
-    { name: "gemma2-tiny", loaded: gemmaTiny("gemma2"), loadsBack: true },
-    { name: "gemma3-tiny", loaded: gemmaTiny("gemma3"), loadsBack: true },
+    { name: "stories260K-perturbed", loaded: perturbed },
+    { name: "stories260K-perturbed-llama3-rope", loaded: withLlama3Rope(perturbed) },
+    { name: "gemma2-tiny", loaded: gemmaTiny("gemma2") },
+    { name: "gemma3-tiny", loaded: gemmaTiny("gemma3") },
   ];
 }
 

@@ -245,13 +245,13 @@ test("llama.cpp's committed logits and greedy ids for exported DPO-perturbed mod
   const original = loadModel(storiesGguf);
   const logits = new Map<string, Float32Array | Float64Array>();
   // Gemma's check models are compared in gemma-export.test.ts, which accounts for llama.cpp's fp16 GELU
-  for (const { name, loaded, loadsBack } of checkModels().filter((c) => c.loaded.model.cfg.activation !== "gelu_tanh")) {
+  for (const { name, loaded } of checkModels().filter((c) => c.loaded.model.cfg.activation !== "gelu_tanh")) {
     const ref = llamaCpp.checks.find((c) => c.name === name);
     assert.ok(ref, `no llama.cpp numbers for ${name}; run tools/llama-ref/check-export.mjs`);
     const path = join(tmp, `${name}.gguf`);
     exportGguf(loaded, path);
     assert.equal(sha256(path), ref.sha256, `${name}: the exported bytes changed since llama.cpp's numbers were recorded; rerun tools/llama-ref/check-export.mjs`);
-    const tsdpo = loadsBack ? loadModel(path) : loaded;
+    const tsdpo = loadModel(path); // the GGUF read back (the llama3 one through its rope_freqs tensor)
     const tok = tsdpo.tokenizer;
     assert.deepEqual([tok.bosId!, ...tok.encode(CHECK_TEXT)], ref.ids, `${name}: token ids`);
     const mine = logitsOf(tsdpo.model, ref.ids);
