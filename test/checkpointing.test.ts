@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { LlamaConfig } from "../src/model/config.js";
-import { type Activations, backward, createActivations, createGradients, forward, forwardPacked, type Model } from "../src/model/llama.js";
+import { type Activations, backward, createActivations, createGradients, forward, forwardPacked, type Model } from "../src/model/decoder.js";
 import { LORA_TARGETS, createLora } from "../src/model/lora.js";
 import { Rng } from "../src/rng.js";
 import { resolveTrainConfig } from "../src/train/config.js";

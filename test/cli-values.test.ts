@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { jsBackend } from "../src/backend/js/kernels.js";
 import { loadPreferencePairs } from "../src/data/load.js";
 import { loadModelForUse } from "../src/io/resolve.js";
-import { createActivations, forward, logitsOf } from "../src/model/llama.js";
+import { createActivations, forward, logitsOf } from "../src/model/decoder.js";
 import { resolveTrainConfig } from "../src/train/config.js";
 import { train } from "../src/train/train.js";
 import { fixture, repoRoot, storiesGguf, testBackendName } from "./helpers.js";

@@ -29,7 +29,7 @@ import { readGgufMetadataTyped } from "../src/io/ggufwriter.js";
 import { loadModel, type LoadedModel } from "../src/io/load.js";
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
 import type { LayerAttention } from "../src/model/config.js";
-import { createModel, createActivations, forward, logitsOf as modelLogits, type Model } from "../src/model/llama.js";
+import { createModel, createActivations, forward, logitsOf as modelLogits, type Model } from "../src/model/decoder.js";
 import { jsBackend } from "../src/backend/js/kernels.js";
 import { GGML_TYPE_ID } from "../src/quant/ggml.js";
 import { generate } from "../src/sample/generate.js";

@@ -13,7 +13,7 @@ import type { Backend, Buf } from "../src/backend/contract.js";
 import { f16ToF32, f32ToF16 } from "../src/io/dtype.js";
 import { loadModel, type LoadedModel } from "../src/io/load.js";
 import { gemmaLayerIsLocal, type LlamaConfig } from "../src/model/config.js";
-import { createActivations, createModel, forward, logitsOf as modelLogits, type Model } from "../src/model/llama.js";
+import { createActivations, createModel, forward, logitsOf as modelLogits, type Model } from "../src/model/decoder.js";
 import { loadHfTokenizer } from "../src/tokenizer/hf.js";
 import { fixture, rng, storiesGguf } from "./helpers.js";
 

@@ -25,7 +25,7 @@ import { loadModel, type LoadedModel } from "../src/io/load.js";
 import { llama3ScalingFromFactors } from "../src/io/ggufconfig.js";
 import { ropeTables } from "../src/model/rope.js";
 import type { LlamaConfig } from "../src/model/config.js";
-import { createActivations, createModel, forward, logitsOf as modelLogits, type Model } from "../src/model/llama.js";
+import { createActivations, createModel, forward, logitsOf as modelLogits, type Model } from "../src/model/decoder.js";
 import { createLora } from "../src/model/lora.js";
 import { generate } from "../src/sample/generate.js";
 import { loadHfTokenizer } from "../src/tokenizer/hf.js";

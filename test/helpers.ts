@@ -9,7 +9,7 @@ import { loadNative, type SimdLevel } from "../src/backend/native/index.js";
 import { type BackendName, defaultBackendName, selectBackend } from "../src/backend/select.js";
 import { mulberry32 } from "../src/rng.js";
 import type { LlamaConfig } from "../src/model/config.js";
-import { type FloatCtor, type Model, createModel } from "../src/model/llama.js";
+import { type FloatCtor, type Model, createModel } from "../src/model/decoder.js";
 
 type Num = ArrayLike<number>;
 

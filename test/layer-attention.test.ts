@@ -8,7 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { jsBackend as be } from "../src/backend/js/kernels.js";
 import type { LayerAttention, LlamaConfig } from "../src/model/config.js";
-import { backward, createActivations, createGradients, createKvCache, decode, forward, logitsOf, type Model } from "../src/model/llama.js";
+import { backward, createActivations, createGradients, createKvCache, decode, forward, logitsOf, type Model } from "../src/model/decoder.js";
 import { assertAllClose, assertParamGradients, randomModel, rng } from "./helpers.js";
 
 const base: LlamaConfig = {

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exportHf } from "../src/export/hf.js";
 import { loadModel, type LoadedModel } from "../src/io/load.js";
-import { createActivations, forward, logitsOf } from "../src/model/llama.js";
+import { createActivations, forward, logitsOf } from "../src/model/decoder.js";
 import { generate } from "../src/sample/generate.js";
 import { fixture, maxAbsDiff, storiesGguf, testBackend } from "./helpers.js";
 

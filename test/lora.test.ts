@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { jsBackend as be } from "../src/backend/js/kernels.js";
 import type { LlamaConfig } from "../src/model/config.js";
-import { backward, cloneModel, createActivations, createKvCache, decode, forward, logitsOf, type Model } from "../src/model/llama.js";
+import { backward, cloneModel, createActivations, createKvCache, decode, forward, logitsOf, type Model } from "../src/model/decoder.js";
 import { LORA_TARGETS, createLora, mergeLora } from "../src/model/lora.js";
 import { Rng } from "../src/rng.js";
 import { assertAllClose, assertParamGradients, randomModel, rng } from "./helpers.js";

@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import { jsBackend as be } from "../src/backend/js/kernels.js";
 import type { LlamaConfig } from "../src/model/config.js";
-import { backward, createActivations, createGradients, createKvCache, decode, forward, logitsOf } from "../src/model/llama.js";
+import { backward, createActivations, createGradients, createKvCache, decode, forward, logitsOf } from "../src/model/decoder.js";
 import { assertAllClose, assertParamGradients, randomModel, rng } from "./helpers.js";
 
 const base: LlamaConfig = {

@@ -32,7 +32,7 @@ import { hfTensorName } from "../src/io/names.js";
 import { readSafetensors } from "../src/io/safetensors.js";
 import { computeLoss } from "../src/loss/losses.js";
 import { defaultLossConfig } from "../src/loss/config.js";
-import { backward, cloneModel, createActivations, createGradients, createModel, forward, logitsOf, type Model } from "../src/model/llama.js";
+import { backward, cloneModel, createActivations, createGradients, createModel, forward, logitsOf, type Model } from "../src/model/decoder.js";
 import { ropeTables } from "../src/model/rope.js";
 import { assertAllClose, fixture, logitScale, maxAbsDiff, nativeSimdRuns, rng, storiesGguf } from "./helpers.js";
 

@@ -8,7 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { jsBackend } from "../src/backend/js/kernels.js";
 import type { LlamaConfig } from "../src/model/config.js";
-import { createModel } from "../src/model/llama.js";
+import { createModel } from "../src/model/decoder.js";
 import { lrAt, warmupSteps } from "../src/train/schedule.js";
 import { modelDecayRanges, optimizerStep, type Optimizer } from "../src/train/train.js";
 import { testBackend } from "./helpers.js";

@@ -9,7 +9,7 @@ import type { Backend } from "../src/backend/contract.js";
 import { packPairs } from "../src/data/pack.js";
 import type { TokenizedPair } from "../src/data/types.js";
 import type { LlamaConfig } from "../src/model/config.js";
-import { backward, createGradients, type Model } from "../src/model/llama.js";
+import { backward, createGradients, type Model } from "../src/model/decoder.js";
 import { activationsForPairs, forwardPairs } from "../src/train/logps.js";
 import { assertAllClose, maxAbsDiff, randomModel, rng, testBackend } from "./helpers.js";
 

@@ -10,7 +10,7 @@ import { TsdpoError } from "../src/errors.js";
 import { loadModel } from "../src/io/load.js";
 import { loadPeftAdapter, writePeftAdapter } from "../src/io/peft.js";
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
-import { cloneModel, createActivations, forward } from "../src/model/llama.js";
+import { cloneModel, createActivations, forward } from "../src/model/decoder.js";
 import { createLora } from "../src/model/lora.js";
 import { assertAllClose, rng, storiesGguf, testBackend } from "./helpers.js";
 

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TokenizedPair } from "../src/data/types.js";
 import { loadModel, readModelHeader } from "../src/io/load.js";
-import { type Activations, cloneModel, createGradients, type Model } from "../src/model/llama.js";
+import { type Activations, cloneModel, createGradients, type Model } from "../src/model/decoder.js";
 import { createLora, LORA_TARGETS, type LoraTarget } from "../src/model/lora.js";
 import { quantisedCopy } from "../src/model/quantise.js";
 import { activationsForPairs } from "../src/train/logps.js";

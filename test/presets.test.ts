@@ -9,7 +9,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { type LlamaConfig, numel, paramSpecs } from "../src/model/config.js";
-import { createActivations, forward } from "../src/model/llama.js";
+import { createActivations, forward } from "../src/model/decoder.js";
 import { blockPresetModel, presetBlocks } from "../src/model/presetquant.js";
 import { PRESETS, presetModel, presetValues } from "../src/model/presets.js";
 import { llamaConfigFromHf } from "../src/io/hfconfig.js";

@@ -18,7 +18,7 @@ import { readGguf } from "../src/io/gguf.js";
 import { loadModel } from "../src/io/load.js";
 import { type GgufTensorToWrite, readGgufMetadataTyped, writeGguf } from "../src/io/ggufwriter.js";
 import { createLora } from "../src/model/lora.js";
-import { backward, createActivations, forward, logitsOf } from "../src/model/llama.js";
+import { backward, createActivations, forward, logitsOf } from "../src/model/decoder.js";
 import { isQuant, matmulBackwardW, quantWeight } from "../src/model/weights.js";
 import { BLOCK, GGML_TYPE_ID, type QuantType, quantizeRow, rowBytes } from "../src/quant/ggml.js";
 import { generate } from "../src/sample/generate.js";

@@ -10,7 +10,7 @@ import type { Backend } from "../src/backend/contract.js";
 import { readGguf } from "../src/io/gguf.js";
 import { type LoadedModel, loadModel } from "../src/io/load.js";
 import { GGML_TYPE_ID, type QuantType, rowBytes } from "../src/quant/ggml.js";
-import { type Model, createActivations, createModel, forward, logitsOf } from "../src/model/llama.js";
+import { type Model, createActivations, createModel, forward, logitsOf } from "../src/model/decoder.js";
 import { Rng } from "../src/rng.js";
 
 import { fixture, storiesGguf } from "./helpers.js";

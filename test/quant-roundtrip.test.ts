@@ -21,7 +21,7 @@ import type { Backend } from "../src/backend/contract.js";
 import { exportGguf } from "../src/export/gguf.js";
 import { loadModel } from "../src/io/load.js";
 import { loadModelForUse } from "../src/io/resolve.js";
-import { type Model, createKvCache, decode } from "../src/model/llama.js";
+import { type Model, createKvCache, decode } from "../src/model/decoder.js";
 import { argmax, generate } from "../src/sample/generate.js";
 import { resolveTrainConfig } from "../src/train/config.js";
 import { train } from "../src/train/train.js";

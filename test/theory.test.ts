@@ -30,7 +30,7 @@ import type { PreferencePair } from "../src/data/types.js";
 import { loadModel } from "../src/io/load.js";
 import { type DpoLossConfig, type PairBatch, computeLoss, defaultLossConfig } from "../src/loss/index.js";
 import { reduceLogps, reduceLogpsBackward } from "../src/loss/reduce.js";
-import { type Model, backward, cloneModel, createActivations, createGradients, forward } from "../src/model/llama.js";
+import { type Model, backward, cloneModel, createActivations, createGradients, forward } from "../src/model/decoder.js";
 import { assertAllClose, maxAbsDiff, rng, storiesGguf } from "./helpers.js";
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import { jsBackend } from "../src/backend/js/kernels.js";
 import { llamaConfigFromHf } from "../src/io/hfconfig.js";
 import { hfTensorName } from "../src/io/names.js";
 import { readSafetensors, type SafetensorsContents } from "../src/io/safetensors.js";
-import { backward, createActivations, createGradients, createModel, forward, logitsOf, type Model } from "../src/model/llama.js";
+import { backward, createActivations, createGradients, createModel, forward, logitsOf, type Model } from "../src/model/decoder.js";
 import { computeLoss } from "../src/loss/losses.js";
 import { defaultLossConfig } from "../src/loss/config.js";
 import { assertAllClose, fixture, testBackend } from "./helpers.js";

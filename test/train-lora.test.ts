@@ -10,7 +10,7 @@ import { loadModel } from "../src/io/load.js";
 import { loadModelForUse } from "../src/io/resolve.js";
 import { loadPreferencePairs } from "../src/data/load.js";
 import { pairLogps, preferenceAccuracy } from "../src/train/logps.js";
-import { createActivations, forward } from "../src/model/llama.js";
+import { createActivations, forward } from "../src/model/decoder.js";
 import { resolveTrainConfig } from "../src/train/config.js";
 import { train } from "../src/train/train.js";
 import { fixture, storiesGguf, testBackend, testBackendName } from "./helpers.js";

@@ -27,7 +27,7 @@ import { join } from "node:path";
 import { longestSequence, loadPreferencePairs } from "../src/data/index.js";
 import type { TokenizedPair } from "../src/data/index.js";
 import { loadModel } from "../src/io/load.js";
-import { createActivations, forward } from "../src/model/llama.js";
+import { createActivations, forward } from "../src/model/decoder.js";
 import { resolveTrainConfig } from "../src/train/config.js";
 import { forwardPairs, pairLogps, rowSums } from "../src/train/logps.js";
 import { packPairs } from "../src/data/pack.js";

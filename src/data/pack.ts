@@ -1,4 +1,4 @@
-// Packing B preference pairs into the tokens of one model forward (ForwardInput in src/model/llama.ts), in one of
+// Packing B preference pairs into the tokens of one model forward (ForwardInput in src/model/decoder.ts), in one of
 // two layouts, and the completion grid the loss code reads the results through.
 //
 // Shared prefix (the default): one row per pair, prompt ++ chosen ++ rejected, with branch [P, S = P + Cw]. The
@@ -19,7 +19,7 @@
 // expect: sequence s (chosen of pair s for s < B, rejected of pair s−B after) in row s, its k-th answer token in
 // column k, mask 1 where a token is. Tc is the longest answer.
 
-import type { ForwardInput } from "../model/llama.js";
+import type { ForwardInput } from "../model/decoder.js";
 import type { TokenizedPair } from "./types.js";
 
 export interface PackedPairs extends ForwardInput {

@@ -8,7 +8,7 @@
 
 import type { Buf } from "../backend/contract.js";
 import type { LlamaConfig } from "./config.js";
-import type { FloatCtor, Model } from "./llama.js";
+import type { FloatCtor, Model } from "./decoder.js";
 import { Rng } from "../rng.js";
 import { type Weight, isQuant } from "./weights.js";
 

@@ -18,7 +18,7 @@
 import { BLOCK, type QuantType, quantizeRow, rowBytes } from "../quant/ggml.js";
 import { Rng } from "../rng.js";
 import { type LlamaConfig, paramSpecs } from "./config.js";
-import { type Model, createModel } from "./llama.js";
+import { type Model, createModel } from "./decoder.js";
 import { fillPresetArena, presetValues } from "./presets.js";
 import { typeForRows } from "./quantise.js";
 import { type QuantWeight, quantWeight } from "./weights.js";

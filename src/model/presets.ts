@@ -11,7 +11,7 @@
 // table and in a test that pins the file's revision 8faed761. ../shared/data holds no config.json of these models.
 
 import { type LayerAttention, type LlamaConfig, decoderOptions, gemmaLayerIsLocal, paramSpecs } from "./config.js";
-import { type FloatCtor, type Model, createModel } from "./llama.js";
+import { type FloatCtor, type Model, createModel } from "./decoder.js";
 
 // Llama 3's RoPE: theta 500000 and the "llama3" frequency scaling of the 3.2 models (rope_scaling in config.json).
 const LLAMA32_ROPE = {

@@ -3,7 +3,7 @@
 // K-quant gives way to Q5_0 or Q8_0; anything to float32 when rows are not a multiple of 32). Norms stay float32.
 
 import { BLOCK, type QuantType, quantizeRow, rowBytes } from "../quant/ggml.js";
-import { type Model, createModel } from "./llama.js";
+import { type Model, createModel } from "./decoder.js";
 import { type QuantWeight, quantWeight } from "./weights.js";
 
 const FALLBACK: Partial<Record<QuantType, QuantType>> = { Q4_K: "Q5_0", Q5_K: "Q5_1", Q6_K: "Q8_0" };

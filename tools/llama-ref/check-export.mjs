@@ -30,7 +30,7 @@ const dist = join(repoRoot, "dist");
 const { exportGguf } = await import(join(dist, "src", "export", "gguf.js"));
 const { loadModel } = await import(join(dist, "src", "io", "load.js"));
 const { jsBackend } = await import(join(dist, "src", "backend", "js", "kernels.js"));
-const { createActivations, forward, logitsOf } = await import(join(dist, "src", "model", "llama.js"));
+const { createActivations, forward, logitsOf } = await import(join(dist, "src", "model", "decoder.js"));
 const shared = await import(join(dist, "test", "gguf-export-models.js"));
 const outPath = shared.CHECK_FIXTURE;
 

@@ -1,7 +1,8 @@
-// The Llama-family decoder (Llama 2/3, Mistral, Qwen2, Qwen3, SmolLM): parameters, activations, forward and
-// backward as straight lists of kernel calls. It knows shapes and the order of kernels, not DPO and not file
-// formats. The training forward returns per-token log-probs of given next tokens; the backward takes
-// d(log-probs) and accumulates parameter gradients.
+// The decoder every supported family runs (Llama 2/3, Mistral, Qwen2, Qwen3, SmolLM, Gemma 2, Gemma 3): parameters,
+// activations, forward and backward as straight lists of kernel calls. A family is a set of options in its config
+// (model/config.ts decoderOptions, and per-layer attention), read where the computation branches, never a copy of
+// the forward. It knows shapes and the order of kernels, not DPO and not file formats. The training forward returns
+// per-token log-probs of given next tokens; the backward takes d(log-probs) and accumulates parameter gradients.
 //
 // Memory follows llm.c: parameters, gradients and activations are each one allocation carved into named views,
 // sized once for (maxRows, maxT); a step with R ≤ maxRows rows of T ≤ maxT tokens uses a prefix of each view.
