@@ -19,7 +19,7 @@ import { loadNative } from "../src/backend/native/index.js";
 import { loadModel } from "../src/io/load.js";
 import { assetPath } from "../src/paths.js";
 import type { LlamaConfig } from "../src/model/config.js";
-import { backward, createActivations, createGradients, createModel, forward } from "../src/model/llama.js";
+import { backward, createActivations, createGradients, createModel, forward } from "../src/model/decoder.js";
 import { Rng } from "../src/rng.js";
 
 const { values } = parseArgs({ options: { reps: { type: "string", default: "7" }, smollm: { type: "boolean", default: false } } });

@@ -11,7 +11,7 @@ import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { jsBackend as be } from "../src/backend/js/kernels.js";
 import { computeLoss, defaultLossConfig } from "../src/loss/index.js";
-import { backward, cloneModel, createActivations, createGradients, forward, type Model } from "../src/model/llama.js";
+import { backward, cloneModel, createActivations, createGradients, forward, type Model } from "../src/model/decoder.js";
 import { DEFAULT_LORA_TARGETS, createLora } from "../src/model/lora.js";
 import { presetModel } from "../src/model/presets.js";
 

@@ -29,7 +29,7 @@ import { selectBackend } from "../backend/select.js";
 import { configError, inputError } from "../errors.js";
 import { writeFileAtomic } from "../io/atomic.js";
 import { loadModel } from "../io/load.js";
-import type { Model } from "../model/llama.js";
+import type { Model } from "../model/decoder.js";
 import { assetPath, defaultModelPath } from "../paths.js";
 import { Rng } from "../rng.js";
 import type { Tokenizer } from "../tokenizer/types.js";

@@ -10,7 +10,7 @@
 // the training forward pass with a completion mask, the same computation DPO's loss uses.
 
 import type { Backend } from "../backend/contract.js";
-import { type Model, createActivations, forwardPacked } from "../model/llama.js";
+import { type Model, createActivations, forwardPacked } from "../model/decoder.js";
 import { Rng } from "../rng.js";
 import { generate } from "../sample/generate.js";
 import type { Tokenizer } from "../tokenizer/types.js";

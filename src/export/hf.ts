@@ -11,7 +11,7 @@ import type { LoadedModel } from "../io/load.js";
 import { hfTensorName } from "../io/names.js";
 import { type TensorToWrite, type WriteDtype, writeSafetensorsSharded } from "../io/safetensors.js";
 import { hfTokenizerFilesFromGguf } from "../tokenizer/export.js";
-import { type Model, cloneModel, floatCopy } from "../model/llama.js";
+import { type Model, cloneModel, floatCopy } from "../model/decoder.js";
 import { referenceBackend } from "../backend/js/kernels.js";
 import { mergeLora } from "../model/lora.js";
 

@@ -5,7 +5,7 @@ import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } fro
 import { join } from "node:path";
 import { describeJsonError, inputError } from "../errors.js";
 import { type LlamaConfig, paramSpecs } from "../model/config.js";
-import { type FloatCtor, type Model, createModel } from "../model/llama.js";
+import { type FloatCtor, type Model, createModel } from "../model/decoder.js";
 import { loadHfTokenizer } from "../tokenizer/hf.js";
 import { tokenizerFromGguf } from "../tokenizer/gguf.js";
 import type { Tokenizer } from "../tokenizer/types.js";

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { inputError, unsupportedError } from "../errors.js";
 import { type Lora, type LoraTarget, LORA_TARGETS, createLora, targetShape } from "../model/lora.js";
-import type { Model } from "../model/llama.js";
+import type { Model } from "../model/decoder.js";
 import { writeFileAtomic } from "./atomic.js";
 import { readJsonFile } from "./load.js";
 import { hfTensorName } from "./names.js";

@@ -2,7 +2,7 @@
 // from a seeded RNG. Stops at EOS (or any of the tokenizer's stop ids) or after maxNewTokens.
 
 import type { Backend, Buf } from "../backend/contract.js";
-import { type Model, createKvCache, decode } from "../model/llama.js";
+import { type Model, createKvCache, decode } from "../model/decoder.js";
 import { Rng } from "../rng.js";
 
 export interface SampleOptions {

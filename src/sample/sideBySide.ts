@@ -15,7 +15,7 @@ import { readFileSync } from "node:fs";
 import type { Backend } from "../backend/contract.js";
 import { configError, inputError, TsdpoError } from "../errors.js";
 import { pairEncoder } from "../data/tokenize.js";
-import type { Model } from "../model/llama.js";
+import type { Model } from "../model/decoder.js";
 import { Rng } from "../rng.js";
 import { renderChat, type ChatMessage, type ChatTemplateKwargs } from "../tokenizer/chat.js";
 import type { Tokenizer } from "../tokenizer/types.js";

@@ -11,7 +11,7 @@ import type { Backend } from "../backend/contract.js";
 import type { TokenizedPair } from "../data/types.js";
 import { defaultLossConfig } from "../loss/config.js";
 import { initialLossState } from "../loss/losses.js";
-import { cloneModel, createGradients } from "../model/llama.js";
+import { cloneModel, createGradients } from "../model/decoder.js";
 import { createLora } from "../model/lora.js";
 import { blockPresetModel } from "../model/presetquant.js";
 import { PRESETS, presetModel } from "../model/presets.js";

@@ -19,7 +19,7 @@ import type { LoadedModel } from "../io/load.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
 import { type PeftWriteOptions, writePeftAdapter } from "../io/peft.js";
 import type { Lora } from "../model/lora.js";
-import type { Model } from "../model/llama.js";
+import type { Model } from "../model/decoder.js";
 import type { LossState } from "../loss/losses.js";
 import type { RngState } from "../rng.js";
 

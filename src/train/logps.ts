@@ -5,7 +5,7 @@
 import type { Backend } from "../backend/contract.js";
 import { type PackedPairs, packPairs, packedShape, toGrid } from "../data/pack.js";
 import type { TokenizedPair } from "../data/types.js";
-import { type Activations, type Model, createActivations, forwardPacked } from "../model/llama.js";
+import { type Activations, type Model, createActivations, forwardPacked } from "../model/decoder.js";
 
 /** Per-token results of one packed forward, laid out on the completion grid (2B, Tc). */
 export interface GridLogps {

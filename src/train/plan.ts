@@ -16,7 +16,7 @@
 import { readFileSync } from "node:fs";
 import type { Backend } from "../backend/contract.js";
 import { type LlamaConfig, layerAttention, numel, paramSpecs } from "../model/config.js";
-import { activationLayout, loraActivationFloats } from "../model/llama.js";
+import { activationLayout, loraActivationFloats } from "../model/decoder.js";
 import { type LoraTarget, targetShape } from "../model/lora.js";
 import { BLOCK, GGML_TYPE_ID, type QuantType, rowBytes } from "../quant/ggml.js";
 import { typeForRows } from "../model/quantise.js";

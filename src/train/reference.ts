@@ -16,7 +16,7 @@ import { ADAPTER_CONFIG, ADAPTER_WEIGHTS } from "../io/peft.js";
 export { modelFingerprint };
 import { needsReference } from "../loss/config.js";
 import { reduceLogps } from "../loss/reduce.js";
-import type { Model } from "../model/llama.js";
+import type { Model } from "../model/decoder.js";
 import type { TrainConfig } from "./config.js";
 import { forEachPairBatch } from "./logps.js";
 

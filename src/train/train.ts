@@ -32,7 +32,7 @@ import { lossMetrics } from "../loss/metrics.js";
 import { reduceLogps, reduceLogpsBackward, wpoLogWeights } from "../loss/reduce.js";
 import {
   type Activations, type Gradients, type Model, cloneModel, createGradients, backward,
-} from "../model/llama.js";
+} from "../model/decoder.js";
 import { defaultDataPath, defaultModelPath } from "../paths.js";
 import { Rng } from "../rng.js";
 import {
