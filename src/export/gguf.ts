@@ -61,7 +61,7 @@ export interface GgufExportResult {
 const F16_MAX = 65504; // the largest finite half; from 65520 up, values round to infinity
 
 /** GGUF architecture name for a family (see the header for why mistral is llama). */
-export function ggufArchitecture(family: ModelFamily): "llama" | "qwen2" | "qwen3" | "gemma2" | "gemma3" {
+export function ggufArchitecture(family: ModelFamily): Exclude<ModelFamily, "mistral"> {
   switch (family) {
     case "llama":
     case "mistral":
@@ -70,6 +70,9 @@ export function ggufArchitecture(family: ModelFamily): "llama" | "qwen2" | "qwen
     case "qwen3":
     case "gemma2":
     case "gemma3":
+    case "smollm3":
+    case "granite":
+    case "olmo2":
       return family;
     default: {
       const never: never = family;
@@ -112,7 +115,38 @@ function hyperparameters(cfg: LlamaConfig, arch: string): Array<[string, GgufMet
     }
   }
   if (cfg.family === "gemma2" || cfg.family === "gemma3") out.push(...gemmaHyperparameters(cfg, cfg.family, k));
+  else out.push(...otherHyperparameters(cfg, k));
   return out;
+}
+
+/**
+ * The keys of the other families' options, after checking that llama.cpp's architecture computes what the model
+ * does: Granite's four multipliers; SmolLM3's NoPE layers, which llama.cpp fixes at every 4th; OLMo 2's post-norms
+ * and whole-projection q/k norms (implied by the architecture). Anything else must have Llama's values.
+ */
+function otherHyperparameters(cfg: LlamaConfig, k: (s: string) => string): Array<[string, GgufMetaValue]> {
+  const o = decoderOptions(cfg);
+  const cannot = (why: string): never => {
+    throw unsupportedError(`GGUF export: llama.cpp's ${ggufArchitecture(cfg.family)} architecture cannot express this model: ${why}`);
+  };
+  const olmo2 = cfg.family === "olmo2", granite = cfg.family === "granite";
+  if (o.norms !== (olmo2 ? "post" : "pre") || o.qkNormScope !== (olmo2 ? "projection" : "head") || o.normOffset !== 0 || o.activation !== "silu")
+    cannot("its norms or activation differ from the architecture's");
+  if (o.attnSoftcap > 0 || o.finalSoftcap > 0) cannot("it soft-caps scores or logits");
+  if (olmo2 && cfg.NH * cfg.HS !== cfg.C) cannot("llama.cpp's olmo2 sizes attn_q_norm by the embedding width, so NH·HS must equal C");
+  const layers = Array.from({ length: cfg.L }, (_, l) => layerAttention(cfg, l));
+  const wantRope = (l: number): boolean => cfg.family !== "smollm3" || (l + 1) % 4 !== 0;
+  if (layers.some((a, l) => a.rope !== wantRope(l)))
+    cannot(cfg.family === "smollm3" ? "llama.cpp's smollm3 skips RoPE on every 4th layer and no other" : "it has layers without RoPE");
+  if (layers.some((a) => a.ropeTheta !== cfg.ropeTheta || JSON.stringify(a.ropeScaling) !== JSON.stringify(cfg.ropeScaling)))
+    cannot("its layers have different RoPE settings");
+  if (!granite && (o.embedScale !== 1 || o.residualScale !== 1 || o.logitScale !== 1 || Math.abs(o.attnScale * Math.sqrt(cfg.HS) - 1) > 1e-12))
+    cannot("it has Granite's multipliers");
+  if (!granite) return [];
+  return [
+    [k("embedding_scale"), gv.f32(o.embedScale)], [k("attention.scale"), gv.f32(o.attnScale)],
+    [k("residual_scale"), gv.f32(o.residualScale)], [k("logit_scale"), gv.f32(o.logitScale)],
+  ];
 }
 
 /** gemma2/gemma3 keys, or a refusal naming what llama.cpp's architecture cannot express. */

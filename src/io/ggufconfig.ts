@@ -17,7 +17,7 @@ import { ropeFreqFactors } from "../model/rope.js";
 import { type LayerAttention, type LlamaConfig, type ModelFamily, type RopeScaling, gemmaLayerIsLocal, unsupportedArchitectureKind } from "../model/config.js";
 import { type GgufFile, type GgufValue, metaArray } from "./gguf.js";
 
-export const SUPPORTED_GGUF_ARCHITECTURES: readonly ModelFamily[] = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3"];
+export const SUPPORTED_GGUF_ARCHITECTURES: readonly ModelFamily[] = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "smollm3", "granite", "olmo2"];
 const DEFAULT_ROPE_THETA = 10000; // llama.cpp's default when rope.freq_base is absent
 
 function describe(v: GgufValue | undefined): string {
@@ -244,7 +244,36 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     maxSeqLen: m.posInt("context_length"),
     slidingWindow: null,
   };
-  return family === "gemma2" || family === "gemma3" ? gemmaFromGguf(m, cfg, family) : cfg;
+  switch (family) {
+    case "gemma2":
+    case "gemma3":
+      return gemmaFromGguf(m, cfg, family);
+    case "smollm3":
+      // llama.cpp's smollm3 has no key for its NoPE layers: every 4th layer (n_no_rope_layer_step) skips RoPE
+      if (cfg.L > 65536) throw inputError(`${f.path}: GGUF key smollm3.block_count is ${cfg.L}; no model has more than 65536 layers, so the file is corrupt`);
+      return { ...cfg, layers: Array.from({ length: cfg.L }, (_, l) => ({ window: null, rope: (l + 1) % 4 !== 0, ropeTheta: cfg.ropeTheta, ropeScaling: cfg.ropeScaling })) };
+    case "granite": {
+      // llama.cpp: a missing (or 0) attention.scale means 1/√HS, a missing residual or embedding scale means 1
+      const opt = (key: string): number | undefined => {
+        const v = m.optNumber(key);
+        return v === undefined || v === 0 ? undefined : m.posNumber(key);
+      };
+      return {
+        ...cfg,
+        embedScale: opt("embedding_scale") ?? 1,
+        attnScale: opt("attention.scale") ?? 1 / Math.sqrt(cfg.HS),
+        residualScale: opt("residual_scale") ?? 1,
+        logitScale: m.posNumber("logit_scale"),
+      };
+    }
+    case "olmo2":
+      if (m.optNumber("attention.sliding_window") !== undefined)
+        throw unsupportedError(`${f.path}: an olmo2 GGUF with a sliding window (OLMo 3) is not supported yet`);
+      if (!cfg.qkNorm) throw inputError(`${f.path}: an olmo2 GGUF needs attn_q_norm / attn_k_norm tensors`);
+      return { ...cfg, norms: "post", qkNormScope: "projection" };
+    default:
+      return cfg;
+  }
 }
 
 /**

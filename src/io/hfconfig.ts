@@ -19,7 +19,9 @@ import {
 } from "../model/config.js";
 
 /** The model_type values read (gemma3_text and gemma3 both become family gemma3). */
-export const SUPPORTED_MODEL_TYPES: readonly string[] = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3"];
+export const SUPPORTED_MODEL_TYPES: readonly string[] = [
+  "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "smollm3", "granite", "olmo2",
+];
 
 const ARCHITECTURES: Record<ModelFamily, string> = {
   llama: "LlamaForCausalLM",
@@ -28,10 +30,14 @@ const ARCHITECTURES: Record<ModelFamily, string> = {
   qwen3: "Qwen3ForCausalLM",
   gemma2: "Gemma2ForCausalLM",
   gemma3: "Gemma3ForCausalLM",
+  smollm3: "SmolLM3ForCausalLM",
+  granite: "GraniteForCausalLM",
+  olmo2: "Olmo2ForCausalLM",
 };
 /** The model_type a family is written as (a multimodal gemma3 checkpoint is exported as its text model). */
 const MODEL_TYPE: Record<ModelFamily, string> = {
   llama: "llama", mistral: "mistral", qwen2: "qwen2", qwen3: "qwen3", gemma2: "gemma2", gemma3: "gemma3_text",
+  smollm3: "smollm3", granite: "granite", olmo2: "olmo2",
 };
 
 // transformers' constructor defaults for the keys we let default.
@@ -42,7 +48,11 @@ const DEFAULTS: Record<ModelFamily, { maxPos: number; headDim: number | null; sl
   qwen3: { maxPos: 32768, headDim: 128, slidingWindow: 4096 },
   gemma2: { maxPos: 8192, headDim: 256, slidingWindow: 4096 },
   gemma3: { maxPos: 131072, headDim: 256, slidingWindow: 4096 },
+  smollm3: { maxPos: 32768, headDim: null, slidingWindow: null },
+  granite: { maxPos: 2048, headDim: null, slidingWindow: null },
+  olmo2: { maxPos: 2048, headDim: null, slidingWindow: null },
 };
+const SMOLLM3_NO_ROPE_INTERVAL = 4; // SmolLM3Config.no_rope_layer_interval: every 4th layer has no RoPE
 // Gemma2Config / Gemma3TextConfig defaults that real checkpoints rely on: a multimodal Gemma 3's text_config often
 // leaves out vocab_size, the head counts and query_pre_attn_scalar.
 const GEMMA_DEFAULTS = {
@@ -274,18 +284,18 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
 
   // Biases: Llama's and Qwen3's attention_bias switches on q, k, v AND o_proj biases (tsdpo has no o bias);
   // Qwen2 always has q/k/v biases and never an o_proj bias; Mistral has none.
-  if ((family === "llama" || family === "qwen3") && r.bool("attention_bias", false))
+  if (family !== "qwen2" && family !== "mistral" && r.bool("attention_bias", false))
     throw unsupportedError(
       `${path}: attention_bias true (biases on q/k/v/o projections) is not supported for model_type ${family}`,
     );
-  if (family === "llama" && r.bool("mlp_bias", false))
+  if (family !== "qwen2" && family !== "qwen3" && family !== "mistral" && r.bool("mlp_bias", false))
     throw unsupportedError(`${path}: mlp_bias true is not supported`);
 
   let windows: (number | null)[] | number | null = null;
   if (family === "mistral") windows = r.nullablePosInt("sliding_window", d.slidingWindow);
-  else if (family === "qwen2" || family === "qwen3") windows = qwenLayerWindows(r, L, family);
+  else if (family === "qwen2" || family === "qwen3" || family === "smollm3") windows = qwenLayerWindows(r, L, family);
 
-  return {
+  const cfg: LlamaConfig = {
     family,
     V,
     C,
@@ -299,10 +309,34 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
     rmsEps: r.posNumber("rms_norm_eps", DEFAULT_RMS_EPS),
     tiedEmbeddings: r.bool("tie_word_embeddings", false),
     qkvBias: family === "qwen2",
-    qkNorm: family === "qwen3",
+    qkNorm: family === "qwen3" || family === "olmo2",
     maxSeqLen: r.posInt("max_position_embeddings", d.maxPos),
     ...windowsToConfig(windows, ropeTheta, ropeScaling),
   };
+  switch (family) {
+    case "smollm3": {
+      // no_rope_layers[l] is 1 where layer l uses RoPE (SmolLM3's NoPE layers are the 0s)
+      const given = r.obj["no_rope_layers"];
+      if (given !== undefined && given !== null && (!Array.isArray(given) || given.length !== L || given.some((x) => x !== 0 && x !== 1)))
+        throw inputError(`${path}: key "no_rope_layers" must be a list of ${L} zeros and ones (1: the layer uses RoPE), got ${describeValue(given)}; fix config.json`);
+      const interval = r.posInt("no_rope_layer_interval", SMOLLM3_NO_ROPE_INTERVAL);
+      const rope = Array.isArray(given) ? given.map((x) => x === 1) : perLayer(r, L, (l) => (l + 1) % interval !== 0);
+      if (rope.every((x) => x)) return cfg;
+      return { ...cfg, layers: rope.map((useRope, l) => ({ ...layerAttention(cfg, l), rope: useRope })) };
+    }
+    case "granite":
+      return {
+        ...cfg,
+        embedScale: r.posNumber("embedding_multiplier", 1),
+        attnScale: r.posNumber("attention_multiplier", 1),
+        residualScale: r.posNumber("residual_multiplier", 1),
+        logitScale: r.posNumber("logits_scaling", 1),
+      };
+    case "olmo2":
+      return { ...cfg, norms: "post", qkNormScope: "projection" };
+    default:
+      return cfg;
+  }
 }
 
 /** Whether a config.json is a multimodal Gemma 3 (its vision tower is not loaded; see loadHfFolder). */
@@ -499,7 +533,7 @@ export interface HfExportOptions {
 export function hfConfigFromLlama(cfg: LlamaConfig, opts: HfExportOptions): Record<string, unknown> {
   const { family } = cfg;
   if (family === "gemma2" || family === "gemma3") return gemmaHfConfig(cfg, family, opts);
-  const want = { qkvBias: family === "qwen2", qkNorm: family === "qwen3" };
+  const want = { qkvBias: family === "qwen2", qkNorm: family === "qwen3" || family === "olmo2" };
   if (cfg.qkvBias !== want.qkvBias || cfg.qkNorm !== want.qkNorm)
     throw unsupportedError(
       `cannot write a transformers config for model_type ${family} with q/k/v biases ${cfg.qkvBias ? "on" : "off"} ` +
@@ -534,23 +568,46 @@ export function hfConfigFromLlama(cfg: LlamaConfig, opts: HfExportOptions): Reco
     eos_token_id: opts.eosTokenId,
     torch_dtype: opts.torchDtype,
   };
+  const o = decoderOptions(cfg);
+  const llamaOptions = { norms: "pre", normOffset: 0, activation: "silu", qkNormScope: "head", attnSoftcap: 0, finalSoftcap: 0 };
+  const expected = family === "olmo2" ? { ...llamaOptions, norms: "post", qkNormScope: "projection" } : llamaOptions;
+  for (const [k, v] of Object.entries(expected))
+    if (o[k as keyof typeof o] !== v) throw unsupportedError(`cannot write a transformers ${family} config for a model with ${k} ${String(o[k as keyof typeof o])}`);
+  if (family !== "granite" && (o.embedScale !== 1 || o.residualScale !== 1 || o.logitScale !== 1 || Math.abs(o.attnScale * Math.sqrt(cfg.HS) - 1) > 1e-12))
+    throw unsupportedError(`cannot write a transformers ${family} config for a model with Granite's multipliers; use model_type granite`);
+  if (family !== "smollm3" && cfg.layers?.some((a) => !a.rope))
+    throw unsupportedError(`cannot write a transformers ${family} config with layers without RoPE; use model_type smollm3`);
   switch (family) {
     case "llama":
       Object.assign(out, { attention_bias: false, mlp_bias: false, pretraining_tp: 1 });
+      break;
+    case "granite":
+      Object.assign(out, {
+        attention_bias: false, mlp_bias: false, embedding_multiplier: o.embedScale, attention_multiplier: o.attnScale,
+        residual_multiplier: o.residualScale, logits_scaling: o.logitScale,
+      });
+      break;
+    case "olmo2":
+      out["attention_bias"] = false;
       break;
     case "mistral":
       out["sliding_window"] = cfg.slidingWindow;
       break;
     case "qwen2":
-    case "qwen3": {
-      if (family === "qwen3") out["attention_bias"] = false;
+    case "qwen3":
+    case "smollm3": {
+      if (family !== "qwen2") out["attention_bias"] = false;
+      if (family === "smollm3") {
+        out["mlp_bias"] = false;
+        out["no_rope_layers"] = Array.from({ length: cfg.L }, (_, l) => (layerAttention(cfg, l).rope ? 1 : 0));
+      }
       // Layers from max_window_layers on slide (0: all of them); with use_sliding_window false it is ignored.
       const layers = Array.from({ length: cfg.L }, (_, l) => layerAttention(cfg, l));
       const window = layers.find((a) => a.window !== null)?.window ?? null;
       const firstSliding = layers.findIndex((a) => a.window !== null);
       if (layers.some((a, l) => a.window !== (firstSliding >= 0 && l >= firstSliding ? window : null)))
         throw unsupportedError(`cannot write a transformers ${family} config whose sliding layers are not the last ones, with one window`);
-      if (layers.some((a) => !a.rope || a.ropeTheta !== cfg.ropeTheta || JSON.stringify(a.ropeScaling) !== JSON.stringify(cfg.ropeScaling)))
+      if (layers.some((a) => (!a.rope && family !== "smollm3") || a.ropeTheta !== cfg.ropeTheta || JSON.stringify(a.ropeScaling) !== JSON.stringify(cfg.ropeScaling)))
         throw unsupportedError(`cannot write a transformers ${family} config with per-layer RoPE settings`);
       Object.assign(
         out,

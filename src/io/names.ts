@@ -57,7 +57,7 @@ const LAYER_GGUF: Record<string, string> = {
   attn_post_norm: "post_attention_norm.weight",
   ffn_post_norm: "post_ffw_norm.weight",
 };
-// Gemma 2/3 (sandwich norms): the HF names that differ from LAYER_HF.
+// Gemma 2/3 and OLMo 2 (norms after the sublayers): the HF names that differ from LAYER_HF.
 const LAYER_HF_GEMMA: Record<string, string> = {
   ...LAYER_HF,
   attn_post_norm: "post_attention_layernorm.weight",
@@ -110,15 +110,17 @@ function fromExternal(
 }
 
 const isGemma = (family: ModelFamily): boolean => family === "gemma2" || family === "gemma3";
+/** Families whose "post_attention_layernorm" normalises the attention output (not the MLP input, as in Llama). */
+const hasPostNormNames = (family: ModelFamily): boolean => isGemma(family) || family === "olmo2";
 
 /** tsdpo name (e.g. "layers.3.wq") -> Hugging Face name ("model.layers.3.self_attn.q_proj.weight") in `family`. */
 export const hfTensorName = (name: string, family: ModelFamily): string =>
-  toExternal(name, GLOBAL_HF, isGemma(family) ? LAYER_HF_GEMMA : LAYER_HF, "model.layers.");
+  toExternal(name, GLOBAL_HF, hasPostNormNames(family) ? LAYER_HF_GEMMA : LAYER_HF, "model.layers.");
 /** tsdpo name (e.g. "layers.3.wq") -> GGUF name ("blk.3.attn_q.weight"). */
 export const ggufTensorName = (name: string): string => toExternal(name, GLOBAL_GGUF, LAYER_GGUF, "blk.");
 /** Hugging Face name in `family` -> tsdpo name, or null when the tensor is not one tsdpo knows. */
 export const tsdpoNameFromHf = (name: string, family: ModelFamily): string | null =>
-  fromExternal(name, GLOBAL_HF_INV, isGemma(family) ? LAYER_HF_GEMMA_INV : LAYER_HF_INV, HF_LAYER_RE);
+  fromExternal(name, GLOBAL_HF_INV, hasPostNormNames(family) ? LAYER_HF_GEMMA_INV : LAYER_HF_INV, HF_LAYER_RE);
 
 /**
  * What a GGUF of `family` adds to tensor `name` (tsdpo's name) against tsdpo's weight: 1 for Gemma's norms, which
@@ -143,11 +145,14 @@ export function ggufQkPermuted(family: ModelFamily): boolean {
   switch (family) {
     case "llama":
     case "mistral":
+    case "granite": // llama.cpp's converters write these as llama (LlamaModel's permutation, interleaved RoPE)
+    case "smollm3":
       return true;
     case "qwen2":
     case "qwen3":
     case "gemma2":
     case "gemma3":
+    case "olmo2":
       return false;
     default: {
       const never: never = family;

@@ -15,7 +15,7 @@ export type RopeScaling =
       originalMaxPositionEmbeddings: number;
     };
 
-export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3" | "gemma2" | "gemma3";
+export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3" | "gemma2" | "gemma3" | "smollm3" | "granite" | "olmo2";
 
 export interface LlamaConfig {
   family: ModelFamily; // which HF model_type / GGUF architecture to write on export
@@ -40,10 +40,19 @@ export interface LlamaConfig {
    * RoPE. Read it through layerAttention().
    */
   layers?: LayerAttention[];
-  // Options that other families set (Gemma 2 and 3 today). Each is absent on a plain Llama-family config and read
-  // through decoderOptions(), which fills in the Llama value.
-  /** "sandwich": each sublayer's output is normalised again before it joins the residual (Gemma 2/3). */
-  norms?: "pre" | "sandwich";
+  // Options that other families set (Gemma 2 and 3, Granite, OLMo 2). Each is absent on a plain Llama-family config
+  // and read through decoderOptions(), which fills in the Llama value.
+  /**
+   * Where the RMSNorms sit around each sublayer: before it ("pre", Llama), before and after its output ("sandwich",
+   * Gemma 2/3), or after its output only ("post", OLMo 2), always before the output joins the residual stream.
+   */
+  norms?: "pre" | "sandwich" | "post";
+  /** q/k norms (qkNorm) over each head's HS features ("head", Qwen3, Gemma 3) or the whole projection (OLMo 2). */
+  qkNormScope?: "head" | "projection";
+  /** Each sublayer's output is multiplied by this before it joins the residual stream (Granite). */
+  residualScale?: number;
+  /** Output logits are divided by this (Granite's logits_scaling). */
+  logitScale?: number;
   /** 1: every RMSNorm multiplies by (1 + w), its weight stored as a deviation from 1 (Gemma); 0: by w. */
   normOffset?: 0 | 1;
   /** The MLP's gate: SwiGLU ("silu") or GeGLU with tanh-GELU ("gelu_tanh", Gemma). */
@@ -60,7 +69,10 @@ export interface LlamaConfig {
 
 /** The family options of a config with the Llama values filled in where it leaves them out. */
 export interface DecoderOptions {
-  norms: "pre" | "sandwich";
+  norms: "pre" | "sandwich" | "post";
+  qkNormScope: "head" | "projection";
+  residualScale: number;
+  logitScale: number;
   normOffset: 0 | 1;
   activation: "silu" | "gelu_tanh";
   embedScale: number;
@@ -72,6 +84,9 @@ export interface DecoderOptions {
 export function decoderOptions(cfg: LlamaConfig): DecoderOptions {
   return {
     norms: cfg.norms ?? "pre",
+    qkNormScope: cfg.qkNormScope ?? "head",
+    residualScale: cfg.residualScale ?? 1,
+    logitScale: cfg.logitScale ?? 1,
     normOffset: cfg.normOffset ?? 0,
     activation: cfg.activation ?? "silu",
     embedScale: cfg.embedScale ?? 1,
@@ -116,11 +131,12 @@ export interface ParamSpec {
 /** Parameter tensors in arena order. */
 export function paramSpecs(cfg: LlamaConfig): ParamSpec[] {
   const { V, C, L, NH, NKV, HS, FF } = cfg;
-  const sandwich = decoderOptions(cfg).norms === "sandwich";
+  const { norms, qkNormScope } = decoderOptions(cfg);
+  const preNorm = norms !== "post", postNorm = norms !== "pre";
   const specs: ParamSpec[] = [{ name: "tok_embd", shape: [V, C] }];
   for (let l = 0; l < L; l++) {
     const p = `layers.${l}.`;
-    specs.push({ name: p + "attn_norm", shape: [C] });
+    if (preNorm) specs.push({ name: p + "attn_norm", shape: [C] });
     specs.push({ name: p + "wq", shape: [NH * HS, C] });
     specs.push({ name: p + "wk", shape: [NKV * HS, C] });
     specs.push({ name: p + "wv", shape: [NKV * HS, C] });
@@ -130,16 +146,17 @@ export function paramSpecs(cfg: LlamaConfig): ParamSpec[] {
       specs.push({ name: p + "bv", shape: [NKV * HS] });
     }
     if (cfg.qkNorm) {
-      specs.push({ name: p + "q_norm", shape: [HS] });
-      specs.push({ name: p + "k_norm", shape: [HS] });
+      const whole = qkNormScope === "projection";
+      specs.push({ name: p + "q_norm", shape: [whole ? NH * HS : HS] });
+      specs.push({ name: p + "k_norm", shape: [whole ? NKV * HS : HS] });
     }
     specs.push({ name: p + "wo", shape: [C, NH * HS] });
-    if (sandwich) specs.push({ name: p + "attn_post_norm", shape: [C] });
-    specs.push({ name: p + "ffn_norm", shape: [C] });
+    if (postNorm) specs.push({ name: p + "attn_post_norm", shape: [C] });
+    if (preNorm) specs.push({ name: p + "ffn_norm", shape: [C] });
     specs.push({ name: p + "w_gate", shape: [FF, C] });
     specs.push({ name: p + "w_up", shape: [FF, C] });
     specs.push({ name: p + "w_down", shape: [C, FF] });
-    if (sandwich) specs.push({ name: p + "ffn_post_norm", shape: [C] });
+    if (postNorm) specs.push({ name: p + "ffn_post_norm", shape: [C] });
   }
   specs.push({ name: "out_norm", shape: [C] });
   if (!cfg.tiedEmbeddings) specs.push({ name: "lm_head", shape: [V, C] });

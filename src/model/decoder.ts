@@ -22,18 +22,18 @@ export type FloatCtor = Float32ArrayConstructor | Float64ArrayConstructor;
 
 /** W is Weight for a model's parameters (a matrix may be frozen in a quantised format) and Buf for its gradients. */
 export interface LayerParams<W extends Weight = Weight> {
-  attnNorm: Buf; // (C)
+  attnNorm: Buf | null; // (C)   null with norms "post" (OLMo 2)
   wq: W; // (NH·HS, C)
   wk: W; // (NKV·HS, C)
   wv: W; // (NKV·HS, C)
   bq: Buf | null; // (NH·HS)   Qwen2
   bk: Buf | null; // (NKV·HS)
   bv: Buf | null; // (NKV·HS)
-  qNorm: Buf | null; // (HS)   Qwen3
-  kNorm: Buf | null; // (HS)
+  qNorm: Buf | null; // (HS), or (NH·HS) over the whole projection (OLMo 2)   Qwen3, Gemma 3
+  kNorm: Buf | null; // (HS), or (NKV·HS)
   wo: W; // (C, NH·HS)
   attnPostNorm: Buf | null; // (C)   Gemma's norm of the attention output
-  ffnNorm: Buf; // (C)
+  ffnNorm: Buf | null; // (C)
   wGate: W; // (FF, C)
   wUp: W; // (FF, C)
   wDown: W; // (C, FF)
@@ -105,12 +105,12 @@ export function viewsOf(cfg: LlamaConfig, entries: ParamEntry[], arena: Buf, qua
   for (let l = 0; l < cfg.L; l++) {
     const p = `layers.${l}.`;
     layers.push({
-      attnNorm: get(p + "attn_norm"),
+      attnNorm: opt(p + "attn_norm"),
       wq: weight(p + "wq"), wk: weight(p + "wk"), wv: weight(p + "wv"),
       bq: opt(p + "bq"), bk: opt(p + "bk"), bv: opt(p + "bv"),
       qNorm: opt(p + "q_norm"), kNorm: opt(p + "k_norm"),
       wo: weight(p + "wo"), attnPostNorm: opt(p + "attn_post_norm"),
-      ffnNorm: get(p + "ffn_norm"),
+      ffnNorm: opt(p + "ffn_norm"),
       wGate: weight(p + "w_gate"), wUp: weight(p + "w_up"), wDown: weight(p + "w_down"), ffnPostNorm: opt(p + "ffn_post_norm"),
     });
   }
@@ -183,8 +183,8 @@ function validateConfig(cfg: LlamaConfig): void {
 // Activations
 
 export interface LayerActs {
-  ln1: Buf; // (R,T,C)   attention RMSNorm output
-  rstd1: Buf; // (R,T)
+  ln1: Buf | null; // (R,T,C)   attention RMSNorm output (null without pre-norms: the layer reads x itself)
+  rstd1: Buf | null; // (R,T)
   qPre: Buf | null; // (R,T,NH·HS)  q before its RMSNorm (Qwen3)
   qRstd: Buf | null; // (R,T,NH)
   kPre: Buf | null; // (R,T,NKV·HS)
@@ -197,8 +197,8 @@ export interface LayerActs {
   attOut: Buf | null; // (R,T,C)  o_proj output before its post-norm (sandwich norms)
   attRstd: Buf | null; // (R,T)
   xMid: Buf; // (R,T,C)   residual after attention
-  ln2: Buf; // (R,T,C)
-  rstd2: Buf; // (R,T)
+  ln2: Buf | null; // (R,T,C)
+  rstd2: Buf | null; // (R,T)
   gate: Buf; // (R,T,FF)
   up: Buf; // (R,T,FF)
   h: Buf; // (R,T,FF)  act(gate)·up
@@ -272,21 +272,23 @@ const loraKey = (l: number, t: LoraTarget): string => `${l}.${t}`;
  */
 export function activationLayout(cfg: LlamaConfig, maxRows: number, maxT: number, checkpointing: boolean): [string, number][] {
   const { C, L, NH, NKV, HS, FF, qkNorm } = cfg;
-  const sandwich = decoderOptions(cfg).norms === "sandwich";
+  const { norms } = decoderOptions(cfg);
+  const preNorm = norms !== "post", postNorm = norms !== "pre";
   const N = maxRows * maxT;
   const sizes: [string, number][] = [];
   const want = (name: string, n: number): void => void sizes.push([name, n]);
   for (let l = 0; l <= L; l++) want(`x${l}`, N * C);
   const layerSets = checkpointing ? 1 : L;
   for (let l = 0; l < layerSets; l++) {
-    want(`ln1.${l}`, N * C); want(`rstd1.${l}`, N);
+    if (preNorm) { want(`ln1.${l}`, N * C); want(`rstd1.${l}`, N); }
     if (qkNorm) { want(`qPre.${l}`, N * NH * HS); want(`qRstd.${l}`, N * NH); want(`kPre.${l}`, N * NKV * HS); want(`kRstd.${l}`, N * NKV); }
     want(`q.${l}`, N * NH * HS); want(`k.${l}`, N * NKV * HS); want(`v.${l}`, N * NKV * HS);
     want(`attLse.${l}`, N * NH); want(`atty.${l}`, N * NH * HS);
-    if (sandwich) { want(`attOut.${l}`, N * C); want(`attRstd.${l}`, N); }
-    want(`xMid.${l}`, N * C); want(`ln2.${l}`, N * C); want(`rstd2.${l}`, N);
+    if (postNorm) { want(`attOut.${l}`, N * C); want(`attRstd.${l}`, N); }
+    want(`xMid.${l}`, N * C);
+    if (preNorm) { want(`ln2.${l}`, N * C); want(`rstd2.${l}`, N); }
     want(`gate.${l}`, N * FF); want(`up.${l}`, N * FF); want(`h.${l}`, N * FF);
-    if (sandwich) { want(`mlpOut.${l}`, N * C); want(`mlpRstd.${l}`, N); }
+    if (postNorm) { want(`mlpOut.${l}`, N * C); want(`mlpRstd.${l}`, N); }
   }
   want("lnf", N * C); want("rstdf", N); want("lse", N); want("logitSum", N); want("logSumSq", N); want("logp", N);
   want("tmp", N * C); want("dx", N * C); want("dln", N * C); want("dq", N * NH * HS); want("dk", N * NKV * HS);
@@ -357,11 +359,11 @@ export function createActivations(model: Model, maxRows: number, maxT: number, c
     M: 0, rows: new Int32Array(N), targets: new Int32Array(N),
     x: Array.from({ length: L + 1 }, (_, l) => v(`x${l}`)),
     layers: Array.from({ length: L }, (_, layer) => layer % layerSets).map((l) => ({
-      ln1: v(`ln1.${l}`), rstd1: v(`rstd1.${l}`),
+      ln1: o(`ln1.${l}`), rstd1: o(`rstd1.${l}`),
       qPre: o(`qPre.${l}`), qRstd: o(`qRstd.${l}`), kPre: o(`kPre.${l}`), kRstd: o(`kRstd.${l}`),
       q: v(`q.${l}`), k: v(`k.${l}`), v: v(`v.${l}`), attLse: v(`attLse.${l}`), atty: v(`atty.${l}`),
       attOut: o(`attOut.${l}`), attRstd: o(`attRstd.${l}`),
-      xMid: v(`xMid.${l}`), ln2: v(`ln2.${l}`), rstd2: v(`rstd2.${l}`),
+      xMid: v(`xMid.${l}`), ln2: o(`ln2.${l}`), rstd2: o(`rstd2.${l}`),
       gate: v(`gate.${l}`), up: v(`up.${l}`), h: v(`h.${l}`), mlpOut: o(`mlpOut.${l}`), mlpRstd: o(`mlpRstd.${l}`),
     })),
     lnf: v("lnf"), rstdf: v("rstdf"), lse: v("lse"), logitSum: v("logitSum"), logSumSq: v("logSumSq"), logp: v("logp"),
@@ -525,6 +527,7 @@ export function forwardPacked(be: Backend, model: Model, acts: Activations, inpu
   if (opts.embedScale !== 1) be.scale(acts.x[0]!, opts.embedScale, N * C);
   for (let l = 0; l < cfg.L; l++) layerForward(be, model, acts, l, false);
   be.rmsnormForward(acts.lnf, acts.rstdf, acts.x[cfg.L]!, p.outNorm, N, C, rmsEps, opts.normOffset);
+  if (opts.logitScale !== 1) be.scale(acts.lnf, 1 / opts.logitScale, N * C); // logits / s = (lnf / s)·Wᵀ
   lmHeadLogprobForwardW(
     be, acts.logp, acts.lse, acts.logitSum, acts.wantLogSumSq ? acts.logSumSq : null,
     acts.lnf, acts.rows, acts.targets, p.lmHead, M, C, V, opts.finalSoftcap,
@@ -540,7 +543,7 @@ export function forwardPacked(be: Backend, model: Model, acts: Activations, inpu
 function layerForward(be: Backend, model: Model, acts: Activations, l: number, replay: boolean): void {
   const { cfg, p } = model;
   const { C, NH, NKV, HS, FF, rmsEps } = cfg;
-  const { normOffset: off, attnScale, attnSoftcap, activation } = decoderOptions(cfg);
+  const { normOffset: off, attnScale, attnSoftcap, activation, qkNormScope, residualScale } = decoderOptions(cfg);
   const { R, T } = acts;
   const N = R * T;
   const window = layerAttention(cfg, l).window ?? 0;
@@ -548,31 +551,37 @@ function layerForward(be: Backend, model: Model, acts: Activations, l: number, r
   const w = p.layers[l]!;
   const a = acts.layers[l]!;
   const x = acts.x[l]!;
-  be.rmsnormForward(a.ln1, a.rstd1, x, w.attnNorm, N, C, rmsEps, off);
+  // Without pre-norms (OLMo 2) each sublayer reads the residual stream itself.
+  const attnIn = a.ln1 ?? x;
+  if (a.ln1) be.rmsnormForward(a.ln1, a.rstd1!, x, w.attnNorm!, N, C, rmsEps, off);
   if (cfg.qkNorm) {
-    linearForward(be, model, acts, l, "wq", a.qPre!, a.ln1, w.wq, w.bq, N, C, NH * HS, replay);
-    linearForward(be, model, acts, l, "wk", a.kPre!, a.ln1, w.wk, w.bk, N, C, NKV * HS, replay);
-    be.rmsnormForward(a.q, a.qRstd!, a.qPre!, w.qNorm!, N * NH, HS, rmsEps, off);
-    be.rmsnormForward(a.k, a.kRstd!, a.kPre!, w.kNorm!, N * NKV, HS, rmsEps, off);
+    linearForward(be, model, acts, l, "wq", a.qPre!, attnIn, w.wq, w.bq, N, C, NH * HS, replay);
+    linearForward(be, model, acts, l, "wk", a.kPre!, attnIn, w.wk, w.bk, N, C, NKV * HS, replay);
+    const whole = qkNormScope === "projection"; // one norm over all heads' features, or one per head
+    be.rmsnormForward(a.q, a.qRstd!, a.qPre!, w.qNorm!, whole ? N : N * NH, whole ? NH * HS : HS, rmsEps, off);
+    be.rmsnormForward(a.k, a.kRstd!, a.kPre!, w.kNorm!, whole ? N : N * NKV, whole ? NKV * HS : HS, rmsEps, off);
   } else {
-    linearForward(be, model, acts, l, "wq", a.q, a.ln1, w.wq, w.bq, N, C, NH * HS, replay);
-    linearForward(be, model, acts, l, "wk", a.k, a.ln1, w.wk, w.bk, N, C, NKV * HS, replay);
+    linearForward(be, model, acts, l, "wq", a.q, attnIn, w.wq, w.bq, N, C, NH * HS, replay);
+    linearForward(be, model, acts, l, "wk", a.k, attnIn, w.wk, w.bk, N, C, NKV * HS, replay);
   }
-  linearForward(be, model, acts, l, "wv", a.v, a.ln1, w.wv, w.bv, N, C, NKV * HS, replay);
+  linearForward(be, model, acts, l, "wv", a.v, attnIn, w.wv, w.bv, N, C, NKV * HS, replay);
   if (rope) {
     be.ropeForward(a.q, rope.cos, rope.sin, acts.pos, N, NH, HS);
     be.ropeForward(a.k, rope.cos, rope.sin, acts.pos, N, NKV, HS);
   }
   be.attentionForward(a.atty, a.attLse, a.q, a.k, a.v, acts.branch, R, T, NH, NKV, HS, window, attnScale, attnSoftcap);
-  // Sandwich norms (Gemma): the projection's output is normalised before it joins the residual stream.
+  // Post-norms (Gemma, OLMo 2): the projection's output is normalised before it joins the residual stream, scaled
+  // by residualScale (Granite) on the way.
   if (a.attOut) {
     linearForward(be, model, acts, l, "wo", a.attOut, a.atty, w.wo, null, N, NH * HS, C, replay);
     be.rmsnormForward(acts.tmp, a.attRstd!, a.attOut, w.attnPostNorm!, N, C, rmsEps, off);
   } else linearForward(be, model, acts, l, "wo", acts.tmp, a.atty, w.wo, null, N, NH * HS, C, replay);
+  if (residualScale !== 1) be.scale(acts.tmp, residualScale, N * C);
   be.addForward(a.xMid, x, acts.tmp, N * C);
-  be.rmsnormForward(a.ln2, a.rstd2, a.xMid, w.ffnNorm, N, C, rmsEps, off);
-  linearForward(be, model, acts, l, "w_gate", a.gate, a.ln2, w.wGate, null, N, C, FF, replay);
-  linearForward(be, model, acts, l, "w_up", a.up, a.ln2, w.wUp, null, N, C, FF, replay);
+  const mlpIn = a.ln2 ?? a.xMid;
+  if (a.ln2) be.rmsnormForward(a.ln2, a.rstd2!, a.xMid, w.ffnNorm!, N, C, rmsEps, off);
+  linearForward(be, model, acts, l, "w_gate", a.gate, mlpIn, w.wGate, null, N, C, FF, replay);
+  linearForward(be, model, acts, l, "w_up", a.up, mlpIn, w.wUp, null, N, C, FF, replay);
   if (activation === "gelu_tanh") be.gegluForward(a.h, a.gate, a.up, N * FF);
   else be.swigluForward(a.h, a.gate, a.up, N * FF);
   if (a.mlpOut) {
@@ -583,6 +592,7 @@ function layerForward(be: Backend, model: Model, acts: Activations, l: number, r
     linearForward(be, model, acts, l, "w_down", acts.tmp, a.h, w.wDown, null, N, FF, C);
   }
   if (replay) return; // x[l + 1] was kept
+  if (residualScale !== 1) be.scale(acts.tmp, residualScale, N * C);
   be.addForward(acts.x[l + 1]!, a.xMid, acts.tmp, N * C);
 }
 
@@ -612,13 +622,21 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
   const { cfg, p } = model;
   const g = grads ? grads.g : null; // null: the base weights are frozen (LoRA); adapter gradients go to model.lora
   const { C, NH, NKV, HS, FF, V } = cfg;
-  const { normOffset: off, attnScale, attnSoftcap, activation, embedScale, finalSoftcap } = decoderOptions(cfg);
+  const { normOffset: off, attnScale, attnSoftcap, activation, embedScale, finalSoftcap, qkNormScope, residualScale, logitScale } = decoderOptions(cfg);
   const { R, T } = acts;
   const N = R * T;
   const zero = (b: Buf, n: number): void => void b.fill(0, 0, n);
+  // The gradient reaching a sublayer's output: dx itself, or residualScale·dx in acts.dln (free at both uses).
+  const branchGrad = (): Buf => {
+    if (residualScale === 1) return acts.dx;
+    acts.dln.set(acts.dx.subarray(0, N * C));
+    be.scale(acts.dln, residualScale, N * C);
+    return acts.dln;
+  };
 
   zero(acts.dln, N * C);
   lmHeadLogprobBackwardW(be, acts.dln, g ? g.lmHead : null, dlogp, acts.lnf, acts.rows, acts.targets, p.lmHead, acts.lse, acts.M, C, V, finalSoftcap);
+  if (logitScale !== 1) be.scale(acts.dln, 1 / logitScale, N * C);
   zero(acts.dx, N * C);
   be.rmsnormBackward(acts.dx, g ? g.outNorm : null, acts.dln, acts.x[cfg.L]!, p.outNorm, acts.rstdf, N, C, off);
 
@@ -627,12 +645,12 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     const dw = g ? g.layers[l]! : null;
     const a = acts.layers[l]!;
     if (acts.checkpointing) layerForward(be, model, acts, l, true);
-    // x[l+1] = xMid + down(h), or xMid + postnorm(down(h)) with sandwich norms: dx flows unchanged to xMid and
-    // into the MLP branch (acts.tmp, free in the backward, holds the gradient of down's output under a post-norm).
-    let dDown = acts.dx;
+    // x[l+1] = xMid + r·down(h), or xMid + r·postnorm(down(h)): dx flows unchanged to xMid and, times r, into the
+    // MLP branch (acts.tmp, free in the backward, holds the gradient of down's output under a post-norm).
+    let dDown = branchGrad();
     if (a.mlpOut) {
       zero(acts.tmp, N * C);
-      be.rmsnormBackward(acts.tmp, dw ? dw.ffnPostNorm : null, acts.dx, a.mlpOut, w.ffnPostNorm!, a.mlpRstd!, N, C, off);
+      be.rmsnormBackward(acts.tmp, dw ? dw.ffnPostNorm : null, dDown, a.mlpOut, w.ffnPostNorm!, a.mlpRstd!, N, C, off);
       dDown = acts.tmp;
     }
     zero(acts.dh, N * FF);
@@ -642,14 +660,16 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     if (activation === "gelu_tanh") be.gegluBackward(acts.dgate, acts.dup, acts.dh, a.gate, a.up, N * FF);
     else be.swigluBackward(acts.dgate, acts.dup, acts.dh, a.gate, a.up, N * FF);
     zero(acts.dln, N * C);
-    linearBackward(be, model, acts, l, "w_gate", acts.dln, dw ? dw.wGate : null, null, acts.dgate, a.ln2, w.wGate, N, C, FF);
-    linearBackward(be, model, acts, l, "w_up", acts.dln, dw ? dw.wUp : null, null, acts.dup, a.ln2, w.wUp, N, C, FF);
-    be.rmsnormBackward(acts.dx, dw ? dw.ffnNorm : null, acts.dln, a.xMid, w.ffnNorm, a.rstd2, N, C, off);
-    // xMid = x + o(atty), or x + postnorm(o(atty))
-    let dO = acts.dx;
+    const mlpIn = a.ln2 ?? a.xMid;
+    linearBackward(be, model, acts, l, "w_gate", acts.dln, dw ? dw.wGate : null, null, acts.dgate, mlpIn, w.wGate, N, C, FF);
+    linearBackward(be, model, acts, l, "w_up", acts.dln, dw ? dw.wUp : null, null, acts.dup, mlpIn, w.wUp, N, C, FF);
+    if (a.ln2) be.rmsnormBackward(acts.dx, dw ? dw.ffnNorm : null, acts.dln, a.xMid, w.ffnNorm!, a.rstd2!, N, C, off);
+    else be.accumulate(acts.dx, acts.dln, N * C);
+    // xMid = x + r·o(atty), or x + r·postnorm(o(atty))
+    let dO = branchGrad();
     if (a.attOut) {
       zero(acts.tmp, N * C);
-      be.rmsnormBackward(acts.tmp, dw ? dw.attnPostNorm : null, acts.dx, a.attOut, w.attnPostNorm!, a.attRstd!, N, C, off);
+      be.rmsnormBackward(acts.tmp, dw ? dw.attnPostNorm : null, dO, a.attOut, w.attnPostNorm!, a.attRstd!, N, C, off);
       dO = acts.tmp;
     }
     zero(acts.datty, N * NH * HS);
@@ -669,16 +689,19 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     if (cfg.qkNorm) {
       zero(acts.dqPre, N * NH * HS);
       zero(acts.dkPre, N * NKV * HS);
-      be.rmsnormBackward(acts.dqPre, dw ? dw.qNorm : null, acts.dq, a.qPre!, w.qNorm!, a.qRstd!, N * NH, HS, off);
-      be.rmsnormBackward(acts.dkPre, dw ? dw.kNorm : null, acts.dk, a.kPre!, w.kNorm!, a.kRstd!, N * NKV, HS, off);
+      const whole = qkNormScope === "projection";
+      be.rmsnormBackward(acts.dqPre, dw ? dw.qNorm : null, acts.dq, a.qPre!, w.qNorm!, a.qRstd!, whole ? N : N * NH, whole ? NH * HS : HS, off);
+      be.rmsnormBackward(acts.dkPre, dw ? dw.kNorm : null, acts.dk, a.kPre!, w.kNorm!, a.kRstd!, whole ? N : N * NKV, whole ? NKV * HS : HS, off);
       dqProj = acts.dqPre;
       dkProj = acts.dkPre;
     }
     zero(acts.dln, N * C);
-    linearBackward(be, model, acts, l, "wq", acts.dln, dw ? dw.wq : null, dw ? dw.bq : null, dqProj, a.ln1, w.wq, N, C, NH * HS);
-    linearBackward(be, model, acts, l, "wk", acts.dln, dw ? dw.wk : null, dw ? dw.bk : null, dkProj, a.ln1, w.wk, N, C, NKV * HS);
-    linearBackward(be, model, acts, l, "wv", acts.dln, dw ? dw.wv : null, dw ? dw.bv : null, acts.dv, a.ln1, w.wv, N, C, NKV * HS);
-    be.rmsnormBackward(acts.dx, dw ? dw.attnNorm : null, acts.dln, acts.x[l]!, w.attnNorm, a.rstd1, N, C, off);
+    const attnIn = a.ln1 ?? acts.x[l]!;
+    linearBackward(be, model, acts, l, "wq", acts.dln, dw ? dw.wq : null, dw ? dw.bq : null, dqProj, attnIn, w.wq, N, C, NH * HS);
+    linearBackward(be, model, acts, l, "wk", acts.dln, dw ? dw.wk : null, dw ? dw.bk : null, dkProj, attnIn, w.wk, N, C, NKV * HS);
+    linearBackward(be, model, acts, l, "wv", acts.dln, dw ? dw.wv : null, dw ? dw.bv : null, acts.dv, attnIn, w.wv, N, C, NKV * HS);
+    if (a.ln1) be.rmsnormBackward(acts.dx, dw ? dw.attnNorm : null, acts.dln, acts.x[l]!, w.attnNorm!, a.rstd1!, N, C, off);
+    else be.accumulate(acts.dx, acts.dln, N * C);
   }
   if (!g) return;
   if (embedScale !== 1) be.scale(acts.dx, embedScale, N * C); // x[0] = embedScale · table[ids]
@@ -757,7 +780,7 @@ function decodeLinear(
 function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly number[]): void {
   const { cfg, p } = model;
   const { C, NH, NKV, HS, FF, V, rmsEps } = cfg;
-  const { normOffset: off, attnScale, attnSoftcap, activation, embedScale, finalSoftcap } = decoderOptions(cfg);
+  const { normOffset: off, attnScale, attnSoftcap, activation, embedScale, finalSoftcap, qkNormScope, residualScale, logitScale } = decoderOptions(cfg);
   const T = tokens.length;
   const pos0 = cache.len;
   for (let t = 0; t < T; t++) {
@@ -767,23 +790,35 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
     cache.pos[t] = pos0 + t;
   }
   const kv = NKV * HS;
+  const whole = qkNormScope === "projection";
+  // A sublayer's output joins the residual stream: post-normed (into ln, free by then) and scaled as in layerForward.
+  const join = (out: Buf, postNorm: Buf | null): void => {
+    let y = out;
+    if (postNorm) {
+      be.rmsnormForward(cache.ln, cache.rstd, out, postNorm, T, C, rmsEps, off);
+      y = cache.ln;
+    }
+    if (residualScale !== 1) be.scale(y, residualScale, T * C);
+    be.accumulate(cache.x, y, T * C);
+  };
   embeddingForwardW(be, cache.x, cache.ids, p.tokEmbd, T, C);
   if (embedScale !== 1) be.scale(cache.x, embedScale, T * C);
   for (let l = 0; l < cfg.L; l++) {
     const w = p.layers[l]!;
     const kDst = cache.k[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
     const vDst = cache.v[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
-    be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.attnNorm, T, C, rmsEps, off);
+    if (w.attnNorm) be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.attnNorm, T, C, rmsEps, off);
+    const attnIn = w.attnNorm ? cache.ln : cache.x;
     if (cfg.qkNorm) {
-      decodeLinear(be, model, cache, l, "wq", cache.qkTmp, cache.ln, w.wq, w.bq, T, C, NH * HS);
-      be.rmsnormForward(cache.q, cache.rstd, cache.qkTmp, w.qNorm!, T * NH, HS, rmsEps, off);
-      decodeLinear(be, model, cache, l, "wk", cache.qkTmp, cache.ln, w.wk, w.bk, T, C, kv);
-      be.rmsnormForward(kDst, cache.rstd, cache.qkTmp, w.kNorm!, T * NKV, HS, rmsEps, off);
+      decodeLinear(be, model, cache, l, "wq", cache.qkTmp, attnIn, w.wq, w.bq, T, C, NH * HS);
+      be.rmsnormForward(cache.q, cache.rstd, cache.qkTmp, w.qNorm!, whole ? T : T * NH, whole ? NH * HS : HS, rmsEps, off);
+      decodeLinear(be, model, cache, l, "wk", cache.qkTmp, attnIn, w.wk, w.bk, T, C, kv);
+      be.rmsnormForward(kDst, cache.rstd, cache.qkTmp, w.kNorm!, whole ? T : T * NKV, whole ? kv : HS, rmsEps, off);
     } else {
-      decodeLinear(be, model, cache, l, "wq", cache.q, cache.ln, w.wq, w.bq, T, C, NH * HS);
-      decodeLinear(be, model, cache, l, "wk", kDst, cache.ln, w.wk, w.bk, T, C, kv);
+      decodeLinear(be, model, cache, l, "wq", cache.q, attnIn, w.wq, w.bq, T, C, NH * HS);
+      decodeLinear(be, model, cache, l, "wk", kDst, attnIn, w.wk, w.bk, T, C, kv);
     }
-    decodeLinear(be, model, cache, l, "wv", vDst, cache.ln, w.wv, w.bv, T, C, kv);
+    decodeLinear(be, model, cache, l, "wv", vDst, attnIn, w.wv, w.bv, T, C, kv);
     const rope = cache.rope[l];
     if (rope) {
       be.ropeForward(cache.q, rope.cos, rope.sin, cache.pos, T, NH, HS);
@@ -791,24 +826,20 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
     }
     be.attentionDecode(cache.atty, cache.q, cache.k[l]!, cache.v[l]!, T, pos0, NH, NKV, HS, layerAttention(cfg, l).window ?? 0, attnScale, attnSoftcap);
     decodeLinear(be, model, cache, l, "wo", cache.tmp, cache.atty, w.wo, null, T, NH * HS, C);
-    if (w.attnPostNorm) {
-      be.rmsnormForward(cache.ln, cache.rstd, cache.tmp, w.attnPostNorm, T, C, rmsEps, off);
-      be.accumulate(cache.x, cache.ln, T * C);
-    } else be.accumulate(cache.x, cache.tmp, T * C);
-    be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.ffnNorm, T, C, rmsEps, off);
-    decodeLinear(be, model, cache, l, "w_gate", cache.gate, cache.ln, w.wGate, null, T, C, FF);
-    decodeLinear(be, model, cache, l, "w_up", cache.up, cache.ln, w.wUp, null, T, C, FF);
+    join(cache.tmp, w.attnPostNorm);
+    if (w.ffnNorm) be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.ffnNorm, T, C, rmsEps, off);
+    const mlpIn = w.ffnNorm ? cache.ln : cache.x;
+    decodeLinear(be, model, cache, l, "w_gate", cache.gate, mlpIn, w.wGate, null, T, C, FF);
+    decodeLinear(be, model, cache, l, "w_up", cache.up, mlpIn, w.wUp, null, T, C, FF);
     if (activation === "gelu_tanh") be.gegluForward(cache.gate, cache.gate, cache.up, T * FF);
     else be.swigluForward(cache.gate, cache.gate, cache.up, T * FF);
     decodeLinear(be, model, cache, l, "w_down", cache.tmp, cache.gate, w.wDown, null, T, FF, C);
-    if (w.ffnPostNorm) {
-      be.rmsnormForward(cache.ln, cache.rstd, cache.tmp, w.ffnPostNorm, T, C, rmsEps, off);
-      be.accumulate(cache.x, cache.ln, T * C);
-    } else be.accumulate(cache.x, cache.tmp, T * C);
+    join(cache.tmp, w.ffnPostNorm);
   }
   // Only the last position's logits are needed to choose the next token.
   const last = cache.x.subarray((T - 1) * C, T * C);
   be.rmsnormForward(cache.ln, cache.rstd, last, p.outNorm, 1, C, rmsEps, off);
+  if (logitScale !== 1) be.scale(cache.ln, 1 / logitScale, C);
   matmulForwardW(be, cache.logits, cache.ln, p.lmHead, null, 1, C, V);
   capLogits(cache.logits, finalSoftcap);
   cache.len += T;

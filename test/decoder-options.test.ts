@@ -1,5 +1,6 @@
-// The Gemma options of the one decoder (LlamaConfig.norms, normOffset, activation, embedScale, attnScale, attnSoftcap,
-// finalSoftcap, per-layer attention), checked at model level: every parameter's gradient against central finite
+// The family options of the one decoder (LlamaConfig.norms, normOffset, activation, embedScale, attnScale,
+// attnSoftcap, finalSoftcap, qkNormScope, residualScale, logitScale, per-layer attention), as Gemma 2, Gemma 3,
+// OLMo 2, Granite and SmolLM3 set them, checked at model level: every parameter's gradient against central finite
 // differences in float64 (so the backward follows each option, soft-caps biting), the KV-cache decode against the
 // training forward (generation sees the same model), and gradient checkpointing against keeping every activation
 // (the recomputation of a sandwich layer must reach its post-norms). The PyTorch fixtures (torch-fixtures.test.ts)
@@ -29,6 +30,17 @@ const gemma3: LlamaConfig = {
   ...gemma2, family: "gemma3", qkNorm: true, attnSoftcap: 0, finalSoftcap: 0, attnScale: 0.4,
   layers: [local(3), global(1e6, 4), local(3)],
 };
+const llamaBase: LlamaConfig = {
+  family: "llama", V: 17, C: 8, L: 3, NH: 2, NKV: 1, HS: 4, FF: 12, ropeTheta: 10000, ropeScaling: { type: "none" },
+  rmsEps: 1e-6, tiedEmbeddings: false, qkvBias: false, qkNorm: false, maxSeqLen: 32, slidingWindow: null,
+};
+// OLMo 2: norms after each sublayer only, q/k norms over the whole projection
+const olmo2: LlamaConfig = { ...llamaBase, family: "olmo2", norms: "post", qkNorm: true, qkNormScope: "projection" };
+// Granite: embedding, attention, residual and logit multipliers
+const granite: LlamaConfig = { ...llamaBase, family: "granite", tiedEmbeddings: true, embedScale: 3, attnScale: 0.3, residualScale: 0.4, logitScale: 2.5 };
+// SmolLM3: a layer without RoPE
+const noRope = (rope: boolean): LayerAttention => ({ window: null, rope, ropeTheta: 10000, ropeScaling: { type: "none" } });
+const smollm3: LlamaConfig = { ...llamaBase, family: "smollm3", tiedEmbeddings: true, layers: [noRope(true), noRope(false), noRope(true)] };
 
 const R = 2, T = 7;
 const r0 = rng(21);
@@ -36,14 +48,15 @@ const ids = Int32Array.from({ length: R * T }, () => Math.floor(r0() * gemma2.V)
 const targets = Int32Array.from({ length: R * T }, () => Math.floor(r0() * gemma2.V));
 const dlogp = Float64Array.from({ length: R * T }, () => r0() - 0.5);
 
-// Deviation-from-one norms near 0 (as Gemma stores them), other weights as randomModel draws them.
+// Deviation-from-one norms near 0 where norms multiply by 1 + w (as Gemma stores them), other weights as randomModel
+// draws them.
 function gemmaModel(cfg: LlamaConfig, seed: number): Model {
   const model = randomModel(cfg, Float64Array, seed, 1.2);
-  for (const e of model.entries) if (/norm/.test(e.name)) for (let i = 0; i < e.size; i++) model.params[e.offset + i]! -= 1;
+  if (cfg.family === "gemma2" || cfg.family === "gemma3") for (const e of model.entries) if (/norm/.test(e.name)) for (let i = 0; i < e.size; i++) model.params[e.offset + i]! -= 1;
   return model;
 }
 
-for (const [name, cfg] of [["gemma2", gemma2], ["gemma3", gemma3]] as const) {
+for (const [name, cfg] of [["gemma2", gemma2], ["gemma3", gemma3], ["olmo2", olmo2], ["granite", granite], ["smollm3", smollm3]] as const) {
   test(`${name}: every parameter tensor's gradient matches finite differences in float64`, () => {
     const model = gemmaModel(cfg, 4);
     const acts = createActivations(model, R, T);
@@ -58,8 +71,10 @@ for (const [name, cfg] of [["gemma2", gemma2], ["gemma3", gemma3]] as const) {
     backward(be, model, acts, g, dlogp);
     const r = rng(5);
     const names = model.entries.map((e) => e.name);
-    for (const want of ["attn_post_norm", "ffn_post_norm", "tok_embd", "out_norm", ...(cfg.qkNorm ? ["q_norm", "k_norm"] : [])])
+    const post = cfg.norms === "sandwich" || cfg.norms === "post";
+    for (const want of [...(post ? ["attn_post_norm", "ffn_post_norm"] : []), "tok_embd", "out_norm", ...(cfg.qkNorm ? ["q_norm", "k_norm"] : [])])
       assert.ok(names.some((n) => n.endsWith(want)), `${name} has no ${want}`);
+    if (cfg.norms === "post") assert.ok(!names.some((n) => /attn_norm|ffn_norm$/.test(n)), `${name} has pre-norms`);
     for (const e of model.entries) {
       const picks = [0, 1, 2].map(() => ({ j: e.offset + Math.floor(r() * e.size), what: `${name} ${e.name}` }));
       assertParamGradients(model.params, g.grads, S, picks);
@@ -93,7 +108,7 @@ for (const [name, cfg] of [["gemma2", gemma2], ["gemma3", gemma3]] as const) {
   });
 }
 
-test("each Gemma option changes the model's output (none is silently ignored)", () => {
+test("each family option changes the model's output (none is silently ignored)", () => {
   const out = (cfg: LlamaConfig): Float64Array => {
     const model = gemmaModel(cfg, 9);
     return Float64Array.from(forward(be, model, createActivations(model, R, T), ids, targets, R, T));
@@ -104,6 +119,17 @@ test("each Gemma option changes the model's output (none is silently ignored)", 
     ["embedScale", { ...gemma2, embedScale: 1 }], ["attnScale", { ...gemma2, attnScale: 0.5 }], ["attnSoftcap", { ...gemma2, attnSoftcap: 0 }],
     ["finalSoftcap", { ...gemma2, finalSoftcap: 0 }],
   ];
+  const others: [string, LlamaConfig, LlamaConfig][] = [
+    ["norms post", olmo2, { ...olmo2, norms: "sandwich" }], ["qkNormScope", olmo2, { ...olmo2, qkNormScope: "head" }],
+    ["residualScale", granite, { ...granite, residualScale: 1 }], ["logitScale", granite, { ...granite, logitScale: 1 }],
+    ["no RoPE layer", smollm3, { ...smollm3, layers: undefined }],
+  ];
+  for (const [what, a, b] of others) {
+    // same seed; where the layouts differ (post vs sandwich, q/k norm sizes) the weights differ too, which is fine:
+    // the point is only that the option is read
+    const oa = out(a), ob = out(b);
+    assert.ok(oa.some((x, i) => Math.abs(x - ob[i]!) > 1e-6), `${what} changes nothing`);
+  }
   for (const [what, cfg] of variants) {
     // "norms: pre" drops two tensors, so compare on a model drawn for that config (same seed, other layout)
     const o = out(cfg);
