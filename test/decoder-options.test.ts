@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { jsBackend as be } from "../src/backend/js/kernels.js";
 import type { LayerAttention, LlamaConfig } from "../src/model/config.js";
 import { backward, createActivations, createGradients, createKvCache, decode, forward, logitsOf, type Model } from "../src/model/decoder.js";
-import { assertAllClose, assertParamGradients, randomModel, rng } from "./helpers.js";
+import { assertAllClose, assertParamGradients, randomModel, rng, weightedLogpGradients } from "./helpers.js";
 
 const local = (window: number, ropeTheta = 10000): LayerAttention => ({ window, rope: true, ropeTheta, ropeScaling: { type: "none" } });
 const global = (ropeTheta: number, factor = 1): LayerAttention => ({
@@ -59,16 +59,7 @@ function gemmaModel(cfg: LlamaConfig, seed: number): Model {
 for (const [name, cfg] of [["gemma2", gemma2], ["gemma3", gemma3], ["olmo2", olmo2], ["granite", granite], ["smollm3", smollm3]] as const) {
   test(`${name}: every parameter tensor's gradient matches finite differences in float64`, () => {
     const model = gemmaModel(cfg, 4);
-    const acts = createActivations(model, R, T);
-    const S = (): number => {
-      const lp = forward(be, model, acts, ids, targets, R, T);
-      let s = 0;
-      for (let i = 0; i < R * T; i++) s += dlogp[i]! * lp[i]!;
-      return s;
-    };
-    S();
-    const g = createGradients(model);
-    backward(be, model, acts, g, dlogp);
+    const { S, grads: g } = weightedLogpGradients(be, model, ids, targets, dlogp, R, T);
     const r = rng(5);
     const names = model.entries.map((e) => e.name);
     const post = cfg.norms === "sandwich" || cfg.norms === "post";

@@ -9,7 +9,7 @@ import { loadNative, type SimdLevel } from "../src/backend/native/index.js";
 import { type BackendName, defaultBackendName, selectBackend } from "../src/backend/select.js";
 import { mulberry32 } from "../src/rng.js";
 import type { LlamaConfig } from "../src/model/config.js";
-import { type FloatCtor, type Model, createModel } from "../src/model/decoder.js";
+import { type FloatCtor, type Gradients, type Model, backward, createActivations, createGradients, createModel, forward } from "../src/model/decoder.js";
 
 type Num = ArrayLike<number>;
 
@@ -159,4 +159,24 @@ export function randomModel(cfg: LlamaConfig, ctor: FloatCtor, seed: number, sca
   for (const e of model.entries)
     for (let i = 0; i < e.size; i++) model.params[e.offset + i] = /norm/.test(e.name) ? 1 + 0.2 * (r() - 0.5) : scale * (r() - 0.5);
   return model;
+}
+
+/**
+ * The model-level finite-difference setup the model tests share: S() = Σ w·log p over a fixed batch (each call a
+ * fresh forward), and the gradients of S from one backward, for assertParamGradients to compare.
+ */
+export function weightedLogpGradients(
+  be: Backend, model: Model, ids: Int32Array, targets: Int32Array, w: Float64Array, R: number, T: number,
+): { S: () => number; grads: Gradients } {
+  const acts = createActivations(model, R, T);
+  const S = (): number => {
+    const lp = forward(be, model, acts, ids, targets, R, T);
+    let s = 0;
+    for (let i = 0; i < R * T; i++) s += w[i]! * lp[i]!;
+    return s;
+  };
+  S();
+  const grads = createGradients(model);
+  backward(be, model, acts, grads, w);
+  return { S, grads };
 }

@@ -8,8 +8,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { jsBackend as be } from "../src/backend/js/kernels.js";
 import type { LayerAttention, LlamaConfig } from "../src/model/config.js";
-import { backward, createActivations, createGradients, createKvCache, decode, forward, logitsOf, type Model } from "../src/model/decoder.js";
-import { assertAllClose, assertParamGradients, randomModel, rng } from "./helpers.js";
+import { createActivations, createKvCache, decode, forward, logitsOf, type Model } from "../src/model/decoder.js";
+import { assertAllClose, assertParamGradients, randomModel, rng, weightedLogpGradients } from "./helpers.js";
 
 const base: LlamaConfig = {
   family: "llama", V: 13, C: 8, L: 3, NH: 2, NKV: 1, HS: 4, FF: 12, ropeTheta: 10000, ropeScaling: { type: "none" },
@@ -52,16 +52,7 @@ test("the per-layer form of the model-wide settings computes the same bits; a wi
 
 test("a mixed model's gradients match finite differences in float64", () => {
   const model = modelWith({ ...base, layers: mixed }, 4);
-  const acts = createActivations(model, R, T);
-  const S = (): number => {
-    const lp = forward(be, model, acts, ids, targets, R, T);
-    let s = 0;
-    for (let i = 0; i < R * T; i++) s += dlogp[i]! * lp[i]!;
-    return s;
-  };
-  S();
-  const g = createGradients(model);
-  backward(be, model, acts, g, dlogp);
+  const { S, grads: g } = weightedLogpGradients(be, model, ids, targets, dlogp, R, T);
   const r = rng(5);
   for (const e of model.entries) {
     if (!/^layers\.\d\.(wq|wk|wv|attn_norm)$/.test(e.name)) continue;

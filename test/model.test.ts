@@ -5,8 +5,8 @@
 import { test } from "node:test";
 import { jsBackend as be } from "../src/backend/js/kernels.js";
 import type { LlamaConfig } from "../src/model/config.js";
-import { backward, createActivations, createGradients, createKvCache, decode, forward, logitsOf } from "../src/model/decoder.js";
-import { assertAllClose, assertParamGradients, randomModel, rng } from "./helpers.js";
+import { createActivations, createKvCache, decode, forward, logitsOf } from "../src/model/decoder.js";
+import { assertAllClose, assertParamGradients, randomModel, rng, weightedLogpGradients } from "./helpers.js";
 
 const base: LlamaConfig = {
   family: "llama", V: 13, C: 8, L: 2, NH: 4, NKV: 2, HS: 4, FF: 12, ropeTheta: 10000, ropeScaling: { type: "none" },
@@ -36,16 +36,7 @@ for (const [name, cfg] of variants) {
     const model = randomModel(cfg, Float64Array, 42);
     const R = 2, T = 6;
     const { ids, targets, mask } = batch(cfg, R, T, 7);
-    const acts = createActivations(model, R, T);
-    const S = (): number => {
-      const logp = forward(be, model, acts, ids, targets, R, T);
-      let s = 0;
-      for (let i = 0; i < R * T; i++) s += mask[i]! * logp[i]!;
-      return s;
-    };
-    S();
-    const grads = createGradients(model);
-    backward(be, model, acts, grads, mask);
+    const { S, grads } = weightedLogpGradients(be, model, ids, targets, Float64Array.from(mask), R, T);
     const r = rng(3);
     for (const e of model.entries) {
       // a handful of entries per tensor keeps this fast; every tensor is covered

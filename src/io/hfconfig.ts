@@ -465,18 +465,8 @@ function gemmaHfConfig(cfg: LlamaConfig, family: "gemma2" | "gemma3", opts: HfEx
   if (family === "gemma3" && local[0]?.ropeScaling.type !== undefined && local[0].ropeScaling.type !== "none") cannot("Gemma 3's local layers have unscaled RoPE");
   const qpas = 1 / (o.attnScale * o.attnScale);
   const out: Record<string, unknown> = {
-    architectures: [ARCHITECTURES[family]],
-    model_type: MODEL_TYPE[family],
-    vocab_size: cfg.V,
-    hidden_size: cfg.C,
-    intermediate_size: cfg.FF,
-    num_hidden_layers: cfg.L,
-    num_attention_heads: cfg.NH,
-    num_key_value_heads: cfg.NKV,
-    head_dim: cfg.HS,
+    ...commonHfFields(cfg, opts),
     hidden_activation: "gelu_pytorch_tanh",
-    max_position_embeddings: cfg.maxSeqLen,
-    rms_norm_eps: cfg.rmsEps,
     rope_theta: g.ropeTheta,
     rope_scaling: ropeScalingJson(g.ropeScaling),
     ...(family === "gemma3" ? { rope_local_base_freq: local[0]?.ropeTheta ?? GEMMA3_LOCAL_ROPE_THETA } : {}),
@@ -486,14 +476,7 @@ function gemmaHfConfig(cfg: LlamaConfig, family: "gemma2" | "gemma3", opts: HfEx
     final_logit_softcapping: o.finalSoftcap > 0 ? o.finalSoftcap : null,
     sliding_window: local[0]?.window ?? cfg.slidingWindow ?? DEFAULTS[family].slidingWindow,
     layer_types: layers.map((a) => (a.window === null ? "full_attention" : "sliding_attention")),
-    tie_word_embeddings: true,
     attention_bias: false,
-    attention_dropout: 0.0,
-    initializer_range: 0.02,
-    use_cache: true,
-    bos_token_id: opts.bosTokenId,
-    eos_token_id: opts.eosTokenId,
-    torch_dtype: opts.torchDtype,
   };
   // Older transformers read the pattern rather than layer_types; write it when the layers follow one.
   if (family === "gemma3") {
@@ -529,6 +512,30 @@ export interface HfExportOptions {
   torchDtype: "float32" | "float16" | "bfloat16"; // the dtype the safetensors weights are written in
 }
 
+/** The keys every family's config.json has, in the order transformers writes them (sizes first). */
+function commonHfFields(cfg: LlamaConfig, opts: HfExportOptions): Record<string, unknown> {
+  return {
+    architectures: [ARCHITECTURES[cfg.family]],
+    model_type: MODEL_TYPE[cfg.family],
+    vocab_size: cfg.V,
+    hidden_size: cfg.C,
+    intermediate_size: cfg.FF,
+    num_hidden_layers: cfg.L,
+    num_attention_heads: cfg.NH,
+    num_key_value_heads: cfg.NKV,
+    head_dim: cfg.HS,
+    max_position_embeddings: cfg.maxSeqLen,
+    rms_norm_eps: cfg.rmsEps,
+    tie_word_embeddings: cfg.tiedEmbeddings,
+    attention_dropout: 0.0,
+    initializer_range: 0.02,
+    use_cache: true,
+    bos_token_id: opts.bosTokenId,
+    eos_token_id: opts.eosTokenId,
+    torch_dtype: opts.torchDtype,
+  };
+}
+
 /** A config.json object that transformers loads into the same architecture. */
 export function hfConfigFromLlama(cfg: LlamaConfig, opts: HfExportOptions): Record<string, unknown> {
   const { family } = cfg;
@@ -546,27 +553,10 @@ export function hfConfigFromLlama(cfg: LlamaConfig, opts: HfExportOptions): Reco
   const ropeScaling = ropeScalingJson(cfg.ropeScaling);
 
   const out: Record<string, unknown> = {
-    architectures: [ARCHITECTURES[family]],
-    model_type: MODEL_TYPE[family],
-    vocab_size: cfg.V,
-    hidden_size: cfg.C,
-    intermediate_size: cfg.FF,
-    num_hidden_layers: cfg.L,
-    num_attention_heads: cfg.NH,
-    num_key_value_heads: cfg.NKV,
-    head_dim: cfg.HS,
+    ...commonHfFields(cfg, opts),
     hidden_act: "silu",
-    max_position_embeddings: cfg.maxSeqLen,
-    rms_norm_eps: cfg.rmsEps,
     rope_theta: cfg.ropeTheta,
     rope_scaling: ropeScaling,
-    tie_word_embeddings: cfg.tiedEmbeddings,
-    attention_dropout: 0.0,
-    initializer_range: 0.02,
-    use_cache: true,
-    bos_token_id: opts.bosTokenId,
-    eos_token_id: opts.eosTokenId,
-    torch_dtype: opts.torchDtype,
   };
   const o = decoderOptions(cfg);
   const llamaOptions = { norms: "pre", normOffset: 0, activation: "silu", qkNormScope: "head", attnSoftcap: 0, finalSoftcap: 0 };
