@@ -1,17 +1,23 @@
 #!/usr/bin/python3
 """Reference fixtures for tsdpo's Llama-family model, computed with PyTorch.
 
-Writes test/fixtures/torch/{llama,qwen2,qwen3,gemma2,gemma3}.safetensors. Each file holds a tiny deterministic model
-(Hugging Face tensor names), a fixed batch, and what tsdpo must reproduce from them: logits, per-token log-probs, the
-summed completion log-prob S, dS/dparam for every parameter, and ten AdamW steps on loss = -S / sum(mask). The two
-Gemma files also hold the gradient of a sigmoid DPO loss over the batch, and float64 copies of it and of the logits.
+Writes test/fixtures/torch/{llama,qwen2,qwen3,gemma2,gemma3,smollm3,granite,olmo2}.safetensors. Each file holds a tiny
+deterministic model (Hugging Face tensor names), a fixed batch, and what tsdpo must reproduce from them: logits,
+per-token log-probs, the summed completion log-prob S, dS/dparam for every parameter, and ten AdamW steps on
+loss = -S / sum(mask). The Gemma, SmolLM3, Granite and OLMo 2 files hold, instead of dS/dparam, the gradient of a
+sigmoid DPO loss over the batch, in float64, with float64 copies of the logits and log-probs.
 
 The models are written out by hand below (no transformers), following Hugging Face's modeling_llama / modeling_qwen2 /
-modeling_qwen3 / modeling_gemma2 / modeling_gemma3 semantics. Everything is computed in float64 from float32 weights,
-so the stored float32 results are the exact answer rounded once; tsdpo's float32 kernels are compared against them
-with a tolerance.
+modeling_qwen3 / modeling_gemma2 / modeling_gemma3 / modeling_smollm3 / modeling_granite / modeling_olmo2 semantics.
+Everything is computed in float64 from float32 weights, so the stored float32 results are the exact answer rounded
+once; tsdpo's float32 kernels are compared against them with a tolerance.
 
 Run with Debian's torch: apt-get install python3-torch && /usr/bin/python3 tools/torch_fixtures.py
+
+The float64 matrix products go through whichever libblas.so.3 Debian's alternatives select, and OpenBLAS (whose kernels
+depend on the CPU and on OPENBLAS_CORETYPE) rounds differently from the reference BLAS in the last bits. The committed
+files were made with Debian's reference BLAS (package libblas3), so the script re-executes itself with that library
+first on LD_LIBRARY_PATH when it is installed (pin_reference_blas), whatever the alternatives say.
 """
 
 import json
@@ -19,8 +25,42 @@ import math
 import os
 import struct
 import sys
+import sysconfig
 
-import torch
+
+def pin_reference_blas():
+    """Re-execute this script with Debian's reference BLAS / LAPACK (libblas3, liblapack3) ahead of the alternatives
+    on LD_LIBRARY_PATH, so that an installed OpenBLAS does not change the results' last bits. Must run before torch
+    is imported (the dynamic loader reads LD_LIBRARY_PATH at process start). Without libblas3 it warns and carries
+    on: the results are then right but may differ from the committed files in the last bits."""
+    if os.environ.get("TSDPO_FIXTURES_BLAS") == "reference":
+        return
+    libdir = os.path.join("/usr/lib", sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu")
+    blas, lapack = os.path.join(libdir, "blas"), os.path.join(libdir, "lapack")
+    if not os.path.exists(os.path.join(blas, "libblas.so.3")):
+        print(f"warning: no reference BLAS in {blas} (apt-get install libblas3 liblapack3); using the system "
+              "libblas.so.3, whose last bits may differ from the committed fixtures'", file=sys.stderr)
+        return
+    paths = [blas, lapack] + [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p]
+    env = dict(os.environ, LD_LIBRARY_PATH=":".join(paths), TSDPO_FIXTURES_BLAS="reference")
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env)
+
+
+def loaded_blas():
+    """The libblas / libopenblas files mapped into this process (read from /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps") as f:
+            names = {line.split()[-1] for line in f if "blas" in line.rsplit("/", 1)[-1]}
+    except OSError:
+        return []
+    return sorted(names)
+
+
+if __name__ == "__main__":
+    pin_reference_blas()
+
+import torch  # noqa: E402 (after pin_reference_blas)
 
 FIXTURE_VERSION = "1"
 GENERATOR = "tools/torch_fixtures.py"
@@ -139,9 +179,79 @@ CONFIGS = {
         "sliding_window": 5,
         "layer_types": ["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
     },
+    # SmolLM3: Llama, except that the layers l with no_rope_layers[l] == 0 ("NoPE" layers) use q and k as projected,
+    # without RoPE. HF's default when the key is absent is a NoPE layer every no_rope_layer_interval (4) layers, i.e.
+    # no_rope_layers[l] = int((l + 1) % 4 != 0); here the list is explicit, with two NoPE layers.
+    "smollm3": {
+        "model_type": "smollm3",
+        "vocab_size": 61,
+        "hidden_size": 32,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 8,
+        "intermediate_size": 48,
+        "hidden_act": "silu",
+        "rope_theta": 10000.0,
+        "rope_scaling": None,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "max_position_embeddings": 64,
+        "use_sliding_window": False,
+        "no_rope_layers": [1, 0, 1, 0],
+    },
+    # Granite: Llama with four multipliers: embeddings times embedding_multiplier, scores q.k times
+    # attention_multiplier (instead of 1/sqrt(head size)), each sublayer's output times residual_multiplier before
+    # the residual add, logits divided by logits_scaling. GraniteConfig has no head_dim key (the head size is
+    # hidden_size / num_attention_heads = 8), so there is none here.
+    "granite": {
+        "model_type": "granite",
+        "vocab_size": 59,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 56,
+        "hidden_act": "silu",
+        "rope_theta": 10000.0,
+        "rope_scaling": None,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "max_position_embeddings": 64,
+        "embedding_multiplier": 12.0,
+        "attention_multiplier": 0.2,
+        "residual_multiplier": 0.22,
+        "logits_scaling": 8.0,
+    },
+    # OLMo 2: no norm before the sublayers; each sublayer's output is normalised (post_attention_layernorm,
+    # post_feedforward_layernorm) before the residual add; q_norm / k_norm are RMSNorms over the whole q / k
+    # projections (NH*HS and NKV*HS features), applied before the split into heads and before RoPE; untied lm_head.
+    "olmo2": {
+        "model_type": "olmo2",
+        "vocab_size": 53,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 40,
+        "hidden_act": "silu",
+        "rope_theta": 500000.0,
+        "rope_scaling": None,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": False,
+        "attention_bias": False,
+        "max_position_embeddings": 64,
+    },
 }
 
 GEMMA_TYPES = ("gemma2", "gemma3_text")
+# The files that store the DPO gradient (float64 dpo64.grad.*, logits64, logp64, "dpo" metadata) instead of the
+# float32 summed-log-prob gradient grad.*.
+DPO64_TYPES = GEMMA_TYPES + ("smollm3", "granite", "olmo2")
 
 INIT_FORMULA = (
     "Parameter k (0-based, in the order of the HF names: model.embed_tokens.weight; per layer l: input_layernorm, "
@@ -162,16 +272,32 @@ INIT_FORMULA_GEMMA = (
     "are the model)."
 )
 
+INIT_FORMULA_OLMO2 = (
+    "Parameter k (0-based, in the order of the HF names: model.embed_tokens.weight; per layer l: q_proj, k_proj, "
+    "v_proj, o_proj, q_norm (NH*HS features), k_norm (NKV*HS features), post_attention_layernorm, gate_proj, up_proj, "
+    "down_proj, post_feedforward_layernorm; model.norm.weight; lm_head.weight) with n elements: base = "
+    "sin(arange(n, float64) * 0.37 + 1.3 * k); matrices and embeddings = 0.3 * base, norm weights = 1 + 0.1 * base "
+    "(OLMo 2's RMSNorm multiplies by plain w); reshaped row-major to the HF shape and rounded to float32 (the float32 "
+    "values are the model)."
+)
+
 ADAMW = {"lr": 1e-2, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1, "steps": 10}
 
-# The DPO loss stored in the Gemma files: rows 0, 1 are the chosen and rows 2, 3 the rejected sequences of the pairs
-# (0, 2) and (1, 3). The reference log-probs are the policy's own (per-row masked sums of logp) plus these offsets,
-# so that the margins, and with them the gradient, are not those of the trivial policy = reference start.
+# The DPO loss stored in the Gemma, SmolLM3, Granite and OLMo 2 files: rows 0, 1 are the chosen and rows 2, 3 the
+# rejected sequences of the pairs (0, 2) and (1, 3). The reference log-probs are the policy's own (per-row masked sums
+# of logp) plus these offsets, so that the margins, and with them the gradient, are not those of the trivial policy =
+# reference start.
 DPO = {"beta": 0.5, "chosen_rows": [0, 1], "rejected_rows": [2, 3], "ref_offsets": [0.8, -1.1, -0.5, 1.3]}
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # parameters
+
+
+def head_dim(cfg):
+    """HF's head size: config.head_dim when the config has it, else hidden_size // num_attention_heads (Granite and
+    OLMo 2 configs have no head_dim key)."""
+    return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
 
 
 def derived(cfg):
@@ -182,12 +308,13 @@ def derived(cfg):
         L=cfg["num_hidden_layers"],
         NH=cfg["num_attention_heads"],
         NKV=cfg["num_key_value_heads"],
-        HS=cfg["head_dim"],
+        HS=head_dim(cfg),
         FF=cfg["intermediate_size"],
         qkv_bias=cfg["attention_bias"],
         qk_norm=cfg["model_type"] in ("qwen3", "gemma3_text"),
         tied=cfg["tie_word_embeddings"],
         gemma=cfg["model_type"] in GEMMA_TYPES,
+        dpo64=cfg["model_type"] in DPO64_TYPES,
     )
 
 
@@ -197,6 +324,8 @@ def param_specs(cfg):
     V, C, L, NH, NKV, HS, FF = d["V"], d["C"], d["L"], d["NH"], d["NKV"], d["HS"], d["FF"]
     if d["gemma"]:
         return gemma_param_specs(d)
+    if cfg["model_type"] == "olmo2":
+        return olmo2_param_specs(d)
     specs = [("model.embed_tokens.weight", (V, C), False)]
     for l in range(L):
         p = f"model.layers.{l}."
@@ -244,8 +373,32 @@ def gemma_param_specs(d):
     return specs
 
 
+def olmo2_param_specs(d):
+    """OLMo 2: no input norm; q/k norms over the whole projections; post-attention and post-feedforward norms."""
+    V, C, L, NH, NKV, HS, FF = d["V"], d["C"], d["L"], d["NH"], d["NKV"], d["HS"], d["FF"]
+    assert not d["tied"] and not d["qkv_bias"], "the OLMo 2 fixture is untied and bias-free"
+    specs = [("model.embed_tokens.weight", (V, C), False)]
+    for l in range(L):
+        p = f"model.layers.{l}."
+        specs.append((p + "self_attn.q_proj.weight", (NH * HS, C), False))
+        specs.append((p + "self_attn.k_proj.weight", (NKV * HS, C), False))
+        specs.append((p + "self_attn.v_proj.weight", (NKV * HS, C), False))
+        specs.append((p + "self_attn.o_proj.weight", (C, NH * HS), False))
+        specs.append((p + "self_attn.q_norm.weight", (NH * HS,), True))
+        specs.append((p + "self_attn.k_norm.weight", (NKV * HS,), True))
+        specs.append((p + "post_attention_layernorm.weight", (C,), True))
+        specs.append((p + "mlp.gate_proj.weight", (FF, C), False))
+        specs.append((p + "mlp.up_proj.weight", (FF, C), False))
+        specs.append((p + "mlp.down_proj.weight", (C, FF), False))
+        specs.append((p + "post_feedforward_layernorm.weight", (C,), True))
+    specs.append(("model.norm.weight", (C,), True))
+    specs.append(("lm_head.weight", (V, C), False))
+    return specs
+
+
 def init_params(cfg):
-    """Float32 weights by the sin formula (INIT_FORMULA, INIT_FORMULA_GEMMA), keyed by HF name, in spec order."""
+    """Float32 weights by the sin formula (INIT_FORMULA, INIT_FORMULA_GEMMA, INIT_FORMULA_OLMO2), keyed by HF name,
+    in spec order."""
     gemma = derived(cfg)["gemma"]
     params = {}
     for k, (name, shape, is_norm) in enumerate(param_specs(cfg)):
@@ -266,7 +419,7 @@ def init_params(cfg):
 def rope_inv_freq(cfg, theta=None, scaling="config"):
     """inv_freq (HS/2,) with HF's rope scaling applied (modeling_rope_utils), in float64. theta and scaling default
     to the config's rope_theta and rope_scaling (a Gemma 3 local layer passes rope_local_base_freq and None)."""
-    HS = cfg["head_dim"]
+    HS = head_dim(cfg)
     theta = cfg["rope_theta"] if theta is None else theta
     inv_freq = 1.0 / theta ** (torch.arange(0, HS, 2, dtype=torch.float64) / HS)
     scaling = cfg.get("rope_scaling") if scaling == "config" else scaling
@@ -325,12 +478,26 @@ def rotate_half(x):
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def uses_rope(cfg, l):
+    """Whether layer l rotates q and k: SmolLM3's no_rope_layers[l] (1 = RoPE, 0 = NoPE; HF's default when the key is
+    absent is a NoPE layer every no_rope_layer_interval layers), True for every other family here."""
+    if cfg["model_type"] != "smollm3":
+        return True
+    flags = cfg.get("no_rope_layers")
+    if flags is None:
+        interval = cfg.get("no_rope_layer_interval", 4)
+        flags = [int((i + 1) % interval != 0) for i in range(cfg["num_hidden_layers"])]
+    return bool(flags[l])
+
+
 def forward(P, cfg, ids):
-    """Logits (N, T, V) for token ids (N, T); P maps HF names to float64 tensors."""
+    """Logits (N, T, V) for token ids (N, T); P maps HF names to float64 tensors. Llama, Qwen2, Qwen3, SmolLM3 (NoPE
+    layers, uses_rope) and Granite (its four multipliers)."""
     d = derived(cfg)
     C, L, NH, NKV, HS = d["C"], d["L"], d["NH"], d["NKV"], d["HS"]
     eps = cfg["rms_norm_eps"]
     n, t = ids.shape
+    granite = cfg["model_type"] == "granite"
 
     angles = torch.arange(t, dtype=torch.float64)[:, None] * rope_inv_freq(cfg)[None, :]  # (T, HS/2)
     cos = torch.cat((angles.cos(), angles.cos()), dim=-1)  # (T, HS)
@@ -338,6 +505,8 @@ def forward(P, cfg, ids):
     causal = torch.ones(t, t, dtype=torch.bool).tril()  # (T, T) query row may see key column
 
     x = P["model.embed_tokens.weight"][ids]  # (N, T, C)
+    if granite:
+        x = x * cfg["embedding_multiplier"]
     for l in range(L):
         p = f"model.layers.{l}."
         h = rmsnorm(x, P[p + "input_layernorm.weight"], eps)
@@ -354,25 +523,77 @@ def forward(P, cfg, ids):
         if d["qk_norm"]:
             q = rmsnorm(q, P[p + "self_attn.q_norm.weight"], eps)
             k = rmsnorm(k, P[p + "self_attn.k_norm.weight"], eps)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        if uses_rope(cfg, l):  # a SmolLM3 NoPE layer keeps q and k as projected
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
         # query head h reads KV head h // (NH / NKV)
         k = k.repeat_interleave(NH // NKV, dim=1)  # (N, NH, T, HS)
         v = v.repeat_interleave(NH // NKV, dim=1)  # (N, NH, T, HS)
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(HS)  # (N, NH, T, T)
+        if granite:
+            scores = (q @ k.transpose(-1, -2)) * cfg["attention_multiplier"]  # (N, NH, T, T)
+        else:
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(HS)  # (N, NH, T, T)
         scores = scores.masked_fill(~causal, float("-inf"))
         att = torch.softmax(scores, dim=-1) @ v  # (N, NH, T, HS)
         att = att.transpose(1, 2).reshape(n, t, NH * HS)
-        x = x + att @ P[p + "self_attn.o_proj.weight"].T
+        out = att @ P[p + "self_attn.o_proj.weight"].T
+        x = x + (out * cfg["residual_multiplier"] if granite else out)
 
         h = rmsnorm(x, P[p + "post_attention_layernorm.weight"], eps)
         gate = torch.nn.functional.silu(h @ P[p + "mlp.gate_proj.weight"].T)  # (N, T, FF)
         up = h @ P[p + "mlp.up_proj.weight"].T  # (N, T, FF)
-        x = x + (gate * up) @ P[p + "mlp.down_proj.weight"].T
+        out = (gate * up) @ P[p + "mlp.down_proj.weight"].T
+        x = x + (out * cfg["residual_multiplier"] if granite else out)
 
     h = rmsnorm(x, P["model.norm.weight"], eps)
     lm_head = P["model.embed_tokens.weight"] if d["tied"] else P["lm_head.weight"]
-    return h @ lm_head.T  # (N, T, V)
+    logits = h @ lm_head.T  # (N, T, V)
+    return logits / cfg["logits_scaling"] if granite else logits
+
+
+def olmo2_forward(P, cfg, ids, qk_norm_per_head=False):
+    """OLMo 2 logits (N, T, V); P maps HF names to float64 tensors. qk_norm_per_head (a self-check only) normalises
+    each head's q and k separately, Qwen3-style, instead of the whole projection as OLMo 2 does."""
+    d = derived(cfg)
+    C, L, NH, NKV, HS = d["C"], d["L"], d["NH"], d["NKV"], d["HS"]
+    eps = cfg["rms_norm_eps"]
+    n, t = ids.shape
+    cos, sin = rope_tables(rope_inv_freq(cfg), t)  # (T, HS) each
+    causal = torch.ones(t, t, dtype=torch.bool).tril()  # (T, T) query row may see key column
+
+    x = P["model.embed_tokens.weight"][ids]  # (N, T, C), no embedding scale
+    for l in range(L):
+        p = f"model.layers.{l}."
+        # no norm before attention: the projections read the residual stream itself
+        q = x @ P[p + "self_attn.q_proj.weight"].T  # (N, T, NH*HS)
+        k = x @ P[p + "self_attn.k_proj.weight"].T  # (N, T, NKV*HS)
+        v = x @ P[p + "self_attn.v_proj.weight"].T  # (N, T, NKV*HS)
+        if qk_norm_per_head:
+            q = rmsnorm(q.view(n, t, NH, HS), P[p + "self_attn.q_norm.weight"].view(NH, HS), eps).reshape(n, t, -1)
+            k = rmsnorm(k.view(n, t, NKV, HS), P[p + "self_attn.k_norm.weight"].view(NKV, HS), eps).reshape(n, t, -1)
+        else:
+            # one RMS over all NH*HS (NKV*HS) features, before the split into heads
+            q = rmsnorm(q, P[p + "self_attn.q_norm.weight"], eps)
+            k = rmsnorm(k, P[p + "self_attn.k_norm.weight"], eps)
+        q = q.view(n, t, NH, HS).transpose(1, 2)  # (N, NH, T, HS)
+        k = k.view(n, t, NKV, HS).transpose(1, 2)  # (N, NKV, T, HS)
+        v = v.view(n, t, NKV, HS).transpose(1, 2)  # (N, NKV, T, HS)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = k.repeat_interleave(NH // NKV, dim=1)  # (N, NH, T, HS)
+        v = v.repeat_interleave(NH // NKV, dim=1)  # (N, NH, T, HS)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(HS)  # (N, NH, T, T)
+        scores = scores.masked_fill(~causal, float("-inf"))
+        att = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(n, t, NH * HS)
+        x = x + rmsnorm(att @ P[p + "self_attn.o_proj.weight"].T, P[p + "post_attention_layernorm.weight"], eps)
+
+        gate = torch.nn.functional.silu(x @ P[p + "mlp.gate_proj.weight"].T)  # (N, T, FF)
+        up = x @ P[p + "mlp.up_proj.weight"].T  # (N, T, FF)
+        mlp = (gate * up) @ P[p + "mlp.down_proj.weight"].T
+        x = x + rmsnorm(mlp, P[p + "post_feedforward_layernorm.weight"], eps)
+
+    h = rmsnorm(x, P["model.norm.weight"], eps)
+    return h @ P["lm_head.weight"].T  # (N, T, V), untied
 
 
 def rope_tables(inv_freq, t):
@@ -459,7 +680,11 @@ def gemma_forward(P, cfg, ids, stats=None):
 
 
 def model_forward(P, cfg, ids):
-    return gemma_forward(P, cfg, ids) if derived(cfg)["gemma"] else forward(P, cfg, ids)
+    if derived(cfg)["gemma"]:
+        return gemma_forward(P, cfg, ids)
+    if cfg["model_type"] == "olmo2":
+        return olmo2_forward(P, cfg, ids)
+    return forward(P, cfg, ids)
 
 
 def token_logps(logits, targets):
@@ -533,7 +758,7 @@ def finite_difference_check(P, cfg, inputs, grads, count=3, h=1e-5, objective=No
 
 def rope_check(cfg, inv_freq=None):
     """Rotate-half RoPE against the same rotation written as complex multiplication on pairs (i, i + HS/2)."""
-    HS = cfg["head_dim"]
+    HS = head_dim(cfg)
     inv_freq = rope_inv_freq(cfg) if inv_freq is None else inv_freq
     x = torch.sin(torch.arange(T * HS, dtype=torch.float64)).view(T, HS)
     angles = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]
@@ -571,6 +796,59 @@ def sliding_window_check(P, cfg):
         cut_diff = (gemma_forward(Pc, cut, ids) - gemma_forward(Pc, cut, other)).abs().amax(dim=-1)[0]  # (T,)
         full_diff = (gemma_forward(P, cfg, ids) - gemma_forward(P, cfg, other)).abs().amax(dim=-1)[0]
     return cut_diff[window:].max().item(), cut_diff[:window].min().item(), full_diff[-1].item()
+
+
+def nope_check(P, cfg):
+    """SmolLM3's NoPE layers are really unrotated. (1) With the model cut to one NoPE layer, the last position's
+    logits depend on the earlier tokens only as a set (attention without positions is a weighted sum over the keys),
+    so reversing tokens 0..T-2 of a row leaves them as they were, while the same cut layer with RoPE applied changes
+    them. (2) Applying RoPE on every layer of the whole model changes its logits. Returns (the cut NoPE layer's
+    change, the cut layer's change with RoPE, the whole model's max logit change with RoPE everywhere)."""
+    L = cfg["num_hidden_layers"]
+    nope = [l for l in range(L) if not uses_rope(cfg, l)]
+    assert nope and len(nope) < L, "the smollm3 config must mix RoPE and NoPE layers"
+    l = nope[0]
+    src = f"model.layers.{l}."
+    Pc = {n: w for n, w in P.items() if not n.startswith("model.layers.")}
+    Pc.update({"model.layers.0." + n[len(src) :]: w for n, w in P.items() if n.startswith(src)})
+    ids = torch.randint(0, cfg["vocab_size"], (1, T), generator=torch.Generator().manual_seed(5))
+    other = torch.cat((ids[:, :-1].flip(1), ids[:, -1:]), dim=1)
+    assert not torch.equal(ids, other)
+    with torch.no_grad():
+        diffs = []
+        for flags in ([0], [1]):
+            cut = dict(cfg, num_hidden_layers=1, no_rope_layers=flags)
+            diffs.append((forward(Pc, cut, ids) - forward(Pc, cut, other))[0, -1].abs().max().item())
+        all_rope = dict(cfg, no_rope_layers=[1] * L)
+        whole = (forward(P, cfg, ids) - forward(P, all_rope, ids)).abs().max().item()
+    return diffs[0], diffs[1], whole
+
+
+def granite_check(P, cfg, ids):
+    """Each Granite multiplier changes the logits: the max logit change when one of them is given its Llama value
+    (embedding_multiplier 1, attention_multiplier 1/sqrt(head size), residual_multiplier 1, logits_scaling 1)."""
+    neutral = {
+        "embedding_multiplier": 1.0,
+        "attention_multiplier": 1.0 / math.sqrt(head_dim(cfg)),
+        "residual_multiplier": 1.0,
+        "logits_scaling": 1.0,
+    }
+    with torch.no_grad():
+        base = forward(P, cfg, ids)
+        return {k: (forward(P, dict(cfg, **{k: v}), ids) - base).abs().max().item() for k, v in neutral.items()}
+
+
+def olmo2_check(P, cfg, ids):
+    """OLMo 2's norm placement. Returns (the max logit change when q/k are normalised per head instead of over the
+    whole projection, and, with rms_norm_eps 0, the max change when every o_proj and down_proj weight is multiplied
+    by 3: the post-sublayer norms undo that scale, which pre-sublayer norms would not)."""
+    scaled = {n: (w * 3.0 if n.endswith(("o_proj.weight", "down_proj.weight")) else w) for n, w in P.items()}
+    no_eps = dict(cfg, rms_norm_eps=0.0)
+    with torch.no_grad():
+        base = olmo2_forward(P, cfg, ids)
+        per_head = (olmo2_forward(P, cfg, ids, qk_norm_per_head=True) - base).abs().max().item()
+        rescaled = (olmo2_forward(scaled, no_eps, ids) - olmo2_forward(P, no_eps, ids)).abs().max().item()
+    return per_head, rescaled
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -646,9 +924,8 @@ def read_safetensors(path):
 # main
 
 
-def gemma_extras(name, cfg, weights, inputs, logits):
-    """The Gemma-only checks (GELU, soft-caps active, sliding window, local RoPE) and the DPO loss: its gradient
-    (float32 and float64 tensors) checked against finite differences, and the "dpo" metadata."""
+def gemma_checks(name, cfg, weights, inputs, logits):
+    """The Gemma-only checks: GELU, soft-caps active, sliding window, local RoPE."""
     gelu_err = (gelu_tanh(logits) - torch.nn.functional.gelu(logits, approximate="tanh")).abs().max().item()
     print(f"[{name}] gelu_tanh vs torch gelu(approximate='tanh'): max abs {gelu_err:.3e}")
     assert gelu_err < 1e-14
@@ -679,6 +956,41 @@ def gemma_extras(name, cfg, weights, inputs, logits):
           f"{full_far:.3e}")
     assert cut_far == 0.0 and cut_near > 1e-6 and full_far > 1e-6, "sliding-window check failed"
 
+
+def smollm3_checks(name, cfg, weights, inputs, logits):
+    P = {n: w.to(torch.float64) for n, w in weights.items()}
+    flags = [int(uses_rope(cfg, l)) for l in range(cfg["num_hidden_layers"])]
+    cut_nope, cut_rope, whole = nope_check(P, cfg)
+    print(f"[{name}] rope per layer {flags}; NoPE layer alone, earlier tokens reversed: last-position max logit "
+          f"change {cut_nope:.3e} (the same layer with RoPE: {cut_rope:.3e}); whole model with RoPE on every layer: "
+          f"max logit change {whole:.3e}")
+    assert cut_nope < 1e-12 and cut_rope > 1e-6 and whole > 1e-6, "NoPE check failed"
+
+
+def granite_checks(name, cfg, weights, inputs, logits):
+    P = {n: w.to(torch.float64) for n, w in weights.items()}
+    top = logits.abs().max().item()
+    logp = token_logps(logits, inputs["targets"])
+    print(f"[{name}] max |logit| {top:.4f} (before / logits_scaling: {top * cfg['logits_scaling']:.4f}), logp in "
+          f"[{logp.min().item():.4f}, {logp.max().item():.4f}]")
+    assert 0.1 < top < 10, "the granite logits should be O(1)"
+    changes = granite_check(P, cfg, inputs["ids"])
+    for key, change in changes.items():
+        print(f"[{name}] {key} {cfg[key]} -> its Llama value: max logit change {change:.3e}")
+    assert min(changes.values()) > 1e-3 * top, "a Granite multiplier has no effect"
+
+
+def olmo2_checks(name, cfg, weights, inputs, logits):
+    P = {n: w.to(torch.float64) for n, w in weights.items()}
+    per_head, rescaled = olmo2_check(P, cfg, inputs["ids"])
+    print(f"[{name}] q/k norm per head instead of over the whole projection: max logit change {per_head:.3e}; "
+          f"with eps 0, o_proj and down_proj times 3 (the post-norms undo it): {rescaled:.3e}")
+    assert per_head > 1e-6 and rescaled < 1e-12, "OLMo 2 norm placement check failed"
+
+
+def dpo_reference(name, cfg, weights, inputs):
+    """The DPO loss: its float64 gradient checked against finite differences, and the "dpo" metadata."""
+    P = {n: w.to(torch.float64) for n, w in weights.items()}
     with torch.no_grad():
         _, policy = dpo_loss(P, cfg, inputs, torch.zeros(N, dtype=torch.float64))
     ref_logps = policy + torch.tensor(DPO["ref_offsets"], dtype=torch.float64)  # (N,), constants from here on
@@ -708,9 +1020,54 @@ def gemma_extras(name, cfg, weights, inputs, logits):
     return tensors, meta
 
 
+# What the "notes" metadata of the SmolLM3, Granite and OLMo 2 files says about the family, before the common DPO /
+# AdamW text (DPO64_NOTES).
+FAMILY_NOTES = {
+    "smollm3": (
+        "SmolLM3 = Llama except that layer l rotates q and k (RoPE) only when no_rope_layers[l] == 1; a layer with 0 "
+        "(NoPE) uses q and k as projected. Norm weights multiply by plain w (init 1 + 0.1 * base, Llama parameter "
+        "order, see init)."
+    ),
+    "granite": (
+        "Granite = Llama except: embeddings times embedding_multiplier; scores q.k times attention_multiplier (no "
+        "1/sqrt(head size)); x = x + residual_multiplier * o_proj(attention) and x = x + residual_multiplier * "
+        "down_proj(mlp); logits = lm_head(model.norm(x)) / logits_scaling, and logits, logits64, logp, logp64 are "
+        "after that division. Head size hidden_size / num_attention_heads = 8 (GraniteConfig has no head_dim). Norm "
+        "weights multiply by plain w (init 1 + 0.1 * base, Llama parameter order, see init)."
+    ),
+    "olmo2": (
+        "OLMo 2: no norm before the sublayers; x = x + post_attention_layernorm(o_proj(attention(x))); x = x + "
+        "post_feedforward_layernorm(mlp(x)); final model.norm and an untied lm_head. q = q_norm(q_proj(x)) and k = "
+        "k_norm(k_proj(x)) are RMSNorms over the whole projection (num_attention_heads * head size and "
+        "num_key_value_heads * head size features), applied before the split into heads and before RoPE; scores "
+        "times 1/sqrt(head size); head size hidden_size / num_attention_heads = 8. Norm weights multiply by plain w "
+        "(init 1 + 0.1 * base; parameter order q, k, v, o, q_norm, k_norm, post_attention_layernorm, gate, up, "
+        "down, post_feedforward_layernorm, see init)."
+    ),
+}
+
+DPO64_NOTES = (
+    "float64 compute from the float32 weights; logits and logp are the float64 results rounded once, logits64, "
+    "logp64 and dpo64.grad.* are the float64 results themselves. inv_freq is computed in float64 (HF uses float32). "
+    "AdamW: one parameter group, weight decay on every tensor, loss = -S / sum(mask), losses[i] is evaluated before "
+    "step i + 1. dpo: policy_logps[r] = sum_t mask * logp (rows in order), ref_logps = policy_logps + ref_offsets "
+    "(constants), loss = -mean over the pairs (chosen_rows[i], rejected_rows[i]) of logsigmoid(beta * ((pc - rc) - "
+    "(pr - rr))); dpo64.grad.<name> is d loss / d param (float64 only)."
+)
+
+FAMILY_CHECKS = {
+    "gemma2": gemma_checks,
+    "gemma3_text": gemma_checks,
+    "smollm3": smollm3_checks,
+    "granite": granite_checks,
+    "olmo2": olmo2_checks,
+}
+
+
 def build(name, index):
     cfg = CONFIGS[name]
     gemma = derived(cfg)["gemma"]
+    dpo64 = derived(cfg)["dpo64"]
     weights = init_params(cfg)
     inputs = make_inputs(cfg, seed=1000 + index)
 
@@ -729,24 +1086,26 @@ def build(name, index):
     fd_abs, fd_rel = finite_difference_check({n: p.detach().clone() for n, p in P.items()}, cfg, inputs, grads)
     print(f"[{name}] autograd vs central differences: max abs {fd_abs:.3e}, max rel {fd_rel:.3e}")
     assert fd_rel < 1e-6, "gradient check failed"
-    if gemma:
-        extra_tensors, dpo_meta = gemma_extras(name, cfg, weights, inputs, logits.detach())
+    if cfg["model_type"] in FAMILY_CHECKS:
+        FAMILY_CHECKS[cfg["model_type"]](name, cfg, weights, inputs, logits.detach())
+    if dpo64:
+        extra_tensors, dpo_meta = dpo_reference(name, cfg, weights, inputs)
 
     losses, loss_after, final = adamw_trajectory(weights, cfg, inputs)
     print(f"[{name}] AdamW losses {losses} -> {loss_after}")
     assert abs(losses[0] + S.item() / inputs["mask"].sum().item()) < 1e-12
 
     tensors = dict(weights)
-    # Gemma files carry the DPO gradient in float64 only (the float32 checks compare with it too): it keeps the files
-    # small, and the summed-log-prob gradient is covered by the Llama-family files.
-    for n, g in ([] if gemma else grads.items()):
+    # The Gemma, SmolLM3, Granite and OLMo 2 files carry the DPO gradient in float64 only (the float32 checks compare
+    # with it too): it keeps the files small, and the summed-log-prob gradient is covered by the llama/qwen files.
+    for n, g in ([] if dpo64 else grads.items()):
         tensors["grad." + n] = g.to(torch.float32)
     tensors["logits"] = logits.detach().to(torch.float32)
     tensors["logp"] = logp.detach().to(torch.float32)
     if name == "llama":
         for n, w in final.items():
             tensors["adamw_final." + n] = w.to(torch.float32)
-    if gemma:
+    if dpo64:
         tensors.update(extra_tensors)
         tensors["logits64"] = logits.detach()
         tensors["logp64"] = logp.detach()
@@ -758,7 +1117,9 @@ def build(name, index):
         "torch_version": torch.__version__,
         "python_version": sys.version.split()[0],
         "config": json.dumps(cfg),
-        "init": INIT_FORMULA_GEMMA if gemma else INIT_FORMULA,
+        "init": (
+            INIT_FORMULA_GEMMA if gemma else INIT_FORMULA_OLMO2 if cfg["model_type"] == "olmo2" else INIT_FORMULA
+        ),
         "inputs": json.dumps(
             {
                 "ids": inputs["ids"].tolist(),
@@ -786,6 +1147,9 @@ def build(name, index):
             "policy_logps + ref_offsets (constants), loss = -mean over the pairs (chosen_rows[i], rejected_rows[i]) "
             "of logsigmoid(beta * ((pc - rc) - (pr - rr))); dpo64.grad.<name> is d loss / d param (float64 only)."
         )
+    elif dpo64:
+        metadata["notes"] = FAMILY_NOTES[cfg["model_type"]] + " " + DPO64_NOTES
+    if dpo64:
         metadata["dpo"] = json.dumps(dpo_meta)
     path = os.path.join(OUT_DIR, f"{name}.safetensors")
     write_safetensors(path, tensors, metadata)
@@ -798,6 +1162,7 @@ def build(name, index):
 
 def main():
     torch.set_num_threads(1)  # reproducible reductions, and the machine is shared
+    print(f"torch {torch.__version__}; BLAS libraries loaded: {loaded_blas()}")
     os.makedirs(OUT_DIR, exist_ok=True)
     for index, name in enumerate(CONFIGS):
         build(name, index)
