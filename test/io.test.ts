@@ -671,7 +671,7 @@ describe("tensor names", () => {
     assert.deepEqual(gg.map(tsdpoNameFromGguf), names);
   });
 
-  for (const family of ["llama", "qwen2", "qwen3", "gemma2", "gemma3"]) {
+  for (const family of ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "smollm3", "granite", "olmo2"]) {
     test(`the PyTorch ${family} fixture's HF weights are exactly paramSpecs of its config, same shapes`, () => {
       const h = readSafetensorsHeader(fixture("torch", `${family}.safetensors`));
       const cfg = llamaConfigFromHf(JSON.parse(h.metadata["config"]!), "fixture config");
