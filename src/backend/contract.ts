@@ -26,6 +26,24 @@ export interface Backend {
   /** dinp += the input gradient through (offset + weight); dweight += Σ_n dout · x · rstd (the same form for any offset). */
   rmsnormBackward(dinp: Buf /* (N,C) */, dweight: Buf | null /* (C) */, dout: Buf /* (N,C) */, inp: Buf, weight: Buf, rstd: Buf, N: number, C: number, offset: number): void;
 
+  /**
+   * LayerNorm with bias (GPT-2, torch.nn.LayerNorm), per row: out = (x − mean) · rstd · weight + bias, with
+   * rstd = 1/sqrt(var + eps) and var the biased variance (Σ (x − mean)² / C). mean and rstd are saved for backward.
+   * bias null: no bias (elementwise_affine with bias=False).
+   */
+  layernormForward(
+    out: Buf /* (N,C) */, mean: Buf /* (N) */, rstd: Buf /* (N) */, inp: Buf /* (N,C) */, weight: Buf /* (C) */, bias: Buf | null /* (C) */,
+    N: number, C: number, eps: number,
+  ): void;
+  /**
+   * With x̂ = (x − mean) · rstd: dinp += rstd · (g − mean_c(g) − x̂ · mean_c(g · x̂)), g = dout · weight;
+   * dweight += Σ_n dout · x̂; dbias += Σ_n dout (either null: not computed).
+   */
+  layernormBackward(
+    dinp: Buf /* (N,C) */, dweight: Buf | null /* (C) */, dbias: Buf | null /* (C) */, dout: Buf /* (N,C) */, inp: Buf /* (N,C) */,
+    weight: Buf /* (C) */, mean: Buf /* (N) */, rstd: Buf /* (N) */, N: number, C: number,
+  ): void;
+
   /** out = inp · weightᵀ + bias (nn.Linear) */
   matmulForward(out: Buf /* (N,OC) */, inp: Buf /* (N,IC) */, weight: Buf /* (OC,IC) */, bias: Buf | null /* (OC) */, N: number, IC: number, OC: number): void;
   matmulBackward(
@@ -87,6 +105,13 @@ export interface Backend {
    */
   gegluForward(out: Buf /* (n) */, gate: Buf /* (n) */, up: Buf /* (n) */, n: number): void;
   gegluBackward(dgate: Buf, dup: Buf, dout: Buf, gate: Buf, up: Buf, n: number): void;
+  /**
+   * out = gelu_tanh(inp), elementwise (out may alias inp): GPT-2's MLP (HF gelu_new), the same function as GeGLU's,
+   * computed the same way, so geluForward(x) equals gegluForward(x, up = 1) bit for bit.
+   */
+  geluForward(out: Buf /* (n) */, inp: Buf /* (n) */, n: number): void;
+  /** dinp += dout · gelu_tanh'(inp) */
+  geluBackward(dinp: Buf /* (n) */, dout: Buf /* (n) */, inp: Buf /* (n) */, n: number): void;
 
   /** out = a + b (the residual stream); its backward is `accumulate` of the same gradient into both branches */
   addForward(out: Buf, a: Buf, b: Buf, n: number): void;

@@ -56,6 +56,53 @@ export function rmsnormBackward(
   }
 }
 
+// y_c = (x_c − μ) r w_c + b_c, μ = mean(x), r = (Σ_c (x_c − μ)²/C + eps)^(-1/2): the biased variance, as
+// torch.nn.LayerNorm, from the two-pass sum (no E[x²] − μ² cancellation). Without a bias, y is left as it is (+ 0
+// would turn −0 into +0).
+export function layernormForward(
+  out: Buf, mean: Buf, rstd: Buf, inp: Buf, weight: Buf, bias: Buf | null, N: number, C: number, eps: number,
+): void {
+  for (let n = 0; n < N; n++) {
+    const o = n * C;
+    let s = 0; // sums in double precision: JS numbers are doubles
+    for (let c = 0; c < C; c++) s += inp[o + c]!;
+    const mu = s / C;
+    let ss = 0;
+    for (let c = 0; c < C; c++) ss += (inp[o + c]! - mu) * (inp[o + c]! - mu);
+    mean[n] = mu;
+    rstd[n] = 1 / Math.sqrt(ss / C + eps);
+    const m = mean[n]!, r = rstd[n]!; // the stored (possibly float32-rounded) values, as backward will use
+    for (let c = 0; c < C; c++) {
+      const y = (inp[o + c]! - m) * r * weight[c]!;
+      out[o + c] = bias ? y + bias[c]! : y;
+    }
+  }
+}
+
+// With x̂_c = (x_c − μ) r and g_c = dy_c w_c: dμ/dx_j = 1/C, dr/dx_j = −r³ (x_j − μ)/C, so
+// dx_j = r g_j − (r/C) Σ_c g_c − (r/C) x̂_j Σ_c g_c x̂_c;  dw_j = Σ_n dy_j x̂_j;  db_j = Σ_n dy_j.
+export function layernormBackward(
+  dinp: Buf, dweight: Buf | null, dbias: Buf | null, dout: Buf, inp: Buf, weight: Buf, mean: Buf, rstd: Buf, N: number, C: number,
+): void {
+  for (let n = 0; n < N; n++) {
+    const o = n * C;
+    const m = mean[n]!, r = rstd[n]!;
+    let sumG = 0, sumGx = 0;
+    for (let c = 0; c < C; c++) {
+      const g = dout[o + c]! * weight[c]!;
+      sumG += g;
+      sumGx += g * (inp[o + c]! - m) * r;
+    }
+    const a = sumG / C, b = sumGx / C;
+    for (let c = 0; c < C; c++) {
+      const xhat = (inp[o + c]! - m) * r;
+      dinp[o + c] += r * (dout[o + c]! * weight[c]! - a - xhat * b);
+      if (dweight) dweight[c] += dout[o + c]! * xhat;
+      if (dbias) dbias[c] += dout[o + c]!;
+    }
+  }
+}
+
 export function matmulForward(out: Buf, inp: Buf, weight: Buf, bias: Buf | null, N: number, IC: number, OC: number): void {
   for (let n = 0; n < N; n++) {
     const io = n * IC;
@@ -303,6 +350,24 @@ export function gegluBackward(dgate: Buf, dup: Buf, dout: Buf, gate: Buf, up: Bu
   }
 }
 
+// GPT-2's plain GELU: gegluForward's and gegluBackward's expressions without the up factor, so that, up = 1 being an
+// exact factor, gelu(x) and geglu(x, 1) agree bit for bit (test/gpt2-kernels.test.ts).
+export function geluForward(out: Buf, inp: Buf, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = inp[i]!;
+    out[i] = g / (1 + Math.exp(-2 * GELU_K * (g + 0.044715 * g * g * g)));
+  }
+}
+
+export function geluBackward(dinp: Buf, dout: Buf, inp: Buf, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = inp[i]!;
+    const s = 1 / (1 + Math.exp(-2 * GELU_K * (g + 0.044715 * g * g * g)));
+    const dgelu = s + 2 * g * s * (1 - s) * GELU_K * (1 + 3 * 0.044715 * g * g);
+    dinp[i] += dout[i]! * dgelu;
+  }
+}
+
 export function addForward(out: Buf, a: Buf, b: Buf, n: number): void {
   for (let i = 0; i < n; i++) out[i] = a[i]! + b[i]!;
 }
@@ -423,11 +488,13 @@ export const referenceBackend: Backend = {
   name: "js-reference",
   embeddingForward, embeddingBackward,
   rmsnormForward, rmsnormBackward,
+  layernormForward, layernormBackward,
   matmulForward, matmulBackward,
   ropeForward, ropeBackward,
   attentionForward, attentionBackward, attentionDecode,
   swigluForward, swigluBackward,
   gegluForward, gegluBackward,
+  geluForward, geluBackward,
   addForward, accumulate, scale, sumSquares,
   lmHeadLogprobForward, lmHeadLogprobBackward,
   adamwStep,

@@ -210,6 +210,24 @@ napi_value RmsnormBackward(napi_env env, napi_callback_info info) {
   });
 }
 
+napi_value LayernormForward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "layernormForward", 9, [](Args& a) {
+    const i64 N = a.size(6, "N"), C = a.size(7, "C", 1);
+    const double eps = a.number(8, "eps");
+    tsdpo::layernorm_forward(a.f32(0, "out", mul(N, C)), a.f32(1, "mean", N), a.f32(2, "rstd", N), a.f32(3, "inp", mul(N, C)),
+                             a.f32(4, "weight", C), a.f32(5, "bias", C, true), N, C, static_cast<float>(eps));
+  });
+}
+
+napi_value LayernormBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "layernormBackward", 10, [](Args& a) {
+    const i64 N = a.size(8, "N"), C = a.size(9, "C", 1);
+    tsdpo::layernorm_backward(a.f32(0, "dinp", mul(N, C)), a.f32(1, "dweight", C, true), a.f32(2, "dbias", C, true),
+                              a.f32(3, "dout", mul(N, C)), a.f32(4, "inp", mul(N, C)), a.f32(5, "weight", C),
+                              a.f32(6, "mean", N), a.f32(7, "rstd", N), N, C);
+  });
+}
+
 napi_value MatmulForward(napi_env env, napi_callback_info info) {
   return guarded(env, info, "matmulForward", 7, [](Args& a) {
     const i64 N = a.size(4, "N"), IC = a.size(5, "IC"), OC = a.size(6, "OC");
@@ -332,6 +350,20 @@ napi_value GegluForward(napi_env env, napi_callback_info info) {
 
 napi_value GegluBackward(napi_env env, napi_callback_info info) {
   return guarded(env, info, "gegluBackward", 6, gated_backward<tsdpo::geglu_backward>);
+}
+
+napi_value GeluForward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "geluForward", 3, [](Args& a) {
+    const i64 n = a.size(2, "n");
+    tsdpo::gelu_forward(a.f32(0, "out", n), a.f32(1, "inp", n), n);
+  });
+}
+
+napi_value GeluBackward(napi_env env, napi_callback_info info) {
+  return guarded(env, info, "geluBackward", 4, [](Args& a) {
+    const i64 n = a.size(3, "n");
+    tsdpo::gelu_backward(a.f32(0, "dinp", n), a.f32(1, "dout", n), a.f32(2, "inp", n), n);
+  });
 }
 
 napi_value AddForward(napi_env env, napi_callback_info info) {
@@ -568,12 +600,14 @@ napi_value Init(napi_env env, napi_value exports) {
 #define FN(js, c) {js, nullptr, c, nullptr, nullptr, nullptr, napi_enumerable, nullptr}
       FN("embeddingForward", EmbeddingForward),   FN("embeddingBackward", EmbeddingBackward),
       FN("rmsnormForward", RmsnormForward),       FN("rmsnormBackward", RmsnormBackward),
+      FN("layernormForward", LayernormForward),   FN("layernormBackward", LayernormBackward),
       FN("matmulForward", MatmulForward),         FN("matmulBackward", MatmulBackward),
       FN("ropeForward", RopeForward),             FN("ropeBackward", RopeBackward),
       FN("attentionForward", AttentionForward),   FN("attentionBackward", AttentionBackward),
       FN("attentionDecode", AttentionDecode),     FN("swigluForward", SwigluForward),
       FN("swigluBackward", SwigluBackward),       FN("gegluForward", GegluForward),
-      FN("gegluBackward", GegluBackward),         FN("addForward", AddForward),
+      FN("gegluBackward", GegluBackward),         FN("geluForward", GeluForward),
+      FN("geluBackward", GeluBackward),           FN("addForward", AddForward),
       FN("accumulate", Accumulate),             FN("scale", Scale),
       FN("sumSquares", SumSquares),
       FN("dequantizeRows", DequantizeRows),

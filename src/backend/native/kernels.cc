@@ -16,9 +16,9 @@
 // narrower copy, for these loops and the GEMM's micro-kernels together, so tests check every copy the machine can run.
 //
 // Precision: reductions that the TypeScript reference carries in double (sums of squares, softmax and log-softmax
-// normalisers and the LM head's running sums, attention's dout·out, dot products of RMSNorm backward, AdamW's
-// update) are carried in double here too; elementwise maths
-// is float32; exp is our own vectorisable float32 exp (≤ 2 ulp over the range that matters, see exp_f32).
+// normalisers and the LM head's running sums, attention's dout·out, dot products of RMSNorm backward, LayerNorm's
+// mean, variance and backward sums, AdamW's update) are carried in double here too; elementwise maths is float32;
+// exp is our own vectorisable float32 exp (≤ 2 ulp over the range that matters, see exp_f32).
 
 #include "kernels.h"
 
@@ -70,11 +70,13 @@ void parallel_ranges(i64 n, i64 work, F&& f) {
 
 #define TSDPO_SIMD_FUNCTIONS(X, ns) \
   X(ns, embedding_backward_cols) X(ns, rmsnorm_forward_rows) X(ns, rmsnorm_backward_rows) \
-  X(ns, rmsnorm_dweight_cols) X(ns, column_sums) X(ns, rope_rows) X(ns, softmax_causal_row) \
+  X(ns, rmsnorm_dweight_cols) X(ns, layernorm_forward_rows) X(ns, layernorm_backward_rows) \
+  X(ns, layernorm_dweight_cols) X(ns, column_sums) X(ns, rope_rows) X(ns, softmax_causal_row) \
   X(ns, softmax_spans_row) X(ns, probs_from_lse_row) X(ns, softmax_grad_row) X(ns, softcap_range) \
   X(ns, softcap_grad_range) X(ns, mul_range) X(ns, dot_f32) X(ns, dot_f64) \
   X(ns, axpy_f32) X(ns, swiglu_forward_range) X(ns, swiglu_backward_range) X(ns, geglu_forward_range) \
-  X(ns, geglu_backward_range) X(ns, add_range) X(ns, accumulate_range) X(ns, scale_range) X(ns, sum_squares_range) \
+  X(ns, geglu_backward_range) X(ns, gelu_forward_range) X(ns, gelu_backward_range) X(ns, add_range) \
+  X(ns, accumulate_range) X(ns, scale_range) X(ns, sum_squares_range) \
   X(ns, lm_head_tile_stats) X(ns, lm_head_tile_grad) X(ns, lm_head_tile_grad_softcap) X(ns, adamw_range) X(ns, fma_burst)
 
 struct SimdTable {
@@ -246,6 +248,26 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
   if (dweight)
     parallel_ranges(C, N * C, [&](i64 c0, i64 c1) {
       g_simd->rmsnorm_dweight_cols(dweight, dout, inp, rstd, N, C, c0, c1);
+    });
+}
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight, const float* bias,
+                       i64 N, i64 C, float eps) {
+  parallel_ranges(N, N * C, [&](i64 n0, i64 n1) {
+    g_simd->layernorm_forward_rows(out, mean, rstd, inp, weight, bias, n0, n1, C, eps);
+  });
+}
+
+// dinp over rows; dweight and dbias (sums over rows) over columns, each column summed by one thread in row order.
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                        const float* weight, const float* mean, const float* rstd, i64 N, i64 C) {
+  parallel_ranges(N, N * C, [&](i64 n0, i64 n1) {
+    g_simd->layernorm_backward_rows(dinp, dout, inp, weight, mean, rstd, n0, n1, C);
+  });
+  if (dweight || dbias)
+    parallel_ranges(C, N * C, [&](i64 c0, i64 c1) {
+      if (dweight) g_simd->layernorm_dweight_cols(dweight, dout, inp, mean, rstd, N, C, c0, c1);
+      if (dbias) g_simd->column_sums(dbias, dout, N, C, c0, c1);
     });
 }
 
@@ -428,6 +450,14 @@ void geglu_forward(float* out, const float* gate, const float* up, i64 n) {
 
 void geglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, i64 n) {
   parallel_ranges(n, n, [&](i64 i0, i64 i1) { g_simd->geglu_backward_range(dgate, dup, dout, gate, up, i0, i1); });
+}
+
+void gelu_forward(float* out, const float* inp, i64 n) {
+  parallel_ranges(n, n, [&](i64 i0, i64 i1) { g_simd->gelu_forward_range(out, inp, i0, i1); });
+}
+
+void gelu_backward(float* dinp, const float* dout, const float* inp, i64 n) {
+  parallel_ranges(n, n, [&](i64 i0, i64 i1) { g_simd->gelu_backward_range(dinp, dout, inp, i0, i1); });
 }
 
 void add_forward(float* out, const float* a, const float* b, i64 n) {

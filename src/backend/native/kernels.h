@@ -27,6 +27,13 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* wei
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                       const float* rstd, i64 N, i64 C, double offset);
 
+// LayerNorm with bias (bias may be nullptr): y = (x − mean) · rstd · weight + bias, the biased variance; mean and rstd
+// saved. Backward: dweight and dbias may be nullptr.
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight, const float* bias,
+                       i64 N, i64 C, float eps);
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                        const float* weight, const float* mean, const float* rstd, i64 N, i64 C);
+
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, i64 N, i64 IC, i64 OC);
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, i64 N, i64 IC, i64 OC);
@@ -49,6 +56,10 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
 // out = gelu_tanh(gate) · up (out may alias gate or up)
 void geglu_forward(float* out, const float* gate, const float* up, i64 n);
 void geglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up, i64 n);
+
+// out = gelu_tanh(inp) (out may alias inp), the same bits as geglu_forward with up = 1
+void gelu_forward(float* out, const float* inp, i64 n);
+void gelu_backward(float* dinp, const float* dout, const float* inp, i64 n);
 
 void add_forward(float* out, const float* a, const float* b, i64 n);
 void accumulate(float* dst, const float* src, i64 n);
