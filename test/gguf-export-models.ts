@@ -1,7 +1,7 @@
 // The models and texts that tie tsdpo's GGUF export to llama.cpp. Shared by test/gguf-export.test.ts,
-// test/gemma-export.test.ts and tools/llama-ref/check-export.mjs (which imports the compiled
-// dist/test/gguf-export-models.js): the script exports each model, runs the file in llama.cpp and commits the
-// numbers with the file's sha256; the tests export the same models, check the sha256 (so the committed numbers
+// test/gemma-export.test.ts, test/families-export.test.ts and tools/llama-ref/check-export.mjs (which imports the
+// compiled dist/test/gguf-export-models.js): the script exports each model, runs the file in llama.cpp and commits
+// the numbers with the file's sha256; the tests export the same models, check the sha256 (so the committed numbers
 // belong to exactly these bytes) and compare. Also here: llama.cpp's fp16 GeGLU (ggmlGegluForward) and the fit of
 // its rounding boundaries (fitGeluRoundings), which the Gemma comparisons need.
 //
@@ -97,6 +97,72 @@ export function gemmaTiny(family: "gemma2" | "gemma3"): LoadedModel {
   for (const e of model.entries) {
     const scale = /norm$/.test(e.name) ? 0.2 : 0.5;
     for (let i = 0; i < e.size; i++) model.params[e.offset + i] = scale * (r() - 0.5);
+  }
+  return { model, tokenizer: stories.tokenizer, path: storiesGguf, format: "gguf", hfConfig: null };
+}
+
+/** The families of familyTiny. */
+export type TinyFamily = "smollm3" | "granite" | "olmo2";
+
+/**
+ * A tiny random-weight SmolLM3, Granite or OLMo 2 carrying stories260K's tokenizer (V 512), shaped like gemmaTiny:
+ * C 64, NH 4, NKV 2, HS 16 (NH·HS = C, which llama.cpp's olmo2 requires), FF 128, SwiGLU. The config is exactly
+ * what io/ggufconfig.ts reads back from the export (float32 eps; every multiplier a power of two or a small integer,
+ * so its GGUF f32 key holds it exactly), so the loaded-back config deep-equals it.
+ *
+ * - smollm3-tiny: 8 layers, tied embeddings, RoPE base 10000; layers 3 and 7 have no RoPE ((l + 1) % 4 == 0, the
+ *   only NoPE pattern llama.cpp's smollm3 can express; it has no key for it).
+ * - granite-tiny: 4 layers; embedScale 6, attnScale 0.125 (half the default 1/√16 = 0.25, which would test
+ *   nothing), residualScale 0.25, logitScale 4 (Granite 3.0 2B has 12, 1/64 = 1/HS, 0.22 and 8). Untied:
+ *   with tied embeddings (tried at ±0.5 and ±0.75) the 6× embedding dominates the residual stream, the output leans
+ *   to the input token and greedy decoding from BOS repeats BOS (all positions alike, which would not exercise
+ *   attention); llama.cpp's granite reads an output.weight like llama's.
+ * - olmo2-tiny: 3 layers, untied lm_head (llama.cpp's olmo2 requires output.weight), RoPE base 500000 as OLMo 2's;
+ *   norms after each sublayer only, q/k norms over the whole projection (64 and 32 features).
+ *
+ * Weights (integer PRNG, seeded per family): norms 1 + u·0.2 with u uniform in [-0.5, 0.5) (these norms multiply by
+ * w), everything else uniform in ±0.25 except granite's lm_head, ±0.75 so that its logits, divided by 4, are O(1).
+ * Measured on CHECK_TEXT (js): logits RMS 1.16 / 0.87 / 1.15 and |max| 4.6 / 3.4 / 4.2 (smollm3 / granite / olmo2),
+ * each position's most likely token at p 0.01–0.1. The seeds were picked among a dozen consecutive ones for greedy
+ * decoding from BOS that runs 32 tokens with smallest top-2 margins 0.022 / 0.042 / 0.015, far above llama.cpp's
+ * ~1e-5 deviations (many seeds give margins below 0.003, or text that repeats one token).
+ */
+export function familyTiny(family: TinyFamily): LoadedModel {
+  const stories = loadModel(storiesGguf);
+  const base = {
+    V: 512, C: 64, NH: 4, NKV: 2, HS: 16, FF: 128, ropeScaling: { type: "none" } as const,
+    rmsEps: Math.fround(1e-6), qkvBias: false, maxSeqLen: 128, slidingWindow: null,
+  };
+  let cfg: LlamaConfig, seed: number, head = 0.25;
+  switch (family) {
+    case "smollm3":
+      cfg = {
+        ...base, family, L: 8, ropeTheta: 10000, tiedEmbeddings: true, qkNorm: false,
+        layers: Array.from({ length: 8 }, (_, l) => ({ window: null, rope: (l + 1) % 4 !== 0, ropeTheta: 10000, ropeScaling: { type: "none" } })),
+      };
+      seed = 20250718;
+      break;
+    case "granite":
+      cfg = {
+        ...base, family, L: 4, ropeTheta: 10000, tiedEmbeddings: false, qkNorm: false,
+        embedScale: 6, attnScale: 0.125, residualScale: 0.25, logitScale: 4,
+      };
+      seed = 20241024;
+      head = 0.75;
+      break;
+    case "olmo2":
+      cfg = {
+        ...base, family, L: 3, ropeTheta: 500000, tiedEmbeddings: false, qkNorm: true,
+        norms: "post", qkNormScope: "projection",
+      };
+      seed = 20241133;
+      break;
+  }
+  const model = createModel(cfg);
+  const r = rng(seed);
+  for (const e of model.entries) {
+    const norm = /norm$/.test(e.name), half = e.name === "lm_head" ? head : 0.25;
+    for (let i = 0; i < e.size; i++) model.params[e.offset + i] = norm ? 1 + 0.2 * (r() - 0.5) : 2 * half * (r() - 0.5);
   }
   return { model, tokenizer: stories.tokenizer, path: storiesGguf, format: "gguf", hfConfig: null };
 }
@@ -239,6 +305,9 @@ export function checkModels(): CheckModel[] {
     { name: "stories260K-perturbed-llama3-rope", loaded: withLlama3Rope(perturbed) },
     { name: "gemma2-tiny", loaded: gemmaTiny("gemma2") },
     { name: "gemma3-tiny", loaded: gemmaTiny("gemma3") },
+    { name: "smollm3-tiny", loaded: familyTiny("smollm3") },
+    { name: "granite-tiny", loaded: familyTiny("granite") },
+    { name: "olmo2-tiny", loaded: familyTiny("olmo2") },
   ];
 }
 

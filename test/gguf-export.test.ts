@@ -3,8 +3,10 @@
 //   interleaved Q/K rows) and every metadata key with its type, and tsdpo's loader gives back the same model;
 // - the llama.cpp logits fixture still matches after GGUF and after HF -> GGUF round trips;
 // - llama.cpp's own results on exported files (committed by tools/llama-ref/check-export.mjs, tied to the exact
-//   bytes by sha256): a DPO-perturbed stories260K and the same weights with Llama-3 RoPE (rope_freqs tensor); the
-//   fixture's Gemma 2 / Gemma 3 check models are compared in gemma-export.test.ts;
+//   bytes by sha256): a DPO-perturbed stories260K, the same weights with Llama-3 RoPE (rope_freqs tensor), and tiny
+//   SmolLM3 (NoPE layers), Granite (multipliers) and OLMo 2 (post-norms) models, all to 1e-4 with llama.cpp's greedy
+//   ids (families-export.test.ts checks what those three exercise); the fixture's Gemma 2 / Gemma 3 check models are
+//   compared in gemma-export.test.ts;
 // - when node-llama-cpp is installed under tools/llama-ref, the same live: llama.cpp loads the export, its logits
 //   equal tsdpo's to 1e-4 and it generates tsdpo's greedy text.
 
@@ -241,7 +243,7 @@ interface CheckFixture {
 }
 const llamaCpp = JSON.parse(readFileSync(CHECK_FIXTURE, "utf8")) as CheckFixture;
 
-test("llama.cpp's committed logits and greedy ids for exported DPO-perturbed models match tsdpo (sha256-tied files)", () => {
+test("llama.cpp's committed logits and greedy ids for exported DPO-perturbed models match tsdpo (sha256-tied files)", (t) => {
   const original = loadModel(storiesGguf);
   const logits = new Map<string, Float32Array | Float64Array>();
   // Gemma's check models are compared in gemma-export.test.ts, which accounts for llama.cpp's fp16 GELU
@@ -256,6 +258,7 @@ test("llama.cpp's committed logits and greedy ids for exported DPO-perturbed mod
     assert.deepEqual([tok.bosId!, ...tok.encode(CHECK_TEXT)], ref.ids, `${name}: token ids`);
     const mine = logitsOf(tsdpo.model, ref.ids);
     const diff = maxAbsDiff(mine, ref.logits.flat());
+    t.diagnostic(`${name}: max |tsdpo − llama.cpp| ${diff.toExponential(2)} (${be.name})`);
     assert.ok(diff <= 1e-4, `${name}: max |tsdpo − llama.cpp| logit ${diff} > 1e-4`);
     logits.set(name, mine);
     const eos = tok.eosId!;

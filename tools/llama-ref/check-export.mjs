@@ -7,8 +7,9 @@
 // For each model of dist/test/gguf-export-models.js it exports a GGUF with tsdpo, records the file's sha256, loads
 // the file in llama.cpp (F32 KV cache, flash attention off, one thread, the haswell CPU backend pinned: see
 // openLlama in common.mjs) and records
-//   - check models (a perturbed stories260K, the same weights with Llama-3 RoPE scaling, and tiny random Gemma 2 and
-//     Gemma 3 models with local/global layers): llama.cpp's token ids for CHECK_TEXT, its logits at every position,
+//   - check models (a perturbed stories260K, the same weights with Llama-3 RoPE scaling, tiny random Gemma 2 and
+//     Gemma 3 models with local/global layers, and tiny random SmolLM3, Granite and OLMo 2 models): llama.cpp's
+//     token ids for CHECK_TEXT, its logits at every position,
 //     and greedy ids from BOS. It prints how far tsdpo's logits are; for Gemma also with llama.cpp's fp16 GELU
 //     emulated (test/gemma-export.test.ts explains why that is needed);
 //   - vocabulary models (Mistral-7B's and Qwen3's tokenizer.json converted): llama.cpp's ids for each text, with
