@@ -5,14 +5,16 @@
 //     is checked first, so the numbers belong to these bytes), tsdpo loading that GGUF back;
 //   - PyTorch: max |Δgrad| over every parameter between tsdpo and the float64 PyTorch reference
 //     (test/fixtures/torch/*.safetensors, tools/torch_fixtures.py): the gradient of the summed completion log-probs
-//     (Llama-family files, stored in float32) or of a DPO loss (Gemma files, stored in float64).
+//     (Llama-family files, stored in float32) or of a DPO loss (Gemma, SmolLM3, Granite and OLMo 2 files, stored in
+//     float64).
 // Each on the js backend in float64 (where a fixture is float64, this is the arithmetic's own agreement) and on the
 // native backend in float32 (what training runs).
 //
 //   node scripts/build-ts.js && node bench/architectures.mjs [--out bench/results/architectures.json]
 //
-// The test suite checks the same fixtures against tolerances (torch-fixtures, gguf-export, gemma-export tests);
-// this script only records the measured distances for README (test/readme-numbers.test.ts checks the quotes).
+// The test suite checks the same fixtures against tolerances (torch-fixtures, gguf-export, gemma-export,
+// families-export tests); this script only records the measured distances for README (test/readme-numbers.test.ts
+// checks the quotes).
 
 import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -125,6 +127,9 @@ const rows = [
   { architecture: "Llama 3.x GGUF (llama3 RoPE as rope_freqs)", llamacpp: "stories260K-perturbed-llama3-rope", torch: "llama" },
   { architecture: "Gemma 2", llamacpp: "gemma2-tiny", torch: "gemma2" },
   { architecture: "Gemma 3 (text)", llamacpp: "gemma3-tiny", torch: "gemma3" },
+  { architecture: "SmolLM3", llamacpp: "smollm3-tiny", torch: "smollm3" },
+  { architecture: "Granite 3", llamacpp: "granite-tiny", torch: "granite" },
+  { architecture: "OLMo 2", llamacpp: "olmo2-tiny", torch: "olmo2" },
 ];
 const result = { environment: environment(), rows: {} };
 for (const row of rows) {
