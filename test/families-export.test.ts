@@ -11,7 +11,7 @@
 //   attention_multiplier, residual_multiplier, logits_scaling) or olmo2, the logits are bit-identical, a second
 //   export is byte-identical, and the HF-sourced model exports to the same GGUF model;
 // - refusals: what llama.cpp's architectures cannot express (a smollm3 whose NoPE layers are not every 4th, an olmo2
-//   with NH·HS ≠ C) is refused with the reason, and nothing is written.
+//   with NH·HS ≠ C or tied embeddings) is refused with the reason, and nothing is written.
 
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
@@ -233,6 +233,10 @@ test("GGUF export refuses what llama.cpp's smollm3 and olmo2 cannot express, say
   const olmo = familyTiny("olmo2");
   const narrow = createModel({ ...olmo.model.cfg, HS: 8 });
   refused({ ...olmo, model: narrow }, "olmo2-narrow.gguf", /llama\.cpp's olmo2 architecture cannot express this model: .*NH·HS must equal C/);
+  // and with tied embeddings: llama.cpp's olmo2 will not load a file without output.weight (checked live when this
+  // refusal was added: "check_tensor_dims: tensor 'output.weight' not found")
+  const tied = createModel({ ...olmo.model.cfg, tiedEmbeddings: true });
+  refused({ ...olmo, model: tied }, "olmo2-tied.gguf", /llama\.cpp's olmo2 architecture cannot express this model: llama\.cpp's olmo2 requires an output\.weight tensor/);
   // and either refusal goes away with the layout llama.cpp has
   exportGguf(smol, join(tmp, "smollm3-ok.gguf"));
   exportGguf(olmo, join(tmp, "olmo2-ok.gguf"));

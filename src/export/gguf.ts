@@ -122,7 +122,8 @@ function hyperparameters(cfg: LlamaConfig, arch: string): Array<[string, GgufMet
 /**
  * The keys of the other families' options, after checking that llama.cpp's architecture computes what the model
  * does: Granite's four multipliers; SmolLM3's NoPE layers, which llama.cpp fixes at every 4th; OLMo 2's post-norms
- * and whole-projection q/k norms (implied by the architecture). Anything else must have Llama's values.
+ * and whole-projection q/k norms (implied by the architecture) and its untied output layer (llama.cpp requires
+ * output.weight). Anything else must have Llama's values.
  */
 function otherHyperparameters(cfg: LlamaConfig, k: (s: string) => string): Array<[string, GgufMetaValue]> {
   const o = decoderOptions(cfg);
@@ -134,6 +135,7 @@ function otherHyperparameters(cfg: LlamaConfig, k: (s: string) => string): Array
     cannot("its norms or activation differ from the architecture's");
   if (o.attnSoftcap > 0 || o.finalSoftcap > 0) cannot("it soft-caps scores or logits");
   if (olmo2 && cfg.NH * cfg.HS !== cfg.C) cannot("llama.cpp's olmo2 sizes attn_q_norm by the embedding width, so NH·HS must equal C");
+  if (olmo2 && cfg.tiedEmbeddings) cannot("llama.cpp's olmo2 requires an output.weight tensor, and the model ties its output layer to token_embd");
   const layers = Array.from({ length: cfg.L }, (_, l) => layerAttention(cfg, l));
   const wantRope = (l: number): boolean => cfg.family !== "smollm3" || (l + 1) % 4 !== 0;
   if (layers.some((a, l) => a.rope !== wantRope(l)))
