@@ -41,6 +41,11 @@ const granite: LlamaConfig = { ...llamaBase, family: "granite", tiedEmbeddings: 
 // SmolLM3: a layer without RoPE
 const noRope = (rope: boolean): LayerAttention => ({ window: null, rope, ropeTheta: 10000, ropeScaling: { type: "none" } });
 const smollm3: LlamaConfig = { ...llamaBase, family: "smollm3", tiedEmbeddings: true, layers: [noRope(true), noRope(false), noRope(true)] };
+// GPT-2: learned positions, LayerNorms with biases, a plain GELU MLP, biases everywhere
+const gpt2: LlamaConfig = {
+  ...llamaBase, family: "gpt2", NKV: 2, tiedEmbeddings: true, qkvBias: true, normKind: "layer", positions: "learned", mlp: "plain",
+  linearBiases: true, activation: "gelu_tanh",
+};
 
 const R = 2, T = 7;
 const r0 = rng(21);
@@ -56,7 +61,7 @@ function gemmaModel(cfg: LlamaConfig, seed: number): Model {
   return model;
 }
 
-for (const [name, cfg] of [["gemma2", gemma2], ["gemma3", gemma3], ["olmo2", olmo2], ["granite", granite], ["smollm3", smollm3]] as const) {
+for (const [name, cfg] of [["gemma2", gemma2], ["gemma3", gemma3], ["olmo2", olmo2], ["granite", granite], ["smollm3", smollm3], ["gpt2", gpt2]] as const) {
   test(`${name}: every parameter tensor's gradient matches finite differences in float64`, () => {
     const model = gemmaModel(cfg, 4);
     const { S, grads: g } = weightedLogpGradients(be, model, ids, targets, dlogp, R, T);
@@ -66,6 +71,8 @@ for (const [name, cfg] of [["gemma2", gemma2], ["gemma3", gemma3], ["olmo2", olm
     for (const want of [...(post ? ["attn_post_norm", "ffn_post_norm"] : []), "tok_embd", "out_norm", ...(cfg.qkNorm ? ["q_norm", "k_norm"] : [])])
       assert.ok(names.some((n) => n.endsWith(want)), `${name} has no ${want}`);
     if (cfg.norms === "post") assert.ok(!names.some((n) => /attn_norm|ffn_norm$/.test(n)), `${name} has pre-norms`);
+    if (cfg.family === "gpt2")
+      for (const want of ["pos_embd", "attn_norm_b", "bo", "b_up", "b_down", "out_norm_b"]) assert.ok(names.some((n) => n.endsWith(want)), `gpt2 has no ${want}`);
     for (const e of model.entries) {
       const picks = [0, 1, 2].map(() => ({ j: e.offset + Math.floor(r() * e.size), what: `${name} ${e.name}` }));
       assertParamGradients(model.params, g.grads, S, picks);
@@ -114,6 +121,7 @@ test("each family option changes the model's output (none is silently ignored)",
     ["norms post", olmo2, { ...olmo2, norms: "sandwich" }], ["qkNormScope", olmo2, { ...olmo2, qkNormScope: "head" }],
     ["residualScale", granite, { ...granite, residualScale: 1 }], ["logitScale", granite, { ...granite, logitScale: 1 }],
     ["no RoPE layer", smollm3, { ...smollm3, layers: undefined }],
+    ["LayerNorm", gpt2, { ...gpt2, normKind: "rms" }], ["plain MLP", gpt2, { ...gpt2, mlp: "gated" }],
   ];
   for (const [what, a, b] of others) {
     // same seed; where the layouts differ (post vs sandwich, q/k norm sizes) the weights differ too, which is fine:

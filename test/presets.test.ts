@@ -67,6 +67,8 @@ test("the new presets are the published config.json shapes (as llamaConfigFromHf
       num_attention_heads: 4, num_key_value_heads: 1, head_dim: 256, hidden_activation: "gelu_pytorch_tanh", max_position_embeddings: 32768,
       query_pre_attn_scalar: 256, rms_norm_eps: 1e-6, rope_theta: 1000000, rope_local_base_freq: 10000, rope_scaling: null,
       sliding_window: 512, sliding_window_pattern: 6, attn_logit_softcapping: null, final_logit_softcapping: null },
+    "gpt2-small": { model_type: "gpt2", vocab_size: 50257, n_embd: 768, n_layer: 12, n_head: 12, n_positions: 1024, n_inner: null,
+      activation_function: "gelu_new", layer_norm_epsilon: 1e-5 },
   };
   for (const [name, json] of Object.entries(hf)) assert.deepEqual(PRESETS[name], llamaConfigFromHf(json, `${name} config.json`), name);
 });

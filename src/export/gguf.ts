@@ -61,7 +61,7 @@ export interface GgufExportResult {
 const F16_MAX = 65504; // the largest finite half; from 65520 up, values round to infinity
 
 /** GGUF architecture name for a family (see the header for why mistral is llama). */
-export function ggufArchitecture(family: ModelFamily): Exclude<ModelFamily, "mistral"> {
+export function ggufArchitecture(family: ModelFamily): Exclude<ModelFamily, "mistral" | "gpt2"> {
   switch (family) {
     case "llama":
     case "mistral":
@@ -74,6 +74,8 @@ export function ggufArchitecture(family: ModelFamily): Exclude<ModelFamily, "mis
     case "granite":
     case "olmo2":
       return family;
+    case "gpt2":
+      throw unsupportedError("GGUF export of GPT-2 is not supported yet (llama.cpp's gpt2 fuses q, k and v); export --format hf");
     default: {
       const never: never = family;
       throw unsupportedError(`GGUF export of model family ${String(never)} is not supported`);

@@ -20,7 +20,7 @@ import {
 
 /** The model_type values read (gemma3_text and gemma3 both become family gemma3). */
 export const SUPPORTED_MODEL_TYPES: readonly string[] = [
-  "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "smollm3", "granite", "olmo2",
+  "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "smollm3", "granite", "olmo2", "gpt2",
 ];
 
 const ARCHITECTURES: Record<ModelFamily, string> = {
@@ -33,11 +33,12 @@ const ARCHITECTURES: Record<ModelFamily, string> = {
   smollm3: "SmolLM3ForCausalLM",
   granite: "GraniteForCausalLM",
   olmo2: "Olmo2ForCausalLM",
+  gpt2: "GPT2LMHeadModel",
 };
 /** The model_type a family is written as (a multimodal gemma3 checkpoint is exported as its text model). */
 const MODEL_TYPE: Record<ModelFamily, string> = {
   llama: "llama", mistral: "mistral", qwen2: "qwen2", qwen3: "qwen3", gemma2: "gemma2", gemma3: "gemma3_text",
-  smollm3: "smollm3", granite: "granite", olmo2: "olmo2",
+  smollm3: "smollm3", granite: "granite", olmo2: "olmo2", gpt2: "gpt2",
 };
 
 // transformers' constructor defaults for the keys we let default.
@@ -51,6 +52,7 @@ const DEFAULTS: Record<ModelFamily, { maxPos: number; headDim: number | null; sl
   smollm3: { maxPos: 32768, headDim: null, slidingWindow: null },
   granite: { maxPos: 2048, headDim: null, slidingWindow: null },
   olmo2: { maxPos: 2048, headDim: null, slidingWindow: null },
+  gpt2: { maxPos: 1024, headDim: null, slidingWindow: null },
 };
 const SMOLLM3_NO_ROPE_INTERVAL = 4; // SmolLM3Config.no_rope_layer_interval: every 4th layer has no RoPE
 // Gemma2Config / Gemma3TextConfig defaults that real checkpoints rely on: a multimodal Gemma 3's text_config often
@@ -232,6 +234,7 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
     );
   }
   if (modelType === "gemma2" || modelType === "gemma3_text") return gemmaConfigFromHf(r, modelType === "gemma2" ? "gemma2" : "gemma3");
+  if (modelType === "gpt2") return gpt2ConfigFromHf(r);
   if (modelType === "gemma3") {
     const text = configJson["text_config"];
     if (!isObject(text)) throw inputError(`${path}: model_type "gemma3" needs a "text_config" object (the language model's settings); fix config.json`);
@@ -337,6 +340,30 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
     default:
       return cfg;
   }
+}
+
+/**
+ * GPT-2 (GPT2Config): learned positions, LayerNorms with biases, a GELU MLP without a gate, biases on every
+ * projection, tied output. Its keys have their own names (n_embd, n_layer, n_head, n_positions, n_inner).
+ */
+function gpt2ConfigFromHf(r: Reader): LlamaConfig {
+  const path = r.path;
+  const C = r.posInt("n_embd"), L = r.posInt("n_layer"), NH = r.posInt("n_head");
+  if (C % NH !== 0) throw inputError(`${path}: n_embd ${C} is not divisible by n_head ${NH}; fix config.json`);
+  const act = r.str("activation_function", "gelu_new");
+  if (act !== "gelu_new" && act !== "gelu_pytorch_tanh")
+    throw unsupportedError(`${path}: activation_function ${JSON.stringify(act)} is not supported; tsdpo implements GPT-2's tanh GELU ("gelu_new")`);
+  if (!r.bool("scale_attn_weights", true) || r.bool("scale_attn_by_inverse_layer_idx", false))
+    throw unsupportedError(`${path}: only GPT-2's 1/√head_size attention scaling is supported (scale_attn_weights true, scale_attn_by_inverse_layer_idx false)`);
+  if (r.bool("add_cross_attention", false)) throw unsupportedError(`${path}: add_cross_attention (an encoder-decoder GPT-2) is not supported`);
+  if (!r.bool("tie_word_embeddings", true)) throw unsupportedError(`${path}: an untied GPT-2 (tie_word_embeddings false) is not supported`);
+  return {
+    family: "gpt2", V: r.posInt("vocab_size"), C, L, NH, NKV: NH, HS: C / NH, FF: r.posInt("n_inner", 4 * C),
+    ropeTheta: DEFAULT_ROPE_THETA, ropeScaling: { type: "none" }, // unused: positions are learned
+    rmsEps: r.posNumber("layer_norm_epsilon", 1e-5), tiedEmbeddings: true, qkvBias: true, qkNorm: false,
+    maxSeqLen: r.posInt("n_positions", DEFAULTS.gpt2.maxPos), slidingWindow: null,
+    normKind: "layer", positions: "learned", mlp: "plain", linearBiases: true, activation: "gelu_tanh",
+  };
 }
 
 /** Whether a config.json is a multimodal Gemma 3 (its vision tower is not loaded; see loadHfFolder). */
@@ -540,6 +567,13 @@ function commonHfFields(cfg: LlamaConfig, opts: HfExportOptions): Record<string,
 export function hfConfigFromLlama(cfg: LlamaConfig, opts: HfExportOptions): Record<string, unknown> {
   const { family } = cfg;
   if (family === "gemma2" || family === "gemma3") return gemmaHfConfig(cfg, family, opts);
+  if (family === "gpt2") return {
+    architectures: [ARCHITECTURES.gpt2], model_type: "gpt2", vocab_size: cfg.V, n_embd: cfg.C, n_layer: cfg.L, n_head: cfg.NH,
+    n_positions: cfg.maxSeqLen, n_ctx: cfg.maxSeqLen, n_inner: cfg.FF, activation_function: "gelu_new", layer_norm_epsilon: cfg.rmsEps,
+    tie_word_embeddings: true, scale_attn_weights: true, scale_attn_by_inverse_layer_idx: false, reorder_and_upcast_attn: false,
+    resid_pdrop: 0.0, embd_pdrop: 0.0, attn_pdrop: 0.0, initializer_range: 0.02, use_cache: true,
+    bos_token_id: opts.bosTokenId, eos_token_id: opts.eosTokenId, torch_dtype: opts.torchDtype,
+  };
   const want = { qkvBias: family === "qwen2", qkNorm: family === "qwen3" || family === "olmo2" };
   if (cfg.qkvBias !== want.qkvBias || cfg.qkNorm !== want.qkNorm)
     throw unsupportedError(

@@ -14,6 +14,7 @@ import { type QuantWeight, quantWeight } from "../model/weights.js";
 import { type GgufFile, readGguf, readGgufHeader, readGgufTensor, readableGgufTensor } from "./gguf.js";
 import { llamaConfigFromGguf } from "./ggufconfig.js";
 import { isMultimodalGemma3, llamaConfigFromHf } from "./hfconfig.js";
+import { gpt2FromHf, gpt2HfSpecs } from "./gpt2.js";
 import { ggufNormShift, ggufQkPermuted, ggufShape, ggufTensorName, ggufToHfQkRows, hfTensorName } from "./names.js";
 import { type SafetensorsFolder, openSafetensorsFolder, readFolderTensorF32 } from "./safetensors.js";
 
@@ -196,9 +197,23 @@ export function loadHfFolder(folder: string, ctor: FloatCtor = Float32Array, opt
         `vocab_size ${cfg.V}; the tokenizer does not belong to these weights (copy the model's own tokenizer.json)`,
     );
   const st = openSafetensorsFolder(folder);
-  const hfName = hfNamer(folder, st, cfg, hfConfig);
   // As for GGUF: every tensor is checked before the arena that config.json sizes is allocated.
-  checkLayerCount(configPath, cfg, st.entries.size, "num_hidden_layers");
+  checkLayerCount(configPath, cfg, st.entries.size, cfg.family === "gpt2" ? "n_layer" : "num_hidden_layers");
+  if (cfg.family === "gpt2") {
+    // GPT-2's Conv1D and fused c_attn tensors are split and transposed (io/gpt2.ts), all into the float arena
+    for (const s of gpt2HfSpecs(cfg)) {
+      const entry = st.entries.get(s.name);
+      if (!entry) throw inputError(`${folder}: tensor ${s.name} is missing from the safetensors weights`);
+      checkShape(folder, s.name, entry.shape, s.shape, cfg);
+      if (!FLOAT_DTYPES.has(entry.dtype))
+        throw inputError(`${folder}: tensor ${s.name} is ${entry.dtype}, expected a floating-point weight (F32, F16, BF16 or F64)`);
+    }
+    const model = createModel(cfg, ctor);
+    const params = gpt2FromHf(cfg, (name) => readFolderTensorF32(st, name));
+    for (const e of model.entries) model.params.set(params.get(e.name)!, e.offset);
+    return { model, tokenizer, path: folder, format: "hf", hfConfig: hfConfig as Record<string, unknown> };
+  }
+  const hfName = hfNamer(folder, st, cfg, hfConfig);
   for (const s of paramSpecs(cfg)) {
     const name = hfName(s.name);
     const entry = st.entries.get(name);
@@ -285,8 +300,13 @@ export function readModelHeader(path: string, opts: LoadOptions = {}): ModelHead
     const cfg = llamaConfigFromHf(configJson, configPath);
     const tokenizer = loadHfTokenizer(path);
     const st = openSafetensorsFolder(path);
-    const hfName = hfNamer(path, st, cfg, configJson, true);
     let loaderTransient = 0;
+    if (cfg.family === "gpt2") {
+      for (const s of paramSpecs(cfg)) storage.set(s.name, "F32");
+      for (const s of gpt2HfSpecs(cfg)) loaderTransient = Math.max(loaderTransient, 4 * s.shape.reduce((a, b) => a * b, 1));
+      return { path, format: "hf", cfg, tokenizer, storage, fileBuffer: 0, loaderCopies: 0, blocksInFile: false, loaderTransient };
+    }
+    const hfName = hfNamer(path, st, cfg, configJson, true);
     for (const s of paramSpecs(cfg)) {
       const dtype = st.entries.get(hfName(s.name))?.dtype;
       const half = keepsHfHalves(dtype, s.shape, opts);

@@ -153,6 +153,7 @@ export function ggufQkPermuted(family: ModelFamily): boolean {
     case "gemma2":
     case "gemma3":
     case "olmo2":
+    case "gpt2": // not read or written as GGUF yet
       return false;
     default: {
       const never: never = family;

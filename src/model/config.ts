@@ -15,7 +15,7 @@ export type RopeScaling =
       originalMaxPositionEmbeddings: number;
     };
 
-export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3" | "gemma2" | "gemma3" | "smollm3" | "granite" | "olmo2";
+export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3" | "gemma2" | "gemma3" | "smollm3" | "granite" | "olmo2" | "gpt2";
 
 export interface LlamaConfig {
   family: ModelFamily; // which HF model_type / GGUF architecture to write on export
@@ -53,6 +53,14 @@ export interface LlamaConfig {
   residualScale?: number;
   /** Output logits are divided by this (Granite's logits_scaling). */
   logitScale?: number;
+  /** RMSNorm ("rms") or LayerNorm with a bias ("layer", GPT-2). */
+  normKind?: "rms" | "layer";
+  /** Rotary positions ("rope") or a learned position embedding added to the token embedding ("learned", GPT-2). */
+  positions?: "rope" | "learned";
+  /** A gated MLP, down(act(gate)·up) ("gated"), or down(act(up)) ("plain", GPT-2). */
+  mlp?: "gated" | "plain";
+  /** Biases on the attention output and the MLP's projections as well (GPT-2; q/k/v biases are qkvBias). */
+  linearBiases?: boolean;
   /** 1: every RMSNorm multiplies by (1 + w), its weight stored as a deviation from 1 (Gemma); 0: by w. */
   normOffset?: 0 | 1;
   /** The MLP's gate: SwiGLU ("silu") or GeGLU with tanh-GELU ("gelu_tanh", Gemma). */
@@ -70,6 +78,10 @@ export interface LlamaConfig {
 /** The family options of a config with the Llama values filled in where it leaves them out. */
 export interface DecoderOptions {
   norms: "pre" | "sandwich" | "post";
+  normKind: "rms" | "layer";
+  positions: "rope" | "learned";
+  mlp: "gated" | "plain";
+  linearBiases: boolean;
   qkNormScope: "head" | "projection";
   residualScale: number;
   logitScale: number;
@@ -84,6 +96,10 @@ export interface DecoderOptions {
 export function decoderOptions(cfg: LlamaConfig): DecoderOptions {
   return {
     norms: cfg.norms ?? "pre",
+    normKind: cfg.normKind ?? "rms",
+    positions: cfg.positions ?? "rope",
+    mlp: cfg.mlp ?? "gated",
+    linearBiases: cfg.linearBiases ?? false,
     qkNormScope: cfg.qkNormScope ?? "head",
     residualScale: cfg.residualScale ?? 1,
     logitScale: cfg.logitScale ?? 1,
@@ -109,7 +125,8 @@ export interface LayerAttention {
 export function layerAttention(cfg: LlamaConfig, l: number): LayerAttention {
   const per = cfg.layers?.[l];
   if (per) return per;
-  return { window: cfg.slidingWindow, rope: true, ropeTheta: cfg.ropeTheta, ropeScaling: cfg.ropeScaling };
+  // a model with learned positions (GPT-2) rotates nothing
+  return { window: cfg.slidingWindow, rope: cfg.positions !== "learned", ropeTheta: cfg.ropeTheta, ropeScaling: cfg.ropeScaling };
 }
 
 /**
@@ -131,12 +148,15 @@ export interface ParamSpec {
 /** Parameter tensors in arena order. */
 export function paramSpecs(cfg: LlamaConfig): ParamSpec[] {
   const { V, C, L, NH, NKV, HS, FF } = cfg;
-  const { norms, qkNormScope } = decoderOptions(cfg);
+  const { norms, qkNormScope, normKind, positions, mlp, linearBiases } = decoderOptions(cfg);
   const preNorm = norms !== "post", postNorm = norms !== "pre";
+  // A LayerNorm has a bias beside its weight, named <norm>_b.
+  const norm = (name: string): ParamSpec[] => [{ name, shape: [C] }, ...(normKind === "layer" ? [{ name: name + "_b", shape: [C] }] : [])];
   const specs: ParamSpec[] = [{ name: "tok_embd", shape: [V, C] }];
+  if (positions === "learned") specs.push({ name: "pos_embd", shape: [cfg.maxSeqLen, C] });
   for (let l = 0; l < L; l++) {
     const p = `layers.${l}.`;
-    if (preNorm) specs.push({ name: p + "attn_norm", shape: [C] });
+    if (preNorm) specs.push(...norm(p + "attn_norm"));
     specs.push({ name: p + "wq", shape: [NH * HS, C] });
     specs.push({ name: p + "wk", shape: [NKV * HS, C] });
     specs.push({ name: p + "wv", shape: [NKV * HS, C] });
@@ -151,14 +171,17 @@ export function paramSpecs(cfg: LlamaConfig): ParamSpec[] {
       specs.push({ name: p + "k_norm", shape: [whole ? NKV * HS : HS] });
     }
     specs.push({ name: p + "wo", shape: [C, NH * HS] });
-    if (postNorm) specs.push({ name: p + "attn_post_norm", shape: [C] });
-    if (preNorm) specs.push({ name: p + "ffn_norm", shape: [C] });
-    specs.push({ name: p + "w_gate", shape: [FF, C] });
+    if (linearBiases) specs.push({ name: p + "bo", shape: [C] });
+    if (postNorm) specs.push(...norm(p + "attn_post_norm"));
+    if (preNorm) specs.push(...norm(p + "ffn_norm"));
+    if (mlp === "gated") specs.push({ name: p + "w_gate", shape: [FF, C] });
     specs.push({ name: p + "w_up", shape: [FF, C] });
+    if (linearBiases) specs.push({ name: p + "b_up", shape: [FF] });
     specs.push({ name: p + "w_down", shape: [C, FF] });
-    if (postNorm) specs.push({ name: p + "ffn_post_norm", shape: [C] });
+    if (linearBiases) specs.push({ name: p + "b_down", shape: [C] });
+    if (postNorm) specs.push(...norm(p + "ffn_post_norm"));
   }
-  specs.push({ name: "out_norm", shape: [C] });
+  specs.push(...norm("out_norm"));
   if (!cfg.tiedEmbeddings) specs.push({ name: "lm_head", shape: [V, C] });
   return specs;
 }

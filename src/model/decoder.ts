@@ -23,6 +23,7 @@ export type FloatCtor = Float32ArrayConstructor | Float64ArrayConstructor;
 /** W is Weight for a model's parameters (a matrix may be frozen in a quantised format) and Buf for its gradients. */
 export interface LayerParams<W extends Weight = Weight> {
   attnNorm: Buf | null; // (C)   null with norms "post" (OLMo 2)
+  attnNormB: Buf | null; // (C)   a LayerNorm's bias (GPT-2)
   wq: W; // (NH·HS, C)
   wk: W; // (NKV·HS, C)
   wv: W; // (NKV·HS, C)
@@ -32,18 +33,24 @@ export interface LayerParams<W extends Weight = Weight> {
   qNorm: Buf | null; // (HS), or (NH·HS) over the whole projection (OLMo 2)   Qwen3, Gemma 3
   kNorm: Buf | null; // (HS), or (NKV·HS)
   wo: W; // (C, NH·HS)
+  bo: Buf | null; // (C)   GPT-2
   attnPostNorm: Buf | null; // (C)   Gemma's norm of the attention output
   ffnNorm: Buf | null; // (C)
-  wGate: W; // (FF, C)
+  ffnNormB: Buf | null; // (C)
+  wGate: W | null; // (FF, C)   null for a plain MLP (GPT-2)
   wUp: W; // (FF, C)
+  bUp: Buf | null; // (FF)   GPT-2
   wDown: W; // (C, FF)
+  bDown: Buf | null; // (C)   GPT-2
   ffnPostNorm: Buf | null; // (C)   Gemma's norm of the MLP output
 }
 
 export interface ParamViews<W extends Weight = Weight> {
   tokEmbd: W; // (V, C)
+  posEmbd: Buf | null; // (maxSeqLen, C)   learned positions (GPT-2)
   layers: LayerParams<W>[];
   outNorm: Buf; // (C)
+  outNormB: Buf | null; // (C)
   lmHead: W; // (V, C); the same view as tokEmbd when embeddings are tied
 }
 
@@ -105,17 +112,21 @@ export function viewsOf(cfg: LlamaConfig, entries: ParamEntry[], arena: Buf, qua
   for (let l = 0; l < cfg.L; l++) {
     const p = `layers.${l}.`;
     layers.push({
-      attnNorm: opt(p + "attn_norm"),
+      attnNorm: opt(p + "attn_norm"), attnNormB: opt(p + "attn_norm_b"),
       wq: weight(p + "wq"), wk: weight(p + "wk"), wv: weight(p + "wv"),
       bq: opt(p + "bq"), bk: opt(p + "bk"), bv: opt(p + "bv"),
       qNorm: opt(p + "q_norm"), kNorm: opt(p + "k_norm"),
-      wo: weight(p + "wo"), attnPostNorm: opt(p + "attn_post_norm"),
-      ffnNorm: opt(p + "ffn_norm"),
-      wGate: weight(p + "w_gate"), wUp: weight(p + "w_up"), wDown: weight(p + "w_down"), ffnPostNorm: opt(p + "ffn_post_norm"),
+      wo: weight(p + "wo"), bo: opt(p + "bo"), attnPostNorm: opt(p + "attn_post_norm"),
+      ffnNorm: opt(p + "ffn_norm"), ffnNormB: opt(p + "ffn_norm_b"),
+      wGate: byName.has(p + "w_gate") ? weight(p + "w_gate") : null, wUp: weight(p + "w_up"), bUp: opt(p + "b_up"),
+      wDown: weight(p + "w_down"), bDown: opt(p + "b_down"), ffnPostNorm: opt(p + "ffn_post_norm"),
     });
   }
   const tokEmbd = weight("tok_embd");
-  return { tokEmbd, layers, outNorm: get("out_norm"), lmHead: cfg.tiedEmbeddings ? tokEmbd : weight("lm_head") };
+  return {
+    tokEmbd, posEmbd: opt("pos_embd"), layers, outNorm: get("out_norm"), outNormB: opt("out_norm_b"),
+    lmHead: cfg.tiedEmbeddings ? tokEmbd : weight("lm_head"),
+  };
 }
 
 /**
@@ -177,6 +188,10 @@ function validateConfig(cfg: LlamaConfig): void {
     if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) bad(`${k} = ${cfg[k]}`);
   if (cfg.NH % cfg.NKV !== 0) bad(`NH ${cfg.NH} is not a multiple of NKV ${cfg.NKV}`);
   if (cfg.HS % 2 !== 0) bad(`HS ${cfg.HS} is odd; RoPE needs pairs`);
+  const o = decoderOptions(cfg);
+  // combinations no supported family has, which the kernels' wiring does not cover
+  if (o.normKind === "layer" && (o.norms !== "pre" || cfg.qkNorm)) bad("LayerNorm is wired as a pre-norm only, without q/k norms");
+  if (o.mlp === "plain" && o.activation !== "gelu_tanh") bad("a plain MLP is GELU's (activation gelu_tanh)");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -185,6 +200,7 @@ function validateConfig(cfg: LlamaConfig): void {
 export interface LayerActs {
   ln1: Buf | null; // (R,T,C)   attention RMSNorm output (null without pre-norms: the layer reads x itself)
   rstd1: Buf | null; // (R,T)
+  mean1: Buf | null; // (R,T)   a LayerNorm's means (GPT-2)
   qPre: Buf | null; // (R,T,NH·HS)  q before its RMSNorm (Qwen3)
   qRstd: Buf | null; // (R,T,NH)
   kPre: Buf | null; // (R,T,NKV·HS)
@@ -199,7 +215,8 @@ export interface LayerActs {
   xMid: Buf; // (R,T,C)   residual after attention
   ln2: Buf | null; // (R,T,C)
   rstd2: Buf | null; // (R,T)
-  gate: Buf; // (R,T,FF)
+  mean2: Buf | null; // (R,T)
+  gate: Buf | null; // (R,T,FF)   null for a plain MLP, whose activation reads up
   up: Buf; // (R,T,FF)
   h: Buf; // (R,T,FF)  act(gate)·up
   mlpOut: Buf | null; // (R,T,C)  down_proj output before its post-norm (sandwich norms)
@@ -222,6 +239,7 @@ export interface Activations {
   layers: LayerActs[];
   lnf: Buf; // (R,T,C)
   rstdf: Buf; // (R,T)
+  meanf: Buf | null; // (R,T)
   lse: Buf; // (M)  logsumexp of the logits
   logitSum: Buf; // (M)  Σ_v logits, for TRL's logits/* metrics
   logSumSq: Buf; // (M)  log Σ_v p², for WPO (filled when wantLogSumSq)
@@ -238,7 +256,7 @@ export interface Activations {
   dqPre: Buf; // (R,T,NH·HS)
   dkPre: Buf; // (R,T,NKV·HS)
   datty: Buf; // (R,T,NH·HS)
-  dgate: Buf; // (R,T,FF)
+  dgate: Buf | null; // (R,T,FF)
   dup: Buf; // (R,T,FF)
   dh: Buf; // (R,T,FF)
   /** Per layer, its RoPE tables (maxT, HS/2) (layers with the same base and scaling share one), or null: no RoPE. */
@@ -272,28 +290,31 @@ const loraKey = (l: number, t: LoraTarget): string => `${l}.${t}`;
  */
 export function activationLayout(cfg: LlamaConfig, maxRows: number, maxT: number, checkpointing: boolean): [string, number][] {
   const { C, L, NH, NKV, HS, FF, qkNorm } = cfg;
-  const { norms } = decoderOptions(cfg);
+  const { norms, normKind, mlp } = decoderOptions(cfg);
   const preNorm = norms !== "post", postNorm = norms !== "pre";
+  const layerNorm = normKind === "layer", gated = mlp === "gated";
   const N = maxRows * maxT;
   const sizes: [string, number][] = [];
   const want = (name: string, n: number): void => void sizes.push([name, n]);
   for (let l = 0; l <= L; l++) want(`x${l}`, N * C);
   const layerSets = checkpointing ? 1 : L;
   for (let l = 0; l < layerSets; l++) {
-    if (preNorm) { want(`ln1.${l}`, N * C); want(`rstd1.${l}`, N); }
+    if (preNorm) { want(`ln1.${l}`, N * C); want(`rstd1.${l}`, N); if (layerNorm) want(`mean1.${l}`, N); }
     if (qkNorm) { want(`qPre.${l}`, N * NH * HS); want(`qRstd.${l}`, N * NH); want(`kPre.${l}`, N * NKV * HS); want(`kRstd.${l}`, N * NKV); }
     want(`q.${l}`, N * NH * HS); want(`k.${l}`, N * NKV * HS); want(`v.${l}`, N * NKV * HS);
     want(`attLse.${l}`, N * NH); want(`atty.${l}`, N * NH * HS);
     if (postNorm) { want(`attOut.${l}`, N * C); want(`attRstd.${l}`, N); }
     want(`xMid.${l}`, N * C);
-    if (preNorm) { want(`ln2.${l}`, N * C); want(`rstd2.${l}`, N); }
-    want(`gate.${l}`, N * FF); want(`up.${l}`, N * FF); want(`h.${l}`, N * FF);
+    if (preNorm) { want(`ln2.${l}`, N * C); want(`rstd2.${l}`, N); if (layerNorm) want(`mean2.${l}`, N); }
+    if (gated) want(`gate.${l}`, N * FF);
+    want(`up.${l}`, N * FF); want(`h.${l}`, N * FF);
     if (postNorm) { want(`mlpOut.${l}`, N * C); want(`mlpRstd.${l}`, N); }
   }
-  want("lnf", N * C); want("rstdf", N); want("lse", N); want("logitSum", N); want("logSumSq", N); want("logp", N);
+  want("lnf", N * C); want("rstdf", N); if (layerNorm) want("meanf", N); want("lse", N); want("logitSum", N); want("logSumSq", N); want("logp", N);
   want("tmp", N * C); want("dx", N * C); want("dln", N * C); want("dq", N * NH * HS); want("dk", N * NKV * HS);
   want("dv", N * NKV * HS); want("dqPre", N * NH * HS); want("dkPre", N * NKV * HS); want("datty", N * NH * HS);
-  want("dgate", N * FF); want("dup", N * FF); want("dh", N * FF);
+  if (gated) want("dgate", N * FF);
+  want("dup", N * FF); want("dh", N * FF);
   return sizes;
 }
 
@@ -359,17 +380,17 @@ export function createActivations(model: Model, maxRows: number, maxT: number, c
     M: 0, rows: new Int32Array(N), targets: new Int32Array(N),
     x: Array.from({ length: L + 1 }, (_, l) => v(`x${l}`)),
     layers: Array.from({ length: L }, (_, layer) => layer % layerSets).map((l) => ({
-      ln1: o(`ln1.${l}`), rstd1: o(`rstd1.${l}`),
+      ln1: o(`ln1.${l}`), rstd1: o(`rstd1.${l}`), mean1: o(`mean1.${l}`),
       qPre: o(`qPre.${l}`), qRstd: o(`qRstd.${l}`), kPre: o(`kPre.${l}`), kRstd: o(`kRstd.${l}`),
       q: v(`q.${l}`), k: v(`k.${l}`), v: v(`v.${l}`), attLse: v(`attLse.${l}`), atty: v(`atty.${l}`),
       attOut: o(`attOut.${l}`), attRstd: o(`attRstd.${l}`),
-      xMid: v(`xMid.${l}`), ln2: o(`ln2.${l}`), rstd2: o(`rstd2.${l}`),
-      gate: v(`gate.${l}`), up: v(`up.${l}`), h: v(`h.${l}`), mlpOut: o(`mlpOut.${l}`), mlpRstd: o(`mlpRstd.${l}`),
+      xMid: v(`xMid.${l}`), ln2: o(`ln2.${l}`), rstd2: o(`rstd2.${l}`), mean2: o(`mean2.${l}`),
+      gate: o(`gate.${l}`), up: v(`up.${l}`), h: v(`h.${l}`), mlpOut: o(`mlpOut.${l}`), mlpRstd: o(`mlpRstd.${l}`),
     })),
-    lnf: v("lnf"), rstdf: v("rstdf"), lse: v("lse"), logitSum: v("logitSum"), logSumSq: v("logSumSq"), logp: v("logp"),
+    lnf: v("lnf"), rstdf: v("rstdf"), meanf: o("meanf"), lse: v("lse"), logitSum: v("logitSum"), logSumSq: v("logSumSq"), logp: v("logp"),
     wantLogSumSq: false,
     tmp: v("tmp"), dx: v("dx"), dln: v("dln"), dq: v("dq"), dk: v("dk"), dv: v("dv"), dqPre: v("dqPre"),
-    dkPre: v("dkPre"), datty: v("datty"), dgate: v("dgate"), dup: v("dup"), dh: v("dh"),
+    dkPre: v("dkPre"), datty: v("datty"), dgate: o("dgate"), dup: v("dup"), dh: v("dh"),
     rope: layerRopeTables(model.cfg, maxT, model.ctor),
   };
 }
@@ -496,7 +517,7 @@ function checkFits(acts: Activations, R: number, T: number, M: number): void {
 /** The general training forward (see ForwardInput). Returns acts.logp, (M), valid until the next forward. */
 export function forwardPacked(be: Backend, model: Model, acts: Activations, input: ForwardInput): Buf {
   const { cfg, p } = model;
-  const { C, V, rmsEps } = cfg;
+  const { C, V } = cfg;
   const { R, T, M } = input;
   checkFits(acts, R, T, M);
   const N = R * T;
@@ -505,6 +526,7 @@ export function forwardPacked(be: Backend, model: Model, acts: Activations, inpu
     if (!(id >= 0 && id < V)) throw new Error(`internal: token id out of range at ${i}: ${id} (V=${V})`);
     const ps = input.pos[i]!;
     if (!(ps >= 0 && ps < acts.maxT)) throw new Error(`internal: position ${ps} at ${i} is outside 0..${acts.maxT - 1}`);
+    if (p.posEmbd && ps >= cfg.maxSeqLen) throw new Error(`position ${ps} is beyond the model's ${cfg.maxSeqLen} learned positions`);
   }
   for (let m = 0; m < M; m++) {
     const row = input.rows[m]!, tg = input.targets[m]!;
@@ -525,14 +547,35 @@ export function forwardPacked(be: Backend, model: Model, acts: Activations, inpu
   const opts = decoderOptions(cfg);
   embeddingForwardW(be, acts.x[0]!, acts.ids, p.tokEmbd, N, C);
   if (opts.embedScale !== 1) be.scale(acts.x[0]!, opts.embedScale, N * C);
+  if (p.posEmbd) {
+    // learned positions (GPT-2): x[0] += pos_embd[pos] (acts.tmp is free until the first layer)
+    be.embeddingForward(acts.tmp, acts.pos, p.posEmbd, N, C);
+    be.accumulate(acts.x[0]!, acts.tmp, N * C);
+  }
   for (let l = 0; l < cfg.L; l++) layerForward(be, model, acts, l, false);
-  be.rmsnormForward(acts.lnf, acts.rstdf, acts.x[cfg.L]!, p.outNorm, N, C, rmsEps, opts.normOffset);
+  normForward(be, cfg, acts.lnf, acts.meanf, acts.rstdf, acts.x[cfg.L]!, p.outNorm, p.outNormB, N, C);
   if (opts.logitScale !== 1) be.scale(acts.lnf, 1 / opts.logitScale, N * C); // logits / s = (lnf / s)·Wᵀ
   lmHeadLogprobForwardW(
     be, acts.logp, acts.lse, acts.logitSum, acts.wantLogSumSq ? acts.logSumSq : null,
     acts.lnf, acts.rows, acts.targets, p.lmHead, M, C, V, opts.finalSoftcap,
   );
   return acts.logp.subarray(0, M);
+}
+
+/** A pre-norm or the final norm: RMSNorm, or LayerNorm with its bias and saved means (normKind "layer"). */
+function normForward(
+  be: Backend, cfg: LlamaConfig, out: Buf, mean: Buf | null, rstd: Buf, inp: Buf, w: Buf, b: Buf | null, N: number, C: number,
+): void {
+  if (mean) be.layernormForward(out, mean, rstd, inp, w, b, N, C, cfg.rmsEps);
+  else be.rmsnormForward(out, rstd, inp, w, N, C, cfg.rmsEps, decoderOptions(cfg).normOffset);
+}
+
+function normBackward(
+  be: Backend, cfg: LlamaConfig, dinp: Buf, dw: Buf | null, db: Buf | null, dout: Buf, inp: Buf, w: Buf, mean: Buf | null, rstd: Buf,
+  N: number, C: number,
+): void {
+  if (mean) be.layernormBackward(dinp, dw, db, dout, inp, w, mean, rstd, N, C);
+  else be.rmsnormBackward(dinp, dw, dout, inp, w, rstd, N, C, decoderOptions(cfg).normOffset);
 }
 
 /**
@@ -553,7 +596,7 @@ function layerForward(be: Backend, model: Model, acts: Activations, l: number, r
   const x = acts.x[l]!;
   // Without pre-norms (OLMo 2) each sublayer reads the residual stream itself.
   const attnIn = a.ln1 ?? x;
-  if (a.ln1) be.rmsnormForward(a.ln1, a.rstd1!, x, w.attnNorm!, N, C, rmsEps, off);
+  if (a.ln1) normForward(be, cfg, a.ln1, a.mean1, a.rstd1!, x, w.attnNorm!, w.attnNormB, N, C);
   if (cfg.qkNorm) {
     linearForward(be, model, acts, l, "wq", a.qPre!, attnIn, w.wq, w.bq, N, C, NH * HS, replay);
     linearForward(be, model, acts, l, "wk", a.kPre!, attnIn, w.wk, w.bk, N, C, NKV * HS, replay);
@@ -573,23 +616,29 @@ function layerForward(be: Backend, model: Model, acts: Activations, l: number, r
   // Post-norms (Gemma, OLMo 2): the projection's output is normalised before it joins the residual stream, scaled
   // by residualScale (Granite) on the way.
   if (a.attOut) {
-    linearForward(be, model, acts, l, "wo", a.attOut, a.atty, w.wo, null, N, NH * HS, C, replay);
+    linearForward(be, model, acts, l, "wo", a.attOut, a.atty, w.wo, w.bo, N, NH * HS, C, replay);
     be.rmsnormForward(acts.tmp, a.attRstd!, a.attOut, w.attnPostNorm!, N, C, rmsEps, off);
-  } else linearForward(be, model, acts, l, "wo", acts.tmp, a.atty, w.wo, null, N, NH * HS, C, replay);
+  } else linearForward(be, model, acts, l, "wo", acts.tmp, a.atty, w.wo, w.bo, N, NH * HS, C, replay);
   if (residualScale !== 1) be.scale(acts.tmp, residualScale, N * C);
   be.addForward(a.xMid, x, acts.tmp, N * C);
   const mlpIn = a.ln2 ?? a.xMid;
-  if (a.ln2) be.rmsnormForward(a.ln2, a.rstd2!, a.xMid, w.ffnNorm!, N, C, rmsEps, off);
-  linearForward(be, model, acts, l, "w_gate", a.gate, mlpIn, w.wGate, null, N, C, FF, replay);
-  linearForward(be, model, acts, l, "w_up", a.up, mlpIn, w.wUp, null, N, C, FF, replay);
-  if (activation === "gelu_tanh") be.gegluForward(a.h, a.gate, a.up, N * FF);
-  else be.swigluForward(a.h, a.gate, a.up, N * FF);
+  if (a.ln2) normForward(be, cfg, a.ln2, a.mean2, a.rstd2!, a.xMid, w.ffnNorm!, w.ffnNormB, N, C);
+  if (a.gate) {
+    linearForward(be, model, acts, l, "w_gate", a.gate, mlpIn, w.wGate!, null, N, C, FF, replay);
+    linearForward(be, model, acts, l, "w_up", a.up, mlpIn, w.wUp, w.bUp, N, C, FF, replay);
+    if (activation === "gelu_tanh") be.gegluForward(a.h, a.gate, a.up, N * FF);
+    else be.swigluForward(a.h, a.gate, a.up, N * FF);
+  } else {
+    // plain MLP (GPT-2): h = gelu(up)
+    linearForward(be, model, acts, l, "w_up", a.up, mlpIn, w.wUp, w.bUp, N, C, FF, replay);
+    be.geluForward(a.h, a.up, N * FF);
+  }
   if (a.mlpOut) {
-    linearForward(be, model, acts, l, "w_down", a.mlpOut, a.h, w.wDown, null, N, FF, C, replay);
+    linearForward(be, model, acts, l, "w_down", a.mlpOut, a.h, w.wDown, w.bDown, N, FF, C, replay);
     be.rmsnormForward(acts.tmp, a.mlpRstd!, a.mlpOut, w.ffnPostNorm!, N, C, rmsEps, off);
   } else {
     if (replay) return; // the backward needs nothing past h, and x[l + 1] was kept
-    linearForward(be, model, acts, l, "w_down", acts.tmp, a.h, w.wDown, null, N, FF, C);
+    linearForward(be, model, acts, l, "w_down", acts.tmp, a.h, w.wDown, w.bDown, N, FF, C);
   }
   if (replay) return; // x[l + 1] was kept
   if (residualScale !== 1) be.scale(acts.tmp, residualScale, N * C);
@@ -638,7 +687,7 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
   lmHeadLogprobBackwardW(be, acts.dln, g ? g.lmHead : null, dlogp, acts.lnf, acts.rows, acts.targets, p.lmHead, acts.lse, acts.M, C, V, finalSoftcap);
   if (logitScale !== 1) be.scale(acts.dln, 1 / logitScale, N * C);
   zero(acts.dx, N * C);
-  be.rmsnormBackward(acts.dx, g ? g.outNorm : null, acts.dln, acts.x[cfg.L]!, p.outNorm, acts.rstdf, N, C, off);
+  normBackward(be, cfg, acts.dx, g ? g.outNorm : null, g ? g.outNormB : null, acts.dln, acts.x[cfg.L]!, p.outNorm, acts.meanf, acts.rstdf, N, C);
 
   for (let l = cfg.L - 1; l >= 0; l--) {
     const w = p.layers[l]!;
@@ -654,16 +703,21 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
       dDown = acts.tmp;
     }
     zero(acts.dh, N * FF);
-    linearBackward(be, model, acts, l, "w_down", acts.dh, dw ? dw.wDown : null, null, dDown, a.h, w.wDown, N, FF, C);
-    zero(acts.dgate, N * FF);
+    linearBackward(be, model, acts, l, "w_down", acts.dh, dw ? dw.wDown : null, dw ? dw.bDown : null, dDown, a.h, w.wDown, N, FF, C);
     zero(acts.dup, N * FF);
-    if (activation === "gelu_tanh") be.gegluBackward(acts.dgate, acts.dup, acts.dh, a.gate, a.up, N * FF);
-    else be.swigluBackward(acts.dgate, acts.dup, acts.dh, a.gate, a.up, N * FF);
-    zero(acts.dln, N * C);
     const mlpIn = a.ln2 ?? a.xMid;
-    linearBackward(be, model, acts, l, "w_gate", acts.dln, dw ? dw.wGate : null, null, acts.dgate, mlpIn, w.wGate, N, C, FF);
-    linearBackward(be, model, acts, l, "w_up", acts.dln, dw ? dw.wUp : null, null, acts.dup, mlpIn, w.wUp, N, C, FF);
-    if (a.ln2) be.rmsnormBackward(acts.dx, dw ? dw.ffnNorm : null, acts.dln, a.xMid, w.ffnNorm!, a.rstd2!, N, C, off);
+    if (a.gate) {
+      zero(acts.dgate!, N * FF);
+      if (activation === "gelu_tanh") be.gegluBackward(acts.dgate!, acts.dup, acts.dh, a.gate, a.up, N * FF);
+      else be.swigluBackward(acts.dgate!, acts.dup, acts.dh, a.gate, a.up, N * FF);
+      zero(acts.dln, N * C);
+      linearBackward(be, model, acts, l, "w_gate", acts.dln, dw ? dw.wGate : null, null, acts.dgate!, mlpIn, w.wGate!, N, C, FF);
+    } else {
+      be.geluBackward(acts.dup, acts.dh, a.up, N * FF);
+      zero(acts.dln, N * C);
+    }
+    linearBackward(be, model, acts, l, "w_up", acts.dln, dw ? dw.wUp : null, dw ? dw.bUp : null, acts.dup, mlpIn, w.wUp, N, C, FF);
+    if (a.ln2) normBackward(be, cfg, acts.dx, dw ? dw.ffnNorm : null, dw ? dw.ffnNormB : null, acts.dln, a.xMid, w.ffnNorm!, a.mean2, a.rstd2!, N, C);
     else be.accumulate(acts.dx, acts.dln, N * C);
     // xMid = x + r·o(atty), or x + r·postnorm(o(atty))
     let dO = branchGrad();
@@ -673,7 +727,7 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
       dO = acts.tmp;
     }
     zero(acts.datty, N * NH * HS);
-    linearBackward(be, model, acts, l, "wo", acts.datty, dw ? dw.wo : null, null, dO, a.atty, w.wo, N, NH * HS, C);
+    linearBackward(be, model, acts, l, "wo", acts.datty, dw ? dw.wo : null, dw ? dw.bo : null, dO, a.atty, w.wo, N, NH * HS, C);
     zero(acts.dq, N * NH * HS);
     zero(acts.dk, N * NKV * HS);
     zero(acts.dv, N * NKV * HS);
@@ -700,10 +754,11 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     linearBackward(be, model, acts, l, "wq", acts.dln, dw ? dw.wq : null, dw ? dw.bq : null, dqProj, attnIn, w.wq, N, C, NH * HS);
     linearBackward(be, model, acts, l, "wk", acts.dln, dw ? dw.wk : null, dw ? dw.bk : null, dkProj, attnIn, w.wk, N, C, NKV * HS);
     linearBackward(be, model, acts, l, "wv", acts.dln, dw ? dw.wv : null, dw ? dw.bv : null, acts.dv, attnIn, w.wv, N, C, NKV * HS);
-    if (a.ln1) be.rmsnormBackward(acts.dx, dw ? dw.attnNorm : null, acts.dln, acts.x[l]!, w.attnNorm!, a.rstd1!, N, C, off);
+    if (a.ln1) normBackward(be, cfg, acts.dx, dw ? dw.attnNorm : null, dw ? dw.attnNormB : null, acts.dln, acts.x[l]!, w.attnNorm!, a.mean1, a.rstd1!, N, C);
     else be.accumulate(acts.dx, acts.dln, N * C);
   }
   if (!g) return;
+  if (g.posEmbd) be.embeddingBackward(g.posEmbd, acts.dx, acts.pos, N, C); // x[0] = … + pos_embd[pos]
   if (embedScale !== 1) be.scale(acts.dx, embedScale, N * C); // x[0] = embedScale · table[ids]
   be.embeddingBackward(g.tokEmbd, acts.dx, acts.ids, N, C);
 }
@@ -721,6 +776,7 @@ export interface KvCache {
   x: Buf; // (chunk, C)
   ln: Buf; // (chunk, C)
   rstd: Buf; // (chunk·NH)
+  mean: Buf | null; // (chunk)   a LayerNorm's means (GPT-2)
   q: Buf; // (chunk, NH·HS)
   kNew: Buf; // (chunk, NKV·HS)
   vNew: Buf; // (chunk, NKV·HS)
@@ -745,6 +801,7 @@ export function createKvCache(model: Model, maxT: number, chunk = 64): KvCache {
     k: Array.from({ length: L }, () => new m(maxT * NKV * HS)),
     v: Array.from({ length: L }, () => new m(maxT * NKV * HS)),
     x: new m(chunk * C), ln: new m(chunk * C), rstd: new m(chunk * NH), q: new m(chunk * NH * HS),
+    mean: decoderOptions(model.cfg).normKind === "layer" ? new m(chunk) : null,
     kNew: new m(chunk * NKV * HS), vNew: new m(chunk * NKV * HS), qkTmp: new m(chunk * NH * HS),
     atty: new m(chunk * NH * HS), tmp: new m(chunk * C), gate: new m(chunk * FF), up: new m(chunk * FF),
     logits: new m(V), rope: layerRopeTables(model.cfg, maxT, m), ids: new Int32Array(chunk), pos: new Int32Array(chunk),
@@ -803,11 +860,17 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
   };
   embeddingForwardW(be, cache.x, cache.ids, p.tokEmbd, T, C);
   if (embedScale !== 1) be.scale(cache.x, embedScale, T * C);
+  if (p.posEmbd) {
+    if (pos0 + T > cfg.maxSeqLen) throw new Error(`context full: the model has ${cfg.maxSeqLen} learned positions`);
+    be.embeddingForward(cache.tmp, cache.pos, p.posEmbd, T, C);
+    be.accumulate(cache.x, cache.tmp, T * C);
+  }
+  const mean = cache.mean ? cache.mean.subarray(0, T) : null; // null: RMSNorm
   for (let l = 0; l < cfg.L; l++) {
     const w = p.layers[l]!;
     const kDst = cache.k[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
     const vDst = cache.v[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
-    if (w.attnNorm) be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.attnNorm, T, C, rmsEps, off);
+    if (w.attnNorm) normForward(be, cfg, cache.ln, mean, cache.rstd, cache.x, w.attnNorm, w.attnNormB, T, C);
     const attnIn = w.attnNorm ? cache.ln : cache.x;
     if (cfg.qkNorm) {
       decodeLinear(be, model, cache, l, "wq", cache.qkTmp, attnIn, w.wq, w.bq, T, C, NH * HS);
@@ -825,20 +888,22 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
       be.ropeForward(kDst, rope.cos, rope.sin, cache.pos, T, NKV, HS);
     }
     be.attentionDecode(cache.atty, cache.q, cache.k[l]!, cache.v[l]!, T, pos0, NH, NKV, HS, layerAttention(cfg, l).window ?? 0, attnScale, attnSoftcap);
-    decodeLinear(be, model, cache, l, "wo", cache.tmp, cache.atty, w.wo, null, T, NH * HS, C);
+    decodeLinear(be, model, cache, l, "wo", cache.tmp, cache.atty, w.wo, w.bo, T, NH * HS, C);
     join(cache.tmp, w.attnPostNorm);
-    if (w.ffnNorm) be.rmsnormForward(cache.ln, cache.rstd, cache.x, w.ffnNorm, T, C, rmsEps, off);
+    if (w.ffnNorm) normForward(be, cfg, cache.ln, mean, cache.rstd, cache.x, w.ffnNorm, w.ffnNormB, T, C);
     const mlpIn = w.ffnNorm ? cache.ln : cache.x;
-    decodeLinear(be, model, cache, l, "w_gate", cache.gate, mlpIn, w.wGate, null, T, C, FF);
-    decodeLinear(be, model, cache, l, "w_up", cache.up, mlpIn, w.wUp, null, T, C, FF);
-    if (activation === "gelu_tanh") be.gegluForward(cache.gate, cache.gate, cache.up, T * FF);
-    else be.swigluForward(cache.gate, cache.gate, cache.up, T * FF);
-    decodeLinear(be, model, cache, l, "w_down", cache.tmp, cache.gate, w.wDown, null, T, FF, C);
+    decodeLinear(be, model, cache, l, "w_up", cache.up, mlpIn, w.wUp, w.bUp, T, C, FF);
+    if (w.wGate) {
+      decodeLinear(be, model, cache, l, "w_gate", cache.gate, mlpIn, w.wGate, null, T, C, FF);
+      if (activation === "gelu_tanh") be.gegluForward(cache.gate, cache.gate, cache.up, T * FF);
+      else be.swigluForward(cache.gate, cache.gate, cache.up, T * FF);
+    } else be.geluForward(cache.gate, cache.up, T * FF); // plain MLP: gelu(up), into the gate scratch
+    decodeLinear(be, model, cache, l, "w_down", cache.tmp, cache.gate, w.wDown, w.bDown, T, FF, C);
     join(cache.tmp, w.ffnPostNorm);
   }
   // Only the last position's logits are needed to choose the next token.
   const last = cache.x.subarray((T - 1) * C, T * C);
-  be.rmsnormForward(cache.ln, cache.rstd, last, p.outNorm, 1, C, rmsEps, off);
+  normForward(be, cfg, cache.ln, mean ? mean.subarray(0, 1) : null, cache.rstd, last, p.outNorm, p.outNormB, 1, C);
   if (logitScale !== 1) be.scale(cache.ln, 1 / logitScale, C);
   matmulForwardW(be, cache.logits, cache.ln, p.lmHead, null, 1, C, V);
   capLogits(cache.logits, finalSoftcap);

@@ -10,6 +10,7 @@ import type { Buf } from "../backend/contract.js";
 import type { LlamaConfig } from "./config.js";
 import type { FloatCtor, Model } from "./decoder.js";
 import { Rng } from "../rng.js";
+import { inputError } from "../errors.js";
 import { type Weight, isQuant } from "./weights.js";
 
 /** The projections LoRA can target, by tsdpo's parameter names (PEFT's q_proj, k_proj, …). */
@@ -67,6 +68,10 @@ export function targetShape(cfg: LlamaConfig, t: LoraTarget): [number, number] {
 /** Allocates adapters for every layer and target; A random (seeded), B zero. */
 export function createLora(model: Model, cfg: LoraConfig, seed: number): Lora {
   const ctor: FloatCtor = model.ctor;
+  if (model.cfg.family === "gpt2")
+    throw inputError("LoRA on GPT-2 is not supported yet (its q, k and v share one c_attn module in PEFT); use full fine-tuning (use_peft false)");
+  if (cfg.targets.includes("w_gate") && model.cfg.mlp === "plain")
+    throw inputError(`lora target gate_proj: this ${model.cfg.family} model has no gated MLP (no gate_proj); leave it out of lora_target_modules`);
   const layout: { layer: number; target: LoraTarget; IN: number; OUT: number; offsetA: number; offsetB: number }[] = [];
   let off = 0;
   for (let l = 0; l < model.cfg.L; l++)
@@ -119,7 +124,9 @@ export function baseWeight(model: Model, layer: number, t: LoraTarget): Weight {
     case "wk": return w.wk;
     case "wv": return w.wv;
     case "wo": return w.wo;
-    case "w_gate": return w.wGate;
+    case "w_gate":
+      if (!w.wGate) throw new Error("internal: LoRA on w_gate of a model without a gated MLP");
+      return w.wGate;
     case "w_up": return w.wUp;
     case "w_down": return w.wDown;
   }

@@ -70,6 +70,13 @@ export const PRESETS: Record<string, LlamaConfig> = {
     rmsEps: 1e-6, tiedEmbeddings: true, qkvBias: false, qkNorm: true, maxSeqLen: 32768, slidingWindow: 512,
     layers: gemmaLayers(4, 6, 512, 10000, 1000000), ...GEMMA, embedScale: Math.sqrt(1152), attnSoftcap: 0, finalSoftcap: 0,
   },
+  // openai-community/gpt2 (GPT-2 small, all 12 layers): n_embd 768, n_head 12, n_inner 3072 (4·768), n_positions 1024,
+  // layer_norm_epsilon 1e-5, tied output; learned positions, LayerNorms with biases, a GELU MLP, biases everywhere
+  "gpt2-small": {
+    family: "gpt2", V: 50257, C: 768, L: 12, NH: 12, NKV: 12, HS: 64, FF: 3072, ropeTheta: 10000, ropeScaling: { type: "none" },
+    rmsEps: 1e-5, tiedEmbeddings: true, qkvBias: true, qkNorm: false, maxSeqLen: 1024, slidingWindow: null,
+    normKind: "layer", positions: "learned", mlp: "plain", linearBiases: true, activation: "gelu_tanh",
+  },
   // karpathy/tinyllamas stories260K (the shipped model's shape)
   stories260k: {
     family: "llama", V: 512, C: 64, L: 5, NH: 8, NKV: 4, HS: 8, FF: 172, ropeTheta: 10000, ropeScaling: { type: "none" },
