@@ -109,7 +109,9 @@ test("tsdpo eval's accuracy, margin and rewards are β·(log π − log π_ref) 
 });
 
 test("tsdpo bench runs one stories260k step and reports a consistent record", () => {
-  const [r] = cliJson("bench", "--preset", "stories260k", "--steps", "2", "--warmup", "0", "--prompt-len", "16",
+  // one warm-up step: the first step also pays for the JIT compiling the step's glue code outside the four timed
+  // phases, about 6% of a 10 ms native step, which would make the shares sum short of 1 by more than the check allows
+  const [r] = cliJson("bench", "--preset", "stories260k", "--steps", "2", "--warmup", "1", "--prompt-len", "16",
     "--completion-len", "8", "--json");
   const rec = r as unknown as {
     preset: string; ms_per_step: number; steps_ms: number[]; tokens_per_second: number; peak_rss_mb: number;
