@@ -14,7 +14,9 @@ RoPE, GQA attention with a causal mask (matmul + softmax; PyTorch 1.13 has no F.
 SwiGLU MLP, Qwen2's q/k/v biases, Qwen3's q/k norms, tied or untied lm_head; and Gemma 2/3's options: embeddings
 scaled by embedScale, RMSNorm by (1 + w) (normOffset 1), sandwich norms (a second norm on each sublayer's output),
 GeGLU with tanh GELU, the attention scale attnScale, tanh soft-caps of attention scores and output logits, and
-per-layer attention (a sliding window and a RoPE base and scaling for each layer).
+per-layer attention (a sliding window and a RoPE base and scaling for each layer); and GPT-2's: LayerNorm with a bias
+(normKind "layer"), learned absolute position embeddings added to the token embeddings instead of RoPE (positions
+"learned"), a plain MLP (up, activation, down; mlp "plain") and biases on every projection (linearBiases).
 
 Weights and tokens are tsdpo's (src/model/presets.ts presetModel and the bench command), so the first step's
 log-probs of both programs must agree; scripts/bench-torch.mjs checks that.
@@ -80,8 +82,16 @@ PRESETS = {
         norms="sandwich", normOffset=1, activation="gelu_tanh", embedScale=math.sqrt(1152), attnScale=1 / math.sqrt(256),
         attnSoftcap=0, finalSoftcap=0,
     ),
+    # openai-community/gpt2 (GPT-2 small): n_embd 768, n_layer 12, n_head 12, n_positions 1024, n_inner null (so
+    # 4 · 768), layer_norm_epsilon 1e-5 (as rmsEps), gelu_new (the tanh GELU), tied. ropeTheta and ropeScaling are
+    # unused (no RoPE); maxSeqLen is n_positions, the number of rows of pos_embd.
+    "gpt2-small": dict(
+        family="gpt2", V=50257, C=768, L=12, NH=12, NKV=12, HS=64, FF=3072, ropeTheta=10000,
+        ropeScaling=dict(type="none"), rmsEps=1e-5, tiedEmbeddings=True, qkvBias=True, qkNorm=False, maxSeqLen=1024,
+        slidingWindow=None, normKind="layer", positions="learned", mlp="plain", linearBiases=True, activation="gelu_tanh",
+    ),
 }
-# The Llama-family presets leave out the Gemma keys (tsdpo's decoderOptions fills in the Llama values, as
+# The Llama-family presets leave out the Gemma and GPT-2 keys (tsdpo's decoderOptions fills in the Llama values, as
 # decoder_options below does), and ropeScaling, maxSeqLen and slidingWindow (none, unused and null for all three).
 
 BETA = 0.1  # sigmoid DPO loss, as tsdpo bench
@@ -109,6 +119,10 @@ def decoder_options(cfg):
         attnScale=cfg.get("attnScale", 1.0 / math.sqrt(cfg["HS"])),
         attnSoftcap=cfg.get("attnSoftcap", 0),
         finalSoftcap=cfg.get("finalSoftcap", 0),
+        normKind=cfg.get("normKind", "rms"),
+        positions=cfg.get("positions", "rope"),
+        mlp=cfg.get("mlp", "gated"),
+        linearBiases=cfg.get("linearBiases", False),
     )
 
 
@@ -120,21 +134,33 @@ def layer_attention(cfg, l):
 
 
 def param_specs(cfg):
-    """(name, shape) in tsdpo's paramSpecs order (src/model/config.ts); the index k in this list seeds the weights."""
+    """(name, shape) in tsdpo's paramSpecs order (src/model/config.ts); the index k in this list seeds the weights.
+    GPT-2's options add pos_embd after tok_embd (positions "learned"), a bias <norm>_b after each norm weight (normKind
+    "layer"), bo after wo, b_up after w_up and b_down after w_down (linearBiases), and drop w_gate (mlp "plain"); its
+    q/k/v biases come after wv, as Qwen2's. Weights are [out][in] as everywhere in tsdpo (Hugging Face's GPT-2 Conv1D
+    stores [in][out], and its c_attn is wq, wk, wv side by side)."""
     V, C, L, NH, NKV, HS, FF = (cfg[x] for x in ("V", "C", "L", "NH", "NKV", "HS", "FF"))
-    sandwich = decoder_options(cfg)["norms"] == "sandwich"
-    specs = [("tok_embd", (V, C))]
+    o = decoder_options(cfg)
+    sandwich, biases = o["norms"] == "sandwich", o["linearBiases"]
+
+    def norm(name):  # a LayerNorm has a bias beside its weight
+        return [(name, (C,))] + ([(name + "_b", (C,))] if o["normKind"] == "layer" else [])
+
+    specs = [("tok_embd", (V, C))] + ([("pos_embd", (cfg["maxSeqLen"], C))] if o["positions"] == "learned" else [])
     for l in range(L):
         p = f"layers.{l}."
-        specs += [(p + "attn_norm", (C,)), (p + "wq", (NH * HS, C)), (p + "wk", (NKV * HS, C)), (p + "wv", (NKV * HS, C))]
+        specs += norm(p + "attn_norm") + [(p + "wq", (NH * HS, C)), (p + "wk", (NKV * HS, C)), (p + "wv", (NKV * HS, C))]
         if cfg["qkvBias"]:
             specs += [(p + "bq", (NH * HS,)), (p + "bk", (NKV * HS,)), (p + "bv", (NKV * HS,))]
         if cfg["qkNorm"]:
             specs += [(p + "q_norm", (HS,)), (p + "k_norm", (HS,))]
-        specs += [(p + "wo", (C, NH * HS))] + ([(p + "attn_post_norm", (C,))] if sandwich else []) + [(p + "ffn_norm", (C,))]
-        specs += [(p + "w_gate", (FF, C)), (p + "w_up", (FF, C)), (p + "w_down", (C, FF))]
-        specs += [(p + "ffn_post_norm", (C,))] if sandwich else []
-    specs.append(("out_norm", (C,)))
+        specs += [(p + "wo", (C, NH * HS))] + ([(p + "bo", (C,))] if biases else [])
+        specs += (norm(p + "attn_post_norm") if sandwich else []) + norm(p + "ffn_norm")
+        specs += [(p + "w_gate", (FF, C))] if o["mlp"] == "gated" else []
+        specs += [(p + "w_up", (FF, C))] + ([(p + "b_up", (FF,))] if biases else [])
+        specs += [(p + "w_down", (C, FF))] + ([(p + "b_down", (C,))] if biases else [])
+        specs += norm(p + "ffn_post_norm") if sandwich else []
+    specs += norm("out_norm")
     if not cfg["tiedEmbeddings"]:
         specs.append(("lm_head", (V, C)))
     return specs
@@ -144,7 +170,7 @@ def preset_weight(name, shape, k, norm_offset=0):
     """tsdpo's presetModel: element i (row-major) of tensor k is 0.02·sin(0.37·i + 1.3·k), or 1 + 0.1·sin(…) for
     names ending in "norm" (0.1·sin(…) when the config's normOffset is 1: Gemma's norms multiply by 1 + w, so the
     effective scale is the same); computed in float64 and rounded once to float32, as JS's Math.sin into a
-    Float32Array."""
+    Float32Array. Biases (bq, bo, b_up, attn_norm_b, …) and pos_embd do not end in "norm": 0.02·sin(…)."""
     s = torch.sin(torch.arange(math.prod(shape), dtype=torch.float64) * 0.37 + 1.3 * k)
     if name.endswith("norm"):
         value = 0.1 * s if norm_offset else 1.0 + 0.1 * s
@@ -224,6 +250,8 @@ class Llama(torch.nn.Module):
 
     def norm(self, x, name):
         w = self.w(name)
+        if self.opts["normKind"] == "layer":  # GPT-2: LayerNorm (biased variance) with the bias name + "_b"
+            return F.layer_norm(x, (x.shape[-1],), w, self.w(name + "_b"), self.cfg["rmsEps"])
         return rmsnorm(x, 1 + w if self.opts["normOffset"] else w, self.cfg["rmsEps"])
 
     def tables(self, T, dtype):
@@ -232,7 +260,8 @@ class Llama(torch.nn.Module):
         layers = []
         for l in range(self.cfg["L"]):
             a = layer_attention(self.cfg, l)
-            rope_key = ("rope", T, dtype, a["ropeTheta"], json.dumps(a["ropeScaling"], sort_keys=True)) if a["rope"] else None
+            rotate = a["rope"] and self.opts["positions"] == "rope"  # learned positions: no RoPE anywhere
+            rope_key = ("rope", T, dtype, a["ropeTheta"], json.dumps(a["ropeScaling"], sort_keys=True)) if rotate else None
             if rope_key is not None and rope_key not in self.rope_cache:
                 self.rope_cache[rope_key] = rope_tables(self.cfg["HS"], a["ropeTheta"], a["ropeScaling"], T, dtype)
             mask_key = ("mask", T, dtype, a["window"])
@@ -254,6 +283,8 @@ class Llama(torch.nn.Module):
         dtype = self.weights[0].dtype
         tables = self.tables(T, dtype)
         x = F.embedding(ids, self.w("tok_embd"))  # (R, T, C)
+        if o["positions"] == "learned":  # GPT-2: row t of pos_embd is added at position t
+            x = x + self.w("pos_embd")[:T]
         if o["embedScale"] != 1:
             x = x * o["embedScale"]
         for l in range(cfg["L"]):
@@ -275,12 +306,17 @@ class Llama(torch.nn.Module):
             if cap:
                 scores = torch.tanh(scores / cap) * cap
             y = torch.matmul((scores + mask).softmax(dim=-1), v)  # (R, NH, T, HS)
-            out = F.linear(y.transpose(1, 2).reshape(R, T, NH * HS), self.w(p + "wo"))
+            out = F.linear(y.transpose(1, 2).reshape(R, T, NH * HS), self.w(p + "wo"), self.opt(p + "bo"))
             x = x + (self.norm(out, p + "attn_post_norm") if sandwich else out)
             h = self.norm(x, p + "ffn_norm")
-            gate = F.linear(h, self.w(p + "w_gate"))
+            if o["mlp"] == "plain":  # GPT-2: w_down(act(w_up h + b_up)) + b_down
+                gate = F.linear(h, self.w(p + "w_up"), self.opt(p + "b_up"))
+            else:
+                gate = F.linear(h, self.w(p + "w_gate"))
             gate = F.gelu(gate, approximate="tanh") if o["activation"] == "gelu_tanh" else F.silu(gate)
-            out = F.linear(gate * F.linear(h, self.w(p + "w_up")), self.w(p + "w_down"))
+            if o["mlp"] != "plain":
+                gate = gate * F.linear(h, self.w(p + "w_up"))
+            out = F.linear(gate, self.w(p + "w_down"), self.opt(p + "b_down"))
             x = x + (self.norm(out, p + "ffn_post_norm") if sandwich else out)
         return self.norm(x, "out_norm")
 
@@ -384,6 +420,8 @@ def run_bench(args):
     cfg = PRESETS[args.preset]
     torch.set_num_threads(args.threads)
     B, P, T = args.pairs, args.prompt_len, args.prompt_len + args.completion_len
+    if decoder_options(cfg)["positions"] == "learned" and T > cfg["maxSeqLen"]:
+        raise SystemExit(f"bench_torch.py: {args.preset} has {cfg['maxSeqLen']} learned positions; prompt + completion is {T}")
     ids = make_batch(cfg, P, args.completion_len, B)  # (2B, T)
     policy = Llama(cfg)
     reference = copy.deepcopy(policy).requires_grad_(False)  # frozen copy; its forward runs under no_grad
@@ -469,8 +507,8 @@ def print_summary(r):
 def slow_completion_logp(model, ids_row, prompt_len):
     """Summed completion log-prob of one sequence, written independently of Llama.hidden: one position at a time
     with a growing key/value list (no mask; a sliding layer reads the last `window` entries), per-head loops, RoPE
-    as complex multiplication of the pairs (i, i + HS/2), tanh GELU and soft-caps from their formulas, and
-    log p = logit − logsumexp. Computes in the weights' dtype."""
+    as complex multiplication of the pairs (i, i + HS/2), tanh GELU, soft-caps and LayerNorm from their formulas,
+    and log p = logit − logsumexp. Computes in the weights' dtype."""
     cfg = model.cfg
     o = decoder_options(cfg)
     NH, NKV, HS, eps, L = cfg["NH"], cfg["NKV"], cfg["HS"], cfg["rmsEps"], cfg["L"]
@@ -484,8 +522,16 @@ def slow_completion_logp(model, ids_row, prompt_len):
         inv_freqs.append([a["ropeTheta"] ** (-2.0 * i / HS) / divisor for i in range(half)])
 
     def norm(x, name):
+        if o["normKind"] == "layer":
+            centred = x - x.sum() / x.numel()
+            return centred / torch.sqrt((centred * centred).sum() / x.numel() + eps) * W[name] + W[name + "_b"]
         w = W[name] + 1 if o["normOffset"] else W[name]
         return x / torch.sqrt((x * x).sum() / x.numel() + eps) * w
+
+    def bias(name):  # a bias the config may not have: 0 then
+        return W[name] if name in W else 0.0
+
+    rotates = [a["rope"] and o["positions"] == "rope" for a in attention]
 
     def rotate(vec, pos, inv_freq):  # vec (HS,)
         z = torch.complex(vec[:half].double(), vec[half:].double())
@@ -507,7 +553,10 @@ def slow_completion_logp(model, ids_row, prompt_len):
     total = 0.0
     T = len(ids_row)
     for t in range(T - 1):
-        x = W["tok_embd"][ids_row[t]].clone() * o["embedScale"]  # (C,)
+        x = W["tok_embd"][ids_row[t]].clone()  # (C,)
+        if o["positions"] == "learned":
+            x = x + W["pos_embd"][t]
+        x = x * o["embedScale"]
         for l in range(L):
             p = f"layers.{l}."
             a = attention[l]
@@ -523,23 +572,27 @@ def slow_completion_logp(model, ids_row, prompt_len):
                 kh = k[kv * HS : (kv + 1) * HS]
                 if cfg["qkNorm"]:
                     kh = norm(kh, p + "k_norm")
-                keys[l][kv].append(rotate(kh, t, inv_freqs[l]) if a["rope"] else kh)
+                keys[l][kv].append(rotate(kh, t, inv_freqs[l]) if rotates[l] else kh)
                 values[l][kv].append(v[kv * HS : (kv + 1) * HS])
             for head in range(NH):
                 kv = head * NKV // NH
                 qh = q[head * HS : (head + 1) * HS]
                 if cfg["qkNorm"]:
                     qh = norm(qh, p + "q_norm")
-                if a["rope"]:
+                if rotates[l]:
                     qh = rotate(qh, t, inv_freqs[l])
                 scores = torch.stack([cap(qh.dot(kj) * o["attnScale"], o["attnSoftcap"]) for kj in keys[l][kv][first:]])
                 weights = torch.exp(scores - scores.max())
                 weights = weights / weights.sum()
                 heads.append(sum(wj * vj for wj, vj in zip(weights, values[l][kv][first:])))
-            out = W[p + "wo"] @ torch.cat(heads)
+            out = W[p + "wo"] @ torch.cat(heads) + bias(p + "bo")
             x = x + (norm(out, p + "attn_post_norm") if o["norms"] == "sandwich" else out)
             h = norm(x, p + "ffn_norm")
-            out = W[p + "w_down"] @ (activation(W[p + "w_gate"] @ h) * (W[p + "w_up"] @ h))
+            if o["mlp"] == "plain":
+                inner = activation(W[p + "w_up"] @ h + bias(p + "b_up"))
+            else:
+                inner = activation(W[p + "w_gate"] @ h) * (W[p + "w_up"] @ h)
+            out = W[p + "w_down"] @ inner + bias(p + "b_down")
             x = x + (norm(out, p + "ffn_post_norm") if o["norms"] == "sandwich" else out)
         if t >= prompt_len - 1:
             logits = cap(lm_head @ norm(x, "out_norm"), o["finalSoftcap"])
@@ -576,6 +629,21 @@ def self_test():
     report("presets: gemma2-2b alternates sliding (4096) and global layers from layer 0; gemma3-1b is all local",
            0.0 if [a["window"] for a in PRESETS["gemma2-2b"]["layers"]] == [4096, None, 4096, None]
            and [(a["window"], a["ropeTheta"]) for a in PRESETS["gemma3-1b"]["layers"]] == [(512, 10000)] * 4 else 1.0, 0.0)
+    gpt2_specs = param_specs(PRESETS["gpt2-small"])
+    expected = ["tok_embd", "pos_embd"] + [f"layers.0.{n}" for n in (
+        "attn_norm", "attn_norm_b", "wq", "wk", "wv", "bq", "bk", "bv", "wo", "bo", "ffn_norm", "ffn_norm_b", "w_up", "b_up",
+        "w_down", "b_down")] + ["layers.1.attn_norm"]
+    report("gpt2 parameter order (pos_embd second; q/k/v biases after wv; bo, b_up, b_down and <norm>_b after their "
+           "weights; out_norm, out_norm_b last)",
+           0.0 if [n for n, _ in gpt2_specs][:19] == expected and [n for n, _ in gpt2_specs][-2:] == ["out_norm", "out_norm_b"]
+           and len(gpt2_specs) == 2 + 16 * 12 + 2 and dict(gpt2_specs)["pos_embd"] == (1024, 768) else 1.0, 0.0)
+    report("gpt2 init: layers.0.attn_norm_b (k 3) is a bias, 0.02·sin: element 2 = 0.02·sin(0.74 + 3.9)",
+           abs(preset_weight("layers.0.attn_norm_b", (8,), 3)[2].item() - 0.02 * math.sin(0.74 + 3.9)), 1e-8)
+    report("gpt2 init: layers.0.attn_norm (k 2) is a norm: element 1 = 1 + 0.1·sin(0.37 + 2.6)",
+           abs(preset_weight("layers.0.attn_norm", (8,), 2)[1].item() - (1 + 0.1 * math.sin(0.37 + 2.6))), 1e-7)
+    g = PRESETS["gpt2-small"]
+    report("preset gpt2-small: NH·HS = C, FF = 4·C (n_inner null), NKV = NH, tied",
+           0.0 if g["NH"] * g["HS"] == g["C"] and g["FF"] == 4 * g["C"] and g["NKV"] == g["NH"] and g["tiedEmbeddings"] else 1.0, 0.0)
 
     # stories260K as shipped, its shapes with Qwen2's switches (q/k/v biases, tied embeddings) and Qwen3's q/k norm,
     # and its shapes with Gemma 2's and Gemma 3's options. T = 11 here, so windows of 3 and 4 cut; with these weights
@@ -597,6 +665,12 @@ def self_test():
             layers=[attention(4, 10000) if l != 2 else attention(None, 1000000, dict(type="linear", factor=2.0))
                     for l in range(cfg["L"])],
         ),
+        # GPT-2's options (gpt2-small's keys) on small shapes: NH = NKV = 8, HS 8, C 64 = NH·HS, FF 256 = 4·C,
+        # 32 learned positions
+        "GPT-2 (gpt2-small options: LayerNorm, learned positions, plain GELU MLP, all biases) at V 512, C 64, L 5, "
+        "NH 8, FF 256, 32 positions": dict(
+            PRESETS["gpt2-small"], V=512, C=64, L=5, NH=8, NKV=8, HS=8, FF=256, maxSeqLen=32,
+        ),
     }
     P, CL, B = 5, 6, 2
     for label, vcfg in variants.items():
@@ -613,6 +687,18 @@ def self_test():
                 with torch.no_grad():
                     moved = abs(Llama(off, torch.float64).completion_logps(ids, P)[0].item() - base)
                 report(f"{what} matter: |Δ log-prob| = {moved:.3g} when off, want > 1e-6", 0.0 if moved > 1e-6 else 1.0, 0.0)
+        if vcfg["family"] == "gpt2":
+            # the positions matter: permuting pos_embd's first T rows moves the chosen row's log-prob
+            ids = make_batch(vcfg, P, CL, B)
+            T = ids.shape[1]
+            m = Llama(vcfg, torch.float64)
+            with torch.no_grad():
+                base = m.completion_logps(ids, P)[0].item()
+                pos = m.w("pos_embd")
+                pos[:T] = pos[:T].flip(0).clone()
+                moved = abs(m.completion_logps(ids, P)[0].item() - base)
+            report(f"positions matter: |Δ log-prob| = {moved:.3g} with pos_embd rows 0..{T - 1} reversed, want > 1e-6",
+                   0.0 if moved > 1e-6 else 1.0, 0.0)
         ids = make_batch(vcfg, P, CL, B)  # (2B, T)
         model64 = Llama(vcfg, torch.float64)
         model32 = Llama(vcfg, torch.float32)
@@ -641,6 +727,15 @@ def self_test():
         probes += [("layers.2.q_norm", 1), ("layers.0.k_norm", 4)] if vcfg["qkNorm"] else []
         probes += [("layers.1.attn_post_norm", 3), ("layers.3.ffn_post_norm", 7)] if vcfg.get("norms") == "sandwich" else []
         probes += [] if vcfg["tiedEmbeddings"] else [("lm_head", 5 * vcfg["C"] + 17)]
+        if vcfg["family"] == "gpt2":
+            # GPT-2's own tensors, each at its entry with the largest |gradient|: the LayerNorm biases' gradients are
+            # mostly about 1e-6 here (at most 3e-6 in layer 3's ffn_norm_b, 1.5e-5 in layer 1's), where central
+            # differences, whose noise is about 4e-11 at h 1e-5 (measured: it grows as h shrinks), cannot resolve 1e-5
+            names = ["pos_embd", "layers.0.attn_norm_b", "layers.2.bo", "layers.1.b_up", "layers.3.b_down", "layers.2.w_up",
+                     "layers.1.ffn_norm_b", "out_norm_b"]
+            probes += [(name, model64.w(name).grad.abs().argmax().item()) for name in names]
+            unused = model64.w("pos_embd").grad[ids.shape[1]:].abs().max().item()
+            report(f"pos_embd rows ≥ T = {ids.shape[1]} get no gradient", unused, 0.0)
         h = 1e-5
         for name, j in probes:
             flat = model64.w(name).data.view(-1)

@@ -1,14 +1,15 @@
 #!/usr/bin/python3
 """Reference fixtures for tsdpo's Llama-family model, computed with PyTorch.
 
-Writes test/fixtures/torch/{llama,qwen2,qwen3,gemma2,gemma3,smollm3,granite,olmo2}.safetensors. Each file holds a tiny
-deterministic model (Hugging Face tensor names), a fixed batch, and what tsdpo must reproduce from them: logits,
+Writes test/fixtures/torch/{llama,qwen2,qwen3,gemma2,gemma3,smollm3,granite,olmo2,gpt2}.safetensors. Each file holds a
+tiny deterministic model (Hugging Face tensor names), a fixed batch, and what tsdpo must reproduce from them: logits,
 per-token log-probs, the summed completion log-prob S, dS/dparam for every parameter, and ten AdamW steps on
-loss = -S / sum(mask). The Gemma, SmolLM3, Granite and OLMo 2 files hold, instead of dS/dparam, the gradient of a
-sigmoid DPO loss over the batch, in float64, with float64 copies of the logits and log-probs.
+loss = -S / sum(mask). The Gemma, SmolLM3, Granite, OLMo 2 and GPT-2 files hold, instead of dS/dparam, the gradient
+of a sigmoid DPO loss over the batch, in float64, with float64 copies of the logits and log-probs.
 
 The models are written out by hand below (no transformers), following Hugging Face's modeling_llama / modeling_qwen2 /
-modeling_qwen3 / modeling_gemma2 / modeling_gemma3 / modeling_smollm3 / modeling_granite / modeling_olmo2 semantics.
+modeling_qwen3 / modeling_gemma2 / modeling_gemma3 / modeling_smollm3 / modeling_granite / modeling_olmo2 /
+modeling_gpt2 (GPT2LMHeadModel) semantics.
 Everything is computed in float64 from float32 weights, so the stored float32 results are the exact answer rounded
 once; tsdpo's float32 kernels are compared against them with a tolerance.
 
@@ -246,12 +247,31 @@ CONFIGS = {
         "attention_bias": False,
         "max_position_embeddings": 64,
     },
+    # GPT-2 (GPT2LMHeadModel): learned absolute position embeddings (wpe) added to the token embeddings, no RoPE;
+    # LayerNorm with bias (biased variance) before each sublayer and at the end; one Conv1D c_attn (weights stored
+    # [in, out]) giving q, k, v; biases on every projection; plain MLP c_fc -> gelu_new -> c_proj; tied lm_head. The
+    # keys are GPT2Config's own (n_embd, n_layer, n_head, n_positions, n_inner, layer_norm_epsilon).
+    "gpt2": {
+        "model_type": "gpt2",
+        "vocab_size": 61,
+        "n_embd": 32,
+        "n_layer": 2,
+        "n_head": 4,
+        "n_positions": 64,
+        "n_inner": 80,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+        "tie_word_embeddings": True,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+    },
 }
 
 GEMMA_TYPES = ("gemma2", "gemma3_text")
 # The files that store the DPO gradient (float64 dpo64.grad.*, logits64, logp64, "dpo" metadata) instead of the
 # float32 summed-log-prob gradient grad.*.
-DPO64_TYPES = GEMMA_TYPES + ("smollm3", "granite", "olmo2")
+DPO64_TYPES = GEMMA_TYPES + ("smollm3", "granite", "olmo2", "gpt2")
 
 INIT_FORMULA = (
     "Parameter k (0-based, in the order of the HF names: model.embed_tokens.weight; per layer l: input_layernorm, "
@@ -281,9 +301,20 @@ INIT_FORMULA_OLMO2 = (
     "values are the model)."
 )
 
+INIT_FORMULA_GPT2 = (
+    "Parameter k (0-based, in the order of the HF names: transformer.wte.weight, transformer.wpe.weight; per layer l "
+    "(transformer.h.{l}.): ln_1.weight, ln_1.bias, attn.c_attn.weight, attn.c_attn.bias, attn.c_proj.weight, "
+    "attn.c_proj.bias, ln_2.weight, ln_2.bias, mlp.c_fc.weight, mlp.c_fc.bias, mlp.c_proj.weight, mlp.c_proj.bias; "
+    "transformer.ln_f.weight, transformer.ln_f.bias) with n elements: base = sin(arange(n, float64) * 0.37 + 1.3 * "
+    "k); LayerNorm weights = 1 + 0.1 * base; embeddings (wte and wpe), Conv1D weights and every bias (LayerNorm "
+    "biases included) = 0.3 * base; reshaped row-major to the HF shape (Conv1D weights are [in, out]: c_attn.weight "
+    "(n_embd, 3 * n_embd), attn.c_proj.weight (n_embd, n_embd), c_fc.weight (n_embd, n_inner), mlp.c_proj.weight "
+    "(n_inner, n_embd)) and rounded to float32 (the float32 values are the model)."
+)
+
 ADAMW = {"lr": 1e-2, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1, "steps": 10}
 
-# The DPO loss stored in the Gemma, SmolLM3, Granite and OLMo 2 files: rows 0, 1 are the chosen and rows 2, 3 the
+# The DPO loss stored in the Gemma, SmolLM3, Granite, OLMo 2 and GPT-2 files: rows 0, 1 are the chosen and rows 2, 3 the
 # rejected sequences of the pairs (0, 2) and (1, 3). The reference log-probs are the policy's own (per-row masked sums
 # of logp) plus these offsets, so that the margins, and with them the gradient, are not those of the trivial policy =
 # reference start.
@@ -296,12 +327,30 @@ DPO = {"beta": 0.5, "chosen_rows": [0, 1], "rejected_rows": [2, 3], "ref_offsets
 
 def head_dim(cfg):
     """HF's head size: config.head_dim when the config has it, else hidden_size // num_attention_heads (Granite and
-    OLMo 2 configs have no head_dim key)."""
+    OLMo 2 configs have no head_dim key; GPT-2's n_embd // n_head)."""
+    if cfg["model_type"] == "gpt2":
+        return cfg["n_embd"] // cfg["n_head"]
     return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
 
 
 def derived(cfg):
     """The shape letters of a config, plus the two architecture switches HF encodes in model_type."""
+    if cfg["model_type"] == "gpt2":
+        # GPT2Config's keys; n_inner None would mean 4 * n_embd (the fixture sets it)
+        return dict(
+            V=cfg["vocab_size"],
+            C=cfg["n_embd"],
+            L=cfg["n_layer"],
+            NH=cfg["n_head"],
+            NKV=cfg["n_head"],
+            HS=head_dim(cfg),
+            FF=cfg["n_inner"] or 4 * cfg["n_embd"],
+            qkv_bias=True,
+            qk_norm=False,
+            tied=cfg["tie_word_embeddings"],
+            gemma=False,
+            dpo64=True,
+        )
     return dict(
         V=cfg["vocab_size"],
         C=cfg["hidden_size"],
@@ -326,6 +375,8 @@ def param_specs(cfg):
         return gemma_param_specs(d)
     if cfg["model_type"] == "olmo2":
         return olmo2_param_specs(d)
+    if cfg["model_type"] == "gpt2":
+        return gpt2_param_specs(cfg, d)
     specs = [("model.embed_tokens.weight", (V, C), False)]
     for l in range(L):
         p = f"model.layers.{l}."
@@ -396,9 +447,27 @@ def olmo2_param_specs(d):
     return specs
 
 
+def gpt2_param_specs(cfg, d):
+    """GPT-2: token and position embeddings; per block LayerNorm (weight, bias), Conv1D c_attn and c_proj, LayerNorm,
+    Conv1D c_fc and c_proj, each Conv1D weight stored [in, out] with its bias after it; final LayerNorm; tied."""
+    V, C, L, FF = d["V"], d["C"], d["L"], d["FF"]
+    assert d["tied"] and d["NH"] * d["HS"] == C, "the GPT-2 fixture is tied and has n_embd = n_head * head size"
+    specs = [("transformer.wte.weight", (V, C), False), ("transformer.wpe.weight", (cfg["n_positions"], C), False)]
+    for l in range(L):
+        p = f"transformer.h.{l}."
+        specs += [(p + "ln_1.weight", (C,), True), (p + "ln_1.bias", (C,), False)]
+        specs += [(p + "attn.c_attn.weight", (C, 3 * C), False), (p + "attn.c_attn.bias", (3 * C,), False)]
+        specs += [(p + "attn.c_proj.weight", (C, C), False), (p + "attn.c_proj.bias", (C,), False)]
+        specs += [(p + "ln_2.weight", (C,), True), (p + "ln_2.bias", (C,), False)]
+        specs += [(p + "mlp.c_fc.weight", (C, FF), False), (p + "mlp.c_fc.bias", (FF,), False)]
+        specs += [(p + "mlp.c_proj.weight", (FF, C), False), (p + "mlp.c_proj.bias", (C,), False)]
+    specs += [("transformer.ln_f.weight", (C,), True), ("transformer.ln_f.bias", (C,), False)]
+    return specs
+
+
 def init_params(cfg):
-    """Float32 weights by the sin formula (INIT_FORMULA, INIT_FORMULA_GEMMA, INIT_FORMULA_OLMO2), keyed by HF name,
-    in spec order."""
+    """Float32 weights by the sin formula (INIT_FORMULA, INIT_FORMULA_GEMMA, INIT_FORMULA_OLMO2, INIT_FORMULA_GPT2),
+    keyed by HF name, in spec order."""
     gemma = derived(cfg)["gemma"]
     params = {}
     for k, (name, shape, is_norm) in enumerate(param_specs(cfg)):
@@ -679,7 +748,46 @@ def gemma_forward(P, cfg, ids, stats=None):
     return softcap(logits, final_cap)
 
 
+def layer_norm(x, w, b, eps):
+    # torch.nn.LayerNorm: mean and biased variance over the last dimension (x (..., D), w and b (D,)); written out,
+    # checked against torch's in gpt2_checks()
+    mu = x.mean(dim=-1, keepdim=True)
+    var = (x - mu).pow(2).mean(dim=-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + eps) * w + b
+
+
+def gpt2_forward(P, cfg, ids, positions=None):
+    """GPT-2 logits (N, T, V); P maps HF names to float64 tensors. positions (T,) are the wpe rows read (default
+    0..T-1, as GPT2Model without a cache)."""
+    d = derived(cfg)
+    C, L, NH, HS = d["C"], d["L"], d["NH"], d["HS"]
+    eps = cfg["layer_norm_epsilon"]
+    n, t = ids.shape
+    positions = torch.arange(t) if positions is None else positions
+    causal = torch.ones(t, t, dtype=torch.bool).tril()  # (T, T) query row may see key column
+
+    x = P["transformer.wte.weight"][ids] + P["transformer.wpe.weight"][positions]  # (N, T, C)
+    for l in range(L):
+        p = f"transformer.h.{l}."
+        h = layer_norm(x, P[p + "ln_1.weight"], P[p + "ln_1.bias"], eps)
+        qkv = h @ P[p + "attn.c_attn.weight"] + P[p + "attn.c_attn.bias"]  # (N, T, 3C); Conv1D: x @ W[in, out] + b
+        q, k, v = (z.reshape(n, t, NH, HS).transpose(1, 2) for z in qkv.split(C, dim=-1))  # (N, NH, T, HS) each
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(HS)  # (N, NH, T, T); scale_attn_weights
+        scores = scores.masked_fill(~causal, float("-inf"))
+        att = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(n, t, C)
+        x = x + (att @ P[p + "attn.c_proj.weight"] + P[p + "attn.c_proj.bias"])
+
+        h = layer_norm(x, P[p + "ln_2.weight"], P[p + "ln_2.bias"], eps)
+        m = gelu_tanh(h @ P[p + "mlp.c_fc.weight"] + P[p + "mlp.c_fc.bias"])  # (N, T, FF); gelu_new
+        x = x + (m @ P[p + "mlp.c_proj.weight"] + P[p + "mlp.c_proj.bias"])
+
+    h = layer_norm(x, P["transformer.ln_f.weight"], P["transformer.ln_f.bias"], eps)
+    return h @ P["transformer.wte.weight"].T  # (N, T, V), tied
+
+
 def model_forward(P, cfg, ids):
+    if cfg["model_type"] == "gpt2":
+        return gpt2_forward(P, cfg, ids)
     if derived(cfg)["gemma"]:
         return gemma_forward(P, cfg, ids)
     if cfg["model_type"] == "olmo2":
@@ -988,6 +1096,82 @@ def olmo2_checks(name, cfg, weights, inputs, logits):
     assert per_head > 1e-6 and rescaled < 1e-12, "OLMo 2 norm placement check failed"
 
 
+def gpt2_modules_forward(P, cfg, ids):
+    """A second GPT-2 forward from torch.nn's own modules, in float64: nn.LayerNorm, nn.MultiheadAttention (its
+    in_proj_weight is [out, in] with q, k, v stacked by rows, so c_attn.weight transposed; its default scale is
+    1/sqrt(head size)), nn.Linear with the Conv1D weights transposed and nn.GELU(approximate="tanh"). Checks the
+    Conv1D layout, the q/k/v split and the head split of gpt2_forward."""
+    d = derived(cfg)
+    C, L, NH, FF = d["C"], d["L"], d["NH"], d["FF"]
+    eps = cfg["layer_norm_epsilon"]
+    n, t = ids.shape
+    f64 = dict(dtype=torch.float64)
+
+    def ln(prefix):
+        m = torch.nn.LayerNorm(C, eps=eps, **f64)
+        m.weight.copy_(P[prefix + ".weight"])
+        m.bias.copy_(P[prefix + ".bias"])
+        return m
+
+    def linear(prefix, n_in, n_out):
+        m = torch.nn.Linear(n_in, n_out, **f64)
+        m.weight.copy_(P[prefix + ".weight"].T)
+        m.bias.copy_(P[prefix + ".bias"])
+        return m
+
+    hidden = torch.arange(t)[:, None] < torch.arange(t)[None, :]  # (T, T) True: the key is after the query
+    x = torch.nn.functional.embedding(ids, P["transformer.wte.weight"]) + P["transformer.wpe.weight"][:t]
+    for l in range(L):
+        p = f"transformer.h.{l}."
+        attn = torch.nn.MultiheadAttention(C, NH, bias=True, batch_first=True, **f64)
+        attn.in_proj_weight.copy_(P[p + "attn.c_attn.weight"].T)
+        attn.in_proj_bias.copy_(P[p + "attn.c_attn.bias"])
+        attn.out_proj.weight.copy_(P[p + "attn.c_proj.weight"].T)
+        attn.out_proj.bias.copy_(P[p + "attn.c_proj.bias"])
+        h = ln(p + "ln_1")(x)
+        x = x + attn(h, h, h, attn_mask=hidden, need_weights=False)[0]
+        mlp = torch.nn.Sequential(
+            linear(p + "mlp.c_fc", C, FF), torch.nn.GELU(approximate="tanh"), linear(p + "mlp.c_proj", FF, C)
+        )
+        x = x + mlp(ln(p + "ln_2")(x))
+    return ln("transformer.ln_f")(x) @ P["transformer.wte.weight"].T
+
+
+def gpt2_checks(name, cfg, weights, inputs, logits):
+    """GPT-2: the hand-written LayerNorm and gelu_new against torch's, the whole forward against one made of torch.nn
+    modules (gpt2_modules_forward); the positions matter (permuting wpe's rows
+    0..T-1 changes the logits) and only positions 0..T-1 are read (changing wpe's later rows changes nothing)."""
+    P = {n: w.to(torch.float64) for n, w in weights.items()}
+    x = logits.reshape(-1, logits.shape[-1])
+    D, eps = x.shape[-1], cfg["layer_norm_epsilon"]
+    w, b = torch.linspace(0.5, 1.5, D, dtype=torch.float64), torch.linspace(-0.3, 0.2, D, dtype=torch.float64)
+    ln_err = (layer_norm(x, w, b, eps) - torch.nn.functional.layer_norm(x, (D,), w, b, eps)).abs().max().item()
+    gelu_err = (gelu_tanh(logits) - torch.nn.functional.gelu(logits, approximate="tanh")).abs().max().item()
+    print(f"[{name}] layer_norm vs torch layer_norm: max abs {ln_err:.3e}; gelu_new vs torch gelu(approximate='tanh'): "
+          f"max abs {gelu_err:.3e}")
+    assert ln_err < 1e-13 and gelu_err < 1e-14
+
+    ids = inputs["ids"]
+    with torch.no_grad():
+        modules = (gpt2_modules_forward(P, cfg, ids) - gpt2_forward(P, cfg, ids)).abs().max().item()
+    print(f"[{name}] against torch.nn modules (LayerNorm, MultiheadAttention with the Conv1D weights transposed, "
+          f"Linear, GELU('tanh')): max abs logit difference {modules:.3e}")
+    assert modules < 1e-12, "the GPT-2 forward disagrees with torch.nn's modules"
+
+    wpe = P["transformer.wpe.weight"]
+    perm = torch.randperm(T, generator=torch.Generator().manual_seed(11))
+    assert not torch.equal(perm, torch.arange(T))
+    permuted = dict(P, **{"transformer.wpe.weight": torch.cat((wpe[:T][perm], wpe[T:]))})
+    later = dict(P, **{"transformer.wpe.weight": torch.cat((wpe[:T], wpe[T:] + 1.0))})
+    with torch.no_grad():
+        base = gpt2_forward(P, cfg, ids)
+        moved = (gpt2_forward(permuted, cfg, ids) - base).abs().max().item()
+        unused = (gpt2_forward(later, cfg, ids) - base).abs().max().item()
+    print(f"[{name}] wpe rows 0..{T - 1} permuted: max logit change {moved:.3e}; wpe rows >= {T} changed by 1: "
+          f"{unused:.3e}; max |logit| {logits.abs().max().item():.4f}")
+    assert moved > 1e-3 and unused == 0.0, "GPT-2 position check failed"
+
+
 def dpo_reference(name, cfg, weights, inputs):
     """The DPO loss: its float64 gradient checked against finite differences, and the "dpo" metadata."""
     P = {n: w.to(torch.float64) for n, w in weights.items()}
@@ -1046,6 +1230,17 @@ FAMILY_NOTES = {
     ),
 }
 
+FAMILY_NOTES["gpt2"] = (
+    "GPT-2 (GPT2LMHeadModel): x = wte[ids] + wpe[t] for t = 0..T-1 (learned positions, no RoPE); per block h = "
+    "ln_1(x); q, k, v = split(h @ attn.c_attn.weight + attn.c_attn.bias) into n_embd columns each, in that order "
+    "(Conv1D weights are stored [in, out]: y = x @ W + b), heads of n_embd / n_head = 8 consecutive columns, scores "
+    "q.k / sqrt(8), causal softmax; x = x + (y @ attn.c_proj.weight + attn.c_proj.bias); x = x + gelu_new(ln_2(x) @ "
+    "mlp.c_fc.weight + mlp.c_fc.bias) @ mlp.c_proj.weight + mlp.c_proj.bias, gelu_new(u) = 0.5 u (1 + tanh(sqrt(2 / "
+    "pi) (u + 0.044715 u^3))); logits = ln_f(x) @ wte.weight^T (tied). LayerNorm: (x - mean) / sqrt(biased variance "
+    "+ layer_norm_epsilon) * weight + bias. Init 1 + 0.1 * base for LayerNorm weights, 0.3 * base for everything "
+    "else (see init)."
+)
+
 DPO64_NOTES = (
     "float64 compute from the float32 weights; logits and logp are the float64 results rounded once, logits64, "
     "logp64 and dpo64.grad.* are the float64 results themselves. inv_freq is computed in float64 (HF uses float32). "
@@ -1061,6 +1256,7 @@ FAMILY_CHECKS = {
     "smollm3": smollm3_checks,
     "granite": granite_checks,
     "olmo2": olmo2_checks,
+    "gpt2": gpt2_checks,
 }
 
 
@@ -1081,7 +1277,8 @@ def build(name, index):
         bands = llama3_bands(cfg)
         print(f"[{name}] llama3 rope bands per frequency: {bands}, inv_freq {rope_inv_freq(cfg).tolist()}")
         assert set(bands) == {"keep", "blend", "divide"}, "the llama3 config must exercise all three branches"
-    print(f"[{name}] rope vs complex rotation: max abs {rope_check(cfg):.3e}")
+    if cfg["model_type"] != "gpt2":  # GPT-2 has no RoPE
+        print(f"[{name}] rope vs complex rotation: max abs {rope_check(cfg):.3e}")
     print(f"[{name}] S change when padding ids change: {padding_check(P, cfg, inputs):.3e}")
     fd_abs, fd_rel = finite_difference_check({n: p.detach().clone() for n, p in P.items()}, cfg, inputs, grads)
     print(f"[{name}] autograd vs central differences: max abs {fd_abs:.3e}, max rel {fd_rel:.3e}")
@@ -1096,8 +1293,9 @@ def build(name, index):
     assert abs(losses[0] + S.item() / inputs["mask"].sum().item()) < 1e-12
 
     tensors = dict(weights)
-    # The Gemma, SmolLM3, Granite and OLMo 2 files carry the DPO gradient in float64 only (the float32 checks compare
-    # with it too): it keeps the files small, and the summed-log-prob gradient is covered by the llama/qwen files.
+    # The Gemma, SmolLM3, Granite, OLMo 2 and GPT-2 files carry the DPO gradient in float64 only (the float32 checks
+    # compare with it too): it keeps the files small, and the summed-log-prob gradient is covered by the llama/qwen
+    # files.
     for n, g in ([] if dpo64 else grads.items()):
         tensors["grad." + n] = g.to(torch.float32)
     tensors["logits"] = logits.detach().to(torch.float32)
@@ -1118,7 +1316,10 @@ def build(name, index):
         "python_version": sys.version.split()[0],
         "config": json.dumps(cfg),
         "init": (
-            INIT_FORMULA_GEMMA if gemma else INIT_FORMULA_OLMO2 if cfg["model_type"] == "olmo2" else INIT_FORMULA
+            INIT_FORMULA_GEMMA if gemma
+            else INIT_FORMULA_OLMO2 if cfg["model_type"] == "olmo2"
+            else INIT_FORMULA_GPT2 if cfg["model_type"] == "gpt2"
+            else INIT_FORMULA
         ),
         "inputs": json.dumps(
             {
@@ -1148,7 +1349,10 @@ def build(name, index):
             "of logsigmoid(beta * ((pc - rc) - (pr - rr))); dpo64.grad.<name> is d loss / d param (float64 only)."
         )
     elif dpo64:
-        metadata["notes"] = FAMILY_NOTES[cfg["model_type"]] + " " + DPO64_NOTES
+        notes = DPO64_NOTES
+        if cfg["model_type"] == "gpt2":  # no RoPE, so no inv_freq
+            notes = notes.replace(" inv_freq is computed in float64 (HF uses float32).", "")
+        metadata["notes"] = FAMILY_NOTES[cfg["model_type"]] + " " + notes
     if dpo64:
         metadata["dpo"] = json.dumps(dpo_meta)
     path = os.path.join(OUT_DIR, f"{name}.safetensors")
