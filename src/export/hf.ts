@@ -58,7 +58,7 @@ export function exportHf(loaded: LoadedModel, outDir: string, opts: HfExportOpti
     ? (() => {
       // GPT-2's Conv1D [in, out] layout and fused c_attn (io/gpt2.ts)
       const hf = gpt2ToHf(model.cfg, param);
-      return gpt2HfSpecs(model.cfg).map((s) => ({ name: s.name, shape: s.shape, data: hf.get(s.name)! }));
+      return gpt2HfSpecs(model.cfg).map((s) => ({ name: s.name, shape: s.shape, data: hf.get(s.name)! as Float32Array }));
     })()
     : model.entries.map((e) => ({ name: hfTensorName(e.name, model.cfg.family), shape: e.shape, data: param(e.name) }));
   const written: string[] = writeSafetensorsSharded(outDir, tensors, {

@@ -6,7 +6,11 @@
 // HF names (GPT2LMHeadModel): transformer.wte / wpe, transformer.h.{l}.ln_1, attn.c_attn, attn.c_proj, ln_2,
 // mlp.c_fc, mlp.c_proj, transformer.ln_f (LayerNorms with weight and bias), and lm_head tied to wte.
 
+import type { Buf } from "../backend/contract.js";
 import type { LlamaConfig } from "../model/config.js";
+
+/** A new array of the same float type as `like` (float64 gradients in tests stay float64). */
+const alike = (like: Buf, n: number): Buf => (like instanceof Float64Array ? new Float64Array(n) : new Float32Array(n));
 
 /** The HF tensors of a GPT-2 model with their shapes, in the order GPT2LMHeadModel's state dict lists them. */
 export function gpt2HfSpecs(cfg: LlamaConfig): { name: string; shape: number[] }[] {
@@ -28,8 +32,8 @@ export function gpt2HfSpecs(cfg: LlamaConfig): { name: string; shape: number[] }
 }
 
 /** Columns c0..c0+n of a row-major (rows, cols) matrix, transposed: the (n, rows) [out][in] matrix tsdpo keeps. */
-function columnsTransposed(src: Float32Array, rows: number, cols: number, c0: number, n: number): Float32Array {
-  const out = new Float32Array(n * rows);
+function columnsTransposed(src: Buf, rows: number, cols: number, c0: number, n: number): Buf {
+  const out = alike(src, n * rows);
   for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) out[j * rows + r] = src[r * cols + c0 + j]!;
   return out;
 }
@@ -38,9 +42,9 @@ function columnsTransposed(src: Float32Array, rows: number, cols: number, c0: nu
  * tsdpo's parameters (by tsdpo name) from GPT-2's HF tensors, which `get` returns as float32 by HF name (shapes
  * already checked against gpt2HfSpecs).
  */
-export function gpt2FromHf(cfg: LlamaConfig, get: (hfName: string) => Float32Array): Map<string, Float32Array> {
+export function gpt2FromHf(cfg: LlamaConfig, get: (hfName: string) => Buf): Map<string, Buf> {
   const { C, L, FF } = cfg;
-  const out = new Map<string, Float32Array>([["tok_embd", get("transformer.wte.weight")], ["pos_embd", get("transformer.wpe.weight")]]);
+  const out = new Map<string, Buf>([["tok_embd", get("transformer.wte.weight")], ["pos_embd", get("transformer.wpe.weight")]]);
   for (let l = 0; l < L; l++) {
     const h = `transformer.h.${l}.`, t = `layers.${l}.`;
     const qkv = get(h + "attn.c_attn.weight"), qkvBias = get(h + "attn.c_attn.bias");
@@ -57,21 +61,22 @@ export function gpt2FromHf(cfg: LlamaConfig, get: (hfName: string) => Float32Arr
 }
 
 /** The inverse of gpt2FromHf: GPT-2's HF tensors (by HF name) from tsdpo's parameters (`get` by tsdpo name). */
-export function gpt2ToHf(cfg: LlamaConfig, get: (name: string) => Float32Array): Map<string, Float32Array> {
+export function gpt2ToHf(cfg: LlamaConfig, get: (name: string) => Buf): Map<string, Buf> {
   const { C, L, FF } = cfg;
   // an [out][in] (n, rows) matrix back into columns c0..c0+n of a (rows, cols) one
-  const intoColumns = (dst: Float32Array, src: Float32Array, rows: number, cols: number, c0: number, n: number): void => {
+  const intoColumns = (dst: Buf, src: Buf, rows: number, cols: number, c0: number, n: number): void => {
     for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) dst[r * cols + c0 + j] = src[j * rows + r]!;
   };
-  const transposed = (src: Float32Array, rows: number, cols: number): Float32Array => {
-    const m = new Float32Array(rows * cols);
+  const transposed = (src: Buf, rows: number, cols: number): Buf => {
+    const m = alike(src, rows * cols);
     intoColumns(m, src, rows, cols, 0, cols);
     return m;
   };
-  const out = new Map<string, Float32Array>([["transformer.wte.weight", get("tok_embd")], ["transformer.wpe.weight", get("pos_embd")]]);
+  const out = new Map<string, Buf>([["transformer.wte.weight", get("tok_embd")], ["transformer.wpe.weight", get("pos_embd")]]);
   for (let l = 0; l < L; l++) {
     const h = `transformer.h.${l}.`, t = `layers.${l}.`;
-    const qkv = new Float32Array(C * 3 * C), qkvBias = new Float32Array(3 * C);
+    const wq = get(t + "wq");
+    const qkv = alike(wq, C * 3 * C), qkvBias = alike(wq, 3 * C);
     ["wq", "wk", "wv"].forEach((w, i) => intoColumns(qkv, get(t + w), C, 3 * C, i * C, C));
     ["bq", "bk", "bv"].forEach((b, i) => qkvBias.set(get(t + b), i * C));
     out.set(h + "ln_1.weight", get(t + "attn_norm")).set(h + "ln_1.bias", get(t + "attn_norm_b"));
