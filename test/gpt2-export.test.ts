@@ -1,0 +1,76 @@
+// GPT-2 through tsdpo's files: an HF folder written by tsdpo (Conv1D [in, out] weights, q, k and v joined into
+// c_attn, io/gpt2.ts) loads back to the same model bit for bit and says what GPT2Config says; what tsdpo cannot do
+// for GPT-2 yet (GGUF, LoRA) is refused with a message. The values against PyTorch are in torch-fixtures.test.ts.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { jsBackend as be } from "../src/backend/js/kernels.js";
+import { TsdpoError } from "../src/errors.js";
+import { exportGguf } from "../src/export/gguf.js";
+import { exportHf } from "../src/export/hf.js";
+import { type LoadedModel, loadModel } from "../src/io/load.js";
+import { readSafetensorsHeader } from "../src/io/safetensors.js";
+import { hfConfigFromLlama, llamaConfigFromHf } from "../src/io/hfconfig.js";
+import type { LlamaConfig } from "../src/model/config.js";
+import { createActivations, forward, logitsOf } from "../src/model/decoder.js";
+import { createLora } from "../src/model/lora.js";
+import { randomModel, storiesGguf } from "./helpers.js";
+
+const cfg: LlamaConfig = {
+  family: "gpt2", V: 512, C: 32, L: 2, NH: 4, NKV: 4, HS: 8, FF: 80, ropeTheta: 10000, ropeScaling: { type: "none" },
+  rmsEps: 1e-5, tiedEmbeddings: true, qkvBias: true, qkNorm: false, maxSeqLen: 64, slidingWindow: null,
+  normKind: "layer", positions: "learned", mlp: "plain", linearBiases: true, activation: "gelu_tanh",
+};
+
+function tinyGpt2(): LoadedModel {
+  const stories = loadModel(storiesGguf); // borrowed for its tokenizer (V 512)
+  return { ...stories, model: randomModel(cfg, Float32Array, 17, 0.5), format: "gguf" };
+}
+
+function logits(loaded: LoadedModel, ids: number[]): Float32Array {
+  const T = ids.length;
+  const acts = createActivations(loaded.model, 1, T);
+  forward(be, loaded.model, acts, Int32Array.from(ids), new Int32Array(T), 1, T);
+  return Float32Array.from(logitsOf(be, loaded.model, acts));
+}
+
+test("GPT2Config round trip: hfConfigFromLlama writes GPT-2's own keys and reads back to the same config", () => {
+  const json = JSON.parse(JSON.stringify(hfConfigFromLlama(cfg, { bosTokenId: 50256, eosTokenId: 50256, torchDtype: "float32" })));
+  assert.deepEqual(
+    [json.model_type, json.architectures[0], json.n_embd, json.n_layer, json.n_head, json.n_positions, json.n_inner, json.activation_function],
+    ["gpt2", "GPT2LMHeadModel", 32, 2, 4, 64, 80, "gelu_new"],
+  );
+  assert.deepEqual(llamaConfigFromHf(json, "out/config.json"), cfg);
+  // n_inner null means 4·n_embd, as GPT2Config has it
+  assert.equal(llamaConfigFromHf({ ...json, n_inner: null }, "c").FF, 128);
+});
+
+test("HF export of GPT-2 writes Conv1D [in, out] tensors with a joined c_attn and loads back bit for bit", () => {
+  const dir = mkdtempSync(join(tmpdir(), "tsdpo-gpt2-"));
+  try {
+    const loaded = tinyGpt2();
+    exportHf(loaded, dir);
+    const header = readSafetensorsHeader(join(dir, "model.safetensors"));
+    assert.deepEqual(header.tensors.get("transformer.h.0.attn.c_attn.weight")!.shape, [32, 96]);
+    assert.deepEqual(header.tensors.get("transformer.h.1.mlp.c_fc.weight")!.shape, [32, 80]);
+    assert.deepEqual(header.tensors.get("transformer.h.1.mlp.c_proj.weight")!.shape, [80, 32]);
+    assert.deepEqual(header.tensors.get("transformer.wpe.weight")!.shape, [64, 32]);
+    assert.equal(JSON.parse(readFileSync(join(dir, "config.json"), "utf8")).model_type, "gpt2");
+    const back = loadModel(dir);
+    assert.deepEqual(back.model.cfg, cfg);
+    assert.deepEqual(back.model.params, loaded.model.params, "every parameter back in place, bit for bit");
+    const ids = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376];
+    assert.deepEqual(logits(back, ids), logits(loaded, ids));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("GPT-2: GGUF export and LoRA are refused with a message (not supported yet)", () => {
+  const loaded = tinyGpt2();
+  assert.throws(() => exportGguf(loaded, join(tmpdir(), "never.gguf")), (e: unknown) => e instanceof TsdpoError && /GGUF export of GPT-2 is not supported yet/.test(e.message));
+  assert.throws(() => createLora(loaded.model, { r: 2, alpha: 4, dropout: 0, targets: ["wq", "wv"] }, 1), (e: unknown) => e instanceof TsdpoError && /LoRA on GPT-2 is not supported yet/.test(e.message));
+});
