@@ -28,7 +28,7 @@ const { exportGguf } = await import(join(dist, "src/export/gguf.js"));
 const { loadModel } = await import(join(dist, "src/io/load.js"));
 const { llamaConfigFromHf } = await import(join(dist, "src/io/hfconfig.js"));
 const { hfTensorName } = await import(join(dist, "src/io/names.js"));
-const { gpt2FromHf } = await import(join(dist, "src/io/gpt2.js"));
+const { fusedHfLayout } = await import(join(dist, "src/io/hflayout.js"));
 const { readSafetensors } = await import(join(dist, "src/io/safetensors.js"));
 const { createActivations, createGradients, createModel, forward, backward, logitsOf } = await import(join(dist, "src/model/decoder.js"));
 const { computeLoss } = await import(join(dist, "src/loss/losses.js"));
@@ -95,10 +95,10 @@ function torchDistance(file) {
   const out = { fixture: `test/fixtures/torch/${file}.safetensors`, gradient: dpo ? "DPO loss (float64 reference)" : "summed log-probs (float32 reference)" };
   for (const [key, be, ctor] of backends) {
     const model = createModel(cfg, ctor);
-    // GPT-2's HF tensors are split and transposed by the loader's own io/gpt2.ts; the others map one to one
-    const gpt2 = cfg.family === "gpt2";
-    const weights = gpt2 ? gpt2FromHf(cfg, (n) => st.tensors.get(n).data) : null;
-    for (const e of model.entries) model.params.set(gpt2 ? weights.get(e.name) : st.tensors.get(hfTensorName(e.name, cfg.family)).data, e.offset);
+    // fused or transposed HF tensors (GPT-2, Phi-3) are split by the loader's own io/hflayout.ts; the others map one to one
+    const layout = fusedHfLayout(cfg);
+    const weights = layout ? layout.fromHf(cfg, (n) => st.tensors.get(n).data) : null;
+    for (const e of model.entries) model.params.set(layout ? weights.get(e.name) : st.tensors.get(hfTensorName(e.name, cfg.family)).data, e.offset);
     const acts = createActivations(model, R, T);
     const logp = forward(be, model, acts, ids, targets, R, T);
     const dlogp = new ctor(R * T);
@@ -117,9 +117,9 @@ function torchDistance(file) {
     backward(be, model, acts, grads, dlogp);
     let worst = 0, scale = 0;
     const prefix = dpo ? "dpo64.grad." : "grad.";
-    const wantGrads = gpt2 ? gpt2FromHf(cfg, (n) => st.tensors.get(prefix + n).data) : null;
+    const wantGrads = layout ? layout.fromHf(cfg, (n) => st.tensors.get(prefix + n).data) : null;
     for (const e of model.entries) {
-      const want = gpt2 ? wantGrads.get(e.name) : st.tensors.get(`${prefix}${hfTensorName(e.name, cfg.family)}`).data;
+      const want = layout ? wantGrads.get(e.name) : st.tensors.get(`${prefix}${hfTensorName(e.name, cfg.family)}`).data;
       worst = Math.max(worst, maxAbs(grads.grads.subarray(e.offset, e.offset + e.size), want));
       for (const x of want) scale = Math.max(scale, Math.abs(x));
     }

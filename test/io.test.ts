@@ -523,8 +523,8 @@ describe("config.json", () => {
 
   test("errors name the file, the key and the value", () => {
     const smol = JSON.parse(readFileSync(fixture("io", "smollm-135m.config.json"), "utf8"));
-    throwsTsdpo(() => llamaConfigFromHf({ ...smol, model_type: "phi3" }, "/m/config.json"), "unsupported",
-      "/m/config.json", 'model_type "phi3" is not supported', "llama, mistral, qwen2, qwen3");
+    throwsTsdpo(() => llamaConfigFromHf({ ...smol, model_type: "phi" }, "/m/config.json"), "unsupported",
+      "/m/config.json", 'model_type "phi" is not supported', "llama, mistral, qwen2, qwen3");
     // mixture-of-experts, state-space and hybrid models are named as such, from config.json and from GGUF
     for (const [name, kind] of [["mixtral", "a mixture-of-experts model"], ["qwen3_moe", "a mixture-of-experts model"], ["mamba", "a state-space (recurrent) model"], ["jamba", "a hybrid attention/state-space model"]]) {
       throwsTsdpo(() => llamaConfigFromHf({ ...smol, model_type: name }, "/m/config.json"), "unsupported", `model_type "${name}" is ${kind}`, "dense decoders only");

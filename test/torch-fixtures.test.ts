@@ -9,7 +9,7 @@ import type { Backend } from "../src/backend/contract.js";
 import { jsBackend } from "../src/backend/js/kernels.js";
 import { llamaConfigFromHf } from "../src/io/hfconfig.js";
 import { hfTensorName } from "../src/io/names.js";
-import { gpt2FromHf } from "../src/io/gpt2.js";
+import { fusedHfLayout } from "../src/io/hflayout.js";
 import { readSafetensors, type SafetensorsContents } from "../src/io/safetensors.js";
 import { backward, createActivations, createGradients, createModel, forward, logitsOf, type Model } from "../src/model/decoder.js";
 import { computeLoss } from "../src/loss/losses.js";
@@ -28,11 +28,11 @@ function load(name: string, ctor: Float32ArrayConstructor | Float64ArrayConstruc
   assert.equal(st.metadata.fixture_version, "1");
   const cfg = llamaConfigFromHf(JSON.parse(st.metadata.config!), path);
   const model = createModel(cfg, ctor);
-  // GPT-2's Conv1D and fused c_attn tensors go through the loader's own split (io/gpt2.ts)
-  const gpt2 = cfg.family === "gpt2" ? gpt2FromHf(cfg, (n) => st.tensors.get(n)!.data as Float32Array) : null;
+  // fused (Phi-3) and transposed (GPT-2) tensors go through the loader's own split (io/hflayout.ts)
+  const fused = fusedHfLayout(cfg)?.fromHf(cfg, (n) => st.tensors.get(n)!.data as Float32Array) ?? null;
   for (const e of model.entries) {
-    if (gpt2) {
-      model.params.set(gpt2.get(e.name)!, e.offset);
+    if (fused) {
+      model.params.set(fused.get(e.name)!, e.offset);
       continue;
     }
     const t = st.tensors.get(hfTensorName(e.name, model.cfg.family));
@@ -158,9 +158,10 @@ for (const name of ["gemma2", "gemma3", "smollm3", "granite", "olmo2", "gpt2"]) 
       assert.ok(Math.abs(got.loss - got.want) <= tol, `DPO loss ${got.loss} vs PyTorch ${got.want}`);
       assertAllClose(got.logits.subarray(0, R * T * model.cfg.V), t("logits64"), tol, 0, `${name} logits`);
       assertAllClose(got.logp, t("logp64"), tol, 0, `${name} logp`);
-      // the reference's gradients in tsdpo's layout (GPT-2's split and transposed as its weights are)
-      const want = model.cfg.family === "gpt2"
-        ? gpt2FromHf(model.cfg, (n) => t(`dpo64.grad.${n}`))
+      // the reference's gradients in tsdpo's layout (fused ones split as their weights are)
+      const layout = fusedHfLayout(model.cfg);
+      const want = layout
+        ? layout.fromHf(model.cfg, (n) => t(`dpo64.grad.${n}`))
         : new Map(model.entries.map((e) => [e.name, t(`dpo64.grad.${hfTensorName(e.name, model.cfg.family)}`)]));
       for (const e of model.entries)
         assertAllClose(got.grads.grads.subarray(e.offset, e.offset + e.size), want.get(e.name)!, tol, f64 ? 0 : 1e-3, `${name} DPO grad ${e.name}`);

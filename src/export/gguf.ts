@@ -61,7 +61,7 @@ export interface GgufExportResult {
 const F16_MAX = 65504; // the largest finite half; from 65520 up, values round to infinity
 
 /** GGUF architecture name for a family (see the header for why mistral is llama). */
-export function ggufArchitecture(family: ModelFamily): Exclude<ModelFamily, "mistral" | "gpt2"> {
+export function ggufArchitecture(family: ModelFamily): Exclude<ModelFamily, "mistral" | "gpt2" | "phi3"> {
   switch (family) {
     case "llama":
     case "mistral":
@@ -75,7 +75,8 @@ export function ggufArchitecture(family: ModelFamily): Exclude<ModelFamily, "mis
     case "olmo2":
       return family;
     case "gpt2":
-      throw unsupportedError("GGUF export of GPT-2 is not supported yet (llama.cpp's gpt2 fuses q, k and v); export --format hf");
+    case "phi3":
+      throw unsupportedError(`GGUF export of ${family === "gpt2" ? "GPT-2" : "Phi-3"} is not supported yet (llama.cpp fuses its q, k and v); export --format hf`);
     default: {
       const never: never = family;
       throw unsupportedError(`GGUF export of model family ${String(never)} is not supported`);

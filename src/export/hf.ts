@@ -9,7 +9,7 @@ import { writeFileAtomic } from "../io/atomic.js";
 import { hfConfigFromLlama } from "../io/hfconfig.js";
 import type { LoadedModel } from "../io/load.js";
 import { hfTensorName } from "../io/names.js";
-import { gpt2HfSpecs, gpt2ToHf } from "../io/gpt2.js";
+import { fusedHfLayout } from "../io/hflayout.js";
 import { type TensorToWrite, type WriteDtype, writeSafetensorsSharded } from "../io/safetensors.js";
 import { hfTokenizerFilesFromGguf } from "../tokenizer/export.js";
 import { type Model, cloneModel, floatCopy } from "../model/decoder.js";
@@ -54,12 +54,10 @@ export function exportHf(loaded: LoadedModel, outDir: string, opts: HfExportOpti
     const e = model.entries.find((x) => x.name === name)!;
     return Float32Array.from(model.params.subarray(e.offset, e.offset + e.size));
   };
-  const tensors: TensorToWrite[] = model.cfg.family === "gpt2"
-    ? (() => {
-      // GPT-2's Conv1D [in, out] layout and fused c_attn (io/gpt2.ts)
-      const hf = gpt2ToHf(model.cfg, param);
-      return gpt2HfSpecs(model.cfg).map((s) => ({ name: s.name, shape: s.shape, data: hf.get(s.name)! as Float32Array }));
-    })()
+  const fused = fusedHfLayout(model.cfg); // GPT-2's Conv1D layout and c_attn, Phi-3's qkv_proj and gate_up_proj
+  const hf = fused ? fused.toHf(model.cfg, param) : null;
+  const tensors: TensorToWrite[] = fused
+    ? fused.specs(model.cfg).map((s) => ({ name: s.name, shape: s.shape, data: hf!.get(s.name)! as Float32Array }))
     : model.entries.map((e) => ({ name: hfTensorName(e.name, model.cfg.family), shape: e.shape, data: param(e.name) }));
   const written: string[] = writeSafetensorsSharded(outDir, tensors, {
     dtype: opts.dtype,

@@ -20,7 +20,7 @@ import {
 
 /** The model_type values read (gemma3_text and gemma3 both become family gemma3). */
 export const SUPPORTED_MODEL_TYPES: readonly string[] = [
-  "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "smollm3", "granite", "olmo2", "gpt2",
+  "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "smollm3", "granite", "olmo2", "gpt2", "phi3",
 ];
 
 const ARCHITECTURES: Record<ModelFamily, string> = {
@@ -34,11 +34,12 @@ const ARCHITECTURES: Record<ModelFamily, string> = {
   granite: "GraniteForCausalLM",
   olmo2: "Olmo2ForCausalLM",
   gpt2: "GPT2LMHeadModel",
+  phi3: "Phi3ForCausalLM",
 };
 /** The model_type a family is written as (a multimodal gemma3 checkpoint is exported as its text model). */
 const MODEL_TYPE: Record<ModelFamily, string> = {
   llama: "llama", mistral: "mistral", qwen2: "qwen2", qwen3: "qwen3", gemma2: "gemma2", gemma3: "gemma3_text",
-  smollm3: "smollm3", granite: "granite", olmo2: "olmo2", gpt2: "gpt2",
+  smollm3: "smollm3", granite: "granite", olmo2: "olmo2", gpt2: "gpt2", phi3: "phi3",
 };
 
 // transformers' constructor defaults for the keys we let default.
@@ -53,6 +54,7 @@ const DEFAULTS: Record<ModelFamily, { maxPos: number; headDim: number | null; sl
   granite: { maxPos: 2048, headDim: null, slidingWindow: null },
   olmo2: { maxPos: 2048, headDim: null, slidingWindow: null },
   gpt2: { maxPos: 1024, headDim: null, slidingWindow: null },
+  phi3: { maxPos: 4096, headDim: null, slidingWindow: null },
 };
 const SMOLLM3_NO_ROPE_INTERVAL = 4; // SmolLM3Config.no_rope_layer_interval: every 4th layer has no RoPE
 // Gemma2Config / Gemma3TextConfig defaults that real checkpoints rely on: a multimodal Gemma 3's text_config often
@@ -295,7 +297,13 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
     throw unsupportedError(`${path}: mlp_bias true is not supported`);
 
   let windows: (number | null)[] | number | null = null;
-  if (family === "mistral") windows = r.nullablePosInt("sliding_window", d.slidingWindow);
+  if (family === "mistral" || family === "phi3") windows = r.nullablePosInt("sliding_window", d.slidingWindow);
+  if (family === "phi3") {
+    // Phi-4-mini's partial RoPE (rotating a fraction of each head) is not implemented: refuse rather than rotate all
+    const partial = r.obj["partial_rotary_factor"];
+    if (partial !== undefined && partial !== null && partial !== 1)
+      throw unsupportedError(`${path}: partial_rotary_factor ${describeValue(partial)} (partial RoPE, Phi-4-mini) is not supported yet; tsdpo rotates whole heads`);
+  }
   else if (family === "qwen2" || family === "qwen3" || family === "smollm3") windows = qwenLayerWindows(r, L, family);
 
   const cfg: LlamaConfig = {
@@ -616,6 +624,9 @@ export function hfConfigFromLlama(cfg: LlamaConfig, opts: HfExportOptions): Reco
       break;
     case "mistral":
       out["sliding_window"] = cfg.slidingWindow;
+      break;
+    case "phi3":
+      Object.assign(out, { sliding_window: cfg.slidingWindow, partial_rotary_factor: 1.0, attention_bias: false, original_max_position_embeddings: cfg.maxSeqLen });
       break;
     case "qwen2":
     case "qwen3":

@@ -14,7 +14,7 @@ import { type QuantWeight, quantWeight } from "../model/weights.js";
 import { type GgufFile, readGguf, readGgufHeader, readGgufTensor, readableGgufTensor } from "./gguf.js";
 import { llamaConfigFromGguf } from "./ggufconfig.js";
 import { isMultimodalGemma3, llamaConfigFromHf } from "./hfconfig.js";
-import { gpt2FromHf, gpt2HfSpecs } from "./gpt2.js";
+import { fusedHfLayout } from "./hflayout.js";
 import { ggufNormShift, ggufQkPermuted, ggufShape, ggufTensorName, ggufToHfQkRows, hfTensorName } from "./names.js";
 import { type SafetensorsFolder, openSafetensorsFolder, readFolderTensorF32 } from "./safetensors.js";
 
@@ -199,9 +199,10 @@ export function loadHfFolder(folder: string, ctor: FloatCtor = Float32Array, opt
   const st = openSafetensorsFolder(folder);
   // As for GGUF: every tensor is checked before the arena that config.json sizes is allocated.
   checkLayerCount(configPath, cfg, st.entries.size, cfg.family === "gpt2" ? "n_layer" : "num_hidden_layers");
-  if (cfg.family === "gpt2") {
-    // GPT-2's Conv1D and fused c_attn tensors are split and transposed (io/gpt2.ts), all into the float arena
-    for (const s of gpt2HfSpecs(cfg)) {
+  const fused = fusedHfLayout(cfg);
+  if (fused) {
+    // fused (Phi-3) or transposed (GPT-2) projections are split (io/hflayout.ts), all into the float arena
+    for (const s of fused.specs(cfg)) {
       const entry = st.entries.get(s.name);
       if (!entry) throw inputError(`${folder}: tensor ${s.name} is missing from the safetensors weights`);
       checkShape(folder, s.name, entry.shape, s.shape, cfg);
@@ -209,7 +210,7 @@ export function loadHfFolder(folder: string, ctor: FloatCtor = Float32Array, opt
         throw inputError(`${folder}: tensor ${s.name} is ${entry.dtype}, expected a floating-point weight (F32, F16, BF16 or F64)`);
     }
     const model = createModel(cfg, ctor);
-    const params = gpt2FromHf(cfg, (name) => readFolderTensorF32(st, name));
+    const params = fused.fromHf(cfg, (name) => readFolderTensorF32(st, name));
     for (const e of model.entries) model.params.set(params.get(e.name)!, e.offset);
     return { model, tokenizer, path: folder, format: "hf", hfConfig: hfConfig as Record<string, unknown> };
   }
@@ -301,9 +302,10 @@ export function readModelHeader(path: string, opts: LoadOptions = {}): ModelHead
     const tokenizer = loadHfTokenizer(path);
     const st = openSafetensorsFolder(path);
     let loaderTransient = 0;
-    if (cfg.family === "gpt2") {
+    const fused = fusedHfLayout(cfg);
+    if (fused) {
       for (const s of paramSpecs(cfg)) storage.set(s.name, "F32");
-      for (const s of gpt2HfSpecs(cfg)) loaderTransient = Math.max(loaderTransient, 4 * s.shape.reduce((a, b) => a * b, 1));
+      for (const s of fused.specs(cfg)) loaderTransient = Math.max(loaderTransient, 4 * s.shape.reduce((a, b) => a * b, 1));
       return { path, format: "hf", cfg, tokenizer, storage, fileBuffer: 0, loaderCopies: 0, blocksInFile: false, loaderTransient };
     }
     const hfName = hfNamer(path, st, cfg, configJson, true);

@@ -154,6 +154,7 @@ export function ggufQkPermuted(family: ModelFamily): boolean {
     case "gemma3":
     case "olmo2":
     case "gpt2": // not read or written as GGUF yet
+    case "phi3":
       return false;
     default: {
       const never: never = family;

@@ -15,7 +15,7 @@ export type RopeScaling =
       originalMaxPositionEmbeddings: number;
     };
 
-export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3" | "gemma2" | "gemma3" | "smollm3" | "granite" | "olmo2" | "gpt2";
+export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3" | "gemma2" | "gemma3" | "smollm3" | "granite" | "olmo2" | "gpt2" | "phi3";
 
 export interface LlamaConfig {
   family: ModelFamily; // which HF model_type / GGUF architecture to write on export

@@ -68,8 +68,10 @@ export function targetShape(cfg: LlamaConfig, t: LoraTarget): [number, number] {
 /** Allocates adapters for every layer and target; A random (seeded), B zero. */
 export function createLora(model: Model, cfg: LoraConfig, seed: number): Lora {
   const ctor: FloatCtor = model.ctor;
-  if (model.cfg.family === "gpt2")
-    throw inputError("LoRA on GPT-2 is not supported yet (its q, k and v share one c_attn module in PEFT); use full fine-tuning (use_peft false)");
+  if (model.cfg.family === "gpt2" || model.cfg.family === "phi3")
+    throw inputError(
+      `LoRA on ${model.cfg.family === "gpt2" ? "GPT-2 is not supported yet (its q, k and v share one c_attn module in PEFT)" : "Phi-3 is not supported yet (PEFT adapts its fused qkv_proj and gate_up_proj as single modules)"}; use full fine-tuning (use_peft false)`,
+    );
   if (cfg.targets.includes("w_gate") && model.cfg.mlp === "plain")
     throw inputError(`lora target gate_proj: this ${model.cfg.family} model has no gated MLP (no gate_proj); leave it out of lora_target_modules`);
   const layout: { layer: number; target: LoraTarget; IN: number; OUT: number; offsetA: number; offsetB: number }[] = [];
