@@ -1,15 +1,15 @@
 #!/usr/bin/python3
 """Reference fixtures for tsdpo's Llama-family model, computed with PyTorch.
 
-Writes test/fixtures/torch/{llama,qwen2,qwen3,gemma2,gemma3,smollm3,granite,olmo2,gpt2}.safetensors. Each file holds a
-tiny deterministic model (Hugging Face tensor names), a fixed batch, and what tsdpo must reproduce from them: logits,
-per-token log-probs, the summed completion log-prob S, dS/dparam for every parameter, and ten AdamW steps on
-loss = -S / sum(mask). The Gemma, SmolLM3, Granite, OLMo 2 and GPT-2 files hold, instead of dS/dparam, the gradient
-of a sigmoid DPO loss over the batch, in float64, with float64 copies of the logits and log-probs.
+Writes test/fixtures/torch/{llama,qwen2,qwen3,gemma2,gemma3,smollm3,granite,olmo2,gpt2,phi3}.safetensors. Each file
+holds a tiny deterministic model (Hugging Face tensor names), a fixed batch, and what tsdpo must reproduce from them:
+logits, per-token log-probs, the summed completion log-prob S, dS/dparam for every parameter, and ten AdamW steps on
+loss = -S / sum(mask). The Gemma, SmolLM3, Granite, OLMo 2, GPT-2 and Phi-3 files hold, instead of dS/dparam, the
+gradient of a sigmoid DPO loss over the batch, in float64, with float64 copies of the logits and log-probs.
 
 The models are written out by hand below (no transformers), following Hugging Face's modeling_llama / modeling_qwen2 /
 modeling_qwen3 / modeling_gemma2 / modeling_gemma3 / modeling_smollm3 / modeling_granite / modeling_olmo2 /
-modeling_gpt2 (GPT2LMHeadModel) semantics.
+modeling_gpt2 (GPT2LMHeadModel) / modeling_phi3 (Phi3ForCausalLM) semantics.
 Everything is computed in float64 from float32 weights, so the stored float32 results are the exact answer rounded
 once; tsdpo's float32 kernels are compared against them with a tolerance.
 
@@ -266,12 +266,36 @@ CONFIGS = {
         "scale_attn_by_inverse_layer_idx": False,
         "reorder_and_upcast_attn": False,
     },
+    # Phi-3 (Phi3ForCausalLM): Llama's computation with fused projections: one qkv_proj whose output rows are
+    # [q (NH*HS) | k (NKV*HS) | v (NKV*HS)], one gate_up_proj whose output is [gate (FF) | up (FF)]; a sliding
+    # window on every layer (a query at i sees keys j with 0 <= i - j < sliding_window; 5 < T, so it matters and
+    # phi3_checks() asserts the reach); RoPE on the whole head (partial_rotary_factor 1.0), no rope_scaling; untied.
+    # Phi3Config has no head_dim key (head size hidden_size / num_attention_heads = 8).
+    "phi3": {
+        "model_type": "phi3",
+        "vocab_size": 59,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 48,
+        "hidden_act": "silu",
+        "rope_theta": 10000.0,
+        "rope_scaling": None,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": 64,
+        "original_max_position_embeddings": 64,
+        "sliding_window": 5,
+        "partial_rotary_factor": 1.0,
+        "attention_bias": False,
+    },
 }
 
 GEMMA_TYPES = ("gemma2", "gemma3_text")
 # The files that store the DPO gradient (float64 dpo64.grad.*, logits64, logp64, "dpo" metadata) instead of the
 # float32 summed-log-prob gradient grad.*.
-DPO64_TYPES = GEMMA_TYPES + ("smollm3", "granite", "olmo2", "gpt2")
+DPO64_TYPES = GEMMA_TYPES + ("smollm3", "granite", "olmo2", "gpt2", "phi3")
 
 INIT_FORMULA = (
     "Parameter k (0-based, in the order of the HF names: model.embed_tokens.weight; per layer l: input_layernorm, "
@@ -312,12 +336,22 @@ INIT_FORMULA_GPT2 = (
     "(n_inner, n_embd)) and rounded to float32 (the float32 values are the model)."
 )
 
+INIT_FORMULA_PHI3 = (
+    "Parameter k (0-based, in the order of the HF names: model.embed_tokens.weight; per layer l: input_layernorm, "
+    "self_attn.qkv_proj.weight ((NH + 2 * NKV) * HS rows: q, then k, then v), self_attn.o_proj.weight, "
+    "post_attention_layernorm, mlp.gate_up_proj.weight (2 * FF rows: gate, then up), mlp.down_proj.weight; "
+    "model.norm.weight; lm_head.weight) with n elements: base = sin(arange(n, float64) * 0.37 + 1.3 * k); matrices "
+    "and embeddings = 0.3 * base, norm weights = 1 + 0.1 * base (Phi-3's RMSNorm multiplies by plain w); reshaped "
+    "row-major to the HF shape (the fused matrices as whole tensors) and rounded to float32 (the float32 values are "
+    "the model)."
+)
+
 ADAMW = {"lr": 1e-2, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1, "steps": 10}
 
-# The DPO loss stored in the Gemma, SmolLM3, Granite, OLMo 2 and GPT-2 files: rows 0, 1 are the chosen and rows 2, 3 the
-# rejected sequences of the pairs (0, 2) and (1, 3). The reference log-probs are the policy's own (per-row masked sums
-# of logp) plus these offsets, so that the margins, and with them the gradient, are not those of the trivial policy =
-# reference start.
+# The DPO loss stored in the Gemma, SmolLM3, Granite, OLMo 2, GPT-2 and Phi-3 files: rows 0, 1 are the chosen and rows
+# 2, 3 the rejected sequences of the pairs (0, 2) and (1, 3). The reference log-probs are the policy's own (per-row
+# masked sums of logp) plus these offsets, so that the margins, and with them the gradient, are not those of the
+# trivial policy = reference start.
 DPO = {"beta": 0.5, "chosen_rows": [0, 1], "rejected_rows": [2, 3], "ref_offsets": [0.8, -1.1, -0.5, 1.3]}
 
 
@@ -327,7 +361,7 @@ DPO = {"beta": 0.5, "chosen_rows": [0, 1], "rejected_rows": [2, 3], "ref_offsets
 
 def head_dim(cfg):
     """HF's head size: config.head_dim when the config has it, else hidden_size // num_attention_heads (Granite and
-    OLMo 2 configs have no head_dim key; GPT-2's n_embd // n_head)."""
+    OLMo 2 and Phi-3 configs have no head_dim key; GPT-2's n_embd // n_head)."""
     if cfg["model_type"] == "gpt2":
         return cfg["n_embd"] // cfg["n_head"]
     return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
@@ -377,6 +411,8 @@ def param_specs(cfg):
         return olmo2_param_specs(d)
     if cfg["model_type"] == "gpt2":
         return gpt2_param_specs(cfg, d)
+    if cfg["model_type"] == "phi3":
+        return phi3_param_specs(d)
     specs = [("model.embed_tokens.weight", (V, C), False)]
     for l in range(L):
         p = f"model.layers.{l}."
@@ -465,9 +501,28 @@ def gpt2_param_specs(cfg, d):
     return specs
 
 
+def phi3_param_specs(d):
+    """Phi-3: Llama's layer with the q, k, v projections fused into qkv_proj (rows q | k | v) and gate / up into
+    gate_up_proj (rows gate | up); untied lm_head, no biases."""
+    V, C, L, NH, NKV, HS, FF = d["V"], d["C"], d["L"], d["NH"], d["NKV"], d["HS"], d["FF"]
+    assert not d["tied"] and not d["qkv_bias"], "the Phi-3 fixture is untied and bias-free"
+    specs = [("model.embed_tokens.weight", (V, C), False)]
+    for l in range(L):
+        p = f"model.layers.{l}."
+        specs.append((p + "input_layernorm.weight", (C,), True))
+        specs.append((p + "self_attn.qkv_proj.weight", ((NH + 2 * NKV) * HS, C), False))
+        specs.append((p + "self_attn.o_proj.weight", (C, NH * HS), False))
+        specs.append((p + "post_attention_layernorm.weight", (C,), True))
+        specs.append((p + "mlp.gate_up_proj.weight", (2 * FF, C), False))
+        specs.append((p + "mlp.down_proj.weight", (C, FF), False))
+    specs.append(("model.norm.weight", (C,), True))
+    specs.append(("lm_head.weight", (V, C), False))
+    return specs
+
+
 def init_params(cfg):
-    """Float32 weights by the sin formula (INIT_FORMULA, INIT_FORMULA_GEMMA, INIT_FORMULA_OLMO2, INIT_FORMULA_GPT2),
-    keyed by HF name, in spec order."""
+    """Float32 weights by the sin formula (INIT_FORMULA, INIT_FORMULA_GEMMA, INIT_FORMULA_OLMO2, INIT_FORMULA_GPT2,
+    INIT_FORMULA_PHI3), keyed by HF name, in spec order."""
     gemma = derived(cfg)["gemma"]
     params = {}
     for k, (name, shape, is_norm) in enumerate(param_specs(cfg)):
@@ -785,9 +840,54 @@ def gpt2_forward(P, cfg, ids, positions=None):
     return h @ P["transformer.wte.weight"].T  # (N, T, V), tied
 
 
+def phi3_forward(P, cfg, ids):
+    """Phi-3 logits (N, T, V); P maps HF names to float64 tensors. Llama's computation with the fused qkv_proj and
+    gate_up_proj split as Phi3Attention / Phi3MLP split their outputs, and HF's sliding-window causal mask
+    (create_sliding_window_causal_mask: kv_idx <= q_idx and kv_idx > q_idx - sliding_window) on every layer;
+    sliding_window None gives the plain causal mask."""
+    d = derived(cfg)
+    C, L, NH, NKV, HS, FF = d["C"], d["L"], d["NH"], d["NKV"], d["HS"], d["FF"]
+    assert cfg.get("partial_rotary_factor", 1.0) == 1.0 and cfg.get("rope_scaling") is None, "only full, unscaled RoPE"
+    eps = cfg["rms_norm_eps"]
+    window = cfg.get("sliding_window")
+    n, t = ids.shape
+    cos, sin = rope_tables(rope_inv_freq(cfg), t)  # (T, HS) each; rotary dim = HS * partial_rotary_factor = HS
+    q_idx, kv_idx = torch.arange(t)[:, None], torch.arange(t)[None, :]
+    visible = kv_idx <= q_idx  # (T, T) query row may see key column
+    if window is not None:
+        visible = visible & (kv_idx > q_idx - window)
+
+    x = P["model.embed_tokens.weight"][ids]  # (N, T, C)
+    for l in range(L):
+        p = f"model.layers.{l}."
+        h = rmsnorm(x, P[p + "input_layernorm.weight"], eps)
+        qkv = h @ P[p + "self_attn.qkv_proj.weight"].T  # (N, T, (NH + 2 NKV) HS)
+        q, k, v = qkv.split((NH * HS, NKV * HS, NKV * HS), dim=-1)  # query_pos = NH * HS, then NKV * HS each
+        q = q.reshape(n, t, NH, HS).transpose(1, 2)  # (N, NH, T, HS)
+        k = k.reshape(n, t, NKV, HS).transpose(1, 2)  # (N, NKV, T, HS)
+        v = v.reshape(n, t, NKV, HS).transpose(1, 2)  # (N, NKV, T, HS)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = k.repeat_interleave(NH // NKV, dim=1)  # (N, NH, T, HS)
+        v = v.repeat_interleave(NH // NKV, dim=1)  # (N, NH, T, HS)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(HS)  # (N, NH, T, T)
+        scores = scores.masked_fill(~visible, float("-inf"))
+        att = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(n, t, NH * HS)
+        x = x + att @ P[p + "self_attn.o_proj.weight"].T
+
+        h = rmsnorm(x, P[p + "post_attention_layernorm.weight"], eps)
+        gate, up = (h @ P[p + "mlp.gate_up_proj.weight"].T).split(FF, dim=-1)  # chunk(2): gate first, then up
+        x = x + (up * torch.nn.functional.silu(gate)) @ P[p + "mlp.down_proj.weight"].T
+
+    h = rmsnorm(x, P["model.norm.weight"], eps)
+    return h @ P["lm_head.weight"].T  # (N, T, V), untied
+
+
 def model_forward(P, cfg, ids):
     if cfg["model_type"] == "gpt2":
         return gpt2_forward(P, cfg, ids)
+    if cfg["model_type"] == "phi3":
+        return phi3_forward(P, cfg, ids)
     if derived(cfg)["gemma"]:
         return gemma_forward(P, cfg, ids)
     if cfg["model_type"] == "olmo2":
@@ -1172,6 +1272,76 @@ def gpt2_checks(name, cfg, weights, inputs, logits):
     assert moved > 1e-3 and unused == 0.0, "GPT-2 position check failed"
 
 
+def phi3_split_weights(P, cfg):
+    """The Phi-3 weights as a Llama checkpoint: qkv_proj's rows cut into q_proj, k_proj, v_proj and gate_up_proj's
+    into gate_proj, up_proj (as io/phi3.ts does on load)."""
+    d = derived(cfg)
+    NH, NKV, HS, FF = d["NH"], d["NKV"], d["HS"], d["FF"]
+    out = {}
+    for n, w in P.items():
+        if n.endswith("self_attn.qkv_proj.weight"):
+            base = n[: -len("qkv_proj.weight")]
+            q, k, v = w.split((NH * HS, NKV * HS, NKV * HS), dim=0)
+            out.update({base + "q_proj.weight": q, base + "k_proj.weight": k, base + "v_proj.weight": v})
+        elif n.endswith("mlp.gate_up_proj.weight"):
+            base = n[: -len("gate_up_proj.weight")]
+            gate, up = w.split(FF, dim=0)
+            out.update({base + "gate_proj.weight": gate, base + "up_proj.weight": up})
+        else:
+            out[n] = w
+    return out
+
+
+def phi3_checks(name, cfg, weights, inputs, logits):
+    """Phi-3: (1) with the window off, the forward equals the Llama forward on the split weights (checks the fused
+    row layouts); sliding_window 64 (>= T) gives exactly the window-off logits and differs from sliding_window 5, and
+    so do W - 1 and W + 1 (an off-by-one in the window shows in the fixture's logits). (2) The window's reach:
+    changing token 0 of a row, the first layer alone must leave positions >= W exactly as they were and change
+    position W - 1 (a key W - 1 back is seen, one W back is not; some positions < W change by only ~1e-15, as these
+    weights' attention is peaked); the whole two-layer model must change positions W .. 2 (W - 1) (reachable only
+    through the second layer) and leave positions >= 2 (W - 1) + 1 exactly unchanged; without the window the last
+    position changes."""
+    P = {n: w.to(torch.float64) for n, w in weights.items()}
+    W, L = cfg["sliding_window"], cfg["num_hidden_layers"]
+    ids = inputs["ids"]
+    no_window = dict(cfg, sliding_window=None)
+    with torch.no_grad():
+        base = phi3_forward(P, cfg, ids)
+        full = phi3_forward(P, no_window, ids)
+        llama = forward(phi3_split_weights(P, cfg), dict(cfg, model_type="llama"), ids)
+        split_err = (llama - full).abs().max().item()
+        wide = (phi3_forward(P, dict(cfg, sliding_window=64), ids) - full).abs().max().item()
+        window_change = (base - full).abs().max().item()
+        off_by_one = [
+            (phi3_forward(P, dict(cfg, sliding_window=w), ids) - base).abs().max().item() for w in (W - 1, W + 1)
+        ]
+    print(f"[{name}] window off vs the Llama forward on the split q/k/v and gate/up weights: max abs logit "
+          f"difference {split_err:.3e}; sliding_window 64 vs off: {wide:.3e}; sliding_window {W} vs 64: max logit "
+          f"change {window_change:.3e}; sliding_window {W - 1} / {W + 1} vs {W}: {off_by_one[0]:.3e} / "
+          f"{off_by_one[1]:.3e}")
+    assert split_err < 1e-12 and wide == 0.0 and window_change > 1e-3, "Phi-3 fused layout / window check failed"
+    assert min(off_by_one) > 1e-3, "the fixture's logits do not pin the window size"
+
+    row = torch.randint(0, cfg["vocab_size"], (1, T), generator=torch.Generator().manual_seed(13))
+    other = row.clone()
+    other[0, 0] = (other[0, 0] + 1) % cfg["vocab_size"]
+    cut = dict(cfg, num_hidden_layers=1)
+    Pc = {n: w for n, w in P.items() if not n.startswith("model.layers.") or n.startswith("model.layers.0.")}
+    reach = L * (W - 1)  # the last position token 0 can reach through L windowed layers
+    with torch.no_grad():
+        cut_diff = (phi3_forward(Pc, cut, row) - phi3_forward(Pc, cut, other)).abs().amax(dim=-1)[0]  # (T,)
+        whole_diff = (phi3_forward(P, cfg, row) - phi3_forward(P, cfg, other)).abs().amax(dim=-1)[0]
+        open_diff = (phi3_forward(P, no_window, row) - phi3_forward(P, no_window, other)).abs().amax(dim=-1)[0]
+    print(f"[{name}] token 0 changed, layer 0 alone: max logit change at positions >= {W} "
+          f"{cut_diff[W:].max().item():.3e}, at position {W - 1} {cut_diff[W - 1].item():.3e}; whole "
+          f"model: smallest at positions {W}..{reach} (only via layer 1) {whole_diff[W:reach + 1].min().item():.3e}, "
+          f"largest at positions > {reach} {whole_diff[reach + 1:].max().item():.3e}; without the window, at the "
+          f"last position {open_diff[-1].item():.3e}")
+    assert cut_diff[W:].max().item() == 0.0 and cut_diff[W - 1].item() > 1e-6, "Phi-3 one-layer reach wrong"
+    assert whole_diff[W : reach + 1].min().item() > 1e-6 and whole_diff[reach + 1 :].max().item() == 0.0
+    assert open_diff[-1].item() > 1e-6
+
+
 def dpo_reference(name, cfg, weights, inputs):
     """The DPO loss: its float64 gradient checked against finite differences, and the "dpo" metadata."""
     P = {n: w.to(torch.float64) for n, w in weights.items()}
@@ -1204,8 +1374,8 @@ def dpo_reference(name, cfg, weights, inputs):
     return tensors, meta
 
 
-# What the "notes" metadata of the SmolLM3, Granite and OLMo 2 files says about the family, before the common DPO /
-# AdamW text (DPO64_NOTES).
+# What the "notes" metadata of the SmolLM3, Granite, OLMo 2, GPT-2 and Phi-3 files says about the family, before the
+# common DPO / AdamW text (DPO64_NOTES).
 FAMILY_NOTES = {
     "smollm3": (
         "SmolLM3 = Llama except that layer l rotates q and k (RoPE) only when no_rope_layers[l] == 1; a layer with 0 "
@@ -1241,6 +1411,18 @@ FAMILY_NOTES["gpt2"] = (
     "else (see init)."
 )
 
+FAMILY_NOTES["phi3"] = (
+    "Phi-3 (Phi3ForCausalLM) = Llama with fused projections: qkv = input_layernorm(x) @ self_attn.qkv_proj.weight^T, "
+    "whose (NH + 2 * NKV) * HS output features are q (the first NH * HS), k (the next NKV * HS), v (the last NKV * "
+    "HS); gate, up = the first and the second FF output features of post_attention_layernorm(x) @ "
+    "mlp.gate_up_proj.weight^T; mlp = down_proj(up * silu(gate)). Every layer slides: a query at position i sees "
+    "keys j with 0 <= i - j < sliding_window (HF's create_sliding_window_causal_mask). RoPE (rotate-half) on the "
+    "whole head (partial_rotary_factor 1.0, no rope_scaling); scores times 1/sqrt(head size); head size hidden_size "
+    "/ num_attention_heads = 8 (Phi3Config has no head_dim); untied lm_head. Norm weights multiply by plain w (init "
+    "1 + 0.1 * base; parameter order input_layernorm, qkv_proj, o_proj, post_attention_layernorm, gate_up_proj, "
+    "down_proj, see init)."
+)
+
 DPO64_NOTES = (
     "float64 compute from the float32 weights; logits and logp are the float64 results rounded once, logits64, "
     "logp64 and dpo64.grad.* are the float64 results themselves. inv_freq is computed in float64 (HF uses float32). "
@@ -1257,6 +1439,7 @@ FAMILY_CHECKS = {
     "granite": granite_checks,
     "olmo2": olmo2_checks,
     "gpt2": gpt2_checks,
+    "phi3": phi3_checks,
 }
 
 
@@ -1293,9 +1476,9 @@ def build(name, index):
     assert abs(losses[0] + S.item() / inputs["mask"].sum().item()) < 1e-12
 
     tensors = dict(weights)
-    # The Gemma, SmolLM3, Granite, OLMo 2 and GPT-2 files carry the DPO gradient in float64 only (the float32 checks
-    # compare with it too): it keeps the files small, and the summed-log-prob gradient is covered by the llama/qwen
-    # files.
+    # The Gemma, SmolLM3, Granite, OLMo 2, GPT-2 and Phi-3 files carry the DPO gradient in float64 only (the float32
+    # checks compare with it too): it keeps the files small, and the summed-log-prob gradient is covered by the
+    # llama/qwen files.
     for n, g in ([] if dpo64 else grads.items()):
         tensors["grad." + n] = g.to(torch.float32)
     tensors["logits"] = logits.detach().to(torch.float32)
@@ -1319,6 +1502,7 @@ def build(name, index):
             INIT_FORMULA_GEMMA if gemma
             else INIT_FORMULA_OLMO2 if cfg["model_type"] == "olmo2"
             else INIT_FORMULA_GPT2 if cfg["model_type"] == "gpt2"
+            else INIT_FORMULA_PHI3 if cfg["model_type"] == "phi3"
             else INIT_FORMULA
         ),
         "inputs": json.dumps(
