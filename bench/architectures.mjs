@@ -138,6 +138,7 @@ const rows = [
   { architecture: "OLMo 2", llamacpp: "olmo2-tiny", torch: "olmo2" },
   // no GGUF export for GPT-2 yet, so no llama.cpp file to compare with
   { architecture: "GPT-2", llamacpp: null, torch: "gpt2" },
+  { architecture: "Phi-3", llamacpp: null, torch: "phi3" },
 ];
 const result = { environment: environment(), rows: {} };
 for (const row of rows) {

@@ -67,6 +67,9 @@ test("the new presets are the published config.json shapes (as llamaConfigFromHf
       num_attention_heads: 4, num_key_value_heads: 1, head_dim: 256, hidden_activation: "gelu_pytorch_tanh", max_position_embeddings: 32768,
       query_pre_attn_scalar: 256, rms_norm_eps: 1e-6, rope_theta: 1000000, rope_local_base_freq: 10000, rope_scaling: null,
       sliding_window: 512, sliding_window_pattern: 6, attn_logit_softcapping: null, final_logit_softcapping: null },
+    "phi3-mini": { model_type: "phi3", vocab_size: 32064, hidden_size: 3072, intermediate_size: 8192, num_hidden_layers: 4,
+      num_attention_heads: 32, num_key_value_heads: 32, max_position_embeddings: 4096, original_max_position_embeddings: 4096,
+      rms_norm_eps: 1e-5, rope_theta: 10000, rope_scaling: null, sliding_window: 2047, tie_word_embeddings: false, hidden_act: "silu" },
     "gpt2-small": { model_type: "gpt2", vocab_size: 50257, n_embd: 768, n_layer: 12, n_head: 12, n_positions: 1024, n_inner: null,
       activation_function: "gelu_new", layer_norm_epsilon: 1e-5 },
   };

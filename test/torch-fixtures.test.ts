@@ -113,7 +113,7 @@ for (const name of ["llama", "qwen2", "qwen3"]) {
   }
 }
 
-// Gemma 2, Gemma 3, SmolLM3, Granite and OLMo 2 (tools/torch_fixtures.py writes them from Hugging Face's definitions, by hand): the logits,
+// Gemma 2, Gemma 3, SmolLM3, Granite, OLMo 2, GPT-2 and Phi-3 (tools/torch_fixtures.py writes them from Hugging Face's definitions, by hand): the logits,
 // log-probs and the gradient of a DPO loss (pairs (0,2) and (1,3), fixed reference log-probs, β from the fixture)
 // for every parameter, through tsdpo's own loss (computeLoss), against the fixture's float64 results: to 1e-9 in
 // float64 on the js kernels, and to the float32 tolerances above in float32 on the backend under test.
@@ -146,7 +146,7 @@ function dpoGradients(be: Backend, model: Model, st: SafetensorsContents, ids: I
   return { loss: out.loss, want: dpo.loss, logits, logp: Float64Array.from(logp), grads };
 }
 
-for (const name of ["gemma2", "gemma3", "smollm3", "granite", "olmo2", "gpt2"]) {
+for (const name of ["gemma2", "gemma3", "smollm3", "granite", "olmo2", "gpt2", "phi3"]) {
   for (const ctor of [Float64Array, Float32Array]) {
     const f64 = ctor === Float64Array;
     test(`${name}: logits, log-probs and the DPO loss's gradient of every parameter match PyTorch (${f64 ? "float64, 1e-9" : "float32"})`, () => {

@@ -59,6 +59,12 @@ PRESETS = {
         family="qwen2", V=151936, C=896, L=24, NH=14, NKV=2, HS=64, FF=4864, ropeTheta=1000000, rmsEps=1e-6,
         tiedEmbeddings=True, qkvBias=True, qkNorm=False,
     ),
+    # microsoft/Phi-3-mini-4k-instruct cut to 4 of its 32 layers (Llama's computation; its fused qkv_proj and
+    # gate_up_proj are tsdpo's separate matrices here, as in tsdpo's own preset)
+    "phi3-mini": dict(
+        family="phi3", V=32064, C=3072, L=4, NH=32, NKV=32, HS=96, FF=8192, ropeTheta=10000, rmsEps=1e-5,
+        tiedEmbeddings=False, qkvBias=False, qkNorm=False, slidingWindow=2047,
+    ),
     # karpathy/tinyllamas stories260K (the shipped model's shape)
     "stories260k": dict(
         family="llama", V=512, C=64, L=5, NH=8, NKV=4, HS=8, FF=172, ropeTheta=10000, rmsEps=1e-5,

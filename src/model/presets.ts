@@ -70,6 +70,12 @@ export const PRESETS: Record<string, LlamaConfig> = {
     rmsEps: 1e-6, tiedEmbeddings: true, qkvBias: false, qkNorm: true, maxSeqLen: 32768, slidingWindow: 512,
     layers: gemmaLayers(4, 6, 512, 10000, 1000000), ...GEMMA, embedScale: Math.sqrt(1152), attnSoftcap: 0, finalSoftcap: 0,
   },
+  // microsoft/Phi-3-mini-4k-instruct cut to 4 of its 32 layers: head_dim 96 = 3072 / 32, no GQA, untied,
+  // sliding_window 2047, max_position_embeddings 4096 (q, k, v and gate, up are fused in its files, not here)
+  "phi3-mini": {
+    family: "phi3", V: 32064, C: 3072, L: 4, NH: 32, NKV: 32, HS: 96, FF: 8192, ropeTheta: 10000, ropeScaling: { type: "none" },
+    rmsEps: 1e-5, tiedEmbeddings: false, qkvBias: false, qkNorm: false, maxSeqLen: 4096, slidingWindow: 2047,
+  },
   // openai-community/gpt2 (GPT-2 small, all 12 layers): n_embd 768, n_head 12, n_inner 3072 (4·768), n_positions 1024,
   // layer_norm_epsilon 1e-5, tied output; learned positions, LayerNorms with biases, a GELU MLP, biases everywhere
   "gpt2-small": {

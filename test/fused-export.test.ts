@@ -1,6 +1,7 @@
-// GPT-2 through tsdpo's files: an HF folder written by tsdpo (Conv1D [in, out] weights, q, k and v joined into
-// c_attn, io/gpt2.ts) loads back to the same model bit for bit and says what GPT2Config says; what tsdpo cannot do
-// for GPT-2 yet (GGUF, LoRA) is refused with a message. The values against PyTorch are in torch-fixtures.test.ts.
+// The families whose HF tensors are fused or transposed (io/hflayout.ts), through tsdpo's files: GPT-2 (Conv1D
+// [in, out] weights, q, k and v joined into c_attn) and Phi-3 (qkv_proj, gate_up_proj). An HF folder written by tsdpo
+// loads back to the same model bit for bit and says what the family's config says; what tsdpo cannot do for them yet
+// (GGUF, LoRA) is refused with a message. The values against PyTorch are in torch-fixtures.test.ts.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -25,10 +26,16 @@ const cfg: LlamaConfig = {
   normKind: "layer", positions: "learned", mlp: "plain", linearBiases: true, activation: "gelu_tanh",
 };
 
-function tinyGpt2(): LoadedModel {
+const phi3: LlamaConfig = {
+  family: "phi3", V: 512, C: 32, L: 2, NH: 4, NKV: 2, HS: 8, FF: 48, ropeTheta: 10000, ropeScaling: { type: "none" },
+  rmsEps: 1e-5, tiedEmbeddings: false, qkvBias: false, qkNorm: false, maxSeqLen: 64, slidingWindow: 5,
+};
+
+function tiny(c: LlamaConfig): LoadedModel {
   const stories = loadModel(storiesGguf); // borrowed for its tokenizer (V 512)
-  return { ...stories, model: randomModel(cfg, Float32Array, 17, 0.5), format: "gguf" };
+  return { ...stories, model: randomModel(c, Float32Array, 17, 0.5), format: "gguf" };
 }
+const tinyGpt2 = (): LoadedModel => tiny(cfg);
 
 function logits(loaded: LoadedModel, ids: number[]): Float32Array {
   const T = ids.length;
@@ -73,4 +80,28 @@ test("GPT-2: GGUF export and LoRA are refused with a message (not supported yet)
   const loaded = tinyGpt2();
   assert.throws(() => exportGguf(loaded, join(tmpdir(), "never.gguf")), (e: unknown) => e instanceof TsdpoError && /GGUF export of GPT-2 is not supported yet/.test(e.message));
   assert.throws(() => createLora(loaded.model, { r: 2, alpha: 4, dropout: 0, targets: ["wq", "wv"] }, 1), (e: unknown) => e instanceof TsdpoError && /LoRA on GPT-2 is not supported yet/.test(e.message));
+});
+
+test("HF export of Phi-3 stacks q, k, v into qkv_proj and gate, up into gate_up_proj, and loads back bit for bit", () => {
+  const dir = mkdtempSync(join(tmpdir(), "tsdpo-phi3-"));
+  try {
+    const loaded = tiny(phi3);
+    exportHf(loaded, dir);
+    const header = readSafetensorsHeader(join(dir, "model.safetensors"));
+    assert.deepEqual(header.tensors.get("model.layers.0.self_attn.qkv_proj.weight")!.shape, [64, 32]);
+    assert.deepEqual(header.tensors.get("model.layers.1.mlp.gate_up_proj.weight")!.shape, [96, 32]);
+    assert.equal(header.tensors.has("model.layers.0.self_attn.q_proj.weight"), false);
+    const json = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+    assert.deepEqual([json.model_type, json.sliding_window, json.partial_rotary_factor], ["phi3", 5, 1]);
+    const back = loadModel(dir);
+    assert.deepEqual(back.model.cfg, phi3);
+    assert.deepEqual(back.model.params, loaded.model.params, "every parameter back in place, bit for bit");
+    const ids = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376];
+    assert.deepEqual(logits(back, ids), logits(loaded, ids));
+    // partial RoPE (Phi-4-mini) is refused rather than rotating whole heads
+    assert.throws(() => llamaConfigFromHf({ ...json, partial_rotary_factor: 0.75 }, "c"), (e: unknown) => e instanceof TsdpoError && /partial_rotary_factor 0.75/.test(e.message));
+    assert.throws(() => exportGguf(loaded, join(dir, "never.gguf")), (e: unknown) => e instanceof TsdpoError && /GGUF export of Phi-3 is not supported yet/.test(e.message));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
