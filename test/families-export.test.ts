@@ -27,9 +27,9 @@ import { readGgufMetadataTyped } from "../src/io/ggufwriter.js";
 import { loadModel, type LoadedModel } from "../src/io/load.js";
 import { ggufToHfQkRows, hfToGgufQkRows } from "../src/io/names.js";
 import type { LlamaConfig } from "../src/model/config.js";
-import { createActivations, createModel, forward, logitsOf as modelLogits, type Model } from "../src/model/decoder.js";
+import { createModel, type Model } from "../src/model/decoder.js";
 import { floatWeight } from "../src/model/weights.js";
-import { CHECK_FIXTURE, CHECK_TEXT, familyTiny, GREEDY_TOKENS, type TinyFamily } from "./gguf-export-models.js";
+import { assertHfRoundTrip, CHECK_FIXTURE, checkIds, checkLogits, familyTiny, GREEDY_TOKENS, type TinyFamily } from "./gguf-export-models.js";
 import { maxAbsDiff, testBackend } from "./helpers.js";
 
 const be = testBackend();
@@ -46,14 +46,8 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 
 const sha256 = (path: string): string => createHash("sha256").update(readFileSync(path)).digest("hex");
 
-function logitsOf(model: Model, ids: readonly number[]): Float32Array | Float64Array {
-  const T = ids.length;
-  const acts = createActivations(model, 1, T);
-  forward(be, model, acts, Int32Array.from(ids), Int32Array.from([...ids.slice(1), 0]), 1, T);
-  return modelLogits(be, model, acts).slice(0, T * model.cfg.V);
-}
-
-const ids = (loaded: LoadedModel): number[] => [loaded.tokenizer.bosId!, ...loaded.tokenizer.encode(CHECK_TEXT)];
+const logitsOf = checkLogits;
+const ids = checkIds;
 
 /** `model`'s weights under a changed config (same layout). */
 function withConfig(model: Model, change: Partial<LlamaConfig>): Model {
@@ -189,22 +183,8 @@ for (const { name, family } of FAMILIES) {
     } else assert.equal("no_rope_layers" in config, false);
     const multipliers = { embedding_multiplier: 6, attention_multiplier: 0.125, residual_multiplier: 0.25, logits_scaling: 4 };
     for (const [k, v] of Object.entries(multipliers)) assert.equal(config[k], family === "granite" ? v : undefined, k);
-    const hf = loadModel(dir1);
-    assert.equal(hf.format, "hf");
-    assert.deepEqual(hf.model.cfg, src.model.cfg);
-    assert.ok(hf.model.params.every((x, i) => x === src.model.params[i]), "weights changed through the HF folder");
-    const a = logitsOf(src.model, ids(src)), b = logitsOf(hf.model, ids(hf));
-    assert.ok(a.every((x, i) => x === b[i]), `logits differ by ${maxAbsDiff(a, b)}`);
-    const dir2 = join(tmp, `${name}-hf2`);
-    exportHf(hf, dir2);
-    for (const file of ["config.json", "model.safetensors", "tokenizer.json"])
-      assert.ok(readFileSync(join(dir2, file)).equals(readFileSync(join(dir1, file))), `${file} differs after HF -> tsdpo -> HF`);
     // and the HF-sourced model to GGUF (its tokenizer.json converted): the same model comes back
-    const gguf = join(tmp, `${name}-from-hf.gguf`);
-    exportGguf(hf, gguf);
-    const fromHf = loadModel(gguf);
-    assert.deepEqual(fromHf.model.cfg, src.model.cfg);
-    assert.deepEqual(ids(fromHf), ids(src));
+    const { fromHf } = assertHfRoundTrip(src, dir1, tmp, name);
     assert.ok(fromHf.model.params.every((x, i) => x === src.model.params[i]), "weights changed through HF -> GGUF");
   });
 }

@@ -8,14 +8,18 @@
 // Everything here is deterministic: weights are perturbed with an integer-only PRNG (no Math.sin/exp, whose last
 // bits could change between engines), so the exported bytes are the same on every machine and Node version.
 
+import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { exportGguf } from "../src/export/gguf.js";
+import { exportHf } from "../src/export/hf.js";
 import type { Backend, Buf } from "../src/backend/contract.js";
 import { f16ToF32, f32ToF16 } from "../src/io/dtype.js";
 import { loadModel, type LoadedModel } from "../src/io/load.js";
 import { gemmaLayerIsLocal, type LlamaConfig } from "../src/model/config.js";
 import { createActivations, createModel, forward, logitsOf as modelLogits, type Model } from "../src/model/decoder.js";
 import { loadHfTokenizer } from "../src/tokenizer/hf.js";
-import { fixture, rng, storiesGguf } from "./helpers.js";
+import { fixture, maxAbsDiff, rng, storiesGguf, testBackend } from "./helpers.js";
 
 export const CHECK_FIXTURE = fixture("gguf-export-llamacpp.json");
 
@@ -346,4 +350,41 @@ export function vocabTexts(): string[] {
     "\u2581 literal marks \u2581\u2581",
     "Numbers 1234567 and 3.14159, code: x+=1; y = f(x)**2",
   ];
+}
+
+/** The logits (T, V) of `model` on `ids` (next-token targets), on the backend under test. */
+export function checkLogits(model: Model, ids: readonly number[]): Float32Array | Float64Array {
+  const be = testBackend();
+  const T = ids.length;
+  const acts = createActivations(model, 1, T);
+  forward(be, model, acts, Int32Array.from(ids), Int32Array.from([...ids.slice(1), 0]), 1, T);
+  return modelLogits(be, model, acts).slice(0, T * model.cfg.V);
+}
+
+/** BOS and CHECK_TEXT's ids in `loaded`'s tokenizer. */
+export const checkIds = (loaded: LoadedModel): number[] => [loaded.tokenizer.bosId!, ...loaded.tokenizer.encode(CHECK_TEXT)];
+
+/**
+ * HF → tsdpo → HF for a model already exported to `dir1`: the folder loads back to the same config, weights and
+ * logits (bit for bit), and exporting it again writes the same config.json, model.safetensors and tokenizer.json.
+ * Returns the HF-loaded model and that model exported to GGUF (its tokenizer.json converted) and read back, for the
+ * caller's own comparison (bit-equal, or within a norm shift's rounding for Gemma).
+ */
+export function assertHfRoundTrip(src: LoadedModel, dir1: string, tmp: string, name: string): { hf: LoadedModel; fromHf: LoadedModel } {
+  const hf = loadModel(dir1);
+  assert.equal(hf.format, "hf");
+  assert.deepEqual(hf.model.cfg, src.model.cfg);
+  assert.ok(hf.model.params.every((x, i) => x === src.model.params[i]), "weights changed through the HF folder");
+  const a = checkLogits(src.model, checkIds(src)), b = checkLogits(hf.model, checkIds(hf));
+  assert.ok(a.every((x, i) => x === b[i]), `logits differ by ${maxAbsDiff(a, b)}`);
+  const dir2 = join(tmp, `${name}-hf2`);
+  exportHf(hf, dir2);
+  for (const f of ["config.json", "model.safetensors", "tokenizer.json"])
+    assert.ok(readFileSync(join(dir2, f)).equals(readFileSync(join(dir1, f))), `${f} differs after HF -> tsdpo -> HF`);
+  const gguf = join(tmp, `${name}-from-hf.gguf`);
+  exportGguf(hf, gguf);
+  const fromHf = loadModel(gguf);
+  assert.deepEqual(fromHf.model.cfg, src.model.cfg);
+  assert.deepEqual(checkIds(fromHf), checkIds(src));
+  return { hf, fromHf };
 }
