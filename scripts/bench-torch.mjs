@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // tsdpo's DPO step against the same step in PyTorch, on this machine, in one run.
 //
-//   npm run bench:torch -- [--preset smollm-135m|qwen2.5-0.5b|stories260k|gemma2-2b|gemma3-1b] [--prompt-len 128] [--completion-len 128]
+//   npm run bench:torch -- [--preset smollm-135m|qwen2.5-0.5b|stories260k|gemma2-2b|gemma3-1b|phi3-mini|gpt2-small] [--prompt-len 128] [--completion-len 128]
 //                          [--pairs 1] [--steps 5] [--warmup 1] [--threads N] [--rounds 2] [--json] [--out FILE]
 //                          [--baseline-tsdpo DIR [--baseline-label TEXT]]
 //
@@ -179,7 +179,8 @@ async function presetDifferences(preset) {
   // absent there too); maxSeqLen is not used by either benchmark.
   const assumed = {
     ropeScaling: { type: "none" }, slidingWindow: null, norms: "pre", normOffset: 0, activation: "silu", embedScale: 1,
-    attnScale: 1 / Math.sqrt(ts.HS), attnSoftcap: 0, finalSoftcap: 0,
+    attnScale: 1 / Math.sqrt(ts.HS), attnSoftcap: 0, finalSoftcap: 0, qkNormScope: "head", residualScale: 1, logitScale: 1,
+    normKind: "rms", positions: "rope", mlp: "gated", linearBiases: false,
   };
   for (const [key, value] of Object.entries(assumed)) {
     if (!(key in py) && ts[key] !== undefined && !sameJson(ts[key], value)) {
