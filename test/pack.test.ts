@@ -105,3 +105,16 @@ test(`${under.name} backend: shared prefix = concatenated batch to float32 preci
   assertAllClose(shared.logp, cat.logp, 1e-4, 1e-5, "per-token log-probs");
   assertAllClose(shared.grads, cat.grads, 1e-4, 1e-3, "parameter gradients");
 });
+
+test("padding gets position 0, so no position exceeds the longest sequence (models with learned positions index by it)", () => {
+  // a short pair next to a long one: the short row's padding would otherwise count on past its own sequence
+  const pairs = [pair(0, [1, 2, 3], [4], [5]), pair(1, [1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12], [13, 14, 15, 16, 17, 18, 19])];
+  for (const shared of [true, false]) {
+    const pk = packPairs(pairs, shared);
+    const longest = Math.max(...pairs.map((p) => p.promptIds.length + Math.max(p.chosenIds.length, p.rejectedIds.length)));
+    assert.ok(Math.max(...pk.pos.subarray(0, pk.R * pk.T)) < longest, `shared ${shared}: a position reaches ${Math.max(...pk.pos)}`);
+    // the short pair's row (shared: prompt ++ chosen ++ rejected = 5 tokens) is padding from then on
+    const used = shared ? 5 : 4;
+    assert.deepEqual([...pk.pos.subarray(used, pk.T)], new Array(pk.T - used).fill(0), `shared ${shared}: padding positions`);
+  }
+});

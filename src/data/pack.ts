@@ -89,7 +89,9 @@ export function packPairs(pairs: readonly TokenizedPair[], shared: boolean, padI
       ids.set(p.promptIds, o);
       ids.set(p.chosenIds, o + P);
       ids.set(p.rejectedIds, o + S);
-      for (let t = 0; t < T; t++) pos[o + t] = t < S ? t : t - cw;
+      // padding after the rejected answer gets position 0: nothing real attends to it (it comes last), and a model with
+      // learned positions (GPT-2) has no rows past its context for it
+      for (let t = 0; t < T; t++) pos[o + t] = t < S ? t : t < S + cl ? t - cw : 0;
       branch![2 * i] = P;
       branch![2 * i + 1] = S;
       addAnswer(i, p.chosenIds, (k) => o + P - 1 + k);
@@ -100,7 +102,7 @@ export function packPairs(pairs: readonly TokenizedPair[], shared: boolean, padI
         const o = r * T;
         ids.set(p.promptIds, o);
         ids.set(answer, o + P);
-        for (let t = 0; t < T; t++) pos[o + t] = t;
+        for (let t = 0; t < T; t++) pos[o + t] = t < P + answer.length ? t : 0; // padding: position 0, as above
         tokens += P + answer.length;
       }
     }

@@ -31,6 +31,8 @@ export interface SummaryInfo {
   modelPath: string;
   dataPath: string;
   report: string;
+  /** Whether the model's family exports to GGUF (the "next" commands suggest it only then). */
+  ggufExport?: boolean;
 }
 
 /** Held-out metrics in the table, with the direction in which each is better. */
@@ -95,7 +97,9 @@ export function runSummary(rows: readonly MetricsRow[], info: SummaryInfo): stri
       ? [`  tsdpo sample --model ${run} --reference ${here(info.modelPath)} --prompts ${here(prompts)}   # tuned next to the reference`]
       : []),
     `  tsdpo eval --model ${run} --data ${here(info.dataPath)}   # preference accuracy against the starting model`,
-    `  tsdpo export ${run} --format gguf --out ${here(join(info.runDir, "model.gguf"))}   # for llama.cpp and ollama`,
+    info.ggufExport === false
+      ? `  tsdpo export ${run} --format hf --out ${here(join(info.runDir, "hf"))}   # a Hugging Face folder`
+      : `  tsdpo export ${run} --format gguf --out ${here(join(info.runDir, "model.gguf"))}   # for llama.cpp and ollama`,
   );
   return lines.join("\n");
 }

@@ -743,7 +743,10 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
     };
     writeFileAtomic(join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
     const report = await writeRunReport(runDir);
-    say(runSummary(allRows, { runDir, finalDir, seconds: summary.seconds, best: summary.best, modelPath, dataPath: cfg.data ?? defaultDataPath, report }));
+    say(runSummary(allRows, {
+      runDir, finalDir, seconds: summary.seconds, best: summary.best, modelPath, dataPath: cfg.data ?? defaultDataPath, report,
+      ggufExport: policy.cfg.family !== "gpt2" && policy.cfg.family !== "phi3", // not yet for these (export/gguf.ts)
+    }));
     return { runDir, steps: state.step, finalDir, lastMetrics, evalMetrics };
   } finally {
     process.removeListener("SIGINT", onSignal);
