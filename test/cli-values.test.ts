@@ -129,7 +129,11 @@ test("tsdpo bench runs one stories260k step and reports a consistent record", ()
   assert.ok(Math.abs(rec.tokens_per_second - tokens / (rec.ms_per_step / 1000)) <= 0.1 + rel * rec.tokens_per_second,
     `tokens/s ${rec.tokens_per_second} for ${tokens} tokens in ${rec.ms_per_step} ms`);
   const shares = Object.values(rec.share).reduce((a, b) => a + b, 0);
-  assert.ok(Math.abs(shares - 1) < 0.05, `phase shares sum to ${shares}`);
+  // The four timed phases leave out the step's glue (packing, the loss on a handful of numbers), 2–6% of this 3 ms
+  // native step on a loaded 2-core machine. 0.1 still fails a phase dropped or counted twice: the smallest phase
+  // here is over 13% of the step.
+  assert.ok(Math.abs(shares - 1) < 0.1, `phase shares sum to ${shares}`);
+  assert.ok(Object.values(rec.share).every((x) => x > 0.02), `every phase takes part of the step: ${JSON.stringify(rec.share)}`);
   assert.ok(Number.isFinite(rec.check.chosen_logps) && rec.check.chosen_logps < 0);
   assert.ok(Math.abs(rec.check.loss - Math.LN2) < 1e-6, "the first step's loss is ln 2 (policy = reference)");
   assert.deepEqual([rec.config.prompt_len, rec.config.completion_len, rec.config.pairs], [16, 8, 1]);
