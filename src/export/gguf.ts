@@ -36,7 +36,7 @@ import { type GgufMetaValue, type GgufTensorToWrite, gv, writeGguf } from "../io
 import type { LoadedModel } from "../io/load.js";
 import { llamaCppGemmaAttnScale } from "../io/ggufconfig.js";
 import { ggufNormShift, ggufQkPermuted, ggufTensorName, hfToGgufQkRows } from "../io/names.js";
-import { type LlamaConfig, type ModelFamily, decoderOptions, gemmaLayerIsLocal, layerAttention } from "../model/config.js";
+import { type LlamaConfig, type ModelFamily, decoderOptions, gemmaWindowPattern, layerAttention } from "../model/config.js";
 import { exportedWeights } from "./hf.js";
 import { type QuantMix, quantTypeFor } from "./quanttypes.js";
 import { GGML_TYPE_ID, type QuantType, quantizeRow, rowBytes } from "../quant/ggml.js";
@@ -167,9 +167,7 @@ function gemmaHyperparameters(cfg: LlamaConfig, family: "gemma2" | "gemma3", k: 
     cannot("its norms, activation or untied output layer are not Gemma's");
   const layers = Array.from({ length: cfg.L }, (_, l) => layerAttention(cfg, l));
   const local = layers.filter((a) => a.window !== null), global = layers.filter((a) => a.window === null);
-  let pattern = 0;
-  for (let p = 1; p <= cfg.L + 1 && pattern === 0; p++) if (layers.every((a, l) => (a.window !== null) === gemmaLayerIsLocal(l, p))) pattern = p;
-  if (pattern === 0) cannot("its local and global layers do not follow one repeating pattern");
+  const pattern = gemmaWindowPattern(cfg) ?? cannot("its local and global layers do not follow one repeating pattern");
   if (local.some((a) => a.window !== local[0]!.window)) cannot("its local layers have different windows");
   const g = global[0] ?? { ropeTheta: cfg.ropeTheta, ropeScaling: cfg.ropeScaling };
   if (global.some((a) => a.ropeTheta !== g.ropeTheta || JSON.stringify(a.ropeScaling) !== JSON.stringify(g.ropeScaling)) ||

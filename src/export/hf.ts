@@ -12,7 +12,7 @@ import { hfTensorName } from "../io/names.js";
 import { fusedHfLayout } from "../io/hflayout.js";
 import { type TensorToWrite, type WriteDtype, writeSafetensorsSharded } from "../io/safetensors.js";
 import { hfTokenizerFilesFromGguf } from "../tokenizer/export.js";
-import { type Model, cloneModel, floatCopy } from "../model/decoder.js";
+import { type Model, cloneModel, floatCopy, paramView } from "../model/decoder.js";
 import { referenceBackend } from "../backend/js/kernels.js";
 import { mergeLora } from "../model/lora.js";
 
@@ -50,10 +50,7 @@ export function exportHf(loaded: LoadedModel, outDir: string, opts: HfExportOpti
   // A model with LoRA adapters is exported merged: W + s·B·A, what it computes with the adapters on.
   const model = exportedWeights(loaded.model);
   mkdirSync(outDir, { recursive: true });
-  const param = (name: string): Float32Array => {
-    const e = model.entries.find((x) => x.name === name)!;
-    return Float32Array.from(model.params.subarray(e.offset, e.offset + e.size));
-  };
+  const param = (name: string): Float32Array => Float32Array.from(paramView(model, name));
   const fused = fusedHfLayout(model.cfg); // GPT-2's Conv1D layout and c_attn, Phi-3's qkv_proj and gate_up_proj
   const hf = fused ? fused.toHf(model.cfg, param) : null;
   const tensors: TensorToWrite[] = fused

@@ -1,5 +1,10 @@
 // Half-precision conversions shared by the GGUF and safetensors readers and writers.
 
+import type { Buf } from "../backend/contract.js";
+
+/** A new zeroed array of `like`'s float type (the fused-layout splits keep float64 gradients float64 in tests). */
+export const floatArrayLike = (like: Buf, n: number): Buf => (like instanceof Float64Array ? new Float64Array(n) : new Float32Array(n));
+
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 

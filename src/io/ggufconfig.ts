@@ -250,7 +250,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
       return gemmaFromGguf(m, cfg, family);
     case "smollm3":
       // llama.cpp's smollm3 has no key for its NoPE layers: every 4th layer (n_no_rope_layer_step) skips RoPE
-      if (cfg.L > 65536) throw inputError(`${f.path}: GGUF key smollm3.block_count is ${cfg.L}; no model has more than 65536 layers, so the file is corrupt`);
+      checkPerLayerCount(f, family, cfg.L);
       return { ...cfg, layers: Array.from({ length: cfg.L }, (_, l) => ({ window: null, rope: (l + 1) % 4 !== 0, ropeTheta: cfg.ropeTheta, ropeScaling: cfg.ropeScaling })) };
     case "granite": {
       // llama.cpp: a missing (or 0) attention.scale means 1/√HS, a missing residual or embedding scale means 1
@@ -274,6 +274,14 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     default:
       return cfg;
   }
+}
+
+/**
+ * Before a per-layer list is built: block_count is checked against the tensors only after the config is read, so a
+ * corrupt one must not become a huge allocation here.
+ */
+function checkPerLayerCount(f: GgufFile, family: string, L: number): void {
+  if (L > 65536) throw inputError(`${f.path}: GGUF key ${family}.block_count is ${L}; no model has more than 65536 layers, so the file is corrupt`);
 }
 
 /**
@@ -304,8 +312,7 @@ function gemmaFromGguf(m: Meta, cfg: LlamaConfig, family: "gemma2" | "gemma3"): 
   if (hasLocal && !Number.isSafeInteger(window)) throw inputError(`${f.path}: ${family}.attention.sliding_window must be a positive integer, got ${window}`);
   const localTheta = family === "gemma3" ? m.posNumber("rope.freq_base_swa", 10000) : cfg.ropeTheta;
   const localScaling: RopeScaling = family === "gemma3" ? { type: "none" } : cfg.ropeScaling;
-  // block_count is checked against the tensors only after this; a corrupt one must not become a huge allocation
-  if (cfg.L > 65536) throw inputError(`${f.path}: GGUF key ${family}.block_count is ${cfg.L}; no model has more than 65536 layers, so the file is corrupt`);
+  checkPerLayerCount(f, family, cfg.L);
   const layers: LayerAttention[] = Array.from({ length: cfg.L }, (_, l) =>
     hasLocal && gemmaLayerIsLocal(l, pattern)
       ? { window: window!, rope: true, ropeTheta: localTheta, ropeScaling: localScaling }

@@ -8,9 +8,8 @@
 
 import type { Buf } from "../backend/contract.js";
 import type { LlamaConfig } from "../model/config.js";
+import { floatArrayLike } from "./dtype.js";
 
-/** A new array of the same float type as `like` (float64 gradients in tests stay float64). */
-const alike = (like: Buf, n: number): Buf => (like instanceof Float64Array ? new Float64Array(n) : new Float32Array(n));
 
 /** The HF tensors of a GPT-2 model with their shapes, in the order GPT2LMHeadModel's state dict lists them. */
 export function gpt2HfSpecs(cfg: LlamaConfig): { name: string; shape: number[] }[] {
@@ -33,7 +32,7 @@ export function gpt2HfSpecs(cfg: LlamaConfig): { name: string; shape: number[] }
 
 /** Columns c0..c0+n of a row-major (rows, cols) matrix, transposed: the (n, rows) [out][in] matrix tsdpo keeps. */
 function columnsTransposed(src: Buf, rows: number, cols: number, c0: number, n: number): Buf {
-  const out = alike(src, n * rows);
+  const out = floatArrayLike(src, n * rows);
   for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) out[j * rows + r] = src[r * cols + c0 + j]!;
   return out;
 }
@@ -68,7 +67,7 @@ export function gpt2ToHf(cfg: LlamaConfig, get: (name: string) => Buf): Map<stri
     for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) dst[r * cols + c0 + j] = src[j * rows + r]!;
   };
   const transposed = (src: Buf, rows: number, cols: number): Buf => {
-    const m = alike(src, rows * cols);
+    const m = floatArrayLike(src, rows * cols);
     intoColumns(m, src, rows, cols, 0, cols);
     return m;
   };
@@ -76,7 +75,7 @@ export function gpt2ToHf(cfg: LlamaConfig, get: (name: string) => Buf): Map<stri
   for (let l = 0; l < L; l++) {
     const h = `transformer.h.${l}.`, t = `layers.${l}.`;
     const wq = get(t + "wq");
-    const qkv = alike(wq, C * 3 * C), qkvBias = alike(wq, 3 * C);
+    const qkv = floatArrayLike(wq, C * 3 * C), qkvBias = floatArrayLike(wq, 3 * C);
     ["wq", "wk", "wv"].forEach((w, i) => intoColumns(qkv, get(t + w), C, 3 * C, i * C, C));
     ["bq", "bk", "bv"].forEach((b, i) => qkvBias.set(get(t + b), i * C));
     out.set(h + "ln_1.weight", get(t + "attn_norm")).set(h + "ln_1.bias", get(t + "attn_norm_b"));

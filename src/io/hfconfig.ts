@@ -14,7 +14,7 @@
 import { readFileSync } from "node:fs";
 import { describeJsonError, describeValue, inputError, TsdpoError, unsupportedError } from "../errors.js";
 import {
-  type LayerAttention, type LlamaConfig, type ModelFamily, type RopeScaling, decoderOptions, gemmaLayerIsLocal, layerAttention,
+  type LayerAttention, type LlamaConfig, type ModelFamily, type RopeScaling, decoderOptions, gemmaLayerIsLocal, gemmaWindowPattern, layerAttention,
   unsupportedArchitectureKind,
 } from "../model/config.js";
 
@@ -514,13 +514,8 @@ function gemmaHfConfig(cfg: LlamaConfig, family: "gemma2" | "gemma3", opts: HfEx
     attention_bias: false,
   };
   // Older transformers read the pattern rather than layer_types; write it when the layers follow one.
-  if (family === "gemma3") {
-    for (let p = 1; p <= cfg.L + 1; p++)
-      if (layers.every((a, l) => (a.window !== null) === gemmaLayerIsLocal(l, p))) {
-        out["sliding_window_pattern"] = p;
-        break;
-      }
-  }
+  const pattern = family === "gemma3" ? gemmaWindowPattern(cfg) : null;
+  if (pattern !== null) out["sliding_window_pattern"] = pattern;
   return out;
 }
 

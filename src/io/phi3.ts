@@ -5,9 +5,9 @@
 
 import type { Buf } from "../backend/contract.js";
 import type { LlamaConfig } from "../model/config.js";
+import { floatArrayLike } from "./dtype.js";
 import { hfTensorName } from "./names.js";
 
-const alike = (like: Buf, n: number): Buf => (like instanceof Float64Array ? new Float64Array(n) : new Float32Array(n));
 
 /** The HF tensors of a Phi-3 model with their shapes, in Phi3ForCausalLM's state-dict order. */
 export function phi3HfSpecs(cfg: LlamaConfig): { name: string; shape: number[] }[] {
@@ -54,7 +54,7 @@ export function phi3ToHf(cfg: LlamaConfig, get: (name: string) => Buf): Map<stri
   const out = new Map<string, Buf>();
   const plain = (name: string): void => void out.set(hfTensorName(name, "llama"), get(name));
   const stacked = (parts: Buf[]): Buf => {
-    const m = alike(parts[0]!, parts.reduce((a, p) => a + p.length, 0));
+    const m = floatArrayLike(parts[0]!, parts.reduce((a, p) => a + p.length, 0));
     let off = 0;
     for (const p of parts) {
       m.set(p, off);

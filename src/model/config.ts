@@ -136,6 +136,13 @@ export function layerAttention(cfg: LlamaConfig, l: number): LayerAttention {
  */
 export const gemmaLayerIsLocal = (l: number, pattern: number): boolean => (l + 1) % pattern !== 0;
 
+/** The smallest sliding_window_pattern whose rule gives `cfg`'s local and global layers, or null when none does. */
+export function gemmaWindowPattern(cfg: LlamaConfig): number | null {
+  for (let p = 1; p <= cfg.L + 1; p++)
+    if (Array.from({ length: cfg.L }, (_, l) => layerAttention(cfg, l)).every((a, l) => (a.window !== null) === gemmaLayerIsLocal(l, p))) return p;
+  return null;
+}
+
 /**
  * One parameter tensor of the model. Names are tsdpo's own (io/ maps them to Hugging Face and GGUF names). Shapes
  * are row-major, matrices [out][in] like nn.Linear.weight.

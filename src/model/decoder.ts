@@ -553,7 +553,7 @@ export function forwardPacked(be: Backend, model: Model, acts: Activations, inpu
     be.accumulate(acts.x[0]!, acts.tmp, N * C);
   }
   for (let l = 0; l < cfg.L; l++) layerForward(be, model, acts, l, false);
-  normForward(be, cfg, acts.lnf, acts.meanf, acts.rstdf, acts.x[cfg.L]!, p.outNorm, p.outNormB, N, C);
+  normForward(be, acts.lnf, acts.meanf, acts.rstdf, acts.x[cfg.L]!, p.outNorm, p.outNormB, N, C, cfg.rmsEps, opts.normOffset);
   if (opts.logitScale !== 1) be.scale(acts.lnf, 1 / opts.logitScale, N * C); // logits / s = (lnf / s)·Wᵀ
   lmHeadLogprobForwardW(
     be, acts.logp, acts.lse, acts.logitSum, acts.wantLogSumSq ? acts.logSumSq : null,
@@ -564,18 +564,18 @@ export function forwardPacked(be: Backend, model: Model, acts: Activations, inpu
 
 /** A pre-norm or the final norm: RMSNorm, or LayerNorm with its bias and saved means (normKind "layer"). */
 function normForward(
-  be: Backend, cfg: LlamaConfig, out: Buf, mean: Buf | null, rstd: Buf, inp: Buf, w: Buf, b: Buf | null, N: number, C: number,
+  be: Backend, out: Buf, mean: Buf | null, rstd: Buf, inp: Buf, w: Buf, b: Buf | null, N: number, C: number, eps: number, offset: number,
 ): void {
-  if (mean) be.layernormForward(out, mean, rstd, inp, w, b, N, C, cfg.rmsEps);
-  else be.rmsnormForward(out, rstd, inp, w, N, C, cfg.rmsEps, decoderOptions(cfg).normOffset);
+  if (mean) be.layernormForward(out, mean, rstd, inp, w, b, N, C, eps);
+  else be.rmsnormForward(out, rstd, inp, w, N, C, eps, offset);
 }
 
 function normBackward(
-  be: Backend, cfg: LlamaConfig, dinp: Buf, dw: Buf | null, db: Buf | null, dout: Buf, inp: Buf, w: Buf, mean: Buf | null, rstd: Buf,
-  N: number, C: number,
+  be: Backend, dinp: Buf, dw: Buf | null, db: Buf | null, dout: Buf, inp: Buf, w: Buf, mean: Buf | null, rstd: Buf,
+  N: number, C: number, offset: number,
 ): void {
   if (mean) be.layernormBackward(dinp, dw, db, dout, inp, w, mean, rstd, N, C);
-  else be.rmsnormBackward(dinp, dw, dout, inp, w, rstd, N, C, decoderOptions(cfg).normOffset);
+  else be.rmsnormBackward(dinp, dw, dout, inp, w, rstd, N, C, offset);
 }
 
 /**
@@ -596,7 +596,7 @@ function layerForward(be: Backend, model: Model, acts: Activations, l: number, r
   const x = acts.x[l]!;
   // Without pre-norms (OLMo 2) each sublayer reads the residual stream itself.
   const attnIn = a.ln1 ?? x;
-  if (a.ln1) normForward(be, cfg, a.ln1, a.mean1, a.rstd1!, x, w.attnNorm!, w.attnNormB, N, C);
+  if (a.ln1) normForward(be, a.ln1, a.mean1, a.rstd1!, x, w.attnNorm!, w.attnNormB, N, C, cfg.rmsEps, off);
   if (cfg.qkNorm) {
     linearForward(be, model, acts, l, "wq", a.qPre!, attnIn, w.wq, w.bq, N, C, NH * HS, replay);
     linearForward(be, model, acts, l, "wk", a.kPre!, attnIn, w.wk, w.bk, N, C, NKV * HS, replay);
@@ -622,7 +622,7 @@ function layerForward(be: Backend, model: Model, acts: Activations, l: number, r
   if (residualScale !== 1) be.scale(acts.tmp, residualScale, N * C);
   be.addForward(a.xMid, x, acts.tmp, N * C);
   const mlpIn = a.ln2 ?? a.xMid;
-  if (a.ln2) normForward(be, cfg, a.ln2, a.mean2, a.rstd2!, a.xMid, w.ffnNorm!, w.ffnNormB, N, C);
+  if (a.ln2) normForward(be, a.ln2, a.mean2, a.rstd2!, a.xMid, w.ffnNorm!, w.ffnNormB, N, C, cfg.rmsEps, off);
   if (a.gate) {
     linearForward(be, model, acts, l, "w_gate", a.gate, mlpIn, w.wGate!, null, N, C, FF, replay);
     linearForward(be, model, acts, l, "w_up", a.up, mlpIn, w.wUp, w.bUp, N, C, FF, replay);
@@ -687,7 +687,7 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
   lmHeadLogprobBackwardW(be, acts.dln, g ? g.lmHead : null, dlogp, acts.lnf, acts.rows, acts.targets, p.lmHead, acts.lse, acts.M, C, V, finalSoftcap);
   if (logitScale !== 1) be.scale(acts.dln, 1 / logitScale, N * C);
   zero(acts.dx, N * C);
-  normBackward(be, cfg, acts.dx, g ? g.outNorm : null, g ? g.outNormB : null, acts.dln, acts.x[cfg.L]!, p.outNorm, acts.meanf, acts.rstdf, N, C);
+  normBackward(be, acts.dx, g ? g.outNorm : null, g ? g.outNormB : null, acts.dln, acts.x[cfg.L]!, p.outNorm, acts.meanf, acts.rstdf, N, C, off);
 
   for (let l = cfg.L - 1; l >= 0; l--) {
     const w = p.layers[l]!;
@@ -717,7 +717,7 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
       zero(acts.dln, N * C);
     }
     linearBackward(be, model, acts, l, "w_up", acts.dln, dw ? dw.wUp : null, dw ? dw.bUp : null, acts.dup, mlpIn, w.wUp, N, C, FF);
-    if (a.ln2) normBackward(be, cfg, acts.dx, dw ? dw.ffnNorm : null, dw ? dw.ffnNormB : null, acts.dln, a.xMid, w.ffnNorm!, a.mean2, a.rstd2!, N, C);
+    if (a.ln2) normBackward(be, acts.dx, dw ? dw.ffnNorm : null, dw ? dw.ffnNormB : null, acts.dln, a.xMid, w.ffnNorm!, a.mean2, a.rstd2!, N, C, off);
     else be.accumulate(acts.dx, acts.dln, N * C);
     // xMid = x + r·o(atty), or x + r·postnorm(o(atty))
     let dO = branchGrad();
@@ -754,7 +754,7 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     linearBackward(be, model, acts, l, "wq", acts.dln, dw ? dw.wq : null, dw ? dw.bq : null, dqProj, attnIn, w.wq, N, C, NH * HS);
     linearBackward(be, model, acts, l, "wk", acts.dln, dw ? dw.wk : null, dw ? dw.bk : null, dkProj, attnIn, w.wk, N, C, NKV * HS);
     linearBackward(be, model, acts, l, "wv", acts.dln, dw ? dw.wv : null, dw ? dw.bv : null, acts.dv, attnIn, w.wv, N, C, NKV * HS);
-    if (a.ln1) normBackward(be, cfg, acts.dx, dw ? dw.attnNorm : null, dw ? dw.attnNormB : null, acts.dln, acts.x[l]!, w.attnNorm!, a.mean1, a.rstd1!, N, C);
+    if (a.ln1) normBackward(be, acts.dx, dw ? dw.attnNorm : null, dw ? dw.attnNormB : null, acts.dln, acts.x[l]!, w.attnNorm!, a.mean1, a.rstd1!, N, C, off);
     else be.accumulate(acts.dx, acts.dln, N * C);
   }
   if (!g) return;
@@ -870,7 +870,7 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
     const w = p.layers[l]!;
     const kDst = cache.k[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
     const vDst = cache.v[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
-    if (w.attnNorm) normForward(be, cfg, cache.ln, mean, cache.rstd, cache.x, w.attnNorm, w.attnNormB, T, C);
+    if (w.attnNorm) normForward(be, cache.ln, mean, cache.rstd, cache.x, w.attnNorm, w.attnNormB, T, C, cfg.rmsEps, off);
     const attnIn = w.attnNorm ? cache.ln : cache.x;
     if (cfg.qkNorm) {
       decodeLinear(be, model, cache, l, "wq", cache.qkTmp, attnIn, w.wq, w.bq, T, C, NH * HS);
@@ -890,7 +890,7 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
     be.attentionDecode(cache.atty, cache.q, cache.k[l]!, cache.v[l]!, T, pos0, NH, NKV, HS, layerAttention(cfg, l).window ?? 0, attnScale, attnSoftcap);
     decodeLinear(be, model, cache, l, "wo", cache.tmp, cache.atty, w.wo, w.bo, T, NH * HS, C);
     join(cache.tmp, w.attnPostNorm);
-    if (w.ffnNorm) normForward(be, cfg, cache.ln, mean, cache.rstd, cache.x, w.ffnNorm, w.ffnNormB, T, C);
+    if (w.ffnNorm) normForward(be, cache.ln, mean, cache.rstd, cache.x, w.ffnNorm, w.ffnNormB, T, C, cfg.rmsEps, off);
     const mlpIn = w.ffnNorm ? cache.ln : cache.x;
     decodeLinear(be, model, cache, l, "w_up", cache.up, mlpIn, w.wUp, w.bUp, T, C, FF);
     if (w.wGate) {
@@ -903,7 +903,7 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
   }
   // Only the last position's logits are needed to choose the next token.
   const last = cache.x.subarray((T - 1) * C, T * C);
-  normForward(be, cfg, cache.ln, mean ? mean.subarray(0, 1) : null, cache.rstd, last, p.outNorm, p.outNormB, 1, C);
+  normForward(be, cache.ln, mean ? mean.subarray(0, 1) : null, cache.rstd, last, p.outNorm, p.outNormB, 1, C, cfg.rmsEps, off);
   if (logitScale !== 1) be.scale(cache.ln, 1 / logitScale, C);
   matmulForwardW(be, cache.logits, cache.ln, p.lmHead, null, 1, C, V);
   capLogits(cache.logits, finalSoftcap);
