@@ -10,7 +10,7 @@
 import type { Backend, Buf } from "../backend/contract.js";
 import { type LlamaConfig, type ParamSpec, decoderOptions, layerAttention, numel, paramSpecs } from "./config.js";
 import { softcapped } from "../backend/js/softcap.js";
-import { ropeTables } from "./rope.js";
+import { ropeLongAfter, ropeTables, rotaryDim } from "./rope.js";
 import type { Rng } from "../rng.js";
 import type { Lora, LoraAdapter, LoraTarget } from "./lora.js";
 import {
@@ -188,6 +188,8 @@ function validateConfig(cfg: LlamaConfig): void {
     if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) bad(`${k} = ${cfg[k]}`);
   if (cfg.NH % cfg.NKV !== 0) bad(`NH ${cfg.NH} is not a multiple of NKV ${cfg.NKV}`);
   if (cfg.HS % 2 !== 0) bad(`HS ${cfg.HS} is odd; RoPE needs pairs`);
+  const RD = rotaryDim(cfg);
+  if (!Number.isInteger(RD) || RD < 2 || RD % 2 !== 0 || RD > cfg.HS) bad(`ropeDim ${RD} must be even, at least 2 and at most HS ${cfg.HS}`);
   const o = decoderOptions(cfg);
   // combinations no supported family has, which the kernels' wiring does not cover
   if (o.normKind === "layer" && (o.norms !== "pre" || cfg.qkNorm)) bad("LayerNorm is wired as a pre-norm only, without q/k norms");
@@ -259,8 +261,10 @@ export interface Activations {
   dgate: Buf | null; // (R,T,FF)
   dup: Buf; // (R,T,FF)
   dh: Buf; // (R,T,FF)
-  /** Per layer, its RoPE tables (maxT, HS/2) (layers with the same base and scaling share one), or null: no RoPE. */
+  /** Per layer, its RoPE tables (maxT, RD/2) (layers with the same base and scaling share one), or null: no RoPE. */
   rope: (RopeTable | null)[];
+  /** The longest sequence of the last forward, max(pos) + 1: it picks LongRoPE's short or long tables (ropeAt). */
+  seqLen: number;
   /** LoRA branch buffers when the model had adapters at creation, else null. */
   lora: LoraActs | null;
   /** Set by the trainer for a training forward when LoRA dropout is on; null = no dropout (eval, reference). */
@@ -326,8 +330,23 @@ export function loraActivationFloats(cfg: LlamaConfig, maxRows: number, maxT: nu
 }
 
 export interface RopeTable {
-  cos: Buf;
+  cos: Buf; // (maxT, RD/2)
   sin: Buf;
+  /**
+   * LongRoPE's long-factor tables, for a sequence of more than `longAfter` tokens; null when the scaling has none or
+   * no sequence of maxT tokens reaches them.
+   */
+  long: { cos: Buf; sin: Buf } | null;
+  longAfter: number;
+}
+
+/**
+ * The tables a sequence of seqLen tokens rotates with. LongRoPE follows transformers: the long factors when the
+ * forward's longest sequence (max position + 1) exceeds original_max_position_embeddings, the short ones otherwise,
+ * for every token of that forward.
+ */
+export function ropeAt(t: RopeTable, seqLen: number): { cos: Buf; sin: Buf } {
+  return t.long && seqLen > t.longAfter ? t.long : t;
 }
 
 /** Each layer's RoPE tables for positions < maxT; layers with equal settings share one pair, RoPE-less layers get null. */
@@ -338,7 +357,11 @@ export function layerRopeTables(cfg: LlamaConfig, maxT: number, ctor: FloatCtor)
     if (!a.rope) return null;
     const key = JSON.stringify([a.ropeTheta, a.ropeScaling]);
     let t = made.get(key);
-    if (!t) made.set(key, (t = ropeTables({ HS: cfg.HS, ropeTheta: a.ropeTheta, ropeScaling: a.ropeScaling }, maxT, ctor)));
+    if (!t) {
+      const rc = { HS: cfg.HS, ropeDim: cfg.ropeDim, ropeTheta: a.ropeTheta, ropeScaling: a.ropeScaling };
+      const longAfter = ropeLongAfter(a.ropeScaling);
+      made.set(key, (t = { ...ropeTables(rc, maxT, ctor), long: maxT > longAfter ? ropeTables(rc, maxT, ctor, true) : null, longAfter }));
+    }
     return t;
   });
 }
@@ -391,7 +414,7 @@ export function createActivations(model: Model, maxRows: number, maxT: number, c
     wantLogSumSq: false,
     tmp: v("tmp"), dx: v("dx"), dln: v("dln"), dq: v("dq"), dk: v("dk"), dv: v("dv"), dqPre: v("dqPre"),
     dkPre: v("dkPre"), datty: v("datty"), dgate: o("dgate"), dup: v("dup"), dh: v("dh"),
-    rope: layerRopeTables(model.cfg, maxT, model.ctor),
+    rope: layerRopeTables(model.cfg, maxT, model.ctor), seqLen: 0,
   };
 }
 
@@ -535,6 +558,9 @@ export function forwardPacked(be: Backend, model: Model, acts: Activations, inpu
   acts.R = R;
   acts.T = T;
   acts.M = M;
+  let maxPos = 0;
+  for (let i = 0; i < N; i++) maxPos = Math.max(maxPos, input.pos[i]!);
+  acts.seqLen = maxPos + 1;
   if (input.ids !== acts.ids) acts.ids.set(input.ids.subarray(0, N));
   if (input.pos !== acts.pos) acts.pos.set(input.pos.subarray(0, N));
   if (input.rows !== acts.rows) acts.rows.set(input.rows.subarray(0, M));
@@ -609,8 +635,9 @@ function layerForward(be: Backend, model: Model, acts: Activations, l: number, r
   }
   linearForward(be, model, acts, l, "wv", a.v, attnIn, w.wv, w.bv, N, C, NKV * HS, replay);
   if (rope) {
-    be.ropeForward(a.q, rope.cos, rope.sin, acts.pos, N, NH, HS);
-    be.ropeForward(a.k, rope.cos, rope.sin, acts.pos, N, NKV, HS);
+    const { cos, sin } = ropeAt(rope, acts.seqLen), RD = rotaryDim(cfg);
+    be.ropeForward(a.q, cos, sin, acts.pos, N, NH, HS, RD);
+    be.ropeForward(a.k, cos, sin, acts.pos, N, NKV, HS, RD);
   }
   be.attentionForward(a.atty, a.attLse, a.q, a.k, a.v, acts.branch, R, T, NH, NKV, HS, window, attnScale, attnSoftcap);
   // Post-norms (Gemma, OLMo 2): the projection's output is normalised before it joins the residual stream, scaled
@@ -735,8 +762,9 @@ export function backward(be: Backend, model: Model, acts: Activations, grads: Gr
     be.attentionBackward(acts.dq, acts.dk, acts.dv, acts.datty, a.q, a.k, a.v, a.atty, a.attLse, acts.branch, R, T, NH, NKV, HS, window, attnScale, attnSoftcap);
     const rope = acts.rope[l];
     if (rope) {
-      be.ropeBackward(acts.dq, rope.cos, rope.sin, acts.pos, N, NH, HS);
-      be.ropeBackward(acts.dk, rope.cos, rope.sin, acts.pos, N, NKV, HS);
+      const { cos, sin } = ropeAt(rope, acts.seqLen), RD = rotaryDim(cfg);
+      be.ropeBackward(acts.dq, cos, sin, acts.pos, N, NH, HS, RD);
+      be.ropeBackward(acts.dk, cos, sin, acts.pos, N, NKV, HS, RD);
     }
     let dqProj = acts.dq;
     let dkProj = acts.dk;
@@ -787,6 +815,15 @@ export interface KvCache {
   up: Buf; // (chunk, FF)
   logits: Buf; // (V)
   rope: (RopeTable | null)[]; // per layer, as Activations.rope
+  /**
+   * The sequence length the cached keys' RoPE tables were picked for (ropeAt): LongRoPE rotates a sequence by its
+   * length, so when appending tokens moves it across original_max_position_embeddings, ropeSwitch re-runs the
+   * cached tokens with the other tables, as transformers' Phi3ForCausalLM.prepare_inputs_for_generation drops its
+   * cache at that point.
+   */
+  ropeLen: number;
+  /** (maxT) the tokens in the cache, kept only when a table switch may need them again (LongRoPE), else null. */
+  hist: Int32Array | null;
   ids: Int32Array; // (chunk)
   pos: Int32Array; // (chunk) positions of the chunk's tokens
   loraU: Buf | null; // (chunk, r) when the model has adapters
@@ -796,15 +833,16 @@ export interface KvCache {
 export function createKvCache(model: Model, maxT: number, chunk = 64): KvCache {
   const { C, L, NH, NKV, HS, FF, V } = model.cfg;
   const m = model.ctor;
+  const rope = layerRopeTables(model.cfg, maxT, m);
   return {
-    maxT, len: 0, chunk,
+    maxT, len: 0, chunk, rope, ropeLen: 0, hist: rope.some((t) => t?.long) ? new Int32Array(maxT) : null,
     k: Array.from({ length: L }, () => new m(maxT * NKV * HS)),
     v: Array.from({ length: L }, () => new m(maxT * NKV * HS)),
     x: new m(chunk * C), ln: new m(chunk * C), rstd: new m(chunk * NH), q: new m(chunk * NH * HS),
     mean: decoderOptions(model.cfg).normKind === "layer" ? new m(chunk) : null,
     kNew: new m(chunk * NKV * HS), vNew: new m(chunk * NKV * HS), qkTmp: new m(chunk * NH * HS),
     atty: new m(chunk * NH * HS), tmp: new m(chunk * C), gate: new m(chunk * FF), up: new m(chunk * FF),
-    logits: new m(V), rope: layerRopeTables(model.cfg, maxT, m), ids: new Int32Array(chunk), pos: new Int32Array(chunk),
+    logits: new m(V), ids: new Int32Array(chunk), pos: new Int32Array(chunk),
     loraU: model.lora ? new m(chunk * model.lora.cfg.r) : null,
     loraOut: model.lora ? new m(chunk * Math.max(C, NH * HS, FF)) : null,
   };
@@ -818,8 +856,59 @@ export function decode(be: Backend, model: Model, cache: KvCache, tokens: readon
   if (tokens.length === 0) throw new Error("internal: decode needs at least one token");
   if (cache.len + tokens.length > cache.maxT)
     throw new Error(`context full: ${cache.len} + ${tokens.length} tokens exceed the cache of ${cache.maxT}`);
-  for (let s = 0; s < tokens.length; s += cache.chunk) decodeChunk(be, model, cache, tokens.slice(s, s + cache.chunk));
+  ropeSwitch(be, model, cache, cache.len + tokens.length);
+  for (let s = 0; s < tokens.length; s += cache.chunk)
+    decodeSegments(be, model, cache, [{ cache, tokens: tokens.slice(s, s + cache.chunk) }], cache.logits);
   return cache.logits;
+}
+
+/**
+ * Before a cache grows to newLen tokens: when a layer's RoPE tables for newLen differ from those its cached keys
+ * were rotated with (LongRoPE crossing original_max_position_embeddings, either way), re-runs the cached tokens with
+ * the new tables, so every key of the sequence is rotated as a full forward of newLen tokens rotates it.
+ */
+function ropeSwitch(be: Backend, model: Model, cache: KvCache, newLen: number): void {
+  const switches = cache.rope.some((t) => t && ropeAt(t, newLen) !== ropeAt(t, cache.ropeLen));
+  cache.ropeLen = newLen;
+  if (!switches || cache.len === 0) return;
+  if (!cache.hist) throw new Error("internal: a RoPE table switch without the cache's token history");
+  const past = Array.from(cache.hist.subarray(0, cache.len));
+  cache.len = 0;
+  for (let s = 0; s < past.length; s += cache.chunk)
+    decodeSegments(be, model, cache, [{ cache, tokens: past.slice(s, s + cache.chunk) }], cache.logits);
+}
+
+/**
+ * A cache for one more sequence that shares `scratch`'s work buffers (and its logits) and owns only its keys and
+ * values: the rows of a batched sampler. Use the caches of one group one at a time (decode) or together
+ * (decodeRows), never from two places at once.
+ */
+export function createKvRow(model: Model, scratch: KvCache): KvCache {
+  const kv = model.cfg.NKV * model.cfg.HS;
+  const m = model.ctor;
+  return {
+    ...scratch, len: 0, ropeLen: 0, hist: scratch.hist ? new Int32Array(scratch.maxT) : null,
+    k: Array.from({ length: model.cfg.L }, () => new m(scratch.maxT * kv)),
+    v: Array.from({ length: model.cfg.L }, () => new m(scratch.maxT * kv)),
+  };
+}
+
+/**
+ * One token for each of `caches` (rows made by createKvRow around one scratch, at most `chunk` of them), decoded
+ * together: the projections and the LM head run once over all rows, attention runs per row against its own cache.
+ * Row i's logits go to out[i·V ..]. Every kernel here computes a row independently of the others, so a row's
+ * logits equal what decode() gives for that sequence alone (test/batch-sample.test.ts holds both backends to it).
+ */
+export function decodeRows(be: Backend, model: Model, caches: readonly KvCache[], tokens: readonly number[], out: Buf): void {
+  const scratch = caches[0];
+  if (!scratch || caches.length !== tokens.length) throw new Error("internal: decodeRows needs one token per cache");
+  if (caches.length > scratch.chunk) throw new Error(`internal: ${caches.length} rows exceed the scratch's ${scratch.chunk}`);
+  for (const c of caches) {
+    if (c.x !== scratch.x) throw new Error("internal: decodeRows' caches must share one scratch (createKvRow)");
+    if (c.len + 1 > c.maxT) throw new Error(`context full: ${c.len} + 1 tokens exceed the cache of ${c.maxT}`);
+  }
+  for (const c of caches) ropeSwitch(be, model, c, c.len + 1);
+  decodeSegments(be, model, scratch, caches.map((cache, i) => ({ cache, tokens: [tokens[i]!] })), out);
 }
 
 /** linearForward for generation: no dropout, scratch from the cache. */
@@ -834,17 +923,33 @@ function decodeLinear(
   loraBranch(be, model.lora!, ad, out, inp, cache.loraU, cache.loraOut, T, IN, OUT);
 }
 
-function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly number[]): void {
+/** Tokens to append to one sequence's cache. */
+interface DecodeSegment {
+  cache: KvCache;
+  tokens: readonly number[];
+}
+
+/**
+ * The decoder over new tokens of one or more sequences, with `scratch`'s work buffers: each segment's tokens sit
+ * at its cache's next positions and attend to that cache only. Writes the logits after each segment's last token
+ * to out[s·V ..] and advances every cache.
+ */
+function decodeSegments(be: Backend, model: Model, scratch: KvCache, segs: readonly DecodeSegment[], out: Buf): void {
   const { cfg, p } = model;
   const { C, NH, NKV, HS, FF, V, rmsEps } = cfg;
   const { normOffset: off, attnScale, attnSoftcap, activation, embedScale, finalSoftcap, qkNormScope, residualScale, logitScale } = decoderOptions(cfg);
-  const T = tokens.length;
-  const pos0 = cache.len;
-  for (let t = 0; t < T; t++) {
-    const id = tokens[t]!;
-    if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new Error(`token id ${id} is outside the vocabulary (V=${V})`);
-    cache.ids[t] = id;
-    cache.pos[t] = pos0 + t;
+  const cache = scratch;
+  let T = 0;
+  for (const seg of segs) {
+    const pos0 = seg.cache.len;
+    if (p.posEmbd && pos0 + seg.tokens.length > cfg.maxSeqLen) throw new Error(`context full: the model has ${cfg.maxSeqLen} learned positions`);
+    for (let t = 0; t < seg.tokens.length; t++, T++) {
+      const id = seg.tokens[t]!;
+      if (!(Number.isInteger(id) && id >= 0 && id < V)) throw new Error(`token id ${id} is outside the vocabulary (V=${V})`);
+      cache.ids[T] = id;
+      cache.pos[T] = pos0 + t;
+    }
+    seg.cache.hist?.set(seg.tokens, pos0);
   }
   const kv = NKV * HS;
   const whole = qkNormScope === "projection";
@@ -861,33 +966,46 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
   embeddingForwardW(be, cache.x, cache.ids, p.tokEmbd, T, C);
   if (embedScale !== 1) be.scale(cache.x, embedScale, T * C);
   if (p.posEmbd) {
-    if (pos0 + T > cfg.maxSeqLen) throw new Error(`context full: the model has ${cfg.maxSeqLen} learned positions`);
     be.embeddingForward(cache.tmp, cache.pos, p.posEmbd, T, C);
     be.accumulate(cache.x, cache.tmp, T * C);
   }
   const mean = cache.mean ? cache.mean.subarray(0, T) : null; // null: RMSNorm
   for (let l = 0; l < cfg.L; l++) {
     const w = p.layers[l]!;
-    const kDst = cache.k[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
-    const vDst = cache.v[l]!.subarray(pos0 * kv, (pos0 + T) * kv);
     if (w.attnNorm) normForward(be, cache.ln, mean, cache.rstd, cache.x, w.attnNorm, w.attnNormB, T, C, cfg.rmsEps, off);
     const attnIn = w.attnNorm ? cache.ln : cache.x;
+    // New keys and values go to scratch first, then to each sequence's own cache rows.
     if (cfg.qkNorm) {
       decodeLinear(be, model, cache, l, "wq", cache.qkTmp, attnIn, w.wq, w.bq, T, C, NH * HS);
       be.rmsnormForward(cache.q, cache.rstd, cache.qkTmp, w.qNorm!, whole ? T : T * NH, whole ? NH * HS : HS, rmsEps, off);
       decodeLinear(be, model, cache, l, "wk", cache.qkTmp, attnIn, w.wk, w.bk, T, C, kv);
-      be.rmsnormForward(kDst, cache.rstd, cache.qkTmp, w.kNorm!, whole ? T : T * NKV, whole ? kv : HS, rmsEps, off);
+      be.rmsnormForward(cache.kNew, cache.rstd, cache.qkTmp, w.kNorm!, whole ? T : T * NKV, whole ? kv : HS, rmsEps, off);
     } else {
       decodeLinear(be, model, cache, l, "wq", cache.q, attnIn, w.wq, w.bq, T, C, NH * HS);
-      decodeLinear(be, model, cache, l, "wk", kDst, attnIn, w.wk, w.bk, T, C, kv);
+      decodeLinear(be, model, cache, l, "wk", cache.kNew, attnIn, w.wk, w.bk, T, C, kv);
     }
-    decodeLinear(be, model, cache, l, "wv", vDst, attnIn, w.wv, w.bv, T, C, kv);
-    const rope = cache.rope[l];
-    if (rope) {
-      be.ropeForward(cache.q, rope.cos, rope.sin, cache.pos, T, NH, HS);
-      be.ropeForward(kDst, rope.cos, rope.sin, cache.pos, T, NKV, HS);
+    decodeLinear(be, model, cache, l, "wv", cache.vNew, attnIn, w.wv, w.bv, T, C, kv);
+    const rope = cache.rope[l], RD = rotaryDim(cfg);
+    if (rope && !rope.long) {
+      be.ropeForward(cache.q, rope.cos, rope.sin, cache.pos, T, NH, HS, RD);
+      be.ropeForward(cache.kNew, rope.cos, rope.sin, cache.pos, T, NKV, HS, RD);
+    } else if (rope) {
+      // LongRoPE: each sequence rotates with the tables of its own length (ropeSwitch keeps its cache to them)
+      for (let s = 0, t0 = 0; s < segs.length; t0 += segs[s]!.tokens.length, s++) {
+        const Ts = segs[s]!.tokens.length, { cos, sin } = ropeAt(rope, segs[s]!.cache.ropeLen), pos = cache.pos.subarray(t0, t0 + Ts);
+        be.ropeForward(cache.q.subarray(t0 * NH * HS, (t0 + Ts) * NH * HS), cos, sin, pos, Ts, NH, HS, RD);
+        be.ropeForward(cache.kNew.subarray(t0 * kv, (t0 + Ts) * kv), cos, sin, pos, Ts, NKV, HS, RD);
+      }
     }
-    be.attentionDecode(cache.atty, cache.q, cache.k[l]!, cache.v[l]!, T, pos0, NH, NKV, HS, layerAttention(cfg, l).window ?? 0, attnScale, attnSoftcap);
+    const window = layerAttention(cfg, l).window ?? 0;
+    for (let s = 0, t0 = 0; s < segs.length; t0 += segs[s]!.tokens.length, s++) {
+      const seg = segs[s]!, Ts = seg.tokens.length, pos0 = seg.cache.len;
+      seg.cache.k[l]!.set(cache.kNew.subarray(t0 * kv, (t0 + Ts) * kv), pos0 * kv);
+      seg.cache.v[l]!.set(cache.vNew.subarray(t0 * kv, (t0 + Ts) * kv), pos0 * kv);
+      const qs = NH * HS;
+      be.attentionDecode(cache.atty.subarray(t0 * qs, (t0 + Ts) * qs), cache.q.subarray(t0 * qs, (t0 + Ts) * qs),
+        seg.cache.k[l]!, seg.cache.v[l]!, Ts, pos0, NH, NKV, HS, window, attnScale, attnSoftcap);
+    }
     decodeLinear(be, model, cache, l, "wo", cache.tmp, cache.atty, w.wo, w.bo, T, NH * HS, C);
     join(cache.tmp, w.attnPostNorm);
     if (w.ffnNorm) normForward(be, cache.ln, mean, cache.rstd, cache.x, w.ffnNorm, w.ffnNormB, T, C, cfg.rmsEps, off);
@@ -901,11 +1019,16 @@ function decodeChunk(be: Backend, model: Model, cache: KvCache, tokens: readonly
     decodeLinear(be, model, cache, l, "w_down", cache.tmp, cache.gate, w.wDown, w.bDown, T, FF, C);
     join(cache.tmp, w.ffnPostNorm);
   }
-  // Only the last position's logits are needed to choose the next token.
-  const last = cache.x.subarray((T - 1) * C, T * C);
-  normForward(be, cache.ln, mean ? mean.subarray(0, 1) : null, cache.rstd, last, p.outNorm, p.outNormB, 1, C, cfg.rmsEps, off);
-  if (logitScale !== 1) be.scale(cache.ln, 1 / logitScale, C);
-  matmulForwardW(be, cache.logits, cache.ln, p.lmHead, null, 1, C, V);
-  capLogits(cache.logits, finalSoftcap);
-  cache.len += T;
+  // Only each segment's last position needs logits (to choose its next token): gather those rows, then one LM head.
+  const S = segs.length;
+  for (let s = 0, t = 0; s < S; s++) {
+    t += segs[s]!.tokens.length;
+    cache.tmp.set(cache.x.subarray((t - 1) * C, t * C), s * C);
+  }
+  normForward(be, cache.ln, mean ? mean.subarray(0, S) : null, cache.rstd, cache.tmp, p.outNorm, p.outNormB, S, C, cfg.rmsEps, off);
+  if (logitScale !== 1) be.scale(cache.ln, 1 / logitScale, S * C);
+  const logits = out.subarray(0, S * V);
+  matmulForwardW(be, logits, cache.ln, p.lmHead, null, S, C, V);
+  capLogits(logits, finalSoftcap);
+  for (const seg of segs) seg.cache.len += seg.tokens.length;
 }

@@ -2,7 +2,7 @@
 // from a seeded RNG. Stops at EOS (or any of the tokenizer's stop ids) or after maxNewTokens.
 
 import type { Backend, Buf } from "../backend/contract.js";
-import { type Model, createKvCache, decode } from "../model/decoder.js";
+import { type KvCache, type Model, createKvCache, createKvRow, decode, decodeRows } from "../model/decoder.js";
 import { Rng } from "../rng.js";
 
 export interface SampleOptions {
@@ -126,4 +126,94 @@ export function generate(
     logits = decode(be, model, cache, [next]);
   }
   return { ids, stop: "length" };
+}
+
+/** One request to generateBatch: a prompt and the RNG its tokens are drawn from (as generate's `rng`). */
+export interface BatchRequest {
+  promptIds: readonly number[];
+  rng: Rng;
+}
+
+/**
+ * generate() for many prompts at once, through the KV cache. Up to `rows` sequences are live together: each
+ * prompt is prefilled alone in its row, then the live rows decode one token each in a single pass (decodeRows),
+ * and a finished row takes the next waiting prompt. Each request draws only from its own RNG and every kernel
+ * computes a row independently of the others, so request i's tokens are exactly what
+ * generate(be, model, promptIds_i, stopIds, opts, rng_i) gives, whatever `rows` is. `onDone` sees each result as it
+ * finishes (in finishing order), so a caller can record it before the rest are done.
+ */
+export function generateBatch(
+  be: Backend,
+  model: Model,
+  requests: readonly BatchRequest[],
+  stopIds: readonly number[],
+  opts: Omit<SampleOptions, "seed">,
+  rows = 16,
+  onDone?: (i: number, g: Generation) => void,
+): Generation[] {
+  const results: (Generation | undefined)[] = new Array(requests.length);
+  const finish = (i: number, g: Generation): void => {
+    results[i] = g;
+    onDone?.(i, g);
+  };
+  const maxSeqLen = model.cfg.maxSeqLen;
+  let longest = 0;
+  for (const r of requests) {
+    if (r.promptIds.length === 0) throw new Error("internal: generate needs at least one prompt token (BOS)");
+    if (r.promptIds.length < maxSeqLen) longest = Math.max(longest, r.promptIds.length);
+  }
+  const capacity = Math.min(maxSeqLen, longest + opts.maxNewTokens);
+  const nRows = Math.max(1, Math.min(rows, requests.length));
+  const scratch = createKvCache(model, Math.max(1, capacity), Math.max(64, nRows));
+  const caches: KvCache[] = [scratch, ...Array.from({ length: nRows - 1 }, () => createKvRow(model, scratch))];
+  // A live row: which request, its tokens so far, and its own limit (generate's maxT for that prompt).
+  interface Live { req: number; cache: KvCache; ids: number[]; maxT: number }
+  let next = 0;
+  const free: KvCache[] = [...caches].reverse();
+  const live: Live[] = [];
+  const logits = new model.ctor(nRows * model.cfg.V);
+
+  // Draws row `r`'s next token from `rowLogits` and applies generate()'s stopping rules in its order; true = finished.
+  const step = (r: Live, rowLogits: Buf): boolean => {
+    const tok = sampleToken(rowLogits, opts, requests[r.req]!.rng);
+    r.ids.push(tok);
+    if (stopIds.includes(tok)) return finish(r.req, { ids: r.ids, stop: "eos" }), true;
+    if (r.cache.len >= r.maxT) return finish(r.req, { ids: r.ids, stop: r.ids.length < opts.maxNewTokens ? "context" : "length" }), true;
+    if (r.ids.length >= opts.maxNewTokens) return finish(r.req, { ids: r.ids, stop: "length" }), true;
+    return false;
+  };
+  // Fills free rows with waiting requests: prefill alone, then the first token.
+  const admit = (): void => {
+    while (free.length > 0 && next < requests.length) {
+      const i = next++;
+      const { promptIds } = requests[i]!;
+      if (promptIds.length >= maxSeqLen) {
+        finish(i, { ids: [], stop: "context" });
+        continue;
+      }
+      const cache = free.pop()!;
+      cache.len = 0;
+      const row: Live = { req: i, cache, ids: [], maxT: Math.min(maxSeqLen, promptIds.length + opts.maxNewTokens) };
+      const first = decode(be, model, cache, promptIds);
+      if (opts.maxNewTokens <= 0 || step(row, first)) {
+        if (opts.maxNewTokens <= 0) finish(i, { ids: [], stop: "length" });
+        free.push(cache);
+        continue;
+      }
+      live.push(row);
+    }
+  };
+  admit();
+  while (live.length > 0) {
+    decodeRows(be, model, live.map((r) => r.cache), live.map((r) => r.ids[r.ids.length - 1]!), logits);
+    const V = model.cfg.V;
+    const still: Live[] = [];
+    live.forEach((r, k) => {
+      if (step(r, logits.subarray(k * V, (k + 1) * V))) free.push(r.cache);
+      else still.push(r);
+    });
+    live.splice(0, live.length, ...still);
+    admit();
+  }
+  return results as Generation[];
 }
