@@ -187,8 +187,16 @@ export function loadLlmJudge(path: string, ctx: JudgeContext, opts: { template?:
   const tok = jm.loaded.tokenizer;
   const source = `${ctx.where} (${path})`;
   let last: Record<string, number | boolean> | null = null;
-  const order = (prompt: string, first: string, second: string): [number, number] =>
-    labelLogps(jm, judgeInput(tok, judgeText(tok, fillJudgeTemplate(template, prompt, first, second), source), source));
+  let warned = false;
+  const order = (prompt: string, first: string, second: string): [number, number] => {
+    const input = judgeInput(tok, judgeText(tok, fillJudgeTemplate(template, prompt, first, second), source), source);
+    const ctxLen = jm.loaded.model.cfg.maxSeqLen;
+    if (input.ids.length >= ctxLen && !warned) {
+      warned = true; // RoPE runs on past the trained context, but the judgement is then worth less; said once
+      process.stderr.write(`${source}: a judge prompt of ${input.ids.length} tokens is longer than the model's context of ${ctxLen}; its preferences there are unreliable\n`);
+    }
+    return labelLogps(jm, input);
+  };
   return {
     name: `llm:${path}`,
     async compare(prompt: string, a: string, b: string): Promise<number> {

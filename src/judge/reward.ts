@@ -126,10 +126,15 @@ export function loadRewardJudge(path: string, ctx: JudgeContext): Judge {
   const rm = located(ctx, () => openRewardModel(folder, selectBackend(ctx.backend)));
   const tok = rm.loaded.tokenizer;
   let last: Record<string, number> | null = null;
+  let warned = false;
   return {
     name: `reward:${path}`,
     async score(prompt: string, completion: string): Promise<number> {
       const ids = rewardInput(tok, prompt, completion, folder);
+      if (ids.length > rm.loaded.model.cfg.maxSeqLen && !warned) {
+        warned = true; // RoPE runs on past the trained context, but the score is then worth less; said once
+        process.stderr.write(`${ctx.where}: ${folder}: a text of ${ids.length} tokens is longer than the reward model's context of ${rm.loaded.model.cfg.maxSeqLen}; its scores there are unreliable\n`);
+      }
       const s = rewardScores(rm, [ids])[0]!;
       if (!Number.isFinite(s)) throw new Error(`reward model ${folder} gave a non-finite score (${s})`);
       last = { tokens: ids.length };
