@@ -68,14 +68,16 @@ test("reward: the last non-padding token is the rightmost token that is not pad_
 });
 
 /** A copy of a reward fixture folder with its weights and config changed, in a fresh temporary directory. */
-function alteredFolder(name: string, change: (tensors: { name: string; shape: number[]; data: Float32Array }[], config: Record<string, unknown>) => void): string {
+function alteredFolder(
+  name: string, change: (tensors: { name: string; shape: number[]; data: Float32Array }[], config: Record<string, unknown>) => void, dtype: "F32" | "BF16" = "F32",
+): string {
   const dir = mkdtempSync(join(tmpdir(), "tsdpo-rm-"));
   cpSync(fixture("reward", name), dir, { recursive: true });
   const st = readSafetensors(join(dir, "model.safetensors"));
   const tensors = [...st.tensors].map(([n, t]) => ({ name: n, shape: [...t.shape], data: Float32Array.from(t.data as Float32Array) }));
   const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8")) as Record<string, unknown>;
   change(tensors, config);
-  writeSafetensors(join(dir, "model.safetensors"), tensors);
+  writeSafetensors(join(dir, "model.safetensors"), tensors, { dtype });
   writeFileSync(join(dir, "config.json"), JSON.stringify(config));
   return dir;
 }
@@ -104,6 +106,24 @@ test("reward: what is not a one-label sequence classifier is refused with one li
     assert.throws(() => loadModel(fixture("reward", "llama")), oneLine(/LlamaForSequenceClassification, a sequence-classification \(reward\) model: it has no LM head/));
   } finally {
     for (const d of [noHead, twoLabels, causal]) rmSync(d, { recursive: true, force: true });
+  }
+});
+
+test("reward: a BF16 folder runs with its matrices frozen as stored, as its float32 copy does", () => {
+  const dir = alteredFolder("qwen2", () => {}, "BF16");
+  try {
+    const be = testBackend();
+    const frozen = openRewardModel(dir, be);
+    assert.ok(frozen.loaded.model.quant.size > 0, "the matrices stay BF16");
+    const asFloat = loadModel(dir, Float32Array, { scoreHead: true, halvesAsFloat: true });
+    assert.equal(asFloat.model.quant.size, 0);
+    const rows = expected.qwen2!.items.map((it) => it.ids);
+    const want = rewardScores({ loaded: asFloat, head: asFloat.scoreHead!, be, acts: null }, rows);
+    assertAllClose(rewardScores(frozen, rows), want, 2e-5, 0, "BF16 frozen vs float32 copy");
+    // BF16 weights are not the fixture's: the scores move by more than the float32 tolerance, so the check above is not vacuous
+    assert.ok(Math.max(...want.map((x, i) => Math.abs(x - expected.qwen2!.items[i]!.score))) > 1e-4);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

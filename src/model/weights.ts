@@ -120,6 +120,7 @@ export function lmHeadLogprobForwardW(
   be: Backend, logp: Buf, lse: Buf, logitSum: Buf, logSumSq: Buf | null, x: Buf, rows: Int32Array, targets: Int32Array, W: Weight,
   M: number, C: number, V: number, softcap: number,
 ): void {
+  if (M === 0) return; // a forward for its hidden states only (a reward model's): no head, not even a quantised pass over V
   if (!isQuant(W)) return be.lmHeadLogprobForward(logp, lse, logitSum, logSumSq, x, rows, targets, W, M, C, V, softcap);
   if (be.lmHeadLogprobForwardQuant)
     return be.lmHeadLogprobForwardQuant(logp, lse, logitSum, logSumSq, x, rows, targets, W.data, GGML_TYPE_ID[W.type], M, C, V, softcap);
