@@ -97,15 +97,17 @@ test("reward: what is not a one-label sequence classifier is refused with one li
     s.data = Float32Array.from([...s.data, ...s.data]);
   });
   const causal = alteredFolder("llama", (_, c) => void (c.architectures = ["LlamaForCausalLM"]));
+  const gemma = alteredFolder("llama", (_, c) => void (c.architectures = ["Gemma2ForSequenceClassification"]));
   try {
     assert.throws(() => loadRewardJudge(noHead, ctx), oneLine(/^run\.json: judge: .*tsdpo-rm-.*: has no score head \(score\.weight\)/));
     assert.throws(() => loadRewardJudge(twoLabels, ctx), oneLine(/score head has 2 labels .*needs num_labels 1/));
     assert.throws(() => loadRewardJudge(causal, ctx), oneLine(/LlamaForCausalLM.*has no score head \(score\.weight\)/));
     assert.throws(() => loadRewardJudge(storiesGguf, ctx), oneLine(/GGUF file has no score head \(score\.weight\)/));
+    assert.throws(() => loadRewardJudge(gemma, ctx), oneLine(/Gemma2ForSequenceClassification is not supported as a reward model; tsdpo reads LlamaForSequenceClassification/));
     // and a reward model is not a causal LM: loading one for training or sampling is refused too
     assert.throws(() => loadModel(fixture("reward", "llama")), oneLine(/LlamaForSequenceClassification, a sequence-classification \(reward\) model: it has no LM head/));
   } finally {
-    for (const d of [noHead, twoLabels, causal]) rmSync(d, { recursive: true, force: true });
+    for (const d of [noHead, twoLabels, causal, gemma]) rmSync(d, { recursive: true, force: true });
   }
 });
 
