@@ -20,6 +20,7 @@ import { createProgress } from "../train/progress.js";
 import { sampleCommand } from "./sample.js";
 import { templateKwargsFor } from "./templatekwargs.js";
 import { demoCommand } from "./demo.js";
+import { iterateCommand } from "./iterate.js";
 import { reportCommand } from "./report.js";
 import { benchCommand } from "./bench.js";
 import type { OptionSpec, Values } from "./args.js";
@@ -377,6 +378,7 @@ Accuracy is the share of pairs whose implicit reward ranks chosen strictly above
 export const commands: Record<string, Command> = {
   demo: demoCommand,
   train: trainCommand,
+  iterate: iterateCommand,
   plan: planCommand,
   eval: evalCommand,
   sample: sampleCommand,

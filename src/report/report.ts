@@ -21,6 +21,7 @@ import { createRequire } from "node:module";
 import { basename, dirname, join, resolve } from "node:path";
 import { inputError } from "../errors.js";
 import { writeFileAtomic } from "../io/atomic.js";
+import type { IterateResults } from "../iterate/iterate.js";
 import type { DemoResults, DemoSamples } from "../demo/demo.js";
 import { type RunHealth, healthRows, ln2Baseline, LN2, movingAverage, runHealth, smoothingWindow } from "./health.js";
 import { ensureRunSamples } from "./samples.js";
@@ -663,4 +664,36 @@ export async function writeDemoReport(dir: string): Promise<string> {
 export async function writeReport(dir: string): Promise<string> {
   if (!existsSync(dir)) throw inputError(`${dir}: no such folder; give a run folder (train's output_dir) or a tsdpo demo folder`);
   return isDemoFolder(dir) ? writeDemoReport(dir) : writeRunReport(dir);
+}
+
+/** `tsdpo iterate`'s report: held-out judge score, win-rate against the original model and KL, per round. */
+export function renderIterateReport(res: IterateResults): string {
+  const pts = (f: (e: IterateResults["eval"][number]) => { mean: number; se: number }): Series => ({
+    label: "held-out", color: 0, points: res.eval.map((e) => [e.round, f(e).mean]), err: res.eval.map((e) => f(e).se),
+  });
+  const chart = (id: string, title: string, y: string, f: (e: IterateResults["eval"][number]) => { mean: number; se: number }, hlines?: ChartSpec["hlines"]): ChartSpec => ({
+    id, title, x: "round (0 = the original model)", y, kind: "line", integerX: true, series: [pts(f)], empty: "no rounds measured yet",
+    ...(hlines ? { hlines } : {}),
+  });
+  const charts = [
+    chart("iterate-score", `Judge score (${res.judge})`, "mean score", (e) => e.score),
+    chart("iterate-win", "Win-rate against the original model", "P(policy ≻ original)", (e) => e.win_rate, [{ y: 0.5, label: "even" }]),
+    chart("iterate-kl", "KL(π‖π_ref) to the original model", "nats", (e) => e.kl),
+  ];
+  const evalRows = res.eval
+    .map((e) => `<tr><td class="num">${e.round}</td><td class="num">${pm(e.score)}</td><td class="num">${pm(e.win_rate)}</td><td class="num">${pm(e.kl)}</td></tr>`)
+    .join("");
+  const roundRows = res.rounds
+    .map((r) => `<tr><td class="num">${r.round}</td><td class="num">${r.samples}</td><td class="num">${r.pairs}</td><td class="num">${r.ties}</td>` +
+      `<td class="num">${pm(r.sample_score)}</td><td class="num">${r.train.steps}</td><td class="num">${num(r.train.loss, 4)}</td><td class="num">${num(r.train.accuracy, 3)}</td></tr>`)
+    .join("");
+  const body =
+    chartCards(charts) +
+    `<h2>Held-out measurements</h2><table><tr><th class="num">round</th><th class="num">judge score</th><th class="num">win-rate vs original</th><th class="num">KL (nats)</th></tr>${evalRows}</table>` +
+    `<p class="note">${res.prompts.heldout} held-out prompts; samples at temperature 1 with no top-k or top-p, the same random stream every round; ` +
+    `mean ± standard error. Win-rate: the policy's sample j against the original model's sample j of the same prompt, ties half.` +
+    (res.judge_agreement !== null ? ` The judge's two orders agreed on ${(100 * res.judge_agreement).toFixed(1)}% of its comparisons.` : "") + `</p>` +
+    `<h2>Rounds</h2><table><tr><th class="num">round</th><th class="num">samples</th><th class="num">pairs</th><th class="num">ties</th><th class="num">sample score</th>` +
+    `<th class="num">steps</th><th class="num">last loss</th><th class="num">last accuracy</th></tr>${roundRows}</table>`;
+  return page("tsdpo iterate", `online DPO, ${res.rounds.length} rounds, judge ${res.judge}, ${res.prompts.train} prompts`, body, charts);
 }
