@@ -4,7 +4,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { jsBackend, referenceBackend as be } from "../src/backend/js/kernels.js";
-import { ropeTables, ropeInvFreq } from "../src/model/rope.js";
+import { longropeAttentionFactor, ropeTables, ropeInvFreq } from "../src/model/rope.js";
+import type { LlamaConfig } from "../src/model/config.js";
 import { assertAllClose, checkGradients, randomArray, rng } from "./helpers.js";
 
 const f64 = (n: number, r: () => number, scale = 1): Float64Array => randomArray(n, r, scale, Float64Array) as Float64Array;
@@ -80,7 +81,7 @@ test("rope: rotate-half layout at the right angles, inverse is the backward, gra
   const x = Float64Array.from(x0);
   const N = R * T;
   const pos = Int32Array.from({ length: N }, (_, n) => pos0 + (n % T));
-  be.ropeForward(x, cos, sin, pos, N, H, HS);
+  be.ropeForward(x, cos, sin, pos, N, H, HS, HS);
   // element i pairs with i + HS/2 and rotates by pos · theta^(−2i/HS)
   const row = 1 * T + 2, head = 1, i = 1;
   const base = (row * H + head) * HS;
@@ -88,21 +89,87 @@ test("rope: rotate-half layout at the right angles, inverse is the backward, gra
   const a = x0[base + i]!, b = x0[base + i + 3]!;
   assert.ok(Math.abs(x[base + i]! - (a * Math.cos(angle) - b * Math.sin(angle))) < 1e-12);
   assert.ok(Math.abs(x[base + i + 3]! - (b * Math.cos(angle) + a * Math.sin(angle))) < 1e-12);
-  be.ropeBackward(x, cos, sin, pos, N, H, HS);
+  be.ropeBackward(x, cos, sin, pos, N, H, HS, HS);
   assertAllClose(x, x0, 1e-12, 0, "rope inverse");
   // positions are per row: one row at position p rotates exactly as row p of a whole sequence does
   const y = Float64Array.from(x0.subarray(5 * H * HS, 6 * H * HS));
-  be.ropeForward(y, cos, sin, Int32Array.from([pos[5]!]), 1, H, HS);
+  be.ropeForward(y, cos, sin, Int32Array.from([pos[5]!]), 1, H, HS, HS);
   const all = Float64Array.from(x0);
-  be.ropeForward(all, cos, sin, pos, N, H, HS);
+  be.ropeForward(all, cos, sin, pos, N, H, HS, HS);
   assertAllClose(y, all.subarray(5 * H * HS, 6 * H * HS), 0, 0, "one row at its own position");
   const inp = f64(R * T * H * HS, r);
   const out = new Float64Array(inp.length);
-  checkGradients("rope", { inp }, () => (out.set(inp), be.ropeForward(out, cos, sin, pos, N, H, HS), out), (dout) => {
+  checkGradients("rope", { inp }, () => (out.set(inp), be.ropeForward(out, cos, sin, pos, N, H, HS, HS), out), (dout) => {
     const d = Float64Array.from(dout);
-    be.ropeBackward(d, cos, sin, pos, N, H, HS);
+    be.ropeBackward(d, cos, sin, pos, N, H, HS, HS);
     return { inp: d };
   }, r);
+});
+
+// Partial RoPE (Phi-4-mini's partial_rotary_factor) against transformers' apply_rotary_pos_emb written out: with
+// RD = int(HS · factor), q_rot = q[:RD] becomes q_rot·cos + rotate_half(q_rot)·sin, with cos = cat(c, c) over the
+// RD/2 frequencies theta^(−2i/RD), and q[RD:] passes through; LongRoPE's attention factor m multiplies cos and sin.
+test("partial rope: the first RD features rotate in pairs (i, i + RD/2) at theta^(-2i/RD), the rest pass; scaled tables; backward by finite differences", () => {
+  const r = rng(44);
+  const H = 3, HS = 10, maxT = 7;
+  for (const [RD, scaling] of [
+    [6, { type: "none" }],
+    [4, { type: "longrope", shortFactor: [1.5, 3], longFactor: [2, 7], originalMaxPositionEmbeddings: 4, attentionFactor: 1.25 }],
+    [HS, { type: "none" }],
+  ] as const) {
+    for (const long of [false, true]) {
+      const cfg = { HS, ropeDim: RD, ropeTheta: 100, ropeScaling: scaling as LlamaConfig["ropeScaling"] };
+      const { cos, sin } = ropeTables(cfg, maxT, Float64Array, long);
+      assert.equal(cos.length, maxT * (RD / 2));
+      const m = scaling.type === "longrope" ? scaling.attentionFactor : 1;
+      const pos = Int32Array.from([0, 5, 2, 6]);
+      const N = pos.length;
+      const x0 = f64(N * H * HS, r), x = Float64Array.from(x0);
+      be.ropeForward(x, cos, sin, pos, N, H, HS, RD);
+      for (let n = 0; n < N; n++)
+        for (let h = 0; h < H; h++) {
+          const at = (n * H + h) * HS, q = Array.from(x0.subarray(at, at + HS));
+          const rot = q.slice(0, RD), half = RD / 2;
+          const rotateHalf = (j: number): number => (j < half ? -rot[j + half]! : rot[j - half]!); // cat(-x2, x1)
+          for (let j = 0; j < HS; j++) {
+            let want = q[j]!;
+            if (j < RD) {
+              const i = j % half;
+              const factor = scaling.type === "longrope" ? (long ? scaling.longFactor : scaling.shortFactor)[i]! : 1;
+              const angle = pos[n]! / (factor * 100 ** ((2 * i) / RD));
+              want = m * (rot[j]! * Math.cos(angle) + rotateHalf(j) * Math.sin(angle));
+            }
+            assert.ok(Math.abs(x[at + j]! - want) < 1e-12, `RD ${RD} long ${long} n ${n} h ${h} j ${j}: ${x[at + j]} vs ${want}`);
+          }
+        }
+      // the features past RD are untouched bit for bit, in the backward as well
+      const d = Float64Array.from(x0);
+      be.ropeBackward(d, cos, sin, pos, N, H, HS, RD);
+      for (let n = 0; n < N * H; n++)
+        for (let j = RD; j < HS; j++) assert.equal(d[n * HS + j], x0[n * HS + j]);
+      const inp = f64(N * H * HS, r), out = new Float64Array(inp.length);
+      checkGradients(`partial rope RD=${RD} long=${long}`, { inp }, () => (out.set(inp), be.ropeForward(out, cos, sin, pos, N, H, HS, RD), out), (dout) => {
+        const g = Float64Array.from(dout);
+        be.ropeBackward(g, cos, sin, pos, N, H, HS, RD);
+        return { inp: g };
+      }, r);
+    }
+  }
+  // RD = HS and no scaling: the tables and the rotation of before, bit for bit
+  const plain = ropeTables({ HS, ropeTheta: 100, ropeScaling: { type: "none" } }, maxT, Float64Array);
+  const full = ropeTables({ HS, ropeDim: HS, ropeTheta: 100, ropeScaling: { type: "none" } }, maxT, Float64Array);
+  assert.deepEqual([...full.cos, ...full.sin], [...plain.cos, ...plain.sin]);
+});
+
+test("longrope inv_freq: 1 / (factor_i · theta^(2i/RD)), short or long; the attention factor is HF's sqrt(1 + ln s / ln original)", () => {
+  const cfg = { HS: 8, ropeDim: 6, ropeTheta: 10000, ropeScaling: { type: "longrope" as const, shortFactor: [1, 2, 4], longFactor: [3, 5, 9], originalMaxPositionEmbeddings: 16, attentionFactor: 1 } };
+  const base = [1, 10000 ** (-2 / 6), 10000 ** (-4 / 6)];
+  assertAllClose(ropeInvFreq(cfg), base.map((f, i) => f / [1, 2, 4][i]!), 1e-15, 1e-13, "short");
+  assertAllClose(ropeInvFreq(cfg, true), base.map((f, i) => f / [3, 5, 9][i]!), 1e-15, 1e-13, "long");
+  // Phi-3-mini-128k / Phi-4-mini: 131072 / 4096 = 32, sqrt(1 + ln 32 / ln 4096) = sqrt(1 + 5/12)
+  assert.ok(Math.abs(longropeAttentionFactor(131072, 4096) - Math.sqrt(17 / 12)) < 1e-15);
+  assert.equal(longropeAttentionFactor(4096, 4096), 1);
+  assert.equal(longropeAttentionFactor(2048, 4096), 1);
 });
 
 test("rope scaling: linear divides frequencies; llama3 keeps high, slows low, interpolates between", () => {

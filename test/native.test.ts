@@ -34,6 +34,7 @@ import { computeLoss } from "../src/loss/losses.js";
 import { defaultLossConfig } from "../src/loss/config.js";
 import { backward, cloneModel, createActivations, createGradients, createModel, forward, logitsOf, type Model } from "../src/model/decoder.js";
 import { ropeTables } from "../src/model/rope.js";
+import type { LlamaConfig } from "../src/model/config.js";
 import { assertAllClose, fixture, logitScale, maxAbsDiff, nativeSimdRuns, rng, storiesGguf } from "./helpers.js";
 
 const native = loadNative();
@@ -181,21 +182,37 @@ for (const level of ["avx512", "avx2", "portable"]) {
     }
   });
 
-  test(`[${level}] rope forward on odd head sizes at per-row positions (restarting, repeated); backward undoes it`, skipFor(level), () => {
+  test(`[${level}] rope forward and backward on odd head sizes and partial rotary widths RD < HS (LongRoPE-scaled tables too) at per-row positions (restarting, repeated), against js`, skipFor(level), () => {
     useSimd(level);
     const r = rng(4);
-    for (const [N, H, HS, maxT] of [[1, 1, 2, 1], [6, 3, 6, 9], [7, 2, 34, 7], [51, 1, 14, 20], [390, 4, 34, 300]] as const) {
-      const { cos, sin } = ropeTables({ HS, ropeTheta: 10000, ropeScaling: { type: "none" } }, maxT, Float32Array);
+    // RD < HS: partial RoPE (Phi-4-mini), odd numbers of pairs among them; the last two LongRoPE-scaled tables
+    for (const [N, H, HS, maxT, RD] of [
+      [1, 1, 2, 1, 2], [6, 3, 6, 9, 6], [7, 2, 34, 7, 34], [51, 1, 14, 20, 14], [390, 4, 34, 300, 34], [6, 3, 6, 9, 2], [7, 2, 34, 7, 26],
+      [51, 3, 16, 20, 6], [390, 4, 96, 300, 72],
+    ] as const) {
+      const scaling: LlamaConfig["ropeScaling"] = HS < 16 ? { type: "none" } : {
+        type: "longrope", shortFactor: Array.from({ length: RD / 2 }, (_, i) => 1 + i / 3), longFactor: Array.from({ length: RD / 2 }, (_, i) => 1 + i),
+        originalMaxPositionEmbeddings: 8, attentionFactor: 1.19,
+      };
+      const { cos, sin } = ropeTables({ HS, ropeDim: RD, ropeTheta: 10000, ropeScaling: scaling }, maxT, Float32Array, HS === 96);
       // a packed row's positions: 0..k−1, then a restart (the rejected answer), and the table's last row
       const pos = Int32Array.from({ length: N }, (_, n) => (n < N / 2 ? n : n - Math.floor(N / 3)) % maxT);
       pos[N - 1] = maxT - 1;
       const x0 = f32(N * H * HS, r, 1e3);
       const x = Float32Array.from(x0), x64 = wide(x0);
-      nb.ropeForward(x, cos, sin, pos, N, H, HS);
-      ref.ropeForward(x64, wide(cos as Float32Array), wide(sin as Float32Array), pos, N, H, HS);
-      close(x, x64, `rope fwd N=${N} H=${H} HS=${HS}`, 1e-6);
-      nb.ropeBackward(x, cos, sin, pos, N, H, HS);
-      close(x, x0, `rope bwd∘fwd N=${N} H=${H} HS=${HS}`, 1e-6);
+      nb.ropeForward(x, cos, sin, pos, N, H, HS, RD);
+      ref.ropeForward(x64, wide(cos as Float32Array), wide(sin as Float32Array), pos, N, H, HS, RD);
+      close(x, x64, `rope fwd N=${N} H=${H} HS=${HS} RD=${RD}`, 1e-6);
+      // the backward against the js kernel on the same input (with an attention factor it is not the inverse)
+      const g0 = f32(N * H * HS, r, 1e3), g = Float32Array.from(g0), g64 = wide(g0);
+      nb.ropeBackward(g, cos, sin, pos, N, H, HS, RD);
+      ref.ropeBackward(g64, wide(cos as Float32Array), wide(sin as Float32Array), pos, N, H, HS, RD);
+      close(g, g64, `rope bwd N=${N} H=${H} HS=${HS} RD=${RD}`, 1e-6);
+      for (let n = 0; n < N * H; n++)
+        for (let j = RD; j < HS; j++) assert.equal(g[n * HS + j], g0[n * HS + j], "pass-through features are untouched");
+      if (scaling.type !== "none") continue;
+      nb.ropeBackward(x, cos, sin, pos, N, H, HS, RD);
+      close(x, x0, `rope bwd∘fwd N=${N} H=${H} HS=${HS} RD=${RD}`, 1e-6);
     }
   });
 
@@ -425,8 +442,13 @@ test("bad arguments are exceptions, not accesses past a buffer: float64, short b
   assert.throws(() => nb.attentionForward(a, a, a, a, a, Int32Array.from([2, 1]), 1, 1, 1, 1, 2, 0, 1, 0), /branch row 0 is \[P, S\] = \[2, 1\]; it needs 0 <= P <= S/);
   assert.throws(() => nb.attentionForward(a, a, a, a, a, Int32Array.from([0]), 1, 1, 1, 1, 2, 0, 1, 0), /branch has 1 elements but the sizes need 2/);
   assert.throws(() => nb.attentionBackward(a, a, a, a, a, a, a, a, new Float32Array(1), null, 1, 2, 1, 1, 2, 0, 1, 0), /lse has 1 elements but the sizes need 2/);
-  assert.throws(() => nb.ropeForward(a, a, a, one, 1, 1, 3), /HS must be even/);
-  assert.throws(() => nb.ropeForward(a, a, a, Int32Array.from([0, 6]), 2, 1, 2), /pos\[1\] = 6 is outside 0..5 \(the rows of the cos\/sin tables\)/);
+  assert.throws(() => nb.ropeForward(a, a, a, one, 1, 1, 3, 2), /HS must be even/);
+  assert.throws(() => nb.ropeForward(a, a, a, Int32Array.from([0, 6]), 2, 1, 2, 2), /pos\[1\] = 6 is outside 0..5 \(the rows of the cos\/sin tables\)/);
+  assert.throws(() => nb.ropeForward(a, a, a, one, 1, 1, 2, 4), /RD must be even and at most HS = 2, got 4/);
+  assert.throws(() => nb.ropeForward(a, a, a, one, 1, 1, 4, 3), /RD must be even and at most HS = 4, got 3/);
+  // tables (maxT, RD/2): 6 elements hold 6 rows of one frequency (RD 2) but 3 rows of two (RD 4)
+  assert.throws(() => nb.ropeForward(new Float32Array(8), a, a, Int32Array.from([3]), 1, 1, 8, 4), /pos\[0\] = 3 is outside 0..2/);
+  nb.ropeForward(new Float32Array(8), a, a, Int32Array.from([5]), 1, 1, 8, 2);
   if (native.ok) assert.throws(() => native.fmaPeakGflops(0), /ms must be a number of milliseconds/);
 });
 

@@ -146,7 +146,9 @@ function dpoGradients(be: Backend, model: Model, st: SafetensorsContents, ids: I
   return { loss: out.loss, want: dpo.loss, logits, logp: Float64Array.from(logp), grads };
 }
 
-for (const name of ["gemma2", "gemma3", "smollm3", "granite", "olmo2", "gpt2", "phi3"]) {
+// phi3-longrope and phi3-shortrope: Phi-4-mini's partial RoPE (6 of 8 features rotate) and LongRoPE, at a length
+// past original_max_position_embeddings (long factors) and within it (short factors).
+for (const name of ["gemma2", "gemma3", "smollm3", "granite", "olmo2", "gpt2", "phi3", "phi3-longrope", "phi3-shortrope"]) {
   for (const ctor of [Float64Array, Float32Array]) {
     const f64 = ctor === Float64Array;
     test(`${name}: logits, log-probs and the DPO loss's gradient of every parameter match PyTorch (${f64 ? "float64, 1e-9" : "float32"})`, () => {

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Reference fixtures for tsdpo's Llama-family model, computed with PyTorch.
 
-Writes test/fixtures/torch/{llama,qwen2,qwen3,gemma2,gemma3,smollm3,granite,olmo2,gpt2,phi3}.safetensors. Each file
+Writes test/fixtures/torch/{llama,qwen2,qwen3,gemma2,gemma3,smollm3,granite,olmo2,gpt2,phi3,phi3-longrope,phi3-shortrope}.safetensors. Each file
 holds a tiny deterministic model (Hugging Face tensor names), a fixed batch, and what tsdpo must reproduce from them:
 logits, per-token log-probs, the summed completion log-prob S, dS/dparam for every parameter, and ten AdamW steps on
 loss = -S / sum(mask). The Gemma, SmolLM3, Granite, OLMo 2, GPT-2 and Phi-3 files hold, instead of dS/dparam, the
@@ -292,10 +292,28 @@ CONFIGS = {
     },
 }
 
+# Phi-4-mini's RoPE on the Phi-3 fixture's model: partial RoPE (partial_rotary_factor 0.75: the first int(8 * 0.75)
+# = 6 of each head's 8 features rotate, pairs (i, i + 3), at theta^(-2i/6); features 6, 7 pass) and LongRoPE
+# (rope_scaling longrope: frequency i divided by short_factor[i] when the sequence, max(position_ids) + 1 = T = 12,
+# is at most original_max_position_embeddings, by long_factor[i] when it is longer; cos and sin times
+# sqrt(1 + ln(max_position_embeddings / original) / ln(original))). phi3-longrope has original 8 < 12: long factors,
+# attention factor sqrt(2); phi3-shortrope has original 16 >= 12: short factors, attention factor sqrt(1.5). No
+# sliding window (Phi-4-mini's 262144 never bites); untied like the Phi-3 fixture. Appended after the other files so
+# that their inputs (seeded by position in CONFIGS) stay as they were.
+for _name, _original in (("phi3-longrope", 8), ("phi3-shortrope", 16)):
+    CONFIGS[_name] = dict(
+        CONFIGS["phi3"],
+        sliding_window=None,
+        partial_rotary_factor=0.75,
+        original_max_position_embeddings=_original,
+        rope_scaling={"type": "longrope", "short_factor": [1.0, 1.3, 2.1], "long_factor": [1.7, 4.5, 11.0]},
+    )
+
 GEMMA_TYPES = ("gemma2", "gemma3_text")
 # The files that store the DPO gradient (float64 dpo64.grad.*, logits64, logp64, "dpo" metadata) instead of the
 # float32 summed-log-prob gradient grad.*.
 DPO64_TYPES = GEMMA_TYPES + ("smollm3", "granite", "olmo2", "gpt2", "phi3")
+LONGROPE = ("phi3-longrope", "phi3-shortrope")
 
 INIT_FORMULA = (
     "Parameter k (0-based, in the order of the HF names: model.embed_tokens.weight; per layer l: input_layernorm, "
@@ -540,16 +558,37 @@ def init_params(cfg):
 # model
 
 
-def rope_inv_freq(cfg, theta=None, scaling="config"):
-    """inv_freq (HS/2,) with HF's rope scaling applied (modeling_rope_utils), in float64. theta and scaling default
-    to the config's rope_theta and rope_scaling (a Gemma 3 local layer passes rope_local_base_freq and None)."""
-    HS = head_dim(cfg)
+def rotary_dim(cfg):
+    """The rotated features per head: int(head size * partial_rotary_factor), as modeling_rope_utils computes dim."""
+    return int(head_dim(cfg) * cfg.get("partial_rotary_factor", 1.0))
+
+
+def longrope_attention_factor(cfg):
+    """modeling_rope_utils._compute_longrope_parameters' attention factor (rope_scaling without attention_factor
+    or factor): s = max_position_embeddings / original_max_position_embeddings, sqrt(1 + ln s / ln original) if
+    s > 1 else 1."""
+    original = cfg["original_max_position_embeddings"]
+    s = cfg["max_position_embeddings"] / original
+    return 1.0 if s <= 1.0 else math.sqrt(1 + math.log(s) / math.log(original))
+
+
+def rope_inv_freq(cfg, theta=None, scaling="config", seq_len=None):
+    """inv_freq (RD/2,) with HF's rope scaling applied (modeling_rope_utils), in float64, RD = rotary_dim(cfg).
+    theta and scaling default to the config's rope_theta and rope_scaling (a Gemma 3 local layer passes
+    rope_local_base_freq and None). seq_len: LongRoPE's long factors when it exceeds original_max_position_embeddings
+    (HF's longrope_frequency_update, seq_len = max(position_ids) + 1), short ones otherwise."""
+    RD = rotary_dim(cfg)
     theta = cfg["rope_theta"] if theta is None else theta
-    inv_freq = 1.0 / theta ** (torch.arange(0, HS, 2, dtype=torch.float64) / HS)
+    inv_freq = 1.0 / theta ** (torch.arange(0, RD, 2, dtype=torch.float64) / RD)
     scaling = cfg.get("rope_scaling") if scaling == "config" else scaling
     if scaling is None:
         return inv_freq
-    kind = scaling["rope_type"]
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind == "longrope":
+        long = seq_len is not None and seq_len > cfg["original_max_position_embeddings"]
+        factors = torch.tensor(scaling["long_factor" if long else "short_factor"], dtype=torch.float64)
+        assert factors.numel() == RD // 2
+        return inv_freq / factors
     if kind == "linear":
         return inv_freq / scaling["factor"]
     if kind == "llama3":
@@ -847,11 +886,21 @@ def phi3_forward(P, cfg, ids):
     sliding_window None gives the plain causal mask."""
     d = derived(cfg)
     C, L, NH, NKV, HS, FF = d["C"], d["L"], d["NH"], d["NKV"], d["HS"], d["FF"]
-    assert cfg.get("partial_rotary_factor", 1.0) == 1.0 and cfg.get("rope_scaling") is None, "only full, unscaled RoPE"
     eps = cfg["rms_norm_eps"]
     window = cfg.get("sliding_window")
     n, t = ids.shape
-    cos, sin = rope_tables(rope_inv_freq(cfg), t)  # (T, HS) each; rotary dim = HS * partial_rotary_factor = HS
+    # Partial RoPE: the first RD features rotate (apply_rotary_pos_emb: rotary_dim = cos.shape[-1]), the rest pass.
+    # LongRoPE picks its factors by the sequence length (position_ids = arange(t), so max + 1 = t) and multiplies
+    # cos and sin by its attention factor (Phi3RotaryEmbedding.forward: emb.cos() * attention_scaling).
+    RD = rotary_dim(cfg)
+    scaling = cfg.get("rope_scaling")
+    m = longrope_attention_factor(cfg) if scaling and scaling.get("rope_type", scaling.get("type")) == "longrope" else 1.0
+    cos, sin = rope_tables(rope_inv_freq(cfg, seq_len=t), t)  # (T, RD) each
+    cos, sin = cos * m, sin * m
+
+    def rope(x):  # (N, heads, T, HS)
+        return torch.cat((x[..., :RD] * cos + rotate_half(x[..., :RD]) * sin, x[..., RD:]), dim=-1)
+
     q_idx, kv_idx = torch.arange(t)[:, None], torch.arange(t)[None, :]
     visible = kv_idx <= q_idx  # (T, T) query row may see key column
     if window is not None:
@@ -866,8 +915,7 @@ def phi3_forward(P, cfg, ids):
         q = q.reshape(n, t, NH, HS).transpose(1, 2)  # (N, NH, T, HS)
         k = k.reshape(n, t, NKV, HS).transpose(1, 2)  # (N, NKV, T, HS)
         v = v.reshape(n, t, NKV, HS).transpose(1, 2)  # (N, NKV, T, HS)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        q, k = rope(q), rope(k)
         k = k.repeat_interleave(NH // NKV, dim=1)  # (N, NH, T, HS)
         v = v.repeat_interleave(NH // NKV, dim=1)  # (N, NH, T, HS)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(HS)  # (N, NH, T, T)
@@ -965,8 +1013,9 @@ def finite_difference_check(P, cfg, inputs, grads, count=3, h=1e-5, objective=No
 
 
 def rope_check(cfg, inv_freq=None):
-    """Rotate-half RoPE against the same rotation written as complex multiplication on pairs (i, i + HS/2)."""
-    HS = head_dim(cfg)
+    """Rotate-half RoPE against the same rotation written as complex multiplication on pairs (i, i + RD/2), RD the
+    rotated width (the head size unless partial_rotary_factor < 1)."""
+    HS = rotary_dim(cfg)
     inv_freq = rope_inv_freq(cfg) if inv_freq is None else inv_freq
     x = torch.sin(torch.arange(T * HS, dtype=torch.float64)).view(T, HS)
     angles = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]
@@ -1342,6 +1391,37 @@ def phi3_checks(name, cfg, weights, inputs, logits):
     assert open_diff[-1].item() > 1e-6
 
 
+def phi3_rope_checks(name, cfg, weights, inputs, logits):
+    """Phi-4-mini's RoPE on the Phi-3 model. (1) The switch (seq_len > original_max_position_embeddings = O,
+    strictly): a run of k tokens and one of k - 1 give the same logits on the first k - 1 positions (causal attention)
+    while both are short (k <= O), and differ when the k-token run takes the long factors (k = O + 1). (2) What the
+    fixture's logits pin: swapping the short and long factors, and dropping the attention factor
+    (max_position_embeddings = original), each move them by more than 1e-3."""
+    P = {n: w.to(torch.float64) for n, w in weights.items()}
+    ids = inputs["ids"]
+    O = cfg["original_max_position_embeddings"]
+    s = cfg["rope_scaling"]
+
+    def prefix_change(k):  # max logit change on the first k - 1 positions, k tokens vs k - 1
+        return (phi3_forward(P, cfg, ids[:, :k])[:, : k - 1] - phi3_forward(P, cfg, ids[:, : k - 1])).abs().max().item()
+
+    with torch.no_grad():
+        short_k = min(O, T)
+        same = prefix_change(short_k)
+        switch = prefix_change(O + 1) if O < T else None
+        swapped = dict(cfg, rope_scaling=dict(s, short_factor=s["long_factor"], long_factor=s["short_factor"]))
+        unscaled = dict(cfg, max_position_embeddings=O)
+        moves = [(phi3_forward(P, c, ids) - logits).abs().max().item() for c in (swapped, unscaled)]
+    print(f"[{name}] rotary dim {rotary_dim(cfg)} of {head_dim(cfg)}; {'long' if T > O else 'short'} factors at T = {T} "
+          f"(original {O}); attention factor {longrope_attention_factor(cfg)!r}; {short_k} vs {short_k - 1} tokens "
+          f"(both short): max logit change {same:.3e}"
+          + (f"; {O + 1} (long) vs {O} tokens: {switch:.3e}" if switch is not None else "")
+          + f"; factors swapped / no attention factor: {moves[0]:.3e} / {moves[1]:.3e}")
+    assert same == 0.0, "short factors up to original_max_position_embeddings"
+    assert switch is None or switch > 1e-3, "the long factors must apply past original_max_position_embeddings"
+    assert min(moves) > 1e-3, "the fixture's logits do not pin the factors and the attention factor"
+
+
 def dpo_reference(name, cfg, weights, inputs):
     """The DPO loss: its float64 gradient checked against finite differences, and the "dpo" metadata."""
     P = {n: w.to(torch.float64) for n, w in weights.items()}
@@ -1423,6 +1503,17 @@ FAMILY_NOTES["phi3"] = (
     "down_proj, see init)."
 )
 
+for _name in LONGROPE:
+    FAMILY_NOTES[_name] = (
+        "Phi-3 (Phi3ForCausalLM) as in phi3.safetensors (fused qkv_proj rows q | k | v, gate_up_proj rows gate | up, "
+        "untied lm_head, same init), without a sliding window, with Phi-4-mini's RoPE: partial_rotary_factor 0.75, so "
+        "RD = int(8 * 0.75) = 6 features of each head rotate, rotate-half within them (pairs (i, i + 3)) at inv_freq_i "
+        "= 1 / (f_i * rope_theta^(2i / 6)), and features 6, 7 pass through; LongRoPE: f = long_factor when the "
+        "sequence length T = 12 (max position + 1) exceeds original_max_position_embeddings, else short_factor, and "
+        "cos and sin (not the pass-through features) are multiplied by sqrt(1 + ln(max_position_embeddings / "
+        "original_max_position_embeddings) / ln(original_max_position_embeddings)). Scores times 1/sqrt(8)."
+    )
+
 DPO64_NOTES = (
     "float64 compute from the float32 weights; logits and logp are the float64 results rounded once, logits64, "
     "logp64 and dpo64.grad.* are the float64 results themselves. inv_freq is computed in float64 (HF uses float32). "
@@ -1456,7 +1547,7 @@ def build(name, index):
     grads = {n: p.grad.detach().clone() for n, p in P.items()}
 
     print(f"[{name}] params {sum(w.numel() for w in weights.values())}, S = {S.item()!r}")
-    if cfg.get("rope_scaling") and cfg["rope_scaling"]["rope_type"] == "llama3":
+    if cfg.get("rope_scaling") and cfg["rope_scaling"].get("rope_type") == "llama3":
         bands = llama3_bands(cfg)
         print(f"[{name}] llama3 rope bands per frequency: {bands}, inv_freq {rope_inv_freq(cfg).tolist()}")
         assert set(bands) == {"keep", "blend", "divide"}, "the llama3 config must exercise all three branches"
@@ -1466,7 +1557,9 @@ def build(name, index):
     fd_abs, fd_rel = finite_difference_check({n: p.detach().clone() for n, p in P.items()}, cfg, inputs, grads)
     print(f"[{name}] autograd vs central differences: max abs {fd_abs:.3e}, max rel {fd_rel:.3e}")
     assert fd_rel < 1e-6, "gradient check failed"
-    if cfg["model_type"] in FAMILY_CHECKS:
+    if name in LONGROPE:
+        phi3_rope_checks(name, cfg, weights, inputs, logits.detach())
+    elif cfg["model_type"] in FAMILY_CHECKS:
         FAMILY_CHECKS[cfg["model_type"]](name, cfg, weights, inputs, logits.detach())
     if dpo64:
         extra_tensors, dpo_meta = dpo_reference(name, cfg, weights, inputs)
@@ -1536,7 +1629,7 @@ def build(name, index):
         notes = DPO64_NOTES
         if cfg["model_type"] == "gpt2":  # no RoPE, so no inv_freq
             notes = notes.replace(" inv_freq is computed in float64 (HF uses float32).", "")
-        metadata["notes"] = FAMILY_NOTES[cfg["model_type"]] + " " + notes
+        metadata["notes"] = FAMILY_NOTES.get(name, FAMILY_NOTES[cfg["model_type"]]) + " " + notes
     if dpo64:
         metadata["dpo"] = json.dumps(dpo_meta)
     path = os.path.join(OUT_DIR, f"{name}.safetensors")

@@ -52,13 +52,16 @@ export interface Backend {
   ): void;
 
   /**
-   * Rotary embedding in place, Hugging Face rotate-half layout: within each head, element i pairs with i + HS/2.
+   * Rotary embedding in place, Hugging Face rotate-half layout over the first RD features of each head: element i
+   * pairs with i + RD/2 (i < RD/2), and features RD..HS−1 pass through unchanged (partial RoPE, Phi-4-mini's
+   * partial_rotary_factor; RD = HS rotates the whole head). RD is even and ≤ HS.
    * Row n of x is at position pos[n] (a packed preference row restarts its rejected branch at the prompt's end).
-   * cos/sin tables are (maxT, HS/2), built by the model from its config.
+   * cos/sin tables are (maxT, RD/2), built by the model from its config (model/rope.ts); they may carry a factor
+   * (LongRoPE's attention scaling multiplies both), which then scales the rotated features only.
    */
-  ropeForward(x: Buf /* (N, H·HS) */, cos: Buf, sin: Buf, pos: Int32Array /* (N) */, N: number, H: number, HS: number): void;
-  /** The transpose rotation, in place on the gradient. */
-  ropeBackward(dx: Buf /* (N, H·HS) */, cos: Buf, sin: Buf, pos: Int32Array /* (N) */, N: number, H: number, HS: number): void;
+  ropeForward(x: Buf /* (N, H·HS) */, cos: Buf, sin: Buf, pos: Int32Array /* (N) */, N: number, H: number, HS: number, RD: number): void;
+  /** The transpose, in place on the gradient: rotation by −θ with the same factor; pass-through features untouched. */
+  ropeBackward(dx: Buf /* (N, H·HS) */, cos: Buf, sin: Buf, pos: Int32Array /* (N) */, N: number, H: number, HS: number, RD: number): void;
 
   /**
    * Causal grouped-query attention. Query head h reads KV head floor(h / (NH/NKV)). The score of query i and key j is

@@ -17,6 +17,7 @@ import {
   type LayerAttention, type LlamaConfig, type ModelFamily, type RopeScaling, decoderOptions, gemmaLayerIsLocal, gemmaWindowPattern, layerAttention,
   unsupportedArchitectureKind,
 } from "../model/config.js";
+import { longropeAttentionFactor } from "../model/rope.js";
 
 /** The model_type values read (gemma3_text and gemma3 both become family gemma3). */
 export const SUPPORTED_MODEL_TYPES: readonly string[] = [
@@ -67,6 +68,7 @@ const GEMMA3_LOCAL_ROPE_THETA = 10000; // Gemma3TextConfig.rope_local_base_freq
 const DEFAULT_RMS_EPS = 1e-6;
 const DEFAULT_ROPE_THETA = 10000;
 const DEFAULT_MAX_WINDOW_LAYERS = 28; // Qwen2Config / Qwen3Config
+const PHI3_ORIGINAL_MAX_POS = 4096; // Phi3Config.original_max_position_embeddings
 
 type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
@@ -129,10 +131,21 @@ class Reader {
   }
 }
 
-/** rope_scaling as config.json writes it (null: none). */
-function ropeScalingJson(s: RopeScaling): Record<string, unknown> | null {
+/**
+ * rope_scaling as config.json writes it (null: none). maxPos (max_position_embeddings) decides whether LongRoPE's
+ * attention factor is transformers' default for it, which is then left out as real checkpoints leave it out.
+ */
+function ropeScalingJson(s: RopeScaling, maxPos: number): Record<string, unknown> | null {
   switch (s.type) {
     case "none": return null;
+    case "longrope":
+      return {
+        rope_type: "longrope",
+        short_factor: s.shortFactor,
+        long_factor: s.longFactor,
+        original_max_position_embeddings: s.originalMaxPositionEmbeddings,
+        ...(s.attentionFactor === longropeAttentionFactor(maxPos, s.originalMaxPositionEmbeddings) ? {} : { attention_factor: s.attentionFactor }),
+      };
     case "linear": return { rope_type: "linear", factor: s.factor };
     case "llama3":
       return {
@@ -145,12 +158,25 @@ function ropeScalingJson(s: RopeScaling): Record<string, unknown> | null {
   }
 }
 
-function ropeScalingFrom(r: Reader, key: string, obj: unknown): RopeScaling {
+/**
+ * What LongRoPE needs from outside rope_scaling (Phi-3): max_position_embeddings, the top-level
+ * original_max_position_embeddings (null: absent) and its default, and the number of frequencies RD/2.
+ */
+interface LongropeContext {
+  maxPos: number;
+  originalMax: number | null;
+  originalMaxDefault: number;
+  half: number;
+}
+
+function ropeScalingFrom(r: Reader, key: string, obj: unknown, longrope?: LongropeContext): RopeScaling {
   if (obj === undefined || obj === null) return { type: "none" };
   if (!isObject(obj))
     throw inputError(`${r.path}: key "${key}" must be null or an object, got ${describeValue(obj)}; fix config.json`);
   const s = new Reader(obj, r.path, `${key}.`);
-  const kind = s.has("rope_type") ? s.str("rope_type") : s.has("type") ? s.str("type") : "default";
+  let kind = s.has("rope_type") ? s.str("rope_type") : s.has("type") ? s.str("type") : "default";
+  // Phi3Config reads the early Phi-3 names "su" and "yarn" as longrope
+  if (longrope && (kind === "su" || kind === "yarn")) kind = "longrope";
   switch (kind) {
     case "default":
       return { type: "none" };
@@ -164,12 +190,49 @@ function ropeScalingFrom(r: Reader, key: string, obj: unknown): RopeScaling {
         highFreqFactor: s.posNumber("high_freq_factor"),
         originalMaxPositionEmbeddings: s.posInt("original_max_position_embeddings"),
       };
+    case "longrope":
+      if (longrope) return longropeFrom(r, s, key, longrope);
+      throw unsupportedError(`${r.path}: ${key} type "longrope" is supported for model_type phi3 only`);
     default:
       throw unsupportedError(
         `${r.path}: ${key} type ${JSON.stringify(kind)} is not supported; tsdpo supports RoPE scaling ` +
-          `"default", "linear" and "llama3"`,
+          `"default", "linear", "llama3" and (phi3) "longrope"`,
       );
   }
+}
+
+/**
+ * LongRoPE as transformers reads it (modeling_rope_utils._compute_longrope_parameters): short_factor and long_factor
+ * hold one divisor per frequency; original_max_position_embeddings comes from rope_scaling (transformers 5) or the
+ * top level (Phi3Config, default 4096); the attention factor is attention_factor, or √(1 + ln s / ln original) with
+ * s = factor, or max_position_embeddings / original when rope_scaling has no factor. transformers 4.x takes s from
+ * max_position_embeddings / original even when factor is given, so a factor that disagrees is refused rather than
+ * read one way or the other.
+ */
+function longropeFrom(r: Reader, s: Reader, key: string, ctx: LongropeContext): RopeScaling {
+  const factors = (name: string): number[] => {
+    const v = s.obj[name];
+    if (!Array.isArray(v) || v.length !== ctx.half || v.some((x) => typeof x !== "number" || !Number.isFinite(x) || x <= 0))
+      throw inputError(`${r.path}: key "${key}.${name}" must be a list of ${ctx.half} positive numbers (one per rotary frequency), got ${describeValue(v)}; fix config.json`);
+    return v as number[];
+  };
+  const shortFactor = factors("short_factor"), longFactor = factors("long_factor");
+  const inner = s.has("original_max_position_embeddings") ? s.posInt("original_max_position_embeddings") : null;
+  if (inner !== null && ctx.originalMax !== null && inner !== ctx.originalMax)
+    throw inputError(`${r.path}: original_max_position_embeddings is ${ctx.originalMax} at the top level but ${inner} in "${key}"; fix config.json`);
+  const original = inner ?? ctx.originalMax ?? ctx.originalMaxDefault;
+  let attentionFactor: number;
+  if (s.has("attention_factor")) attentionFactor = s.posNumber("attention_factor");
+  else {
+    const extension = ctx.maxPos / original;
+    if (s.has("factor") && s.posNumber("factor") !== extension)
+      throw unsupportedError(
+        `${r.path}: "${key}.factor" ${s.posNumber("factor")} differs from max_position_embeddings / original_max_position_embeddings = ${extension}, ` +
+          `and transformers versions disagree on which sets LongRoPE's attention factor; add "attention_factor" to "${key}"`,
+      );
+    attentionFactor = longropeAttentionFactor(ctx.maxPos, original);
+  }
+  return { type: "longrope", shortFactor, longFactor, originalMaxPositionEmbeddings: original, attentionFactor };
 }
 
 /**
@@ -265,6 +328,21 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
     HS = C / NH;
   }
   if (HS % 2 !== 0) throw inputError(`${path}: head size ${HS} must be even for RoPE; fix config.json`);
+  const params = configJson["rope_parameters"];
+  // Phi-4-mini's partial RoPE: int(head size · partial_rotary_factor) features rotate (transformers 5 may keep the
+  // factor in rope_parameters)
+  let ropeDim = HS;
+  if (family === "phi3") {
+    const inParams = isObject(params) && params["partial_rotary_factor"] !== undefined && params["partial_rotary_factor"] !== null;
+    const factor = inParams ? new Reader(params, path, "rope_parameters.").posNumber("partial_rotary_factor") : r.posNumber("partial_rotary_factor", 1);
+    ropeDim = Math.trunc(HS * factor);
+    if (factor > 1 || ropeDim < 2 || ropeDim % 2 !== 0)
+      throw unsupportedError(`${path}: partial_rotary_factor ${factor} gives ${ropeDim} rotary features of head size ${HS}; tsdpo needs an even number from 2 to the head size`);
+  }
+  const maxSeqLen = r.posInt("max_position_embeddings", d.maxPos);
+  const longrope: LongropeContext | undefined = family === "phi3"
+    ? { maxPos: maxSeqLen, originalMax: r.has("original_max_position_embeddings") ? r.posInt("original_max_position_embeddings") : null, originalMaxDefault: PHI3_ORIGINAL_MAX_POS, half: ropeDim / 2 }
+    : undefined;
 
   const act = r.str("hidden_act", "silu");
   if (act !== "silu" && act !== "swish")
@@ -272,7 +350,6 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
 
   let ropeTheta: number;
   let ropeScaling: RopeScaling;
-  const params = configJson["rope_parameters"];
   if (params !== undefined && params !== null) {
     if (!isObject(params)) throw inputError(`${path}: key "rope_parameters" must be an object; fix config.json`);
     if (Object.values(params).some(isObject))
@@ -281,10 +358,10 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
       "rope_theta",
       r.posNumber("rope_theta", DEFAULT_ROPE_THETA),
     );
-    ropeScaling = ropeScalingFrom(r, "rope_parameters", params);
+    ropeScaling = ropeScalingFrom(r, "rope_parameters", params, longrope);
   } else {
     ropeTheta = r.posNumber("rope_theta", DEFAULT_ROPE_THETA);
-    ropeScaling = ropeScalingFrom(r, "rope_scaling", configJson["rope_scaling"]);
+    ropeScaling = ropeScalingFrom(r, "rope_scaling", configJson["rope_scaling"], longrope);
   }
 
   // Biases: Llama's and Qwen3's attention_bias switches on q, k, v AND o_proj biases (tsdpo has no o bias);
@@ -298,12 +375,6 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
 
   let windows: (number | null)[] | number | null = null;
   if (family === "mistral" || family === "phi3") windows = r.nullablePosInt("sliding_window", d.slidingWindow);
-  if (family === "phi3") {
-    // Phi-4-mini's partial RoPE (rotating a fraction of each head) is not implemented: refuse rather than rotate all
-    const partial = r.obj["partial_rotary_factor"];
-    if (partial !== undefined && partial !== null && partial !== 1)
-      throw unsupportedError(`${path}: partial_rotary_factor ${describeValue(partial)} (partial RoPE, Phi-4-mini) is not supported yet; tsdpo rotates whole heads`);
-  }
   else if (family === "qwen2" || family === "qwen3" || family === "smollm3") windows = qwenLayerWindows(r, L, family);
 
   const cfg: LlamaConfig = {
@@ -321,7 +392,8 @@ export function llamaConfigFromHf(configJson: unknown, path: string): LlamaConfi
     tiedEmbeddings: r.bool("tie_word_embeddings", false),
     qkvBias: family === "qwen2",
     qkNorm: family === "qwen3" || family === "olmo2",
-    maxSeqLen: r.posInt("max_position_embeddings", d.maxPos),
+    maxSeqLen,
+    ...(ropeDim !== HS ? { ropeDim } : {}),
     ...windowsToConfig(windows, ropeTheta, ropeScaling),
   };
   switch (family) {
@@ -503,7 +575,7 @@ function gemmaHfConfig(cfg: LlamaConfig, family: "gemma2" | "gemma3", opts: HfEx
     ...commonHfFields(cfg, opts),
     hidden_activation: "gelu_pytorch_tanh",
     rope_theta: g.ropeTheta,
-    rope_scaling: ropeScalingJson(g.ropeScaling),
+    rope_scaling: ropeScalingJson(g.ropeScaling, cfg.maxSeqLen),
     ...(family === "gemma3" ? { rope_local_base_freq: local[0]?.ropeTheta ?? GEMMA3_LOCAL_ROPE_THETA } : {}),
     // query_pre_attn_scalar is 1/attnScale², an integer in every real config: write it as one when it is
     query_pre_attn_scalar: Math.abs(qpas - Math.round(qpas)) < 1e-6 * qpas ? Math.round(qpas) : qpas,
@@ -566,6 +638,13 @@ function commonHfFields(cfg: LlamaConfig, opts: HfExportOptions): Record<string,
   };
 }
 
+/** The partial_rotary_factor f that transformers turns back into RD features: int(HS · f) = RD (RD/HS, nudged up if rounding falls short). */
+function partialRotaryFactor(HS: number, RD: number): number {
+  let f = RD / HS;
+  while (Math.trunc(HS * f) < RD) f *= 1 + Number.EPSILON;
+  return f;
+}
+
 /** A config.json object that transformers loads into the same architecture. */
 export function hfConfigFromLlama(cfg: LlamaConfig, opts: HfExportOptions): Record<string, unknown> {
   const { family } = cfg;
@@ -587,7 +666,11 @@ export function hfConfigFromLlama(cfg: LlamaConfig, opts: HfExportOptions): Reco
   if (family === "llama" && cfg.slidingWindow !== null)
     throw unsupportedError(`cannot write a transformers llama config with a sliding window; use model_type mistral`);
 
-  const ropeScaling = ropeScalingJson(cfg.ropeScaling);
+  const ropeScaling = ropeScalingJson(cfg.ropeScaling, cfg.maxSeqLen);
+  if (cfg.ropeDim !== undefined && cfg.ropeDim !== cfg.HS && family !== "phi3")
+    throw unsupportedError(`cannot write a transformers ${family} config with partial RoPE (${cfg.ropeDim} of ${cfg.HS} features rotate); use model_type phi3`);
+  if (cfg.ropeScaling.type === "longrope" && family !== "phi3")
+    throw unsupportedError(`cannot write a transformers ${family} config with LongRoPE scaling; use model_type phi3`);
 
   const out: Record<string, unknown> = {
     ...commonHfFields(cfg, opts),
@@ -621,7 +704,10 @@ export function hfConfigFromLlama(cfg: LlamaConfig, opts: HfExportOptions): Reco
       out["sliding_window"] = cfg.slidingWindow;
       break;
     case "phi3":
-      Object.assign(out, { sliding_window: cfg.slidingWindow, partial_rotary_factor: 1.0, attention_bias: false, original_max_position_embeddings: cfg.maxSeqLen });
+      Object.assign(out, {
+        sliding_window: cfg.slidingWindow, partial_rotary_factor: partialRotaryFactor(cfg.HS, cfg.ropeDim ?? cfg.HS), attention_bias: false,
+        original_max_position_embeddings: cfg.ropeScaling.type === "longrope" ? cfg.ropeScaling.originalMaxPositionEmbeddings : cfg.maxSeqLen,
+      });
       break;
     case "qwen2":
     case "qwen3":

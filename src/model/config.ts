@@ -13,6 +13,20 @@ export type RopeScaling =
       lowFreqFactor: number;
       highFreqFactor: number;
       originalMaxPositionEmbeddings: number;
+    }
+  | {
+      /**
+       * LongRoPE (Phi-3-mini-128k, Phi-3.5, Phi-4-mini; HF rope_type "longrope"): frequency i is divided by
+       * shortFactor[i] for sequences of at most originalMaxPositionEmbeddings tokens and by longFactor[i] for longer
+       * ones (one RD/2 list each), and cos and sin are multiplied by attentionFactor (resolved from the config when
+       * it is read: attention_factor, or HF's √(1 + ln s / ln originalMaxPositionEmbeddings) with s the context
+       * extension max_position_embeddings / originalMaxPositionEmbeddings, or 1 when s ≤ 1).
+       */
+      type: "longrope";
+      shortFactor: number[];
+      longFactor: number[];
+      originalMaxPositionEmbeddings: number;
+      attentionFactor: number;
     };
 
 export type ModelFamily = "llama" | "mistral" | "qwen2" | "qwen3" | "gemma2" | "gemma3" | "smollm3" | "granite" | "olmo2" | "gpt2" | "phi3";
@@ -28,6 +42,11 @@ export interface LlamaConfig {
   FF: number; // intermediate_size
   ropeTheta: number;
   ropeScaling: RopeScaling;
+  /**
+   * Partial RoPE (Phi-4-mini's partial_rotary_factor): only the first ropeDim (even, ≤ HS) features of each head
+   * rotate, the rest pass through, and the frequencies are those of a ropeDim-wide head. Absent: HS, the whole head.
+   */
+  ropeDim?: number;
   rmsEps: number;
   tiedEmbeddings: boolean; // lm_head shares token_embd
   qkvBias: boolean; // Qwen2: q/k/v projections have biases

@@ -145,8 +145,10 @@ export function matmulBackward(
   }
 }
 
-function rope(x: Buf, cos: Buf, sin: Buf, posOf: Int32Array, N: number, H: number, HS: number, sign: number): void {
-  const half = HS >> 1;
+// Partial RoPE (Phi-4-mini): only the first RD features of each head rotate, pairs (i, i + RD/2) for i < RD/2 (HF's
+// rotate_half on the rotary slice); features RD..HS−1 pass through. RD = HS is the whole head.
+function rope(x: Buf, cos: Buf, sin: Buf, posOf: Int32Array, N: number, H: number, HS: number, RD: number, sign: number): void {
+  const half = RD >> 1;
   for (let n = 0; n < N; n++) {
     const pos = posOf[n]!;
     const row = n * H * HS;
@@ -164,13 +166,15 @@ function rope(x: Buf, cos: Buf, sin: Buf, posOf: Int32Array, N: number, H: numbe
   }
 }
 
-export function ropeForward(x: Buf, cos: Buf, sin: Buf, pos: Int32Array, N: number, H: number, HS: number): void {
-  rope(x, cos, sin, pos, N, H, HS, 1);
+export function ropeForward(x: Buf, cos: Buf, sin: Buf, pos: Int32Array, N: number, H: number, HS: number, RD: number): void {
+  rope(x, cos, sin, pos, N, H, HS, RD, 1);
 }
 
-// RoPE is an orthogonal rotation per pair, so its backward is the rotation by the opposite angle.
-export function ropeBackward(dx: Buf, cos: Buf, sin: Buf, pos: Int32Array, N: number, H: number, HS: number): void {
-  rope(dx, cos, sin, pos, N, H, HS, -1);
+// Per pair, RoPE multiplies by m·R(θ) (m = 1, or LongRoPE's attention factor folded into the tables), so its
+// backward multiplies by m·R(θ)ᵀ = m·R(−θ): the same kernel with the sine negated. The pass-through features have
+// gradient 1, so they are left as they are.
+export function ropeBackward(dx: Buf, cos: Buf, sin: Buf, pos: Int32Array, N: number, H: number, HS: number, RD: number): void {
+  rope(dx, cos, sin, pos, N, H, HS, RD, -1);
 }
 
 // Straight from the definition: per (row, head, query) the scores of the visible keys (scaled, then capped), their

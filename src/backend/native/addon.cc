@@ -65,6 +65,12 @@ class Args {
     return d;
   }
   napi_value value(size_t i) const { return argv_[i]; }
+  // Whether argument i was left out (napi_get_cb_info fills missing arguments with undefined).
+  bool absent(size_t i) const {
+    napi_valuetype t;
+    napi_typeof(env_, argv_[i], &t);
+    return t == napi_undefined;
+  }
   [[noreturn]] void fail(const std::string& what, bool type) {
     throw ArgError{std::string("tsdpo native ") + fn_ + ": " + what, type};
   }
@@ -245,24 +251,28 @@ napi_value MatmulBackward(napi_env env, napi_callback_info info) {
   });
 }
 
+// RD (argument 7) is the rotary width per head (partial RoPE); a caller compiled before it existed passes 7
+// arguments, which means the whole head, as it did then.
 void rope_call(Args& a, float sign) {
   const i64 N = a.size(4, "N"), H = a.size(5, "H"), HS = a.size(6, "HS", 2);
   if (HS % 2 != 0) a.fail("HS must be even, got " + std::to_string(HS), false);
+  const i64 RD = a.absent(7) ? HS : a.size(7, "RD", 2);
+  if (RD % 2 != 0 || RD > HS) a.fail("RD must be even and at most HS = " + std::to_string(HS) + ", got " + std::to_string(RD), false);
   i64 cosLen = 0, sinLen = 0;
   float* x = a.f32(0, "x", mul(N, H, HS));
   float* cos = a.f32(1, "cos", 0, false, &cosLen);
   float* sin = a.f32(2, "sin", 0, false, &sinLen);
   int32_t* pos = a.i32(3, "pos", N);
-  // the tables are (maxT, HS/2): positions index their rows
-  check_ids(a, pos, N, std::min(cosLen, sinLen) / (HS / 2), "pos", "the rows of the cos/sin tables");
-  tsdpo::rope(x, cos, sin, pos, N, H, HS, sign);
+  // the tables are (maxT, RD/2): positions index their rows
+  check_ids(a, pos, N, std::min(cosLen, sinLen) / (RD / 2), "pos", "the rows of the cos/sin tables");
+  tsdpo::rope(x, cos, sin, pos, N, H, HS, RD, sign);
 }
 
 napi_value RopeForward(napi_env env, napi_callback_info info) {
   return guarded(env, info, "ropeForward", 7, [](Args& a) { rope_call(a, 1.0f); });
 }
 
-// RoPE rotates each pair orthogonally, so its backward is the rotation by the opposite angle.
+// Per pair RoPE multiplies by m·R(θ) (m: a factor folded into the tables), so its backward multiplies by m·R(−θ).
 napi_value RopeBackward(napi_env env, napi_callback_info info) {
   return guarded(env, info, "ropeBackward", 7, [](Args& a) { rope_call(a, -1.0f); });
 }

@@ -318,8 +318,8 @@ void matmul_backward_quant(float* dinp, const float* dout, const uint8_t* w, int
   sgemm_quant_b(false, false, N, IC, OC, 1.0f, dout, OC, w, type, quant_row_bytes(type, IC), 1.0f, dinp, IC);  // dinp += dout · W
 }
 
-void rope(float* x, const float* cos, const float* sin, const int32_t* pos, i64 N, i64 H, i64 HS, float sign) {
-  parallel_ranges(N, N * H * HS, [&](i64 n0, i64 n1) { g_simd->rope_rows(x, cos, sin, pos, n0, n1, H, HS, sign); });
+void rope(float* x, const float* cos, const float* sin, const int32_t* pos, i64 N, i64 H, i64 HS, i64 RD, float sign) {
+  parallel_ranges(N, N * H * RD, [&](i64 n0, i64 n1) { g_simd->rope_rows(x, cos, sin, pos, n0, n1, H, HS, RD, sign); });
 }
 
 // One task per (row, head, query block): each block's scores against its key spans by sgemm into a (kBlock, ≤ T)

@@ -39,7 +39,7 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
                      const float* weight, i64 N, i64 IC, i64 OC);
 
 // sign +1 rotates (forward), −1 rotates back (backward). Row n is at position pos[n].
-void rope(float* x, const float* cos, const float* sin, const int32_t* pos, i64 N, i64 H, i64 HS, float sign);
+void rope(float* x, const float* cos, const float* sin, const int32_t* pos, i64 N, i64 H, i64 HS, i64 RD, float sign);
 
 // branch (R,2) or nullptr: [P, S] per row, as attentionVisible in src/backend/js/mask.ts. Scores are scale·q·k, then
 // softcap·tanh(s/softcap) when softcap > 0.
