@@ -207,6 +207,8 @@ export interface DataStats {
   readonly dataFormat: Exclude<DataFormat, "auto">;
   /** Set when the layout was recognised from the columns rather than set: the summary's line about it. */
   readonly recognised: string | null;
+  /** What `usable` counts: preference pairs (absent), or unpaired rows (unpaired.ts). */
+  readonly unit?: "rows";
 }
 
 /** Combines the load-stage and (optional) tokenisation-stage accounting. */
@@ -234,7 +236,7 @@ export function dataStats(loaded: LoadedFile, tokenized?: TokenizedSet): DataSta
 export function formatDataStats(s: DataStats, examples = 3): string {
   const reasons = DROP_REASONS.filter((r) => s.droppedByReason[r] > 0).map((r) => `${r} ${s.droppedByReason[r]}`);
   const lines = [
-    `${s.file} (${s.format}): ${s.rows} rows -> ${s.usable} usable pairs (${s.truncated} truncated); ` +
+    `${s.file} (${s.format}): ${s.rows} rows -> ${s.usable} usable ${s.unit ?? "pairs"} (${s.truncated} truncated); ` +
       `${s.invalid} invalid; ${s.dropped} dropped${reasons.length ? ` (${reasons.join(", ")})` : ""}; ${s.warnings} warnings`,
   ];
   if (s.recognised) lines.push(`  ${s.recognised}`);
@@ -279,6 +281,10 @@ export interface PreparedData {
   limits: TokenizeOptions;
   /** Up to 16 distinct prompts as text, held-out ones when there are any: what `tsdpo sample` is pointed at after a run. */
   prompts: string[];
+  /** Further lines for the summary (unpaired.ts: how the rows were made and counted). */
+  notes?: string[];
+  /** What `pairs` and `eval` hold: preference pairs (absent), or unpaired rows (unpaired.ts). */
+  unit?: "rows";
 }
 
 /**
@@ -329,7 +335,8 @@ export async function loadPreferenceData(path: string, tokenizer: Tokenizer, opt
 export const prepareDataset = loadPreferenceData;
 export const loadPreferencePairs = loadPreferenceData;
 
-function capLimits(o: PrepareOptions): TokenizeOptions {
+/** The truncation limits with max_length capped at the model's context (see PrepareOptions.contextLength). */
+export function capLimits(o: PrepareOptions): TokenizeOptions {
   const limits: TokenizeOptions = {
     maxLength: o.maxLength ?? null,
     maxPromptLength: o.maxPromptLength ?? null,
@@ -427,14 +434,15 @@ export function formatPreferenceData(
   if (d.evalStats) lines.push(formatDataStats(d.evalStats, n));
   if (d.split.kind !== "none")
     lines.push(
-      `train pairs: ${d.pairs.length}, eval pairs: ${d.eval.length}` +
-        (d.evalDropped ? ` (${d.evalDropped} eval pairs dropped)` : "") +
+      `train ${d.unit ?? "pairs"}: ${d.pairs.length}, eval ${d.unit ?? "pairs"}: ${d.eval.length}` +
+        (d.evalDropped ? ` (${d.evalDropped} eval ${d.stats.unit ?? "pairs"} dropped)` : "") +
         (d.overlap ? `; ${d.overlap} eval pairs also occur in the training data, so eval metrics overstate generalisation` : ""),
     );
   const invalid = formatIssues("invalid", d.invalid, n, o.invalidReport);
   if (invalid) lines.push(invalid);
   const warnings = formatIssues("warning", d.warnings, n, o.warningsReport);
   if (warnings) lines.push(warnings);
+  for (const note of d.notes ?? []) lines.push(note);
   return lines.join("\n");
 }
 

@@ -317,6 +317,80 @@ export function normalizeRow(row: RawRow, options: NormalizeOptions = {}): Norma
   return { kind: "pair", pair: { source: row.pos, ...out }, warnings };
 }
 
+/** One unpaired (KTO) row as text: the prompt, one answer continuing it, and whether the answer is desirable. */
+export interface UnpairedExample {
+  readonly source: RawRow["pos"];
+  readonly prompt: string;
+  readonly completion: string;
+  readonly label: boolean;
+}
+
+/** What an unpaired (KTO) row looks like, for messages. */
+export const UNPAIRED_ROW_EXAMPLE =
+  `{"prompt": "...", "completion": "...", "label": true} (label true: a good answer, false: a bad one; prompt and ` +
+  `completion may also be lists of {"role", "content"} messages)`;
+
+/**
+ * Validates an unpaired row {prompt, completion, label} (TRL's unpaired preference format, which KTO trains on) and
+ * renders message lists with the chat template, as normalizeRow does for pairs. Throws RowProblem for a malformed
+ * row (a label that is not a boolean among them: in CSV and TSV cells the text true or false), and a TsdpoError for a
+ * row of preference pairs (the file needs `unpair: true`) or message lists without a chat template.
+ */
+export function normalizeUnpairedRow(row: RawRow, options: Pick<NormalizeOptions, "chat" | "tools"> = {}): UnpairedExample {
+  const cells = row.pos.format === "csv" || row.pos.format === "tsv";
+  if (row.parseError !== undefined)
+    throw new RowProblem("row", cells ? row.parseError : `is not valid JSON (${row.parseError}); each line must be one JSON object such as ${UNPAIRED_ROW_EXAMPLE}`);
+  const v = row.value;
+  if (v === null || typeof v !== "object" || Array.isArray(v))
+    throw new RowProblem("row", `is ${describe(v)}, not a JSON object; each row must be an object like ${UNPAIRED_ROW_EXAMPLE}`);
+  const obj = v as Record<string, unknown>;
+  if (obj.completion === undefined && obj.chosen !== undefined && obj.rejected !== undefined)
+    throw configError(
+      `${where(row.pos)}: this is a file of preference pairs (the row has "chosen" and "rejected"), but loss_type kto ` +
+        `trains on unpaired rows ${UNPAIRED_ROW_EXAMPLE}; set unpair: true to use each pair as a desirable row (chosen) ` +
+        `and an undesirable one (rejected)`,
+    );
+  for (const key of ["prompt", "completion", "label"])
+    if (obj[key] === undefined) throw new RowProblem(key, `is missing (the row has keys ${listKeys(obj)}); an unpaired row looks like ${UNPAIRED_ROW_EXAMPLE}`);
+  const label = parseLabel(obj.label, cells);
+  const { prompt, completion } = obj;
+  if (typeof prompt !== "string" && !Array.isArray(prompt))
+    throw new RowProblem("prompt", `is ${describe(prompt)}; it must be a string or a list of {"role", "content"} messages`);
+  checkAnswerType("completion", completion);
+  if ((typeof prompt === "string") !== (typeof completion === "string"))
+    throw new RowProblem(
+      "completion",
+      `is ${typeof completion === "string" ? "a string" : "a list of messages"} but prompt is ${typeof prompt === "string" ? "a string" : "a list of messages"}; give both as strings or both as message lists`,
+    );
+  if (typeof prompt === "string") {
+    if (prompt === "") throw new RowProblem("prompt", `is an empty ${cells ? "cell" : "string"}; give the prompt text`);
+    if (completion === "") throw emptyAnswer("completion", cells);
+    return { source: row.pos, prompt, completion: completion as string, label };
+  }
+  if (options.chat === undefined)
+    throw configError(
+      `${where(row.pos)}: completion: is a list of chat messages, which needs the model's chat template to become text; ` +
+        `use a model that ships a chat template (tokenizer.chat_template), or convert the rows to plain strings`,
+    );
+  const rawTools = obj[TOOLS_KEY];
+  const tools = rawTools !== undefined && rawTools !== "" && rawTools !== null ? parseTools(rawTools, (reason) => new RowProblem(TOOLS_KEY, reason)) : options.tools;
+  const p = checkMessages("prompt", prompt, false);
+  const c = checkMessages("completion", completion as unknown[]);
+  const r = renderAnswers(options.chat, p, [{ msgs: c, field: "completion" }], "prompt", tools);
+  return { source: row.pos, prompt: r.prompt, completion: r.answers[0]!, label };
+}
+
+/** A row's label: true or false (in CSV and TSV, whose cells are text, the words true and false). */
+function parseLabel(v: unknown, cells: boolean): boolean {
+  if (typeof v === "boolean") return v;
+  if (cells && typeof v === "string" && /^\s*(true|false)\s*$/i.test(v)) return v.trim().toLowerCase() === "true";
+  const hint =
+    v === 1 || v === 0 || v === "1" || v === "0" ? `; for ${JSON.stringify(v)} write ${v === 1 || v === "1" ? "true" : "false"}`
+    : typeof v === "string" && /^\s*(true|false)\s*$/i.test(v) ? `; write it without quotes, as the JSON boolean ${v.trim().toLowerCase()}`
+    : "";
+  throw new RowProblem("label", `is ${describe(v)}, not a boolean; it must be true (a desirable answer) or false (an undesirable one)${hint}`);
+}
+
 /**
  * The implicit prompt of two full texts: their longest common prefix, cut back to just after the last assistant
  * marker it contains, so that each answer is the whole final assistant turn (for HH-RLHF, " I'm sorry…" starting
@@ -384,10 +458,22 @@ function renderPair(
   rf: string,
   tools: readonly ToolSpec[] | undefined,
 ): { prompt: string; chosen: string; rejected: string } {
+  const r = renderAnswers(chat, prompt, [{ msgs: chosen, field: cf }, { msgs: rejected, field: rf }], pf, tools);
+  return { prompt: r.prompt, chosen: r.answers[0]!, rejected: r.answers[1]! };
+}
+
+/** The prompt's text and each answer's text after it (one answer for an unpaired row, two for a pair). */
+function renderAnswers(
+  chat: ChatRenderer,
+  prompt: ChatMessage[],
+  answers: readonly { msgs: ChatMessage[]; field: string }[],
+  pf: string,
+  tools: readonly ToolSpec[] | undefined,
+): { prompt: string; answers: string[] } {
   // The generation prompt opens an assistant turn, so the prompt has it when an answer starts with one (always,
   // unless the two conversations first differ at a user turn: then the prompt ends with the assistant's turn before
   // it, as the full conversation renders it, and each answer opens its own user turn).
-  const gen = chosen[0]!.role === "assistant" || rejected[0]!.role === "assistant";
+  const gen = answers.some((a) => a.msgs[0]!.role === "assistant");
   const p = runTemplate(chat, prompt, gen, pf, tools);
   const answer = (msgs: ChatMessage[], field: string): string => {
     const full = runTemplate(chat, [...prompt, ...msgs], false, field, tools);
@@ -406,7 +492,7 @@ function renderPair(
     if (text === "") throw new RowProblem(field, `renders to no text after the prompt; the chat template dropped the answer`);
     return text;
   };
-  return { prompt: p, chosen: answer(chosen, cf), rejected: answer(rejected, rf) };
+  return { prompt: p, answers: answers.map((a) => answer(a.msgs, a.field)) };
 }
 
 function runTemplate(chat: ChatRenderer, msgs: ChatMessage[], gen: boolean, field: string, tools: readonly ToolSpec[] | undefined): string {

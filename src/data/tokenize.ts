@@ -130,16 +130,42 @@ export type TokenizeResult =
   | { kind: "drop"; reason: DropReason; detail: string };
 
 export function tokenizePair(pair: PreferencePair, enc: PairEncoder, limits: Limits): TokenizeResult {
-  const p = enc.prompt(pair.prompt);
+  const t = tokenizeAnswers(pair.prompt, [pair.chosen, pair.rejected], enc, limits, pair.source.file);
+  if (t.kind === "drop") return t;
+  const [chosen, rejected] = t.answers as [number[], number[]];
+  if (sameIds(chosen, rejected))
+    return t.truncated
+      ? { kind: "drop", reason: "identical-after-truncation", detail: `the answers only differ after their first ${chosen.length} tokens, which truncation removed (${t.lengths})` }
+      : { kind: "drop", reason: "identical", detail: `chosen and rejected tokenise to the same ${chosen.length} ids` };
+  return {
+    kind: "pair",
+    pair: {
+      source: pair.source,
+      promptIds: Int32Array.from(t.prompt),
+      chosenIds: Int32Array.from(chosen),
+      rejectedIds: Int32Array.from(rejected),
+      truncated: t.truncated,
+    },
+  };
+}
+
+/**
+ * A prompt and its answers (two for a pair, one for an unpaired row) as ids, truncated by the rules at the top of
+ * this file: every answer shares the one truncated prompt, and max_length counts the prompt and the longest answer.
+ */
+export function tokenizeAnswers(
+  promptText: string, answerTexts: readonly string[], enc: PairEncoder, limits: Limits, file: string,
+): { kind: "ok"; prompt: number[]; answers: number[][]; truncated: boolean; lengths: string } | { kind: "drop"; reason: DropReason; detail: string } {
+  const p = enc.prompt(promptText);
   let prompt = p.ids;
-  let chosen = enc.completion(pair.chosen);
-  let rejected = enc.completion(pair.rejected);
-  if (prompt.length === 0) throw new Error(`tokenizer produced no ids for the non-empty prompt of ${pair.source.file}`);
+  let answers = answerTexts.map((a) => enc.completion(a));
+  if (prompt.length === 0) throw new Error(`tokenizer produced no ids for the non-empty prompt of ${file}`);
   const { maxLength: M, maxPromptLength: MP, maxCompletionLength: MC, truncationMode } = limits;
-  const lengths = (): string => `prompt ${prompt.length} + answers ${chosen.length}/${rejected.length} tokens`;
+  const lengths = (): string => `prompt ${prompt.length} + ${answers.length === 1 ? "answer" : "answers"} ${answers.map((a) => a.length).join("/")} tokens`;
+  const longest = (): number => Math.max(...answers.map((a) => a.length));
 
   if (limits.overlong === "drop") {
-    const L = Math.max(chosen.length, rejected.length);
+    const L = longest();
     const over: string[] = [];
     if (MP !== null && prompt.length > MP) over.push(`max_prompt_length ${MP}`);
     if (MC !== null && L > MC) over.push(`max_completion_length ${MC}`);
@@ -155,11 +181,14 @@ export function tokenizePair(pair: PreferencePair, enc: PairEncoder, limits: Lim
     else prompt = prompt.slice(prompt.length - MP);
   }
   const cut = (n: number): void => {
-    if (chosen.length > n) (chosen = chosen.slice(0, n)), (truncated = true);
-    if (rejected.length > n) (rejected = rejected.slice(0, n)), (truncated = true);
+    answers = answers.map((a) => {
+      if (a.length <= n) return a;
+      truncated = true;
+      return a.slice(0, n);
+    });
   };
   if (MC !== null) cut(MC);
-  if (M !== null && prompt.length + Math.max(chosen.length, rejected.length) > M) {
+  if (M !== null && prompt.length + longest() > M) {
     const room = M - prompt.length;
     if (room < 1)
       return {
@@ -169,20 +198,7 @@ export function tokenizePair(pair: PreferencePair, enc: PairEncoder, limits: Lim
       };
     cut(room);
   }
-  if (sameIds(chosen, rejected))
-    return truncated
-      ? { kind: "drop", reason: "identical-after-truncation", detail: `the answers only differ after their first ${chosen.length} tokens, which truncation removed (${lengths()})` }
-      : { kind: "drop", reason: "identical", detail: `chosen and rejected tokenise to the same ${chosen.length} ids` };
-  return {
-    kind: "pair",
-    pair: {
-      source: pair.source,
-      promptIds: Int32Array.from(prompt),
-      chosenIds: Int32Array.from(chosen),
-      rejectedIds: Int32Array.from(rejected),
-      truncated,
-    },
-  };
+  return { kind: "ok", prompt, answers, truncated, lengths: lengths() };
 }
 
 function sameIds(a: readonly number[], b: readonly number[]): boolean {

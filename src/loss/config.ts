@@ -76,7 +76,33 @@ export interface OrpoLossConfig {
   beta: number;
 }
 
-export type LossConfig = DpoLossConfig | SimpoLossConfig | OrpoLossConfig;
+/**
+ * KTO (Ethayarajh et al. 2024, arXiv:2402.01306) as TRL's KTOTrainer: unpaired rows, each one completion labelled
+ * desirable or undesirable, and a KL reference point z0 estimated from mismatched prompt–completion pairs. Also TRL's
+ * unpaired APO-zero (`apo_zero_unpaired`), which has no z0.
+ */
+export interface KtoLossConfig {
+  kind: "kto";
+  loss_type: "kto" | "apo_zero_unpaired";
+  /** β, as in DPO: the strength of the pull towards the reference. KTOConfig's default 0.1. */
+  beta: number;
+  /** λ_D and λ_U: weights of the desirable and undesirable rows' losses, to balance unequal counts (KTO Eq. 8 asks
+   *  for λ_D·n_D / (λ_U·n_U) in [1, 4/3]). KTOConfig's defaults 1.0 each. */
+  desirable_weight: number;
+  undesirable_weight: number;
+  /**
+   * How z0 is estimated from the mismatched pairs (each row's prompt with another row's completion):
+   * "batch": the mean of their log-ratios in this micro-batch, as TRL (which rotates the completions by one within
+   * the batch), so z0 depends on the rest of the batch and a batch of one has nothing to mismatch;
+   * "running": each row's partner is fixed when the data loads, and z0 is a bias-corrected exponential moving
+   * average of the micro-batches' means, so a batch of one works. Its state is checkpointed.
+   */
+  kto_kl: "batch" | "running";
+  /** The running average's decay per micro-batch (kto_kl "running"): about 1/(1 − decay) micro-batches count. */
+  kto_kl_decay: number;
+}
+
+export type LossConfig = DpoLossConfig | SimpoLossConfig | OrpoLossConfig | KtoLossConfig;
 
 export const DPO_DEFAULTS: Readonly<Omit<DpoLossConfig, "loss_type" | "loss_weights">> = {
   kind: "dpo",
@@ -97,6 +123,15 @@ export const SIMPO_DEFAULTS: Readonly<SimpoLossConfig> = {
   cpo_alpha: 0,
 };
 export const ORPO_DEFAULTS: Readonly<OrpoLossConfig> = { kind: "orpo", beta: 0.1 };
+export const KTO_DEFAULTS: Readonly<Omit<KtoLossConfig, "loss_type">> = {
+  kind: "kto",
+  beta: 0.1,
+  desirable_weight: 1,
+  undesirable_weight: 1,
+  kto_kl: "batch", // TRL's estimate
+  kto_kl_decay: 0.9, // ~10 micro-batches: with a batch of one, ten mismatched pairs per estimate
+};
+export const KTO_LOSS_TYPES = ["kto", "apo_zero_unpaired"] as const;
 
 /** Plain DPO with TRL's defaults. */
 export function defaultLossConfig(): DpoLossConfig {
@@ -111,9 +146,26 @@ export function needsReference(cfg: LossConfig): boolean {
     case "simpo":
     case "orpo":
       return false;
+    case "kto":
+      return true;
     default:
       return assertNever(cfg);
   }
+}
+
+/** Whether the loss trains on unpaired rows (prompt, completion, label) rather than preference pairs. */
+export function isUnpaired(cfg: LossConfig): cfg is KtoLossConfig {
+  return cfg.kind === "kto";
+}
+
+/** Whether an unpaired loss estimates the KL reference point z0, so that every row needs a mismatched partner. */
+export function usesKl(cfg: LossConfig): boolean {
+  return cfg.kind === "kto" && cfg.loss_type === "kto";
+}
+
+/** KTO with TRL's estimate of z0, from the rest of the micro-batch (kto_kl "batch"). */
+export function klInBatch(cfg: LossConfig): boolean {
+  return usesKl(cfg) && (cfg as KtoLossConfig).kto_kl === "batch";
 }
 
 export function assertNever(x: never): never {
@@ -137,10 +189,12 @@ const DPO_KEYS = [
 ] as const;
 const SIMPO_KEYS = ["loss_type", "beta", "simpo_gamma", "label_smoothing", "cpo_alpha"] as const;
 const ORPO_KEYS = ["loss_type", "beta"] as const;
+const KTO_KEYS = ["loss_type", "beta", "desirable_weight", "undesirable_weight", "kto_kl", "kto_kl_decay"] as const;
+const APO_UNPAIRED_KEYS = ["loss_type", "beta", "desirable_weight", "undesirable_weight"] as const;
 /** Every key any loss accepts: a training config passes these through to lossConfigFromJson. */
-export const LOSS_KEYS: readonly string[] = [...new Set<string>([...DPO_KEYS, ...SIMPO_KEYS, ...ORPO_KEYS])];
+export const LOSS_KEYS: readonly string[] = [...new Set<string>([...DPO_KEYS, ...SIMPO_KEYS, ...ORPO_KEYS, ...KTO_KEYS])];
 
-const ALL_LOSS_NAMES = [...PAIR_LOSS_TYPES, ...Object.keys(PAIR_LOSS_ALIASES), "simpo", "orpo"];
+const ALL_LOSS_NAMES = [...PAIR_LOSS_TYPES, ...Object.keys(PAIR_LOSS_ALIASES), "simpo", "orpo", ...KTO_LOSS_TYPES];
 
 /**
  * Parses the loss section of a config file. `where` names the file and section for error messages, e.g.
@@ -154,6 +208,28 @@ export function lossConfigFromJson(obj: unknown, where: string): LossConfig {
   const o = obj as Record<string, unknown>;
   const types = parseLossTypes(o.loss_type, where);
   const single = types.length === 1 ? types[0]! : null;
+
+  const kto = types.find((t): t is KtoLossConfig["loss_type"] => (KTO_LOSS_TYPES as readonly string[]).includes(t));
+  if (kto !== undefined) {
+    if (single === null)
+      throw configError(
+        `${where}.loss_type: "${kto}" trains on unpaired rows and cannot be combined with other losses ` +
+          `(got ${JSON.stringify(o.loss_type)}); use it alone`,
+      );
+    checkKeys(o, kto === "kto" ? KTO_KEYS : APO_UNPAIRED_KEYS, where, kto);
+    const klMode = o.kto_kl ?? KTO_DEFAULTS.kto_kl;
+    if (klMode !== "batch" && klMode !== "running")
+      throw configError(`${where}.kto_kl: expected "batch" (TRL's in-batch estimate) or "running" (a moving average that works with a batch of one), got ${describe(klMode)}`);
+    return {
+      kind: "kto",
+      loss_type: kto,
+      beta: num(o, "beta", where, KTO_DEFAULTS.beta, positive),
+      desirable_weight: num(o, "desirable_weight", where, KTO_DEFAULTS.desirable_weight, positive),
+      undesirable_weight: num(o, "undesirable_weight", where, KTO_DEFAULTS.undesirable_weight, positive),
+      kto_kl: klMode,
+      kto_kl_decay: num(o, "kto_kl_decay", where, KTO_DEFAULTS.kto_kl_decay, unitIntervalOpen),
+    };
+  }
 
   if (single === "simpo" || single === "orpo" || types.includes("simpo") || types.includes("orpo")) {
     if (single === null)
@@ -227,12 +303,18 @@ export function lossConfigToJson(cfg: LossConfig): Record<string, unknown> {
     }
     case "orpo":
       return { loss_type: "orpo", beta: cfg.beta };
+    case "kto": {
+      const { kind: _kind, ...rest } = cfg;
+      if (cfg.loss_type === "kto") return rest;
+      const { kto_kl: _kl, kto_kl_decay: _decay, ...apo } = rest;
+      return apo;
+    }
     default:
       return assertNever(cfg);
   }
 }
 
-function parseLossTypes(v: unknown, where: string): (PairLossType | "simpo" | "orpo")[] {
+function parseLossTypes(v: unknown, where: string): (PairLossType | "simpo" | "orpo" | KtoLossConfig["loss_type"])[] {
   if (v === undefined || v === null) return ["sigmoid"];
   const list = typeof v === "string" ? [v] : v;
   if (!Array.isArray(list) || list.length === 0 || list.some((t) => typeof t !== "string"))
@@ -241,7 +323,7 @@ function parseLossTypes(v: unknown, where: string): (PairLossType | "simpo" | "o
         `known: ${ALL_LOSS_NAMES.join(", ")}`,
     );
   return (list as string[]).map((t) => {
-    if (t === "simpo" || t === "orpo") return t;
+    if (t === "simpo" || t === "orpo" || t === "kto" || t === "apo_zero_unpaired") return t;
     const name = PAIR_LOSS_ALIASES[t] ?? t;
     if (!(PAIR_LOSS_TYPES as readonly string[]).includes(name)) {
       // "dpo" is the name people reach for first; TRL (and tsdpo) call the DPO paper's loss "sigmoid".
@@ -255,7 +337,7 @@ function parseLossTypes(v: unknown, where: string): (PairLossType | "simpo" | "o
 function checkKeys(o: Record<string, unknown>, allowed: readonly string[], where: string, what: string): void {
   for (const k of Object.keys(o))
     if (!allowed.includes(k)) {
-      const elsewhere = [DPO_KEYS, SIMPO_KEYS, ORPO_KEYS].some((keys) => (keys as readonly string[]).includes(k));
+      const elsewhere = [DPO_KEYS, SIMPO_KEYS, ORPO_KEYS, KTO_KEYS].some((keys) => (keys as readonly string[]).includes(k));
       throw configError(
         `${where}: key "${k}" ` +
           (elsewhere ? `does not apply to ${what} (loss_type ${JSON.stringify(o.loss_type ?? "sigmoid")})` : `is unknown`) +
@@ -269,6 +351,7 @@ const finite: Check = { ok: Number.isFinite, what: "a finite number" };
 const positive: Check = { ok: (x) => Number.isFinite(x) && x > 0, what: "a number > 0" };
 const nonNegative: Check = { ok: (x) => Number.isFinite(x) && x >= 0, what: "a number >= 0" };
 const unitInterval: Check = { ok: (x) => x >= 0 && x <= 1, what: "a number in [0, 1]" };
+const unitIntervalOpen: Check = { ok: (x) => x > 0 && x < 1, what: "a number in (0, 1)" };
 // ε is a label-flip probability: at 0.5 the labels carry no information and rDPO divides by 1 - 2ε = 0.
 const probabilityBelowHalf: Check = { ok: (x) => x >= 0 && x < 0.5, what: "a number in [0, 0.5)" };
 

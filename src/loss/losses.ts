@@ -14,7 +14,9 @@
 // model arena of O(L·B·T·C); the "allocate once" rule is about the latter.
 
 import { inputError } from "../errors.js";
-import { assertNever, type DpoLossConfig, type LossConfig, type OrpoLossConfig, type PairLossType, type SimpoLossConfig } from "./config.js";
+import {
+  assertNever, type DpoLossConfig, type KtoLossConfig, type LossConfig, type OrpoLossConfig, type PairLossType, type SimpoLossConfig,
+} from "./config.js";
 import { log1mexp, logSigmoid, sigmoid } from "./math.js";
 
 /** B preference pairs, as the loss sees them. */
@@ -36,6 +38,12 @@ export interface PairBatch {
    * weighted by exp(chosen[i] + rejected[i]), a constant in the gradient.
    */
   wpo?: { chosenLogWeights: Float64Array; rejectedLogWeights: Float64Array } | null;
+  /**
+   * (B) Unpaired losses (KTO) only, 1 = desirable, 0 = undesirable. Row i is then one labelled completion: its own
+   * answer in the chosen slots, and in the rejected slots the mismatched completion (another row's answer to row i's
+   * prompt) whose log-ratio estimates the KL reference point. The pair machinery packs both with one shared prompt.
+   */
+  labels?: Uint8Array | null;
 }
 
 /**
@@ -45,6 +53,9 @@ export interface PairBatch {
 export interface LossState {
   bcoRewardMean: number;
   bcoCount: number;
+  /** KTO with kto_kl "running": the moving average of the mismatched pairs' mean log-ratio (Adam-style, bias
+   *  corrected by the count of updates). Absent until the first KTO step. */
+  ktoKl?: { average: number; updates: number };
 }
 
 export function initialLossState(): LossState {
@@ -66,6 +77,12 @@ export interface LossOutput {
   extraMetrics: Record<string, number>;
   /** The state to pass to the next call. The input state is not modified. */
   state: LossState;
+  /**
+   * Unpaired losses only: the rows' labels (1 desirable) and the KL reference point z0 used. The chosen* fields then
+   * hold each row's own reward and log-prob whatever its label, the rejected* fields those of its mismatched
+   * completion; lossMetrics averages the rows by label, as TRL's rewards/chosen and rewards/rejected.
+   */
+  unpaired?: { labels: Uint8Array; kl: number };
 }
 
 /** Computes the configured loss. Exhaustive over the config kinds; a new kind fails to compile here. */
@@ -77,6 +94,8 @@ export function computeLoss(cfg: LossConfig, batch: PairBatch, state: LossState 
       return simpoLoss(cfg, batch, state);
     case "orpo":
       return orpoLoss(cfg, batch, state);
+    case "kto":
+      return ktoLoss(cfg, batch, state);
     default:
       return assertNever(cfg);
   }
@@ -664,6 +683,75 @@ function orpoLoss(cfg: OrpoLossConfig, batch: PairBatch, state: LossState): Loss
     rejectedLogps: avgR,
     extraMetrics: { nll_loss: nll.value, log_odds_ratio: sumRatio / B, log_odds_chosen: sumLogOdds / B },
     state: { ...state },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Unpaired losses (TRL's KTOTrainer): one labelled completion per row, batch.labels says which.
+
+/**
+ * KTO, Ethayarajh et al. 2024 (arXiv:2402.01306) Eq. 7, as TRL's KTOTrainer computes it. Row i has the log-ratio
+ * r_i = π_i − ρ_i of its own completion; the KL reference point z0 comes from the mismatched completions in the
+ * rejected slots, k_i = π'_i − ρ'_i:
+ *   "batch"    z0 = max(0, mean_i k_i)                       (TRL: the batch mean, detached, clamped at 0)
+ *   "running"  a ← d·a + (1 − d)·mean_i k_i, n ← n + 1,  z0 = max(0, a / (1 − dⁿ))   (d = kto_kl_decay; the state
+ *              is updated with this batch before use, like bco_pair's δ; the clamp is on the average, not per batch)
+ * and the per-row losses
+ *   desirable    λ_D · (1 − σ(β(r_i − z0)))        undesirable   λ_U · (1 − σ(β(z0 − r_i)))
+ * averaged over all B rows (TRL's mean over the concatenated desirable and undesirable losses). z0 is a constant
+ * in the gradient, so d/dπ'_i = 0. loss_type "apo_zero_unpaired" (D'Oosterlinck et al. 2024, TRL's unpaired
+ * APO-zero) has no z0: λ_D · (1 − σ(β r_i)) and λ_U · σ(β r_i). Rewards are β·r_i, as TRL logs them.
+ */
+function ktoLoss(cfg: KtoLossConfig, batch: PairBatch, state: LossState): LossOutput {
+  const B = checkBatch(batch, `loss_type "${cfg.loss_type}"`);
+  const labels = batch.labels;
+  if (!labels) throw new Error(`loss batch: loss_type "${cfg.loss_type}" needs the rows' labels (batch.labels)`);
+  checkLen(B, "labels", labels);
+  const b = cfg.beta;
+  const r = new Float64Array(B);
+  const k = new Float64Array(B);
+  let klMean = 0;
+  for (let i = 0; i < B; i++) {
+    r[i] = batch.policyChosenLogps[i]! - batch.refChosenLogps![i]!;
+    k[i] = batch.policyRejectedLogps[i]! - batch.refRejectedLogps![i]!;
+    klMean += k[i]! / B;
+  }
+  const next: LossState = { ...state };
+  let z0 = 0;
+  if (cfg.loss_type === "kto") {
+    if (cfg.kto_kl === "batch") z0 = Math.max(0, klMean);
+    else {
+      const prev = state.ktoKl ?? { average: 0, updates: 0 };
+      const d = cfg.kto_kl_decay;
+      const kl = { average: d * prev.average + (1 - d) * klMean, updates: prev.updates + 1 };
+      next.ktoKl = kl;
+      z0 = Math.max(0, kl.average / (1 - d ** kl.updates));
+    }
+  }
+  const losses = new Float64Array(B);
+  const dC = new Float64Array(B);
+  for (let i = 0; i < B; i++) {
+    // Both losses are w·(1 − σ(s·β(r − z0))) with s = +1 (desirable) or −1; APO's undesirable σ(βr) is the same
+    // form with s = −1 and z0 = 0, since 1 − σ(−x) = σ(x).
+    const s = labels[i] ? 1 : -1;
+    const w = labels[i] ? cfg.desirable_weight : cfg.undesirable_weight;
+    const sg = sigmoid(s * b * (r[i]! - z0));
+    losses[i] = w * (1 - sg);
+    dC[i] = (-w * s * b * sg * (1 - sg)) / B;
+  }
+  return {
+    losses,
+    loss: mean(losses),
+    dPolicyChosenLogps: dC,
+    dPolicyRejectedLogps: new Float64Array(B),
+    dPolicyChosenPlainLogps: null,
+    chosenRewards: r.map((x) => b * x),
+    rejectedRewards: k.map((x) => b * x),
+    chosenLogps: Float64Array.from(batch.policyChosenLogps),
+    rejectedLogps: Float64Array.from(batch.policyRejectedLogps),
+    extraMetrics: {},
+    state: next,
+    unpaired: { labels: Uint8Array.from(labels), kl: z0 },
   };
 }
 

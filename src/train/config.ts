@@ -62,6 +62,9 @@ export interface TrainConfig {
   chat_template_kwargs: ChatTemplateKwargs | null;
   /** Malformed rows are counted and reported in invalid_rows.jsonl instead of stopping the run. */
   skip_invalid: boolean;
+  /** KTO on a file of preference pairs: each pair becomes a desirable row (chosen) and an undesirable one (rejected),
+   *  as TRL's unpair_preference_dataset. Without it an unpaired loss reads {prompt, completion, label} rows. */
+  unpair: boolean;
   /** Cap on prompt + longer answer (tokens). TRL default 1024; smaller models have shorter contexts. */
   max_length: number | null;
   /** Cap on the prompt (tokens, BOS included). TRL default 512. */
@@ -190,6 +193,7 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   tools: null, // most preference data has no tools; a row's own "tools" column needs no config
   chat_template_kwargs: null, // the template's own defaults, as transformers without kwargs
   skip_invalid: false,
+  unpair: false, // a KTO file is unpaired already; pairs are converted only when asked
   max_length: 1024,
   max_prompt_length: 512,
   max_completion_length: null,
@@ -245,7 +249,7 @@ const KINDS: { [K in keyof Rest]-?: Kind } = {
   model: "string?", data: "string?", eval_data: "string?", eval_size: "number", prompt_field: "string?",
   chosen_field: "string", rejected_field: "string",
   data_format: { oneOf: DATA_FORMATS }, winner_field: "string?", a_field: "string?", b_field: "string?", winner_values: "object?",
-  score_fields: "strings?", webgpt_quotes: "bool", tools: "tools?", chat_template_kwargs: "kwargs?", skip_invalid: "bool", max_length: "int?", max_prompt_length: "int?",
+  score_fields: "strings?", webgpt_quotes: "bool", tools: "tools?", chat_template_kwargs: "kwargs?", skip_invalid: "bool", unpair: "bool", max_length: "int?", max_prompt_length: "int?",
   max_completion_length: "int?", truncation_mode: { oneOf: ["keep_end", "keep_start"] }, output_dir: "string?",
   seed: "int", per_device_train_batch_size: "int", per_device_eval_batch_size: "int", gradient_accumulation_steps: "int",
   num_train_epochs: "number", max_steps: "int", learning_rate: "number",
@@ -353,6 +357,29 @@ function checkRanges(c: TrainConfig, where: string): void {
   if (c.eval_data !== null && c.eval_size > 0)
     throw configError(`${where}: set either "eval_data" (a file) or "eval_size" (held out of data), not both`);
   checkReferenceKeys(c, where);
+  checkUnpairedKeys(c, where);
+}
+
+/** The unpaired losses' constraints on the data and batch keys. */
+function checkUnpairedKeys(c: TrainConfig, where: string): void {
+  const l = c.loss;
+  if (l.kind !== "kto") {
+    if (c.unpair) throw configError(`${where}: "unpair" turns preference pairs into the unpaired rows of loss_type kto or apo_zero_unpaired; loss_type ${JSON.stringify(l.kind === "dpo" ? l.loss_type : l.kind)} trains on the pairs themselves, so remove it`);
+    return;
+  }
+  if (l.loss_type !== "kto" || l.kto_kl !== "batch") return;
+  if (c.per_device_train_batch_size < 2)
+    throw configError(
+      `${where}: kto_kl "batch" estimates KTO's reference point from the other rows of the micro-batch, and ` +
+        `per_device_train_batch_size ${c.per_device_train_batch_size} leaves none (TRL refuses this too); raise it to 2 or more, ` +
+        `or set kto_kl: "running", whose estimate does not depend on the batch`,
+    );
+  if (c.precompute_ref_log_probs)
+    throw configError(
+      `${where}: precompute_ref_log_probs caches each row's reference log-probs once, but kto_kl "batch" pairs each prompt ` +
+        `with the completion before it in the micro-batch, which changes with every shuffle; set kto_kl: "running" (its ` +
+        `mismatched pairs are fixed, so they cache) or remove precompute_ref_log_probs`,
+    );
 }
 
 /** The reference keys together: each refusal names the key and says why the combination cannot work. */
@@ -560,6 +587,7 @@ const KEY_HELP: { [K in keyof Rest]-?: string } = {
   tools: "function definitions (JSON-schema list) for the chat template of rows without their own \"tools\"",
   chat_template_kwargs: "extra chat-template variables for every render, e.g. {\"enable_thinking\": false} (Qwen3)",
   skip_invalid: "count and report malformed rows (invalid_rows.jsonl) instead of stopping",
+  unpair: "KTO on preference pairs: each pair becomes a desirable (chosen) and an undesirable (rejected) row",
   max_length: "cap on prompt + answer, in tokens (also capped at the model's context)",
   max_prompt_length: "cap on the prompt, in tokens",
   max_completion_length: "cap on each answer, in tokens (null: no cap of its own)",
@@ -611,7 +639,7 @@ const KEY_HELP: { [K in keyof Rest]-?: string } = {
 };
 
 const LOSS_KEY_HELP: Record<string, string> = {
-  loss_type: `the loss, or a list of them: ${[...PAIR_LOSS_TYPES, "simpo", "orpo"].join(", ")} (sigmoid is DPO)`,
+  loss_type: `the loss, or a list of them: ${[...PAIR_LOSS_TYPES, "simpo", "orpo"].join(", ")} (sigmoid is DPO); kto or apo_zero_unpaired on unpaired rows`,
   loss_weights: "one weight per loss_type entry",
   beta: "β: strength of the pull towards the reference (ORPO's λ)",
   label_smoothing: "ε: assumed label-flip probability (cDPO, robust, EXO)",
@@ -623,18 +651,24 @@ const LOSS_KEY_HELP: Record<string, string> = {
   ld_alpha: "LD-DPO: weight of answer tokens past the shorter answer's length (null = off)",
   simpo_gamma: "SimPO's target margin γ",
   cpo_alpha: "weight of the chosen NLL in CPO/SimPO",
+  desirable_weight: "KTO: weight of the desirable rows' losses (λ_D)",
+  undesirable_weight: "KTO: weight of the undesirable rows' losses (λ_U)",
+  kto_kl: "KTO's reference point z0: batch (TRL's in-batch estimate) or running (a moving average; a batch of 1 works)",
+  kto_kl_decay: "KTO kto_kl running: the moving average's decay per micro-batch",
 };
 
 /** The lines `tsdpo train --list-keys` prints: key, default, meaning. */
 export function trainKeyList(): string {
   const loss = lossConfigToJson(lossConfigFromJson({}, "defaults")) as Record<string, unknown>;
   const simpo = lossConfigToJson(lossConfigFromJson({ loss_type: "simpo" }, "defaults")) as Record<string, unknown>;
+  const kto = lossConfigToJson(lossConfigFromJson({ loss_type: "kto" }, "defaults")) as Record<string, unknown>;
   const rows: [string, string, string][] = [];
   // 1e-6, not JSON's 0.000001
   const show = (v: unknown): string =>
     v === undefined ? "unset" : typeof v === "number" && v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential() : JSON.stringify(v);
   for (const key of TRAINER_KEYS) rows.push([key, show(DEFAULT_TRAIN_CONFIG[key]), KEY_HELP[key]]);
-  for (const key of LOSS_KEYS) rows.push([key, key in loss ? show(loss[key]) : key in simpo ? show(simpo[key]) : "", LOSS_KEY_HELP[key] ?? "?"]);
+  for (const key of LOSS_KEYS)
+    rows.push([key, key in loss ? show(loss[key]) : key in simpo ? show(simpo[key]) : key in kto ? show(kto[key]) : "", LOSS_KEY_HELP[key] ?? "?"]);
   const w0 = Math.max(...rows.map((r) => r[0].length));
   const w1 = Math.min(24, Math.max(...rows.map((r) => r[1].length)));
   return (

@@ -18,6 +18,7 @@ import type { Backend, Buf } from "../backend/contract.js";
 import { selectBackend } from "../backend/select.js";
 import { fromGrid, packPairs } from "../data/pack.js";
 import { dataOptionsFromConfig, formatPreferenceData, loadPreferenceData, writeInvalidReport, writeWarningsReport } from "../data/load.js";
+import { klSizingRows, labelsOf, loadUnpairedData, rotateKlCompletions } from "../data/unpaired.js";
 import type { RowIssue, TokenizedPair } from "../data/types.js";
 import { TsdpoError, configError } from "../errors.js";
 import { appendFileLogged, writeFileAtomic } from "../io/atomic.js";
@@ -26,9 +27,9 @@ import { modelFingerprint } from "../io/fingerprint.js";
 import { loadPeftAdapter, loraTargetsFromPeft } from "../io/peft.js";
 import { type Lora, createLora } from "../model/lora.js";
 import { quantisedCopy } from "../model/quantise.js";
-import { needsReference, type LossConfig } from "../loss/config.js";
+import { isUnpaired, klInBatch, needsReference, usesKl, type LossConfig } from "../loss/config.js";
 import { type LossOutput, type LossState, type PairBatch, computeLoss, initialLossState } from "../loss/losses.js";
-import { lossMetrics } from "../loss/metrics.js";
+import { groupMeans, lossMetrics } from "../loss/metrics.js";
 import { reduceLogps, reduceLogpsBackward, wpoLogWeights } from "../loss/reduce.js";
 import {
   type Activations, type Gradients, type Model, cloneModel, createGradients, backward,
@@ -85,11 +86,20 @@ interface PreparedRun {
   prompts: string[];
 }
 
+/** What the buffers are sized for: the pairs, but under kto_kl "batch" any row's mismatched slot may hold any completion. */
+function sizingPairs(cfg: TrainConfig, pairs: TokenizedPair[]): TokenizedPair[] {
+  return klInBatch(cfg.loss) ? klSizingRows(pairs) : pairs;
+}
+
 /** Reads nothing from and writes nothing into runDir (it may not exist yet); runDir only names the reports. */
 /** runDir null: a plan, which writes no reports, so the summary names none. */
 async function prepareData(cfg: TrainConfig, model: Pick<ModelHeader, "tokenizer" | "cfg">, runDir: string | null): Promise<PreparedRun> {
   // Sequences longer than the model's context cannot be scored: the loader caps max_length there.
-  const d = await loadPreferenceData(resolve(cfg.data ?? defaultDataPath), model.tokenizer, dataOptionsFromConfig(cfg, model.cfg.maxSeqLen));
+  const path = resolve(cfg.data ?? defaultDataPath);
+  const options = dataOptionsFromConfig(cfg, model.cfg.maxSeqLen);
+  const d = isUnpaired(cfg.loss)
+    ? await loadUnpairedData(path, model.tokenizer, { ...options, unpair: cfg.unpair, kl: usesKl(cfg.loss), seed: cfg.seed })
+    : await loadPreferenceData(path, model.tokenizer, options);
   const summary = formatPreferenceData(d, {
     invalidReport: d.invalid.length && runDir ? join(runDir, "invalid_rows.jsonl") : undefined,
     warningsReport: d.warnings.length && runDir ? join(runDir, "data_warnings.jsonl") : undefined,
@@ -144,7 +154,10 @@ export function microBatch(
 ): MicroResult {
   const { be, policy, loss } = e;
   const B = pairs.length;
-  const pk = packPairs(pairs, e.sharedPrefix);
+  // Unpaired rows (KTO) come in the pair layout (data/unpaired.ts); TRL's estimate of KTO's reference point pairs
+  // each prompt with the previous row's completion.
+  const labels = isUnpaired(loss) ? labelsOf(pairs) : null;
+  const pk = packPairs(klInBatch(loss) ? rotateKlCompletions(pairs) : pairs, e.sharedPrefix);
   const R = 2 * B;
   const Tc = pk.Tc;
   const ldAlpha = loss.kind === "dpo" ? loss.ld_alpha : null;
@@ -196,6 +209,7 @@ export function microBatch(
     rejectedLengths: lengths.subarray(B, R),
     policyChosenPlainLogps: plain ? plain.subarray(0, B) : null,
     wpo,
+    labels,
   };
   const out = computeLoss(loss, pairBatch, state);
   const afterPolicy = e.timings ? performance.now() : 0;
@@ -217,40 +231,47 @@ export function microBatch(
     e.timings.backward += performance.now() - afterPolicy;
   }
 
-  // TRL's logits/chosen: mean logit over completion positions and the vocabulary.
-  let lc = 0, lr = 0, nc = 0, nr = 0;
-  for (let i = 0; i < B; i++) {
-    lc += logitMeans[i]!; nc += pk.completionLengths[i]!;
-    lr += logitMeans[B + i]!; nr += pk.completionLengths[B + i]!;
-  }
-  const metrics = lossMetrics(out, { chosen: lc / Math.max(1, nc), rejected: lr / Math.max(1, nr) });
+  // TRL's logits/chosen: mean logit over completion positions and the vocabulary (unpaired: of the desirable rows).
+  const metrics = lossMetrics(out, groupMeans(logitMeans, pk.completionLengths, labels));
   // Mean answer length in tokens (after truncation, EOS included): the report's length-bias check reads these.
-  metrics["lengths/chosen"] = nc / B;
-  metrics["lengths/rejected"] = nr / B;
-  // Counted as TRL counts its inputs: prompt + answer for each of the two sequences, whatever the packing.
+  const answerLengths = groupMeans(pk.completionLengths, new Int32Array(R).fill(1), labels);
+  if (answerLengths.chosen !== null) metrics["lengths/chosen"] = answerLengths.chosen;
+  if (answerLengths.rejected !== null) metrics["lengths/rejected"] = answerLengths.rejected;
+  // Counted as TRL counts its inputs: prompt + answer for each of the two sequences, whatever the packing (unpaired:
+  // each row's own sequence, not its mismatched one).
   let tokens = 0;
-  for (let r = 0; r < R; r++) tokens += pk.promptLengths[r]! + pk.completionLengths[r]!;
+  for (let r = 0; r < (labels ? B : R); r++) tokens += pk.promptLengths[r]! + pk.completionLengths[r]!;
   return { out, metrics, tokens };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Metric averaging (weighted by pairs)
+// Metric averaging (weighted by pairs; each metric over the micro-batches that logged it, as an unpaired batch without
+// undesirable rows has no rewards/rejected)
 
-class MetricMean {
-  private sums = new Map<string, number>();
-  private weight = 0;
+export class MetricMean {
+  private sums = new Map<string, { sum: number; weight: number }>();
   add(m: Record<string, number>, w: number): void {
-    for (const [k, v] of Object.entries(m)) this.sums.set(k, (this.sums.get(k) ?? 0) + v * w);
-    this.weight += w;
+    for (const [k, v] of Object.entries(m)) {
+      const s = this.sums.get(k) ?? { sum: 0, weight: 0 };
+      s.sum += v * w;
+      s.weight += w;
+      this.sums.set(k, s);
+    }
   }
   mean(prefix = ""): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const [k, v] of this.sums) out[prefix + k] = v / this.weight;
+    for (const [k, s] of this.sums) out[prefix + k] = s.sum / s.weight;
     return out;
   }
-  get empty(): boolean {
-    return this.weight === 0;
-  }
+}
+
+/** A step's numbers for the progress line: the loss, then the reward accuracy, or KTO's kl (it has no accuracy). */
+function stepLine(m: Record<string, number>, prefix = ""): string {
+  const acc = m[`${prefix}rewards/accuracies`];
+  const kl = m[`${prefix}kl`];
+  const extra = acc !== undefined ? ` ${prefix ? `${prefix}rewards/accuracies ${acc.toFixed(3)}` : `acc ${acc.toFixed(2)}`}`
+    : kl !== undefined ? ` ${prefix}kl ${kl.toFixed(prefix ? 3 : 2)}` : "";
+  return `${prefix}loss ${m[`${prefix}loss`]!.toFixed(4)}${extra}`;
 }
 
 function evaluate(
@@ -357,7 +378,7 @@ async function beforeWeights(
   const refPath = resolve(cfg.ref_model ?? modelPath);
   const plan = checkPlan(
     be,
-    runPlanSpec(cfg, header, [...data.train, ...data.eval], data.train, be.name, availableParallelism(), refPath !== modelPath && referenceUsed(cfg) ? readModelHeader(refPath) : null),
+    runPlanSpec(cfg, header, sizingPairs(cfg, [...data.train, ...data.eval]), data.train, be.name, availableParallelism(), refPath !== modelPath && referenceUsed(cfg) ? readModelHeader(refPath) : null),
     { force: cfg.force, batch: cfg.per_device_train_batch_size, evalBatch: cfg.per_device_eval_batch_size, maxLength: cfg.max_length, say, withTime: true, print },
   );
   return { be, modelPath, usePeft, loadOptions, data, refPath, plan };
@@ -487,7 +508,7 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
     const evalB = cfg.per_device_eval_batch_size;
     const maxB = Math.max(B, evalB);
     const sharedPrefix = cfg.shared_prefix;
-    const allPairs = [...data.train, ...data.eval];
+    const allPairs = sizingPairs(cfg, [...data.train, ...data.eval]);
     const acts = activationsForPairs(policy, allPairs, maxB, sharedPrefix, cfg.gradient_checkpointing);
     const grads = usePeft ? null : createGradients(policy);
     // What the optimizer updates: the whole parameter arena, or the adapter arena.
@@ -615,7 +636,7 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
       clock.evalSeconds += (performance.now() - t0) / 1000;
       clock.evalPairs += data.eval.length;
       writeMetrics(row);
-      progress.log(`step ${state.step}: eval_loss ${row.eval_loss!.toFixed(4)} eval_rewards/accuracies ${row["eval_rewards/accuracies"]!.toFixed(3)}`);
+      progress.log(`step ${state.step}: ${stepLine(row, "eval_")}`);
       if (best) {
         const value = row[best.key];
         if (value === undefined) throw configError(`metric_for_best_model: this loss does not log ${best.key}`);
@@ -689,7 +710,7 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
           num_tokens: state.numTokens, tokens_per_second: seconds > 0 ? windowTokens / seconds : 0,
         };
         writeMetrics(lastMetrics);
-        progress.update(state.step, `loss ${lastMetrics.loss!.toFixed(4)} acc ${lastMetrics["rewards/accuracies"]!.toFixed(2)}`, eta(state.step, 0));
+        progress.update(state.step, stepLine(lastMetrics), eta(state.step, 0));
         window = new MetricMean();
         windowTokens = 0;
         windowStart = Date.now();
