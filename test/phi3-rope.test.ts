@@ -12,7 +12,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { jsBackend as be } from "../src/backend/js/kernels.js";
 import { TsdpoError } from "../src/errors.js";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { exportGguf } from "../src/export/gguf.js";
+import { exportHf } from "../src/export/hf.js";
 import { hfConfigFromLlama, llamaConfigFromHf } from "../src/io/hfconfig.js";
 import { loadModel } from "../src/io/load.js";
 import type { LlamaConfig } from "../src/model/config.js";
@@ -98,6 +102,29 @@ test("bad LongRoPE and partial RoPE settings are one-line errors naming the key"
   bad({ partial_rotary_factor: 1.5 }, /partial_rotary_factor 1\.5/);
   // LongRoPE is read for Phi-3 only
   assert.throws(() => llamaConfigFromHf({ ...phi4mini, model_type: "llama", partial_rotary_factor: undefined }, "c"), /type "longrope" is supported for model_type phi3 only/);
+});
+
+test("a Phi-4-mini-shaped model (partial RoPE, LongRoPE, tied embeddings) exported to an HF folder loads back with the same config and logits", () => {
+  const dir = mkdtempSync(join(tmpdir(), "tsdpo-phi4-"));
+  try {
+    const stories = loadModel(storiesGguf); // borrowed for its tokenizer (V 512)
+    const c: LlamaConfig = { ...tiny, V: 512, tiedEmbeddings: true, maxSeqLen: 128 };
+    c.ropeScaling = { ...(tiny.ropeScaling as Extract<LlamaConfig["ropeScaling"], { type: "longrope" }>), attentionFactor: Math.sqrt(1 + Math.log(16) / Math.log(8)) };
+    const loaded = { ...stories, model: randomModel(c, Float32Array, 9, 0.8), format: "gguf" as const };
+    exportHf(loaded, dir);
+    const json = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
+    assert.deepEqual([json.partial_rotary_factor, json.original_max_position_embeddings, json.rope_scaling.rope_type, json.tie_word_embeddings], [0.75, 8, "longrope", true]);
+    const back = loadModel(dir);
+    assert.deepEqual(back.model.cfg, c);
+    const T = 12, at = (m: Model): Float32Array => {
+      const acts = createActivations(m, 1, T);
+      forward(be, m, acts, Int32Array.from(ids.slice(0, T)), new Int32Array(T), 1, T);
+      return Float32Array.from(logitsOf(be, m, acts));
+    };
+    assert.deepEqual(at(back.model), at(loaded.model));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("GGUF export refuses partial RoPE and LongRoPE instead of dropping them", () => {
