@@ -67,10 +67,8 @@ test("HF export writes partial_rotary_factor, rope_scaling longrope and original
   assert.equal(json.partial_rotary_factor, 0.75);
   assert.equal(json.original_max_position_embeddings, 4096);
   assert.equal(json.max_position_embeddings, 131072);
-  assert.deepEqual(json.rope_scaling, {
-    rope_type: "longrope", short_factor: phi4mini.rope_scaling.short_factor, long_factor: phi4mini.rope_scaling.long_factor,
-    original_max_position_embeddings: 4096,
-  });
+  // exactly Phi-4-mini's three keys: transformers 4's Phi3Config refuses any other rope_scaling
+  assert.deepEqual(json.rope_scaling, { type: "longrope", short_factor: phi4mini.rope_scaling.short_factor, long_factor: phi4mini.rope_scaling.long_factor });
   assert.deepEqual(llamaConfigFromHf(json, "out/config.json"), cfg);
   // a non-default attention factor is written as attention_factor
   const odd: LlamaConfig = { ...cfg, ropeScaling: { ...(cfg.ropeScaling as Extract<LlamaConfig["ropeScaling"], { type: "longrope" }>), attentionFactor: 1.25 } };
@@ -113,7 +111,7 @@ test("a Phi-4-mini-shaped model (partial RoPE, LongRoPE, tied embeddings) export
     const loaded = { ...stories, model: randomModel(c, Float32Array, 9, 0.8), format: "gguf" as const };
     exportHf(loaded, dir);
     const json = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
-    assert.deepEqual([json.partial_rotary_factor, json.original_max_position_embeddings, json.rope_scaling.rope_type, json.tie_word_embeddings], [0.75, 8, "longrope", true]);
+    assert.deepEqual([json.partial_rotary_factor, json.original_max_position_embeddings, json.rope_scaling.type, json.tie_word_embeddings], [0.75, 8, "longrope", true]);
     const back = loadModel(dir);
     assert.deepEqual(back.model.cfg, c);
     const T = 12, at = (m: Model): Float32Array => {

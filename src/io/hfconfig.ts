@@ -139,11 +139,13 @@ function ropeScalingJson(s: RopeScaling, maxPos: number): Record<string, unknown
   switch (s.type) {
     case "none": return null;
     case "longrope":
+      // As Phi checkpoints write it: transformers 4's Phi3Config accepts exactly these three keys (with "type", not
+      // "rope_type"), and original_max_position_embeddings goes at the top level (hfConfigFromLlama). An attention
+      // factor other than the default has no other place; only transformers 5 reads it.
       return {
-        rope_type: "longrope",
+        type: "longrope",
         short_factor: s.shortFactor,
         long_factor: s.longFactor,
-        original_max_position_embeddings: s.originalMaxPositionEmbeddings,
         ...(s.attentionFactor === longropeAttentionFactor(maxPos, s.originalMaxPositionEmbeddings) ? {} : { attention_factor: s.attentionFactor }),
       };
     case "linear": return { rope_type: "linear", factor: s.factor };
