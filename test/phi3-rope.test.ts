@@ -21,7 +21,7 @@ import { hfConfigFromLlama, llamaConfigFromHf } from "../src/io/hfconfig.js";
 import { loadModel } from "../src/io/load.js";
 import type { LlamaConfig } from "../src/model/config.js";
 import {
-  createActivations, createKvCache, createKvRow, decode, decodeRows, forward, forwardPacked, logitsOf, type Model,
+  createActivations, createKvCache, createKvRow, createModel, decode, decodeRows, forward, forwardPacked, logitsOf, type Model,
 } from "../src/model/decoder.js";
 import { assertAllClose, randomModel, storiesGguf } from "./helpers.js";
 
@@ -98,6 +98,8 @@ test("bad LongRoPE and partial RoPE settings are one-line errors naming the key"
   // 128 · 0.7 = 89.6 → 89 rotary features: odd
   bad({ partial_rotary_factor: 0.7 }, /partial_rotary_factor 0\.7 gives 89 rotary features of head size 128/);
   bad({ partial_rotary_factor: 1.5 }, /partial_rotary_factor 1\.5/);
+  // a config built in code with an impossible rotary width is refused when the model is made
+  for (const ropeDim of [7, 10, 0]) assert.throws(() => createModel({ ...tiny, ropeDim }), new RegExp(`ropeDim ${ropeDim} must be even, at least 2 and at most HS 8`));
   // LongRoPE is read for Phi-3 only
   assert.throws(() => llamaConfigFromHf({ ...phi4mini, model_type: "llama", partial_rotary_factor: undefined }, "c"), /type "longrope" is supported for model_type phi3 only/);
 });
