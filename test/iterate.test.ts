@@ -43,6 +43,7 @@ test("built-in judges: afinn, length, regex (weighted match counts), json (parse
   assert.equal(await schema.score!("p", "[]"), 0);
   await assert.rejects(makeJudge("sentiment", ctx), /judge "sentiment" is not one tsdpo knows/);
   await assert.rejects(makeJudge({ regex: [{ pattern: "(" }] }, ctx), /not a valid regular expression/);
+  await assert.rejects(makeJudge({ llm: "m.gguf", templat: "t.txt" }, ctx), /unknown key "templat" in the judge; it takes "llm" and "template"/);
 });
 
 test("module judges: score or compare, sync or async, JavaScript or TypeScript; a throw or a non-number is one clear error", async () => {
@@ -190,4 +191,17 @@ test("bad input: one line and exit 1 for a throwing judge, a non-number, an empt
     assert.match(r.err, /^error: /);
   }
   assert.throws(() => resolveIterateConfig({ k: 1 }, "x"), (e: unknown) => e instanceof TsdpoError && e.kind === "input");
+});
+
+test("README's command: the shipped configs/iterate-module.json (module judge configs/judges/happy.mjs, resolved against the config's folder) runs", () => {
+  const out = join(tmp, "readme");
+  const r = spawnSync(process.execPath, [
+    cli, "iterate", join(dirname(fileURLToPath(import.meta.url)), "..", "..", "configs", "iterate-module.json"),
+    "--rounds", "1", "--prompts", promptsFile, "--eval_prompts", evalFile, "--max_new_tokens", "8", "--output_dir", out, "--quiet",
+  ], { encoding: "utf8", env: { ...process.env, TSDPO_BACKEND: testBackendName } });
+  assert.equal(r.status, 0, r.stderr);
+  const res = JSON.parse(readFileSync(join(out, "results.json"), "utf8"));
+  assert.match(res.judge, /^module:.*configs\/judges\/happy\.mjs$/);
+  assert.equal(res.eval.length, 2);
+  assert.ok(res.rounds[0].pairs > 0);
 });

@@ -29,6 +29,9 @@ export async function makeJudge(spec: unknown, ctx: JudgeContext): Promise<Judge
     }
   } else if (spec !== null && typeof spec === "object" && !Array.isArray(spec)) {
     const o = spec as Record<string, unknown>;
+    const allowed = "regex" in o ? ["regex"] : "json" in o ? ["json"] : "llm" in o ? ["llm", "template"] : null;
+    const extra = allowed ? Object.keys(o).filter((k) => !allowed.includes(k)) : [];
+    if (extra.length) throw configError(`${ctx.where}: unknown key ${extra.map((k) => `"${k}"`).join(", ")} in the judge; it takes ${allowed!.map((k) => `"${k}"`).join(" and ")}`);
     if ("regex" in o) return regexJudge(o.regex, ctx.where);
     if ("json" in o) return jsonJudge(o.json, ctx.where);
     if (typeof o.llm === "string") {
