@@ -48,7 +48,7 @@ for (const dropout of [0, 0.3]) {
     const r = rng(5);
     for (const a of model.lora!.adapters)
       for (const [name, off, len] of [["A", a.offsetA, a.A.length], ["B", a.offsetB, a.B.length]] as const) {
-        const picks = [0, 1, 2].map(() => ({ j: off + Math.floor(r() * len), what: `layer ${a.layer} ${a.target}.${name}` }));
+        const picks = [0, 1, 2].map(() => ({ j: off + Math.floor(r() * len), what: `layer ${a.layer} ${a.targets.join("+")}.${name}` }));
         assertParamGradients(model.lora!.params, model.lora!.grads, S, picks);
       }
   });

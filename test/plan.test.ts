@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TokenizedPair } from "../src/data/types.js";
 import { loadModel, readModelHeader } from "../src/io/load.js";
-import { type Activations, cloneModel, createGradients, type Model } from "../src/model/decoder.js";
+import { type Activations, cloneModel, createGradients, createModel, type Model } from "../src/model/decoder.js";
 import { createLora, LORA_TARGETS, type LoraTarget } from "../src/model/lora.js";
 import { quantisedCopy } from "../src/model/quantise.js";
 import { activationsForPairs } from "../src/train/logps.js";
@@ -88,6 +88,21 @@ test("LoRA on a quantised base: frozen blocks, adapter arena and gradients, and 
     assert.equal(p.gradients, model.lora.grads.byteLength);
     assert.equal(p.reference, 0, "LoRA's reference is the base with the adapters off");
     assert.equal(p.activations, activationBytes(acts), `${type} activations with LoRA (dropout ${dropout})`);
+  }
+});
+
+test("LoRA on fused modules (Phi-3's qkv_proj and gate_up_proj, GPT-2's c_attn): one A per module in the arena and the activations", () => {
+  for (const family of ["phi3", "gpt2"] as const) {
+    const cfg = family === "phi3" ? { ...stories.cfg, family } : { ...stories.cfg, family, NKV: stories.cfg.NH, normKind: "layer" as const, positions: "learned" as const, mlp: "plain" as const, linearBiases: true, activation: "gelu_tanh" as const };
+    const model = createModel(cfg);
+    const targets: LoraTarget[] = family === "phi3" ? [...LORA_TARGETS] : ["wq", "wk", "wv", "wo", "w_up", "w_down"];
+    for (const dropout of [0, 0.1]) {
+      model.lora = createLora(model, { r: 4, alpha: 8, dropout, targets }, 1);
+      const acts = activationsForPairs(model, pairs(2, 6, 4, 3), 2, true, false);
+      const s = spec(model, acts, { lora: { r: 4, dropout, targets } });
+      assert.equal(trainableCount(s), model.lora.params.length, `${family}: A counted once per fused module`);
+      assert.equal(planMemory(s, 0).items.activations, activationBytes(acts), `${family} activations with LoRA (dropout ${dropout})`);
+    }
   }
 });
 

@@ -54,7 +54,7 @@ export const benchCommand: Command = {
   --pairs N            pairs per step (default 1)
   --threads N          threads for the native backend (default: every core)
   --concatenated       TRL's layout (2 rows of prompt + answer) instead of tsdpo's shared prompt
-  --lora-r R           LoRA of rank R on all seven projections (alpha 2R) instead of full fine-tuning
+  --lora-r R           LoRA of rank R on every projection (alpha 2R) instead of full fine-tuning
   --base-dtype D       the frozen base's storage with --lora-r: f32 (default), bf16 (the float weights
                        rounded) or random blocks of ${BENCH_BASE_DTYPES.filter((d) => d !== "bf16").join(", ")} with the same spread, made block by
                        block without a float32 copy (llama.cpp's fallbacks for rows the blocks do not fit)

@@ -12,7 +12,7 @@ import { type LlamaConfig, type ParamSpec, decoderOptions, layerAttention, numel
 import { softcapped } from "../backend/js/softcap.js";
 import { ropeLongAfter, ropeTables, rotaryDim } from "./rope.js";
 import type { Rng } from "../rng.js";
-import type { Lora, LoraAdapter, LoraTarget } from "./lora.js";
+import type { Lora, LoraAdapter, LoraPart, LoraTarget } from "./lora.js";
 import {
   type QuantWeight, type Weight, dequantRows, embeddingForwardW, isQuant, lmHeadLogprobBackwardW, lmHeadLogprobForwardW, matmulBackwardW,
   matmulForwardW,
@@ -278,15 +278,16 @@ export interface Activations {
 }
 
 export interface LoraActs {
-  u: Map<string, Buf>; // per "layer.target": (R,T,r) s·(x·Aᵀ), saved for backward
-  drop: Map<string, Buf>; // per "layer.target" when dropout > 0: (R,T,IN) the input mask, 0 or 1/(1−p)
+  u: Map<string, Buf>; // per adapter (loraKey): (R,T,r) s·(x·Aᵀ), saved for backward; shared by a fused adapter's parts
+  drop: Map<string, Buf>; // per adapter when dropout > 0: (R,T,IN) the input mask, 0 or 1/(1−p); one for all its parts
   xDrop: Buf; // (R,T,maxIN) the dropped input of the current projection
   out: Buf; // (R,T,maxOUT) the branch output before it joins the projection's
   du: Buf; // (R,T,r)
   dx: Buf; // (R,T,maxIN)
 }
 
-const loraKey = (l: number, t: LoraTarget): string => `${l}.${t}`;
+// By layer and first projection, not by object: a reference model's own copy of the adapters finds the same buffers.
+const loraKey = (a: LoraAdapter): string => `${a.layer}.${a.targets[0]}`;
 
 /**
  * The activation arena's views, in order, with their lengths in elements: what createActivations allocates (the fit
@@ -391,8 +392,8 @@ export function createActivations(model: Model, maxRows: number, maxT: number, c
     const { r, dropout } = model.lora.cfg;
     const maxIO = Math.max(C, NH * HS, FF);
     lora = {
-      u: new Map(model.lora.adapters.map((a) => [loraKey(a.layer, a.target), new model.ctor(N * r)])),
-      drop: new Map(dropout > 0 ? model.lora.adapters.map((a) => [loraKey(a.layer, a.target), new model.ctor(N * a.IN)]) : []),
+      u: new Map(model.lora.adapters.map((a) => [loraKey(a), new model.ctor(N * r)])),
+      drop: new Map(dropout > 0 ? model.lora.adapters.map((a) => [loraKey(a), new model.ctor(N * a.IN)]) : []),
       xDrop: new model.ctor(dropout > 0 ? N * maxIO : 0), out: new model.ctor(N * maxIO), du: new model.ctor(N * r),
       dx: new model.ctor(dropout > 0 ? N * maxIO : 0),
     };
@@ -421,69 +422,84 @@ export function createActivations(model: Model, maxRows: number, maxT: number, c
 // ---------------------------------------------------------------------------------------------------------------
 // Projections: the base matmul plus, where an adapter targets it and adapters are on, the LoRA branch.
 
-function activeAdapter(model: Model, l: number, t: LoraTarget): LoraAdapter | null {
+function activePart(model: Model, l: number, t: LoraTarget): LoraPart | null {
   return model.lora && model.lora.enabled ? (model.lora.byLayer[l]![t] ?? null) : null;
 }
 
 /**
- * out = inp·Wᵀ + bias [+ s·(drop(inp)·Aᵀ)·Bᵀ]. `replay` (a checkpointed layer recomputed in the backward) reuses the
- * dropout mask its forward drew instead of drawing a new one, so the recomputation matches the forward exactly.
+ * out = inp·Wᵀ + bias [+ s·(drop(inp)·Aᵀ)·B_tᵀ]. The parts of a fused adapter (q, k, v of qkv_proj) read the same
+ * input and share A, so as PEFT's one module they share one dropout mask and one u = s·(drop(inp)·Aᵀ): part 0 draws
+ * the mask and computes u, and the later parts, which layerForward calls after it, reuse both. `replay` (a
+ * checkpointed layer recomputed in the backward) reuses the mask its forward drew instead of drawing a new one, so
+ * the recomputation matches the forward exactly.
  */
 function linearForward(
   be: Backend, model: Model, acts: Activations, l: number, t: LoraTarget,
   out: Buf, inp: Buf, W: Weight, bias: Buf | null, N: number, IN: number, OUT: number, replay = false,
 ): void {
   matmulForwardW(be, out, inp, W, bias, N, IN, OUT);
-  const ad = activeAdapter(model, l, t);
-  if (!ad) return;
+  const part = activePart(model, l, t);
+  if (!part) return;
   const la = acts.lora;
   if (!la) throw new Error("internal: LoRA adapters were attached after the activations were created");
   const lora = model.lora!;
-  const u = la.u.get(loraKey(l, t))!;
-  let x = inp;
-  const p = lora.cfg.dropout;
-  if (p > 0 && replay) {
-    const mask = la.drop.get(loraKey(l, t))!;
-    for (let i = 0; i < N * IN; i++) la.xDrop[i] = inp[i]! * mask[i]!;
-    x = la.xDrop;
-  } else if (p > 0 && acts.dropout) {
-    const mask = la.drop.get(loraKey(l, t))!;
-    const keep = 1 / (1 - p);
-    for (let i = 0; i < N * IN; i++) {
-      mask[i] = acts.dropout.next() < p ? 0 : keep;
-      la.xDrop[i] = inp[i]! * mask[i]!;
-    }
-    x = la.xDrop;
-  } else if (p > 0) la.drop.get(loraKey(l, t))!.fill(1, 0, N * IN);
-  loraBranch(be, lora, ad, out, x, u, la.out, N, IN, OUT);
+  const ad = part.adapter;
+  const u = la.u.get(loraKey(ad))!;
+  if (part.index === 0) {
+    let x = inp;
+    const p = lora.cfg.dropout;
+    if (p > 0 && replay) {
+      const mask = la.drop.get(loraKey(ad))!;
+      for (let i = 0; i < N * IN; i++) la.xDrop[i] = inp[i]! * mask[i]!;
+      x = la.xDrop;
+    } else if (p > 0 && acts.dropout) {
+      const mask = la.drop.get(loraKey(ad))!;
+      const keep = 1 / (1 - p);
+      for (let i = 0; i < N * IN; i++) {
+        mask[i] = acts.dropout.next() < p ? 0 : keep;
+        la.xDrop[i] = inp[i]! * mask[i]!;
+      }
+      x = la.xDrop;
+    } else if (p > 0) la.drop.get(loraKey(ad))!.fill(1, 0, N * IN);
+    loraInput(be, lora, ad, u, x, N, IN);
+  }
+  loraOutput(be, lora, part, out, u, la.out, N, OUT);
 }
 
-/** out += s·(x·Aᵀ)·Bᵀ, keeping u = s·(x·Aᵀ) (N, r); tmp holds the branch output (N, OUT). */
-function loraBranch(be: Backend, lora: Lora, ad: LoraAdapter, out: Buf, x: Buf, u: Buf, tmp: Buf, N: number, IN: number, OUT: number): void {
-  const r = lora.cfg.r;
-  be.matmulForward(u, x, ad.A, null, N, IN, r);
-  be.scale(u, lora.scale, N * r);
-  be.matmulForward(tmp, u, ad.B, null, N, r, OUT);
+/** u = s·(x·Aᵀ) (N, r): the input half of an adapter's branch, which every part of a fused adapter shares. */
+function loraInput(be: Backend, lora: Lora, ad: LoraAdapter, u: Buf, x: Buf, N: number, IN: number): void {
+  be.matmulForward(u, x, ad.A, null, N, IN, lora.cfg.r);
+  be.scale(u, lora.scale, N * lora.cfg.r);
+}
+
+/** out += u·B_partᵀ, through tmp (N, OUT): one part's rows of the branch output. */
+function loraOutput(be: Backend, lora: Lora, part: LoraPart, out: Buf, u: Buf, tmp: Buf, N: number, OUT: number): void {
+  be.matmulForward(tmp, u, part.B, null, N, lora.cfg.r, OUT);
   be.accumulate(out, tmp, N * OUT);
 }
 
-/** Backward of linearForward: base gradients (dW null when frozen) and, for an adapter, dA, dB and its dinp share. */
+/**
+ * Backward of linearForward: base gradients (dW null when frozen) and, for an adapter's part, its rows of dB, its
+ * share of dA and of dinp. Each part of a fused adapter adds its own share to the shared dA (the kernels accumulate),
+ * so dA ends as the sum over q, k and v, the gradient of the one A that PEFT's module holds.
+ */
 function linearBackward(
   be: Backend, model: Model, acts: Activations, l: number, t: LoraTarget,
   dinp: Buf, dW: Buf | null, dbias: Buf | null, dout: Buf, inp: Buf, W: Weight, N: number, IN: number, OUT: number,
 ): void {
   matmulBackwardW(be, dinp, dW, dbias, dout, inp, W, N, IN, OUT);
-  const ad = activeAdapter(model, l, t);
-  if (!ad) return;
+  const part = activePart(model, l, t);
+  if (!part) return;
   const la = acts.lora!;
   const lora = model.lora!;
+  const ad = part.adapter;
   const r = lora.cfg.r;
-  const u = la.u.get(loraKey(l, t))!;
+  const u = la.u.get(loraKey(ad))!;
   la.du.fill(0, 0, N * r);
-  be.matmulBackward(la.du, ad.dB, null, dout, u, ad.B, N, r, OUT); // du = dout·B, dB += doutᵀ·u
+  be.matmulBackward(la.du, part.dB, null, dout, u, part.B, N, r, OUT); // du = dout·B_part, dB_part += doutᵀ·u
   be.scale(la.du, lora.scale, N * r); // u carried s, so d(x·Aᵀ) = s·du
   if (lora.cfg.dropout > 0) {
-    const mask = la.drop.get(loraKey(l, t))!;
+    const mask = la.drop.get(loraKey(ad))!;
     for (let i = 0; i < N * IN; i++) la.xDrop[i] = inp[i]! * mask[i]!;
     la.dx.fill(0, 0, N * IN);
     be.matmulBackward(la.dx, ad.dA, null, la.du, la.xDrop, ad.A, N, IN, r);
@@ -911,16 +927,17 @@ export function decodeRows(be: Backend, model: Model, caches: readonly KvCache[]
   decodeSegments(be, model, scratch, caches.map((cache, i) => ({ cache, tokens: [tokens[i]!] })), out);
 }
 
-/** linearForward for generation: no dropout, scratch from the cache. */
+/** linearForward for generation: no dropout, scratch from the cache; u is recomputed for each part (any call order). */
 function decodeLinear(
   be: Backend, model: Model, cache: KvCache, l: number, t: LoraTarget,
   out: Buf, inp: Buf, W: Weight, bias: Buf | null, T: number, IN: number, OUT: number,
 ): void {
   matmulForwardW(be, out, inp, W, bias, T, IN, OUT);
-  const ad = activeAdapter(model, l, t);
-  if (!ad) return;
+  const part = activePart(model, l, t);
+  if (!part) return;
   if (!cache.loraU || !cache.loraOut) throw new Error("internal: LoRA adapters were attached after the KV cache was created");
-  loraBranch(be, model.lora!, ad, out, inp, cache.loraU, cache.loraOut, T, IN, OUT);
+  loraInput(be, model.lora!, part.adapter, cache.loraU, inp, T, IN);
+  loraOutput(be, model.lora!, part, out, cache.loraU, cache.loraOut, T, OUT);
 }
 
 /** Tokens to append to one sequence's cache. */

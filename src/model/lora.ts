@@ -3,11 +3,17 @@
 // fresh adapter changes nothing. The base weights stay frozen: no gradient, no optimizer state. Switching the
 // adapters off gives back the base model exactly, which is how DPO's reference is computed without a second copy.
 //
-// All adapter tensors live in one arena (and their gradients in another), laid out in (layer, target) order with
+// An adapter belongs to one module as PEFT sees the model. Where a family fuses projections that read the same input
+// into one module (Phi-3's qkv_proj and gate_up_proj, GPT-2's c_attn; tsdpo keeps their weights split, io/phi3.ts and
+// io/gpt2.ts), the module gets ONE adapter: one A (r, IN) shared by its projections, and one B whose rows stack their
+// outputs (q | k | v, gate | up). Each projection's share, a LoraPart, is the shared A and its own rows of B, so
+// the fused weight's update s·B·A is, row block by row block, each projection's s·B_part·A.
+//
+// All adapter tensors live in one arena (and their gradients in another), laid out in (layer, module) order with
 // A before B.
 
 import type { Buf } from "../backend/contract.js";
-import type { LlamaConfig } from "./config.js";
+import { type LlamaConfig, decoderOptions } from "./config.js";
 import type { FloatCtor, Model } from "./decoder.js";
 import { Rng } from "../rng.js";
 import { inputError } from "../errors.js";
@@ -25,11 +31,13 @@ export interface LoraConfig {
   targets: LoraTarget[];
 }
 
+/** One module's adapter: A and B, and the projections whose outputs B's rows stack (one unless the module is fused). */
 export interface LoraAdapter {
   layer: number;
-  target: LoraTarget;
+  targets: LoraTarget[]; // in B's row order
+  parts: LoraPart[]; // one per target, same order
   IN: number;
-  OUT: number;
+  OUT: number; // rows of B: Σ of the parts' OUT
   A: Buf; // (r, IN)
   B: Buf; // (OUT, r)
   dA: Buf; // (r, IN)
@@ -38,14 +46,29 @@ export interface LoraAdapter {
   offsetB: number;
 }
 
+/** One projection's share of an adapter: the adapter's A (shared by every part) and its own block of B's rows. */
+export interface LoraPart {
+  adapter: LoraAdapter;
+  target: LoraTarget;
+  /** Position in adapter.parts: the training forward computes the shared s·(x·Aᵀ) at part 0 (see decoder.ts). */
+  index: number;
+  OUT: number;
+  A: Buf; // (r, IN)   adapter.A
+  dA: Buf; // (r, IN)  adapter.dA; every part's backward adds to it
+  B: Buf; // (OUT, r)  rows of adapter.B
+  dB: Buf; // (OUT, r)
+}
+
 export interface Lora {
   cfg: LoraConfig;
+  /** The config of the model the adapters belong to (their shapes, and PEFT's module names for its family). */
+  base: LlamaConfig;
   scale: number; // alpha / r
   params: Buf; // the adapter arena
   grads: Buf; // same layout
   adapters: LoraAdapter[];
-  /** byLayer[l][target] */
-  byLayer: Partial<Record<LoraTarget, LoraAdapter>>[];
+  /** byLayer[l][target]: the part of an adapter that computes that projection */
+  byLayer: Partial<Record<LoraTarget, LoraPart>>[];
   /** false = the base model (DPO's reference) */
   enabled: boolean;
 }
@@ -65,58 +88,97 @@ export function targetShape(cfg: LlamaConfig, t: LoraTarget): [number, number] {
   }
 }
 
-/** Allocates adapters for every layer and target; A random (seeded), B zero. */
+/** Every projection `cfg`'s layers have (PEFT's "all-linear"): the seven, without gate for a plain MLP (GPT-2). */
+export function allLoraTargets(cfg: LlamaConfig): LoraTarget[] {
+  return LORA_TARGETS.filter((t) => t !== "w_gate" || decoderOptions(cfg).mlp === "gated");
+}
+
+/**
+ * The projections that one fused module of `cfg`'s family holds, in the order its output rows stack them: Phi-3's
+ * qkv_proj and gate_up_proj (gate first, as Phi3MLP's chunk(2)), GPT-2's c_attn (q, k, v, as its split).
+ */
+function fusedModules(cfg: LlamaConfig): readonly (readonly LoraTarget[])[] {
+  switch (cfg.family) {
+    case "phi3": return [["wq", "wk", "wv"], ["w_gate", "w_up"]];
+    case "gpt2": return [["wq", "wk", "wv"]];
+    default: return [];
+  }
+}
+
+/** One layer's adapted modules for `targets`, in arena order: the targets of each (B's row blocks), IN and OUT. */
+export function loraModules(cfg: LlamaConfig, targets: readonly LoraTarget[]): { targets: LoraTarget[]; IN: number; OUT: number }[] {
+  if (targets.includes("w_gate") && decoderOptions(cfg).mlp === "plain")
+    throw inputError(`lora target gate_proj: this ${cfg.family} model has no gated MLP (no gate_proj); leave it out of lora_target_modules`);
+  const out: { targets: LoraTarget[]; IN: number; OUT: number }[] = [];
+  for (const t of LORA_TARGETS) {
+    if (!targets.includes(t)) continue;
+    const fused = fusedModules(cfg).find((m) => m.includes(t));
+    if (fused && fused[0] !== t) continue; // added with its module's first projection
+    const members = fused ? [...fused] : [t];
+    const missing = members.filter((m) => !targets.includes(m));
+    if (missing.length)
+      throw inputError(
+        `lora targets ${members.filter((m) => targets.includes(m)).join(", ")} without ${missing.join(", ")}: this ${cfg.family} model computes ` +
+          `${members.join(", ")} as one fused projection, which LoRA adapts as one module with a shared A; target all of them`,
+      );
+    out.push({ targets: members, IN: targetShape(cfg, t)[1], OUT: members.reduce((a, m) => a + targetShape(cfg, m)[0], 0) });
+  }
+  return out;
+}
+
+/** Allocates adapters for every layer and module; A random (seeded), B zero. */
 export function createLora(model: Model, cfg: LoraConfig, seed: number): Lora {
   const ctor: FloatCtor = model.ctor;
-  if (model.cfg.family === "gpt2" || model.cfg.family === "phi3")
-    throw inputError(
-      `LoRA on ${model.cfg.family === "gpt2" ? "GPT-2 is not supported yet (its q, k and v share one c_attn module in PEFT)" : "Phi-3 is not supported yet (PEFT adapts its fused qkv_proj and gate_up_proj as single modules)"}; use full fine-tuning (use_peft false)`,
-    );
-  if (cfg.targets.includes("w_gate") && model.cfg.mlp === "plain")
-    throw inputError(`lora target gate_proj: this ${model.cfg.family} model has no gated MLP (no gate_proj); leave it out of lora_target_modules`);
-  const layout: { layer: number; target: LoraTarget; IN: number; OUT: number; offsetA: number; offsetB: number }[] = [];
+  const modules = loraModules(model.cfg, cfg.targets);
+  const r = cfg.r;
+  const layout: { layer: number; targets: LoraTarget[]; IN: number; OUT: number; offsetA: number; offsetB: number }[] = [];
   let off = 0;
   for (let l = 0; l < model.cfg.L; l++)
-    for (const t of LORA_TARGETS) {
-      if (!cfg.targets.includes(t)) continue;
-      const [OUT, IN] = targetShape(model.cfg, t);
-      layout.push({ layer: l, target: t, IN, OUT, offsetA: off, offsetB: off + cfg.r * IN });
-      off += cfg.r * IN + OUT * cfg.r;
+    for (const m of modules) {
+      layout.push({ layer: l, ...m, targets: [...m.targets], offsetA: off, offsetB: off + r * m.IN });
+      off += r * m.IN + m.OUT * r;
     }
   const params = new ctor(off);
   const grads = new ctor(off);
   const rng = new Rng(seed);
   const adapters: LoraAdapter[] = layout.map((e) => {
-    const A = params.subarray(e.offsetA, e.offsetA + cfg.r * e.IN);
+    const A = params.subarray(e.offsetA, e.offsetA + r * e.IN);
     const bound = 1 / Math.sqrt(e.IN); // kaiming_uniform(a=√5), as PEFT initialises lora_A
     for (let i = 0; i < A.length; i++) A[i] = (2 * rng.next() - 1) * bound;
-    return {
-      ...e,
-      A,
-      B: params.subarray(e.offsetB, e.offsetB + e.OUT * cfg.r),
-      dA: grads.subarray(e.offsetA, e.offsetA + cfg.r * e.IN),
-      dB: grads.subarray(e.offsetB, e.offsetB + e.OUT * cfg.r),
+    const a: LoraAdapter = {
+      ...e, A, parts: [],
+      B: params.subarray(e.offsetB, e.offsetB + e.OUT * r),
+      dA: grads.subarray(e.offsetA, e.offsetA + r * e.IN),
+      dB: grads.subarray(e.offsetB, e.offsetB + e.OUT * r),
     };
+    let row = 0;
+    for (const [index, target] of e.targets.entries()) {
+      const OUT = targetShape(model.cfg, target)[0];
+      a.parts.push({ adapter: a, target, index, OUT, A: a.A, dA: a.dA, B: a.B.subarray(row * r, (row + OUT) * r), dB: a.dB.subarray(row * r, (row + OUT) * r) });
+      row += OUT;
+    }
+    return a;
   });
   const byLayer: Lora["byLayer"] = Array.from({ length: model.cfg.L }, () => ({}));
-  for (const a of adapters) byLayer[a.layer]![a.target] = a;
-  return { cfg: { ...cfg, targets: [...cfg.targets] }, scale: cfg.alpha / cfg.r, params, grads, adapters, byLayer, enabled: true };
+  for (const a of adapters) for (const p of a.parts) byLayer[a.layer]![p.target] = p;
+  return { cfg: { ...cfg, targets: [...cfg.targets] }, base: model.cfg, scale: cfg.alpha / cfg.r, params, grads, adapters, byLayer, enabled: true };
 }
 
-/** W += s·B·A for every adapter: the merged model computes what base + adapters computed. */
+/** W += s·B·A for every projection of every adapter: the merged model computes what base + adapters computed. */
 export function mergeLora(model: Model, lora: Lora): void {
-  for (const a of lora.adapters) {
-    const W = baseWeight(model, a.layer, a.target);
-    // The merge is onto float weights: a quantised base is dequantised first (export does it, tensor by tensor).
-    if (isQuant(W)) throw new Error(`internal: merging LoRA into a quantised ${a.target}; dequantise the model first`);
-    const r = lora.cfg.r;
-    for (let o = 0; o < a.OUT; o++)
-      for (let i = 0; i < a.IN; i++) {
-        let s = 0;
-        for (let k = 0; k < r; k++) s += a.B[o * r + k]! * a.A[k * a.IN + i]!;
-        W[o * a.IN + i] += lora.scale * s;
-      }
-  }
+  const r = lora.cfg.r;
+  for (const a of lora.adapters)
+    for (const p of a.parts) {
+      const W = baseWeight(model, a.layer, p.target);
+      // The merge is onto float weights: a quantised base is dequantised first (export does it, tensor by tensor).
+      if (isQuant(W)) throw new Error(`internal: merging LoRA into a quantised ${p.target}; dequantise the model first`);
+      for (let o = 0; o < p.OUT; o++)
+        for (let i = 0; i < a.IN; i++) {
+          let s = 0;
+          for (let k = 0; k < r; k++) s += p.B[o * r + k]! * a.A[k * a.IN + i]!;
+          W[o * a.IN + i] += lora.scale * s;
+        }
+    }
 }
 
 export function baseWeight(model: Model, layer: number, t: LoraTarget): Weight {

@@ -12,7 +12,7 @@ import type { TokenizedPair } from "../data/types.js";
 import { defaultLossConfig } from "../loss/config.js";
 import { initialLossState } from "../loss/losses.js";
 import { cloneModel, createGradients } from "../model/decoder.js";
-import { createLora } from "../model/lora.js";
+import { allLoraTargets, createLora } from "../model/lora.js";
 import { blockPresetModel } from "../model/presetquant.js";
 import { PRESETS, presetModel } from "../model/presets.js";
 import type { QuantType } from "../quant/ggml.js";
@@ -37,7 +37,7 @@ export interface BenchOptions {
    * preset rounded, the quantised types are random blocks of the same spread (src/model/presetquant.ts).
    */
   baseDtype?: "f32" | BenchBaseDtype;
-  /** LoRA rank on all seven projections (alpha 2r, no dropout); null: full fine-tuning. */
+  /** LoRA rank on every projection of the model (alpha 2r, no dropout); null: full fine-tuning. */
   loraR?: number | null;
   /** Gradient checkpointing: one set of layer activations, each layer recomputed in the backward (as train's). */
   gradientCheckpointing?: boolean;
@@ -127,7 +127,7 @@ export function benchDpoStep(
   const benchPairsShape = packedShape(benchPairs(cfg.V, o.pairs, o.promptLen, o.completionLen), o.sharedPrefix);
   const spec: PlanSpec = {
     cfg, storage, fileBuffer: 0, loaderCopies: 0, blocksInFile: false, loaderTransient: 0,
-    lora: loraR !== null ? { r: loraR, dropout: 0, targets: ["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"] } : null,
+    lora: loraR !== null ? { r: loraR, dropout: 0, targets: allLoraTargets(cfg) } : null,
     refCopy: loraR !== null ? null : "f32", refForward: true, rows: benchPairsShape.R, T: benchPairsShape.T,
     answerTokens: 2 * o.pairs * o.completionLen, checkpointing, threads: extras.threads ?? 1, backend: be.name,
   };
@@ -136,7 +136,7 @@ export function benchDpoStep(
   // a bf16 or quantised base is made block by block: no float32 copy of its matrices ever exists
   const policy = baseDtype === "f32" ? presetModel(o.preset) : blockPresetModel(PRESETS[o.preset]!, BASE_TYPE[baseDtype]);
   if (loraR !== null)
-    policy.lora = createLora(policy, { r: loraR, alpha: 2 * loraR, dropout: 0, targets: ["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"] }, 0);
+    policy.lora = createLora(policy, { r: loraR, alpha: 2 * loraR, dropout: 0, targets: allLoraTargets(cfg) }, 0);
   // LoRA's reference is the base with the adapters off; full fine-tuning keeps a frozen copy
   const ref = loraR !== null ? policy : cloneModel(policy);
   const { V, C, FF } = policy.cfg;
