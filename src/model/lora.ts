@@ -95,7 +95,8 @@ export function allLoraTargets(cfg: LlamaConfig): LoraTarget[] {
 
 /**
  * The projections that one fused module of `cfg`'s family holds, in the order its output rows stack them: Phi-3's
- * qkv_proj and gate_up_proj (gate first, as Phi3MLP's chunk(2)), GPT-2's c_attn (q, k, v, as its split).
+ * qkv_proj and gate_up_proj (gate first, as Phi3MLP's chunk(2)), GPT-2's c_attn (q, k, v, as its split). The
+ * decoder's layerForward also calls them in this order, which its shared-u LoRA forward relies on (linearForward).
  */
 function fusedModules(cfg: LlamaConfig): readonly (readonly LoraTarget[])[] {
   switch (cfg.family) {
