@@ -29,5 +29,22 @@
         }]
       ]
     }
+  ],
+  # The MPI binding (src/backend/native/mpi.cc → tsdpo_mpi.node), only where an MPI compiler wrapper is found and
+  # links (scripts/native-config.js mpi; TSDPO_MPI=0 leaves it out). Without it tsdpo is unchanged; under mpirun it
+  # says the addon has no MPI.
+  "conditions": [
+    ["'<!(node scripts/native-config.js mpi)'=='1'", {
+      "targets": [
+        {
+          "target_name": "tsdpo_mpi",
+          "sources": ["src/backend/native/mpi.cc"],
+          "cflags_cc": ["-O2", "-Wall", "<!@(node scripts/native-config.js mpi-cflags)"],
+          "ldflags": ["<!@(node scripts/native-config.js mpi-ldflags)"],
+          "libraries": ["<!@(node scripts/native-config.js mpi-libs)"],
+          "defines": ["NAPI_VERSION=8"]
+        }
+      ]
+    }]
   ]
 }
