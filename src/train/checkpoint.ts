@@ -35,6 +35,8 @@ export interface TrainerState {
   numTokens: number; // cumulative input tokens seen (TRL's num_tokens)
   /** The best evaluation so far by metric_for_best_model (its weights are in best/); absent when nothing ranks them. */
   best?: { step: number; value: number } | null;
+  /** Data-parallel ranks (real or emulated) that wrote it; absent: 1. A resume on another count keeps the global batch. */
+  world_size?: number;
 }
 
 /** Where a checkpoint keeps TR-DPO's current reference. */

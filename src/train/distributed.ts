@@ -66,9 +66,9 @@ export function joinWorld(backend: string): World {
   const launched = launcherWorldSize();
   if (launched === null) return (world = SINGLE);
   if (backend !== "native")
-    throw new TsdpoError("config", `tsdpo is running under mpirun (${launched} ranks) on the ${backend} backend; data-parallel runs need the native backend (backend: native)`);
+    throw new TsdpoError("unsupported", `tsdpo is running under mpirun (${launched} ranks) on the ${backend} backend; data-parallel runs need the native backend (backend: native)`);
   if (!existsSync(mpiAddonPath))
-    throw new TsdpoError("config", `tsdpo is running under mpirun (${launched} ranks) but its native addon was built without MPI (no ${mpiAddonPath}); install MPI (Debian: apt-get install libopenmpi-dev openmpi-bin) and rebuild with npm run build:native`);
+    throw new TsdpoError("unsupported", `tsdpo is running under mpirun (${launched} ranks) but its native addon was built without MPI (no ${mpiAddonPath}); install MPI (Debian: apt-get install libopenmpi-dev openmpi-bin) and rebuild with npm run build:native`);
   const mpi = createRequire(import.meta.url)(mpiAddonPath) as MpiBinding;
   const w = mpi.init();
   world = { rank: w.rank, size: w.size, mpi };
@@ -89,4 +89,22 @@ export function allgather(w: World, x: Float64Array): Float64Array {
 /** acc ← acc + part, elementwise with one rounding per element: the emulated ranks' combination, in rank order. */
 export function addInRankOrder(acc: Float32Array | Float64Array, part: Float32Array | Float64Array): void {
   for (let i = 0; i < acc.length; i++) acc[i] = acc[i]! + part[i]!;
+}
+
+/**
+ * Every rank's JSON-able value, in rank order: the lengths first, then each rank's UTF-8 bytes padded to the longest,
+ * carried as doubles (one byte per double; these are a step's few metric records, not tensors).
+ */
+export function allgatherJson<T>(w: World, value: T): T[] {
+  if (!w.mpi || w.size === 1) return [value];
+  const bytes = Buffer.from(JSON.stringify(value), "utf8");
+  const lengths = allgather(w, Float64Array.of(bytes.length));
+  const longest = Math.max(...lengths);
+  const mine = new Float64Array(longest);
+  for (let i = 0; i < bytes.length; i++) mine[i] = bytes[i]!;
+  const all = allgather(w, mine);
+  return Array.from({ length: w.size }, (_, r) => {
+    const part = Buffer.from(Array.from(all.subarray(r * longest, r * longest + lengths[r]!)));
+    return JSON.parse(part.toString("utf8")) as T;
+  });
 }

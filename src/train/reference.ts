@@ -18,6 +18,7 @@ import { needsReference } from "../loss/config.js";
 import { reduceLogps } from "../loss/reduce.js";
 import type { Model } from "../model/decoder.js";
 import type { TrainConfig } from "./config.js";
+import { type World, allgather } from "./distributed.js";
 import { forEachPairBatch } from "./logps.js";
 
 /** Whether the run computes reference log-probs at all (reference_free: log π_ref = 0, nothing is run). */
@@ -104,10 +105,37 @@ export function computeRefLogps(
   return out;
 }
 
+/**
+ * computeRefLogps on an MPI job: batch b (of `batchSize` pairs, as computeRefLogps forms them) is computed by rank
+ * b mod W, and the ranks' results are gathered. Every kernel computes a pair independently of the others in its
+ * batch, so each number is the one a single process computes, and the cache file is the same.
+ */
+function shardedRefLogps(world: World, be: Backend, ref: Model, pairs: readonly TokenizedPair[], batchSize: number, ldAlpha: number | null, shared: boolean): RefLogps {
+  const n = pairs.length;
+  const mine = new Float64Array(2 * n);
+  const owner = (s: number): number => (s / batchSize) % world.size;
+  for (let s = 0; s < n; s += batchSize) {
+    if (owner(s) !== world.rank) continue;
+    const part = computeRefLogps(be, ref, pairs.slice(s, s + batchSize), batchSize, ldAlpha, shared);
+    mine.set(part.chosen, s);
+    mine.set(part.rejected, n + s);
+  }
+  const all = allgather(world, mine);
+  const out: RefLogps = { chosen: new Float64Array(n), rejected: new Float64Array(n) };
+  for (let s = 0; s < n; s += batchSize) {
+    const from = all.subarray(owner(s) * 2 * n, (owner(s) + 1) * 2 * n);
+    for (let i = s; i < Math.min(n, s + batchSize); i++) {
+      out.chosen[i] = from[i]!;
+      out.rejected[i] = from[n + i]!;
+    }
+  }
+  return out;
+}
+
 /** Cached computeRefLogps. Returns the numbers and whether they came from the cache. */
 export function precomputedRefLogps(
   be: Backend, ref: Model, refPath: string, pairs: readonly TokenizedPair[], batchSize: number, ldAlpha: number | null,
-  shared = true, refAdapter: string | null = null,
+  shared = true, refAdapter: string | null = null, world: World | null = null,
 ): { logps: RefLogps; cached: boolean; file: string } {
   // base + a frozen adapter is another reference than the base: the adapter's bytes are part of the key
   const refHash = modelFingerprint(refPath) + (refAdapter !== null ? `+${adapterFingerprint(refAdapter)}` : "");
@@ -123,7 +151,8 @@ export function precomputedRefLogps(
       // unreadable cache entry: recompute and overwrite it
     }
   }
-  const logps = computeRefLogps(be, ref, pairs, batchSize, ldAlpha, shared);
+  const logps = world && world.size > 1 ? shardedRefLogps(world, be, ref, pairs, batchSize, ldAlpha, shared) : computeRefLogps(be, ref, pairs, batchSize, ldAlpha, shared);
+  if (world && world.rank !== 0) return { logps, cached: false, file }; // rank 0 alone writes the cache
   mkdirSync(dir, { recursive: true });
   // JSON numbers round-trip doubles exactly, so cached and fresh values are identical.
   writeFileAtomic(file, JSON.stringify({ key, chosen: Array.from(logps.chosen), rejected: Array.from(logps.rejected) }) + "\n");

@@ -22,6 +22,7 @@ import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { configError } from "../../errors.js";
+import { localRankCount } from "../../train/distributed.js";
 import type { Backend } from "../contract.js";
 import { dequantizeRows } from "../js/kernels.js";
 
@@ -81,7 +82,8 @@ export function loadNative(): NativeLoad {
 
 function threadsFromEnv(): number {
   const s = process.env.TSDPO_THREADS;
-  if (s === undefined || s === "") return availableParallelism();
+  // Under mpirun, the ranks on one machine share its cores rather than each taking them all.
+  if (s === undefined || s === "") return Math.max(1, Math.floor(availableParallelism() / localRankCount()));
   const n = Number(s);
   if (!Number.isInteger(n) || n < 1 || n > 1024)
     throw configError(`environment variable TSDPO_THREADS=${s}: expected a whole number of threads from 1 to 1024`);
