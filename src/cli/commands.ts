@@ -12,6 +12,7 @@ import { loadModelForUse, readRunConfig } from "../io/resolve.js";
 import { modelFingerprint } from "../io/fingerprint.js";
 import { defaultConfigPath, defaultModelPath } from "../paths.js";
 import { applyOverrides, readConfigFile, resolveTrainConfig, trainKeyList, trainOptionTypes } from "../train/config.js";
+import { applySftOverrides, resolveSftConfig, sftKeyList, sftOptionTypes } from "../train/sftconfig.js";
 import { generate } from "../sample/generate.js";
 import { pairLogps, preferenceAccuracy } from "../train/logps.js";
 import { type PreparedData, dataOptionsFromConfig, formatPreferenceData, loadPreferenceData } from "../data/load.js";
@@ -293,6 +294,7 @@ summary.json and report.html.`,
       const where = resolve(dir, "config.json");
       if (!existsSync(where) || !existsSync(resolve(dir, "metrics.jsonl")))
         throw inputError(`train --resume ${dir}: not a tsdpo run folder (it has no config.json and metrics.jsonl from \`tsdpo train\`)`);
+      if (readConfigFile(where).trainer === "sft") throw configError(`train --resume ${dir}: this is an SFT run; continue it with \`tsdpo sft --resume ${dir}\``);
       const cfg = resolveTrainConfig(readConfigFile(where), where);
       return exitCodeOf(await train(cfg, resolve(dir), { resume: true, quiet }));
     }
@@ -303,6 +305,52 @@ summary.json and report.html.`,
     const cfg = resolveTrainConfig(applyOverrides(readConfigFile(file), settings), where);
     const notes = positionals.length === 0 ? [`config: ${file} (the shipped default; \`tsdpo train my.json\` runs your own)`] : [];
     return exitCodeOf(await train(cfg, null, { quiet, notes }));
+  },
+};
+
+const sftCommand: Command = {
+  summary: "supervised fine-tuning (SFT) from a config file, or resume an SFT run",
+  help: `usage: tsdpo sft <config.json> [--key value ...]
+       tsdpo sft --resume <run-folder>
+       tsdpo sft --list-keys
+  <config.json>   settings as a JSON object, with TRL SFTConfig's names; the data holds {"prompt", "completion"} rows,
+                  {"messages"} conversations (through the model's chat template) or {"text"} rows
+  --key value     one setting, e.g. --packing --assistant_only_loss --learning_rate 2e-5 --output_dir runs/sft
+  --list-keys     every setting with its default and meaning
+  --resume <dir>  continue a run from its newest checkpoint, with its saved config
+  --quiet         no progress output
+The loss counts the completion of prompt-completion rows (completion_only_loss, on by default for them) and every
+token of a conversation, or only the assistant's turns with assistant_only_loss. The run folder is a train run's
+(config.json, metrics.jsonl with loss, mean_token_accuracy, entropy, num_tokens, checkpoints/, final/, report.html),
+and a starting model for DPO: tsdpo train --model <run-folder>.`,
+  options: {
+    ...Object.fromEntries(Object.entries(sftOptionTypes()).map(([k, type]) => [k, { type }])),
+    resume: { type: "string" }, quiet: { type: "boolean" }, list_keys: { type: "boolean" },
+  },
+  async run(v, positionals) {
+    const { sft } = await import("../train/sft.js");
+    if (v.list_keys) {
+      process.stdout.write(sftKeyList());
+      return;
+    }
+    const quiet = v.quiet === true;
+    const settings = Object.fromEntries(Object.entries(v).filter(([k]) => k !== "quiet" && k !== "resume" && k !== "list_keys"));
+    const dir = str(v, "resume");
+    if (dir !== undefined) {
+      const extra = [...positionals, ...Object.keys(settings).map((k) => `--${k}`)];
+      if (extra.length) throw configError(`sft --resume takes the run's saved config; remove ${extra.join(" ")}`);
+      const where = resolve(dir, "config.json");
+      if (!existsSync(where) || !existsSync(resolve(dir, "metrics.jsonl")))
+        throw inputError(`sft --resume ${dir}: not a tsdpo run folder (it has no config.json and metrics.jsonl from \`tsdpo sft\`)`);
+      const saved = readConfigFile(where);
+      if (saved.trainer !== "sft") throw configError(`sft --resume ${dir}: this is a preference run; continue it with \`tsdpo train --resume ${dir}\``);
+      return exitCodeOf(await sft(resolveSftConfig(saved, where), resolve(dir), { resume: true, quiet }));
+    }
+    if (positionals.length !== 1)
+      throw configError(`sft: give one config file${positionals.length ? `, got ${positionals.length} (${positionals.join(", ")})` : " (settings go as --key value; --list-keys lists them)"}`);
+    const where = positionals[0]! + (Object.keys(settings).length ? " with the command line's settings" : "");
+    const cfg = resolveSftConfig(applySftOverrides(readConfigFile(positionals[0]!), settings), where);
+    return exitCodeOf(await sft(cfg, null, { quiet }));
   },
 };
 
@@ -378,6 +426,7 @@ Accuracy is the share of pairs whose implicit reward ranks chosen strictly above
 export const commands: Record<string, Command> = {
   demo: demoCommand,
   train: trainCommand,
+  sft: sftCommand,
   iterate: iterateCommand,
   plan: planCommand,
   eval: evalCommand,

@@ -207,8 +207,8 @@ export interface DataStats {
   readonly dataFormat: Exclude<DataFormat, "auto">;
   /** Set when the layout was recognised from the columns rather than set: the summary's line about it. */
   readonly recognised: string | null;
-  /** What `usable` counts: preference pairs (absent), or unpaired rows (unpaired.ts). */
-  readonly unit?: "rows";
+  /** What `usable` counts: preference pairs (absent), unpaired rows (unpaired.ts) or SFT sequences (sft.ts). */
+  readonly unit?: "rows" | "sequences";
 }
 
 /** Combines the load-stage and (optional) tokenisation-stage accounting. */

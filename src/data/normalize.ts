@@ -495,7 +495,8 @@ function renderAnswers(
   return { prompt: p, answers: answers.map((a) => answer(a.msgs, a.field)) };
 }
 
-function runTemplate(chat: ChatRenderer, msgs: ChatMessage[], gen: boolean, field: string, tools: readonly ToolSpec[] | undefined): string {
+/** The chat template on `msgs`; a refusal or failure is a RowProblem naming `field` (a broken template fails the file). */
+export function runTemplate(chat: ChatRenderer, msgs: ChatMessage[], gen: boolean, field: string, tools: readonly ToolSpec[] | undefined): string {
   try {
     return chat(msgs, gen, tools);
   } catch (e) {
@@ -545,7 +546,7 @@ function checkAnswerType(field: string, v: unknown): void {
 }
 
 /** Checks a message list; an answer list must end with a non-empty assistant message. */
-function checkMessages(field: string, list: unknown[], isAnswer = true): ChatMessage[] {
+export function checkMessages(field: string, list: unknown[], isAnswer = true): ChatMessage[] {
   if (list.length === 0)
     throw new RowProblem(field, isAnswer ? `is an empty list of messages; it must hold the assistant's answer` : `is an empty list of messages; give the conversation so far, or remove the field to infer it`);
   const out: ChatMessage[] = [];

@@ -134,3 +134,66 @@ export function fromGrid(dst: Float64Array | Float32Array, src: ArrayLike<number
     if (m >= 0) dst[m] = src[g]!;
   }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// SFT rows (src/data/sft.ts): one sequence per row, or two when packed. The second sequence of a row uses the branch
+// of the shared-prefix layout with an empty prompt, [P, S] = [0, S] with S the first sequence's length: it attends to
+// itself alone and its positions restart at 0, so it is computed exactly as in a row of its own. A row of one
+// sequence has [T, T] (no branch).
+//
+//   index t   0    1    2    3    4    5    6
+//   ids       BOS  a1   a2   BOS  b1   b2   pad       branch [0, 3]
+//   pos       0    1    2    0    1    2    0
+//
+// The log-probs asked for are those of the trained tokens: token t of a sequence starting at o, predicted at o + t − 1.
+
+/** One SFT sequence as packSft reads it (TokenizedSft in src/data/sft.ts). */
+export interface SftSequence {
+  readonly ids: Int32Array; // (n)
+  readonly trained: Uint8Array; // (n) 1 where the loss counts token t
+}
+
+export interface PackedSft extends ForwardInput {
+  /** Token positions the forward computes, without padding: TRL's num_tokens counts these. */
+  readonly tokens: number;
+}
+
+export function packSft(rows: readonly (readonly SftSequence[])[], padId = 0): PackedSft {
+  const R = rows.length;
+  if (R === 0) throw new Error("packSft: no rows");
+  let T = 1, M = 0, tokens = 0, branched = false;
+  for (const row of rows) {
+    if (row.length < 1 || row.length > 2) throw new Error(`packSft: a row holds ${row.length} sequences; the attention mask keeps at most two apart`);
+    let len = 0;
+    for (const s of row) {
+      len += s.ids.length;
+      for (let t = 1; t < s.ids.length; t++) M += s.trained[t]!;
+    }
+    T = Math.max(T, len);
+    tokens += len;
+    branched ||= row.length === 2;
+  }
+  const ids = new Int32Array(R * T).fill(padId);
+  const pos = new Int32Array(R * T); // padding: position 0, as above
+  const branch = branched ? new Int32Array(2 * R) : null;
+  const flat = new Int32Array(M);
+  const targets = new Int32Array(M);
+  let m = 0;
+  rows.forEach((row, r) => {
+    let o = r * T;
+    if (branch) [branch[2 * r], branch[2 * r + 1]] = row.length === 2 ? [0, row[0]!.ids.length] : [T, T];
+    for (const s of row) {
+      ids.set(s.ids, o);
+      for (let t = 0; t < s.ids.length; t++) {
+        pos[o + t] = t;
+        if (t >= 1 && s.trained[t]) {
+          flat[m] = o + t - 1;
+          targets[m] = s.ids[t]!;
+          m++;
+        }
+      }
+      o += s.ids.length;
+    }
+  });
+  return { ids, pos, branch, rows: flat, targets, R, T, M, tokens };
+}

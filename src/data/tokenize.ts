@@ -88,6 +88,13 @@ export interface PairEncoder {
   prompt(text: string): { ids: number[]; bos: boolean };
   /** Answer ids ending in exactly one end token (EOS appended unless the text ends with an end-token string). */
   completion(text: string): number[];
+  /**
+   * One sequence given as consecutive texts (an SFT row: prompt and completion, or a conversation cut where the
+   * assistant's turns start and end), one id array per text: the first encoded as prompt() encodes it, the others as
+   * continuations, and the last ended as completion() ends an answer. Prompt + completion give prompt() and
+   * completion()'s ids exactly.
+   */
+  segments(texts: readonly string[]): number[][];
 }
 
 export function pairEncoder(tok: Tokenizer): PairEncoder {
@@ -99,28 +106,44 @@ export function pairEncoder(tok: Tokenizer): PairEncoder {
   const bosStr = name(tok.bosId);
   const endIds = new Set<number>([...(tok.eosId === null ? [] : [tok.eosId]), ...tok.stopIds]);
   const endStrs = [...endIds].map(name).filter((s): s is string => s !== null);
+  const start = (text: string): { ids: number[]; bos: boolean } => {
+    let rest = text;
+    let bos = tok.addBos;
+    if (bosStr !== null && rest.startsWith(bosStr)) {
+      rest = rest.slice(bosStr.length);
+      bos = true;
+    }
+    bos &&= tok.bosId !== null;
+    const ids: number[] = bos ? [tok.bosId!] : [];
+    for (const id of tok.encodeWithSpecials(rest, { continuation: false })) ids.push(id);
+    return { ids, bos };
+  };
+  /** The text to encode for an ending piece (cut after its end-token string), and whether it ends itself. */
+  const ending = (text: string): { text: string; ended: boolean } => {
+    const trimmed = text.trimEnd();
+    const ended = endStrs.some((s) => trimmed.endsWith(s));
+    return { text: ended ? trimmed : text, ended };
+  };
+  // Append EOS unless the text's own end token came out as an end id (a tokenizer that does not treat that string as
+  // special spells it out, and then the sequence still needs its EOS).
+  const end = (ids: number[], ended: boolean): number[] => {
+    const last = ids[ids.length - 1];
+    if (!(ended && last !== undefined && endIds.has(last)) && tok.eosId !== null) ids.push(tok.eosId);
+    return ids;
+  };
   return {
-    prompt(text) {
-      let rest = text;
-      let bos = tok.addBos;
-      if (bosStr !== null && rest.startsWith(bosStr)) {
-        rest = rest.slice(bosStr.length);
-        bos = true;
-      }
-      bos &&= tok.bosId !== null;
-      const ids: number[] = bos ? [tok.bosId!] : [];
-      for (const id of tok.encodeWithSpecials(rest, { continuation: false })) ids.push(id);
-      return { ids, bos };
-    },
+    prompt: start,
     completion(text) {
-      const trimmed = text.trimEnd();
-      const ended = endStrs.some((s) => trimmed.endsWith(s));
-      const ids = tok.encodeWithSpecials(ended ? trimmed : text, { continuation: true });
-      // Append EOS unless the text's own end token came out as an end id (a tokenizer that does not treat that
-      // string as special spells it out, and then the sequence still needs its EOS).
-      const last = ids[ids.length - 1];
-      if (!(ended && last !== undefined && endIds.has(last)) && tok.eosId !== null) ids.push(tok.eosId);
-      return ids;
+      const e = ending(text);
+      return end(tok.encodeWithSpecials(e.text, { continuation: true }), e.ended);
+    },
+    segments(texts) {
+      const last = texts.length - 1;
+      return texts.map((t, i) => {
+        const e = i === last ? ending(t) : { text: t, ended: false };
+        const ids = i === 0 ? start(e.text).ids : tok.encodeWithSpecials(e.text, { continuation: true });
+        return i === last ? end(ids, e.ended) : ids;
+      });
     },
   };
 }

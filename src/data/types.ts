@@ -110,6 +110,7 @@ export interface RowIssue {
  * - overlong: the pair is longer than the limits and the options say to drop rather than truncate.
  * - no-room-for-completion: the (truncated) prompt alone fills maxLength, so no answer token would remain.
  * - identical-after-truncation: the answers differ only after the point where truncation cut them.
+ * - nothing-to-train: an SFT sequence with no token left for the loss to count once truncated (src/data/sft.ts).
  */
 export type DropReason =
   | "identical"
@@ -117,7 +118,8 @@ export type DropReason =
   | "multi-turn"
   | "overlong"
   | "no-room-for-completion"
-  | "identical-after-truncation";
+  | "identical-after-truncation"
+  | "nothing-to-train";
 export const DROP_REASONS: readonly DropReason[] = [
   "identical",
   "tie",
@@ -125,6 +127,7 @@ export const DROP_REASONS: readonly DropReason[] = [
   "overlong",
   "no-room-for-completion",
   "identical-after-truncation",
+  "nothing-to-train",
 ];
 
 export interface DroppedPair {

@@ -12,14 +12,15 @@ import { isPeftAdapter, loadPeftAdapter, readPeftConfig } from "./peft.js";
 
 /**
  * The resolved training config a tsdpo run saved: train_config.json of a checkpoint or final/ folder, or config.json
- * of a run folder (told apart from a Hugging Face config.json by its loss section). null when `dir` holds neither.
+ * of a run folder (told apart from a Hugging Face config.json by its loss section, or an SFT run's "trainer": "sft").
+ * null when `dir` holds neither.
  */
 export function readRunConfig(dir: string): Record<string, unknown> | null {
   for (const f of [join(dir, "train_config.json"), join(dir, "config.json")]) {
     if (!existsSync(f)) continue;
     try {
       const j = JSON.parse(readFileSync(f, "utf8")) as Record<string, unknown>;
-      if ("loss" in j && "learning_rate" in j) return j;
+      if (("loss" in j || j.trainer === "sft") && "learning_rate" in j) return j;
     } catch {
       // not a run config
     }
@@ -37,6 +38,20 @@ export function resolveModelPath(path: string): string {
   const p = resolve(path);
   // a run folder: the trainer's config.json and a final/ folder
   return existsSync(join(p, "final")) && readRunConfig(p) ? join(p, "final") : p;
+}
+
+/**
+ * Where a training run starts when its model is `path`: a run folder means its final/ weights, and final/ holding a
+ * LoRA adapter (an SFT or DPO run with use_peft) means the base that run recorded with that adapter on it, as
+ * loadModelForUse reads them. Anything else is itself, with no adapter.
+ */
+export function startingPoint(path: string): { model: string; adapter: string | null } {
+  const p = resolveModelPath(path);
+  if (p === resolve(path) || !isPeftAdapter(p)) return { model: p, adapter: null };
+  const base = recordedBase(p) ?? recordedBase(resolve(path));
+  if (!base || !existsSync(base))
+    throw inputError(`${path}: its final/ is a LoRA adapter whose base model ${base ? `${base} does not exist` : "the run did not record"}; set model to the base and adapter to ${p}`);
+  return { model: base, adapter: p };
 }
 
 /** Loads `path` (see above), then `adapter` if given. */

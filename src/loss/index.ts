@@ -5,3 +5,4 @@ export * from "./config.js";
 export * from "./losses.js";
 export * from "./metrics.js";
 export * from "./reduce.js";
+export * from "./sft.js";

@@ -464,7 +464,7 @@ function summaryKv(run: RunData): string {
   const items: [string, string][] = [
     ["model", String(cfg.model ?? "stories260K (shipped)")],
     ["data", String(cfg.data ?? "HH-RLHF harmless-base test (shipped)")],
-    ["loss", `${JSON.stringify(loss.loss_type ?? "sigmoid")}, β = ${loss.beta ?? "?"}`],
+    ["loss", cfg.trainer === "sft" ? "SFT: the NLL of the trained tokens (tsdpo sft)" : `${JSON.stringify(loss.loss_type ?? "sigmoid")}, β = ${loss.beta ?? "?"}`],
     ["steps logged", last ? `${last.step}` : "0"],
     ...(run.eval.length > 0
       ? [...held("eval_rewards/accuracies", "reward accuracy", 3), ...held("eval_loss", "loss", 4), ...held("eval_rewards/margins", "reward margin", 3)]

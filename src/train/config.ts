@@ -9,6 +9,7 @@ import { defaultBackendName } from "../backend/select.js";
 import { configError, describeJsonError, inputError } from "../errors.js";
 import { LOSS_KEYS, PAIR_LOSS_TYPES, type LossConfig, lossConfigFromJson, lossConfigToJson, needsReference } from "../loss/config.js";
 import { defaultDataPath, defaultModelPath, hubIdHint } from "../paths.js";
+import { startingPoint } from "../io/resolve.js";
 import { closest } from "../suggest.js";
 import { DATA_FORMATS, formatConfigProblem } from "../data/formats.js";
 import type { WinnerValuesConfig } from "../data/formats.js";
@@ -429,7 +430,9 @@ const BEST_MODEL_METRICS: readonly string[] = [
 ];
 
 /** The eval metric and direction that rank checkpoints (TRL's rule for the defaults), or null when nothing ranks them. */
-export function bestModelMetric(cfg: TrainConfig): { key: string; greaterIsBetter: boolean } | null {
+export function bestModelMetric(
+  cfg: Pick<TrainConfig, "metric_for_best_model" | "load_best_model_at_end" | "greater_is_better">,
+): { key: string; greaterIsBetter: boolean } | null {
   if (cfg.metric_for_best_model === null && !cfg.load_best_model_at_end) return null;
   const name = (cfg.metric_for_best_model ?? "loss").replace(/^eval_/, "");
   return { key: `eval_${name}`, greaterIsBetter: cfg.greater_is_better ?? !name.endsWith("loss") };
@@ -466,6 +469,12 @@ export function resolveTrainConfig(obj: unknown, where: string): TrainConfig {
     cfg.max_prompt_length = Math.floor(cfg.max_length / 2);
   // Absolute paths, defaults included, so that the saved config means the same files from any folder.
   cfg.model = resolve(cfg.model ?? defaultModelPath);
+  // A run folder (an SFT run before DPO, say) starts from its final/ weights; a LoRA run's adapter goes on its base.
+  const start = startingPoint(cfg.model);
+  if (start.adapter !== null && cfg.adapter !== null && resolve(cfg.adapter) !== start.adapter)
+    throw configError(`${where}: "model" ${cfg.model} is a LoRA run whose adapter is ${start.adapter}, and "adapter" names another (${cfg.adapter}); give the base as model, or drop adapter`);
+  cfg.model = start.model;
+  if (start.adapter !== null) cfg.adapter = start.adapter;
   cfg.data = resolve(cfg.data ?? defaultDataPath);
   for (const key of ["eval_data", "ref_model", "adapter", "output_dir"] as const) if (cfg[key] !== null) cfg[key] = resolve(cfg[key]);
   if (typeof cfg.ref_adapter === "string") cfg.ref_adapter = resolve(cfg.ref_adapter);
@@ -569,7 +578,7 @@ export function applyOverrides(base: Record<string, unknown>, settings: Readonly
 // ---------------------------------------------------------------------------------------------------------------
 // `tsdpo train --list-keys`: every key, its default and what it does (README's table says the same at more length).
 
-const KEY_HELP: { [K in keyof Rest]-?: string } = {
+export const KEY_HELP: { [K in keyof Rest]-?: string } = {
   model: "starting policy and reference: a .gguf file or a Hugging Face folder (default: the shipped stories260K)",
   data: "preference file: JSONL, JSON, Parquet, CSV or TSV, optionally .gz (default: the shipped HH-RLHF pairs)",
   eval_data: "a separate file of held-out pairs",

@@ -33,6 +33,8 @@ export interface SummaryInfo {
   report: string;
   /** Whether the model's family exports to GGUF (the "next" commands suggest it only then). */
   ggufExport?: boolean;
+  /** The "next" commands in place of a preference run's, given the function that shortens paths and the run folder. */
+  next?: (here: (p: string) => string, run: string) => string[];
 }
 
 /** Held-out metrics in the table, with the direction in which each is better. */
@@ -42,8 +44,9 @@ const EVAL_KEYS: [string, "min" | "max"][] = [
   ["eval_rewards/margins", "max"],
   ["eval_rewards/chosen", "max"],
   ["eval_rewards/rejected", "min"],
+  ["eval_mean_token_accuracy", "max"], // SFT
 ];
-const TRAIN_KEYS = ["loss", "rewards/accuracies", "rewards/margins"];
+const TRAIN_KEYS = ["loss", "rewards/accuracies", "rewards/margins", "mean_token_accuracy"];
 
 const fmt = (x: number | undefined): string => (x === undefined ? "—" : x.toFixed(4));
 
@@ -89,6 +92,10 @@ export function runSummary(rows: readonly MetricsRow[], info: SummaryInfo): stri
     );
   const run = here(info.runDir);
   const prompts = join(info.runDir, "prompts.jsonl");
+  if (info.next) {
+    lines.push(`final weights: ${here(info.finalDir)}`, `report: ${here(info.report)}`, "next:", ...info.next(here, run));
+    return lines.join("\n");
+  }
   lines.push(
     `final weights: ${here(info.finalDir)}`,
     `report: ${here(info.report)}`,

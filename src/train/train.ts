@@ -27,6 +27,7 @@ import { modelFingerprint } from "../io/fingerprint.js";
 import { loadPeftAdapter, loraTargetsFromPeft } from "../io/peft.js";
 import { type Lora, createLora } from "../model/lora.js";
 import { quantisedCopy } from "../model/quantise.js";
+import { predictionStats } from "../model/predict.js";
 import { isUnpaired, klInBatch, needsReference, usesKl, type LossConfig } from "../loss/config.js";
 import { type LossOutput, type LossState, type PairBatch, computeLoss, initialLossState } from "../loss/losses.js";
 import { groupMeans, lossMetrics } from "../loss/metrics.js";
@@ -193,6 +194,8 @@ export function microBatch(
   const rowLogps = new Float64Array(R);
   const logitMeans = new Float64Array(R);
   rowSums(g, pk, policy.cfg.V, rowLogps, logitMeans);
+  const entropy = new Float64Array(pk.M); // (M) of each predicted answer token's distribution, for TRL's `entropy`
+  predictionStats(be, policy, e.acts, entropy, null);
   const plain = ldAlpha !== null ? rowLogps : null; // plain sums for the NLL terms
   let wpo: PairBatch["wpo"] = null;
   if (wpoOn) {
@@ -238,9 +241,15 @@ export function microBatch(
   if (answerLengths.chosen !== null) metrics["lengths/chosen"] = answerLengths.chosen;
   if (answerLengths.rejected !== null) metrics["lengths/rejected"] = answerLengths.rejected;
   // Counted as TRL counts its inputs: prompt + answer for each of the two sequences, whatever the packing (unpaired:
-  // each row's own sequence, not its mismatched one).
-  let tokens = 0;
-  for (let r = 0; r < (labels ? B : R); r++) tokens += pk.promptLengths[r]! + pk.completionLengths[r]!;
+  // each row's own sequence, not its mismatched one); the entropy over the same sequences' answer tokens.
+  const counted = labels ? B : R;
+  let tokens = 0, entropySum = 0, answerTokens = 0;
+  for (let r = 0; r < counted; r++) {
+    tokens += pk.promptLengths[r]! + pk.completionLengths[r]!;
+    for (let k = 0; k < pk.completionLengths[r]!; k++) entropySum += entropy[pk.grid[r * Tc + k]!]!;
+    answerTokens += pk.completionLengths[r]!;
+  }
+  metrics["entropy"] = entropySum / answerTokens;
   return { out, metrics, tokens };
 }
 
