@@ -15,7 +15,7 @@ import {
   type KtoLossConfig, type LossState, type PairBatch, computeLoss, lossConfigFromJson, lossConfigToJson, lossMetrics, initialLossState,
 } from "../src/loss/index.js";
 import { groupMeans } from "../src/loss/metrics.js";
-import { isUnpairedRow, labelsOf, loadUnpairedData, rotateKlCompletions, type TokenizedUnpaired } from "../src/data/unpaired.js";
+import { isUnpairedRow, labelsOf, loadUnpairedData, rotateKlCompletions, weightNote, type TokenizedUnpaired } from "../src/data/unpaired.js";
 import type { TokenizedPair } from "../src/data/types.js";
 import { loadModel } from "../src/io/load.js";
 import { resolveTrainConfig } from "../src/train/config.js";
@@ -316,6 +316,19 @@ describe("unpaired data", () => {
     await assert.rejects(loadUnpairedData(bad, tok, opts), /all 2 training rows are undesirable \(label false\)/);
     // apo_zero_unpaired has no z0: desirable rows alone are its intended use
     await loadUnpairedData(path, tok, { ...opts, kl: false });
+  });
+
+  test("unbalanced labels: TRL's note on desirable_weight and undesirable_weight (KTO Eq. 8), none when balanced", () => {
+    const rows = [row(1, true), row(2, true), row(3, true), row(4, false)];
+    // 3 desirable, 1 undesirable: desirable_weight in [1·1/3, 1/3·1.33] = [0.33, 0.44], or undesirable_weight in [3/1.33, 3] = [2.26, 3]
+    assert.equal(
+      weightNote(rows, { desirable: 1, undesirable: 1 }),
+      "note: 3 desirable and 1 undesirable rows with desirable_weight 1 and undesirable_weight 1: KTO (Eq. 8) wants " +
+        "desirable_weight·3 / (undesirable_weight·1) between 1 and 4/3; set EITHER desirable_weight in [0.33, 0.44] or undesirable_weight in [2.26, 3] (not both)",
+    );
+    assert.equal(weightNote(rows, { desirable: 0.4, undesirable: 1 }), null);
+    assert.equal(weightNote(rows, { desirable: 1, undesirable: 2.5 }), null);
+    assert.equal(weightNote([row(1, true), row(2, false)], { desirable: 5, undesirable: 1 }), null, "TRL says nothing when the counts are equal");
   });
 
   test("a file of pairs without unpair: true says to set it", async () => {

@@ -73,6 +73,8 @@ export interface UnpairedOptions extends PrepareOptions {
   kl: boolean;
   /** Seeds the fixed partners (the training config's seed). */
   seed: number;
+  /** desirable_weight and undesirable_weight, for the note when they do not balance the counts (KTO Eq. 8). */
+  weights?: { desirable: number; undesirable: number };
 }
 
 /**
@@ -84,7 +86,27 @@ export async function loadUnpairedData(path: string, tokenizer: Tokenizer, optio
   if (options.kl) checkBothLabels(path, d.pairs as TokenizedUnpaired[]);
   const train = withPartners(d.pairs as TokenizedUnpaired[], options.kl, options.seed);
   const held = withPartners(d.eval as TokenizedUnpaired[], options.kl, options.seed + 1);
-  return { ...d, pairs: train, eval: held };
+  const note = options.weights ? weightNote(train, options.weights) : null;
+  return { ...d, pairs: train, eval: held, notes: [...(d.notes ?? []), ...(note ? [note] : [])] };
+}
+
+/**
+ * TRL KTOTrainer's advice when the labels are unbalanced: KTO's Eq. 8 wants λ_D·n_D / (λ_U·n_U) in [1, 4/3], so it
+ * names the range of either weight that puts it there (rounded as TRL rounds them); null when the weights are in range.
+ */
+export function weightNote(rows: readonly TokenizedUnpaired[], w: { desirable: number; undesirable: number }): string | null {
+  const nd = Math.max(rows.filter((r) => r.label).length, 1);
+  const nu = Math.max(rows.length - nd, 1);
+  if (nd === nu) return null;
+  const r2 = (x: number): number => Math.round(x * 100) / 100;
+  const d = [r2((nu * w.undesirable) / nd), r2(((nu * w.undesirable) / nd) * 1.33)];
+  const u = [r2((nd * w.desirable) / nu / 1.33), r2((nd * w.desirable) / nu)];
+  if ((w.desirable >= d[0]! && w.desirable <= d[1]!) || (w.undesirable >= u[0]! && w.undesirable <= u[1]!)) return null;
+  return (
+    `note: ${nd} desirable and ${nu} undesirable rows with desirable_weight ${w.desirable} and undesirable_weight ${w.undesirable}: ` +
+    `KTO (Eq. 8) wants desirable_weight·${nd} / (undesirable_weight·${nu}) between 1 and 4/3; set EITHER desirable_weight in ` +
+    `[${d[0]}, ${d[1]}] or undesirable_weight in [${u[0]}, ${u[1]}] (not both)`
+  );
 }
 
 /** A training set of one label gives KTO nothing to tell apart; the message says what the KL then means. */

@@ -99,7 +99,10 @@ async function prepareData(cfg: TrainConfig, model: Pick<ModelHeader, "tokenizer
   const path = resolve(cfg.data ?? defaultDataPath);
   const options = dataOptionsFromConfig(cfg, model.cfg.maxSeqLen);
   const d = isUnpaired(cfg.loss)
-    ? await loadUnpairedData(path, model.tokenizer, { ...options, unpair: cfg.unpair, kl: usesKl(cfg.loss), seed: cfg.seed })
+    ? await loadUnpairedData(path, model.tokenizer, {
+      ...options, unpair: cfg.unpair, kl: usesKl(cfg.loss), seed: cfg.seed,
+      weights: { desirable: cfg.loss.desirable_weight, undesirable: cfg.loss.undesirable_weight },
+    })
     : await loadPreferenceData(path, model.tokenizer, options);
   const summary = formatPreferenceData(d, {
     invalidReport: d.invalid.length && runDir ? join(runDir, "invalid_rows.jsonl") : undefined,
