@@ -333,6 +333,10 @@ describe("unpaired data", () => {
 
   test("a file of pairs without unpair: true says to set it", async () => {
     await assert.rejects(loadUnpairedData(fixture("train", "pairs.jsonl"), tok, opts), /this is a file of preference pairs .* set unpair: true/);
+    // columnar files say it from their columns, before any row
+    const csv = join(tmp, "pairs.csv");
+    writeFileSync(csv, "prompt,chosen,rejected\nTom ran.,He fell.,He flew.\n");
+    await assert.rejects(loadUnpairedData(csv, tok, opts), /pairs\.csv: holds preference pairs \(columns "chosen" and "rejected"\).* set unpair: true/);
   });
 });
 

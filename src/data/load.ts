@@ -27,7 +27,7 @@ import { RowProblem, chatRendererFor, describeMapping, nonPreferenceKind, normal
 import type { NormalizeOptions } from "./normalize.js";
 import { candidateColumns, chooseLayout, formatConfigProblem, toWinnerValues } from "./formats.js";
 import type { DataFormat, FormatConfig, FormatOptions, Layout } from "./formats.js";
-import { listNames, readRows } from "./read.js";
+import { listNames, readRows, type RawRow } from "./read.js";
 import { splitTrainEval } from "./split.js";
 import type { EvalSplit } from "./split.js";
 import { tokenizePairs } from "./tokenize.js";
@@ -211,7 +211,41 @@ export interface DataStats {
   readonly unit?: "rows" | "sequences";
 }
 
-/** Combines the load-stage and (optional) tokenisation-stage accounting. */
+/**
+ * The rows of one file of another kind than pairs (unpaired.ts, sft.ts), each normalised by `normalize`: a malformed
+ * row fails loading with "<file>:<line>: <field>: <reason>", or under skipInvalid is collected, as loadPreferences
+ * does. `empty` is what to say of a file without rows; `checkColumns` sees a Parquet, CSV or TSV file's columns first.
+ */
+export async function readNormalized<T>(
+  path: string, columns: readonly string[], empty: string, normalize: (row: RawRow) => T, skipInvalid: boolean,
+  checkColumns: (columns: readonly string[]) => void = () => {},
+): Promise<{ items: T[]; loaded: LoadedFile }> {
+  const read = await readRows(path, { columns });
+  if (read.rows.length === 0) throw inputError(`${path}: holds no rows; ${empty}`);
+  if (read.columns) checkColumns(read.columns);
+  const items: T[] = [];
+  const invalid: RowIssue[] = [];
+  for (const row of read.rows) {
+    try {
+      items.push(normalize(row));
+    } catch (e) {
+      if (!(e instanceof RowProblem)) throw e;
+      if (!skipInvalid) throw inputError(`${where(row.pos)}: ${e.field}: ${e.reason}`);
+      invalid.push(issueAt(row.pos, e.field, e.reason));
+    }
+  }
+  const loaded: LoadedFile = {
+    file: path, format: read.format, rows: read.rows.length, pairs: [], invalid, drops: [], warnings: [], dataFormat: "generic", recognised: null,
+  };
+  return { items, loaded };
+}
+
+/** DataStats of such a file: `usable` items (unpaired rows, SFT sequences) of its rows, after these drops. */
+export function itemStats(loaded: LoadedFile, usable: number, drops: DroppedPair[], truncated: number, unit: "rows" | "sequences"): DataStats {
+  return { ...dataStats(loaded, { pairs: new Array(usable), drops, truncated }), unit };
+}
+
+/** Combines the load-stage and (optional) tokenisation-stage accounting. *//** Combines the load-stage and (optional) tokenisation-stage accounting. */
 export function dataStats(loaded: LoadedFile, tokenized?: TokenizedSet): DataStats {
   const drops = [...loaded.drops, ...(tokenized?.drops ?? [])];
   const droppedByReason = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;

@@ -27,12 +27,12 @@
 import { configError, inputError } from "../errors.js";
 import { renderChat } from "../tokenizer/chat.js";
 import type { Tokenizer } from "../tokenizer/types.js";
-import { type DataStats, capLimits, dataStats, formatDataStats, formatIssues, type PrepareOptions } from "./load.js";
+import { type DataStats, capLimits, formatDataStats, formatIssues, itemStats, type PrepareOptions, readNormalized } from "./load.js";
 import { checkMessages, chatRendererFor, describeValue, parseTools, RowProblem, runTemplate, TOOLS_KEY } from "./normalize.js";
-import { listKeys, readRows, type RawRow } from "./read.js";
+import { listKeys, type RawRow } from "./read.js";
 import { splitTrainEval } from "./split.js";
 import { pairEncoder, type PairEncoder } from "./tokenize.js";
-import { dropAt, issueAt, where } from "./types.js";
+import { dropAt, where } from "./types.js";
 import type { ChatMessage, ChatRenderer, DroppedPair, RowIssue, SourcePos, ToolSpec } from "./types.js";
 
 export type SftShape = "text" | "prompt-completion" | "conversational" | "conversational prompt-completion";
@@ -308,10 +308,8 @@ export async function loadSftData(path: string, tokenizer: Tokenizer, o: SftData
   };
   const tr = tokenize(trainEx);
   const ev = tokenize(heldEx);
-  const statsOf = (f: Awaited<ReturnType<typeof readSft>>, seqs: number, drops: DroppedPair[], truncated: number): DataStats => ({
-    ...dataStats({ ...f.loaded, pairs: [] }, { pairs: new Array(seqs), drops, truncated }),
-    unit: "sequences",
-  });
+  const statsOf = (f: Awaited<ReturnType<typeof readSft>>, seqs: number, drops: DroppedPair[], truncated: number): DataStats =>
+    itemStats(f.loaded, seqs, drops, truncated, "sequences");
   const stats = split.kind === "file"
     ? statsOf(main, tr.seqs.length, tr.drops, tr.truncated)
     : statsOf(main, tr.seqs.length + ev.seqs.length, [...tr.drops, ...ev.drops], tr.truncated + ev.truncated);
@@ -351,27 +349,13 @@ function promptOf(e: SftExample): string {
 }
 
 async function readSft(path: string, tokenizer: Tokenizer, o: SftDataOptions) {
-  const read = await readRows(path, { columns: ["messages", "prompt", "completion", o.textField, TOOLS_KEY] });
-  if (read.rows.length === 0) throw inputError(`${path}: holds no rows; SFT rows look like ${SFT_ROW_EXAMPLE}`);
-  const chat = chatRendererFor(renderChat, tokenizer, undefined, o.chatTemplateKwargs);
   const rowOptions: SftRowOptions = {
-    chat, textField: o.textField, completionOnlyLoss: o.completionOnlyLoss, assistantOnlyLoss: o.assistantOnlyLoss,
-    ...(o.tools !== undefined ? { tools: o.tools } : {}),
+    chat: chatRendererFor(renderChat, tokenizer, undefined, o.chatTemplateKwargs), textField: o.textField,
+    completionOnlyLoss: o.completionOnlyLoss, assistantOnlyLoss: o.assistantOnlyLoss, ...(o.tools !== undefined ? { tools: o.tools } : {}),
   };
-  const examples: SftExample[] = [];
-  const invalid: RowIssue[] = [];
-  for (const row of read.rows) {
-    try {
-      examples.push(normalizeSftRow(row, rowOptions));
-    } catch (e) {
-      if (!(e instanceof RowProblem)) throw e;
-      if (!o.skipInvalid) throw inputError(`${where(row.pos)}: ${e.field}: ${e.reason}`);
-      invalid.push(issueAt(row.pos, e.field, e.reason));
-    }
-  }
-  const loaded = {
-    file: path, format: read.format, rows: read.rows.length, pairs: [], invalid, drops: [], warnings: [],
-    dataFormat: "generic" as const, recognised: null,
-  };
-  return { examples, invalid, loaded };
+  const r = await readNormalized(
+    path, ["messages", "prompt", "completion", o.textField, TOOLS_KEY], `SFT rows look like ${SFT_ROW_EXAMPLE}`,
+    (row) => normalizeSftRow(row, rowOptions), o.skipInvalid ?? false,
+  );
+  return { examples: r.items, invalid: r.loaded.invalid, loaded: r.loaded };
 }

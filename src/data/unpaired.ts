@@ -18,14 +18,13 @@
 
 import { configError, inputError } from "../errors.js";
 import type { Tokenizer } from "../tokenizer/types.js";
-import { chatRendererFor, normalizeUnpairedRow, RowProblem, UNPAIRED_ROW_EXAMPLE, type UnpairedExample } from "./normalize.js";
+import { chatRendererFor, normalizeUnpairedRow, UNPAIRED_ROW_EXAMPLE, type UnpairedExample } from "./normalize.js";
 import { renderChat } from "../tokenizer/chat.js";
-import { type DataStats, type PreparedData, type PrepareOptions, dataStats, formatDataStats, loadPreferenceData, capLimits } from "./load.js";
-import { readRows } from "./read.js";
+import { type DataStats, type PreparedData, type PrepareOptions, capLimits, formatDataStats, itemStats, loadPreferenceData, readNormalized } from "./load.js";
 import { shuffledIndices, splitTrainEval } from "./split.js";
 import { pairEncoder, resolveTokenizeOptions, tokenizeAnswers } from "./tokenize.js";
-import { dropAt, issueAt, where } from "./types.js";
-import type { DroppedPair, RowIssue, TokenizedPair } from "./types.js";
+import { dropAt } from "./types.js";
+import type { DroppedPair, TokenizedPair } from "./types.js";
 
 /** One unpaired row as ids, in the pair layout (see the top of this file). */
 export interface TokenizedUnpaired extends TokenizedPair {
@@ -179,10 +178,8 @@ async function loadUnpairedFile(path: string, tokenizer: Tokenizer, options: Unp
   };
   const trainRows = tokenize(train);
   const heldRows = tokenize(heldText);
-  const statsOf = (f: Awaited<ReturnType<typeof readUnpaired>>, rows: number, drops: DroppedPair[], truncated: number): DataStats => ({
-    ...dataStats({ ...f.loaded, pairs: [] }, { pairs: new Array(rows), drops, truncated }),
-    unit: "rows",
-  });
+  const statsOf = (f: Awaited<ReturnType<typeof readUnpaired>>, rows: number, drops: DroppedPair[], truncated: number): DataStats =>
+    itemStats(f.loaded, rows, drops, truncated, "rows");
   const stats = split.kind === "file"
     ? statsOf(main, trainRows.rows.length, trainRows.drops, trainRows.truncated)
     : statsOf(main, trainRows.rows.length + heldRows.rows.length, [...trainRows.drops, ...heldRows.drops], trainRows.truncated + heldRows.truncated);
@@ -212,30 +209,18 @@ function countLine(rows: readonly TokenizedUnpaired[]): string {
 
 /** Reads and normalises the rows of one file; malformed rows fail loading, or are collected under skip_invalid. */
 async function readUnpaired(path: string, tokenizer: Tokenizer, options: UnpairedOptions) {
-  const read = await readRows(path, { columns: ["prompt", "completion", "label", "tools"] });
-  if (read.rows.length === 0) throw inputError(`${path}: holds no rows; an unpaired file needs rows like ${UNPAIRED_ROW_EXAMPLE}`);
-  if (read.columns)
-    for (const col of ["prompt", "completion", "label"])
-      if (!read.columns.includes(col)) {
-        if (col === "completion" && read.columns.includes("chosen") && read.columns.includes("rejected"))
-          throw configError(`${path}: holds preference pairs (columns "chosen" and "rejected"), but loss_type kto trains on unpaired rows; set unpair: true to use each pair as a desirable and an undesirable row`);
-        throw inputError(`${path}: has no column ${JSON.stringify(col)} (columns: ${read.columns.join(", ")}); an unpaired row looks like ${UNPAIRED_ROW_EXAMPLE}`);
-      }
   const chat = chatRendererFor(renderChat, tokenizer, undefined, options.chatTemplateKwargs);
-  const examples: UnpairedExample[] = [];
-  const invalid: RowIssue[] = [];
-  for (const row of read.rows) {
-    try {
-      examples.push(normalizeUnpairedRow(row, { chat, tools: options.tools }));
-    } catch (e) {
-      if (!(e instanceof RowProblem)) throw e;
-      if (!options.skipInvalid) throw inputError(`${where(row.pos)}: ${e.field}: ${e.reason}`);
-      invalid.push(issueAt(row.pos, e.field, e.reason));
-    }
-  }
-  const loaded = {
-    file: path, format: read.format, rows: read.rows.length, pairs: [], invalid, drops: [], warnings: [],
-    dataFormat: "generic" as const, recognised: null,
-  };
-  return { examples, loaded };
+  const r = await readNormalized(
+    path, ["prompt", "completion", "label", "tools"], `an unpaired file needs rows like ${UNPAIRED_ROW_EXAMPLE}`,
+    (row) => normalizeUnpairedRow(row, { chat, tools: options.tools }), options.skipInvalid ?? false,
+    (columns) => {
+      for (const col of ["prompt", "completion", "label"])
+        if (!columns.includes(col)) {
+          if (col === "completion" && columns.includes("chosen") && columns.includes("rejected"))
+            throw configError(`${path}: holds preference pairs (columns "chosen" and "rejected"), but loss_type kto trains on unpaired rows; set unpair: true to use each pair as a desirable and an undesirable row`);
+          throw inputError(`${path}: has no column ${JSON.stringify(col)} (columns: ${columns.join(", ")}); an unpaired row looks like ${UNPAIRED_ROW_EXAMPLE}`);
+        }
+    },
+  );
+  return { examples: r.items, loaded: r.loaded };
 }
