@@ -19,6 +19,7 @@ import { type PreparedData, dataOptionsFromConfig, formatPreferenceData, loadPre
 import type { LoadedModel } from "../io/load.js";
 import { createProgress } from "../train/progress.js";
 import { sampleCommand } from "./sample.js";
+import { labelCommand } from "./label.js";
 import { templateKwargsFor } from "./templatekwargs.js";
 import { demoCommand } from "./demo.js";
 import { iterateCommand } from "./iterate.js";
@@ -431,6 +432,7 @@ export const commands: Record<string, Command> = {
   plan: planCommand,
   eval: evalCommand,
   sample: sampleCommand,
+  label: labelCommand,
   generate: generateCommand,
   logprobs: logprobsCommand,
   export: exportCommand,

@@ -10,7 +10,7 @@
 // It is how the tests prove that a failed write leaves the previous checkpoint intact and nothing half-written.
 // The code SLOW instead stalls that write for 5 s and lets it succeed: a slow disk, during which a test can act.
 
-import { appendFileSync, closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { appendFileSync, closeSync, fstatSync, fsyncSync, ftruncateSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { TsdpoError } from "../errors.js";
@@ -72,6 +72,49 @@ export function appendFileLogged(path: string, text: string): void {
   } catch (err) {
     throw ioError(path, "append to the file", err);
   }
+}
+
+/**
+ * Appends `text` to a log and fsyncs it before returning, so that a kill -9 or a power cut afterwards cannot lose
+ * it (the label studio's action log: an action counts as saved only once this has returned). The first append,
+ * which creates the file, also fsyncs the folder so that the file's name is durable too. A write that fails (a full
+ * disk) is cut off again, so the next append does not land on half a line; a crash during the write can leave a
+ * torn last line, never a damaged earlier one, and readers drop a torn last line. One writer at a time (a lock).
+ */
+export function appendFileSynced(path: string, text: string): void {
+  let fd: number;
+  let created = false;
+  try {
+    try {
+      fd = openSync(path, "ax", 0o644);
+      created = true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      fd = openSync(path, "a");
+    }
+  } catch (err) {
+    throw ioError(path, "open the log for appending", err);
+  }
+  try {
+    const size = fstatSync(fd).size;
+    try {
+      writeAll(fd, Buffer.from(text, "utf8"), injectedFault(path));
+      fsyncSync(fd);
+    } catch (err) {
+      try {
+        ftruncateSync(fd, size);
+        fsyncSync(fd);
+      } catch {
+        // the original error is the one to report; a reader still drops a torn last line
+      }
+      throw err;
+    }
+  } catch (err) {
+    throw ioError(path, "append to the log", err);
+  } finally {
+    closeSync(fd);
+  }
+  if (created) fsyncDir(dirname(path));
 }
 
 /** Writes `data` (one buffer, a string as UTF-8, or a list of chunks written back to back) to `path` atomically. */

@@ -2,6 +2,7 @@
 // into a run that neither of them made, so a trainer holds `<run>/train.lock` (created with O_EXCL, so exactly one
 // process can create it) for as long as it runs. The lock names its holder's pid and host; a lock whose process is
 // gone (kill -9, a crash, a reboot) is taken over with a notice, so a dead run never blocks its own resume.
+// acquireLock is the same lock for any file that one process at a time may own (tsdpo label's preference file).
 
 import { hostname } from "node:os";
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
@@ -35,13 +36,13 @@ function readLock(path: string): LockInfo | null {
   }
 }
 
-function tryCreate(path: string): boolean {
+function tryCreate(path: string, what: string): boolean {
   let fd: number;
   try {
     fd = openSync(path, "wx", 0o644);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "EEXIST") return false;
-    throw new TsdpoError("io", `${path}: cannot create the run's lock file (${(e as NodeJS.ErrnoException).code ?? String(e)}); check the folder is writable`);
+    throw new TsdpoError("io", `${path}: cannot create the ${what}'s lock file (${(e as NodeJS.ErrnoException).code ?? String(e)}); check the folder is writable`);
   }
   try {
     writeSync(fd, JSON.stringify({ pid: process.pid, host: hostname(), started: new Date().toISOString() }) + "\n");
@@ -56,22 +57,46 @@ function tryCreate(path: string): boolean {
  * taken over. Returns the function that releases it.
  */
 export function acquireRunLock(runDir: string, say: (line: string) => void): () => void {
-  const path = join(runDir, LOCK_FILE);
-  if (!tryCreate(path)) {
+  return acquireLock(join(runDir, LOCK_FILE), {
+    what: "run",
+    busy: `${runDir}: another tsdpo train is using this run folder`,
+    advice: "choose another output_dir",
+    lostRace: `${runDir}: another tsdpo train took this run folder's lock first`,
+  }, say);
+}
+
+/** The words of one kind of lock: what it guards (for messages about the file), and what to say to a second holder. */
+export interface LockWords {
+  /** "run": "the run's lock file". */
+  what: string;
+  /** The refusal's opening, e.g. "runs/a: another tsdpo train is using this run folder". */
+  busy: string;
+  /** What else the user can do, e.g. "choose another output_dir". */
+  advice: string;
+  /** The refusal when another process took a dead holder's lock in the same instant. */
+  lostRace: string;
+}
+
+/**
+ * Takes the lock file `path` (O_EXCL), or refuses with the holder's pid; a lock whose local holder is dead is taken
+ * over with a notice to `say`. Returns the function that releases it.
+ */
+export function acquireLock(path: string, words: LockWords, say: (line: string) => void): () => void {
+  if (!tryCreate(path, words.what)) {
     const holder = readLock(path);
     // Another host's pid means nothing here (a shared file system): only a local dead process is provably gone.
     const dead = holder !== null && holder.host === hostname() && holder.pid !== process.pid && !alive(holder.pid);
     if (!dead)
       throw new TsdpoError(
         "config",
-        `${runDir}: another tsdpo train is using this run folder` +
+        words.busy +
           (holder ? ` (pid ${holder.pid} on ${holder.host}, since ${holder.started})` : ` (${path} exists)`) +
-          `; wait for it to finish or stop it, or choose another output_dir. If no such process exists, delete ${path}`,
+          `; wait for it to finish or stop it, or ${words.advice}. If no such process exists, delete ${path}`,
       );
-    say(`${path}: taking over the lock of pid ${holder!.pid}, which is no longer running (the run was killed or crashed)`);
+    say(`${path}: taking over the lock of pid ${holder!.pid}, which is no longer running (the ${words.what} was killed or crashed)`);
     unlinkSync(path);
-    // Two trainers may both have seen the dead lock; O_EXCL lets exactly one of them create the new one.
-    if (!tryCreate(path)) throw new TsdpoError("config", `${runDir}: another tsdpo train took this run folder's lock first (${path})`);
+    // Two processes may both have seen the dead lock; O_EXCL lets exactly one of them create the new one.
+    if (!tryCreate(path, words.what)) throw new TsdpoError("config", `${words.lostRace} (${path})`);
   }
   let released = false;
   return () => {
