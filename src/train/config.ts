@@ -83,6 +83,12 @@ export interface TrainConfig {
   per_device_eval_batch_size: number;
   /** Micro-batches summed before an optimizer step; the step's loss is the mean over all its pairs. */
   gradient_accumulation_steps: number;
+  /**
+   * Data parallelism in one process: sum the step's gradient in the groups, and the order, of this many MPI ranks
+   * (src/train/distributed.ts), so that a run reproduces an `mpirun -np N` run bit for bit. 1: off. Under mpirun the
+   * world size comes from the launcher.
+   */
+  emulate_world_size: number;
   /** Passes over the training pairs (ignored when max_steps > 0). */
   num_train_epochs: number;
   /** Optimizer steps to run; -1 = num_train_epochs worth. */
@@ -157,8 +163,10 @@ export interface TrainConfig {
   lora_r: number;
   lora_alpha: number;
   lora_dropout: number;
-  /** PEFT module names: any of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj. */
-  lora_target_modules: string[];
+  /** PEFT's target_modules, in the model's own module names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj,
+   *  down_proj; Phi-3's fused qkv_proj and gate_up_proj with o_proj, down_proj; GPT-2's c_attn, c_proj (attn.c_proj,
+   *  mlp.c_proj) and c_fc; or "all-linear". null: the attention projections, whatever the family calls them. */
+  lora_target_modules: string[] | null;
   /** Continue training an existing PEFT adapter (implies use_peft; its r, alpha and targets win). */
   adapter: string | null;
   /** Full fine-tuning of a quantised GGUF: start from float32 weights dequantised from its blocks. Without it, a
@@ -204,6 +212,7 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   per_device_train_batch_size: 8,
   per_device_eval_batch_size: 8,
   gradient_accumulation_steps: 1,
+  emulate_world_size: 1,
   num_train_epochs: 1,
   max_steps: -1,
   learning_rate: 1e-6,
@@ -238,7 +247,7 @@ export const DEFAULT_TRAIN_CONFIG: Rest = {
   lora_r: 16,
   lora_alpha: 32,
   lora_dropout: 0.05,
-  lora_target_modules: ["q_proj", "k_proj", "v_proj", "o_proj"],
+  lora_target_modules: null, // q, k, v, o: q_proj … o_proj, or Phi-3's qkv_proj + o_proj, GPT-2's c_attn + attn.c_proj
   adapter: null,
   dequantize: false,
   gradient_checkpointing: false,
@@ -252,7 +261,7 @@ const KINDS: { [K in keyof Rest]-?: Kind } = {
   data_format: { oneOf: DATA_FORMATS }, winner_field: "string?", a_field: "string?", b_field: "string?", winner_values: "object?",
   score_fields: "strings?", webgpt_quotes: "bool", tools: "tools?", chat_template_kwargs: "kwargs?", skip_invalid: "bool", unpair: "bool", max_length: "int?", max_prompt_length: "int?",
   max_completion_length: "int?", truncation_mode: { oneOf: ["keep_end", "keep_start"] }, output_dir: "string?",
-  seed: "int", per_device_train_batch_size: "int", per_device_eval_batch_size: "int", gradient_accumulation_steps: "int",
+  seed: "int", per_device_train_batch_size: "int", per_device_eval_batch_size: "int", gradient_accumulation_steps: "int", emulate_world_size: "int",
   num_train_epochs: "number", max_steps: "int", learning_rate: "number",
   lr_scheduler_type: { oneOf: ["constant", "linear", "cosine"] }, warmup_steps: "int", warmup_ratio: "number",
   weight_decay: "number", adam_beta1: "number", adam_beta2: "number", adam_epsilon: "number", max_grad_norm: "number",
@@ -261,7 +270,7 @@ const KINDS: { [K in keyof Rest]-?: Kind } = {
   ref_adapter: "path|bool?", sync_ref_model: "bool", ref_model_mixup_alpha: "number", ref_model_sync_steps: "int", reference_free: "bool",
   ref_dtype: { oneOf: ["f32", "bf16", "q8_0"] },
   backend: { oneOf: ["auto", "js", "native"] },
-  use_peft: "bool", lora_r: "int", lora_alpha: "number", lora_dropout: "number", lora_target_modules: "strings",
+  use_peft: "bool", lora_r: "int", lora_alpha: "number", lora_dropout: "number", lora_target_modules: "strings?",
   adapter: "string?", dequantize: "bool", gradient_checkpointing: "bool", force: "bool",
 };
 
@@ -289,7 +298,7 @@ function checkValue(key: string, kind: Kind, v: unknown, where: string): Scalar 
   if (kind === "strings?" && v === null) return null;
   if (kind === "strings" || kind === "strings?") {
     if (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== "string" || x === ""))
-      bad(kind === "strings?" ? 'a non-empty list of strings or null, e.g. ["score_0", "score_1"]' : 'a non-empty list of strings, e.g. ["q_proj", "v_proj"]');
+      bad(`a non-empty list of strings${kind === "strings?" ? " or null" : ""}, e.g. ${key === "score_fields" ? '["score_0", "score_1"]' : '["q_proj", "v_proj"]'}`);
     return [...(v as string[])];
   }
   const nullable = kind.endsWith("?");
@@ -321,6 +330,7 @@ function checkRanges(c: TrainConfig, where: string): void {
   req(c.per_device_train_batch_size >= 1, "per_device_train_batch_size", "≥ 1");
   req(c.per_device_eval_batch_size >= 1, "per_device_eval_batch_size", "≥ 1");
   req(c.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "≥ 1");
+  req(c.emulate_world_size >= 1, "emulate_world_size", "≥ 1");
   req(c.num_train_epochs > 0 || c.max_steps > 0, "num_train_epochs", "> 0 (or set max_steps)");
   req(c.max_steps === -1 || c.max_steps >= 1, "max_steps", "-1 or ≥ 1");
   req(c.learning_rate >= 0, "learning_rate", "≥ 0");
@@ -606,6 +616,7 @@ export const KEY_HELP: { [K in keyof Rest]-?: string } = {
   per_device_train_batch_size: "pairs per micro-batch",
   per_device_eval_batch_size: "pairs per evaluation batch",
   gradient_accumulation_steps: "micro-batches per optimizer step",
+  emulate_world_size: "sum each step's gradient as this many MPI ranks would, in one process (the bit-exact reference of an mpirun job; 1: off)",
   num_train_epochs: "passes over the training pairs (max_steps > 0 wins)",
   max_steps: "optimizer steps (-1: num_train_epochs worth)",
   learning_rate: "peak learning rate (TRL's 1e-6 suits billion-parameter models; small ones want more)",
@@ -640,7 +651,7 @@ export const KEY_HELP: { [K in keyof Rest]-?: string } = {
   lora_r: "LoRA rank",
   lora_alpha: "LoRA α (the update is scaled by α / r)",
   lora_dropout: "dropout on the LoRA input",
-  lora_target_modules: "which projections get adapters: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj",
+  lora_target_modules: "PEFT module names that get adapters (q_proj … down_proj; Phi-3 qkv_proj, o_proj, gate_up_proj, down_proj; GPT-2 c_attn, c_proj, c_fc; all-linear); null: q, k, v, o",
   adapter: "a PEFT adapter folder to continue training (implies use_peft)",
   dequantize: "full fine-tuning of a quantised GGUF: train float32 weights dequantised from it",
   gradient_checkpointing: "keep only each layer's input; recompute the layer in the backward (less memory, ~1 more forward of time)",

@@ -17,7 +17,8 @@ import { readFileSync } from "node:fs";
 import type { Backend } from "../backend/contract.js";
 import { type LlamaConfig, layerAttention, numel, paramSpecs } from "../model/config.js";
 import { activationLayout, loraActivationFloats } from "../model/decoder.js";
-import { type LoraTarget, targetShape } from "../model/lora.js";
+import { ropeLongAfter, rotaryDim } from "../model/rope.js";
+import { type LoraTarget, loraModules } from "../model/lora.js";
 import { BLOCK, GGML_TYPE_ID, type QuantType, rowBytes } from "../quant/ggml.js";
 import { typeForRows } from "../model/quantise.js";
 import { packedShape } from "../data/pack.js";
@@ -86,9 +87,12 @@ export function weightBytes(spec: PlanSpec): { arena: number; blocks: number } {
   return { arena: arena * F32, blocks };
 }
 
-/** Σ (IN + OUT) over one layer's adapted projections: A is (r, IN) and B (OUT, r), so r times this per layer. */
+/**
+ * Σ (IN + OUT) over one layer's adapters: A is (r, IN) and B (OUT, r), so r times this per layer. A fused module
+ * (Phi-3's qkv_proj) is one adapter, its A counted once.
+ */
 function loraWidth(cfg: LlamaConfig, targets: readonly LoraTarget[]): number {
-  return targets.reduce((a, t) => a + targetShape(cfg, t)[0] + targetShape(cfg, t)[1], 0);
+  return loraModules(cfg, targets).reduce((a, m) => a + m.IN + m.OUT, 0);
 }
 
 /** Trainable parameter count: the adapters' A and B, or every float parameter. */
@@ -125,14 +129,17 @@ function scratchBytes(spec: PlanSpec): number {
   return (gemm + head) * F32;
 }
 
-/** Distinct RoPE tables the model keeps (layerRopeTables: one per distinct base and scaling among RoPE layers). */
-function ropeTableCount(cfg: LlamaConfig): number {
-  const keys = new Set<string>();
+/**
+ * Distinct RoPE tables the model keeps for sequences of T tokens (layerRopeTables: one per distinct base and scaling
+ * among RoPE layers, two for LongRoPE when T reaches its long factors).
+ */
+function ropeTableCount(cfg: LlamaConfig, T: number): number {
+  const keys = new Map<string, number>();
   for (let l = 0; l < cfg.L; l++) {
     const a = layerAttention(cfg, l);
-    if (a.rope) keys.add(JSON.stringify([a.ropeTheta, a.ropeScaling]));
+    if (a.rope) keys.set(JSON.stringify([a.ropeTheta, a.ropeScaling]), T > ropeLongAfter(a.ropeScaling) ? 2 : 1);
   }
-  return keys.size;
+  return [...keys.values()].reduce((x, y) => x + y, 0);
 }
 
 export function planMemory(spec: PlanSpec, baselineBytes: number): MemoryPlan {
@@ -142,7 +149,7 @@ export function planMemory(spec: PlanSpec, baselineBytes: number): MemoryPlan {
   const N = spec.rows * spec.T;
   const acts = activationLayout(cfg, spec.rows, spec.T, spec.checkpointing).reduce((a, [, k]) => a + k, 0);
   const loraActs = spec.lora
-    ? loraActivationFloats(cfg, spec.rows, spec.T, spec.lora.r, spec.lora.dropout, Array.from({ length: cfg.L }, () => spec.lora!.targets.map((t) => targetShape(cfg, t)[1])).flat())
+    ? loraActivationFloats(cfg, spec.rows, spec.T, spec.lora.r, spec.lora.dropout, Array.from({ length: cfg.L }, () => loraModules(cfg, spec.lora!.targets).map((m) => m.IN)).flat())
     : 0;
   const items: Record<string, number> = {
     baseline: baselineBytes,
@@ -155,7 +162,7 @@ export function planMemory(spec: PlanSpec, baselineBytes: number): MemoryPlan {
     gradients: n * F32,
     optimizer: 2 * n * F32,
     reference: refCopyBytes(spec),
-    activations: (acts + loraActs) * F32 + 4 * N * 4 + ropeTableCount(cfg) * spec.T * cfg.HS * F32,
+    activations: (acts + loraActs) * F32 + 4 * N * 4 + ropeTableCount(cfg, spec.T) * spec.T * rotaryDim(cfg) * F32,
     scratch: scratchBytes(spec),
   };
   return { items, peak: Object.values(items).reduce((a, b) => a + b, 0) };
@@ -463,7 +470,7 @@ export function runPlanSpec(
     cfg: header.cfg, storage: header.storage, fileBuffer: header.fileBuffer + refExtra, loaderCopies: header.loaderCopies,
     blocksInFile: header.blocksInFile, loaderTransient: header.loaderTransient,
     lora: usePeft
-      ? { r: cfg.lora_r, dropout: cfg.lora_dropout, targets: loraTargetsFromPeft(cfg.lora_target_modules, "training config: lora_target_modules") }
+      ? { r: cfg.lora_r, dropout: cfg.lora_dropout, targets: loraTargetsFromPeft(cfg.lora_target_modules, header.cfg, "training config: lora_target_modules") }
       : null,
     refCopy: reference && !usePeft && !separateRef ? cfg.ref_dtype : null,
     refForward: reference && !cfg.precompute_ref_log_probs,

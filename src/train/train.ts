@@ -41,6 +41,7 @@ import {
   type TrainerState, REF_ADAPTER_DIR, REF_MODEL_DIR, checkpointDirName, latestCheckpoint, pruneCheckpoints, removeStaleCheckpointTemps, readOptimizer, writeCheckpoint,
 } from "./checkpoint.js";
 import { acquireRunLock } from "./lock.js";
+import { type World, addInRankOrder, allgather, allgatherJson, joinWorld, orderedSum } from "./distributed.js";
 import { type TrainConfig, bestModelMetric, trainConfigToJson } from "./config.js";
 import { readMetricsRows, runSummary } from "./summary.js";
 import { activationsForPairs, forwardPairs, rowSums } from "./logps.js";
@@ -49,6 +50,7 @@ import { createProgress, etaSeconds } from "./progress.js";
 import { type RefLogps, mixReference, precomputedRefLogps, referenceUsed, resolveRefAdapter } from "./reference.js";
 import { lrAt, warmupSteps } from "./schedule.js";
 import { writeRunReport } from "../report/report.js";
+import { ggufExportRefusal } from "../export/gguf.js";
 
 
 export interface TrainOptions {
@@ -286,19 +288,36 @@ function stepLine(m: Record<string, number>, prefix = ""): string {
   return `${prefix}loss ${m[`${prefix}loss`]!.toFixed(4)}${extra}`;
 }
 
+/**
+ * Metrics over the held-out pairs, batch by batch. On an MPI job batch b is evaluated by rank b mod W and the
+ * batches' metrics are gathered, then averaged in batch order on every rank: the numbers one process gets.
+ */
 function evaluate(
-  e: Engine, pairs: readonly TokenizedPair[], batchSize: number, state: LossState, onBatch?: (pairsDone: number) => void,
+  e: Engine, pairs: readonly TokenizedPair[], batchSize: number, state: LossState, world: World, onBatch?: (pairsDone: number) => void,
 ): Record<string, number> {
-  const mean = new MetricMean();
   const s = { ...state }; // eval must not move the loss's running state
-  for (let i = 0; i < pairs.length; i += batchSize) {
+  let batches: { b: number; metrics: Record<string, number>; pairs: number }[] = [];
+  for (let i = 0, b = 0; i < pairs.length; i += batchSize, b++) {
+    if (b % world.size !== world.rank) continue;
     const chunk = pairs.slice(i, i + batchSize);
     const idx = chunk.map((_, j) => i + j);
     const r = microBatch(e, chunk, idx, "eval", s, 0);
-    mean.add(r.metrics, chunk.length);
+    batches.push({ b, metrics: r.metrics, pairs: chunk.length });
     onBatch?.(i + chunk.length);
   }
+  if (world.size > 1) batches = allgatherJson(world, batches).flat().sort((x, y) => x.b - y.b);
+  const mean = new MetricMean();
+  for (const r of batches) mean.add(r.metrics, r.pairs);
   return mean.mean("eval_");
+}
+
+/** One micro-batch's share of a step, as the ranks exchange them. */
+interface MicroRecord {
+  mb: number; // its index in the step
+  loss: number; // its loss × its share of the step's pairs
+  metrics: Record<string, number>;
+  pairs: number;
+  tokens: number;
 }
 
 
@@ -397,11 +416,16 @@ async function beforeWeights(
 }
 
 export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: TrainOptions = {}): Promise<TrainResult> {
+  // Under mpirun: MPI starts here (or the one-line reason it cannot), and only rank 0 prints, locks and writes.
+  const world = joinWorld(cfg.backend);
+  if (world.size > 1 && runDirOpt === null && cfg.output_dir === null)
+    throw new TsdpoError("input", `an mpirun job needs output_dir: every rank must name the same run folder (the default is a time stamp, which differs between ranks)`);
+  if (world.rank > 0) opts = { ...opts, quiet: true };
   const runDir = resolve(runDirOpt ?? cfg.output_dir ?? join("runs", new Date().toISOString().replace(/[:.]/g, "-")));
   // Resuming an existing folder: another trainer may still be writing (and pruning) its checkpoints, so the folder's
   // lock is taken before its newest checkpoint is even looked up. A new run takes it once its inputs have passed
   // their checks, so that a run which cannot start leaves nothing behind.
-  if (opts.resume && existsSync(runDir)) {
+  if (opts.resume && existsSync(runDir) && world.rank === 0) {
     const release = acquireRunLock(runDir, opts.quiet ? () => {} : (opts.log ?? ((line: string) => process.stderr.write(line + "\n"))));
     try {
       return await trainIn(cfg, runDir, opts, true);
@@ -409,10 +433,12 @@ export async function train(cfg: TrainConfig, runDirOpt: string | null, opts: Tr
       release();
     }
   }
-  return trainIn(cfg, runDir, opts, false);
+  return trainIn(cfg, runDir, opts, world.rank > 0);
 }
 
 async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, lockHeld: boolean): Promise<TrainResult> {
+  const world = joinWorld(cfg.backend);
+  const lead = world.rank === 0; // the rank that writes the run folder
   const log = opts.log ?? ((line: string) => process.stderr.write(line + "\n"));
   const say = opts.quiet ? (_: string) => {} : log;
   const resumeFrom = opts.resume ? latestCheckpoint(runDir) : null;
@@ -443,7 +469,7 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
     else
       policy.lora = createLora(policy, {
         r: cfg.lora_r, alpha: cfg.lora_alpha, dropout: cfg.lora_dropout,
-        targets: loraTargetsFromPeft(cfg.lora_target_modules, "training config: lora_target_modules"),
+        targets: loraTargetsFromPeft(cfg.lora_target_modules, policy.cfg, "training config: lora_target_modules"),
       }, cfg.seed);
   }
   // The reference is the untouched starting model (or ref_model), also when resuming; with LoRA, the base with the
@@ -510,10 +536,12 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
   process.on("SIGTERM", onSignal);
   try {
     const configJson = trainConfigToJson(cfg);
-    writeFileAtomic(join(runDir, "config.json"), JSON.stringify(configJson, null, 2) + "\n");
-    if (data.invalid.length > 0) writeInvalidReport(join(runDir, "invalid_rows.jsonl"), data.invalid);
-    if (data.warnings.length > 0) writeWarningsReport(join(runDir, "data_warnings.jsonl"), data.warnings);
-    writeFileAtomic(join(runDir, "prompts.jsonl"), data.prompts.map((p) => JSON.stringify({ prompt: p }) + "\n").join(""));
+    if (lead) {
+      writeFileAtomic(join(runDir, "config.json"), JSON.stringify(configJson, null, 2) + "\n");
+      if (data.invalid.length > 0) writeInvalidReport(join(runDir, "invalid_rows.jsonl"), data.invalid);
+      if (data.warnings.length > 0) writeWarningsReport(join(runDir, "data_warnings.jsonl"), data.warnings);
+      writeFileAtomic(join(runDir, "prompts.jsonl"), data.prompts.map((p) => JSON.stringify({ prompt: p }) + "\n").join(""));
+    }
     for (const line of [...(opts.notes ?? []), ...refNote, ...data.summary, ...planLines]) say(line);
 
     const B = cfg.per_device_train_batch_size;
@@ -535,8 +563,8 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
       const ldAlpha = cfg.loss.kind === "dpo" ? cfg.loss.ld_alpha : null;
       if (cfg.precompute_ref_log_probs) {
         if (refIsAdaptersOff) policy.lora!.enabled = false;
-        const t = precomputedRefLogps(be, refModel, refPath, data.train, evalB, ldAlpha, sharedPrefix, refAdapter.dir);
-        const ev = precomputedRefLogps(be, refModel, refPath, data.eval, evalB, ldAlpha, sharedPrefix, refAdapter.dir);
+        const t = precomputedRefLogps(be, refModel, refPath, data.train, evalB, ldAlpha, sharedPrefix, refAdapter.dir, world);
+        const ev = precomputedRefLogps(be, refModel, refPath, data.eval, evalB, ldAlpha, sharedPrefix, refAdapter.dir, world);
         if (refIsAdaptersOff) policy.lora!.enabled = true;
         say(`reference log-probs: ${t.cached ? "from cache" : "computed"} ${t.file}`);
         refLogps = { train: t.logps, eval: ev.logps };
@@ -557,8 +585,28 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
       dropoutSeed: null, timings: null,
     };
 
+    // Data parallelism (distributed.ts): W ranks, real (mpirun) or emulated (emulate_world_size) in this process. An
+    // optimizer step takes B·GA·W pairs; rank r computes micro-batches r·GA … r·GA + GA − 1 of them.
+    if (world.size > 1 && cfg.emulate_world_size > 1)
+      throw configError(`emulate_world_size ${cfg.emulate_world_size} under an mpirun job of ${world.size} ranks: emulation is for one process; leave it out`);
+    const W = world.size > 1 ? world.size : cfg.emulate_world_size;
+    let GA = cfg.gradient_accumulation_steps;
+    // A checkpoint written by N ranks resumed on M keeps the global batch B·GA·N: GA changes, or the resume is refused.
+    const savedW = resumeFrom ? (JSON.parse(readFileSync(join(resumeFrom.dir, "trainer_state.json"), "utf8")) as TrainerState).world_size ?? 1 : W;
+    if (savedW !== W) {
+      const global = B * GA * savedW;
+      if (global % (B * W) !== 0)
+        throw configError(`${resumeFrom!.dir} was written by ${savedW} ranks with a global batch of ${global} pairs (${B} × ${GA} × ${savedW}); ${W} ranks of ${B} pairs cannot make it up (gradient_accumulation_steps would be ${global / (B * W)}); resume with a world size that divides ${global / B}`);
+      GA = global / (B * W);
+      say(`note: resuming a ${savedW}-rank run on ${W}: gradient_accumulation_steps ${cfg.gradient_accumulation_steps} → ${GA}, so each step still takes ${global} pairs`);
+    }
+    if (W > 1 && ((cfg.loss.kind === "dpo" && cfg.loss.loss_type.includes("bco_pair")) || (cfg.loss.kind === "kto" && cfg.loss.kto_kl === "running")))
+      throw configError(`${cfg.loss.kind === "kto" ? "kto_kl running" : "loss_type bco_pair"} keeps a running estimate updated micro-batch by micro-batch, which data-parallel ranks would each update apart; use one process`);
+    const myRanks = world.size > 1 ? [world.rank] : Array.from({ length: W }, (_, r) => r);
+    const rankSum: Buf | null = W > 1 && world.size === 1 ? new Float32Array(trainableGrads.length) : null;
+
     // Schedule
-    const pairsPerStep = B * cfg.gradient_accumulation_steps;
+    const pairsPerStep = B * GA * W;
     const stepsPerEpoch = Math.ceil(data.train.length / pairsPerStep);
     const totalSteps = cfg.max_steps > 0 ? cfg.max_steps : Math.ceil(stepsPerEpoch * cfg.num_train_epochs);
     const warmup = warmupSteps(cfg.warmup_steps, cfg.warmup_ratio, totalSteps);
@@ -568,13 +616,14 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
     let state: TrainerState = {
       format: "tsdpo-trainer-state", version: 1, step: 0, epoch: 0,
       order: rng.shuffle(Array.from({ length: data.train.length }, (_, i) => i)), cursor: 0,
-      rng: rng.state(), lossState: initialLossState(), numTokens: 0,
+      rng: rng.state(), lossState: initialLossState(), numTokens: 0, world_size: W,
     };
     const metricsPath = join(runDir, "metrics.jsonl");
     if (resumeFrom) {
       state = JSON.parse(readFileSync(join(resumeFrom.dir, "trainer_state.json"), "utf8")) as TrainerState;
+      state.world_size = W;
       ({ m, v } = readOptimizer(resumeFrom.dir, n));
-      removeStaleCheckpointTemps(runDir);
+      if (lead) removeStaleCheckpointTemps(runDir);
       // Drop metrics logged after the checkpoint; they will be logged again. So is a line cut short by a crash.
       if (existsSync(metricsPath)) {
         const kept = readFileSync(metricsPath, "utf8").split("\n").filter((l) => {
@@ -584,10 +633,10 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
             return false;
           }
         });
-        writeFileAtomic(metricsPath, kept.map((l) => l + "\n").join(""));
+        if (lead) writeFileAtomic(metricsPath, kept.map((l) => l + "\n").join(""));
       }
       say(`resuming ${runDir} from ${resumeFrom.dir} (step ${state.step} of ${totalSteps})`);
-    } else writeFileAtomic(metricsPath, "");
+    } else if (lead) writeFileAtomic(metricsPath, "");
     const drawRng = new Rng(state.rng);
 
     const optimizer: Optimizer = {
@@ -612,11 +661,14 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
     let evalMetrics: Record<string, number> | null = null;
     let lastCheckpoint: string | null = resumeFrom?.dir ?? null;
 
-    const writeMetrics = (row: Record<string, number>): void => appendFileLogged(metricsPath, JSON.stringify(row) + "\n");
+    const writeMetrics = (row: Record<string, number>): void => {
+      if (lead) appendFileLogged(metricsPath, JSON.stringify(row) + "\n");
+    };
     let lastSave = Date.now();
     // TR-DPO's reference moves, so checkpoints carry it; otherwise it is rebuilt from the config's paths.
     const syncedRef: { lora: Lora } | { model: Model } | null = !cfg.sync_ref_model || !refModel ? null : refModel.lora ? { lora: refModel.lora } : { model: refModel };
     const checkpoint = (dir: string): void => {
+      if (!lead) return; // every rank holds the same weights: rank 0 writes them
       try {
         writeCheckpoint(dir, loaded, m, v, state, configJson, usePeft ? { baseModel: modelPath, baseFingerprint } : null, syncedRef);
       } catch (e) {
@@ -634,14 +686,14 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
       const dir = join(runDir, "checkpoints", checkpointDirName(state.step));
       checkpoint(dir);
       lastCheckpoint = dir;
-      if (cfg.save_total_limit !== null) pruneCheckpoints(runDir, cfg.save_total_limit);
+      if (cfg.save_total_limit !== null && lead) pruneCheckpoints(runDir, cfg.save_total_limit);
       return dir;
     };
     /** Evaluates on the held-out pairs, logs the row, and keeps best/ up to date when a metric ranks checkpoints. */
     const runEval = (epochFloat: number): Record<string, number> => {
       const t0 = performance.now();
       const row: Record<string, number> = {
-        ...evaluate(engine, data.eval, evalB, state.lossState, (done) =>
+        ...evaluate(engine, data.eval, evalB, state.lossState, world, (done) =>
           progress.status(`eval ${done}/${data.eval.length}`, eta(state.step, data.eval.length - done))),
         epoch: epochFloat, step: state.step,
       };
@@ -680,17 +732,38 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
       }
       const take = state.order.slice(state.cursor, state.cursor + pairsPerStep);
       state.cursor += take.length;
+      const micros = Math.ceil(take.length / B);
+      // Each rank sums its own micro-batches from zero; emulated ranks' sums are then added in rank order, as the MPI
+      // binding adds real ranks' sums. At an epoch's end the last ranks may have fewer micro-batches, or none.
+      let records: MicroRecord[] = [];
+      for (const rank of myRanks) {
+        if (rank > 0 && rankSum) trainableGrads.fill(0);
+        for (let mb = rank * GA; mb < Math.min(micros, (rank + 1) * GA); mb++) {
+          const idx = take.slice(mb * B, mb * B + B);
+          const microStart = performance.now();
+          const r = microBatch(engine, idx.map((i) => data.train[i]!), idx, "train", state.lossState, idx.length / take.length, mb);
+          if (idx.length === B) microSeconds.push((performance.now() - microStart) / 1000); // full micro-batches, as planned
+          state.lossState = r.out.state;
+          records.push({ mb, loss: (r.out.loss * idx.length) / take.length, metrics: r.metrics, pairs: idx.length, tokens: r.tokens });
+        }
+        if (rankSum) {
+          if (rank === 0) rankSum.set(trainableGrads);
+          else addInRankOrder(rankSum, trainableGrads);
+        }
+      }
+      if (rankSum) trainableGrads.set(rankSum);
+      if (world.size > 1) {
+        orderedSum(world, trainableGrads);
+        records = allgatherJson(world, records).flat();
+      }
+      // The step's loss and metrics over all ranks' pairs, in micro-batch order: the same numbers however many ranks.
+      records.sort((a, b) => a.mb - b.mb);
       let stepLoss = 0;
-      for (let s = 0; s < take.length; s += B) {
-        const idx = take.slice(s, s + B);
-        const microStart = performance.now();
-        const r = microBatch(engine, idx.map((i) => data.train[i]!), idx, "train", state.lossState, idx.length / take.length, s / B);
-        if (idx.length === B) microSeconds.push((performance.now() - microStart) / 1000); // full micro-batches, as planned
-        state.lossState = r.out.state;
-        stepLoss += (r.out.loss * idx.length) / take.length;
-        window.add(r.metrics, idx.length);
-        windowTokens += r.tokens;
-        state.numTokens += r.tokens;
+      for (const rec of records) {
+        stepLoss += rec.loss;
+        window.add(rec.metrics, rec.pairs);
+        windowTokens += rec.tokens;
+        state.numTokens += rec.tokens;
       }
       const lr = lrAt(cfg.lr_scheduler_type, cfg.learning_rate, state.step, warmup, totalSteps);
       // a non-finite loss must stop the run before the update, whatever the norm
@@ -734,6 +807,9 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
 
       // Let signal handlers run: they only can between steps, as a step never yields to the event loop.
       await new Promise((r) => setImmediate(r));
+      // On an MPI job a signal may reach some ranks only: they agree after every step, and all stop together.
+      if (world.size > 1 && !stop.signal && allgather(world, Float64Array.of(0)).some((x) => x > 0)) stop.signal = "SIGTERM";
+      else if (world.size > 1 && stop.signal) allgather(world, Float64Array.of(1));
       if (stop.signal && !isLast) {
         progress.done();
         const dir = lastCheckpoint === join(runDir, "checkpoints", checkpointDirName(state.step)) ? lastCheckpoint : stepCheckpoint();
@@ -745,6 +821,7 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
 
     // load_best_model_at_end: the run ends with the best evaluation's weights, as TRL's Trainer does.
     const endedOnBest = cfg.load_best_model_at_end && state.best && state.best.step !== state.step ? state.best : null;
+    if (endedOnBest && world.mpi) world.mpi.barrier(); // rank 0 has finished writing best/ before anyone reads it
     if (endedOnBest) {
       if (usePeft) loadPeftAdapter(bestDir, policy, baseFingerprint);
       else policy.params.set(loadModel(bestDir).model.params);
@@ -752,6 +829,7 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
     }
     const finalDir = join(runDir, "final");
     checkpoint(finalDir);
+    if (!lead) return { runDir, steps: state.step, finalDir, lastMetrics, evalMetrics };
     // A run resumed from its last step logs nothing new: its final metrics are the last rows already logged.
     if (Object.keys(lastMetrics).length === 0 || evalMetrics === null) {
       const rows = readMetricsRows(metricsPath);
@@ -778,7 +856,7 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
     const report = await writeRunReport(runDir);
     say(runSummary(allRows, {
       runDir, finalDir, seconds: summary.seconds, best: summary.best, modelPath, dataPath: cfg.data ?? defaultDataPath, report,
-      ggufExport: policy.cfg.family !== "gpt2" && policy.cfg.family !== "phi3", // not yet for these (export/gguf.ts)
+      ggufExport: ggufExportRefusal(policy.cfg) === null, // e.g. not for Phi-3.5's LongRoPE yet (export/gguf.ts)
     }));
     return { runDir, steps: state.step, finalDir, lastMetrics, evalMetrics };
   } finally {
