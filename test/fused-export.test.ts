@@ -1,7 +1,7 @@
 // The families whose HF tensors are fused or transposed (io/hflayout.ts), through tsdpo's files: GPT-2 (Conv1D
 // [in, out] weights, q, k and v joined into c_attn) and Phi-3 (qkv_proj, gate_up_proj). An HF folder written by tsdpo
-// loads back to the same model bit for bit and says what the family's config says; what tsdpo cannot do for them yet
-// (GGUF, LoRA) is refused with a message. The values against PyTorch are in torch-fixtures.test.ts.
+// loads back to the same model bit for bit and says what the family's config says. The values against PyTorch are in
+// torch-fixtures.test.ts; LoRA on these families is fused-lora.test.ts's, their GGUF export fused-gguf-export.test.ts's.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -9,7 +9,6 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jsBackend as be } from "../src/backend/js/kernels.js";
-import { TsdpoError } from "../src/errors.js";
 import { exportGguf } from "../src/export/gguf.js";
 import { exportHf } from "../src/export/hf.js";
 import { type LoadedModel, loadModel } from "../src/io/load.js";
@@ -17,7 +16,6 @@ import { readSafetensorsHeader } from "../src/io/safetensors.js";
 import { hfConfigFromLlama, llamaConfigFromHf } from "../src/io/hfconfig.js";
 import type { LlamaConfig } from "../src/model/config.js";
 import { createActivations, forward, logitsOf } from "../src/model/decoder.js";
-import { createLora } from "../src/model/lora.js";
 import { randomModel, storiesGguf } from "./helpers.js";
 
 const cfg: LlamaConfig = {
@@ -76,12 +74,6 @@ test("HF export of GPT-2 writes Conv1D [in, out] tensors with a joined c_attn an
   }
 });
 
-test("GPT-2: GGUF export and LoRA are refused with a message (not supported yet)", () => {
-  const loaded = tinyGpt2();
-  assert.throws(() => exportGguf(loaded, join(tmpdir(), "never.gguf")), (e: unknown) => e instanceof TsdpoError && /GGUF export of GPT-2 is not supported yet/.test(e.message));
-  assert.throws(() => createLora(loaded.model, { r: 2, alpha: 4, dropout: 0, targets: ["wq", "wv"] }, 1), (e: unknown) => e instanceof TsdpoError && /LoRA on GPT-2 is not supported yet/.test(e.message));
-});
-
 test("HF export of Phi-3 stacks q, k, v into qkv_proj and gate, up into gate_up_proj, and loads back bit for bit", () => {
   const dir = mkdtempSync(join(tmpdir(), "tsdpo-phi3-"));
   try {
@@ -98,9 +90,10 @@ test("HF export of Phi-3 stacks q, k, v into qkv_proj and gate, up into gate_up_
     assert.deepEqual(back.model.params, loaded.model.params, "every parameter back in place, bit for bit");
     const ids = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376];
     assert.deepEqual(logits(back, ids), logits(loaded, ids));
-    // partial RoPE (Phi-4-mini) is refused rather than rotating whole heads
-    assert.throws(() => llamaConfigFromHf({ ...json, partial_rotary_factor: 0.75 }, "c"), (e: unknown) => e instanceof TsdpoError && /partial_rotary_factor 0.75/.test(e.message));
-    assert.throws(() => exportGguf(loaded, join(dir, "never.gguf")), (e: unknown) => e instanceof TsdpoError && /GGUF export of Phi-3 is not supported yet/.test(e.message));
+    // partial RoPE (Phi-4-mini) rotates int(8 · 0.75) = 6 features; its tests are in phi3-rope.test.ts
+    assert.equal(llamaConfigFromHf({ ...json, partial_rotary_factor: 0.75 }, "c").ropeDim, 6);
+    // its GGUF keeps the sliding window as a key llama.cpp disables, and says so (fused-gguf-export.test.ts)
+    assert.match(exportGguf(loaded, join(dir, "phi3.gguf")).notes.join("\n"), /sliding window \(5 tokens\) is written as phi3\.attention\.sliding_window/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

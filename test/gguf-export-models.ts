@@ -1,9 +1,11 @@
 // The models and texts that tie tsdpo's GGUF export to llama.cpp. Shared by test/gguf-export.test.ts,
-// test/gemma-export.test.ts, test/families-export.test.ts and tools/llama-ref/check-export.mjs (which imports the
+// test/gemma-export.test.ts, test/families-export.test.ts, test/fused-gguf-export.test.ts, test/gguf-vocab.test.ts,
+// bench/architectures.mjs and tools/llama-ref/check-export.mjs (which imports the
 // compiled dist/test/gguf-export-models.js): the script exports each model, runs the file in llama.cpp and commits
 // the numbers with the file's sha256; the tests export the same models, check the sha256 (so the committed numbers
-// belong to exactly these bytes) and compare. Also here: llama.cpp's fp16 GeGLU (ggmlGegluForward) and the fit of
-// its rounding boundaries (fitGeluRoundings), which the Gemma comparisons need.
+// belong to exactly these bytes) and compare. Also here: llama.cpp's fp16 GeGLU / GELU (ggmlGegluForward) and the
+// fit of its rounding boundaries (fitGeluRoundings), which the Gemma and GPT-2 comparisons need, and the GGUF
+// rewriting (rewriteGguf, preVariantFiles) that makes files tsdpo's exporter would not write.
 //
 // Everything here is deterministic: weights are perturbed with an integer-only PRNG (no Math.sin/exp, whose last
 // bits could change between engines), so the exported bytes are the same on every machine and Node version.
@@ -15,6 +17,8 @@ import { exportGguf } from "../src/export/gguf.js";
 import { exportHf } from "../src/export/hf.js";
 import type { Backend, Buf } from "../src/backend/contract.js";
 import { f16ToF32, f32ToF16 } from "../src/io/dtype.js";
+import { readGguf, readGgufTensor } from "../src/io/gguf.js";
+import { type GgufMetaValue, type GgufTensorToWrite, gv, readGgufMetadataTyped, writeGguf } from "../src/io/ggufwriter.js";
 import { loadModel, type LoadedModel } from "../src/io/load.js";
 import { gemmaLayerIsLocal, type LlamaConfig } from "../src/model/config.js";
 import { createActivations, createModel, forward, logitsOf as modelLogits, type Model } from "../src/model/decoder.js";
@@ -171,6 +175,64 @@ export function familyTiny(family: TinyFamily): LoadedModel {
   return { model, tokenizer: stories.tokenizer, path: storiesGguf, format: "gguf", hfConfig: null };
 }
 
+/** The families of fusedTiny: written to GGUF with fused projections (io/gguflayout.ts). */
+export type FusedFamily = "gpt2" | "phi3";
+
+/**
+ * A tiny random-weight GPT-2 or Phi-3 carrying stories260K's tokenizer (V 512), shaped like familyTiny: C 64, NH 4,
+ * HS 16 (NH·HS = C, which both llama.cpp architectures require). The config is exactly what io/ggufconfig.ts reads
+ * back from the export (float32 eps), so the loaded-back config deep-equals it.
+ *
+ * - gpt2-tiny: 3 layers, NKV = NH, FF 256 (4·C, as GPT-2), learned positions for a 128-token context, LayerNorms with
+ *   biases, biases on every projection, tanh-GELU MLP, tied output; attn_qkv and its bias fused in the GGUF.
+ * - phi3-tiny: 3 layers, NKV 2 (grouped-query, so q, k and v have different row counts in attn_qkv), FF 128, RoPE
+ *   base 10000 (NEOX in llama.cpp), untied output as Phi-3's; gate and up fused into ffn_up (2·FF rows).
+ *
+ * Weights (integer PRNG, seeded per family): norm weights 1 + u·0.2 with u uniform in [-0.5, 0.5), biases (GPT-2's,
+ * LayerNorm biases included) uniform in ±0.05, position embeddings in ±0.25, everything else in ±`half` below. The
+ * scales and seeds were picked for logits of RMS ~1, not one-hot, and greedy decoding from BOS that runs 32 tokens
+ * with top-2 margins far above llama.cpp's deviations (see test/fused-gguf-export.test.ts for the measured values).
+ */
+export function fusedTiny(family: FusedFamily, seed = FUSED_TINY_WEIGHTS[family].seed): LoadedModel {
+  const stories = loadModel(storiesGguf);
+  const gpt2 = family === "gpt2";
+  const cfg: LlamaConfig = gpt2
+    ? {
+        family, V: 512, C: 64, L: 3, NH: 4, NKV: 4, HS: 16, FF: 256, ropeTheta: 10000, ropeScaling: { type: "none" },
+        rmsEps: Math.fround(1e-5), tiedEmbeddings: true, qkvBias: true, qkNorm: false, maxSeqLen: 128, slidingWindow: null,
+        normKind: "layer", positions: "learned", mlp: "plain", linearBiases: true, activation: "gelu_tanh",
+      }
+    : {
+        family, V: 512, C: 64, L: 3, NH: 4, NKV: 2, HS: 16, FF: 128, ropeTheta: 10000, ropeScaling: { type: "none" },
+        rmsEps: Math.fround(1e-5), tiedEmbeddings: false, qkvBias: false, qkNorm: false, maxSeqLen: 128, slidingWindow: null,
+      };
+  const { half } = FUSED_TINY_WEIGHTS[family];
+  const model = createModel(cfg);
+  const r = rng(seed);
+  for (const e of model.entries) {
+    const norm = /norm$/.test(e.name), bias = e.shape.length === 1 && !norm;
+    const h = bias ? 0.05 : e.name === "pos_embd" ? 0.25 : half;
+    for (let i = 0; i < e.size; i++) model.params[e.offset + i] = norm ? 1 + 0.2 * (r() - 0.5) : 2 * h * (r() - 0.5);
+  }
+  return { model, tokenizer: stories.tokenizer, path: storiesGguf, format: "gguf", hfConfig: null };
+}
+/**
+ * phi3-tiny's shape with partial RoPE as Phi-4-mini has it (partial_rotary_factor 0.75 there): here 8 of each head's
+ * 16 features rotate, the other 8 pass through; llama.cpp reads it as phi3.rope.dimension_count 8. Its own seed
+ * (picked as fusedTiny's were): with phi3-tiny's weights greedy decoding ends at EOS after 23 tokens.
+ */
+export function phi3PartialRopeTiny(): LoadedModel {
+  const base = fusedTiny("phi3", 20251016);
+  const model = createModel({ ...base.model.cfg, ropeDim: 8 });
+  model.params.set(base.model.params);
+  return { ...base, model };
+}
+
+const FUSED_TINY_WEIGHTS: Record<FusedFamily, { seed: number; half: number }> = {
+  gpt2: { seed: 20250861, half: 0.25 },
+  phi3: { seed: 20250914, half: 0.25 },
+};
+
 /**
  * llama.cpp's GeGLU on the CPU, for tests that compare with it: ggml builds with GGML_GELU_FP16, so
  * ggml_vec_geglu_f32 (ggml/src/ggml-cpu/vec.h) computes gelu(x)·g for x in (−10, 10) as table[fp16(x)]·g, where
@@ -230,8 +292,10 @@ export function ulpsFromF16Midpoint(x: number): number {
 /** One gate whose fp16 rounding llama.cpp took the other way: layer, position t, MLP unit j, and its ulps. */
 export interface GeluFlip { layer: number; t: number; j: number; ulps: number }
 
+const ones = (n: number): Float32Array => new Float32Array(n).fill(1);
+
 /**
- * tsdpo's logits (T·V) for `ids` on `be`, with llama.cpp's fp16 GeGLU (ggmlGegluForward) and the gates of `flips`
+ * tsdpo's logits (T·V) for `ids` on `be`, with llama.cpp's fp16 GeGLU (or GPT-2's fp16 GELU) (ggmlGegluForward) and the gates of `flips`
  * rounded to their other fp16 neighbour; also every gate within `maxUlps` of an fp16 midpoint (the candidates).
  */
 export function ggmlGeluLogits(
@@ -240,17 +304,21 @@ export function ggmlGeluLogits(
   const T = ids.length, FF = model.cfg.FF;
   const candidates: GeluFlip[] = [];
   let layer = 0;
+  const mlp = (out: Buf, gate: Buf, up: Buf | null, n: number): void => {
+    const flip = new Set(flips.filter((f) => f.layer === layer).map((f) => f.t * FF + f.j));
+    ggmlGegluForward(out, gate, up ?? ones(n), n, flip);
+    for (let i = 0; i < n && maxUlps > 0; i++) {
+      const ulps = ulpsFromF16Midpoint(gate[i]!);
+      if (ulps <= maxUlps && !flip.has(i)) candidates.push({ layer, t: Math.floor(i / FF), j: i % FF, ulps });
+    }
+    layer++;
+  };
+  // Gemma's GeGLU, and GPT-2's plain GELU: ggml_vec_gelu_f32 is the same table lookup without the product
+  // (x ≤ −10 gives 0, x ≥ 10 gives x), i.e. the GeGLU with up = 1
   const hooked: Backend = {
     ...be,
-    gegluForward(out, gate, up, n) {
-      const flip = new Set(flips.filter((f) => f.layer === layer).map((f) => f.t * FF + f.j));
-      ggmlGegluForward(out, gate, up, n, flip);
-      for (let i = 0; i < n && maxUlps > 0; i++) {
-        const ulps = ulpsFromF16Midpoint(gate[i]!);
-        if (ulps <= maxUlps && !flip.has(i)) candidates.push({ layer, t: Math.floor(i / FF), j: i % FF, ulps });
-      }
-      layer++;
-    },
+    gegluForward: (out, gate, up, n) => mlp(out, gate, up, n),
+    geluForward: (out, inp, n) => mlp(out, inp, null, n),
   };
   const acts = createActivations(model, 1, T);
   forward(hooked, model, acts, Int32Array.from(ids), Int32Array.from([...ids.slice(1), 0]), 1, T);
@@ -258,13 +326,14 @@ export function ggmlGeluLogits(
 }
 
 /**
- * llama.cpp's logits (`ref`, T·V) explained by tsdpo's forward with ggml's fp16 GeGLU, up to the rounding of gates
- * that sit on an fp16 rounding boundary. A gate within a few float32 ulps of the midpoint between two halves rounds
- * one way in tsdpo and possibly the other in llama.cpp, whose float32 sums differ in order; one such flip moves the
- * logits by up to ~5e-4. Position by position (a flip at t changes nothing before t), while position t is off by
- * more than `target`, the candidate gate at t (within `maxUlps` of a midpoint) whose flip most reduces the error
- * there is flipped, if it at least halves it; at most `maxFlips` in all. Returns the flips and the per-position
- * max |Δlogit| that remains.
+ * llama.cpp's logits (`ref`, T·V) explained by tsdpo's forward with ggml's fp16 GeGLU (GPT-2: GELU), up to the
+ * rounding of gates that sit on an fp16 rounding boundary. A gate within a few float32 ulps of the midpoint between
+ * two halves rounds one way in tsdpo and possibly the other in llama.cpp, whose float32 sums differ in order; one such
+ * flip moves the logits by up to ~5e-4. Position by position (a flip at t changes nothing before t), while position
+ * t is off by more than `target`, the candidate gate at t (within `maxUlps` of a midpoint) whose flip most reduces
+ * the error there is flipped, if it at least halves it; when no single flip does, the best pair of candidates at t
+ * (two boundary gates at one position whose effects partly cancel: GPT-2's 768 gates per position make that
+ * likelier than Gemma's); at most `maxFlips` in all. Returns the flips and the per-position max |Δlogit| that remains.
  */
 export function fitGeluRoundings(
   be: Backend, model: Model, ids: readonly number[], ref: ArrayLike<number>, { maxUlps = 32, maxFlips = 4, target = 2e-5 } = {},
@@ -281,14 +350,23 @@ export function fitGeluRoundings(
   let err = perPosition(cur.logits);
   for (let t = 0; t < ids.length; t++) {
     while (err[t]! > target && flips.length < maxFlips) {
-      let best: { flip: GeluFlip; run: typeof cur; err: number[] } | null = null;
-      for (const c of cur.candidates.filter((c) => c.t === t)) {
-        const run = ggmlGeluLogits(be, model, ids, [...flips, c], maxUlps);
-        const e = perPosition(run.logits);
-        if (e[t]! <= err[t]! / 2 && (!best || e[t]! < best.err[t]!)) best = { flip: c, run, err: e };
+      const here = cur.candidates.filter((c) => c.t === t);
+      const tries: GeluFlip[][] = here.map((c) => [c]);
+      let best: { add: GeluFlip[]; run: typeof cur; err: number[] } | null = null;
+      for (const pairs of [false, true]) {
+        if (pairs) {
+          if (best || flips.length + 2 > maxFlips) break;
+          tries.length = 0;
+          here.forEach((a, i) => here.slice(i + 1).forEach((b) => tries.push([a, b])));
+        }
+        for (const add of tries) {
+          const run = ggmlGeluLogits(be, model, ids, [...flips, ...add], maxUlps);
+          const e = perPosition(run.logits);
+          if (e[t]! <= err[t]! / 2 && (!best || e[t]! < best.err[t]!)) best = { add, run, err: e };
+        }
       }
       if (!best) break;
-      flips.push(best.flip);
+      flips.push(...best.add);
       cur = best.run;
       err = best.err;
     }
@@ -312,12 +390,15 @@ export function checkModels(): CheckModel[] {
     { name: "smollm3-tiny", loaded: familyTiny("smollm3") },
     { name: "granite-tiny", loaded: familyTiny("granite") },
     { name: "olmo2-tiny", loaded: familyTiny("olmo2") },
+    { name: "gpt2-tiny", loaded: fusedTiny("gpt2") },
+    { name: "phi3-tiny", loaded: fusedTiny("phi3") },
+    { name: "phi3-partial-rope-tiny", loaded: phi3PartialRopeTiny() },
   ];
 }
 
 /**
  * Tiny models (zero weights) carrying a real Hugging Face vocabulary, so that the converted tokenizer.json can be
- * run by llama.cpp's own tokenizer: Mistral-7B's SentencePiece-style BPE and Qwen3's byte-level BPE.
+ * run by llama.cpp's own tokenizer: Mistral-7B's SentencePiece-style BPE, and Qwen3's and GPT-2's byte-level BPE.
  */
 export function vocabModels(): { name: string; loaded: LoadedModel }[] {
   const tiny = (family: LlamaConfig["family"], V: number, qwen: boolean): LlamaConfig => ({
@@ -332,7 +413,52 @@ export function vocabModels(): { name: string; loaded: LoadedModel }[] {
     make("mistral-7b-vocab", fixture("tokenizers", "mistral-7b"), tiny("mistral", 32000, false)),
     // 151936 embedding rows, as Qwen3's config says, for 151669 token ids: the export pads the rest
     make("qwen3-vocab", fixture("tokenizers", "qwen3"), tiny("qwen3", 151936, true)),
+    { name: "gpt2-vocab", loaded: gpt2VocabModel() },
   ];
+}
+
+/** GPT-2's own 50,257-token vocabulary (test/fixtures/tokenizers/gpt2) on a zero-weight gpt2 model: "gpt-2", no BOS. */
+export function gpt2VocabModel(): LoadedModel {
+  const folder = fixture("tokenizers", "gpt2");
+  const cfg: LlamaConfig = {
+    family: "gpt2", V: 50257, C: 8, L: 1, NH: 2, NKV: 2, HS: 4, FF: 32, ropeTheta: 10000, ropeScaling: { type: "none" },
+    rmsEps: Math.fround(1e-5), tiedEmbeddings: true, qkvBias: true, qkNorm: false, maxSeqLen: 1024, slidingWindow: null,
+    normKind: "layer", positions: "learned", mlp: "plain", linearBiases: true, activation: "gelu_tanh",
+  };
+  return { model: createModel(cfg), tokenizer: loadHfTokenizer(folder), path: folder, format: "hf", hfConfig: null };
+}
+
+/**
+ * The llama.cpp pre-tokenizer names tried on GPT-2's vocabulary: each family's (export/ggufvocab.ts FAMILY_BPE_PRE)
+ * and the fallbacks that share a regex with one of them. They tokenise the same text differently (digits whole, in
+ * threes, one by one; Llama 3's and Qwen2's letters and contractions), so llama.cpp's ids for each name, recorded by
+ * tools/llama-ref/check-export.mjs, show that it accepts the name and splits as tsdpo's tokenizer does for it.
+ */
+export const PRE_VARIANTS = ["gpt-2", "llama-bpe", "qwen2", "stablelm2", "smaug-bpe", "dbrx", "smollm", "refact"] as const;
+
+/** gpt2VocabModel's GGUF export, rewritten once per PRE_VARIANTS name with tokenizer.ggml.pre set to it, in `dir`. */
+export function preVariantFiles(dir: string): { pre: string; path: string }[] {
+  const base = join(dir, "gpt2-vocab-base.gguf");
+  exportGguf(gpt2VocabModel(), base, { dtype: "F32" });
+  return PRE_VARIANTS.map((pre) => {
+    const path = join(dir, `gpt2-vocab-pre-${pre}.gguf`);
+    rewriteGguf(base, path, { meta: (m) => m.map(([k, v]) => [k, k === "tokenizer.ggml.pre" ? gv.str(pre) : v]) });
+    return { pre, path };
+  });
+}
+
+/**
+ * The GGUF file `src` written again to `out` with its metadata (typed, in file order) and tensors (read as float32,
+ * written F32) passed through the given changes: how the tests make files tsdpo's exporter would not write.
+ */
+export function rewriteGguf(
+  src: string,
+  out: string,
+  change: { meta?: (m: Array<[string, GgufMetaValue]>) => Array<[string, GgufMetaValue]>; tensors?: (t: GgufTensorToWrite[]) => GgufTensorToWrite[] },
+): void {
+  const f = readGguf(src);
+  const tensors: GgufTensorToWrite[] = [...f.tensors.values()].map((t) => ({ name: t.name, dims: t.dims, type: "F32", data: readGgufTensor(f, t.name) }));
+  writeGguf(out, { metadata: (change.meta ?? ((m) => m))(readGgufMetadataTyped(src)), tensors: (change.tensors ?? ((t) => t))(tensors) });
 }
 
 /** llama.cpp's test-tokenizer-0 inputs (shipped with the llama-spm golden table) plus texts they lack. */

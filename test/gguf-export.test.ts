@@ -4,9 +4,10 @@
 // - the llama.cpp logits fixture still matches after GGUF and after HF -> GGUF round trips;
 // - llama.cpp's own results on exported files (committed by tools/llama-ref/check-export.mjs, tied to the exact
 //   bytes by sha256): a DPO-perturbed stories260K, the same weights with Llama-3 RoPE (rope_freqs tensor), and tiny
-//   SmolLM3 (NoPE layers), Granite (multipliers) and OLMo 2 (post-norms) models, all to 1e-4 with llama.cpp's greedy
-//   ids (families-export.test.ts checks what those three exercise); the fixture's Gemma 2 / Gemma 3 check models are
-//   compared in gemma-export.test.ts;
+//   SmolLM3 (NoPE layers), Granite (multipliers), OLMo 2 (post-norms) and Phi-3 (fused attn_qkv and ffn_up) models,
+//   all to 1e-4 with llama.cpp's greedy ids (families-export.test.ts and fused-gguf-export.test.ts check what they
+//   exercise); the fixture's Gemma 2 / Gemma 3 check models are compared in gemma-export.test.ts, its GPT-2 in
+//   fused-gguf-export.test.ts (both allow for llama.cpp's fp16 GELU);
 // - when node-llama-cpp is installed under tools/llama-ref, the same live: llama.cpp loads the export, its logits
 //   equal tsdpo's to 1e-4 and it generates tsdpo's greedy text.
 
@@ -246,7 +247,8 @@ const llamaCpp = JSON.parse(readFileSync(CHECK_FIXTURE, "utf8")) as CheckFixture
 test("llama.cpp's committed logits and greedy ids for exported DPO-perturbed models match tsdpo (sha256-tied files)", (t) => {
   const original = loadModel(storiesGguf);
   const logits = new Map<string, Float32Array | Float64Array>();
-  // Gemma's check models are compared in gemma-export.test.ts, which accounts for llama.cpp's fp16 GELU
+  // Gemma's check models are compared in gemma-export.test.ts and GPT-2's in fused-gguf-export.test.ts, which
+  // account for llama.cpp's fp16 GELU
   for (const { name, loaded } of checkModels().filter((c) => c.loaded.model.cfg.activation !== "gelu_tanh")) {
     const ref = llamaCpp.checks.find((c) => c.name === name);
     assert.ok(ref, `no llama.cpp numbers for ${name}; run tools/llama-ref/check-export.mjs`);

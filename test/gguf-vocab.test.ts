@@ -14,13 +14,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { TsdpoError } from "../src/errors.js";
 import { exportGguf } from "../src/export/gguf.js";
-import { ggufVocabFromGguf, ggufVocabFromHf } from "../src/export/ggufvocab.js";
+import { FAMILY_BPE_PRE, ggufVocabFromGguf, ggufVocabFromHf } from "../src/export/ggufvocab.js";
+import type { LlamaConfig } from "../src/model/config.js";
 import { metaArray, readGguf } from "../src/io/gguf.js";
 import { type GgufMetaValue, gv, readGgufMetadataTyped, writeGguf } from "../src/io/ggufwriter.js";
 import { loadHfTokenizer, tokenizerFromGguf } from "../src/tokenizer/index.js";
 import { hfTokenizerFilesFromGguf } from "../src/tokenizer/export.js";
 import { TokenType } from "../src/tokenizer/common.js";
-import { CHECK_FIXTURE, vocabModels, vocabTexts } from "./gguf-export-models.js";
+import { CHECK_FIXTURE, preVariantFiles, vocabModels, vocabTexts } from "./gguf-export-models.js";
 import { fixture, storiesGguf } from "./helpers.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "tsdpo-ggufvocab-"));
@@ -251,4 +252,116 @@ test("a GGUF-sourced vocabulary is copied with its types, padded when the embedd
   assert.deepEqual((get(padded, "tokenizer.ggml.token_type")!.value as number[]).slice(511), [1, 5, 5, 5]);
   assert.deepEqual((get(padded, "tokenizer.ggml.scores")!.value as number[]).length, 515);
   assert.throws(() => ggufVocabFromGguf(storiesGguf, 100), /has 512 tokens but the embedding has only 100 rows/);
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// tokenizer.ggml.pre: which name each family gets, and that llama.cpp runs each name as tsdpo does
+
+interface PreVariantFixture {
+  pre: string;
+  sha256: string;
+  plain: number[][];
+}
+const preVariants = (JSON.parse(readFileSync(CHECK_FIXTURE, "utf8")) as { preVariants: PreVariantFixture[] }).preVariants;
+
+test("llama.cpp accepts every family's tokenizer.ggml.pre and tokenises GPT-2's vocabulary under it exactly as tsdpo's GGUF tokenizer", () => {
+  const texts = vocabTexts();
+  const files = preVariantFiles(tmp);
+  assert.deepEqual(files.map((f) => f.pre), preVariants.map((v) => v.pre), "rerun tools/llama-ref/check-export.mjs");
+  // every family's name is among those checked
+  for (const pre of Object.values(FAMILY_BPE_PRE)) assert.ok(files.some((f) => f.pre === pre), `${pre} is not checked against llama.cpp`);
+  const numbers = texts.indexOf("Numbers 1234567 and 3.14159, code: x+=1; y = f(x)**2");
+  const digitPieces = new Map<string, string[]>();
+  for (const { pre, path } of files) {
+    const ref = preVariants.find((v) => v.pre === pre)!;
+    const sha = createHash("sha256").update(readFileSync(path)).digest("hex");
+    assert.equal(sha, ref.sha256, `${pre}: the file changed since llama.cpp's ids were recorded; rerun tools/llama-ref/check-export.mjs`);
+    const tok = tokenizerFromGguf(readGguf(path));
+    texts.forEach((text, i) => assert.deepEqual(tok.encode(text), ref.plain[i], `${pre}: ${JSON.stringify(text).slice(0, 60)}`));
+    digitPieces.set(pre, ref.plain[numbers]!.map((id) => tok.decode([id])).filter((p) => /\d/.test(p)));
+  }
+  // what the names do differently (llama-vocab.cpp's regexes): GPT-2's keeps a run of digits with its space and lets
+  // the merges cut it; Llama 3's (llama-bpe, and dbrx / smaug-bpe) cuts digits in threes; Qwen2's and the
+  // digit-first ones (smollm, refact) one digit at a time
+  assert.deepEqual(digitPieces.get("gpt-2"), [" 123", "45", "67", " 3", "14", "159", "1", "2"]);
+  for (const pre of ["llama-bpe", "dbrx", "smaug-bpe"]) assert.deepEqual(digitPieces.get(pre), ["123", "456", "7", "3", "141", "59", "1", "2"], pre);
+  for (const pre of ["qwen2", "stablelm2", "smollm", "refact"])
+    assert.deepEqual(digitPieces.get(pre), ["1", "2", "3", "4", "5", "6", "7", "3", "1", "4", "1", "5", "9", "1", "2"], pre);
+});
+
+/**
+ * GPT-2's vocabulary with the pre-tokenizer (and merge rule, and normalizer) of each family's own tokenizer.json, in
+ * the form the original repositories have it; these folders are not available offline, so the forms are written
+ * here: Llama 3 (and SmolLM3, which uses Llama 3.2's tokenizer) split with Llama 3's regex and set ignore_merges;
+ * Qwen2/Qwen3 split with Qwen2's regex after an NFC normalizer; OLMo 2 (cl100k_base) splits with Llama 3's regex
+ * without ignore_merges; Granite 3 (StarCoder's scheme) and SmolLM 1/2 split digits before GPT-2's ByteLevel regex.
+ */
+function familyForm(name: string, change: (j: Record<string, any>, config: Record<string, unknown>) => void): string {
+  const src = fixture("tokenizers", "gpt2");
+  const json = JSON.parse(readFileSync(join(src, "tokenizer.json"), "utf8"));
+  const config = JSON.parse(readFileSync(join(src, "tokenizer_config.json"), "utf8"));
+  change(json, config);
+  return writeFolder(`form-${name}`, { "tokenizer.json": json, "tokenizer_config.json": config });
+}
+const LLAMA3_REGEX = String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
+const QWEN2_REGEX = String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
+const split = (regex: string, trimOffsets = true) => ({
+  type: "Sequence",
+  pretokenizers: [
+    { type: "Split", pattern: { Regex: regex }, behavior: "Isolated", invert: false },
+    { type: "ByteLevel", add_prefix_space: false, trim_offsets: trimOffsets, use_regex: false },
+  ],
+});
+const digitsFirst = {
+  type: "Sequence",
+  pretokenizers: [{ type: "Digits", individual_digits: true }, { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true }],
+};
+const FORMS: Record<string, (j: Record<string, any>, config: Record<string, unknown>) => void> = {
+  gpt2: () => {},
+  llama3: (j) => ((j.pre_tokenizer = split(LLAMA3_REGEX)), (j.model.ignore_merges = true)),
+  qwen2: (j) => ((j.pre_tokenizer = split(QWEN2_REGEX, false)), (j.normalizer = { type: "NFC" })),
+  cl100k: (j) => (j.pre_tokenizer = split(LLAMA3_REGEX)),
+  digitsFirst: (j, c) => ((j.pre_tokenizer = digitsFirst), (c.clean_up_tokenization_spaces = true)),
+  smollm: (j, c) => ((j.pre_tokenizer = digitsFirst), (c.clean_up_tokenization_spaces = false)),
+};
+
+const FORMS_WITH_DIGITS = new Set(["digitsFirst", "smollm"]);
+
+test("each family's own byte-level tokenizer gets the tokenizer.ggml.pre llama.cpp's converter gives it, and tokenises as before", () => {
+  // family → pre, as convert_hf_to_gguf.py names each family's tokenizer (ggufvocab.ts FAMILY_BPE_PRE says why)
+  assert.deepEqual(FAMILY_BPE_PRE, { llama: "llama-bpe", qwen2: "qwen2", qwen3: "qwen2", smollm3: "llama-bpe", granite: "refact", olmo2: "dbrx", gpt2: "gpt-2" });
+  const cases: [LlamaConfig["family"] | undefined, keyof typeof FORMS, string][] = [
+    ["gpt2", "gpt2", "gpt-2"],
+    ["llama", "llama3", "llama-bpe"],
+    ["smollm3", "llama3", "llama-bpe"],
+    ["qwen2", "qwen2", "qwen2"],
+    ["qwen3", "qwen2", "qwen2"],
+    ["olmo2", "cl100k", "dbrx"],
+    ["granite", "digitsFirst", "refact"],
+    // where the family's name does not fit the tokenizer, the pre-tokenizer decides, and among the names sharing its
+    // regex the clean-up of tokenizer_config.json (llama.cpp's "smollm" does not clean up spaces, "refact" does)
+    ["llama", "smollm", "smollm"],
+    ["llama", "digitsFirst", "refact"],
+    ["granite", "llama3", "llama-bpe"],
+    [undefined, "cl100k", "smaug-bpe"],
+    [undefined, "gpt2", "gpt-2"],
+  ];
+  const texts = vocabTexts();
+  const checked = new Set<string>();
+  for (const [family, form, want] of cases) {
+    const folder = familyForm(form, FORMS[form]!);
+    const hf = loadHfTokenizer(folder);
+    const meta = ggufVocabFromHf(folder, hf, 50257, family);
+    assert.deepEqual(get(meta, "tokenizer.ggml.pre"), gv.str(want), `${family ?? "no family"} with the ${form} form`);
+    if (checked.has(`${form}/${want}`)) continue;
+    checked.add(`${form}/${want}`);
+    // the GGUF tokenises as tokenizer.json does (and llama.cpp as tsdpo does under each name: the test above)
+    const tok = ggufTokenizer(meta, `form-${form}-${want}`);
+    for (const text of texts) {
+      // @huggingface/tokenizers' JavaScript Digits splits ASCII digits only, where the Rust library (char::is_numeric)
+      // and llama.cpp (\p{N}) split every numeric character, e.g. "½"
+      if (FORMS_WITH_DIGITS.has(form) && /(?![0-9])\p{N}/u.test(text)) continue;
+      assert.deepEqual(tok.encode(text), hf.encode(text), `${form} as ${want}: ${JSON.stringify(text).slice(0, 60)}`);
+    }
+  }
 });

@@ -624,7 +624,7 @@ describe("GGUF config", () => {
   });
 
   test("errors: unknown architecture, missing key, partial RoPE, per-layer sizes, experts, too many tokens", () => {
-    throwsTsdpo(() => llamaConfigFromGguf(fakeGguf("gpt2", {}, {})), "unsupported", "fake.gguf", 'general.architecture "gpt2"', "llama, mistral, qwen2, qwen3");
+    throwsTsdpo(() => llamaConfigFromGguf(fakeGguf("bloom", {}, {})), "unsupported", "fake.gguf", 'general.architecture "bloom"', "llama, mistral, qwen2, qwen3");
     const { "qwen3.embedding_length": _, ...noEmbd } = qwen3Meta;
     throwsTsdpo(() => llamaConfigFromGguf(fakeGguf("qwen3", noEmbd, qwen3Tensors)), "input", "fake.gguf", "qwen3.embedding_length is missing");
     throwsTsdpo(() => llamaConfigFromGguf(fakeGguf("qwen3", { ...qwen3Meta, "qwen3.rope.dimension_count": 64 }, qwen3Tensors)), "unsupported", "partial RoPE");

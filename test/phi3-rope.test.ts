@@ -127,11 +127,11 @@ test("a Phi-4-mini-shaped model (partial RoPE, LongRoPE, tied embeddings) export
   }
 });
 
-test("GGUF export refuses partial RoPE and LongRoPE instead of dropping them", () => {
+test("GGUF export refuses partial RoPE outside phi3 (phi3's is fused-gguf-export.test.ts's) and LongRoPE instead of dropping them", () => {
   const stories = loadModel(storiesGguf);
   const c = stories.model.cfg;
   const withCfg = (patch: Partial<LlamaConfig>) => ({ ...stories, model: { ...stories.model, cfg: { ...c, ...patch } } });
-  assert.throws(() => exportGguf(withCfg({ ropeDim: c.HS - 2 }), "/nonexistent/never.gguf"), /GGUF export: partial RoPE \(rotary width 6 of head size 8, partial_rotary_factor\) is not supported yet/);
+  assert.throws(() => exportGguf(withCfg({ ropeDim: c.HS - 2 }), "/nonexistent/never.gguf"), /GGUF export: partial RoPE \(rotary width 6 of head size 8, partial_rotary_factor\) is supported for phi3 only/);
   const longrope: LlamaConfig["ropeScaling"] = { type: "longrope", shortFactor: [1, 1, 1, 1], longFactor: [2, 2, 2, 2], originalMaxPositionEmbeddings: 64, attentionFactor: 1.2 };
   assert.throws(() => exportGguf(withCfg({ ropeScaling: longrope }), "/nonexistent/never.gguf"), /GGUF export: LongRoPE scaling/);
 });

@@ -11,10 +11,12 @@
 //   which reduces the merge order to leftmost-first.) Tokens no merge produces get a score below every merge.
 //   The one remaining difference: when two different merges that produce the *same* token are both possible at
 //   once, BPE takes the lower rank and llama.cpp the leftmost. SentencePiece-derived merge lists make that rare.
-// - Byte-level BPE (GPT-2, Qwen2/Qwen3, Llama 3, SmolLM): tokenizer.ggml.model "gpt2" with the merges as they are
-//   and tokenizer.ggml.pre naming llama.cpp's pre-tokenizer. The pre-tokenizer is recognised by comparing the
-//   tokenizer.json's pre_tokenizer with the forms tsdpo's own exporter writes (tokenizer/export.ts BPE_PRE), which
-//   are the forms the original model repositories use.
+// - Byte-level BPE (GPT-2, Qwen2/Qwen3, Llama 3, SmolLM, Granite, OLMo 2): tokenizer.ggml.model "gpt2" with the
+//   merges as they are and tokenizer.ggml.pre naming llama.cpp's pre-tokenizer (bpePreName). The pre-tokenizer is
+//   recognised by comparing the tokenizer.json's pre_tokenizer with the forms tsdpo's own exporter writes
+//   (tokenizer/export.ts BPE_PRE), which are the forms the original model repositories use. Several llama.cpp names
+//   share one regex; the name is the one llama.cpp's converter gives the family's own tokenizer (FAMILY_BPE_PRE)
+//   when that regex is the tokenizer's, else the one whose detokenizer clean-up matches the tokenizer's.
 //
 // Anything else (Unigram, WordPiece, other normalizers or pre-tokenizers) is refused with a message: a GGUF whose
 // vocabulary llama.cpp tokenises differently from the model's training would be worse than no GGUF.
@@ -29,6 +31,7 @@ import { type GgufMetaValue, gv, readGgufMetadataTyped } from "../io/ggufwriter.
 import { BPE_PRE } from "../tokenizer/export.js";
 import { TokenType } from "../tokenizer/common.js";
 import type { Tokenizer } from "../tokenizer/types.js";
+import type { ModelFamily } from "../model/config.js";
 
 type Json = Record<string, unknown>;
 type Meta = Array<[string, GgufMetaValue]>;
@@ -200,15 +203,15 @@ function commonKeys(v: HfVocab, tok: Tokenizer): Meta {
  * tokenizer.* metadata for the tokenizer.json in `folder`. `tok` is the same folder's loaded tokenizer, which has
  * resolved the special tokens, add_bos and the chat template the way transformers does.
  */
-export function ggufVocabFromHf(folder: string, tok: Tokenizer, V: number): Meta {
+export function ggufVocabFromHf(folder: string, tok: Tokenizer, V: number, family?: ModelFamily): Meta {
   const v = loadHfVocab(folder, V);
-  const kind = vocabKind(v);
+  const kind = vocabKind(v, family);
   return kind.kind === "spm" ? spmKeys(v, tok, kind.addSpacePrefix) : bpeKeys(v, tok, kind.pre);
 }
 
 type Kind = { kind: "spm"; addSpacePrefix: boolean } | { kind: "bpe"; pre: string };
 
-function vocabKind(v: HfVocab): Kind {
+function vocabKind(v: HfVocab, family: ModelFamily | undefined): Kind {
   const { json, model, path } = v;
   const suffixFree = (k: string): boolean => model[k] === undefined || model[k] === null || model[k] === "";
   if (!suffixFree("continuing_subword_prefix") || !suffixFree("end_of_word_suffix"))
@@ -221,7 +224,7 @@ function vocabKind(v: HfVocab): Kind {
     // Qwen2's NFC normalizer: llama.cpp does not normalise either, and NFC text (nearly all text) is unaffected
     if (norm !== null && !(isObj(norm) && norm.type === "NFC"))
       throw unsupportedError(`${path}: byte-level BPE with the normalizer ${describe(norm)} is not supported for GGUF export; export with --format hf`);
-    return { kind: "bpe", pre: bpePreName(v, pre) };
+    return { kind: "bpe", pre: bpePreName(v, pre, family) };
   }
   // SentencePiece style: spaces become "▁" through the normalizer (older files) or a Metaspace pre-tokenizer
   let prepend = false;
@@ -296,8 +299,33 @@ function spmKeys(v: HfVocab, tok: Tokenizer, addSpacePrefix: boolean): Meta {
   ];
 }
 
-// tokenizer.ggml.pre names written for each pre-tokenizer form, the names llama.cpp's converter writes
-const PRE_CANDIDATES = ["gpt-2", "qwen2", "llama-bpe", "smaug-bpe", "smollm"] as const;
+/**
+ * tokenizer.ggml.pre of each family's own byte-level tokenizer: the name llama.cpp's convert_hf_to_gguf.py gives it.
+ * The converter recognises a tokenizer by a hash of its ids on a test text (get_vocab_base_pre), so a family whose
+ * tokenizer is another model's gets that model's name: SmolLM3 has Llama 3.2's tokenizer, OLMo 2's dolma2 tokenizer
+ * is cl100k_base, as DBRX's, and Granite 3's (GPT-2's regex after single digits, StarCoder's scheme) is recorded as
+ * "refact" in llama.cpp's own Granite GGUFs. llama.cpp runs each name's regex and settings (llama-vocab.cpp):
+ * gpt-2, refact and dbrx clean up spaces before punctuation on detokenize, qwen2 does not, llama-bpe also skips the
+ * merges of a word that is a token and adds BOS by default. Families without an entry (Llama 2, Mistral, Gemma, Phi-3)
+ * have SentencePiece vocabularies ("default").
+ */
+export const FAMILY_BPE_PRE: Readonly<Partial<Record<ModelFamily, string>>> = {
+  llama: "llama-bpe", // Llama 3.x
+  qwen2: "qwen2",
+  qwen3: "qwen2",
+  smollm3: "llama-bpe",
+  granite: "refact",
+  olmo2: "dbrx",
+  gpt2: "gpt-2",
+};
+
+/**
+ * The names written when the family's does not describe the tokenizer (say a SmolLM 2 loaded as llama), in order of
+ * preference; each shares its regex with others, told apart by llama.cpp's detokenizer clean-up (LLAMACPP_NO_CLEAN).
+ */
+const PRE_CANDIDATES = ["gpt-2", "qwen2", "stablelm2", "llama-bpe", "smaug-bpe", "dbrx", "smollm", "refact"] as const;
+/** The candidates for which llama.cpp sets clean_spaces = false (llama-vocab.cpp); the others clean up. */
+const LLAMACPP_NO_CLEAN: ReadonlySet<string> = new Set(["qwen2", "smollm"]);
 
 /** The comparable content of a pre-tokenizer: Split regexes, Digits, ByteLevel's regex switch and prefix space. */
 function preSignature(p: unknown, path: string): string[] {
@@ -322,14 +350,24 @@ function preSignature(p: unknown, path: string): string[] {
   });
 }
 
-function bpePreName(v: HfVocab, pre: unknown): string {
+/**
+ * llama.cpp's name for a byte-level pre-tokenizer: among the names whose regex and merge rule are the tokenizer's
+ * (BPE_PRE), the family's own (FAMILY_BPE_PRE), else the first that cleans up spaces on detokenize as
+ * tokenizer_config.json's clean_up_tokenization_spaces says, else the first.
+ */
+function bpePreName(v: HfVocab, pre: unknown, family: ModelFamily | undefined): string {
   const sig = JSON.stringify(preSignature(pre, v.path));
   const ignoreMerges = v.model.ignore_merges === true;
-  for (const name of PRE_CANDIDATES) {
-    const e = BPE_PRE.get(name)!;
-    if (e.ignoreMerges !== ignoreMerges) continue;
-    if (JSON.stringify(preSignature(e.preTokenizer, "tokenizer/export.ts")) === sig) return name;
-  }
+  const matches = (name: string): boolean => {
+    const e = BPE_PRE.get(name);
+    return e !== undefined && e.ignoreMerges === ignoreMerges && JSON.stringify(preSignature(e.preTokenizer, "tokenizer/export.ts")) === sig;
+  };
+  const own = family === undefined ? undefined : FAMILY_BPE_PRE[family];
+  if (own !== undefined && matches(own)) return own;
+  const candidates = PRE_CANDIDATES.filter(matches);
+  const cleanUp = v.config.clean_up_tokenization_spaces;
+  const name = (typeof cleanUp === "boolean" ? candidates.find((n) => !LLAMACPP_NO_CLEAN.has(n) === cleanUp) : undefined) ?? candidates[0];
+  if (name !== undefined) return name;
   throw unsupportedError(
     `${v.path}: the byte-level pre_tokenizer ${describe(pre)} (ignore_merges ${ignoreMerges}) is not one llama.cpp ` +
       `pre-tokenizer tsdpo recognises (GPT-2, Qwen2, Llama 3, SmolLM forms). Export with --format hf, or convert ` +

@@ -1,11 +1,11 @@
 // GGUF metadata -> LlamaConfig, for general.architecture llama (also Mistral models, which llama.cpp's converter
-// writes as llama), mistral, qwen2, qwen3, gemma2 and gemma3.
+// writes as llama), mistral, qwen2, qwen3, gemma2, gemma3, smollm3, granite, olmo2, gpt2 and phi3.
 //
 // We read the keys the way llama.cpp does (src/llama-model.cpp, llm_load_hparams), because GGUF files are made to
 // be run by llama.cpp: what it ignores we ignore too (e.g. no sliding window for these architectures), and what
-// changes its computation that we cannot reproduce (per-layer sizes, partial RoPE, YaRN, mixture of experts, output
-// biases) is refused with a message instead of being silently dropped. Llama 3.x's rope_freqs tensor is read back
-// as the llama3 RoPE scaling it encodes (llama3ScalingFromFactors).
+// changes its computation that we cannot reproduce (per-layer sizes, partial RoPE outside phi3, YaRN, LongRoPE,
+// mixture of experts, output biases) is refused with a message instead of being silently dropped. Llama 3.x's
+// rope_freqs tensor is read back as the llama3 RoPE scaling it encodes (llama3ScalingFromFactors).
 //
 // Shapes come from the tensors where the metadata is silent: the vocabulary size is the number of rows of
 // token_embd.weight, and the embeddings are tied exactly when there is no output.weight tensor (stories260K has
@@ -17,7 +17,7 @@ import { ropeFreqFactors } from "../model/rope.js";
 import { type LayerAttention, type LlamaConfig, type ModelFamily, type RopeScaling, gemmaLayerIsLocal, unsupportedArchitectureKind } from "../model/config.js";
 import { type GgufFile, type GgufValue, metaArray } from "./gguf.js";
 
-export const SUPPORTED_GGUF_ARCHITECTURES: readonly ModelFamily[] = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "smollm3", "granite", "olmo2"];
+export const SUPPORTED_GGUF_ARCHITECTURES: readonly ModelFamily[] = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "smollm3", "granite", "olmo2", "gpt2", "phi3"];
 const DEFAULT_ROPE_THETA = 10000; // llama.cpp's default when rope.freq_base is absent
 
 function describe(v: GgufValue | undefined): string {
@@ -189,7 +189,13 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const expertCount = m.optNumber("expert_count");
   if (expertCount !== undefined && expertCount > 0)
     throw unsupportedError(`${f.path}: mixture-of-experts models (${family}.expert_count ${expertCount}) are not supported`);
-  for (const t of ["blk.0.attn_output.bias", "blk.0.ffn_gate.bias", "blk.0.ffn_up.bias", "blk.0.ffn_down.bias", "output.bias"])
+  // GPT-2 has a bias on every projection and LayerNorm (all required, as llama.cpp requires them); the others none
+  // beyond q/k/v's (Qwen2), and Phi-3 not even those
+  const gpt2 = family === "gpt2";
+  const foreignBiases = gpt2 ? ["blk.0.ffn_gate.bias", "output.bias"]
+    : ["blk.0.attn_output.bias", "blk.0.ffn_gate.bias", "blk.0.ffn_up.bias", "blk.0.ffn_down.bias", "output.bias",
+      ...(family === "phi3" ? ["blk.0.attn_qkv.bias", "blk.0.attn_q.bias"] : [])];
+  for (const t of foreignBiases)
     if (f.tensors.has(t)) throw unsupportedError(`${f.path}: tensor ${t} (a bias tsdpo's ${family} model lacks) is not supported`);
 
   const C = m.posInt("embedding_length");
@@ -206,9 +212,10 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   if (valueLength !== HS)
     throw unsupportedError(`${f.path}: attention.value_length ${valueLength} differs from key_length ${HS}`);
   const ropeDims = m.posInt("rope.dimension_count", HS);
-  if (ropeDims !== HS)
+  // partial RoPE: phi3's (Phi-4-mini), which llama.cpp rotates NEOX-style over the first n_rot features as tsdpo does
+  if (ropeDims !== HS && !(family === "phi3" && ropeDims < HS && ropeDims % 2 === 0))
     throw unsupportedError(
-      `${f.path}: ${family}.rope.dimension_count is ${ropeDims} but the head size is ${HS}; partial RoPE is not supported`,
+      `${f.path}: ${family}.rope.dimension_count is ${ropeDims} but the head size is ${HS}; partial RoPE is not supported${family === "phi3" ? " beyond an even width below the head size" : ` for ${family}`}`,
     );
   if (HS % 2 !== 0) throw inputError(`${f.path}: head size ${HS} must be even for RoPE`);
 
@@ -237,12 +244,13 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     FF,
     ropeTheta: m.posNumber("rope.freq_base", DEFAULT_ROPE_THETA),
     ropeScaling: ropeScaling(m, HS, m.posNumber("rope.freq_base", DEFAULT_ROPE_THETA)),
-    rmsEps: m.posNumber("attention.layer_norm_rms_epsilon"),
+    rmsEps: m.posNumber(gpt2 ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon"), // GPT-2's LayerNorm eps
     tiedEmbeddings: !f.tensors.has("output.weight"),
-    qkvBias: f.tensors.has("blk.0.attn_q.bias"),
+    qkvBias: gpt2 || f.tensors.has("blk.0.attn_q.bias"),
     qkNorm: f.tensors.has("blk.0.attn_q_norm.weight"),
     maxSeqLen: m.posInt("context_length"),
     slidingWindow: null,
+    ...(ropeDims !== HS ? { ropeDim: ropeDims } : {}),
   };
   switch (family) {
     case "gemma2":
@@ -266,6 +274,10 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
         logitScale: m.posNumber("logit_scale"),
       };
     }
+    case "gpt2":
+      return gpt2FromGguf(m, cfg);
+    case "phi3":
+      return phi3FromGguf(m, cfg);
     case "olmo2":
       if (m.optNumber("attention.sliding_window") !== undefined)
         throw unsupportedError(`${f.path}: an olmo2 GGUF with a sliding window (OLMo 3) is not supported yet`);
@@ -274,6 +286,39 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     default:
       return cfg;
   }
+}
+
+/**
+ * llama.cpp's gpt2 (src/models/gpt2.cpp): learned positions (position_embd, one row per context_length position),
+ * LayerNorms with biases (eps attention.layer_norm_epsilon), attn_qkv with its bias, biases on attn_output, ffn_up
+ * and ffn_down, a GELU MLP without a gate, no RoPE. Its converter writes no output.weight (GPT-2 ties it to
+ * token_embd); tsdpo's GPT-2 is tied as well, so a file with one is refused.
+ */
+function gpt2FromGguf(m: Meta, cfg: LlamaConfig): LlamaConfig {
+  const { f } = m;
+  if (!cfg.tiedEmbeddings) throw unsupportedError(`${f.path}: a gpt2 GGUF with an output.weight tensor is not supported (GPT-2 ties its output layer to token_embd)`);
+  if (cfg.NKV !== cfg.NH || cfg.HS * cfg.NH !== cfg.C)
+    throw unsupportedError(`${f.path}: a gpt2 GGUF with head_count_kv ${cfg.NKV} or a head size ${cfg.HS} other than embedding_length / head_count is not GPT-2`);
+  return {
+    ...cfg,
+    ropeTheta: DEFAULT_ROPE_THETA, ropeScaling: { type: "none" }, // unused: positions are learned
+    normKind: "layer", positions: "learned", mlp: "plain", linearBiases: true, activation: "gelu_tanh",
+  };
+}
+
+/**
+ * llama.cpp's phi3 (src/models/phi3.cpp): Llama's computation with NEOX RoPE, q/k/v in attn_qkv (or separate), and
+ * gate and up stacked in ffn_up (io/gguflayout.ts). Its attention.sliding_window key is read and then disabled
+ * ("Phi SWA is currently disabled"), so llama.cpp attends to the whole context and so does tsdpo on a phi3 GGUF.
+ * LongRoPE (Phi-3-mini-128k, Phi-3.5) is stored as rope_factors_long / rope_factors_short tensors, which tsdpo does
+ * not read yet: such a file is refused rather than rotated without its factors.
+ */
+function phi3FromGguf(m: Meta, cfg: LlamaConfig): LlamaConfig {
+  const { f } = m;
+  for (const t of ["rope_factors_long.weight", "rope_factors_short.weight"])
+    if (f.tensors.has(t))
+      throw unsupportedError(`${f.path}: a phi3 GGUF with LongRoPE factors (tensor ${t}) is not supported yet; load the Hugging Face folder instead`);
+  return cfg;
 }
 
 /**

@@ -3,8 +3,8 @@
 
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { describeJsonError, inputError } from "../errors.js";
-import { type LlamaConfig, paramSpecs } from "../model/config.js";
+import { describeJsonError, describeValue, inputError, unsupportedError } from "../errors.js";
+import { type LlamaConfig, isBlockMatrix, paramSpecs } from "../model/config.js";
 import { type FloatCtor, type Model, createModel } from "../model/decoder.js";
 import { loadHfTokenizer } from "../tokenizer/hf.js";
 import { tokenizerFromGguf } from "../tokenizer/gguf.js";
@@ -15,7 +15,8 @@ import { type GgufFile, readGguf, readGgufHeader, readGgufTensor, readableGgufTe
 import { llamaConfigFromGguf } from "./ggufconfig.js";
 import { isMultimodalGemma3, llamaConfigFromHf } from "./hfconfig.js";
 import { fusedHfLayout } from "./hflayout.js";
-import { ggufNormShift, ggufQkPermuted, ggufShape, ggufTensorName, ggufToHfQkRows, hfTensorName } from "./names.js";
+import { type GgufLayout, ggufFusesQkv, ggufLayout } from "./gguflayout.js";
+import { ggufNormShift, ggufQkPermuted, ggufShape, ggufToHfQkRows, hfTensorName } from "./names.js";
 import { type SafetensorsFolder, openSafetensorsFolder, readFolderTensorF32 } from "./safetensors.js";
 
 export interface LoadedModel {
@@ -25,6 +26,19 @@ export interface LoadedModel {
   format: "gguf" | "hf";
   /** The raw config.json of an HF folder (kept so export can carry unknown keys over), null for GGUF. */
   hfConfig: Record<string, unknown> | null;
+  /** A sequence-classification folder's score head, when loaded with `scoreHead: true` (see LoadOptions). */
+  scoreHead?: ScoreHead;
+}
+
+/**
+ * The head of a Hugging Face *ForSequenceClassification model (a reward model): `score.weight`, one row per label,
+ * applied without a bias to the final-normed hidden state of the last token that is not `padId`.
+ */
+export interface ScoreHead {
+  weight: Float32Array; // (labels, C)
+  labels: number;
+  /** config.json pad_token_id, or null when unset. */
+  padId: number | null;
 }
 
 export interface LoadOptions {
@@ -39,6 +53,13 @@ export interface LoadOptions {
    * them as stored, at half the memory.
    */
   halvesAsFloat?: boolean;
+  /**
+   * Load a Hugging Face *ForSequenceClassification folder (a reward model): its `score.weight` head is read into
+   * LoadedModel.scoreHead, and no `lm_head.weight` is read, since such a folder has none: the decoder's LM head is the
+   * embedding table (the config is loaded as tied), which nothing of a reward model uses. GGUF files are refused.
+   * Without this option such a folder is refused, since it has no LM head to train or sample from. Default false.
+   */
+  scoreHead?: boolean;
 }
 
 /** Whether an HF safetensors tensor stays in its stored halves (a frozen F16/BF16 matrix) under `opts`. */
@@ -54,6 +75,8 @@ function keepsBlocks(type: QuantType, opts: LoadOptions): boolean {
 export function loadModel(path: string, ctor: FloatCtor = Float32Array, opts: LoadOptions = {}): LoadedModel {
   if (!existsSync(path)) throw inputError(`${path}: no such model file or folder (give a .gguf file or a Hugging Face model folder)`);
   if (statSync(path).isDirectory()) return loadHfFolder(path, ctor, opts);
+  if (opts.scoreHead)
+    throw unsupportedError(`${path}: a GGUF file has no score head (score.weight); a reward model is read from a Hugging Face *ForSequenceClassification folder`);
   return loadGgufModel(path, ctor, opts);
 }
 
@@ -111,30 +134,41 @@ function quantExtent(f: GgufFile, name: string, type: QuantType, rows: number, c
 }
 
 /**
+ * The tensor layout of a GGUF file: as llama.cpp's converter writes the family (io/gguflayout.ts), except that a phi3
+ * file may hold q, k and v as separate attn_q / attn_k / attn_v, which llama.cpp accepts as well.
+ */
+function fileLayout(f: GgufFile, cfg: LlamaConfig): GgufLayout {
+  return ggufLayout(cfg, cfg.family === "phi3" ? f.tensors.has("blk.0.attn_qkv.weight") : ggufFusesQkv(cfg));
+}
+
+/**
  * The quantised matrices of a GGUF, kept in their blocks (views into the file's buffer, no copy except for the
- * Q/K row reorder). Everything else, and everything under `dequantize`, goes through the float arena.
+ * Q/K row reorder; a part of a fused tensor is a view of its rows). Everything else, and everything under
+ * `dequantize`, goes through the float arena.
  */
 function ggufQuantWeights(f: GgufFile, cfg: LlamaConfig, opts: LoadOptions): Map<string, QuantWeight> {
   const out = new Map<string, QuantWeight>();
   const permuted = ggufQkPermuted(cfg.family);
+  const layout = fileLayout(f, cfg);
+  const rowsOf = new Map(layout.tensors.map((t) => [t.name, t.shape[0]!]));
   for (const spec of paramSpecs(cfg)) {
-    const name = ggufTensorName(spec.name);
-    const type = BLOCKS_BY_ID.get(f.tensors.get(name)?.type ?? -1);
-    if (!type || spec.shape.length !== 2 || !keepsBlocks(type, opts)) continue;
+    const { tensor, row0 } = layout.where.get(spec.name)!;
+    const type = BLOCKS_BY_ID.get(f.tensors.get(tensor)?.type ?? -1);
+    if (!type || !isBlockMatrix(spec.name, spec.shape) || !keepsBlocks(type, opts)) continue;
     const [rows, cols] = spec.shape as [number, number];
-    const { start, rb } = quantExtent(f, name, type, rows, cols);
-    let data: Uint8Array = f.buffer.subarray(start, start + rows * rb);
+    const { start, rb } = quantExtent(f, tensor, type, rowsOf.get(tensor)!, cols);
+    let data: Uint8Array = f.buffer.subarray(start + row0 * rb, start + (row0 + rows) * rb);
     if (permuted && /\.(wq|wk)$/.test(spec.name)) data = qkRowsToHf(data, spec.name.endsWith("wq") ? cfg.NH : cfg.NKV, cfg.HS, rb);
     out.set(spec.name, quantWeight(type, data, rows, cols));
   }
   return out;
 }
 
-/** A quantised matrix read as float32 (the `dequantize` path), row by row. */
-function dequantizedTensor(f: GgufFile, name: string, type: QuantType, rows: number, cols: number): Float32Array {
-  const { start, rb } = quantExtent(f, name, type, rows, cols);
+/** Rows row0..row0+rows of a quantised matrix of `total` rows, read as float32 (the `dequantize` path), row by row. */
+function dequantizedRows(f: GgufFile, name: string, type: QuantType, total: number, cols: number, row0: number, rows: number): Float32Array {
+  const { start, rb } = quantExtent(f, name, type, total, cols);
   const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) dequantizeRow(type, f.buffer, start + r * rb, out, r * cols, cols);
+  for (let r = 0; r < rows; r++) dequantizeRow(type, f.buffer, start + (row0 + r) * rb, out, r * cols, cols);
   return out;
 }
 
@@ -145,22 +179,30 @@ export function loadGgufModel(path: string, ctor: FloatCtor = Float32Array, opts
   // Every tensor is checked (present, the config's shape, a type we read) before the parameter arena is allocated,
   // so the sizes in the metadata cannot make us allocate more than the file's tensors hold.
   checkLayerCount(path, cfg, f.tensors.size, `${cfg.family}.block_count`);
-  for (const s of paramSpecs(cfg)) {
-    const name = ggufTensorName(s.name);
-    const info = f.tensors.get(name);
-    if (!info) throw inputError(`${path}: tensor ${name} is missing (the ${cfg.family} architecture with this config needs it)`);
-    checkShape(path, name, ggufShape(info.dims), s.shape, cfg);
-    if (!(QUANT_BY_ID.has(info.type) && s.shape.length === 2)) readableGgufTensor(f, name);
+  const layout = fileLayout(f, cfg);
+  for (const t of layout.tensors) {
+    const info = f.tensors.get(t.name);
+    if (!info) throw inputError(`${path}: tensor ${t.name} is missing (the ${cfg.family} architecture with this config needs it)`);
+    checkShape(path, t.name, ggufShape(info.dims), t.shape, cfg);
+    if (!(QUANT_BY_ID.has(info.type) && t.shape.length === 2)) readableGgufTensor(f, t.name);
   }
   const model = createModel(cfg, ctor, ctor === Float32Array ? ggufQuantWeights(f, cfg, opts) : new Map());
   const permuted = ggufQkPermuted(cfg.family);
+  const rowsOf = new Map(layout.tensors.map((t) => [t.name, t.shape[0]!]));
+  let last = null as { name: string; data: Float32Array } | null; // a fused tensor is read once for all its parts
   for (const e of model.entries) {
-    const name = ggufTensorName(e.name);
-    const qt = QUANT_BY_ID.get(f.tensors.get(name)!.type);
-    let data = qt && e.shape.length === 2 ? dequantizedTensor(f, name, qt, e.shape[0]!, e.shape[1]!) : readGgufTensor(f, name);
+    const { tensor, row0 } = layout.where.get(e.name)!;
+    const rows = e.shape[0]!, cols = e.shape.length === 2 ? e.shape[1]! : 1;
+    const qt = QUANT_BY_ID.get(f.tensors.get(tensor)!.type);
+    let data: Float32Array;
+    if (qt && e.shape.length === 2) data = dequantizedRows(f, tensor, qt, rowsOf.get(tensor)!, cols, row0, rows);
+    else {
+      if (last?.name !== tensor) last = { name: tensor, data: readGgufTensor(f, tensor) };
+      data = last.data.subarray(row0 * cols, (row0 + rows) * cols);
+    }
     if (permuted && /\.(wq|wk|bq|bk)$/.test(e.name)) {
       const heads = /\.(wq|bq)$/.test(e.name) ? cfg.NH : cfg.NKV;
-      data = ggufToHfQkRows(data, heads, cfg.HS, e.shape.length === 2 ? e.shape[1]! : 1);
+      data = ggufToHfQkRows(data, heads, cfg.HS, cols);
     }
     model.params.set(data, e.offset);
     const shift = ggufNormShift(cfg.family, e.name); // Gemma's GGUF norms hold 1 + w
@@ -187,7 +229,11 @@ export function loadHfFolder(folder: string, ctor: FloatCtor = Float32Array, opt
   const configPath = join(folder, "config.json");
   if (!existsSync(configPath)) throw inputError(`${folder}: no config.json; a Hugging Face model folder needs config.json, safetensors weights and tokenizer.json`);
   const hfConfig = readJsonFile(configPath);
-  const cfg = llamaConfigFromHf(hfConfig, configPath);
+  const classifier = sequenceClassifier(hfConfig, configPath, opts.scoreHead === true);
+  // a classifier has no lm_head: its LM head is the embedding table, which no reward computation reads
+  const cfg = classifier ? { ...llamaConfigFromHf(hfConfig, configPath), tiedEmbeddings: true } : llamaConfigFromHf(hfConfig, configPath);
+  if (classifier && !["llama", "mistral", "qwen2", "qwen3"].includes(cfg.family))
+    throw unsupportedError(`${configPath}: model_type ${cfg.family} is not supported as a reward model; tsdpo reads ${[...SEQUENCE_CLASSIFIERS].join(", ")}`);
   const tokenizer = loadHfTokenizer(folder);
   // More token ids than embedding rows would crash the forward pass on the first such id; fewer is normal (V is
   // often padded). llamaConfigFromGguf checks the same for GGUF.
@@ -232,9 +278,55 @@ export function loadHfFolder(folder: string, ctor: FloatCtor = Float32Array, opt
       const bytes = readBytes(t.file.path, t.file.dataStart + t.entry.begin, t.entry.end - t.entry.begin);
       halves.set(s.name, quantWeight(t.entry.dtype, bytes, s.shape[0]!, s.shape[1]!));
     }
+  const scoreHead = classifier ? readScoreHead(folder, st, cfg, hfConfig as Record<string, unknown>, configPath) : undefined;
   const model = createModel(cfg, ctor, halves);
   for (const e of model.entries) model.params.set(readFolderTensorF32(st, hfName(e.name)), e.offset);
-  return { model, tokenizer, path: folder, format: "hf", hfConfig: hfConfig as Record<string, unknown> };
+  return { model, tokenizer, path: folder, format: "hf", hfConfig: hfConfig as Record<string, unknown>, ...(scoreHead ? { scoreHead } : {}) };
+}
+
+/** The sequence-classification architectures whose trunk is a causal LM tsdpo runs (same tensor names, no LM head). */
+const SEQUENCE_CLASSIFIERS = new Set(["LlamaForSequenceClassification", "MistralForSequenceClassification", "Qwen2ForSequenceClassification", "Qwen3ForSequenceClassification"]);
+
+/**
+ * Whether config.json declares a *ForSequenceClassification model, checked against what the caller wants: a reward
+ * model (`wanted`) must be one tsdpo runs, and a folder loaded as a causal LM must not be one (it has no LM head; a
+ * tied one would silently train its embeddings as an LM head).
+ */
+function sequenceClassifier(configJson: unknown, configPath: string, wanted: boolean): boolean {
+  const archs = (configJson as Record<string, unknown> | null)?.["architectures"];
+  const names = Array.isArray(archs) ? archs.filter((a): a is string => typeof a === "string") : [];
+  const classifier = names.find((a) => a.endsWith("ForSequenceClassification"));
+  if (!wanted) {
+    if (classifier)
+      throw unsupportedError(
+        `${configPath}: architectures is ${classifier}, a sequence-classification (reward) model: it has no LM head to ` +
+          `train or sample from; use it as a judge (judge "reward:<folder>") or give a *ForCausalLM model`,
+      );
+    return false;
+  }
+  if (classifier && !SEQUENCE_CLASSIFIERS.has(classifier))
+    throw unsupportedError(`${configPath}: architectures ${classifier} is not supported as a reward model; tsdpo reads ${[...SEQUENCE_CLASSIFIERS].join(", ")}`);
+  if (!classifier && names.length > 0)
+    throw inputError(
+      `${configPath}: architectures is ${describeValue(archs)}, not a *ForSequenceClassification model, so the folder has no score head ` +
+        `(score.weight); a reward model is a Hugging Face LlamaForSequenceClassification or Qwen2ForSequenceClassification folder`,
+    );
+  return true;
+}
+
+/** score.weight (labels, C), checked against the config; config.json's pad_token_id says which token is padding. */
+function readScoreHead(folder: string, st: SafetensorsFolder, cfg: LlamaConfig, configJson: Record<string, unknown>, configPath: string): ScoreHead {
+  const entry = st.entries.get("score.weight");
+  if (!entry)
+    throw inputError(`${folder}: has no score head (score.weight) in its safetensors weights; a reward model is a *ForSequenceClassification checkpoint with a score head on top of its decoder`);
+  if (entry.shape.length !== 2 || entry.shape[1] !== cfg.C || !(entry.shape[0]! >= 1))
+    throw inputError(`${folder}: tensor score.weight has shape ${shapeStr(entry.shape)} but the config's hidden_size ${cfg.C} implies [num_labels, ${cfg.C}]`);
+  if (!FLOAT_DTYPES.has(entry.dtype))
+    throw inputError(`${folder}: tensor score.weight is ${entry.dtype}, expected a floating-point weight (F32, F16, BF16 or F64)`);
+  const pad = configJson["pad_token_id"];
+  if (pad !== undefined && pad !== null && !(typeof pad === "number" && Number.isSafeInteger(pad) && pad >= 0))
+    throw inputError(`${configPath}: key "pad_token_id" must be a token id or null, got ${describeValue(pad)}; fix config.json`);
+  return { weight: readFolderTensorF32(st, "score.weight"), labels: entry.shape[0]!, padId: typeof pad === "number" ? pad : null };
 }
 
 /**
@@ -321,10 +413,11 @@ export function readModelHeader(path: string, opts: LoadOptions = {}): ModelHead
   const cfg = llamaConfigFromGguf(f);
   const tokenizer = tokenizerFromGguf(f);
   const permuted = ggufQkPermuted(cfg.family);
+  const layout = fileLayout(f, cfg);
   let loaderCopies = 0;
   for (const s of paramSpecs(cfg)) {
-    const type = BLOCKS_BY_ID.get(f.tensors.get(ggufTensorName(s.name))?.type ?? -1);
-    const kept = type !== undefined && s.shape.length === 2 && keepsBlocks(type, opts) && s.shape[1]! % BLOCK[type].elems === 0;
+    const type = BLOCKS_BY_ID.get(f.tensors.get(layout.where.get(s.name)!.tensor)?.type ?? -1);
+    const kept = type !== undefined && isBlockMatrix(s.name, s.shape) && keepsBlocks(type, opts) && s.shape[1]! % BLOCK[type].elems === 0;
     storage.set(s.name, kept ? type : "F32");
     if (kept && permuted && /\.(wq|wk)$/.test(s.name)) loaderCopies += s.shape[0]! * rowBytes(type, s.shape[1]!);
   }

@@ -2,10 +2,11 @@
 //
 // tsdpo's parameter names (model/config.ts paramSpecs) map one to one to Hugging Face names (transformers'
 // LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM / Gemma2ForCausalLM /
-// Gemma3ForCausalLM state dicts) and to GGUF names (llama.cpp's LLM_TENSOR_NAMES for the llama, qwen2, qwen3, gemma2
-// and gemma3 architectures). One HF name means different tensors by family: Llama's "post_attention_layernorm" is
-// the norm before the MLP (tsdpo's ffn_norm), Gemma's is the norm of the attention output (attn_post_norm), so the
-// HF mapping takes the family.
+// Gemma3ForCausalLM state dicts) and to GGUF names (llama.cpp's LLM_TENSOR_NAMES for the llama, qwen2, qwen3, gemma2,
+// gemma3, smollm3, granite, olmo2, gpt2 and phi3 architectures; the tensors GPT-2 and Phi-3 fuse in GGUF are
+// io/gguflayout.ts's, their fused HF layouts io/hflayout.ts's). One HF name means different tensors by family:
+// Llama's "post_attention_layernorm" is the norm before the MLP (tsdpo's ffn_norm), Gemma's is the norm of the
+// attention output (attn_post_norm), so the HF mapping takes the family.
 // - Gemma's norms multiply by (1 + w) and HF stores w; llama.cpp multiplies by the stored weight, so Gemma GGUFs
 //   hold 1 + w (convert_hf_to_gguf.py adds 1 to every "norm.weight"); ggufNormShift says which tensors.
 //
@@ -56,6 +57,12 @@ const LAYER_GGUF: Record<string, string> = {
   w_down: "ffn_down.weight",
   attn_post_norm: "post_attention_norm.weight",
   ffn_post_norm: "post_ffw_norm.weight",
+  // GPT-2's LayerNorm and projection biases (its fused q/k/v are io/gguflayout.ts's)
+  attn_norm_b: "attn_norm.bias",
+  bo: "attn_output.bias",
+  ffn_norm_b: "ffn_norm.bias",
+  b_up: "ffn_up.bias",
+  b_down: "ffn_down.bias",
 };
 // Gemma 2/3 and OLMo 2 (norms after the sublayers): the HF names that differ from LAYER_HF.
 const LAYER_HF_GEMMA: Record<string, string> = {
@@ -71,7 +78,9 @@ const GLOBAL_HF: Record<string, string> = {
 };
 const GLOBAL_GGUF: Record<string, string> = {
   tok_embd: "token_embd.weight",
+  pos_embd: "position_embd.weight", // GPT-2's learned positions
   out_norm: "output_norm.weight",
+  out_norm_b: "output_norm.bias",
   lm_head: "output.weight",
 };
 
@@ -153,8 +162,8 @@ export function ggufQkPermuted(family: ModelFamily): boolean {
     case "gemma2":
     case "gemma3":
     case "olmo2":
-    case "gpt2": // not read or written as GGUF yet
-    case "phi3":
+    case "phi3": // NEOX, like qwen2 (llama_model_rope_type)
+    case "gpt2": // no RoPE at all
       return false;
     default: {
       const never: never = family;

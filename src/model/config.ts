@@ -215,6 +215,12 @@ export function paramSpecs(cfg: LlamaConfig): ParamSpec[] {
 export const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 
 /**
+ * Whether parameter `name` of `shape` is a matrix the decoder multiplies by, and so may stay in frozen blocks (F16,
+ * BF16 or quantised): every 2-D parameter except GPT-2's position table, which is added to the embeddings row by row.
+ */
+export const isBlockMatrix = (name: string, shape: readonly number[]): boolean => shape.length === 2 && name !== "pos_embd";
+
+/**
  * The kind of an architecture tsdpo does not train, by its HF model_type or GGUF general.architecture (the two
  * spell most names alike, with or without `_`), so that the refusal says what the model is rather than only that
  * its name is unknown. null: not a known mixture-of-experts, state-space or hybrid architecture.

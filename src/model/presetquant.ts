@@ -17,7 +17,7 @@
 
 import { BLOCK, type QuantType, quantizeRow, rowBytes } from "../quant/ggml.js";
 import { Rng } from "../rng.js";
-import { type LlamaConfig, paramSpecs } from "./config.js";
+import { type LlamaConfig, isBlockMatrix, paramSpecs } from "./config.js";
 import { type Model, createModel } from "./decoder.js";
 import { fillPresetArena, presetValues } from "./presets.js";
 import { typeForRows } from "./quantise.js";
@@ -27,7 +27,7 @@ import { type QuantWeight, quantWeight } from "./weights.js";
 export function blockPresetModel(cfg: LlamaConfig, want: QuantType): Model {
   const quant = new Map<string, QuantWeight>();
   paramSpecs(cfg).forEach((s, k) => {
-    if (s.shape.length !== 2) return;
+    if (!isBlockMatrix(s.name, s.shape)) return;
     const [rows, cols] = s.shape as [number, number];
     const type = typeForRows(want, cols);
     if (type) quant.set(s.name, quantWeight(type, presetBlocks(type, k, rows, cols), rows, cols));

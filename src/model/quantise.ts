@@ -3,6 +3,7 @@
 // K-quant gives way to Q5_0 or Q8_0; anything to float32 when rows are not a multiple of 32). Norms stay float32.
 
 import { BLOCK, type QuantType, quantizeRow, rowBytes } from "../quant/ggml.js";
+import { isBlockMatrix } from "./config.js";
 import { type Model, createModel } from "./decoder.js";
 import { type QuantWeight, quantWeight } from "./weights.js";
 
@@ -20,7 +21,7 @@ export function quantisedCopy(model: Model, want: QuantType): Model {
   if (model.quant.size > 0) throw new Error("internal: the model is already quantised");
   const quant = new Map<string, QuantWeight>();
   for (const e of model.entries) {
-    if (e.shape.length !== 2) continue;
+    if (!isBlockMatrix(e.name, e.shape)) continue;
     const [rows, cols] = e.shape as [number, number];
     const type = typeForRows(want, cols);
     if (!type) continue;

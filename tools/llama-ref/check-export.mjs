@@ -8,12 +8,13 @@
 // the file in llama.cpp (F32 KV cache, flash attention off, one thread, the haswell CPU backend pinned: see
 // openLlama in common.mjs) and records
 //   - check models (a perturbed stories260K, the same weights with Llama-3 RoPE scaling, tiny random Gemma 2 and
-//     Gemma 3 models with local/global layers, and tiny random SmolLM3, Granite and OLMo 2 models): llama.cpp's
-//     token ids for CHECK_TEXT, its logits at every position,
-//     and greedy ids from BOS. It prints how far tsdpo's logits are; for Gemma also with llama.cpp's fp16 GELU
-//     emulated (test/gemma-export.test.ts explains why that is needed);
-//   - vocabulary models (Mistral-7B's and Qwen3's tokenizer.json converted): llama.cpp's ids for each text, with
-//     special-token parsing off and on.
+//     Gemma 3 models with local/global layers, tiny random SmolLM3, Granite and OLMo 2 models, and tiny random GPT-2
+//     and Phi-3 models with fused attn_qkv / ffn_up): llama.cpp's token ids for CHECK_TEXT, its logits at every
+//     position, and greedy ids from BOS. It prints how far tsdpo's logits are; for Gemma and GPT-2 also with
+//     llama.cpp's fp16 GELU emulated (test/gemma-export.test.ts explains why that is needed);
+//   - vocabulary models (Mistral-7B's, Qwen3's and GPT-2's tokenizer.json converted): llama.cpp's ids for each
+//     text, with special-token parsing off and on; and GPT-2's vocabulary under each pre-tokenizer name of
+//     PRE_VARIANTS (the families' names and their fallbacks): llama.cpp's ids for each text.
 // test/gguf-export.test.ts and test/gemma-export.test.ts re-export the same models, require the same sha256, and
 // compare.
 // Logits are evaluated twice in fresh contexts and the run fails unless both passes agree bit for bit.
@@ -21,13 +22,14 @@
 import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, relative } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { argmax, denseLogits, f32 as float32Of, failer, float32ContextOptions, LLAMA_OPTIONS, MODEL_OPTIONS, openLlama, toJson } from "./common.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = join(here, "..", "..");
-const dist = join(repoRoot, "dist");
+// TSDPO_DIST: another compile folder than dist/ (e.g. `npx tsc -p . --outDir dist-x`, to leave dist/ alone)
+const dist = process.env.TSDPO_DIST ? resolve(repoRoot, process.env.TSDPO_DIST) : join(repoRoot, "dist");
 const { exportGguf } = await import(join(dist, "src", "export", "gguf.js"));
 const { loadModel } = await import(join(dist, "src", "io", "load.js"));
 const { jsBackend } = await import(join(dist, "src", "backend", "js", "kernels.js"));
@@ -78,6 +80,7 @@ const { llama, cpuBackend } = await openLlama({ cpuVariant: CPU_VARIANT });
 const tmp = mkdtempSync(join(tmpdir(), "tsdpo-check-export-"));
 const checks = [];
 const vocabs = [];
+const preVariants = [];
 try {
   for (const { name, loaded } of shared.checkModels()) {
     const file = join(tmp, `${name}.gguf`);
@@ -95,8 +98,8 @@ try {
     first.logits.flat().forEach((x, i) => (diff = Math.max(diff, Math.abs(x - mine[i]))));
     let gelu = "";
     if (loaded.model.cfg.activation === "gelu_tanh") {
-      // Gemma: llama.cpp's CPU GeGLU works in fp16 (see fitGeluRoundings); with that emulated the gap closes
-      const fit = shared.fitGeluRoundings(jsBackend, loadModel(file).model, ids, first.logits.flat());
+      // Gemma and GPT-2: llama.cpp's CPU GELU works in fp16 (see fitGeluRoundings); with that emulated the gap closes
+      const fit = shared.fitGeluRoundings(jsBackend, loadModel(file).model, ids, first.logits.flat(), { maxUlps: 32, maxFlips: 12 });
       gelu = `; with ggml's fp16 GELU ${Math.max(...fit.perPosition)} (${fit.flips.length} gates on an fp16 rounding boundary flipped)`;
     }
     console.log(`${name}: ${ids.length} ids, greedy ${first.greedy.length - 1} tokens, max |llama.cpp - tsdpo| ${diff}${gelu}`);
@@ -124,6 +127,12 @@ try {
     console.log(`${name}: ${texts.length} texts tokenized`);
     await model.dispose();
   }
+  for (const { pre, path } of shared.preVariantFiles(tmp)) {
+    const model = await llama.loadModel({ modelPath: path, vocabOnly: true, ...MODEL_OPTIONS });
+    preVariants.push({ pre, sha256: sha256(path), plain: texts.map((t) => model.tokenize(t, false)) });
+    console.log(`gpt2-vocab with tokenizer.ggml.pre ${pre}: ${texts.length} texts tokenized`);
+    await model.dispose();
+  }
 } finally {
   rmSync(tmp, { recursive: true, force: true });
 }
@@ -134,7 +143,9 @@ const fixtureJson = {
     "llama.cpp's results on GGUF files written by tsdpo's exporter (tools/llama-ref/check-export.mjs). checks[i] is a model " +
     "of test/gguf-export-models.ts checkModels(): the sha256 of its F32 export, llama.cpp's ids for CHECK_TEXT (BOS first), " +
     "logits[t] at every position t (float32, shortest round-trip decimals) and greedy ids from BOS. vocabs[i] is a model of " +
-    "vocabModels(): llama.cpp's ids for each text of vocabTexts(), without (plain) and with (special) special-token parsing.",
+    "vocabModels(): llama.cpp's ids for each text of vocabTexts(), without (plain) and with (special) special-token parsing. " +
+    "preVariants[i]: llama.cpp's ids (plain) for the same texts on GPT-2's vocabulary with tokenizer.ggml.pre set to each " +
+    "name of PRE_VARIANTS (preVariantFiles).",
   provenance: {
     generator: "tools/llama-ref/check-export.mjs",
     nodeLlamaCpp: nlcVersion,
@@ -149,6 +160,7 @@ const fixtureJson = {
   checkText: shared.CHECK_TEXT,
   checks,
   vocabs,
+  preVariants,
 };
 
 const json = toJson(fixtureJson) + "\n";
