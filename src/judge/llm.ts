@@ -25,12 +25,12 @@ import { resolve } from "node:path";
 import type { Backend, Buf } from "../backend/contract.js";
 import { selectBackend } from "../backend/select.js";
 import { pairEncoder } from "../data/tokenize.js";
-import { TsdpoError, configError, inputError } from "../errors.js";
+import { configError, inputError } from "../errors.js";
 import { type LoadedModel, loadModel } from "../io/load.js";
 import { type FloatCtor, type KvCache, createKvCache, decode } from "../model/decoder.js";
 import { renderChat } from "../tokenizer/chat.js";
 import type { Tokenizer } from "../tokenizer/types.js";
-import type { Judge, JudgeContext } from "./types.js";
+import { type Judge, type JudgeContext, located } from "./types.js";
 
 /** The placeholders a pairwise template must hold, each replaced literally (once per occurrence). */
 export const JUDGE_PLACEHOLDERS = ["prompt", "answer_a", "answer_b"] as const;
@@ -166,14 +166,6 @@ export function readJudgeTemplate(path: string, baseDir: string): string {
   return text;
 }
 
-function located<T>(ctx: JudgeContext, f: () => T): T {
-  try {
-    return f();
-  } catch (e) {
-    if (e instanceof TsdpoError) throw new TsdpoError(e.kind, `${ctx.where}: ${e.message}`);
-    throw e;
-  }
-}
 
 /**
  * The `compare` judge of a causal LM (a .gguf file or an HF folder, `path` relative to ctx.baseDir) on ctx.backend,

@@ -20,13 +20,13 @@ import { resolve } from "node:path";
 import type { Backend, Buf } from "../backend/contract.js";
 import { selectBackend } from "../backend/select.js";
 import { pairEncoder } from "../data/tokenize.js";
-import { TsdpoError, inputError } from "../errors.js";
+import { inputError } from "../errors.js";
 import { type LoadedModel, type ScoreHead, loadModel } from "../io/load.js";
 import { decoderOptions } from "../model/config.js";
 import { type Activations, type FloatCtor, createActivations, forwardPacked } from "../model/decoder.js";
 import { renderChat } from "../tokenizer/chat.js";
 import type { Tokenizer } from "../tokenizer/types.js";
-import type { Judge, JudgeContext } from "./types.js";
+import { type Judge, type JudgeContext, located } from "./types.js";
 
 export interface RewardModel {
   loaded: LoadedModel;
@@ -107,15 +107,6 @@ export function rewardScores(rm: RewardModel, rows: readonly (readonly number[])
   return out;
 }
 
-/** Errors of a judge's construction name where its spec came from ("run.json: judge: models/rm: ..."). */
-function located<T>(ctx: JudgeContext, f: () => T): T {
-  try {
-    return f();
-  } catch (e) {
-    if (e instanceof TsdpoError) throw new TsdpoError(e.kind, `${ctx.where}: ${e.message}`);
-    throw e;
-  }
-}
 
 /**
  * The `score` judge of a reward-model folder (`path` relative to ctx.baseDir), on ctx.backend (the default

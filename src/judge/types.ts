@@ -1,3 +1,5 @@
+import { TsdpoError } from "../errors.js";
+
 // What `tsdpo iterate` asks of a judge. A judge either scores one completion (higher is better) or compares two
 // completions of the same prompt. Both may be async, so a judge can call out to a service; the iterate loop
 // records every answer as it arrives, so a resumed run never asks twice.
@@ -26,4 +28,14 @@ export interface JudgeContext {
   baseDir: string;
   /** The backend name the run uses ("js" | "native"). */
   backend?: string;
+}
+
+/** Runs a judge's construction so that its errors name where its spec came from ("run.json: judge: models/rm: ..."). */
+export function located<T>(ctx: JudgeContext, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof TsdpoError) throw new TsdpoError(e.kind, `${ctx.where}: ${e.message}`);
+    throw e;
+  }
 }
