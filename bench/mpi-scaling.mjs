@@ -3,8 +3,8 @@
 //   1. Measured on this machine, for the same global batch (2 micro-batches of 2 pairs, prompt 64 + answers 64 + 64
 //      tokens, full fine-tuning of the smollm-135m preset): `mpirun -np 2` with one thread per rank against one
 //      process with two threads (bench/mpi-step.mjs), and the all-reduce's share of the 2-rank step. Beside it, the
-//      paper model's prediction for that case: the rank-order sum moves 2·(W−1)/W of the 4·P-byte gradient out and
-//      in per rank, here through shared memory at the copy bandwidth measured below.
+//      paper model's prediction for that case: the ring all-reduce's 2·(W−1)/W of the 4·P-byte gradient per rank,
+//      here through shared memory at the one-thread copy bandwidth measured below.
 //   2. The paper model for clusters: per-node compute of one micro-batch of 8 pairs (FLOPs from src/train/plan.ts's
 //      stepFlops, at the GFLOP/s the 1-rank step measured here), against a ring all-reduce of 4·P bytes,
 //      T = 2·(N−1)/N · 4P / bandwidth + 2·(N−1)·latency, with no overlap (tsdpo sums after the backward):
@@ -22,7 +22,7 @@ const { allLoraTargets } = await import(join(dist, "src/model/lora.js"));
 const { stepFlops, trainableCount } = await import(join(dist, "src/train/plan.js"));
 
 const step = join(root, "bench", "mpi-step.mjs");
-const args = ["--preset", "smollm-135m", "--pairs", "2", "--steps", option("steps", "7"), "--warmup", "1"];
+const args = ["--preset", "smollm-135m", "--pairs", "2", "--steps", option("steps", "4"), "--warmup", "1"];
 function run(cmd, argv, env) {
   const r = spawnSync(cmd, argv, { encoding: "utf8", env: { ...process.env, ...env } });
   if (r.status !== 0) throw new Error(`${cmd} ${argv.join(" ")} failed: ${r.stderr}`);
@@ -48,7 +48,8 @@ for (let k = 0; k < 5; k++) {
 }
 const copyGBs = bytes / (med(copies) / 1000) / 1e9;
 const W = 2;
-const predictedLocalMs = ((2 * (W - 1)) / W) * bytes / (copyGBs * 1e9) * 1000 * 2; // out and in: two copies' worth
+// The ring formula with shared memory as the link: 2·(W−1)/W of the buffer through one copy at the copy bandwidth.
+const predictedLocalMs = ((2 * (W - 1)) / W) * bytes / (copyGBs * 1e9) * 1000;
 const twoStep = pick(two, "step");
 
 // The paper model. The node: this machine, at the rate the 1-rank step reached on its micro-batches.

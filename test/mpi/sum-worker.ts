@@ -18,7 +18,8 @@ if (launcherWorldSize() !== null) {
   const w = joinWorld("native");
   const checks: { n: number; type: string; bitEqual: boolean; differsFromPairwise: boolean }[] = [];
   for (const ctor of [Float32Array, Float64Array]) {
-    for (const n of [0, 1, 5, 1003, 200_003]) {
+    // the last spans three of the binding's 1 Mi-element segments
+    for (const n of [0, 1, 5, 1003, 200_003, 2_500_003]) {
       const mine = fill(w.rank, n, ctor);
       orderedSum(w, mine);
       const want = fill(0, n, ctor);
