@@ -144,15 +144,15 @@ async function killWhen(cfgPath: string, when: () => boolean): Promise<"killed" 
 test("kill -9 while sampling, while judging and while training: the same command resumes to the same final weights", async () => {
   // An async judge that takes a moment per call, as one that calls out to a service would.
   const judge = file("slow-judge.mjs", "export async function score(p, c) { await new Promise((r) => setTimeout(r, 3)); return (c.match(/[aeiou]/g) ?? []).length; }\n");
-  const base = { ...small, prompts: file("p200.txt", prompts.slice(0, 120).join("\n") + "\n"), k: 2, max_new_tokens: 16, judge: `module:${judge}`, max_steps: 8, save_steps: 2, per_device_train_batch_size: 8 };
+  const base = { ...small, prompts: file("p80.txt", prompts.slice(0, 80).join("\n") + "\n"), k: 2, max_new_tokens: 12, judge: `module:${judge}`, max_steps: 8, save_steps: 2, per_device_train_batch_size: 8 };
   const plain = join(tmp, "plain"), killed = join(tmp, "killed");
   const cfgA = file("a.json", JSON.stringify({ ...base, output_dir: plain }));
   const cfgB = file("b.json", JSON.stringify({ ...base, output_dir: killed }));
   const r1 = join(killed, "round-1");
   assert.equal(spawnSync(process.execPath, [cli, "iterate", cfgA, "--quiet"], { env: { ...process.env, TSDPO_BACKEND: testBackendName } }).status, 0);
   const moments: string[] = [];
-  moments.push(await killWhen(cfgB, () => lines(join(r1, "samples.jsonl")) >= 20)); // sampling (240 to draw)
-  assert.ok(lines(join(r1, "samples.jsonl")) < 240, "killed before sampling ended");
+  moments.push(await killWhen(cfgB, () => lines(join(r1, "samples.jsonl")) >= 20)); // sampling (160 to draw)
+  assert.ok(lines(join(r1, "samples.jsonl")) < 160, "killed before sampling ended");
   moments.push(await killWhen(cfgB, () => lines(join(r1, "scores.jsonl")) >= 30)); // judging
   moments.push(await killWhen(cfgB, () => existsSync(join(r1, "train", "checkpoints")) && readdirSync(join(r1, "train", "checkpoints")).some((d) => /^step-[24]$/.test(d))));
   assert.deepEqual(moments, ["killed", "killed", "killed"]);
