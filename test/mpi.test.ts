@@ -5,7 +5,7 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -152,4 +152,44 @@ test("under mpirun on the js backend: one line, exit 1", { skip: skipTraining },
   const err = String(r.stderr).trim().split("\n").filter((l) => l.startsWith("error:"));
   assert.equal(err.length, 1, String(r.stderr));
   assert.match(err[0]!, /running under mpirun \(1 ranks\) on the js backend; data-parallel runs need the native backend/);
+});
+
+test("resume on another world size keeps the global batch: 2 ranks' checkpoint on 1 rank (accumulation doubled, with a notice); on 3 ranks refused", { skip: skipTraining }, () => {
+  const dir = join(tmp, "reshape");
+  trainRun(2, join(dir, "whole"));
+  const cut = join(dir, "cut");
+  cpSync(join(dir, "whole"), cut, { recursive: true });
+  // back to the step-2 checkpoint, as after a crash there
+  rmSync(join(cut, "final"), { recursive: true, force: true });
+  rmSync(join(cut, "checkpoints", "step-4"), { recursive: true, force: true });
+  rmSync(join(cut, "summary.json"), { force: true });
+  const three = mpiRun(3, cli, ["train", "--resume", cut]);
+  assert.notEqual(three.status, 0, String(three.stderr));
+  assert.match(String(three.stderr), /written by 2 ranks with a global batch of 16 pairs \(4 × 2 × 2\); 3 ranks of 4 pairs cannot make it up/);
+  const one = mpiRun(1, cli, ["train", "--resume", cut]);
+  assert.equal(one.status, 0, String(one.stderr));
+  assert.match(String(one.stderr), /resuming a 2-rank run on 1: gradient_accumulation_steps 2 → 4, so each step still takes 16 pairs/);
+  const d = maxWeightDiff(join(cut, "final", "model.safetensors"), join(dir, "whole", "final", "model.safetensors"));
+  assert.ok(d <= PLAIN_TOLERANCE, `2 steps on 1 rank after 2 on 2 ranks: max |Δw| ${d}`);
+});
+
+test("SIGINT to mpirun: every rank stops after the same step, rank 0 writes its checkpoint, and the resume ends as an uninterrupted run", { skip: skipTraining }, async () => {
+  const dir = join(tmp, "sigint");
+  const extra = ["--max_steps", "30", "--save_steps", "100", "--eval_steps", "0"];
+  trainRun(2, join(dir, "whole"), extra);
+  const out = join(dir, "stopped");
+  const child = spawn("mpirun", ["--allow-run-as-root", "--oversubscribe", "-np", "2", "-x", "TSDPO_THREADS=1", "-x", "TSDPO_BACKEND=native",
+    process.execPath, cli, "train", ...base.filter((a) => a !== "--quiet"), "--output_dir", out, ...extra], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, TSDPO_THREADS: "1" } });
+  let stderr = "";
+  child.stderr!.on("data", (d) => (stderr += String(d)));
+  const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+  while (!(existsSync(join(out, "metrics.jsonl")) && readFileSync(join(out, "metrics.jsonl"), "utf8").split("\n").length > 3)) await new Promise((r) => setTimeout(r, 20));
+  child.kill("SIGINT");
+  await exited;
+  const m = /stopped after step (\d+) of 30; checkpoint (\S+)/.exec(stderr);
+  assert.ok(m, stderr);
+  assert.ok(Number(m![1]) < 30 && existsSync(join(m![2]!, "model.safetensors")), "rank 0 wrote the checkpoint of the step all stopped after");
+  const r = mpiRun(2, cli, ["train", "--resume", out, "--quiet"]);
+  assert.equal(r.status, 0, String(r.stderr));
+  assert.ok(readFileSync(join(out, "final", "model.safetensors")).equals(readFileSync(join(dir, "whole", "final", "model.safetensors"))), "resumed = uninterrupted");
 });

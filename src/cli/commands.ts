@@ -258,6 +258,22 @@ export function parseByteSize(s: string): number {
 /** A run stopped by a signal exits as a shell expects of that signal (128 + its number), after its checkpoint. */
 const exitCodeOf = (r: { stopped?: NodeJS.Signals }): number => (r.stopped === "SIGINT" ? 130 : r.stopped === "SIGTERM" ? 143 : 0);
 
+/**
+ * The saved config of a run folder for `tsdpo <command> --resume <dir>`: refused with settings beside it (a resume
+ * takes the run's own), outside a run folder, and for a run the other command wrote (SFT or preference).
+ */
+function savedRunConfig(command: "train" | "sft", dir: string, extra: string[]): { saved: Record<string, unknown>; where: string } {
+  if (extra.length) throw configError(`${command} --resume takes the run's saved config; remove ${extra.join(" ")}`);
+  const where = resolve(dir, "config.json");
+  if (!existsSync(where) || !existsSync(resolve(dir, "metrics.jsonl")))
+    throw inputError(`${command} --resume ${dir}: not a tsdpo run folder (it has no config.json and metrics.jsonl from \`tsdpo ${command}\`)`);
+  const saved = readConfigFile(where);
+  const isSft = saved.trainer === "sft";
+  if (isSft !== (command === "sft"))
+    throw configError(`${command} --resume ${dir}: this is ${isSft ? "an SFT run" : "a preference run"}; continue it with \`tsdpo ${isSft ? "sft" : "train"} --resume ${dir}\``);
+  return { saved, where };
+}
+
 const trainCommand: Command = {
   summary: "train with DPO (or a sibling loss) from a config file, or resume a run",
   help: `usage: tsdpo train [<config.json>] [--key value ...]
@@ -290,14 +306,8 @@ summary.json and report.html.`,
     const settings = Object.fromEntries(Object.entries(v).filter(([k]) => k !== "quiet" && k !== "resume" && k !== "list_keys"));
     const dir = str(v, "resume");
     if (dir !== undefined) {
-      const extra = [...positionals, ...Object.keys(settings).map((k) => `--${k}`)];
-      if (extra.length) throw configError(`train --resume takes the run's saved config; remove ${extra.join(" ")}`);
-      const where = resolve(dir, "config.json");
-      if (!existsSync(where) || !existsSync(resolve(dir, "metrics.jsonl")))
-        throw inputError(`train --resume ${dir}: not a tsdpo run folder (it has no config.json and metrics.jsonl from \`tsdpo train\`)`);
-      if (readConfigFile(where).trainer === "sft") throw configError(`train --resume ${dir}: this is an SFT run; continue it with \`tsdpo sft --resume ${dir}\``);
-      const cfg = resolveTrainConfig(readConfigFile(where), where);
-      return exitCodeOf(await train(cfg, resolve(dir), { resume: true, quiet }));
+      const { saved, where } = savedRunConfig("train", dir, [...positionals, ...Object.keys(settings).map((k) => `--${k}`)]);
+      return exitCodeOf(await train(resolveTrainConfig(saved, where), resolve(dir), { resume: true, quiet }));
     }
     if (positionals.length > 1)
       throw configError(`train: give one config file, got ${positionals.length} (${positionals.join(", ")}); settings go as --key value`);
@@ -338,13 +348,7 @@ and a starting model for DPO: tsdpo train --model <run-folder>.`,
     const settings = Object.fromEntries(Object.entries(v).filter(([k]) => k !== "quiet" && k !== "resume" && k !== "list_keys"));
     const dir = str(v, "resume");
     if (dir !== undefined) {
-      const extra = [...positionals, ...Object.keys(settings).map((k) => `--${k}`)];
-      if (extra.length) throw configError(`sft --resume takes the run's saved config; remove ${extra.join(" ")}`);
-      const where = resolve(dir, "config.json");
-      if (!existsSync(where) || !existsSync(resolve(dir, "metrics.jsonl")))
-        throw inputError(`sft --resume ${dir}: not a tsdpo run folder (it has no config.json and metrics.jsonl from \`tsdpo sft\`)`);
-      const saved = readConfigFile(where);
-      if (saved.trainer !== "sft") throw configError(`sft --resume ${dir}: this is a preference run; continue it with \`tsdpo train --resume ${dir}\``);
+      const { saved, where } = savedRunConfig("sft", dir, [...positionals, ...Object.keys(settings).map((k) => `--${k}`)]);
       return exitCodeOf(await sft(resolveSftConfig(saved, where), resolve(dir), { resume: true, quiet }));
     }
     if (positionals.length !== 1)
