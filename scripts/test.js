@@ -18,6 +18,7 @@
 
 import { spawnSync } from "node:child_process";
 import { readdirSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { pathToFileURL, fileURLToPath } from "node:url";
 
@@ -64,7 +65,10 @@ function pass(backend, files = testArgs) {
   const shown = files === testArgs ? testArgs.join(" ") : `dist/test/ without ${BACKEND_FREE.size} backend-free files, which the native pass runs`;
   process.stdout.write(`\n=== tests on the ${backend} backend (TSDPO_BACKEND=${backend} node --test ${shown}) ===\n`);
   const t0 = performance.now();
-  const r = spawnSync(process.execPath, ["--test", ...files], { stdio: "inherit", env: { ...process.env, TSDPO_BACKEND: backend } });
+  // The js kernels use one core: two test files at a time keep both of a 2-core machine busy. The native pass keeps
+  // node's default (cores − 1 files at a time), since its kernels already use every core.
+  const concurrency = backend === "js" ? [`--test-concurrency=${Math.max(2, availableParallelism() - 1)}`] : [];
+  const r = spawnSync(process.execPath, ["--test", ...concurrency, ...files], { stdio: "inherit", env: { ...process.env, TSDPO_BACKEND: backend } });
   const seconds = (performance.now() - t0) / 1000;
   const ok = r.status === 0;
   const how = ok ? "passed" : r.signal ? `killed by ${r.signal}` : r.error ? `did not start (${r.error.message})` : `failed (exit ${r.status})`;
