@@ -216,6 +216,11 @@ async function scoreInto(judge: Judge, prompts: readonly SamplePrompt[], texts: 
   const byPrompt = new Map<number, SampleRow[]>();
   for (const r of rows) byPrompt.set(r.prompt, [...(byPrompt.get(r.prompt) ?? []), r]);
   const wins = new Map<string, number[]>();
+  const win = (key: string, p: number): void => {
+    const ps = wins.get(key);
+    if (ps) ps.push(p);
+    else wins.set(key, [p]);
+  };
   for (const [i, rs] of byPrompt) {
     for (let x = 0; x < rs.length; x++)
       for (let y = x + 1; y < rs.length; y++) {
@@ -228,8 +233,8 @@ async function scoreInto(judge: Judge, prompts: readonly SamplePrompt[], texts: 
           asked++;
         }
         const p = byKey.get(key)!.p!;
-        (wins.get(`${i}/${a.j}`) ?? wins.set(`${i}/${a.j}`, []).get(`${i}/${a.j}`)!).push(p);
-        (wins.get(`${i}/${b.j}`) ?? wins.set(`${i}/${b.j}`, []).get(`${i}/${b.j}`)!).push(1 - p);
+        win(`${i}/${a.j}`, p);
+        win(`${i}/${b.j}`, 1 - p);
       }
   }
   if (asked) say(`  judged ${asked} comparisons${logged.length ? ` (${logged.length} already logged)` : ""}`);
@@ -313,7 +318,6 @@ export async function runIterate(cfg: IterateConfig, opts: IterateOptions = {}):
     const evalOpts = { maxNewTokens: cfg.max_new_tokens, temperature: 1, topK: 0, topP: 1 };
     const evals: RoundEval[] = [];
     let refEval: { rows: SampleRow[]; scores: number[] } | null = null;
-    const agreement: boolean[] = [];
     const measure = async (round: number, policy: LoadedModel): Promise<void> => {
       const dir = join(out, "eval", `round-${round}`);
       mkdirSync(dir, { recursive: true });
@@ -402,7 +406,7 @@ export async function runIterate(cfg: IterateConfig, opts: IterateOptions = {}):
     }
 
     function collectAgreement(): number | null {
-      agreement.length = 0;
+      const agreement: boolean[] = [];
       for (const f of ["scores.jsonl", "compare.jsonl"])
         for (const d of [...Array.from({ length: cfg.rounds }, (_, r) => join(out, `round-${r + 1}`)), ...Array.from({ length: cfg.rounds + 1 }, (_, r) => join(out, "eval", `round-${r}`))])
           for (const row of readLog<{ detail?: { agree?: unknown } }>(join(d, f))) if (typeof row.detail?.agree === "boolean") agreement.push(row.detail.agree);

@@ -86,8 +86,13 @@ napi_value Init(napi_env env, napi_callback_info) {
   return obj;
 }
 
-// The typed array argument i: its data, element count and whether it holds doubles.
-bool float_array(napi_env env, napi_value v, void** data, size_t* n, bool* is64) {
+// The call's first argument as a float typed array: its data, element count and whether it holds doubles; false when
+// it is missing or not a Float32Array / Float64Array.
+bool float_array(napi_env env, napi_callback_info info, void** data, size_t* n, bool* is64) {
+  size_t argc = 1;
+  napi_value v;
+  napi_get_cb_info(env, info, &argc, &v, nullptr, nullptr);
+  if (argc < 1) return false;
   bool typed = false;
   napi_is_typedarray(env, v, &typed);
   if (!typed) return false;
@@ -139,13 +144,10 @@ int ordered_sum(T* buf, size_t n, MPI_Datatype type) {
 // orderedSum(buf: Float32Array | Float64Array): buf ← Σ_r buf_r in rank order, on every rank.
 napi_value OrderedSum(napi_env env, napi_callback_info info) {
   if (!g_initialised) return fail(env, "mpi: orderedSum before init");
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   void* data = nullptr;
   size_t n = 0;
   bool is64 = false;
-  if (argc < 1 || !float_array(env, argv[0], &data, &n, &is64)) return fail(env, "mpi.orderedSum: expected a Float32Array or Float64Array");
+  if (!float_array(env, info, &data, &n, &is64)) return fail(env, "mpi.orderedSum: expected a Float32Array or Float64Array");
   int rc = is64 ? ordered_sum(static_cast<double*>(data), n, MPI_DOUBLE) : ordered_sum(static_cast<float*>(data), n, MPI_FLOAT);
   if (rc != MPI_SUCCESS) return fail(env, "mpi.orderedSum: " + mpi_error(rc));
   return undefined(env);
@@ -154,13 +156,10 @@ napi_value OrderedSum(napi_env env, napi_callback_info info) {
 // allgather(x: Float64Array) → Float64Array of size·x.length, rank r's x at r·x.length. Every rank passes the same length.
 napi_value Allgather(napi_env env, napi_callback_info info) {
   if (!g_initialised) return fail(env, "mpi: allgather before init");
-  size_t argc = 1;
-  napi_value argv[1];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   void* data = nullptr;
   size_t n = 0;
   bool is64 = false;
-  if (argc < 1 || !float_array(env, argv[0], &data, &n, &is64) || !is64) return fail(env, "mpi.allgather: expected a Float64Array");
+  if (!float_array(env, info, &data, &n, &is64) || !is64) return fail(env, "mpi.allgather: expected a Float64Array");
   napi_value ab, out;
   void* outData = nullptr;
   napi_create_arraybuffer(env, n * g_size * sizeof(double), &outData, &ab);
