@@ -592,7 +592,8 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
     const W = world.size > 1 ? world.size : cfg.emulate_world_size;
     let GA = cfg.gradient_accumulation_steps;
     // A checkpoint written by N ranks resumed on M keeps the global batch B·GA·N: GA changes, or the resume is refused.
-    const savedW = resumeFrom ? (JSON.parse(readFileSync(join(resumeFrom.dir, "trainer_state.json"), "utf8")) as TrainerState).world_size ?? 1 : W;
+    const savedState = resumeFrom ? (JSON.parse(readFileSync(join(resumeFrom.dir, "trainer_state.json"), "utf8")) as TrainerState) : null;
+    const savedW = savedState ? savedState.world_size ?? 1 : W;
     if (savedW !== W) {
       const global = B * GA * savedW;
       if (global % (B * W) !== 0)
@@ -620,7 +621,7 @@ async function trainIn(cfg: TrainConfig, runDir: string, opts: TrainOptions, loc
     };
     const metricsPath = join(runDir, "metrics.jsonl");
     if (resumeFrom) {
-      state = JSON.parse(readFileSync(join(resumeFrom.dir, "trainer_state.json"), "utf8")) as TrainerState;
+      state = savedState!;
       state.world_size = W;
       ({ m, v } = readOptimizer(resumeFrom.dir, n));
       if (lead) removeStaleCheckpointTemps(runDir);
