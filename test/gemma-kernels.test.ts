@@ -234,10 +234,22 @@ test("js chunked LM head over a quantised weight (src/model/weights.ts) applies 
   const x = f32(N * C, r, 2);
   const rows = Int32Array.from([0, 1, 1, 4, 2, 3, 0]), targets = Int32Array.from([0, 255, 256, 599, 17, 300, 3]);
   const want = headDirect(wide(x), wide(deq), rows, targets, M, C, V, softcap);
-  const o = [0, 1, 2, 3].map(() => new Float32Array(M));
-  lmHeadLogprobForwardW(jsBackend, o[0]!, o[1]!, o[2]!, o[3]!, x, rows, targets, W, M, C, V, softcap);
+  const o = [0, 1, 2, 3, 4].map(() => new Float32Array(M)), argmax = new Int32Array(M);
+  lmHeadLogprobForwardW(jsBackend, o[0]!, o[1]!, o[2]!, o[3]!, x, rows, targets, W, M, C, V, softcap, o[4]!, argmax);
   // float32 logits of sums of 64 products (|terms| ≤ 2): ≲ 1e-5 each; logitSum adds 600 of them
   for (let i = 0; i < 4; i++) assertAllClose(o[i]!, want[i]!, i === 2 ? 1e-3 : 2e-5, 1e-6, `chunked ${["logp", "lse", "logitSum", "logSumSq"][i]}`);
+  const wantEntropy = new Float64Array(M), wantArgmax = new Int32Array(M), scratch = [0, 1, 2, 3].map(() => new Float64Array(M));
+  ref.lmHeadLogprobForward(scratch[0]!, scratch[1]!, scratch[2]!, scratch[3]!, wide(x), rows, targets, wide(deq), M, C, V, softcap, wantEntropy, wantArgmax);
+  assertAllClose(o[4]!, wantEntropy, 1e-4, 1e-6, "chunked entropy");
+  // the reference's argmax, or a capped logit closer to it than the float32 logits' error (the cap crowds the top)
+  const capped = (m: number, v: number): number => {
+    let z = 0;
+    for (let c = 0; c < C; c++) z += x[rows[m]! * C + c]! * deq[v * C + c]!;
+    return softcap * Math.tanh(z / softcap);
+  };
+  for (let m = 0; m < M; m++)
+    assert.ok(argmax[m] === wantArgmax[m] || Math.abs(capped(m, argmax[m]!) - capped(m, wantArgmax[m]!)) < 2e-5,
+      `chunked argmax, row ${m}: ${argmax[m]} against ${wantArgmax[m]}`);
   const dlogp = Float32Array.from([1, -0.5, 0, 2, 0.25, -1, 0.5]);
   const dx = new Float32Array(N * C);
   lmHeadLogprobBackwardW(jsBackend, dx, null, dlogp, x, rows, targets, W, o[1]!, M, C, V, softcap);
@@ -398,14 +410,16 @@ for (const level of SIMD_LEVELS) {
       const zScale = logitScale(x, rows, W, M, C, V);
       // the raw logits' float32 error (native.test.ts), shrunk by the cap's slope ≤ 1, plus tanh_f32's on the capped value
       const zErr = Math.sqrt(C) * u * zScale + 4 * u * softcap;
-      const want = [0, 1, 2, 3].map(() => new Float64Array(M));
-      ref.lmHeadLogprobForward(want[0]!, want[1]!, want[2]!, want[3]!, wide(x), rows, targets, wide(W), M, C, V, softcap);
+      const want = [0, 1, 2, 3, 4].map(() => new Float64Array(M));
+      ref.lmHeadLogprobForward(want[0]!, want[1]!, want[2]!, want[3]!, wide(x), rows, targets, wide(W), M, C, V, softcap, want[4]!);
       const dx0 = f32(N * C, r), dW0 = f32(V * C, r), dx64 = wide(dx0), dW64 = wide(dW0);
       ref.lmHeadLogprobBackward(dx64, dW64, wide(dlogp), wide(x), rows, targets, wide(W), want[1]!, M, C, V, softcap);
-      const o = [0, 1, 2, 3].map(() => new Float32Array(M).fill(NaN));
-      nb.lmHeadLogprobForward(o[0]!, o[1]!, o[2]!, o[3]!, x, rows, targets, W, M, C, V, softcap);
+      const o = [0, 1, 2, 3, 4].map(() => new Float32Array(M).fill(NaN));
+      nb.lmHeadLogprobForward(o[0]!, o[1]!, o[2]!, o[3]!, x, rows, targets, W, M, C, V, softcap, o[4]!);
       const at = `M=${M} V=${V} softcap=${softcap}`;
       assertAllClose(o[1]!, want[1]!, zErr, 1e-6, `lse ${at}`);
+      // capped logits lie within ±softcap: H = Σ p·(lse − z) moves by at most 2·softcap per unit of logit error
+      assertAllClose(o[4]!, want[4]!, 4 * zErr * (1 + 2 * softcap) + 1e-6, 1e-5, `entropy ${at}`);
       assertAllClose(o[0]!, want[0]!, 2 * zErr, 1e-6, `logp ${at}`);
       assertAllClose(o[3]!, want[3]!, 4 * zErr, 1e-6, `logSumSq ${at}`);
       assertAllClose(o[2]!, want[2]!, Math.sqrt(V) * 10 * zErr, 1e-6, `logitSum ${at}`);
@@ -421,10 +435,12 @@ for (const level of SIMD_LEVELS) {
         quantizeRow("Q8_0", W, v * C, C, data, v * rb);
         dequantizeRow("Q8_0", data, v * rb, deq, v * C, C);
       }
-      const a = [0, 1, 2, 3].map(() => new Float32Array(M)), b = [0, 1, 2, 3].map(() => new Float32Array(M));
-      nb.lmHeadLogprobForward(a[0]!, a[1]!, a[2]!, a[3]!, x, rows, targets, deq, M, C, V, softcap);
-      nb.lmHeadLogprobForwardQuant!(b[0]!, b[1]!, b[2]!, b[3]!, x, rows, targets, data, GGML_TYPE_ID.Q8_0, M, C, V, softcap);
-      for (let i = 0; i < 4; i++) bitEqual(b[i]!, a[i]!, `quant head output ${i} ${at}`);
+      const a = [0, 1, 2, 3, 4].map(() => new Float32Array(M)), b = [0, 1, 2, 3, 4].map(() => new Float32Array(M));
+      const argA = new Int32Array(M), argB = new Int32Array(M).fill(-1);
+      nb.lmHeadLogprobForward(a[0]!, a[1]!, a[2]!, a[3]!, x, rows, targets, deq, M, C, V, softcap, a[4]!, argA);
+      nb.lmHeadLogprobForwardQuant!(b[0]!, b[1]!, b[2]!, b[3]!, x, rows, targets, data, GGML_TYPE_ID.Q8_0, M, C, V, softcap, b[4]!, argB);
+      for (let i = 0; i < 5; i++) bitEqual(b[i]!, a[i]!, `quant head output ${i} ${at}`);
+      assert.deepEqual(argB, argA, `quant head argmax ${at}`);
       const da = Float32Array.from(dx0), db = Float32Array.from(dx0);
       nb.lmHeadLogprobBackward(da, null, dlogp, x, rows, targets, deq, a[1]!, M, C, V, softcap);
       nb.lmHeadLogprobBackwardQuant!(db, dlogp, x, rows, targets, data, GGML_TYPE_ID.Q8_0, a[1]!, M, C, V, softcap);

@@ -6,6 +6,8 @@ import assert from "node:assert/strict";
 import { jsBackend, referenceBackend as be } from "../src/backend/js/kernels.js";
 import { longropeAttentionFactor, ropeTables, ropeInvFreq } from "../src/model/rope.js";
 import type { LlamaConfig } from "../src/model/config.js";
+import { lmHeadLogprobForwardW, quantWeight } from "../src/model/weights.js";
+import { quantizeRow, rowBytes } from "../src/quant/ggml.js";
 import { assertAllClose, checkGradients, randomArray, rng } from "./helpers.js";
 
 const f64 = (n: number, r: () => number, scale = 1): Float64Array => randomArray(n, r, scale, Float64Array) as Float64Array;
@@ -329,7 +331,8 @@ test("fused LM head log-prob: values against logits built by hand, stable at lar
   const rows = Int32Array.from([1, 3, 1, 4]); // row 1 asked twice (the rejected answer's first token does that)
   const targets = Int32Array.from([0, 2, 8, 5]);
   const logp = new Float64Array(M), lse = new Float64Array(M), logitSum = new Float64Array(M), lss = new Float64Array(M);
-  be.lmHeadLogprobForward(logp, lse, logitSum, lss, x, rows, targets, W, M, C, V, 0);
+  const entropy = new Float64Array(M), argmax = new Int32Array(M);
+  be.lmHeadLogprobForward(logp, lse, logitSum, lss, x, rows, targets, W, M, C, V, 0, entropy, argmax);
   for (let m = 0; m < M; m++) {
     const z = Array.from({ length: V }, (_, v) => {
       let d = 0;
@@ -341,6 +344,9 @@ test("fused LM head log-prob: values against logits built by hand, stable at lar
     assert.ok(Math.abs(logp[m]! - (z[targets[m]!]! - l)) < 1e-12, `logp ${m}`);
     assert.ok(Math.abs(logitSum[m]! - z.reduce((a, b) => a + b, 0)) < 1e-10, `logit sum ${m}`);
     assert.ok(Math.abs(lss[m]! - Math.log(z.reduce((a, zv) => a + Math.exp(zv - l) ** 2, 0))) < 1e-12, `log Σp² ${m}`);
+    // H = −Σ p·log p
+    assert.ok(Math.abs(entropy[m]! + z.reduce((a, zv) => a + Math.exp(zv - l) * (zv - l), 0)) < 1e-12, `entropy ${m}`);
+    assert.equal(argmax[m], z.indexOf(mx), `argmax ${m}`);
   }
   assert.ok(Number.isFinite(logp[1]!), "stable at large logits");
   const x0 = Float64Array.from(x);
@@ -351,6 +357,29 @@ test("fused LM head log-prob: values against logits built by hand, stable at lar
     be.lmHeadLogprobBackward(dx, dW, dout, x, rows, targets, W, lse, M, C, V, 0);
     return { x: dx, W: dW };
   }, r);
+});
+
+test("LM head argmax, js backends and the chunked head of a quantised weight: the first of tied largest logits", () => {
+  const C = 32, V = 700, N = 2; // the chunked head works through 256 entries at a time
+  const x = Float64Array.from({ length: N * C }, (_, i) => 0.5 + (i % 3) * 0.25);
+  for (const [tied, first] of [[[10, 300, 699], 10], [[520, 600], 520]] as const) {
+    const r = rng(first);
+    const W = Float64Array.from({ length: V * C }, () => (r() - 0.5) * 0.2);
+    for (const v of tied) W.fill(3, v * C, v * C + C);
+    const rows = Int32Array.from([0, 1, 1]), targets = Int32Array.from([0, 1, 2]);
+    for (const backend of [be, jsBackend]) {
+      const o = [0, 1, 2].map(() => new Float64Array(3)), argmax = new Int32Array(3).fill(-1);
+      backend.lmHeadLogprobForward(o[0]!, o[1]!, o[2]!, null, x, rows, targets, W, 3, C, V, 0, null, argmax);
+      assert.deepEqual(Array.from(argmax), [first, first, first], `${backend.name}: tied at ${tied.join(", ")}`);
+    }
+    // a Q8_0 weight (3s and small values quantise to equal rows where equal) through weights.ts's chunked online head
+    const rb = rowBytes("Q8_0", C), data = new Uint8Array(V * rb);
+    const W32 = Float32Array.from(W);
+    for (let v = 0; v < V; v++) quantizeRow("Q8_0", W32, v * C, C, data, v * rb);
+    const o = [0, 1, 2].map(() => new Float32Array(3)), argmax = new Int32Array(3).fill(-1);
+    lmHeadLogprobForwardW(jsBackend, o[0]!, o[1]!, o[2]!, null, Float32Array.from(x), rows, targets, quantWeight("Q8_0", data, V, C), 3, C, V, 0, null, argmax);
+    assert.deepEqual(Array.from(argmax), [first, first, first], `chunked quantised head: tied at ${tied.join(", ")}`);
+  }
 });
 
 test("AdamW matches torch.optim.AdamW's update written out by hand for three steps", () => {
@@ -415,10 +444,12 @@ test("fast js matmul, attention and LM head equal the reference kernels on odd s
     const x = f64(N * C, r, 3), W = f64(V * C, r, 3), dlogp = f64(M, r);
     const rows = Int32Array.from({ length: M }, (_, m) => (m * 7) % N);
     const targets = Int32Array.from({ length: M }, (_, m) => (m * 5 + 1) % V);
-    const o = [0, 1].map(() => [new Float64Array(M), new Float64Array(M), new Float64Array(M), new Float64Array(M)]);
-    be.lmHeadLogprobForward(o[0]![0]!, o[0]![1]!, o[0]![2]!, o[0]![3]!, x, rows, targets, W, M, C, V, 0);
-    jsBackend.lmHeadLogprobForward(o[1]![0]!, o[1]![1]!, o[1]![2]!, o[1]![3]!, x, rows, targets, W, M, C, V, 0);
-    for (let i = 0; i < 4; i++) assertAllClose(o[1]![i]!, o[0]![i]!, 1e-11, 1e-11, `lm head output ${i} M=${M}`);
+    const o = [0, 1].map(() => [0, 1, 2, 3, 4].map(() => new Float64Array(M)));
+    const am = [0, 1].map(() => new Int32Array(M));
+    be.lmHeadLogprobForward(o[0]![0]!, o[0]![1]!, o[0]![2]!, o[0]![3]!, x, rows, targets, W, M, C, V, 0, o[0]![4]!, am[0]!);
+    jsBackend.lmHeadLogprobForward(o[1]![0]!, o[1]![1]!, o[1]![2]!, o[1]![3]!, x, rows, targets, W, M, C, V, 0, o[1]![4]!, am[1]!);
+    for (let i = 0; i < 5; i++) assertAllClose(o[1]![i]!, o[0]![i]!, 1e-11, 1e-11, `lm head output ${i} M=${M}`);
+    assert.deepEqual(am[1], am[0], `lm head argmax M=${M}`);
     const g = [0, 1].map(() => [new Float64Array(N * C).fill(1), new Float64Array(V * C).fill(1)]);
     be.lmHeadLogprobBackward(g[0]![0]!, g[0]![1]!, dlogp, x, rows, targets, W, o[0]![1]!, M, C, V, 0);
     jsBackend.lmHeadLogprobBackward(g[1]![0]!, g[1]![1]!, dlogp, x, rows, targets, W, o[0]![1]!, M, C, V, 0);

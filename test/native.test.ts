@@ -352,27 +352,40 @@ for (const level of ["avx512", "avx2", "portable"]) {
       for (let m = 1; m < M; m += 3) dlogp[m] = 0; // masked positions
       // float32 logits z = x·W carry an error up to ~√C·u·Σ_c|x_c W_vc|; zScale is the largest such sum
       const zScale = logitScale(x, rows, W, M, C, V);
-      const want = [0, 1, 2, 3].map(() => new Float64Array(M));
-      ref.lmHeadLogprobForward(want[0]!, want[1]!, want[2]!, want[3]!, wide(x), rows, targets, wide(W), M, C, V, 0);
+      const want = [0, 1, 2, 3, 4].map(() => new Float64Array(M));
+      const wantArgmax = new Int32Array(M);
+      ref.lmHeadLogprobForward(want[0]!, want[1]!, want[2]!, want[3]!, wide(x), rows, targets, wide(W), M, C, V, 0, want[4]!, wantArgmax);
       const dx0 = f32(N * C, r), dW0 = f32(V * C, r);
       const dx64 = wide(dx0), dW64 = wide(dW0);
       ref.lmHeadLogprobBackward(dx64, dW64, wide(dlogp), wide(x), rows, targets, wide(W), want[1]!, M, C, V, 0);
       const run = (): Float32Array[] => {
-        const o = [0, 1, 2, 3].map(() => new Float32Array(M).fill(NaN));
-        nb.lmHeadLogprobForward(o[0]!, o[1]!, o[2]!, o[3]!, x, rows, targets, W, M, C, V, 0);
-        const lss = Float32Array.from(o[3]!);
+        const o = [0, 1, 2, 3, 4].map(() => new Float32Array(M).fill(NaN));
+        const argmax = new Int32Array(M).fill(-1);
+        nb.lmHeadLogprobForward(o[0]!, o[1]!, o[2]!, o[3]!, x, rows, targets, W, M, C, V, 0, o[4]!, argmax);
+        const lss = Float32Array.from(o[3]!), ent = Float32Array.from(o[4]!);
         nb.lmHeadLogprobForward(o[0]!, o[1]!, o[2]!, null, x, rows, targets, W, M, C, V, 0);
         bitEqual(o[3]!, lss, "logSumSq null leaves it untouched");
+        bitEqual(o[4]!, ent, "entropy absent leaves it untouched");
         const dx = Float32Array.from(dx0), dW = Float32Array.from(dW0), dxAlone = Float32Array.from(dx0);
         nb.lmHeadLogprobBackward(dx, dW, dlogp, x, rows, targets, W, o[1]!, M, C, V, 0);
         nb.lmHeadLogprobBackward(dxAlone, null, dlogp, x, rows, targets, W, o[1]!, M, C, V, 0);
-        return [...o, dx, dW, dxAlone];
+        return [...o, Float32Array.from(argmax), dx, dW, dxAlone]; // the argmax as floats: exact small integers
       };
       for (const threads of threadCounts) {
-        const [logp, lse, logitSum, logSumSq, dx, dW, dxAlone] = withThreads(threads, run);
+        const [logp, lse, logitSum, logSumSq, entropy, argmax, dx, dW, dxAlone] = withThreads(threads, run);
         const at = `M=${M} V=${V}, ${threads} thread(s)`;
         const zErr = Math.sqrt(C) * 2 ** -24 * zScale; // the usual √C·u estimate, taken at the largest Σ|x·w|
         assertAllClose(lse!, want[1]!, zErr, 1e-6, `lse ${at}`);
+        // H = Σ p·(lse − z): each logit's error moves it by p_v·|z_v − z̄| ≤ p_v·2·zScale, and e·(z − max) is a
+        // float product (2·u relative each)
+        assertAllClose(entropy!, want[4]!, 4 * zErr * (1 + 2 * zScale) + 1e-6, 1e-5, `entropy ${at}`);
+        // the argmax is the reference's, unless the two logits are closer than the float32 logits' error
+        for (let m = 0; m < M; m++) {
+          const got = argmax![m]!, w = wantArgmax[m]!;
+          if (got === w) continue;
+          const zOf = (v: number): number => { let z = 0; for (let c = 0; c < C; c++) z += x[rows[m]! * C + c]! * W[v * C + c]!; return z; };
+          assert.ok(got >= 0 && got < V && Math.abs(zOf(got) - zOf(w)) <= 2 * zErr, `argmax ${at}, row ${m}: ${got} against ${w}`);
+        }
         assertAllClose(logp!, want[0]!, 2 * zErr, 1e-6, `logp ${at}`);
         // logSumSq = log Σe² − 2 log Σe: twice the logits' error, each way
         assertAllClose(logSumSq!, want[3]!, 4 * zErr, 1e-6, `logSumSq ${at}`);
@@ -390,6 +403,23 @@ for (const level of ["avx512", "avx2", "portable"]) {
       for (let i = 0; i < once.length; i++) bitEqual(again[i]!, once[i]!, `LM head output ${i}, run twice`);
     });
   }
+
+  test(`[${level}] LM head argmax: the first of tied largest logits, across vocabulary tiles and within one`, skipFor(level), () => {
+    useSimd(level);
+    const C = 4, V = 9000, N = 3;
+    const x = Float32Array.from({ length: N * C }, (_, i) => 0.5 + (i % 5) * 0.25); // positive, so a row of 3s wins
+    for (const [tied, first] of [[[100, 5000, 8999], 100], [[4500, 4600], 4500]] as const) {
+      const r = rng(first);
+      const W = Float32Array.from({ length: V * C }, () => (r() - 0.5) * 0.2);
+      for (const v of tied) W.fill(3, v * C, v * C + C);
+      const rows = Int32Array.from([0, 1, 2, 1]), targets = Int32Array.from([0, 1, 2, 3]);
+      for (const softcap of [0, 5]) {
+        const o = [0, 1, 2, 3, 4].map(() => new Float32Array(4)), argmax = new Int32Array(4).fill(-1);
+        nb.lmHeadLogprobForward(o[0]!, o[1]!, o[2]!, null, x, rows, targets, W, 4, C, V, softcap, o[4]!, argmax);
+        assert.deepEqual(Array.from(argmax), [first, first, first, first], `tied at ${tied.join(", ")}, softcap ${softcap}`);
+      }
+    }
+  });
 
   test(`[${level}] fmaPeakGflops lies between one slow FMA a cycle and this CPU's theoretical peak`, skipFor(level), () => {
     useSimd(level);

@@ -21,7 +21,6 @@ import { loadModel } from "../src/io/load.js";
 import { hfTensorName } from "../src/io/names.js";
 import { readSafetensors } from "../src/io/safetensors.js";
 import { createActivations, createGradients, createModel, forwardPacked, logitsOf, type Model } from "../src/model/decoder.js";
-import { predictionStats } from "../src/model/predict.js";
 import { nllLoss } from "../src/loss/sft.js";
 import { resolveTrainConfig } from "../src/train/config.js";
 import { resolveSftConfig } from "../src/train/sftconfig.js";
@@ -144,7 +143,7 @@ describe("SFT pieces", () => {
     assert.throws(() => nllLoss([-1, -2], 1), /2 tokens in a micro-batch of a step with 1/);
   });
 
-  test("predictionStats: entropy and argmax of every wanted position, as the full logits give them", () => {
+  test("the fused LM head's entropy and argmax at every wanted position, as the full logits give them", () => {
     const be = testBackend();
     const model = stories.model;
     const ids = Int32Array.from(stories.tokenizer.encode("Once upon a time there was a little girl named Lily. She liked to play."));
@@ -152,9 +151,7 @@ describe("SFT pieces", () => {
     const acts = createActivations(model, 1, T);
     const rows = Int32Array.from({ length: T - 1 }, (_, t) => t);
     forwardPacked(be, model, acts, { ids, pos: Int32Array.from({ length: T }, (_, t) => t), branch: null, rows, targets: ids.subarray(1), R: 1, T, M: T - 1 });
-    const entropy = new Float64Array(T - 1);
-    const correct = new Uint8Array(T - 1);
-    predictionStats(be, model, acts, entropy, correct);
+    const { entropy, argmax } = acts;
     const logits = logitsOf(be, model, acts);
     const V = model.cfg.V;
     let hits = 0;
@@ -164,8 +161,8 @@ describe("SFT pieces", () => {
       const lse = max + Math.log(z.reduce((s, x) => s + Math.exp(x - max), 0));
       const h = -z.reduce((s, x) => s + Math.exp(x - lse) * (x - lse), 0);
       assert.ok(Math.abs(entropy[t]! - h) < 1e-4, `entropy at ${t}: ${entropy[t]} vs ${h}`);
-      assert.equal(correct[t], z.indexOf(max) === ids[t + 1] ? 1 : 0, `argmax at ${t}`);
-      hits += correct[t]!;
+      assert.equal(argmax[t], z.indexOf(max), `argmax at ${t}`);
+      hits += argmax[t] === ids[t + 1] ? 1 : 0;
     }
     assert.ok(hits > 3 && hits < T - 1, `a trained model gets some tokens right, not all (${hits} of ${T - 1})`);
   });

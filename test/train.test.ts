@@ -27,11 +27,13 @@ import { join } from "node:path";
 import { longestSequence, loadPreferencePairs } from "../src/data/index.js";
 import type { TokenizedPair } from "../src/data/index.js";
 import { loadModel } from "../src/io/load.js";
-import { createActivations, forward } from "../src/model/decoder.js";
+import { createActivations, forward, logitsOf } from "../src/model/decoder.js";
+import { defaultLossConfig } from "../src/loss/config.js";
+import { initialLossState } from "../src/loss/losses.js";
 import { resolveTrainConfig } from "../src/train/config.js";
-import { forwardPairs, pairLogps, rowSums } from "../src/train/logps.js";
+import { activationsForPairs, forwardPairs, pairLogps, rowSums } from "../src/train/logps.js";
 import { packPairs } from "../src/data/pack.js";
-import { train } from "../src/train/train.js";
+import { type Engine, microBatch, train } from "../src/train/train.js";
 import { fixture, maxAbsDiff, repoRoot, storiesGguf, testBackend, testBackendName } from "./helpers.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "tsdpo-train-"));
@@ -257,6 +259,40 @@ test("a packed forward (concatenated or shared prefix) gives each sequence's log
       sameLogp(r.rejected_logps, want[i]!.rejected, `pairLogps batch ${bs}, pair ${i} rejected`);
       assert.equal(r.chosen_tokens, pairs[i]!.chosenIds.length);
     });
+  }
+});
+
+test("the step's `entropy` is the mean entropy of the next-token distributions over the chosen and rejected answer tokens, from the full logits", async () => {
+  const be = testBackend();
+  const { model, tokenizer } = loadModel(storiesGguf);
+  const { pairs } = await loadPreferencePairs(pairsFile, tokenizer, { maxLength: 64 });
+  const idx = [8, 11, 3];
+  // by hand: each answer alone, its logits in full, H = −Σ p·log p at the positions that predict answer tokens
+  const single = createActivations(model, 1, 64);
+  let sum = 0, count = 0;
+  for (const i of idx)
+    for (const answer of [pairs[i]!.chosenIds, pairs[i]!.rejectedIds]) {
+      const ids = Int32Array.from([...pairs[i]!.promptIds, ...answer]);
+      const n = ids.length, P = pairs[i]!.promptIds.length, V = model.cfg.V;
+      forward(be, model, single, ids, new Int32Array(n), 1, n);
+      const logits = logitsOf(be, model, single);
+      for (let t = P - 1; t < n - 1; t++) {
+        const z = Array.from(logits.subarray(t * V, t * V + V));
+        const mx = Math.max(...z);
+        const lse = mx + Math.log(z.reduce((a, v) => a + Math.exp(v - mx), 0));
+        sum -= z.reduce((a, v) => a + Math.exp(v - lse) * (v - lse), 0);
+        count++;
+      }
+    }
+  for (const sharedPrefix of [false, true]) {
+    const chunk = idx.map((i) => pairs[i]!);
+    const engine: Engine = {
+      be, policy: model, acts: activationsForPairs(model, chunk, chunk.length, sharedPrefix, false), grads: null,
+      ref: null, refLogps: null, referenceFree: true, loss: defaultLossConfig(), sharedPrefix, dropoutSeed: null, timings: null,
+    };
+    const r = microBatch(engine, chunk, chunk.map((_, j) => j), "eval", initialLossState(), 0);
+    const got = r.metrics["entropy"]!;
+    assert.ok(Math.abs(got - sum / count) < 1e-5 * (sum / count), `entropy ${got} vs ${sum / count} by hand (shared prefix ${sharedPrefix})`);
   }
 });
 

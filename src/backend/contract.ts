@@ -131,13 +131,15 @@ export interface Backend {
    * (Gemma 2's final_logit_softcapping; 0: no capping),
    *   logp[m] = z[targets[m]] − lse[m],  lse[m] = logsumexp(z),  logitSum[m] = Σ_v z[v] (TRL's `logits/*` metrics,
    *   which see the model's output logits, so the capped ones),
-   *   logSumSq[m] = log Σ_v softmax(z)[v]² (WPO's weights; skipped when null).
+   *   logSumSq[m] = log Σ_v softmax(z)[v]² (WPO's weights; skipped when null),
+   *   entropy[m] = H(softmax(z)) = lse[m] − Σ_v softmax(z)[v]·z[v] (TRL's `entropy`; skipped when null or absent),
+   *   argmax[m] = the first v with the largest z[v], as torch.argmax (`mean_token_accuracy`; skipped when null or absent).
    * The (M,V) logits are never stored: backends work through the rows in chunks.
    */
   lmHeadLogprobForward(
     logp: Buf /* (M) */, lse: Buf /* (M) */, logitSum: Buf /* (M) */, logSumSq: Buf | null /* (M) */,
     x: Buf /* (N,C) */, rows: Int32Array /* (M) */, targets: Int32Array /* (M) */, W: Buf /* (V,C) */, M: number, C: number, V: number,
-    softcap: number,
+    softcap: number, entropy?: Buf | null /* (M) */, argmax?: Int32Array | null /* (M) */,
   ): void;
   /**
    * With dz[v] = dlogp[m] · (1[v = targets[m]] − softmax(z)[v]) · (1 − tanh²(z_raw[v] / softcap)) (the last factor
@@ -170,7 +172,7 @@ export interface Backend {
    */
   lmHeadLogprobForwardQuant?(
     logp: Buf, lse: Buf, logitSum: Buf, logSumSq: Buf | null, x: Buf, rows: Int32Array, targets: Int32Array, w: Uint8Array, type: number,
-    M: number, C: number, V: number, softcap: number,
+    M: number, C: number, V: number, softcap: number, entropy?: Buf | null, argmax?: Int32Array | null,
   ): void;
   lmHeadLogprobBackwardQuant?(
     dx: Buf, dlogp: Buf, x: Buf, rows: Int32Array, targets: Int32Array, w: Uint8Array, type: number, lse: Buf, M: number, C: number, V: number,

@@ -246,6 +246,8 @@ export interface Activations {
   logitSum: Buf; // (M)  Σ_v logits, for TRL's logits/* metrics
   logSumSq: Buf; // (M)  log Σ_v p², for WPO (filled when wantLogSumSq)
   logp: Buf; // (M)   log p(targets | prefix)
+  entropy: Buf; // (M)  entropy of each next-token distribution, for TRL's `entropy`
+  argmax: Int32Array; // (M)  the most likely next token (the first on a tie), for `mean_token_accuracy`
   /** Set by a caller that needs logSumSq from the next forward. */
   wantLogSumSq: boolean;
   tmp: Buf; // (R,T,C)  projection output before it joins the residual
@@ -315,7 +317,7 @@ export function activationLayout(cfg: LlamaConfig, maxRows: number, maxT: number
     want(`up.${l}`, N * FF); want(`h.${l}`, N * FF);
     if (postNorm) { want(`mlpOut.${l}`, N * C); want(`mlpRstd.${l}`, N); }
   }
-  want("lnf", N * C); want("rstdf", N); if (layerNorm) want("meanf", N); want("lse", N); want("logitSum", N); want("logSumSq", N); want("logp", N);
+  want("lnf", N * C); want("rstdf", N); if (layerNorm) want("meanf", N); want("lse", N); want("logitSum", N); want("logSumSq", N); want("logp", N); want("entropy", N);
   want("tmp", N * C); want("dx", N * C); want("dln", N * C); want("dq", N * NH * HS); want("dk", N * NKV * HS);
   want("dv", N * NKV * HS); want("dqPre", N * NH * HS); want("dkPre", N * NKV * HS); want("datty", N * NH * HS);
   if (gated) want("dgate", N * FF);
@@ -412,7 +414,7 @@ export function createActivations(model: Model, maxRows: number, maxT: number, c
       gate: o(`gate.${l}`), up: v(`up.${l}`), h: v(`h.${l}`), mlpOut: o(`mlpOut.${l}`), mlpRstd: o(`mlpRstd.${l}`),
     })),
     lnf: v("lnf"), rstdf: v("rstdf"), meanf: o("meanf"), lse: v("lse"), logitSum: v("logitSum"), logSumSq: v("logSumSq"), logp: v("logp"),
-    wantLogSumSq: false,
+    entropy: v("entropy"), argmax: new Int32Array(N), wantLogSumSq: false,
     tmp: v("tmp"), dx: v("dx"), dln: v("dln"), dq: v("dq"), dk: v("dk"), dv: v("dv"), dqPre: v("dqPre"),
     dkPre: v("dkPre"), datty: v("datty"), dgate: o("dgate"), dup: v("dup"), dh: v("dh"),
     rope: layerRopeTables(model.cfg, maxT, model.ctor), seqLen: 0,
@@ -599,7 +601,7 @@ export function forwardPacked(be: Backend, model: Model, acts: Activations, inpu
   if (opts.logitScale !== 1) be.scale(acts.lnf, 1 / opts.logitScale, N * C); // logits / s = (lnf / s)·Wᵀ
   lmHeadLogprobForwardW(
     be, acts.logp, acts.lse, acts.logitSum, acts.wantLogSumSq ? acts.logSumSq : null,
-    acts.lnf, acts.rows, acts.targets, p.lmHead, M, C, V, opts.finalSoftcap,
+    acts.lnf, acts.rows, acts.targets, p.lmHead, M, C, V, opts.finalSoftcap, acts.entropy, acts.argmax,
   );
   return acts.logp.subarray(0, M);
 }

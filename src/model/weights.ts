@@ -113,20 +113,21 @@ function chunkLogits(be: Backend, z: Float32Array, xr: Float32Array, W: QuantWei
 
 /**
  * Backend.lmHeadLogprobForward for any weight. A quantised head works through the vocabulary a chunk at a time,
- * carrying each row's running max, Σ e^(z−max), Σ e^(2(z−max)) and Σ z across chunks (the online log-sum-exp).
- * softcap > 0 caps each chunk's logits first (z → softcap·tanh(z/softcap)), as the backends' heads do.
+ * carrying each row's running max (and the first index holding it), Σ e^(z−max), Σ e^(2(z−max)),
+ * Σ e^(z−max)·(z−max) and Σ z across chunks (the online log-sum-exp). softcap > 0 caps each chunk's logits first
+ * (z → softcap·tanh(z/softcap)), as the backends' heads do.
  */
 export function lmHeadLogprobForwardW(
   be: Backend, logp: Buf, lse: Buf, logitSum: Buf, logSumSq: Buf | null, x: Buf, rows: Int32Array, targets: Int32Array, W: Weight,
-  M: number, C: number, V: number, softcap: number,
+  M: number, C: number, V: number, softcap: number, entropy: Buf | null = null, argmax: Int32Array | null = null,
 ): void {
   if (M === 0) return; // a forward for its hidden states only (a reward model's): no head, not even a quantised pass over V
-  if (!isQuant(W)) return be.lmHeadLogprobForward(logp, lse, logitSum, logSumSq, x, rows, targets, W, M, C, V, softcap);
+  if (!isQuant(W)) return be.lmHeadLogprobForward(logp, lse, logitSum, logSumSq, x, rows, targets, W, M, C, V, softcap, entropy, argmax);
   if (be.lmHeadLogprobForwardQuant)
-    return be.lmHeadLogprobForwardQuant(logp, lse, logitSum, logSumSq, x, rows, targets, W.data, GGML_TYPE_ID[W.type], M, C, V, softcap);
+    return be.lmHeadLogprobForwardQuant(logp, lse, logitSum, logSumSq, x, rows, targets, W.data, GGML_TYPE_ID[W.type], M, C, V, softcap, entropy, argmax);
   const xr = gatherRows(x, rows, M, C);
-  const mx = new Float64Array(M).fill(-Infinity), se = new Float64Array(M), se2 = new Float64Array(M), sum = new Float64Array(M);
-  const zt = new Float64Array(M);
+  const mx = new Float64Array(M).fill(-Infinity), se = new Float64Array(M), se2 = new Float64Array(M), sez = new Float64Array(M);
+  const sum = new Float64Array(M), zt = new Float64Array(M), arg = new Int32Array(M);
   wScratch = grow(wScratch, VCHUNK * C);
   oScratch = grow(oScratch, M * VCHUNK);
   for (let v0 = 0; v0 < V; v0 += VCHUNK) {
@@ -135,23 +136,30 @@ export function lmHeadLogprobForwardW(
     if (softcap > 0) for (let i = 0; i < M * ch; i++) oScratch[i] = softcap * Math.tanh(oScratch[i]! / softcap);
     for (let m = 0; m < M; m++) {
       const z = oScratch.subarray(m * ch, m * ch + ch);
-      let cmax = -Infinity;
-      for (let j = 0; j < ch; j++) if (z[j]! > cmax) cmax = z[j]!;
+      let cmax = -Infinity, carg = 0;
+      for (let j = 0; j < ch; j++) if (z[j]! > cmax) (cmax = z[j]!), (carg = j);
       if (cmax > mx[m]!) {
-        const r = Math.exp(mx[m]! - cmax);
-        se[m] = se[m]! * r;
-        se2[m] = se2[m]! * r * r;
+        // a strictly larger max (an earlier chunk keeps a tie); nothing to rescale while the max is still −∞
+        if (se[m]! > 0) {
+          const shift = mx[m]! - cmax, r = Math.exp(shift);
+          sez[m] = r * (sez[m]! + shift * se[m]!);
+          se[m] = se[m]! * r;
+          se2[m] = se2[m]! * r * r;
+        }
         mx[m] = cmax;
+        arg[m] = v0 + carg;
       }
-      let s = 0, s2 = 0, zs = 0;
+      let s = 0, s2 = 0, sx = 0, zs = 0;
       for (let j = 0; j < ch; j++) {
-        const e = Math.exp(z[j]! - mx[m]!);
+        const d = z[j]! - mx[m]!, e = Math.exp(d);
         s += e;
         s2 += e * e;
+        sx += e * d;
         zs += z[j]!;
       }
       se[m] = se[m]! + s;
       se2[m] = se2[m]! + s2;
+      sez[m] = sez[m]! + sx;
       sum[m] = sum[m]! + zs;
       const t = targets[m]! - v0;
       if (t >= 0 && t < ch) zt[m] = z[t]!;
@@ -163,6 +171,8 @@ export function lmHeadLogprobForwardW(
     logitSum[m] = sum[m]!;
     logp[m] = zt[m]! - l;
     if (logSumSq) logSumSq[m] = Math.log(se2[m]!) - 2 * Math.log(se[m]!);
+    if (entropy) entropy[m] = Math.log(se[m]!) - sez[m]! / se[m]!;
+    if (argmax) argmax[m] = arg[m]!;
   }
 }
 

@@ -31,7 +31,6 @@ import { initialLossState } from "../loss/losses.js";
 import { nllLoss } from "../loss/sft.js";
 import { type Activations, type Gradients, type Model, backward, createActivations, createGradients, forwardPacked } from "../model/decoder.js";
 import { createLora } from "../model/lora.js";
-import { predictionStats } from "../model/predict.js";
 import { defaultDataPath, defaultModelPath } from "../paths.js";
 import { writeRunReport } from "../report/report.js";
 import { Rng } from "../rng.js";
@@ -78,12 +77,11 @@ export function sftMicroBatch(e: SftEngine, rows: readonly Row[], stepTokens: nu
   const logp = forwardPacked(be, policy, e.acts, pk); // (M) log-probs of the trained tokens
   e.acts.dropout = null;
   const out = nllLoss(logp, stepTokens ?? pk.M);
-  const entropy = new Float64Array(pk.M);
-  const correct = new Uint8Array(pk.M);
-  predictionStats(be, policy, e.acts, entropy, correct);
-  if (stepTokens !== null) backward(be, policy, e.acts, e.grads, new policy.ctor(pk.M).fill(out.dlogp));
+  // the fused LM head's entropy and most likely token at each trained position
+  const { entropy, argmax, targets } = e.acts;
   let h = 0, hits = 0;
-  for (let m = 0; m < pk.M; m++) (h += entropy[m]!), (hits += correct[m]!);
+  for (let m = 0; m < pk.M; m++) (h += entropy[m]!), (hits += argmax[m] === targets[m] ? 1 : 0);
+  if (stepTokens !== null) backward(be, policy, e.acts, e.grads, new policy.ctor(pk.M).fill(out.dlogp));
   return { loss: out.loss, metrics: { loss: out.loss, mean_token_accuracy: hits / pk.M, entropy: h / pk.M }, tokens: pk.tokens, trained: pk.M };
 }
 

@@ -27,7 +27,6 @@ import { modelFingerprint } from "../io/fingerprint.js";
 import { loadPeftAdapter, loraTargetsFromPeft } from "../io/peft.js";
 import { type Lora, createLora } from "../model/lora.js";
 import { quantisedCopy } from "../model/quantise.js";
-import { predictionStats } from "../model/predict.js";
 import { isUnpaired, klInBatch, needsReference, usesKl, type LossConfig } from "../loss/config.js";
 import { type LossOutput, type LossState, type PairBatch, computeLoss, initialLossState } from "../loss/losses.js";
 import { groupMeans, lossMetrics } from "../loss/metrics.js";
@@ -199,8 +198,9 @@ export function microBatch(
   const rowLogps = new Float64Array(R);
   const logitMeans = new Float64Array(R);
   rowSums(g, pk, policy.cfg.V, rowLogps, logitMeans);
-  const entropy = new Float64Array(pk.M); // (M) of each predicted answer token's distribution, for TRL's `entropy`
-  predictionStats(be, policy, e.acts, entropy, null);
+  // (M) of each predicted answer token's distribution, for TRL's `entropy`: the fused LM head computed it alongside
+  // the log-probs (copied, as a later forward reuses the activations)
+  const entropy = Float64Array.from(e.acts.entropy.subarray(0, pk.M));
   const plain = ldAlpha !== null ? rowLogps : null; // plain sums for the NLL terms
   let wpo: PairBatch["wpo"] = null;
   if (wpoOn) {

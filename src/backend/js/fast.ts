@@ -156,7 +156,7 @@ function headLogits(z: Float64Array, xs: Float64Array, x: Buf, rows: Int32Array,
 
 export function lmHeadLogprobForward(
   logp: Buf, lse: Buf, logitSum: Buf, logSumSq: Buf | null, x: Buf, rows: Int32Array, targets: Int32Array, W: Buf,
-  M: number, C: number, V: number, softcap: number,
+  M: number, C: number, V: number, softcap: number, entropy: Buf | null = null, argmax: Int32Array | null = null,
 ): void {
   const [z, xs] = blockScratch(HEAD_CHUNK * Math.max(V, C));
   for (let m0 = 0; m0 < M; m0 += HEAD_CHUNK) {
@@ -165,16 +165,17 @@ export function lmHeadLogprobForward(
     if (softcap > 0) for (let i = 0; i < mb * V; i++) z[i] = softcapped(z[i]!, softcap);
     for (let i = 0; i < mb; i++) {
       const o = i * V;
-      let max = -Infinity, sum = 0;
+      let max = -Infinity, arg = 0, sum = 0;
       for (let v = 0; v < V; v++) {
-        if (z[o + v]! > max) max = z[o + v]!;
+        if (z[o + v]! > max) (max = z[o + v]!), (arg = v);
         sum += z[o + v]!;
       }
-      let se = 0, se2 = 0;
+      let se = 0, se2 = 0, sez = 0;
       for (let v = 0; v < V; v++) {
-        const e = Math.exp(z[o + v]! - max);
+        const d = z[o + v]! - max, e = Math.exp(d);
         se += e;
         se2 += e * e;
+        sez += e * d;
       }
       const l = max + Math.log(se);
       const m = m0 + i;
@@ -182,6 +183,8 @@ export function lmHeadLogprobForward(
       logitSum[m] = sum;
       logp[m] = z[o + targets[m]!]! - l;
       if (logSumSq) logSumSq[m] = Math.log(se2) - 2 * Math.log(se);
+      if (entropy) entropy[m] = Math.log(se) - sez / se;
+      if (argmax) argmax[m] = arg;
     }
   }
 }

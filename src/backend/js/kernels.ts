@@ -394,28 +394,31 @@ export function sumSquares(x: Buf, n: number): number {
 // log-softmax would do.
 export function lmHeadLogprobForward(
   logp: Buf, lse: Buf, logitSum: Buf, logSumSq: Buf | null, x: Buf, rows: Int32Array, targets: Int32Array, W: Buf,
-  M: number, C: number, V: number, softcap: number,
+  M: number, C: number, V: number, softcap: number, entropy: Buf | null = null, argmax: Int32Array | null = null,
 ): void {
   const z = lmHeadScratch(V);
   for (let m = 0; m < M; m++) {
     lmHeadRow(z, x, rows[m]! * C, W, C, V);
     if (softcap > 0) for (let v = 0; v < V; v++) z[v] = softcapped(z[v]!, softcap);
-    let max = -Infinity, sum = 0;
+    let max = -Infinity, arg = 0, sum = 0;
     for (let v = 0; v < V; v++) {
-      if (z[v]! > max) max = z[v]!;
+      if (z[v]! > max) (max = z[v]!), (arg = v);
       sum += z[v]!;
     }
-    let se = 0, se2 = 0;
+    let se = 0, se2 = 0, sez = 0;
     for (let v = 0; v < V; v++) {
       const e = Math.exp(z[v]! - max);
       se += e;
       se2 += e * e;
+      sez += e * (z[v]! - max);
     }
     const l = max + Math.log(se);
     lse[m] = l;
     logitSum[m] = sum;
     logp[m] = z[targets[m]!]! - l;
     if (logSumSq) logSumSq[m] = Math.log(se2) - 2 * Math.log(se); // Σ p² = Σ e² / (Σ e)²
+    if (entropy) entropy[m] = Math.log(se) - sez / se; // H = lse − Σ p·z, with the max taken out of both terms
+    if (argmax) argmax[m] = arg;
   }
 }
 

@@ -413,12 +413,18 @@ HeadRows head_rows(Args& a, int dxArg, int xArg, int rowsArg, int targetsArg, i6
   return h;
 }
 
+// The optional outputs after softcap: entropy (Float32Array) and argmax (Int32Array), each (M) or null.
+tsdpo::HeadStats head_stats(Args& a, int first, int extra, i64 M) {
+  return tsdpo::HeadStats{a.f32(first, "logp", M), a.f32(first + 1, "lse", M), a.f32(first + 2, "logitSum", M),
+                   a.f32(first + 3, "logSumSq", M, true), a.f32(extra, "entropy", M, true),
+                   a.i32(extra + 1, "argmax", M, true)};
+}
+
 napi_value LmHeadLogprobForward(napi_env env, napi_callback_info info) {
   return guarded(env, info, "lmHeadLogprobForward", 12, [](Args& a) {
     const i64 M = a.size(8, "M"), C = a.size(9, "C", 1), V = a.size(10, "V", 1);
     const HeadRows h = head_rows(a, -1, 4, 5, 6, M, C, V);
-    tsdpo::lm_head_logprob_forward(a.f32(0, "logp", M), a.f32(1, "lse", M), a.f32(2, "logitSum", M),
-                                   a.f32(3, "logSumSq", M, true), h.x, h.rows, h.targets, a.f32(7, "W", mul(V, C)), M, C, V,
+    tsdpo::lm_head_logprob_forward(head_stats(a, 0, 12, M), h.x, h.rows, h.targets, a.f32(7, "W", mul(V, C)), M, C, V,
                                    static_cast<float>(finite(a, 11, "softcap", true)));
   });
 }
@@ -504,7 +510,7 @@ napi_value MatmulBackwardQuant(napi_env env, napi_callback_info info) {
   });
 }
 
-// lmHeadLogprobForwardQuant(logp, lse, logitSum, logSumSq, x, rows, targets, w, type, M, C, V, softcap) and
+// lmHeadLogprobForwardQuant(logp, lse, logitSum, logSumSq, x, rows, targets, w, type, M, C, V, softcap[, entropy, argmax]) and
 // lmHeadLogprobBackwardQuant(dx, dlogp, x, rows, targets, w, type, lse, M, C, V, softcap): the fused head with a frozen W
 // (V, C) in GGML blocks, as the float ones otherwise (no dW: quantised weights are frozen).
 napi_value LmHeadLogprobForwardQuant(napi_env env, napi_callback_info info) {
@@ -513,8 +519,7 @@ napi_value LmHeadLogprobForwardQuant(napi_env env, napi_callback_info info) {
     const i64 M = a.size(9, "M"), C = a.size(10, "C", 1), V = a.size(11, "V", 1);
     const HeadRows h = head_rows(a, -1, 4, 5, 6, M, C, V);
     const uint8_t* w = a.u8(7, "w", quant_weight_bytes(a, type, C, V));
-    tsdpo::lm_head_logprob_forward_quant(a.f32(0, "logp", M), a.f32(1, "lse", M), a.f32(2, "logitSum", M),
-                                         a.f32(3, "logSumSq", M, true), h.x, h.rows, h.targets, w, type, M, C, V,
+    tsdpo::lm_head_logprob_forward_quant(head_stats(a, 0, 13, M), h.x, h.rows, h.targets, w, type, M, C, V,
                                          static_cast<float>(finite(a, 12, "softcap", true)));
   });
 }

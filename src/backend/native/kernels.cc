@@ -510,8 +510,8 @@ T* grow(std::vector<T>& v, i64 n) {
 
 struct HeadScratch {
   std::vector<float> xg, z, dxg, g, lse, runMax, targetLogit;
-  std::vector<double> sumExp, sumExp2, sumZ;
-  std::vector<int32_t> target, row;
+  std::vector<double> sumExp, sumExp2, sumExpShift, sumZ;
+  std::vector<int32_t> target, row, runArgmax;
 };
 HeadScratch& head_scratch() {
   static HeadScratch s;
@@ -545,38 +545,46 @@ void gather_rows(float* xg, const float* x, const int32_t* row, i64 mb, i64 C) {
 }
 
 // softcap > 0 caps each tile of logits in place before it is folded in, so every statistic sees the capped logits.
-void head_forward(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x, const int32_t* rows,
-                  const int32_t* targets, const HeadWeight& W, i64 M, i64 C, i64 V, float softcap) {
+void head_forward(const HeadStats& out, const float* x, const int32_t* rows, const int32_t* targets, const HeadWeight& W,
+                  i64 M, i64 C, i64 V, float softcap) {
   HeadScratch& hs = head_scratch();
   const i64 rowBlock = std::min(M, head_row_block());
   float* xg = grow(hs.xg, rowBlock * C);
   float* z = grow(hs.z, rowBlock * kVocabTile);
   float* runMax = grow(hs.runMax, rowBlock);
+  int32_t* runArgmax = grow(hs.runArgmax, rowBlock);
   float* targetLogit = grow(hs.targetLogit, rowBlock);
   double* sumExp = grow(hs.sumExp, rowBlock);
   double* sumExp2 = grow(hs.sumExp2, rowBlock);
+  double* sumExpShift = grow(hs.sumExpShift, rowBlock);
   double* sumZ = grow(hs.sumZ, rowBlock);
   for (i64 m0 = 0; m0 < M; m0 += rowBlock) {
     const i64 mb = std::min(rowBlock, M - m0);
     gather_rows(xg, x, rows + m0, mb, C);
     std::fill(runMax, runMax + mb, -INFINITY);
+    std::fill(runArgmax, runArgmax + mb, 0);
     std::fill(sumExp, sumExp + mb, 0.0);
     std::fill(sumExp2, sumExp2 + mb, 0.0);
+    std::fill(sumExpShift, sumExpShift + mb, 0.0);
     std::fill(sumZ, sumZ + mb, 0.0);
     for (i64 v0 = 0; v0 < V; v0 += kVocabTile) {
       const i64 nb = std::min(kVocabTile, V - v0);
       head_logits(z, xg, W, v0, mb, nb, C);
       parallel_ranges(mb, mb * nb, [&](i64 r0, i64 r1) {
         if (softcap > 0) g_simd->softcap_range(z + r0 * nb, (r1 - r0) * nb, softcap);
-        g_simd->lm_head_tile_stats(z, nb, v0, targets + m0, r0, r1, runMax, sumExp, sumExp2, sumZ, targetLogit);
+        g_simd->lm_head_tile_stats(z, nb, v0, targets + m0, r0, r1, runMax, runArgmax, sumExp, sumExp2, sumExpShift,
+                                   sumZ, targetLogit);
       });
     }
     for (i64 i = 0; i < mb; i++) {
+      const i64 m = m0 + i;
       const double logSumExp = std::log(sumExp[i]), l = runMax[i] + logSumExp;
-      lse[m0 + i] = static_cast<float>(l);
-      logitSum[m0 + i] = static_cast<float>(sumZ[i]);
-      logp[m0 + i] = static_cast<float>(targetLogit[i] - l);
-      if (logSumSq) logSumSq[m0 + i] = static_cast<float>(std::log(sumExp2[i]) - 2 * logSumExp);  // Σp² = Σe²/(Σe)²
+      out.lse[m] = static_cast<float>(l);
+      out.logitSum[m] = static_cast<float>(sumZ[i]);
+      out.logp[m] = static_cast<float>(targetLogit[i] - l);
+      if (out.logSumSq) out.logSumSq[m] = static_cast<float>(std::log(sumExp2[i]) - 2 * logSumExp);  // Σp² = Σe²/(Σe)²
+      if (out.entropy) out.entropy[m] = static_cast<float>(logSumExp - sumExpShift[i] / sumExp[i]);
+      if (out.argmax) out.argmax[m] = runArgmax[i];
     }
   }
 }
@@ -632,10 +640,9 @@ void head_backward(float* dx, float* dW, const float* dlogp, const float* x, con
 
 }  // namespace
 
-void lm_head_logprob_forward(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x,
-                             const int32_t* rows, const int32_t* targets, const float* W, i64 M, i64 C, i64 V,
-                             float softcap) {
-  head_forward(logp, lse, logitSum, logSumSq, x, rows, targets, HeadWeight{W, nullptr, 0, 0}, M, C, V, softcap);
+void lm_head_logprob_forward(const HeadStats& out, const float* x, const int32_t* rows, const int32_t* targets,
+                             const float* W, i64 M, i64 C, i64 V, float softcap) {
+  head_forward(out, x, rows, targets, HeadWeight{W, nullptr, 0, 0}, M, C, V, softcap);
 }
 
 void lm_head_logprob_backward(float* dx, float* dW, const float* dlogp, const float* x, const int32_t* rows,
@@ -644,11 +651,9 @@ void lm_head_logprob_backward(float* dx, float* dW, const float* dlogp, const fl
   head_backward(dx, dW, dlogp, x, rows, targets, HeadWeight{W, nullptr, 0, 0}, lse, M, C, V, softcap);
 }
 
-void lm_head_logprob_forward_quant(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x,
-                                   const int32_t* rows, const int32_t* targets, const uint8_t* W, int type, i64 M,
-                                   i64 C, i64 V, float softcap) {
-  head_forward(logp, lse, logitSum, logSumSq, x, rows, targets, HeadWeight{nullptr, W, type, quant_row_bytes(type, C)},
-               M, C, V, softcap);
+void lm_head_logprob_forward_quant(const HeadStats& out, const float* x, const int32_t* rows, const int32_t* targets,
+                                   const uint8_t* W, int type, i64 M, i64 C, i64 V, float softcap) {
+  head_forward(out, x, rows, targets, HeadWeight{nullptr, W, type, quant_row_bytes(type, C)}, M, C, V, softcap);
 }
 
 void lm_head_logprob_backward_quant(float* dx, const float* dlogp, const float* x, const int32_t* rows,

@@ -66,11 +66,20 @@ void accumulate(float* dst, const float* src, i64 n);
 void scale(float* x, double s, i64 n);
 double sum_squares(const float* x, i64 n);
 
-// The LM head fused with log-softmax and gather over rows[0..M) of x; logSumSq and dW may be nullptr. softcap > 0
-// caps the logits (softcap·tanh(z/softcap)) before everything else.
-void lm_head_logprob_forward(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x,
-                             const int32_t* rows, const int32_t* targets, const float* W, i64 M, i64 C, i64 V,
-                             float softcap);
+// The fused LM head's per-row outputs, each (M); logSumSq, entropy and argmax may be nullptr (not wanted).
+struct HeadStats {
+  float* logp;       // log softmax(z)[target]
+  float* lse;        // logsumexp(z)
+  float* logitSum;   // Σ z
+  float* logSumSq;   // log Σ softmax(z)², WPO's weights
+  float* entropy;    // H(softmax(z)), TRL's `entropy`
+  int32_t* argmax;   // the first index of max z, for `mean_token_accuracy`
+};
+
+// The LM head fused with log-softmax and gather over rows[0..M) of x; dW may be nullptr. softcap > 0 caps the logits
+// (softcap·tanh(z/softcap)) before everything else.
+void lm_head_logprob_forward(const HeadStats& out, const float* x, const int32_t* rows, const int32_t* targets,
+                             const float* W, i64 M, i64 C, i64 V, float softcap);
 void lm_head_logprob_backward(float* dx, float* dW, const float* dlogp, const float* x, const int32_t* rows,
                               const int32_t* targets, const float* W, const float* lse, i64 M, i64 C, i64 V,
                               float softcap);
@@ -86,9 +95,8 @@ void matmul_forward_quant(float* out, const float* inp, const uint8_t* w, int ty
 void matmul_backward_quant(float* dinp, const float* dout, const uint8_t* w, int type, i64 N, i64 IC, i64 OC);
 // The fused LM head with W (V, C) stored in GGML blocks of `type` (frozen: no dW). Same bits as the float head on the
 // dequantised W: the GEMM dequantises inside its packing.
-void lm_head_logprob_forward_quant(float* logp, float* lse, float* logitSum, float* logSumSq, const float* x,
-                                   const int32_t* rows, const int32_t* targets, const uint8_t* W, int type, i64 M,
-                                   i64 C, i64 V, float softcap);
+void lm_head_logprob_forward_quant(const HeadStats& out, const float* x, const int32_t* rows, const int32_t* targets,
+                                   const uint8_t* W, int type, i64 M, i64 C, i64 V, float softcap);
 void lm_head_logprob_backward_quant(float* dx, const float* dlogp, const float* x, const int32_t* rows,
                                     const int32_t* targets, const uint8_t* W, int type, const float* lse, i64 M, i64 C,
                                     i64 V, float softcap);
