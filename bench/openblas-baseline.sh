@@ -1,17 +1,25 @@
 #!/bin/sh
-# Prepares the OpenBLAS build of tsdpo to compare against: a git worktree of the last commit whose native backend
-# linked OpenBLAS (43a4485), installed with `npm ci` (which builds its addon against Debian's OpenBLAS). Then:
+# Prepares the build of tsdpo to compare its own GEMM against: this commit (or COMMIT) with every float matrix
+# product sent to OpenBLAS's cblas_sgemm instead (bench/openblas-sgemm.patch: gemm.cc's sgemm() calls cblas_sgemm,
+# and binding.gyp links Debian's OpenMP build of OpenBLAS). Everything else, the kernels, the trainer and the
+# quantised products, is the same code, so a step-time difference is the GEMM's alone. Then:
 #
-#   npm run bench:torch -- --preset smollm-135m --baseline-tsdpo "$DIR" --baseline-label "OpenBLAS build"
+#   npm run bench:torch -- --preset smollm-135m --baseline-tsdpo "$DIR" --baseline-label "OpenBLAS sgemm"
 #
-#   sh bench/openblas-baseline.sh [DIR]     (default /tmp/tsdpo-openblas; needs libopenblas-dev libopenblas0-openmp)
+#   sh bench/openblas-baseline.sh [DIR [COMMIT]]   (default /tmp/tsdpo-openblas-sgemm, HEAD;
+#                                                   needs apt-get install libopenblas-dev libopenblas0-openmp)
 set -eu
-dir=${1:-/tmp/tsdpo-openblas}
-commit=43a4485
+dir=${1:-/tmp/tsdpo-openblas-sgemm}
 repo=$(cd "$(dirname "$0")/.." && pwd)
-if [ ! -e "$dir/.git" ]; then git -C "$repo" worktree add --detach "$dir" "$commit"; fi
+commit=$(git -C "$repo" rev-parse "${2:-HEAD}")
+if [ ! -e /usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0 ] || [ ! -e /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ]; then
+  echo "openblas-baseline: needs Debian's OpenBLAS headers and OpenMP build: apt-get install libopenblas-dev libopenblas0-openmp" >&2
+  exit 1
+fi
+if [ -e "$dir/.git" ]; then git -C "$dir" checkout --quiet --force --detach "$commit"; else git -C "$repo" worktree add --detach "$dir" "$commit"; fi
 cd "$dir"
+git apply "$repo/bench/openblas-sgemm.patch"
 npm ci --no-audit --no-fund
-node -e "import('./dist/src/backend/native/index.js').then((m) => { const n = m.loadNative();
-  if (!n.ok) { console.error('the OpenBLAS build did not load: ' + n.reason); process.exit(1); }
-  console.log(JSON.stringify(n.info())); })"
+ldd build/Release/tsdpo_native.node | grep -q 'openblas-openmp/libopenblas' ||
+  { echo "openblas-baseline: the addon in $dir is not linked to OpenBLAS's OpenMP build" >&2; exit 1; }
+echo "openblas-baseline: $dir is $commit with OpenBLAS's sgemm"

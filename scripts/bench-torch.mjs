@@ -6,8 +6,8 @@
 //                          [--baseline-tsdpo DIR [--baseline-label TEXT]]
 //
 // --baseline-tsdpo DIR adds a third side: another build of tsdpo (a checkout with its own dist/ and build/, such as
-// the last commit that linked OpenBLAS, prepared by bench/openblas-baseline.sh), run in every round right after this
-// one, so the two builds are compared in the same run and under the same load.
+// the same commit with OpenBLAS's sgemm in place of tsdpo's GEMM, prepared by bench/openblas-baseline.sh), run in
+// every round right after this one, so the two builds are compared in the same run and under the same load.
 //
 // Each round runs tools/bench_torch.py, then `node dist/src/cli/main.js bench … --json`, one child process at a
 // time with the same --threads, so the two never share the CPU. PyTorch (Debian's python3-torch) gets its best
