@@ -33,12 +33,14 @@ export function environment() {
   };
 }
 
-/** Prints `result` as JSON, and writes it to `out` (temporary name, then rename) when given. */
+/** Writes `result` as JSON to `out`: a temporary name, then a rename, so a killed run leaves the old file whole. */
+export function writeResult(result, out) {
+  writeFileSync(`${out}.tmp`, JSON.stringify(result, null, 2) + "\n");
+  renameSync(`${out}.tmp`, out);
+}
+
+/** Prints `result` as JSON, and writes it to `out` when given. */
 export function report(result, out) {
-  const text = JSON.stringify(result, null, 2) + "\n";
-  if (out) {
-    writeFileSync(`${out}.tmp`, text);
-    renameSync(`${out}.tmp`, out);
-  }
-  process.stdout.write(text);
+  if (out) writeResult(result, out);
+  process.stdout.write(JSON.stringify(result, null, 2) + "\n");
 }

@@ -11,13 +11,11 @@
 // phase's median ms. The raw `tsdpo bench` objects are kept in the output.
 
 import { spawnSync } from "node:child_process";
-import { renameSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { root as ROOT, writeResult } from "./common.mjs";
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const { values } = parseArgs({
   options: {
     baseline: { type: "string" },
@@ -85,11 +83,7 @@ const report = {
     date: new Date().toISOString() },
   raw: runs,
 };
-const text = JSON.stringify(report, null, 2) + "\n";
-if (values.out) {
-  writeFileSync(values.out + ".tmp", text);
-  renameSync(values.out + ".tmp", values.out);
-}
+if (values.out) writeResult(report, values.out);
 console.log(`${values.preset}: own GEMM ${report.own.ms_per_step.toFixed(1)} ms/step, OpenBLAS sgemm ` +
   `${report.openblas.ms_per_step.toFixed(1)} ms/step; OpenBLAS / own per round: median ${median(ratios).toFixed(3)} ` +
   `(quartiles ${quartiles(ratios).map((x) => x.toFixed(3)).join("…")}; ${ratios.map((x) => x.toFixed(3)).join(", ")})`);

@@ -413,11 +413,12 @@ HeadRows head_rows(Args& a, int dxArg, int xArg, int rowsArg, int targetsArg, i6
   return h;
 }
 
-// The optional outputs after softcap: entropy (Float32Array) and argmax (Int32Array), each (M) or null.
+// The fused head's outputs, each (M): logp, lse, logitSum and logSumSq (or null) from argument `first` on, and the
+// optional entropy (Float32Array) and argmax (Int32Array), null or absent, at `extra` and `extra + 1`, after softcap.
 tsdpo::HeadStats head_stats(Args& a, int first, int extra, i64 M) {
-  return tsdpo::HeadStats{a.f32(first, "logp", M), a.f32(first + 1, "lse", M), a.f32(first + 2, "logitSum", M),
-                   a.f32(first + 3, "logSumSq", M, true), a.f32(extra, "entropy", M, true),
-                   a.i32(extra + 1, "argmax", M, true)};
+  return tsdpo::HeadStats{a.f32(first, "logp", M),         a.f32(first + 1, "lse", M),
+                          a.f32(first + 2, "logitSum", M), a.f32(first + 3, "logSumSq", M, true),
+                          a.f32(extra, "entropy", M, true), a.i32(extra + 1, "argmax", M, true)};
 }
 
 napi_value LmHeadLogprobForward(napi_env env, napi_callback_info info) {
